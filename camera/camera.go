@@ -46,3 +46,21 @@ var (
 	// ErrNoCgo is returned by Open in a build without cgo, where OpenCV is not available.
 	ErrNoCgo = errors.New("camera: built without cgo, OpenCV sources are not available")
 )
+
+var errUndecodable = errors.New("not an image OpenCV can decode")
+
+// FrameError is a failure to produce one frame that leaves the source usable: the next Read
+// may succeed (an undecodable file in a folder, one corrupt video frame). The part it
+// belonged to gets a NO_DECISION verdict.
+type FrameError struct {
+	CameraID string
+	Seq      uint64
+	Origin   string
+	Err      error
+}
+
+func (e *FrameError) Error() string {
+	return "camera " + e.CameraID + ": frame " + e.Origin + ": " + e.Err.Error()
+}
+
+func (e *FrameError) Unwrap() error { return e.Err }

@@ -6,9 +6,6 @@ import (
 	"path/filepath"
 )
 
-// ErrNoCgo is returned where ONNX Runtime or OpenCV would be needed in a build without cgo.
-var ErrNoCgo = errors.New("models: built without cgo, ONNX Runtime is not available")
-
 // ONNXRuntimeLibName is the file name of the ONNX Runtime shared library Takt looks for.
 const ONNXRuntimeLibName = "libonnxruntime.so.1"
 

@@ -1,0 +1,55 @@
+# Takt: `make demo` runs the inspection loop on synthetic parts; `make test` proves it works.
+# Both install missing system dependencies first (packaging/install-deps.sh).
+SHELL := /bin/bash
+GO ?= go
+DEPS := $(CURDIR)/.deps
+ONNXRUNTIME_LIB ?= $(DEPS)/lib/libonnxruntime.so.1
+export ONNXRUNTIME_LIB
+export PATH := $(DEPS)/bin:$(PATH)
+
+DEMO_DIR := demo
+DEMO_PARTS ?=
+TEST_TIMEOUT ?= 12m
+
+.PHONY: all deps build test demo bench lint onnxpb clean
+
+all: build
+
+deps:
+	@packaging/install-deps.sh
+
+build: deps
+	$(GO) build -o bin/ ./agent/cmd/takt-agent ./agent/cmd/takt
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+lint:
+	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
+
+# demo: synthetic parts -> starter model trained from good parts -> the agent inspects a
+# production run. DEMO_PARTS=N stops after N parts; without it the run loops until Ctrl-C.
+demo: build
+	@mkdir -p $(DEMO_DIR)
+	@rm -rf $(DEMO_DIR)/data
+	bin/takt synth --out $(DEMO_DIR)/train --layout classes --good 30 --defective 0 --seed 1
+	bin/takt synth --out $(DEMO_DIR)/line --layout line --good 80 --defective 20 --seed 2 --video
+	bin/takt model train --data $(DEMO_DIR)/train --out $(DEMO_DIR)/model.onnx --name demo-part --version 1.0.0
+	@cp testdata/demo/agent.yaml $(DEMO_DIR)/agent.yaml
+	bin/takt-agent --config $(DEMO_DIR)/agent.yaml $(if $(DEMO_PARTS),--max-parts $(DEMO_PARTS),) || [ $$? -eq 130 ]
+	@bin/takt eval --data-dir $(DEMO_DIR)/data --labels $(DEMO_DIR)/line/labels.csv
+	@echo "demo: $$(bin/takt store counts --data-dir $(DEMO_DIR)/data)"
+
+# Regenerates the ONNX protobuf types from models/onnxpb/onnx.proto (needs protoc).
+onnxpb:
+	GOBIN=$(DEPS)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	cd models/onnxpb && protoc --plugin=$(DEPS)/bin/protoc-gen-go --go_out=. --go_opt=paths=source_relative \
+		--go_opt=Monnx.proto=github.com/takt-edge/takt/models/onnxpb onnx.proto
+
+clean:
+	rm -rf bin $(DEMO_DIR)

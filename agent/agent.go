@@ -1,0 +1,216 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/takt-edge/takt/agent/store"
+	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models"
+)
+
+// Agent inspects parts on one station.
+type Agent struct {
+	cfg     Config
+	log     zerolog.Logger
+	summary Summary
+}
+
+// Summary counts what a Run did.
+type Summary struct {
+	Parts      int
+	Pass       int
+	Fail       int
+	NoDecision int
+	// LatencyP50 and LatencyP99 are capture-to-commit times over the run.
+	LatencyP50 time.Duration
+	LatencyP99 time.Duration
+	Elapsed    time.Duration
+}
+
+// New validates cfg; it opens nothing.
+func New(cfg Config, log zerolog.Logger) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return &Agent{cfg: cfg, log: log.With().Str("component", "agent").Str("station", cfg.Station).Logger()}, nil
+}
+
+// Summary returns what the last Run did; call it after Run returned.
+func (a *Agent) Summary() Summary { return a.summary }
+
+// Run inspects parts until ctx is done, the source ends or MaxParts parts are committed.
+// It returns nil in those cases and an error when the store, model or camera fails to open
+// or the camera fails for good.
+func (a *Agent) Run(ctx context.Context) error {
+	start := time.Now()
+	if err := models.InitONNXRuntime(a.cfg.ONNXRuntimeLib); err != nil {
+		return err
+	}
+	rt, err := models.LoadRuntime(a.cfg.Model.Path, models.RuntimeOptions{})
+	if err != nil {
+		return fmt.Errorf("model %s: %w", a.cfg.Model.Path, err)
+	}
+	defer rt.Close()
+	info := rt.Info()
+	threshold := info.Threshold
+	if a.cfg.Model.Threshold > 0 {
+		threshold = a.cfg.Model.Threshold
+	}
+	if threshold <= 0 {
+		return fmt.Errorf("model.threshold: model %s carries no threshold; set model.threshold in the config", a.cfg.Model.Path)
+	}
+
+	st, err := store.Open(a.cfg.DataDir, store.Options{Logger: a.log})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	src, err := camera.Open(a.cfg.Camera)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+
+	a.log.Info().Str("model", info.Model.Name).Str("model_version", info.Model.Version).Str("model_sha256", info.Model.SHA256).
+		Str("provider", info.Provider).Float64("threshold", threshold).Str("camera", a.cfg.Camera.ID).
+		Str("source", a.cfg.Camera.Path).Str("data_dir", a.cfg.DataDir).Msg("inspecting")
+
+	var latencies []time.Duration
+	defer func() {
+		a.summary.Elapsed = time.Since(start)
+		a.summary.LatencyP50, a.summary.LatencyP99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
+		s := a.summary
+		a.log.Info().Int("parts", s.Parts).Int("pass", s.Pass).Int("fail", s.Fail).Int("no_decision", s.NoDecision).
+			Dur("latency_p50", s.LatencyP50).Dur("latency_p99", s.LatencyP99).Dur("elapsed", s.Elapsed).Msg("summary")
+	}()
+
+	for a.cfg.MaxParts == 0 || a.summary.Parts < a.cfg.MaxParts {
+		frame, err := src.Read(ctx)
+		var frameErr *camera.FrameError
+		switch {
+		case errors.Is(err, io.EOF):
+			a.log.Info().Msg("source ended")
+			return nil
+		case ctx.Err() != nil:
+			return nil
+		case errors.As(err, &frameErr):
+			frame = camera.Frame{CameraID: frameErr.CameraID, Seq: frameErr.Seq, Time: time.Now(), Origin: frameErr.Origin}
+		case err != nil:
+			return fmt.Errorf("camera %s: %w", a.cfg.Camera.ID, err)
+		}
+		v, lat, err := a.inspect(ctx, rt, info, threshold, st, frame, err)
+		if err != nil {
+			return err
+		}
+		latencies = append(latencies, lat)
+		a.summary.Parts++
+		switch v.Decision {
+		case store.Pass:
+			a.summary.Pass++
+		case store.Fail:
+			a.summary.Fail++
+		default:
+			a.summary.NoDecision++
+		}
+	}
+	return nil
+}
+
+// inspect scores one frame (or records why it could not) and commits the verdict. The
+// commit is not cancelled with ctx: a part that was captured is recorded.
+func (a *Agent) inspect(ctx context.Context, rt *models.Runtime, info models.Info, threshold float64,
+	st *store.Store, frame camera.Frame, frameErr error) (store.Verdict, time.Duration, error) {
+	captured := frame.Time
+	v := store.Verdict{
+		Station:   a.cfg.Station,
+		CameraID:  frame.CameraID,
+		Serial:    serialOf(frame),
+		Time:      captured.UTC(),
+		Threshold: threshold,
+		Model:     store.Model{Name: info.Model.Name, Version: info.Model.Version, SHA256: info.Model.SHA256},
+		Provider:  info.Provider,
+	}
+	if frameErr != nil {
+		v.Decision, v.Reason = store.NoDecision, "no frame: "+frameErr.Error()
+	} else {
+		partCtx, cancel := context.WithDeadline(ctx, captured.Add(a.cfg.Deadline))
+		res, err := rt.Infer(partCtx, frame)
+		cancel()
+		elapsed := time.Since(captured)
+		v.Decision, v.Reason = decide(res.Score, err, threshold, elapsed, a.cfg.Deadline)
+		v.Latency.DecideMs = ms(elapsed)
+		if err == nil && !math.IsNaN(res.Score) && !math.IsInf(res.Score, 0) {
+			score := res.Score
+			v.Score = &score
+		}
+		v.Latency.PreprocessMs = ms(res.Timings.Preprocess)
+		v.Latency.InferMs = ms(res.Timings.Infer)
+	}
+
+	var img *store.Image
+	if frameErr == nil && a.keepImage(v.Decision) {
+		data, err := camera.Encode(frame, a.cfg.Images.Format, a.cfg.Images.JPEGQuality)
+		if err != nil {
+			return v, 0, err
+		}
+		img = &store.Image{Data: data, Ext: a.cfg.Images.Format}
+	}
+	// Stored latencies end where the commit starts; the log line adds the commit's fsync.
+	v.Latency.TotalMs = ms(time.Since(captured))
+	if err := st.Commit(context.WithoutCancel(ctx), &v, img); err != nil {
+		return v, 0, fmt.Errorf("commit verdict for %s: %w", v.Serial, err)
+	}
+	total := time.Since(captured)
+	ev := a.log.Info()
+	if v.Decision != store.Pass {
+		ev = a.log.Warn()
+	}
+	ev = ev.Uint64("id", v.ID).Str("serial", v.Serial).Str("verdict", v.Decision)
+	if v.Score != nil {
+		ev = ev.Float64("score", *v.Score)
+	}
+	if v.Reason != "" {
+		ev = ev.Str("reason", v.Reason)
+	}
+	ev.Float64("latency_ms", ms(total)).Msg("part committed")
+	return v, total, nil
+}
+
+func (a *Agent) keepImage(decision string) bool {
+	switch a.cfg.Images.Keep {
+	case KeepAll:
+		return true
+	case KeepFail:
+		return decision != store.Pass
+	}
+	return false
+}
+
+// serialOf names the part: the image file name for a folder source, else camera and sequence.
+func serialOf(f camera.Frame) string {
+	if ext := filepath.Ext(f.Origin); ext != "" && !slices.Contains([]rune(ext), '#') {
+		return filepath.Base(f.Origin[:len(f.Origin)-len(ext)])
+	}
+	return fmt.Sprintf("%s-%06d", f.CameraID, f.Seq)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func percentile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[int(math.Ceil(q*float64(len(s))))-1]
+}

@@ -1,0 +1,49 @@
+// Command takt-agent is the station agent: it inspects every part the camera sees and
+// records each verdict durably. See the README for the configuration reference.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/rs/zerolog"
+
+	"github.com/takt-edge/takt/agent"
+)
+
+func main() {
+	configPath := flag.String("config", "/etc/takt/agent.yaml", "configuration file (YAML)")
+	maxParts := flag.Int("max-parts", -1, "stop after this many parts (overrides max_parts; 0 runs until stopped)")
+	logFormat := flag.String("log-format", "", "console or json (overrides log.format)")
+	flag.Parse()
+	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00"
+
+	cfg, err := agent.LoadConfig(*configPath)
+	if err != nil {
+		fail(err)
+	}
+	if *maxParts >= 0 {
+		cfg.MaxParts = *maxParts
+	}
+	if *logFormat != "" {
+		cfg.Log.Format = *logFormat
+	}
+	a, err := agent.New(cfg, agent.NewLogger(cfg.Log, os.Stderr))
+	if err != nil {
+		fail(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := a.Run(ctx); err != nil {
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "takt-agent:", err)
+	os.Exit(1)
+}

@@ -1,0 +1,98 @@
+// Command takt is the operator's tool: synthetic parts, model training and inspection,
+// verdict store queries and evaluation against ground truth.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+)
+
+const usage = `usage: takt <command> [flags]
+
+commands:
+  synth          render synthetic parts (training classes or a production run)
+  model train    train the template anomaly model from good images
+  model inspect  show a model's inputs, outputs and Takt metadata
+  store counts   verdict counts of a station's store
+  store list     verdicts of a station's store as JSON lines
+  eval           compare stored verdicts with ground-truth labels
+
+Run "takt <command> -h" for a command's flags.
+`
+
+// errUsage marks an error whose message is the usage already printed.
+var errUsage = errors.New("usage")
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, errUsage) && !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "takt:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	sub := func(name string) (string, []string, error) {
+		if len(args) < 2 {
+			fmt.Fprint(stderr, usage)
+			return "", nil, errUsage
+		}
+		return name + " " + args[1], args[2:], nil
+	}
+	var cmd string
+	rest := args[1:]
+	switch args[0] {
+	case "model", "store":
+		var err error
+		if cmd, rest, err = sub(args[0]); err != nil {
+			return err
+		}
+	default:
+		cmd = args[0]
+	}
+	switch cmd {
+	case "synth":
+		return cmdSynth(rest, stdout, stderr)
+	case "model train":
+		return cmdModelTrain(rest, stdout, stderr)
+	case "model inspect":
+		return cmdModelInspect(rest, stdout, stderr)
+	case "store counts":
+		return cmdStoreCounts(rest, stdout, stderr)
+	case "store list":
+		return cmdStoreList(rest, stdout, stderr)
+	case "eval":
+		return cmdEval(rest, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "takt: unknown command %q\n\n%s", cmd, usage)
+	return errUsage
+}
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("takt "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// parseFlags parses and rejects stray positional arguments beyond want.
+func parseFlags(fs *flag.FlagSet, args []string, want int) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != want {
+		fs.Usage()
+		return fmt.Errorf("%s: want %d argument(s), got %d", fs.Name(), want, fs.NArg())
+	}
+	return nil
+}

@@ -1,0 +1,222 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/takt-edge/takt/camera"
+)
+
+// Config is the station agent's configuration: one YAML file, decoded strictly.
+type Config struct {
+	// Station names this station in verdicts, logs and (later) topics and object keys.
+	Station string `yaml:"station"`
+	// DataDir holds the verdict store (takt.db) and kept images. Default /var/lib/takt.
+	DataDir string `yaml:"data_dir"`
+	// Camera is the frame source.
+	Camera camera.Config `yaml:"camera"`
+	// Model is the ONNX model that scores each part.
+	Model ModelConfig `yaml:"model"`
+	// Deadline is the time a part may take from capture to decision; later is NO_DECISION.
+	Deadline time.Duration `yaml:"deadline"`
+	// Images says which part images are kept in the store.
+	Images ImagesConfig `yaml:"images"`
+	// MaxParts stops the agent after this many parts; 0 runs until stopped or the source ends.
+	MaxParts int `yaml:"max_parts"`
+	// ONNXRuntimeLib is the path of libonnxruntime.so; empty searches the usual places
+	// ($ONNXRUNTIME_LIB, next to the binary, /opt/takt/lib, /usr/lib).
+	ONNXRuntimeLib string `yaml:"onnxruntime_lib"`
+	// Log sets the log level and format.
+	Log LogConfig `yaml:"log"`
+}
+
+// ModelConfig names the model and its decision threshold.
+type ModelConfig struct {
+	// Path is the ONNX model file.
+	Path string `yaml:"path"`
+	// Threshold overrides the threshold stored in the model: a score above it is FAIL.
+	// 0 uses the model's own.
+	Threshold float64 `yaml:"threshold"`
+}
+
+// ImagesConfig says which part images are kept and how they are encoded.
+type ImagesConfig struct {
+	// Keep is "all", "fail" (FAIL and NO_DECISION only) or "none". Default "all".
+	Keep string `yaml:"keep"`
+	// Format is "jpg" or "png". Default "jpg".
+	Format string `yaml:"format"`
+	// JPEGQuality is 1..100. Default 90.
+	JPEGQuality int `yaml:"jpeg_quality"`
+}
+
+// LogConfig sets logging.
+type LogConfig struct {
+	// Level is one of trace, debug, info, warn, error. Default info.
+	Level string `yaml:"level"`
+	// Format is "console" (human) or "json". Default console.
+	Format string `yaml:"format"`
+}
+
+// Image keep policies.
+const (
+	KeepAll  = "all"
+	KeepFail = "fail"
+	KeepNone = "none"
+)
+
+// DefaultConfig returns the defaults every key falls back to.
+func DefaultConfig() Config {
+	return Config{
+		Station:  "station-1",
+		DataDir:  "/var/lib/takt",
+		Camera:   camera.DefaultConfig(),
+		Deadline: 500 * time.Millisecond,
+		Images:   ImagesConfig{Keep: KeepAll, Format: "jpg", JPEGQuality: 90},
+		Log:      LogConfig{Level: "info", Format: "console"},
+	}
+}
+
+// LoadConfig reads the YAML file at path over DefaultConfig, resolves relative paths against
+// the file's folder, applies TAKT_* environment overrides and validates.
+func LoadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := ParseConfig(data)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	base := filepath.Dir(path)
+	for _, p := range []*string{&cfg.DataDir, &cfg.Camera.Path, &cfg.Model.Path, &cfg.ONNXRuntimeLib} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(base, *p)
+		}
+	}
+	if v := os.Getenv("TAKT_DATA_DIR"); v != "" {
+		cfg.DataDir = v
+	}
+	if v := os.Getenv("TAKT_STATION"); v != "" {
+		cfg.Station = v
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// ParseConfig decodes YAML over DefaultConfig. Unknown keys are errors that name the key,
+// its line and the keys allowed there. It does not validate.
+func ParseConfig(data []byte) (Config, error) {
+	cfg := DefaultConfig()
+	if err := decodeStrict(data, &cfg); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// Validate checks every key and names the first that is wrong.
+func (c Config) Validate() error {
+	var errs []error
+	if strings.TrimSpace(c.Station) == "" {
+		errs = append(errs, errors.New("station: must not be empty"))
+	}
+	if strings.TrimSpace(c.DataDir) == "" {
+		errs = append(errs, errors.New("data_dir: must not be empty"))
+	}
+	if err := c.Camera.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if strings.TrimSpace(c.Model.Path) == "" {
+		errs = append(errs, errors.New("model.path: must name an ONNX model file"))
+	}
+	if c.Model.Threshold < 0 {
+		errs = append(errs, fmt.Errorf("model.threshold: %v must be >= 0 (0 uses the model's threshold)", c.Model.Threshold))
+	}
+	if c.Deadline <= 0 {
+		errs = append(errs, fmt.Errorf("deadline: %v must be > 0 (e.g. 500ms)", c.Deadline))
+	}
+	if !slices.Contains([]string{KeepAll, KeepFail, KeepNone}, c.Images.Keep) {
+		errs = append(errs, fmt.Errorf("images.keep: %q is not one of all, fail, none", c.Images.Keep))
+	}
+	if c.Images.Format != "jpg" && c.Images.Format != "png" {
+		errs = append(errs, fmt.Errorf("images.format: %q is not one of jpg, png", c.Images.Format))
+	}
+	if c.Images.JPEGQuality < 1 || c.Images.JPEGQuality > 100 {
+		errs = append(errs, fmt.Errorf("images.jpeg_quality: %d is not in 1..100", c.Images.JPEGQuality))
+	}
+	if c.MaxParts < 0 {
+		errs = append(errs, fmt.Errorf("max_parts: %d must be >= 0 (0 runs until stopped)", c.MaxParts))
+	}
+	if !slices.Contains([]string{"trace", "debug", "info", "warn", "error"}, c.Log.Level) {
+		errs = append(errs, fmt.Errorf("log.level: %q is not one of trace, debug, info, warn, error", c.Log.Level))
+	}
+	if c.Log.Format != "console" && c.Log.Format != "json" {
+		errs = append(errs, fmt.Errorf("log.format: %q is not one of console, json", c.Log.Format))
+	}
+	return errors.Join(errs...)
+}
+
+// decodeStrict decodes YAML into out after checking every mapping key against out's yaml
+// tags, so a typo is reported as "line 4: unknown key camera.pth (allowed: id, kind, ...)".
+func decodeStrict(data []byte, out any) error {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return err
+	}
+	if len(doc.Content) == 0 {
+		return errors.New("empty file")
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: the top level must be a mapping of keys", root.Line)
+	}
+	if err := checkKeys(root, reflect.TypeOf(out).Elem(), ""); err != nil {
+		return err
+	}
+	if err := root.Decode(out); err != nil {
+		return err
+	}
+	return nil
+}
+
+func checkKeys(n *yaml.Node, t reflect.Type, prefix string) error {
+	if t.Kind() != reflect.Struct || n.Kind != yaml.MappingNode || t == reflect.TypeOf(time.Time{}) {
+		return nil
+	}
+	fields := map[string]reflect.Type{}
+	var names []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		fields[name] = f.Type
+		names = append(names, name)
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		key, val := n.Content[i], n.Content[i+1]
+		ft, ok := fields[key.Value]
+		if !ok {
+			return fmt.Errorf("line %d: unknown key %s%s (allowed: %s)", key.Line, prefix, key.Value, strings.Join(names, ", "))
+		}
+		if seen[key.Value] {
+			return fmt.Errorf("line %d: key %s%s given twice", key.Line, prefix, key.Value)
+		}
+		seen[key.Value] = true
+		if err := checkKeys(val, ft, prefix+key.Value+"."); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,16 @@
+// Package agent is the station agent: it reads frames from the station's camera, scores
+// each part with the station's model, decides PASS / FAIL / NO_DECISION within the part's
+// deadline, and commits every verdict, with its image, to the durable store before the part
+// counts as done.
+//
+// # Basics
+//
+// LoadConfig reads and validates the YAML configuration; New builds an Agent without I/O;
+// Run opens the store, the model and the camera, inspects parts until the context ends, the
+// source is exhausted or MaxParts is reached, and closes everything before it returns.
+//
+// # Caveats
+//
+// A verdict is durable when Run logs it ("part committed"); a SIGKILL after that loses
+// nothing. Parts in flight when Run's context is cancelled are still committed.
+package agent

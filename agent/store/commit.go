@@ -1,0 +1,285 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// request is one verdict handed to the committer.
+type request struct {
+	id       uint64
+	decision string
+	data     []byte     // the JSON record
+	img      string     // absolute image path, "" when none
+	done     chan error // cap 1; receives the outcome
+}
+
+// Commit stores v and its image (nil for none) durably and returns only after
+// both are fsync'd. On success it sets v.ID, v.ImageRef and v.Schema and
+// stores v.Time in UTC; on error v is unchanged. The caller must not modify v
+// or img during the call.
+//
+// Concurrent calls share bbolt transactions (see the package doc). If ctx is
+// done before the verdict was handed to the committer, Commit returns
+// ctx.Err() and nothing is written; after that it waits for the outcome
+// whatever ctx does. Errors: ErrInvalid (nothing written), ErrClosed, ctx's
+// error, or an I/O or transaction error; a failed transaction fails every
+// verdict in it.
+func (s *Store) Commit(ctx context.Context, v *Verdict, img *Image) error {
+	if v == nil {
+		return fmt.Errorf("%w: verdict is nil", ErrInvalid)
+	}
+	rec := *v
+	if err := rec.normalize(); err != nil {
+		return err
+	}
+	if img != nil {
+		if err := img.check(); err != nil {
+			return err
+		}
+	}
+	if s.isClosed() {
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	rec.ID = s.lastID.Add(1)
+	rec.ImageRef = ""
+	r := &request{id: rec.ID, decision: rec.Decision, done: make(chan error, 1)}
+	if img != nil {
+		rec.ImageRef = imageRef(&rec, img.Ext)
+		r.img = filepath.Join(s.dir, filepath.FromSlash(rec.ImageRef))
+		if err := s.writeImage(r.img, img.Data); err != nil {
+			return fmt.Errorf("commit verdict %d: write image: %w", rec.ID, err)
+		}
+	}
+	data, err := json.Marshal(&rec)
+	if err != nil { // normalize rules this out; stay safe anyway
+		removeImage(r.img)
+		return fmt.Errorf("commit verdict %d: %w", rec.ID, err)
+	}
+	r.data = data
+
+	if err := s.enqueue(ctx, r); err != nil {
+		removeImage(r.img)
+		return err
+	}
+	if err := <-r.done; err != nil {
+		return fmt.Errorf("commit verdict %d: %w", rec.ID, err)
+	}
+	*v = rec
+	return nil
+}
+
+// enqueue hands r to the committer unless the store is closed or ctx is done.
+func (s *Store) enqueue(ctx context.Context, r *request) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	s.queue = append(s.queue, r)
+	s.mu.Unlock()
+	s.signal()
+	return nil
+}
+
+func (s *Store) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default: // a wake-up is already pending
+	}
+}
+
+// queued returns the number of requests waiting for the committer.
+func (s *Store) queued() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue)
+}
+
+// run is the committer: it takes everything queued, commits it in one
+// transaction, answers each request, and repeats. After Close it drains the
+// queue and exits.
+func (s *Store) run() {
+	defer close(s.done)
+	var spare []*request
+	for {
+		s.mu.Lock()
+		if len(s.queue) == 0 {
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return
+			}
+			<-s.wake
+			continue
+		}
+		// Swap buffers: the queue continues in the spare one.
+		batch := s.queue
+		s.queue = spare[:0]
+		s.mu.Unlock()
+		s.commitBatch(batch)
+		clear(batch)
+		spare = batch
+	}
+}
+
+func (s *Store) commitBatch(batch []*request) {
+	if s.hookBeforeTx != nil {
+		s.hookBeforeTx(len(batch))
+	}
+	fnFailed := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		err := apply(tx, batch)
+		fnFailed = err != nil
+		return err
+	})
+	s.txs.Add(1)
+	if err == nil {
+		s.verdicts.Add(uint64(len(batch)))
+	}
+	for _, r := range batch {
+		if err != nil && fnFailed {
+			// Rolled back before anything reached the disk: the images are
+			// orphans. When Commit itself failed (write or fsync) the outcome
+			// is unknown, so the images stay; Open removes them if their
+			// records are missing.
+			removeImage(r.img)
+		}
+		r.done <- err
+	}
+}
+
+// apply writes a batch of records, raises the sequence to the largest id and
+// updates the counters.
+func apply(tx *bolt.Tx, batch []*request) error {
+	vb := tx.Bucket(bucketVerdicts)
+	var maxID uint64
+	var c Counts
+	for _, r := range batch {
+		if err := vb.Put(idKey(r.id), r.data); err != nil {
+			return fmt.Errorf("put verdict %d: %w", r.id, err)
+		}
+		maxID = max(maxID, r.id)
+		c.add(r.decision)
+	}
+	if maxID > vb.Sequence() {
+		if err := vb.SetSequence(maxID); err != nil {
+			return fmt.Errorf("set sequence: %w", err)
+		}
+	}
+	sb := tx.Bucket(bucketStats)
+	for _, kv := range []struct {
+		key []byte
+		n   uint64
+	}{{keyTotal, c.Total}, {keyPass, c.Pass}, {keyFail, c.Fail}, {keyNoDecision, c.NoDecision}} {
+		if err := addCounter(sb, kv.key, kv.n); err != nil {
+			return fmt.Errorf("update counter %s: %w", kv.key, err)
+		}
+	}
+	return nil
+}
+
+// imageRef is "images/{yyyy}/{mm}/{dd}/{id}.{ext}" by capture date (UTC).
+func imageRef(v *Verdict, ext string) string {
+	return path.Join(imagesDir, v.Time.Format("2006/01/02"), strconv.FormatUint(v.ID, 10)+"."+ext)
+}
+
+// writeImage writes data to name atomically and durably: temp file in the
+// same folder, write, fsync, rename, fsync the folder.
+func (s *Store) writeImage(name string, data []byte) (err error) {
+	dir := filepath.Dir(name)
+	if err := s.ensureDir(dir); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, tmpPrefix+"*")
+	if errors.Is(err, fs.ErrNotExist) {
+		// Someone removed the folder since we made it (an emptied day).
+		s.dirMu.Lock()
+		delete(s.dirs, dir)
+		s.dirMu.Unlock()
+		if err := s.ensureDir(dir); err != nil {
+			return err
+		}
+		f, err = os.CreateTemp(dir, tmpPrefix+"*")
+	}
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err := f.Chmod(0o640); err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, name); err != nil {
+		return err
+	}
+	return syncDirs(dir)
+}
+
+// ensureDir creates dir (images/{yyyy}/{mm}/{dd}) and fsyncs the parent of
+// each level, once per folder and process: a folder that already exists may
+// still be only in the page cache, left by a process that crashed before its
+// fsync.
+func (s *Store) ensureDir(dir string) error {
+	s.dirMu.Lock()
+	defer s.dirMu.Unlock()
+	if s.dirs[dir] {
+		return nil
+	}
+	root := filepath.Join(s.dir, imagesDir)
+	rel, err := filepath.Rel(root, dir)
+	if err != nil || !filepath.IsLocal(rel) {
+		return fmt.Errorf("image folder %s is outside %s", dir, root)
+	}
+	parent := root
+	for _, part := range strings.Split(filepath.ToSlash(rel), "/") {
+		d := filepath.Join(parent, part)
+		if err := os.Mkdir(d, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		if err := syncDirs(parent); err != nil {
+			return err
+		}
+		parent = d
+	}
+	s.dirs[dir] = true
+	return nil
+}
+
+func removeImage(name string) {
+	if name != "" {
+		os.Remove(name)
+	}
+}

@@ -1,0 +1,373 @@
+package store
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Errors callers may branch on (with errors.Is).
+var (
+	// ErrNotFound: no verdict with that id.
+	ErrNotFound = errors.New("verdict not found")
+	// ErrClosed: the store was closed; nothing was written.
+	ErrClosed = errors.New("store closed")
+	// ErrInvalid: the verdict, image or argument was rejected; nothing was written.
+	ErrInvalid = errors.New("invalid store input")
+	// ErrLocked: another process (or another Open in this one) holds the store.
+	ErrLocked = errors.New("store is locked by another process")
+)
+
+// DefaultOpenTimeout is how long Open waits for the file lock when
+// Options.OpenTimeout is zero.
+const DefaultOpenTimeout = 5 * time.Second
+
+const (
+	dbFile    = "takt.db"
+	imagesDir = "images"
+	tmpPrefix = ".tmp-" // image temp files; Open removes leftovers
+)
+
+var (
+	bucketVerdicts = []byte("verdicts")
+	bucketStats    = []byte("stats")
+
+	keyTotal      = []byte("total")
+	keyPass       = []byte("pass")
+	keyFail       = []byte("fail")
+	keyNoDecision = []byte("no_decision")
+)
+
+// Options configure Open.
+type Options struct {
+	// OpenTimeout bounds the wait for the bbolt file lock held by another
+	// process. Zero means DefaultOpenTimeout; negative values are rejected.
+	OpenTimeout time.Duration
+	// Logger receives the store's few log lines (component=store). The zero
+	// value logs nothing.
+	Logger zerolog.Logger
+}
+
+// Store is the durable verdict store. Its methods are safe for concurrent use.
+type Store struct {
+	dir string
+	db  *bolt.DB
+	log zerolog.Logger
+
+	lastID atomic.Uint64 // last id handed out
+
+	mu     sync.Mutex
+	queue  []*request // handed to the committer, not yet taken
+	closed bool
+	wake   chan struct{} // cap 1: queue has work or closed was set
+	done   chan struct{} // closed when the committer has exited
+
+	dirMu sync.Mutex
+	dirs  map[string]bool // image folders made durable by this process (guarded by dirMu)
+
+	txs      atomic.Uint64
+	verdicts atomic.Uint64
+
+	closeOnce sync.Once
+	closeErr  error
+
+	// hookBeforeTx, when set (tests only, before the first Commit), runs in
+	// the committer before each transaction with the batch size.
+	hookBeforeTx func(n int)
+}
+
+// Stats are in-memory counters of this Store since Open.
+type Stats struct {
+	Transactions uint64 // bbolt write transactions run by the committer
+	Verdicts     uint64 // verdicts committed by them
+}
+
+// lockedError names the locked file and matches ErrLocked.
+type lockedError struct{ path string }
+
+func (e *lockedError) Error() string { return "store " + e.path + " is locked by another process" }
+func (e *lockedError) Unwrap() error { return ErrLocked }
+
+// Open opens (creating if needed) the store in dir. It removes temp files left
+// by interrupted image writes and images whose record was never committed.
+// The returned Store must be closed.
+func Open(dir string, opts Options) (*Store, error) {
+	if dir == "" {
+		return nil, fmt.Errorf("%w: store dir is empty", ErrInvalid)
+	}
+	timeout := opts.OpenTimeout
+	switch {
+	case timeout == 0:
+		timeout = DefaultOpenTimeout
+	case timeout < 0:
+		return nil, fmt.Errorf("%w: open timeout %s, want >= 0", ErrInvalid, timeout)
+	}
+	log := opts.Logger.With().Str("component", "store").Logger()
+
+	_, statErr := os.Stat(dir)
+	created := errors.Is(statErr, fs.ErrNotExist)
+	if err := os.MkdirAll(filepath.Join(dir, imagesDir), 0o750); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	path := filepath.Join(dir, dbFile)
+	db, err := bolt.Open(path, 0o640, &bolt.Options{Timeout: timeout})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, &lockedError{path: path}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	s := &Store{
+		dir:  dir,
+		db:   db,
+		log:  log,
+		wake: make(chan struct{}, 1),
+		done: make(chan struct{}),
+		dirs: make(map[string]bool),
+	}
+	seq, err := s.init()
+	if err == nil {
+		// Make the entries of images/ and takt.db durable, and of dir itself
+		// when this Open created it.
+		err = syncDirs(filepath.Join(dir, imagesDir), dir)
+		if err == nil && created {
+			err = syncDirs(filepath.Dir(filepath.Clean(dir)))
+		}
+	}
+	var tmps, orphans int
+	if err == nil {
+		tmps, orphans, err = s.sweep(seq)
+	}
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	if tmps > 0 || orphans > 0 {
+		log.Warn().Int("temp_files", tmps).Int("orphan_images", orphans).
+			Msg("removed leftovers of interrupted commits")
+	}
+	s.lastID.Store(seq)
+	go s.run()
+	log.Debug().Str("dir", dir).Uint64("last_id", seq).Msg("store opened")
+	return s, nil
+}
+
+// init creates the buckets and returns the id the counter resumes from.
+func (s *Store) init() (uint64, error) {
+	var seq uint64
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketVerdicts)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucketIfNotExists(bucketStats); err != nil {
+			return err
+		}
+		seq = b.Sequence()
+		// Belt and braces: never below the largest key present.
+		if k, _ := b.Cursor().Last(); len(k) == 8 {
+			seq = max(seq, binary.BigEndian.Uint64(k))
+		}
+		return nil
+	})
+	return seq, err
+}
+
+// sweep removes image temp files and images with an id above seq (written,
+// but their transaction never committed).
+func (s *Store) sweep(seq uint64) (tmps, orphans int, err error) {
+	root := filepath.Join(s.dir, imagesDir)
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		name := d.Name()
+		switch id, ok := imageID(name); {
+		case strings.HasPrefix(name, tmpPrefix):
+			tmps++
+		case ok && id > seq:
+			orphans++
+		default:
+			return nil
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return nil
+	})
+	return tmps, orphans, err
+}
+
+// imageID parses "{id}.{ext}".
+func imageID(name string) (uint64, bool) {
+	base, _, ok := strings.Cut(name, ".")
+	if !ok {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(base, 10, 64)
+	return id, err == nil
+}
+
+// Close waits for the commits already handed to the committer, stops it and
+// closes the bbolt file. Later Commits fail with ErrClosed. Close is
+// idempotent; every call returns the first call's result.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.signal()
+		<-s.done
+		if err := s.db.Close(); err != nil {
+			s.closeErr = fmt.Errorf("close store %s: %w", s.dir, err)
+		}
+	})
+	return s.closeErr
+}
+
+func (s *Store) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// Stats returns this Store's in-memory counters.
+func (s *Store) Stats() Stats {
+	return Stats{Transactions: s.txs.Load(), Verdicts: s.verdicts.Load()}
+}
+
+// Get returns the verdict with id, or an error matching ErrNotFound.
+func (s *Store) Get(id uint64) (Verdict, error) {
+	var v Verdict
+	err := s.view(func(tx *bolt.Tx) error {
+		data := tx.Bucket(bucketVerdicts).Get(idKey(id))
+		if data == nil {
+			return ErrNotFound
+		}
+		return json.Unmarshal(data, &v)
+	})
+	if err != nil {
+		return Verdict{}, fmt.Errorf("get verdict %d: %w", id, err)
+	}
+	return v, nil
+}
+
+// List returns up to limit verdicts with an id above afterID, ascending.
+// Under concurrent commits a smaller id may become visible after a larger
+// one (see the package Caveats).
+func (s *Store) List(afterID uint64, limit int) ([]Verdict, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("%w: list limit %d, want > 0", ErrInvalid, limit)
+	}
+	if afterID == math.MaxUint64 {
+		return nil, nil
+	}
+	var out []Verdict
+	err := s.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketVerdicts).Cursor()
+		for k, data := c.Seek(idKey(afterID + 1)); k != nil && len(out) < limit; k, data = c.Next() {
+			var v Verdict
+			if err := json.Unmarshal(data, &v); err != nil {
+				return fmt.Errorf("verdict %d: %w", binary.BigEndian.Uint64(k), err)
+			}
+			out = append(out, v)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list verdicts after %d: %w", afterID, err)
+	}
+	return out, nil
+}
+
+// Counts returns the running counters of all verdicts ever committed.
+func (s *Store) Counts() (Counts, error) {
+	var c Counts
+	err := s.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketStats)
+		c = Counts{
+			Total:      getCounter(b, keyTotal),
+			Pass:       getCounter(b, keyPass),
+			Fail:       getCounter(b, keyFail),
+			NoDecision: getCounter(b, keyNoDecision),
+		}
+		return nil
+	})
+	if err != nil {
+		return Counts{}, fmt.Errorf("read counts: %w", err)
+	}
+	return c, nil
+}
+
+// ImagePath returns the absolute path of v's image, or "" if v has none.
+func (s *Store) ImagePath(v Verdict) string {
+	if v.ImageRef == "" || !filepath.IsLocal(filepath.FromSlash(v.ImageRef)) {
+		return ""
+	}
+	return filepath.Join(s.dir, filepath.FromSlash(v.ImageRef))
+}
+
+func (s *Store) view(fn func(*bolt.Tx) error) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	err := s.db.View(fn)
+	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	return err
+}
+
+func idKey(id uint64) []byte {
+	k := make([]byte, 8)
+	binary.BigEndian.PutUint64(k, id)
+	return k
+}
+
+func getCounter(b *bolt.Bucket, key []byte) uint64 {
+	v := b.Get(key)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+func addCounter(b *bolt.Bucket, key []byte, n uint64) error {
+	if n == 0 {
+		return nil
+	}
+	v := make([]byte, 8)
+	binary.BigEndian.PutUint64(v, getCounter(b, key)+n)
+	return b.Put(key, v)
+}
+
+// syncDirs fsyncs each folder so the entries created in it are durable.
+func syncDirs(dirs ...string) error {
+	for _, d := range dirs {
+		f, err := os.Open(d)
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("sync folder %s: %w", d, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,134 @@
+package store
+
+import (
+	"fmt"
+	"math"
+	"regexp"
+	"time"
+)
+
+// SchemaVersion is the version of the verdict record written by this package;
+// it is stored in every record as "schema".
+const SchemaVersion = 1
+
+// Decision names, the only values [Verdict.Decision] may take.
+const (
+	Pass       = "PASS"
+	Fail       = "FAIL"
+	NoDecision = "NO_DECISION"
+)
+
+// Verdict is the record of one inspected part. It is stored as JSON.
+type Verdict struct {
+	Schema    int        `json:"schema"` // record schema version, set by Commit
+	ID        uint64     `json:"id"`     // set by Commit
+	Station   string     `json:"station"`
+	CameraID  string     `json:"camera_id"`
+	Serial    string     `json:"serial"`   // part serial, may be empty
+	Time      time.Time  `json:"time"`     // capture time; Commit stores it in UTC
+	Decision  string     `json:"decision"` // Pass, Fail or NoDecision
+	Reason    string     `json:"reason"`   // why, mostly for NoDecision and Fail
+	Score     *float64   `json:"score"`    // nil when there is none (NaN, error); Commit turns NaN/Inf into nil
+	Threshold float64    `json:"threshold"`
+	Model     Model      `json:"model"`
+	Provider  string     `json:"provider"` // execution provider actually used
+	Latency   Latency    `json:"latency"`
+	ImageRef  string     `json:"image_ref"` // image path relative to the store dir, slash-separated; set by Commit
+	Label     string     `json:"label"`     // operator label, empty when none
+	SyncedAt  *time.Time `json:"synced_at"` // when the cloud confirmed it, nil until then
+}
+
+// Model identifies the model that produced a verdict.
+type Model struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	SHA256  string `json:"sha256"`
+}
+
+// Latency holds the stage timings of one verdict, in milliseconds.
+type Latency struct {
+	CaptureMs    float64 `json:"capture_ms"`
+	PreprocessMs float64 `json:"preprocess_ms"`
+	InferMs      float64 `json:"infer_ms"`
+	DecideMs     float64 `json:"decide_ms"`
+	TotalMs      float64 `json:"total_ms"`
+}
+
+// Image is an encoded image (the caller chooses the format) stored next to a
+// verdict. Ext is the file extension without a dot, lowercase letters and
+// digits only, such as "jpg" or "png".
+type Image struct {
+	Data []byte
+	Ext  string
+}
+
+var extRE = regexp.MustCompile(`^[a-z0-9]{1,8}$`)
+
+// normalize brings a verdict into its stored form and checks it.
+func (v *Verdict) normalize() error {
+	switch v.Decision {
+	case Pass, Fail, NoDecision:
+	default:
+		return fmt.Errorf("%w: decision %q, want %q, %q or %q", ErrInvalid, v.Decision, Pass, Fail, NoDecision)
+	}
+	if v.Time.IsZero() {
+		return fmt.Errorf("%w: time is zero, want the capture time", ErrInvalid)
+	}
+	v.Time = v.Time.UTC()
+	if y := v.Time.Year(); y < 1 || y > 9999 {
+		return fmt.Errorf("%w: time %s out of range", ErrInvalid, v.Time)
+	}
+	if v.Score != nil && !finite(*v.Score) {
+		v.Score = nil
+	}
+	floats := []struct {
+		name string
+		f    float64
+	}{
+		{"threshold", v.Threshold},
+		{"latency.capture_ms", v.Latency.CaptureMs},
+		{"latency.preprocess_ms", v.Latency.PreprocessMs},
+		{"latency.infer_ms", v.Latency.InferMs},
+		{"latency.decide_ms", v.Latency.DecideMs},
+		{"latency.total_ms", v.Latency.TotalMs},
+	}
+	for _, f := range floats {
+		if !finite(f.f) {
+			return fmt.Errorf("%w: %s is %v, want a finite number", ErrInvalid, f.name, f.f)
+		}
+	}
+	v.Schema = SchemaVersion
+	return nil
+}
+
+func (img *Image) check() error {
+	if !extRE.MatchString(img.Ext) {
+		return fmt.Errorf("%w: image ext %q, want 1-8 lowercase letters or digits without a dot", ErrInvalid, img.Ext)
+	}
+	if len(img.Data) == 0 {
+		return fmt.Errorf("%w: image data is empty", ErrInvalid)
+	}
+	return nil
+}
+
+func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
+
+// Counts are the running verdict counters of a store.
+type Counts struct {
+	Total      uint64 `json:"total"`
+	Pass       uint64 `json:"pass"`
+	Fail       uint64 `json:"fail"`
+	NoDecision uint64 `json:"no_decision"`
+}
+
+func (c *Counts) add(decision string) {
+	c.Total++
+	switch decision {
+	case Pass:
+		c.Pass++
+	case Fail:
+		c.Fail++
+	case NoDecision:
+		c.NoDecision++
+	}
+}

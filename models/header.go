@@ -1,0 +1,295 @@
+package models
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+
+	"github.com/takt-edge/takt/models/onnxpb"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+)
+
+// Metadata keys (ONNX metadata_props) Takt writes into its models and reads back.
+const (
+	metaTask          = "takt.task"           // "anomaly" | "classification"
+	metaName          = "takt.name"           // model name
+	metaVersion       = "takt.version"        // model version, semantic
+	metaInput         = "takt.input"          // InputShape.String()
+	metaThreshold     = "takt.threshold"      // score above it is anomalous; "0" or absent: config decides
+	metaTrainedImages = "takt.trained_images" // number of good images
+	metaTrainedAt     = "takt.trained_at"     // RFC 3339 UTC
+	metaMethod        = "takt.method"         // how the model was made, with its parameters
+)
+
+// modelHeader is what Takt needs to know about an ONNX file before running it: read with
+// protowire so that weights (initializers, nodes) are skipped, not copied.
+type modelHeader struct {
+	irVersion    int64
+	modelVersion int64
+	graphName    string
+	inputs       []valueSpec // graph inputs that are not initializers
+	outputs      []valueSpec
+	meta         map[string]string
+}
+
+// valueSpec is one graph input or output. dims holds -1 for a dynamic or unknown dim.
+type valueSpec struct {
+	name     string
+	tensor   bool // a tensor (not a sequence, map, ...)
+	elemType onnxpb.TensorProto_DataType
+	dims     []int64
+	ranked   bool // the shape is known (dims may still hold -1)
+}
+
+func (v valueSpec) String() string {
+	if !v.tensor {
+		return fmt.Sprintf("%q (not a tensor)", v.name)
+	}
+	shape := "unknown shape"
+	if v.ranked {
+		shape = "["
+		for i, d := range v.dims {
+			if i > 0 {
+				shape += ","
+			}
+			if d < 0 {
+				shape += "?"
+			} else {
+				shape += strconv.FormatInt(d, 10)
+			}
+		}
+		shape += "]"
+	}
+	return fmt.Sprintf("%q %s %s", v.name, elemName(v.elemType), shape)
+}
+
+func elemName(t onnxpb.TensorProto_DataType) string {
+	if t == onnxpb.TensorProto_FLOAT {
+		return "float32"
+	}
+	return onnxpb.TensorProto_DataType_name[int32(t)]
+}
+
+// inspectModel reads the header of a serialized ONNX ModelProto. Errors wrap
+// ErrInvalidModel.
+func inspectModel(data []byte) (*modelHeader, error) {
+	if len(data) == 0 {
+		return nil, fmt.Errorf("%w: empty file", ErrInvalidModel)
+	}
+	h := &modelHeader{meta: map[string]string{}}
+	var graph []byte
+	haveGraph := false
+	err := walkFields(data, func(num protowire.Number, typ protowire.Type, v uint64, b []byte) error {
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			h.irVersion = int64(v)
+		case num == 5 && typ == protowire.VarintType:
+			h.modelVersion = int64(v)
+		case num == 7 && typ == protowire.BytesType:
+			graph, haveGraph = b, true
+		case num == 14 && typ == protowire.BytesType:
+			var kv onnxpb.StringStringEntryProto
+			if err := proto.Unmarshal(b, &kv); err != nil {
+				return fmt.Errorf("metadata_props: %w", err)
+			}
+			h.meta[kv.GetKey()] = kv.GetValue()
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v (truncated or not an ONNX file)", ErrInvalidModel, err)
+	}
+	if h.irVersion <= 0 || !haveGraph {
+		return nil, fmt.Errorf("%w: no ir_version or no graph (not an ONNX file)", ErrInvalidModel)
+	}
+	inits := map[string]bool{}
+	var inputs []valueSpec
+	err = walkFields(graph, func(num protowire.Number, typ protowire.Type, _ uint64, b []byte) error {
+		if typ != protowire.BytesType {
+			return nil
+		}
+		switch num {
+		case 2:
+			h.graphName = string(b)
+		case 5: // initializer: only its name (field 8) matters here
+			return walkFields(b, func(n protowire.Number, t protowire.Type, _ uint64, nb []byte) error {
+				if n == 8 && t == protowire.BytesType {
+					inits[string(nb)] = true
+				}
+				return nil
+			})
+		case 11, 12:
+			var vi onnxpb.ValueInfoProto
+			if err := proto.Unmarshal(b, &vi); err != nil {
+				return fmt.Errorf("graph input/output: %w", err)
+			}
+			if num == 11 {
+				inputs = append(inputs, specOf(&vi))
+			} else {
+				h.outputs = append(h.outputs, specOf(&vi))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: graph: %v (truncated or not an ONNX file)", ErrInvalidModel, err)
+	}
+	for _, in := range inputs {
+		if !inits[in.name] { // IR < 4 lists initializers as inputs too
+			h.inputs = append(h.inputs, in)
+		}
+	}
+	return h, nil
+}
+
+// walkFields calls fn for every field of one protobuf message; v holds varint and fixed
+// values, b the contents of length-delimited fields (a sub-slice of msg, not a copy).
+func walkFields(msg []byte, fn func(num protowire.Number, typ protowire.Type, v uint64, b []byte) error) error {
+	for len(msg) > 0 {
+		num, typ, n := protowire.ConsumeTag(msg)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		msg = msg[n:]
+		var v uint64
+		var b []byte
+		switch typ {
+		case protowire.VarintType:
+			v, n = protowire.ConsumeVarint(msg)
+		case protowire.Fixed32Type:
+			var x uint32
+			x, n = protowire.ConsumeFixed32(msg)
+			v = uint64(x)
+		case protowire.Fixed64Type:
+			v, n = protowire.ConsumeFixed64(msg)
+		case protowire.BytesType:
+			b, n = protowire.ConsumeBytes(msg)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, msg)
+		}
+		if n < 0 {
+			return fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
+		}
+		msg = msg[n:]
+		if err := fn(num, typ, v, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func specOf(vi *onnxpb.ValueInfoProto) valueSpec {
+	s := valueSpec{name: vi.GetName()}
+	tt := vi.GetType().GetTensorType()
+	if tt == nil {
+		return s
+	}
+	s.tensor = true
+	s.elemType = onnxpb.TensorProto_DataType(tt.GetElemType())
+	if tt.Shape == nil {
+		return s
+	}
+	s.ranked = true
+	for _, d := range tt.GetShape().GetDim() {
+		if dv, ok := d.GetValue().(*onnxpb.TensorShapeProto_Dimension_DimValue); ok && dv.DimValue > 0 {
+			s.dims = append(s.dims, dv.DimValue)
+		} else {
+			s.dims = append(s.dims, -1)
+		}
+	}
+	return s
+}
+
+// runSpec is how a Runtime will run a model, derived from its header alone.
+type runSpec struct {
+	inputName string
+	input     InputShape
+	scoreName string
+	scoreDims []int64 // dynamic (batch) dims set to 1
+	mapName   string  // "" without an anomaly map
+	mapDims   []int64 // [1,1,h,w]
+	name      string
+	version   string
+	task      string
+	threshold float64
+}
+
+// runSpecOf checks that Takt can run the model and how. Errors wrap ErrUnsupportedModel.
+// A dynamic batch dim (first dim) is allowed and fed as 1; every other dim must be fixed.
+func runSpecOf(h *modelHeader, scoreOutput, mapOutput string) (*runSpec, error) {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrUnsupportedModel}, args...)...)
+	}
+	if len(h.inputs) != 1 {
+		return nil, bad("%d inputs, want exactly 1 image input", len(h.inputs))
+	}
+	in := h.inputs[0]
+	const wantIn = "want float32 [1,1,H,W] or [1,3,H,W] with fixed C, H and W"
+	switch {
+	case !in.tensor || in.elemType != onnxpb.TensorProto_FLOAT:
+		return nil, bad("input %v: %s", in, wantIn)
+	case !in.ranked || len(in.dims) != 4:
+		return nil, bad("input %v has rank %d: %s", in, len(in.dims), wantIn)
+	case in.dims[1] < 0 || in.dims[2] < 0 || in.dims[3] < 0:
+		return nil, bad("input %v has dynamic dims: %s", in, wantIn)
+	case in.dims[0] > 1 || (in.dims[1] != 1 && in.dims[1] != 3):
+		return nil, bad("input %v: %s", in, wantIn)
+	}
+	s := &runSpec{
+		inputName: in.name,
+		input:     InputShape{Channels: int(in.dims[1]), Height: int(in.dims[2]), Width: int(in.dims[3])},
+		scoreName: scoreOutput,
+		name:      h.graphName,
+		task:      h.meta[metaTask],
+	}
+	var names []string
+	for _, out := range h.outputs {
+		names = append(names, strconv.Quote(out.name))
+		switch out.name {
+		case scoreOutput:
+			const wantScore = "want float32 [1] or [1,1] (a dynamic batch dim is fine)"
+			if !out.tensor || out.elemType != onnxpb.TensorProto_FLOAT || !out.ranked || len(out.dims) < 1 || len(out.dims) > 2 {
+				return nil, bad("score output %v: %s", out, wantScore)
+			}
+			for _, d := range out.dims {
+				if d > 1 {
+					return nil, bad("score output %v: %s", out, wantScore)
+				}
+				s.scoreDims = append(s.scoreDims, 1)
+			}
+		case mapOutput:
+			if !out.tensor || out.elemType != onnxpb.TensorProto_FLOAT || !out.ranked || len(out.dims) != 4 ||
+				out.dims[0] > 1 || out.dims[1] != 1 || out.dims[2] < 1 || out.dims[3] < 1 {
+				return nil, bad("anomaly map output %v: want float32 [1,1,h,w] with fixed h and w", out)
+			}
+			s.mapName = out.name
+			s.mapDims = []int64{1, 1, out.dims[2], out.dims[3]}
+		}
+	}
+	if s.scoreDims == nil {
+		return nil, bad("no output %q (outputs: %v)", scoreOutput, names)
+	}
+	if v, ok := h.meta[metaName]; ok && v != "" {
+		s.name = v
+	}
+	if v, ok := h.meta[metaVersion]; ok {
+		s.version = v
+	} else if h.modelVersion != 0 {
+		s.version = strconv.FormatInt(h.modelVersion, 10)
+	}
+	if v, ok := h.meta[metaInput]; ok && v != s.input.String() {
+		return nil, bad("metadata %s=%q does not match the model input %v (want %q)", metaInput, v, in, s.input.String())
+	}
+	if v, ok := h.meta[metaThreshold]; ok {
+		th, err := strconv.ParseFloat(v, 64)
+		if err != nil || math.IsNaN(th) || math.IsInf(th, 0) || th < 0 {
+			return nil, bad("metadata %s=%q: want a finite number >= 0", metaThreshold, v)
+		}
+		s.threshold = th
+	}
+	return s, nil
+}
+
+var errClosed = errors.New("models: runtime closed")

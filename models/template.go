@@ -1,0 +1,355 @@
+package models
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/onnxgraph"
+)
+
+// MinThreshold is the lowest threshold TrainTemplate sets (in map units, standard
+// deviations), so that identical training images do not give a threshold of 0.
+const MinThreshold = 1.0
+
+// maxFolds bounds the cross-validation sessions TrainTemplate creates.
+const maxFolds = 10
+
+// TemplateOptions tunes TrainTemplate. Zero fields take the defaults of
+// DefaultTemplateOptions.
+type TemplateOptions struct {
+	Name    string `yaml:"name"`    // takt.name; default "template"
+	Version string `yaml:"version"` // takt.version; default "0.1.0"
+	// Width and Height are the model input size. Default: Width 128 and Height from the
+	// aspect of the good images (96 for 640x480); with only one set, the other follows the
+	// aspect.
+	Width  int `yaml:"width"`
+	Height int `yaml:"height"`
+	// BlurSigma is the Gaussian blur sigma in model-input pixels; default 1.
+	BlurSigma float64 `yaml:"blur_sigma"`
+	// MinStd floors the per-pixel std, in 0..1 gray units; default 0.02 (5 gray levels).
+	MinStd float64 `yaml:"min_std"`
+	// PoseJitter is the part position jitter to tolerate beyond what the good images show,
+	// as a std in model-input pixels; default 1 (5 px in a 640x480 frame at 128x96). It
+	// raises the std where the mean image has edges. Use a tiny value such as 0.01 to
+	// rely on the good images alone.
+	PoseJitter float64 `yaml:"pose_jitter"`
+	// MapSmooth is the odd box size that smooths the anomaly map; default 3, 1 = none.
+	MapSmooth int `yaml:"map_smooth"`
+	// Margin over the highest cross-validated good score; default 0.25 (25%).
+	Margin float64 `yaml:"margin"`
+	// Threads is ONNX Runtime's intra-op thread count while training; 0 = its default.
+	Threads int `yaml:"threads"`
+	// TrainedAt is written as takt.trained_at; default time.Now().
+	TrainedAt time.Time `yaml:"-"`
+}
+
+// DefaultTemplateOptions returns the defaults TrainTemplate uses for zero fields.
+func DefaultTemplateOptions() TemplateOptions {
+	return TemplateOptions{Name: "template", Version: "0.1.0", BlurSigma: 1, MinStd: 0.02, PoseJitter: 1,
+		MapSmooth: 3, Margin: 0.25}
+}
+
+// TrainedModel is the result of TrainTemplate.
+type TrainedModel struct {
+	ONNX      []byte // the serialized ONNX model
+	Name      string
+	Version   string
+	Input     InputShape
+	Threshold float64 // as stored in takt.threshold; a score above it is anomalous
+	// GoodScores are the cross-validated scores of the good images, in input order: each
+	// from a model that did not see the image. The threshold is calibrated on them.
+	GoodScores []float64
+	// TrainScores are the scores the final model gives the good images, in input order:
+	// what Runtime.Infer returns for the same frames.
+	TrainScores []float64
+	Folds       int // cross-validation folds; == number of images for leave-one-out
+	TrainedAt   time.Time
+}
+
+// SHA256 is the hex sha256 of the ONNX bytes, as Runtime's ModelInfo reports it.
+func (m *TrainedModel) SHA256() string {
+	sum := sha256.Sum256(m.ONNX)
+	return hex.EncodeToString(sum[:])
+}
+
+// WriteFile writes the ONNX model to path atomically: a temp file in the same folder,
+// fsync, rename over path, fsync of the folder. Readers see the old file or the new one,
+// never a part.
+func (m *TrainedModel) WriteFile(path string) (err error) {
+	if len(m.ONNX) == 0 {
+		return errors.New("write model: no ONNX bytes")
+	}
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write model: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err = tmp.Write(m.ONNX); err != nil {
+		return fmt.Errorf("write model %s: %w", path, err)
+	}
+	if err = tmp.Chmod(0o644); err != nil {
+		return fmt.Errorf("write model %s: %w", path, err)
+	}
+	if err = tmp.Sync(); err != nil {
+		return fmt.Errorf("write model %s: fsync: %w", path, err)
+	}
+	if err = tmp.Close(); err != nil {
+		return fmt.Errorf("write model %s: %w", path, err)
+	}
+	if err = os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write model %s: %w", path, err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("write model %s: open folder for fsync: %w", path, err)
+	}
+	defer d.Close()
+	if err = d.Sync(); err != nil {
+		return fmt.Errorf("write model %s: fsync folder: %w", path, err)
+	}
+	return nil
+}
+
+// maxAspectDiff is how far (relative) a good image's aspect ratio may be from the first's.
+const maxAspectDiff = 0.10
+
+// templatePlan checks the training set and options and fills in the defaults.
+func templatePlan(good []camera.Frame, opts TemplateOptions) (TemplateOptions, InputShape, error) {
+	if len(good) < 2 {
+		return opts, InputShape{}, fmt.Errorf("train template: %d good images, need at least 2 (10 or more for a steady threshold)", len(good))
+	}
+	for i, f := range good {
+		if err := checkFrame(f); err != nil {
+			return opts, InputShape{}, fmt.Errorf("train template: good image %d: %w", i, err)
+		}
+	}
+	aspect := func(f camera.Frame) float64 { return float64(f.Width) / float64(f.Height) }
+	a0 := aspect(good[0])
+	for i, f := range good[1:] {
+		if a := aspect(f); math.Abs(a-a0)/a0 > maxAspectDiff {
+			return opts, InputShape{}, fmt.Errorf("train template: good image %d is %dx%d (aspect %.2f) but image 0 is %dx%d (aspect %.2f): train on images of one camera view",
+				i+1, f.Width, f.Height, a, good[0].Width, good[0].Height, a0)
+		}
+	}
+	def := DefaultTemplateOptions()
+	if opts.Name == "" {
+		opts.Name = def.Name
+	}
+	if opts.Version == "" {
+		opts.Version = def.Version
+	}
+	if opts.BlurSigma == 0 {
+		opts.BlurSigma = def.BlurSigma
+	}
+	if opts.MinStd == 0 {
+		opts.MinStd = def.MinStd
+	}
+	if opts.PoseJitter == 0 {
+		opts.PoseJitter = def.PoseJitter
+	}
+	if opts.MapSmooth == 0 {
+		opts.MapSmooth = def.MapSmooth
+	}
+	if opts.Margin == 0 {
+		opts.Margin = def.Margin
+	}
+	if opts.TrainedAt.IsZero() {
+		opts.TrainedAt = time.Now()
+	}
+	switch {
+	case opts.Width == 0 && opts.Height == 0:
+		opts.Width = 128
+		opts.Height = int(math.Round(128 / a0))
+	case opts.Height == 0:
+		opts.Height = int(math.Round(float64(opts.Width) / a0))
+	case opts.Width == 0:
+		opts.Width = int(math.Round(float64(opts.Height) * a0))
+	}
+	in := InputShape{Channels: 1, Height: opts.Height, Width: opts.Width}
+	r := blurRadius(opts.BlurSigma)
+	switch {
+	case opts.Width < 8 || opts.Height < 8 || opts.Width > 2048 || opts.Height > 2048:
+		return opts, in, fmt.Errorf("train template: input size %dx%d: want width and height in 8..2048", opts.Width, opts.Height)
+	case opts.BlurSigma < 0.3 || opts.BlurSigma > 10:
+		return opts, in, fmt.Errorf("train template: blur_sigma %g: want 0.3..10", opts.BlurSigma)
+	case r >= opts.Width || r >= opts.Height:
+		return opts, in, fmt.Errorf("train template: blur_sigma %g needs a %d px border, too wide for %dx%d", opts.BlurSigma, r, opts.Width, opts.Height)
+	case opts.MinStd <= 0 || opts.MinStd > 1:
+		return opts, in, fmt.Errorf("train template: min_std %g: want > 0 and <= 1", opts.MinStd)
+	case opts.PoseJitter < 0 || opts.PoseJitter > 10:
+		return opts, in, fmt.Errorf("train template: pose_jitter %g: want > 0 and <= 10", opts.PoseJitter)
+	case opts.MapSmooth < 1 || opts.MapSmooth%2 == 0 || opts.MapSmooth > 31:
+		return opts, in, fmt.Errorf("train template: map_smooth %d: want an odd number 1..31", opts.MapSmooth)
+	case opts.Margin < 0 || opts.Margin > 10:
+		return opts, in, fmt.Errorf("train template: margin %g: want 0..10", opts.Margin)
+	case opts.Threads < 0:
+		return opts, in, fmt.Errorf("train template: threads %d: want >= 0", opts.Threads)
+	}
+	return opts, in, nil
+}
+
+// blurRadius is the Gaussian kernel radius for sigma: 3 sigma, rounded up.
+func blurRadius(sigma float64) int { return int(math.Ceil(3 * sigma)) }
+
+// gaussian1D is a normalized Gaussian kernel of 2*blurRadius(sigma)+1 taps.
+func gaussian1D(sigma float64) []float32 {
+	r := blurRadius(sigma)
+	w := make([]float64, 2*r+1)
+	var sum float64
+	for i := range w {
+		x := float64(i - r)
+		w[i] = math.Exp(-x * x / (2 * sigma * sigma))
+		sum += w[i]
+	}
+	k := make([]float32, len(w))
+	for i := range w {
+		k[i] = float32(w[i] / sum)
+	}
+	return k
+}
+
+// addBlur adds the Gaussian blur of value in (shape [1,1,H,W]) as value out.
+func addBlur(g *onnxgraph.Graph, in, out string, sigma float64) {
+	r := int64(blurRadius(sigma))
+	k := gaussian1D(sigma)
+	n := int64(len(k))
+	g.InitializerInt64("blur_pads", []int64{8}, []int64{0, 0, r, r, 0, 0, r, r})
+	g.Node("Pad", []string{in, "blur_pads"}, []string{"padded"}, onnxgraph.String("mode", "reflect"))
+	g.Initializer("blur_kx", []int64{1, 1, 1, n}, k)
+	g.Initializer("blur_ky", []int64{1, 1, n, 1}, k)
+	g.Node("Conv", []string{"padded", "blur_kx"}, []string{"blurred_x"}, onnxgraph.Ints("kernel_shape", 1, n))
+	g.Node("Conv", []string{"blurred_x", "blur_ky"}, []string{out}, onnxgraph.Ints("kernel_shape", n, 1))
+}
+
+// blurGraph is a model with only the template model's blur: input "image", output
+// "blurred", both [1,1,H,W].
+func blurGraph(in InputShape, sigma float64) ([]byte, error) {
+	g := onnxgraph.New("template_blur")
+	dims := []int64{1, 1, int64(in.Height), int64(in.Width)}
+	g.Input("image", dims...)
+	addBlur(g, "image", "blurred", sigma)
+	g.Output("blurred", dims...)
+	return g.Marshal()
+}
+
+// templateGraph is the scoring model for the given per-pixel mean and std (len H*W).
+func templateGraph(in InputShape, opts TemplateOptions, mean, std []float32, meta [][2]string) ([]byte, error) {
+	g := onnxgraph.New(opts.Name)
+	g.SetDoc("Takt template anomaly model: score = max(BoxMean(|GaussianBlur(image) - mean| / std)), in standard deviations.")
+	dims := []int64{1, 1, int64(in.Height), int64(in.Width)}
+	g.Input("image", dims...)
+	addBlur(g, "image", "blurred", opts.BlurSigma)
+	g.Initializer("mean", dims, mean)
+	g.Initializer("std", dims, std)
+	g.Node("Sub", []string{"blurred", "mean"}, []string{"diff"})
+	g.Node("Div", []string{"diff", "std"}, []string{"z"})
+	g.Node("Abs", []string{"z"}, []string{"abs_z"})
+	m := int64(opts.MapSmooth)
+	g.Node("AveragePool", []string{"abs_z"}, []string{"anomaly_map"},
+		onnxgraph.Ints("kernel_shape", m, m), onnxgraph.Ints("strides", 1, 1),
+		onnxgraph.Ints("pads", m/2, m/2, m/2, m/2), onnxgraph.Int("count_include_pad", 0))
+	g.Node("ReduceMax", []string{"anomaly_map"}, []string{"score"},
+		onnxgraph.Ints("axes", 1, 2, 3), onnxgraph.Int("keepdims", 0))
+	g.Output("score", 1)
+	g.Output("anomaly_map", dims...)
+	for _, kv := range meta {
+		g.Meta(kv[0], kv[1])
+	}
+	return g.Marshal()
+}
+
+// templateMeta is the metadata of a trained template model.
+func templateMeta(opts TemplateOptions, in InputShape, threshold float64, images int) [][2]string {
+	return [][2]string{
+		{metaTask, "anomaly"},
+		{metaName, opts.Name},
+		{metaVersion, opts.Version},
+		{metaInput, in.String()},
+		{metaThreshold, strconv.FormatFloat(threshold, 'g', -1, 64)},
+		{metaTrainedImages, strconv.Itoa(images)},
+		{metaTrainedAt, opts.TrainedAt.UTC().Format(time.RFC3339)},
+		{metaMethod, fmt.Sprintf("template blur_sigma=%g min_std=%g pose_jitter=%g map_smooth=%d margin=%g",
+			opts.BlurSigma, opts.MinStd, opts.PoseJitter, opts.MapSmooth, opts.Margin)},
+	}
+}
+
+// pixelStats is the per-pixel mean and std of the images blurred[i] (each in.Height x
+// in.Width) for which use(i) holds:
+//
+//	std = sqrt(max(s, minStd)^2 + jitter^2 * |grad mean|^2)
+//
+// with s the sample std (0 for one image) and grad the central-difference gradient of the
+// mean image: a shift of the part by jitter pixels changes a pixel by about
+// jitter*|grad mean|.
+func pixelStats(blurred [][]float32, in InputShape, use func(i int) bool, minStd, jitter float64) (mean, std []float32) {
+	n := len(blurred[0])
+	sum := make([]float64, n)
+	sq := make([]float64, n)
+	count := 0
+	for i, b := range blurred {
+		if !use(i) {
+			continue
+		}
+		count++
+		for p, v := range b {
+			sum[p] += float64(v)
+		}
+	}
+	mean = make([]float32, n)
+	for p := range sum {
+		sum[p] /= float64(count)
+		mean[p] = float32(sum[p])
+	}
+	for i, b := range blurred {
+		if !use(i) {
+			continue
+		}
+		for p, v := range b {
+			d := float64(v) - sum[p]
+			sq[p] += d * d
+		}
+	}
+	w, h := in.Width, in.Height
+	at := func(x, y int) float64 { return sum[min(h-1, max(0, y))*w+min(w-1, max(0, x))] }
+	std = make([]float32, n)
+	for y := range h {
+		for x := range w {
+			p := y*w + x
+			s := 0.0
+			if count > 1 {
+				s = math.Sqrt(sq[p] / float64(count-1))
+			}
+			s = max(s, minStd)
+			gx := (at(x+1, y) - at(x-1, y)) / 2
+			gy := (at(x, y+1) - at(x, y-1)) / 2
+			std[p] = float32(math.Sqrt(s*s + jitter*jitter*(gx*gx+gy*gy)))
+		}
+	}
+	return mean, std
+}
+
+// calibrate applies the threshold rule to the cross-validated good scores.
+func calibrate(goodScores []float64, margin float64) (float64, error) {
+	hi := math.Inf(-1)
+	for i, s := range goodScores {
+		if math.IsNaN(s) || math.IsInf(s, 0) {
+			return 0, fmt.Errorf("good image %d scored %v", i, s)
+		}
+		hi = max(hi, s)
+	}
+	return max(MinThreshold, hi*(1+margin)), nil
+}

@@ -1,0 +1,148 @@
+//go:build cgo
+
+package models
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/takt-edge/takt/camera"
+	ort "github.com/yalue/onnxruntime_go"
+)
+
+// TrainTemplate trains a template anomaly model on good images (gray or BGR, any size of
+// one aspect ratio) and calibrates its threshold, as the package doc describes under
+// "Template anomaly model". It needs at least 2 images, loads ONNX Runtime if needed and
+// writes nothing: call WriteFile. ctx stops training between steps.
+func TrainTemplate(ctx context.Context, good []camera.Frame, opts TemplateOptions) (*TrainedModel, error) {
+	opts, in, err := templatePlan(good, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := InitONNXRuntime(""); err != nil {
+		return nil, fmt.Errorf("train template: %w", err)
+	}
+	n := len(good)
+	xs := make([][]float32, n)
+	pre := newPreprocessor()
+	for i, f := range good {
+		xs[i] = make([]float32, in.Len())
+		if err := pre.run(f, in, xs[i]); err != nil {
+			pre.close()
+			return nil, fmt.Errorf("train template: good image %d: %w", i, err)
+		}
+	}
+	pre.close()
+	blurred, err := blurAll(in, opts, xs)
+	if err != nil {
+		return nil, fmt.Errorf("train template: %w", err)
+	}
+
+	folds := min(n, maxFolds)
+	goodScores := make([]float64, n)
+	ropts := RuntimeOptions{Threads: opts.Threads}
+	for k := range folds {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("train template: %w", err)
+		}
+		mean, std := pixelStats(blurred, in, func(i int) bool { return i%folds != k }, opts.MinStd, opts.PoseJitter)
+		data, err := templateGraph(in, opts, mean, std, nil)
+		if err != nil {
+			return nil, fmt.Errorf("train template: fold %d: %w", k, err)
+		}
+		if err := scoreWith(data, ropts, xs, func(i int) bool { return i%folds == k }, goodScores); err != nil {
+			return nil, fmt.Errorf("train template: fold %d: %w", k, err)
+		}
+	}
+	threshold, err := calibrate(goodScores, opts.Margin)
+	if err != nil {
+		return nil, fmt.Errorf("train template: %w", err)
+	}
+
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("train template: %w", err)
+	}
+	mean, std := pixelStats(blurred, in, func(int) bool { return true }, opts.MinStd, opts.PoseJitter)
+	data, err := templateGraph(in, opts, mean, std, templateMeta(opts, in, threshold, n))
+	if err != nil {
+		return nil, fmt.Errorf("train template: %w", err)
+	}
+	trainScores := make([]float64, n)
+	if err := scoreWith(data, ropts, xs, func(int) bool { return true }, trainScores); err != nil {
+		return nil, fmt.Errorf("train template: final model: %w", err)
+	}
+	return &TrainedModel{
+		ONNX:        data,
+		Name:        opts.Name,
+		Version:     opts.Version,
+		Input:       in,
+		Threshold:   threshold,
+		GoodScores:  goodScores,
+		TrainScores: trainScores,
+		Folds:       folds,
+		TrainedAt:   opts.TrainedAt,
+	}, nil
+}
+
+// scoreWith loads model data into a Runtime and sets scores[i] for every input xs[i] with
+// use(i), through the same session code as Runtime.Infer.
+func scoreWith(data []byte, opts RuntimeOptions, xs [][]float32, use func(int) bool, scores []float64) error {
+	r, err := newRuntime(data, opts)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	for i, x := range xs {
+		if !use(i) {
+			continue
+		}
+		if scores[i], err = r.scoreInput(x); err != nil {
+			return fmt.Errorf("score good image %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// blurAll runs the template model's blur in ONNX Runtime on every input.
+func blurAll(in InputShape, opts TemplateOptions, xs [][]float32) ([][]float32, error) {
+	data, err := blurGraph(in, opts.BlurSigma)
+	if err != nil {
+		return nil, err
+	}
+	shape := ort.NewShape(1, 1, int64(in.Height), int64(in.Width))
+	x, err := ort.NewEmptyTensor[float32](shape)
+	if err != nil {
+		return nil, err
+	}
+	defer x.Destroy()
+	y, err := ort.NewEmptyTensor[float32](shape)
+	if err != nil {
+		return nil, err
+	}
+	defer y.Destroy()
+	so, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, err
+	}
+	defer so.Destroy()
+	if opts.Threads > 0 {
+		if err := so.SetIntraOpNumThreads(opts.Threads); err != nil {
+			return nil, err
+		}
+	}
+	s, err := ort.NewAdvancedSessionWithONNXData(data, []string{"image"}, []string{"blurred"},
+		[]ort.Value{x}, []ort.Value{y}, so)
+	if err != nil {
+		return nil, fmt.Errorf("blur model: %w", err)
+	}
+	defer s.Destroy()
+	out := make([][]float32, len(xs))
+	for i, xi := range xs {
+		copy(x.GetData(), xi)
+		if err := s.Run(); err != nil {
+			return nil, fmt.Errorf("blur good image %d: %w", i, err)
+		}
+		out[i] = append([]float32(nil), y.GetData()...)
+	}
+	return out, nil
+}
