@@ -9,6 +9,8 @@ export PATH := $(DEPS)/bin:$(PATH)
 
 DEMO_DIR := demo
 DEMO_PARTS ?=
+# Where the synthetic part's serial number and 2D code are printed (they change per part).
+DEMO_MARKING := 274,106,520,202
 TEST_TIMEOUT ?= 12m
 
 .PHONY: all deps build test demo bench lint onnxpb clean
@@ -29,17 +31,22 @@ lint:
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# bench: Go benchmarks with -benchmem, then the figures the issues ask for: each
+# TestFigures* test measures Takt against a baseline side by side in one process and prints
+# "BENCH name=value" lines (they run only with TAKT_FIGURES=1).
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
+	@TAKT_FIGURES=1 $(GO) test -run '^TestFigures' -count=1 -v ./... | grep -E '^BENCH ' || { echo "bench: no figures printed"; exit 1; }
 
 # demo: synthetic parts -> starter model trained from good parts -> the agent inspects a
 # production run. DEMO_PARTS=N stops after N parts; without it the run loops until Ctrl-C.
 demo: build
 	@mkdir -p $(DEMO_DIR)
 	@rm -rf $(DEMO_DIR)/data
-	bin/takt synth --out $(DEMO_DIR)/train --layout classes --good 30 --defective 0 --seed 1
-	bin/takt synth --out $(DEMO_DIR)/line --layout line --good 80 --defective 20 --seed 2 --video
-	bin/takt model train --data $(DEMO_DIR)/train --out $(DEMO_DIR)/model.onnx --name demo-part --version 1.0.0
+	bin/takt synth --out $(DEMO_DIR)/train --layout classes --good 30 --seed 1 --first 1001
+	bin/takt synth --out $(DEMO_DIR)/line --layout line --good 56 --defective 14 --seed 1 --first 1031 --video
+	bin/takt model train --data $(DEMO_DIR)/train --out $(DEMO_DIR)/model.onnx --name demo-part --version 1.0.0 \
+		--ignore $(DEMO_MARKING)
 	@cp testdata/demo/agent.yaml $(DEMO_DIR)/agent.yaml
 	bin/takt-agent --config $(DEMO_DIR)/agent.yaml $(if $(DEMO_PARTS),--max-parts $(DEMO_PARTS),) || [ $$? -eq 130 ]
 	@bin/takt eval --data-dir $(DEMO_DIR)/data --labels $(DEMO_DIR)/line/labels.csv

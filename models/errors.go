@@ -17,4 +17,7 @@ var (
 	// ErrBadFrame means a camera.Frame whose size, channels and pixel buffer disagree, or
 	// whose channel count is not 1 or 3.
 	ErrBadFrame = errors.New("bad frame")
+
+	// errClosed is returned by Infer after Close, a programming error.
+	errClosed = errors.New("models: runtime closed")
 )

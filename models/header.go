@@ -1,7 +1,6 @@
 package models
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -291,5 +290,3 @@ func runSpecOf(h *modelHeader, scoreOutput, mapOutput string) (*runSpec, error) 
 	}
 	return s, nil
 }
-
-var errClosed = errors.New("models: runtime closed")

@@ -14,11 +14,11 @@ import (
 	ort "github.com/yalue/onnxruntime_go"
 )
 
-// Runtime runs one ONNX model with ONNX Runtime on the CPU. Its input and output tensors
+// Runtime runs one ONNX model with ONNX Runtime on the CPU (the TensorRT/CUDA provider
+// chain is still to come; Info reports the provider in use). Its input and output tensors
 // are allocated once and reused by every Infer, so a Runtime is for one goroutine at a
 // time: run one Runtime per worker. Close it to free the session and tensors.
 type Runtime struct {
-	spec     *runSpec
 	info     Info
 	opts     RuntimeOptions
 	session  *ort.AdvancedSession
@@ -67,7 +67,6 @@ func newRuntime(data []byte, opts RuntimeOptions) (_ *Runtime, err error) {
 	}
 	sum := sha256.Sum256(data)
 	r := &Runtime{
-		spec:     spec,
 		opts:     opts,
 		termDone: make(chan struct{}, 1),
 		info: Info{

@@ -27,29 +27,74 @@ const maxFolds = 10
 type TemplateOptions struct {
 	Name    string `yaml:"name"`    // takt.name; default "template"
 	Version string `yaml:"version"` // takt.version; default "0.1.0"
-	// Width and Height are the model input size. Default: Width 128 and Height from the
-	// aspect of the good images (96 for 640x480); with only one set, the other follows the
-	// aspect.
+	// Width and Height are the model input size. Default: Width 256 and Height from the
+	// aspect of the good images (192 for 640x480); with only one set, the other follows the
+	// aspect. Thin defects (scratches) need about 2.5 frame pixels per model pixel or less.
 	Width  int `yaml:"width"`
 	Height int `yaml:"height"`
 	// BlurSigma is the Gaussian blur sigma in model-input pixels; default 1.
 	BlurSigma float64 `yaml:"blur_sigma"`
 	// MinStd floors the per-pixel std, in 0..1 gray units; default 0.02 (5 gray levels).
 	MinStd float64 `yaml:"min_std"`
+	// LightingSigma is the Gaussian sigma, in model-input pixels, of the local brightness the
+	// image is divided by before comparing (lighting normalization); default Width/16;
+	// negative turns it off.
+	LightingSigma float64 `yaml:"lighting_sigma"`
 	// PoseJitter is the part position jitter to tolerate beyond what the good images show,
-	// as a std in model-input pixels; default 1 (5 px in a 640x480 frame at 128x96). It
+	// as a std in model-input pixels; default 1 (2.5 px in a 640x480 frame at 256x192). It
 	// raises the std where the mean image has edges. Use a tiny value such as 0.01 to
 	// rely on the good images alone.
 	PoseJitter float64 `yaml:"pose_jitter"`
+	// Shift is how far, in model-input pixels, a part may sit off the template before it
+	// counts as anomalous: each pixel is compared with the template shifted by up to Shift
+	// pixels in x and y and the best match counts (parts on a fixture move a little).
+	// Default Width/85 rounded, at least 1 (3 at 256); negative turns it off.
+	Shift int `yaml:"shift"`
 	// MapSmooth is the odd box size that smooths the anomaly map; default 3, 1 = none.
 	MapSmooth int `yaml:"map_smooth"`
 	// Margin over the highest cross-validated good score; default 0.25 (25%).
 	Margin float64 `yaml:"margin"`
+	// Ignore lists regions the model must not judge, such as printed serial numbers or date
+	// codes that differ on every part, as fractions of the frame (0..1), so they hold for
+	// any frame and model size.
+	Ignore []Region `yaml:"ignore"`
 	// Threads is ONNX Runtime's intra-op thread count while training; 0 = its default.
 	Threads int `yaml:"threads"`
 	// TrainedAt is written as takt.trained_at; default time.Now().
 	TrainedAt time.Time `yaml:"-"`
 }
+
+// Region is a rectangle in fractions of the frame: X0 <= x < X1, Y0 <= y < Y1, all in 0..1.
+type Region struct {
+	X0 float64 `yaml:"x0"`
+	Y0 float64 `yaml:"y0"`
+	X1 float64 `yaml:"x1"`
+	Y1 float64 `yaml:"y1"`
+}
+
+func (r Region) valid() bool {
+	return 0 <= r.X0 && r.X0 < r.X1 && r.X1 <= 1 && 0 <= r.Y0 && r.Y0 < r.Y1 && r.Y1 <= 1
+}
+
+// ignoreMask is 1 where the model judges and 0 inside any of the regions, at the model size.
+func ignoreMask(in InputShape, regions []Region) []float32 {
+	mask := make([]float32, in.Height*in.Width)
+	for y := range in.Height {
+		for x := range in.Width {
+			fx, fy := (float64(x)+0.5)/float64(in.Width), (float64(y)+0.5)/float64(in.Height)
+			mask[y*in.Width+x] = 1
+			for _, r := range regions {
+				if fx >= r.X0 && fx < r.X1 && fy >= r.Y0 && fy < r.Y1 {
+					mask[y*in.Width+x] = 0
+					break
+				}
+			}
+		}
+	}
+	return mask
+}
+
+const defaultTemplateWidth = 256
 
 // DefaultTemplateOptions returns the defaults TrainTemplate uses for zero fields.
 func DefaultTemplateOptions() TemplateOptions {
@@ -172,12 +217,19 @@ func templatePlan(good []camera.Frame, opts TemplateOptions) (TemplateOptions, I
 	}
 	switch {
 	case opts.Width == 0 && opts.Height == 0:
-		opts.Width = 128
-		opts.Height = int(math.Round(128 / a0))
+		opts.Width = defaultTemplateWidth
+		opts.Height = int(math.Round(defaultTemplateWidth / a0))
 	case opts.Height == 0:
 		opts.Height = int(math.Round(float64(opts.Width) / a0))
 	case opts.Width == 0:
 		opts.Width = int(math.Round(float64(opts.Height) * a0))
+	}
+	// Lighting and shift scale with the model size, so a smaller model sees the same part.
+	if opts.LightingSigma == 0 {
+		opts.LightingSigma = float64(opts.Width) / 16
+	}
+	if opts.Shift == 0 {
+		opts.Shift = max(1, int(math.Round(float64(opts.Width)/85)))
 	}
 	in := InputShape{Channels: 1, Height: opts.Height, Width: opts.Width}
 	r := blurRadius(opts.BlurSigma)
@@ -190,6 +242,12 @@ func templatePlan(good []camera.Frame, opts TemplateOptions) (TemplateOptions, I
 		return opts, in, fmt.Errorf("train template: blur_sigma %g needs a %d px border, too wide for %dx%d", opts.BlurSigma, r, opts.Width, opts.Height)
 	case opts.MinStd <= 0 || opts.MinStd > 1:
 		return opts, in, fmt.Errorf("train template: min_std %g: want > 0 and <= 1", opts.MinStd)
+	case opts.LightingSigma > 0 && (opts.LightingSigma < opts.BlurSigma || 2*blurRadius(opts.LightingSigma) >= min(opts.Width, opts.Height)):
+		return opts, in, fmt.Errorf("train template: lighting_sigma %g: want >= blur_sigma and a border below half of %dx%d", opts.LightingSigma, opts.Width, opts.Height)
+	case opts.Shift > 8 || 2*opts.Shift >= min(opts.Width, opts.Height):
+		return opts, in, fmt.Errorf("train template: shift %d: want at most 8 and less than half of %dx%d", opts.Shift, opts.Width, opts.Height)
+	case !regionsValid(opts.Ignore):
+		return opts, in, fmt.Errorf("train template: ignore: every region needs 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, got %v", opts.Ignore)
 	case opts.PoseJitter < 0 || opts.PoseJitter > 10:
 		return opts, in, fmt.Errorf("train template: pose_jitter %g: want > 0 and <= 10", opts.PoseJitter)
 	case opts.MapSmooth < 1 || opts.MapSmooth%2 == 0 || opts.MapSmooth > 31:
@@ -200,6 +258,48 @@ func templatePlan(good []camera.Frame, opts TemplateOptions) (TemplateOptions, I
 		return opts, in, fmt.Errorf("train template: threads %d: want >= 0", opts.Threads)
 	}
 	return opts, in, nil
+}
+
+// alignWindow is the odd side, in model-input pixels, of the neighbourhood that chooses
+// one shift.
+var alignWindow = 15
+
+// shiftOffsets lists the (dx, dy) offsets within a disc of radius r, (0,0) first.
+func shiftOffsets(r int) [][2]int {
+	out := [][2]int{{0, 0}}
+	for dy := -r; dy <= r; dy++ {
+		for dx := -r; dx <= r; dx++ {
+			if (dx != 0 || dy != 0) && dx*dx+dy*dy <= r*r {
+				out = append(out, [2]int{dx, dy})
+			}
+		}
+	}
+	return out
+}
+
+// shiftStack stacks img (in.Height x in.Width) shifted by each offset, edges replicated.
+func shiftStack(img []float32, in InputShape, shifts [][2]int) []float32 {
+	w, h := in.Width, in.Height
+	out := make([]float32, 0, len(shifts)*w*h)
+	for _, d := range shifts {
+		for y := range h {
+			sy := min(max(y-d[1], 0), h-1)
+			for x := range w {
+				sx := min(max(x-d[0], 0), w-1)
+				out = append(out, img[sy*w+sx])
+			}
+		}
+	}
+	return out
+}
+
+func regionsValid(rs []Region) bool {
+	for _, r := range rs {
+		if !r.valid() {
+			return false
+		}
+	}
+	return true
 }
 
 // blurRadius is the Gaussian kernel radius for sigma: 3 sigma, rounded up.
@@ -222,26 +322,45 @@ func gaussian1D(sigma float64) []float32 {
 	return k
 }
 
-// addBlur adds the Gaussian blur of value in (shape [1,1,H,W]) as value out.
-func addBlur(g *onnxgraph.Graph, in, out string, sigma float64) {
+// addBlur adds the Gaussian blur of value in (shape [1,1,H,W]) as value out; prefix keeps
+// the initializer and intermediate names of several blurs apart.
+func addBlur(g *onnxgraph.Graph, prefix, in, out string, sigma float64) {
 	r := int64(blurRadius(sigma))
 	k := gaussian1D(sigma)
 	n := int64(len(k))
-	g.InitializerInt64("blur_pads", []int64{8}, []int64{0, 0, r, r, 0, 0, r, r})
-	g.Node("Pad", []string{in, "blur_pads"}, []string{"padded"}, onnxgraph.String("mode", "reflect"))
-	g.Initializer("blur_kx", []int64{1, 1, 1, n}, k)
-	g.Initializer("blur_ky", []int64{1, 1, n, 1}, k)
-	g.Node("Conv", []string{"padded", "blur_kx"}, []string{"blurred_x"}, onnxgraph.Ints("kernel_shape", 1, n))
-	g.Node("Conv", []string{"blurred_x", "blur_ky"}, []string{out}, onnxgraph.Ints("kernel_shape", n, 1))
+	g.InitializerInt64(prefix+"_pads", []int64{8}, []int64{0, 0, r, r, 0, 0, r, r})
+	g.Node("Pad", []string{in, prefix + "_pads"}, []string{prefix + "_padded"}, onnxgraph.String("mode", "reflect"))
+	g.Initializer(prefix+"_kx", []int64{1, 1, 1, n}, k)
+	g.Initializer(prefix+"_ky", []int64{1, 1, n, 1}, k)
+	g.Node("Conv", []string{prefix + "_padded", prefix + "_kx"}, []string{prefix + "_x"}, onnxgraph.Ints("kernel_shape", 1, n))
+	g.Node("Conv", []string{prefix + "_x", prefix + "_ky"}, []string{out}, onnxgraph.Ints("kernel_shape", n, 1))
 }
 
-// blurGraph is a model with only the template model's blur: input "image", output
+// lightingFloor keeps the lighting division finite on black regions (0..1 gray units).
+const lightingFloor = 0.05
+
+// addFeatures adds the template model's per-pixel feature of in as out: the image blurred
+// by BlurSigma, divided by the image blurred by LightingSigma when that is set, so a part
+// lit brighter, darker or with a gradient looks the same as under the training light.
+func addFeatures(g *onnxgraph.Graph, in, out string, opts TemplateOptions) {
+	if opts.LightingSigma <= 0 {
+		addBlur(g, "blur", in, out, opts.BlurSigma)
+		return
+	}
+	addBlur(g, "blur", in, "fine", opts.BlurSigma)
+	addBlur(g, "light", in, "light", opts.LightingSigma)
+	g.Initializer("light_floor", []int64{1}, []float32{lightingFloor})
+	g.Node("Max", []string{"light", "light_floor"}, []string{"light_floored"})
+	g.Node("Div", []string{"fine", "light_floored"}, []string{out})
+}
+
+// blurGraph is a model with only the template model's features: input "image", output
 // "blurred", both [1,1,H,W].
-func blurGraph(in InputShape, sigma float64) ([]byte, error) {
-	g := onnxgraph.New("template_blur")
+func blurGraph(in InputShape, opts TemplateOptions) ([]byte, error) {
+	g := onnxgraph.New("template_features")
 	dims := []int64{1, 1, int64(in.Height), int64(in.Width)}
 	g.Input("image", dims...)
-	addBlur(g, "image", "blurred", sigma)
+	addFeatures(g, "image", "blurred", opts)
 	g.Output("blurred", dims...)
 	return g.Marshal()
 }
@@ -252,14 +371,39 @@ func templateGraph(in InputShape, opts TemplateOptions, mean, std []float32, met
 	g.SetDoc("Takt template anomaly model: score = max(BoxMean(|GaussianBlur(image) - mean| / std)), in standard deviations.")
 	dims := []int64{1, 1, int64(in.Height), int64(in.Width)}
 	g.Input("image", dims...)
-	addBlur(g, "image", "blurred", opts.BlurSigma)
-	g.Initializer("mean", dims, mean)
-	g.Initializer("std", dims, std)
-	g.Node("Sub", []string{"blurred", "mean"}, []string{"diff"})
-	g.Node("Div", []string{"diff", "std"}, []string{"z"})
-	g.Node("Abs", []string{"z"}, []string{"abs_z"})
+	addFeatures(g, "image", "blurred", opts)
+	shifts := shiftOffsets(opts.Shift)
+	if len(shifts) == 1 {
+		g.Initializer("mean", dims, mean)
+		g.Initializer("std", dims, std)
+		g.Node("Sub", []string{"blurred", "mean"}, []string{"diff"})
+		g.Node("Div", []string{"diff", "std"}, []string{"z"})
+		g.Node("Abs", []string{"z"}, []string{"abs_z"})
+	} else {
+		// Compare with every shifted template at once ([1,K,H,W]) and keep the best match.
+		kdims := []int64{1, int64(len(shifts)), int64(in.Height), int64(in.Width)}
+		g.Initializer("mean_shifted", kdims, shiftStack(mean, in, shifts))
+		g.Initializer("std_shifted", kdims, shiftStack(std, in, shifts))
+		g.Node("Sub", []string{"blurred", "mean_shifted"}, []string{"diff"})
+		g.Node("Div", []string{"diff", "std_shifted"}, []string{"z"})
+		g.Node("Abs", []string{"z"}, []string{"abs_z_shifted"})
+		// Each neighbourhood picks the shift that fits it best as a whole, so a defect
+		// smaller than the window cannot pick a shift of its own that explains it away.
+		a := int64(alignWindow)
+		g.Node("AveragePool", []string{"abs_z_shifted"}, []string{"fit"},
+			onnxgraph.Ints("kernel_shape", a, a), onnxgraph.Ints("strides", 1, 1),
+			onnxgraph.Ints("pads", a/2, a/2, a/2, a/2), onnxgraph.Int("count_include_pad", 0))
+		g.Node("ArgMin", []string{"fit"}, []string{"best_shift"}, onnxgraph.Int("axis", 1), onnxgraph.Int("keepdims", 1))
+		g.Node("GatherElements", []string{"abs_z_shifted", "best_shift"}, []string{"abs_z"}, onnxgraph.Int("axis", 1))
+	}
+	if len(opts.Ignore) > 0 {
+		g.Initializer("judge_mask", dims, ignoreMask(in, opts.Ignore))
+		g.Node("Mul", []string{"abs_z", "judge_mask"}, []string{"abs_z_judged"})
+	} else {
+		g.Node("Identity", []string{"abs_z"}, []string{"abs_z_judged"})
+	}
 	m := int64(opts.MapSmooth)
-	g.Node("AveragePool", []string{"abs_z"}, []string{"anomaly_map"},
+	g.Node("AveragePool", []string{"abs_z_judged"}, []string{"anomaly_map"},
 		onnxgraph.Ints("kernel_shape", m, m), onnxgraph.Ints("strides", 1, 1),
 		onnxgraph.Ints("pads", m/2, m/2, m/2, m/2), onnxgraph.Int("count_include_pad", 0))
 	g.Node("ReduceMax", []string{"anomaly_map"}, []string{"score"},
@@ -282,8 +426,8 @@ func templateMeta(opts TemplateOptions, in InputShape, threshold float64, images
 		{metaThreshold, strconv.FormatFloat(threshold, 'g', -1, 64)},
 		{metaTrainedImages, strconv.Itoa(images)},
 		{metaTrainedAt, opts.TrainedAt.UTC().Format(time.RFC3339)},
-		{metaMethod, fmt.Sprintf("template blur_sigma=%g min_std=%g pose_jitter=%g map_smooth=%d margin=%g",
-			opts.BlurSigma, opts.MinStd, opts.PoseJitter, opts.MapSmooth, opts.Margin)},
+		{metaMethod, fmt.Sprintf("template blur_sigma=%g lighting_sigma=%g min_std=%g pose_jitter=%g shift=%d map_smooth=%d margin=%g ignore=%v",
+			opts.BlurSigma, opts.LightingSigma, opts.MinStd, opts.PoseJitter, opts.Shift, opts.MapSmooth, opts.Margin, opts.Ignore)},
 	}
 }
 

@@ -105,7 +105,7 @@ func scoreWith(data []byte, opts RuntimeOptions, xs [][]float32, use func(int) b
 
 // blurAll runs the template model's blur in ONNX Runtime on every input.
 func blurAll(in InputShape, opts TemplateOptions, xs [][]float32) ([][]float32, error) {
-	data, err := blurGraph(in, opts.BlurSigma)
+	data, err := blurGraph(in, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -32,7 +32,7 @@ func trainedFixture(t testing.TB) ([]camera.Frame, *TrainedModel) {
 	fixture.once.Do(func() {
 		fixture.good = goodParts(10, 1, 1)
 		fixture.model, fixture.err = TrainTemplate(context.Background(), fixture.good,
-			TemplateOptions{Name: "bracket", Version: "1.2.0", Threads: 1, TrainedAt: trainedAt})
+			TemplateOptions{Name: "bracket", Version: "1.2.0", Width: 128, Threads: 1, TrainedAt: trainedAt})
 	})
 	if fixture.err != nil {
 		t.Fatalf("TrainTemplate: %v", fixture.err)
@@ -174,7 +174,7 @@ func TestTrainTemplateErrors(t *testing.T) {
 			"good image 2 is 640x240 (aspect 2.67) but image 0 is 640x480 (aspect 1.33)"},
 		{"bad frame", []camera.Frame{good[0], bad}, TemplateOptions{}, "good image 1: bad frame"},
 		{"even map_smooth", good, TemplateOptions{MapSmooth: 4}, "map_smooth 4: want an odd number"},
-		{"blur too wide", good, TemplateOptions{Width: 16, BlurSigma: 3}, "blur_sigma 3 needs a 9 px border, too wide for 16x12"},
+		{"blur too wide", good, TemplateOptions{Width: 12, BlurSigma: 3}, "blur_sigma 3 needs a 9 px border, too wide for 12x9"},
 		{"min_std above 1", good, TemplateOptions{MinStd: 2}, "min_std 2"},
 		{"negative pose_jitter", good, TemplateOptions{PoseJitter: -1}, "pose_jitter -1"},
 		{"negative margin", good, TemplateOptions{Margin: -1}, "margin -1"},

@@ -164,9 +164,9 @@ func drawFixture(sc *scene) []float64 {
 
 	// Locating pins: two against the left edge of the part, one against the top edge.
 	for _, p := range []vec{
-		sc.c.add(vec{-sc.plateW/2 - 8*s, -75 * s}),
-		sc.c.add(vec{-sc.plateW/2 - 8*s, 75 * s}),
-		sc.c.add(vec{110 * s, -sc.plateH/2 - 8*s}),
+		sc.c.add(vec{-sc.plateW/2 - 8*s, -85 * s}),
+		sc.c.add(vec{-sc.plateW/2 - 8*s, 85 * s}),
+		sc.c.add(vec{120 * s, -sc.plateH/2 - 8*s}),
 	} {
 		gocv.CircleWithParams(&img, at(p.add(vec{2, 3}.mul(s))), int(7*s), bgr(35, 33, 32), -1, gocv.LineAA, 0)
 		gocv.CircleWithParams(&img, at(p), int(7*s), bgr(150, 152, 156), -1, gocv.LineAA, 0)
@@ -292,12 +292,12 @@ func drawDefect(img *gocv.Mat, sc *scene) {
 	g := sc.defect
 	switch g.kind {
 	case Scratch:
-		core, lip := gray(238), gray(70)
+		core, lip := gray(248), gray(55)
 		if !g.bright {
 			core, lip = gray(62), gray(222)
 		}
-		off := offsetPolyline(g.pts, g.width*0.75)
-		polyline(img, off, ss, g.width*0.5, lip)
+		off := offsetPolyline(g.pts, g.width*0.85)
+		polyline(img, off, ss, g.width*0.7, lip)
 		polyline(img, g.pts, ss, g.width, core)
 	case Spot:
 		// Opacity of the stain: a body with a darker core and droplets, feathered by a blur,

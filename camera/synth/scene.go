@@ -123,38 +123,38 @@ func newScene(o RenderOptions, index int, d Defect) *scene {
 		w: o.Width, h: o.Height, s: s,
 		c:    vec{float64(o.Width) / 2, float64(o.Height) / 2},
 		seed: o.Seed, index: index,
-		plateW: 400 * s, plateH: 270 * s, plateR: 30 * s, chamfer: 3.5 * s,
+		plateW: 440 * s, plateH: 300 * s, plateR: 32 * s, chamfer: 3.5 * s,
 		partNo: "TK-4471-A", rev: "REV C  AL6061-T6",
 		serial: fmt.Sprintf("SN %06d", index),
 	}
 	at := func(x, y float64) vec { return sc.c.add(vec{x * s, y * s}) }
-	for _, p := range []vec{{-172, -107}, {172, -107}, {172, 107}, {-172, 107}} {
+	for _, p := range []vec{{-192, -122}, {192, -122}, {192, 122}, {-192, 122}} {
 		sc.holes = append(sc.holes, circle{at(p.X, p.Y), 12 * s})
 	}
-	sc.holes = append(sc.holes, circle{at(0, -104), 7 * s}, circle{at(0, 104), 7 * s})
-	sc.boss = circle{at(-85, 0), 62 * s}
-	sc.bore = circle{at(-85, 0), 20 * s}
-	sc.grooveR = 44 * s
-	sc.textAt = at(30, -52)
-	sc.revAt = at(32, -30)
-	sc.codeAt = at(32, -8)
+	sc.holes = append(sc.holes, circle{at(-50, 126), 7 * s}, circle{at(50, 126), 7 * s})
+	sc.boss = circle{at(-135, 0), 54 * s}
+	sc.bore = circle{at(-135, 0), 18 * s}
+	sc.grooveR = 38 * s
+	sc.textAt = at(30, -98)
+	sc.revAt = at(32, -76)
+	sc.codeAt = at(-32, -120)
 	sc.codeMod = 3.5 * s
-	sc.snAt = at(86, 22)
-	sc.marking.Min, sc.marking.Max = vec{26 * s, -74 * s}, vec{184 * s, 38 * s}
+	sc.snAt = at(32, -55)
+	sc.marking.Min, sc.marking.Max = vec{-36 * s, -124 * s}, vec{190 * s, -48 * s}
 
 	r := newRand(o.Seed, streamScene, index)
 	sc.angle = uniform(r, -1.5, 1.5)
 	sc.dx = uniform(r, -4, 4) * s
 	sc.dy = uniform(r, -4, 4) * s
-	sc.brushAmp = uniform(r, 2.5, 3.5)
-	sc.sheenAmp = uniform(r, 14, 18)
-	sc.sheenPos = uniform(r, -0.15, 0.15)
-	sc.sheenWidth = uniform(r, 0.2, 0.26)
-	sc.gain0 = uniform(r, 0.97, 1.03)
-	sc.gainX = uniform(r, -0.04, 0.04)
-	sc.gainY = uniform(r, -0.04, 0.04)
-	sc.vignette = uniform(r, 0.11, 0.15)
-	sc.noiseSigma = uniform(r, 1.6, 2.4)
+	sc.brushAmp = uniform(r, 2, 3)
+	sc.sheenAmp = uniform(r, 14, 17)
+	sc.sheenPos = uniform(r, -0.06, 0.06)
+	sc.sheenWidth = uniform(r, 0.21, 0.25)
+	sc.gain0 = uniform(r, 0.985, 1.015)
+	sc.gainX = uniform(r, -0.02, 0.02)
+	sc.gainY = uniform(r, -0.02, 0.02)
+	sc.vignette = uniform(r, 0.12, 0.14)
+	sc.noiseSigma = uniform(r, 1.5, 2.2)
 
 	th := sc.angle * math.Pi / 180
 	cs, sn := math.Cos(th), math.Sin(th)
@@ -183,7 +183,7 @@ func newScene(o RenderOptions, index int, d Defect) *scene {
 }
 
 // onPlate reports whether p is on plain plate material at least margin away from the plate
-// edge and from every hole, the bore and the marking.
+// edge, every hole, the boss (with its shadow) and the marking.
 func (sc *scene) onPlate(p vec, margin float64) bool {
 	q := p.sub(sc.c)
 	if math.Abs(q.X) > sc.plateW/2-margin || math.Abs(q.Y) > sc.plateH/2-margin {
@@ -191,23 +191,54 @@ func (sc *scene) onPlate(p vec, margin float64) bool {
 	}
 	if q.X > sc.marking.Min.X-margin && q.X < sc.marking.Max.X+margin &&
 		q.Y > sc.marking.Min.Y-margin && q.Y < sc.marking.Max.Y+margin {
-		return false // keep defects off the marking, where they would be hard to judge
+		return false
 	}
 	for _, h := range sc.holes {
 		if p.sub(h.C).len() < h.R+margin {
 			return false
 		}
 	}
-	return p.sub(sc.bore.C).len() >= sc.bore.R+margin
+	return p.sub(sc.boss.C).len() >= sc.boss.R+5*sc.s+margin
 }
 
-func (sc *scene) allOnPlate(ps []vec, margin float64) bool {
-	for _, p := range ps {
-		if !sc.onPlate(p, margin) {
-			return false
+// boxOnPlate reports whether the whole bounding box of g, unposed, lies on plain plate
+// material at least margin away from any feature, so that in the posed frame the labelled
+// box holds the defect on plain plate and no edge that moves from part to part.
+func (sc *scene) boxOnPlate(g defectGeom, margin float64) bool {
+	lo, hi := g.bounds()
+	step := 4 * sc.s
+	for y := lo.Y; ; y = math.Min(y+step, hi.Y) {
+		for x := lo.X; ; x = math.Min(x+step, hi.X) {
+			if !sc.onPlate(vec{x, y}, margin) {
+				return false
+			}
+			if x == hi.X {
+				break
+			}
+		}
+		if y == hi.Y {
+			return true
 		}
 	}
-	return true
+}
+
+// bounds returns the corners of g's unposed bounding box, padded.
+func (g defectGeom) bounds() (lo, hi vec) {
+	lo, hi = vec{math.Inf(1), math.Inf(1)}, vec{math.Inf(-1), math.Inf(-1)}
+	grow := func(p vec, r float64) {
+		lo = vec{math.Min(lo.X, p.X-r), math.Min(lo.Y, p.Y-r)}
+		hi = vec{math.Max(hi.X, p.X+r), math.Max(hi.Y, p.Y+r)}
+	}
+	for _, p := range g.pts {
+		grow(p, g.pad)
+	}
+	for _, p := range g.branch {
+		grow(p, g.pad)
+	}
+	for _, d := range g.drops {
+		grow(d.C, d.R+g.pad)
+	}
+	return lo, hi
 }
 
 func (sc *scene) randomPoint(r *rand.Rand, margin float64) vec {
@@ -225,79 +256,104 @@ func defectStream(d Defect) uint64 {
 	return uint64(h.Sum32())
 }
 
-// placeDefect draws the defect's geometry from its own random stream, retrying until it
-// lies on plain plate material.
+// placeDefect draws the defect's geometry from its own random stream. It picks a center on
+// plain plate material, then shrinks the defect (down to half size) until its whole box lies
+// on plain plate, clear of edges that move with the pose (there a defect would be hard to
+// tell from part-to-part variation); failing that, it tries another center. After maxTries
+// it takes what it has, so placement always ends.
 func (sc *scene) placeDefect(d Defect) defectGeom {
-	s := sc.s
 	r := newRand(sc.seed, streamDefect|defectStream(d)<<32, sc.index)
-	g := defectGeom{kind: d}
-	switch d {
-	case MissingHole:
-		g.hole = r.IntN(len(sc.holes))
-		g.pad = 3 * s
-	case Scratch:
-		g.bright = r.IntN(2) == 0
-		g.width = math.Max(3.5*s, 1.5)
-		g.pad = g.width/2 + 3*s
-		for {
-			a := sc.randomPoint(r, 18*s)
-			dir := polar(1, uniform(r, 0, math.Pi))
-			length := uniform(r, 70, 140) * s
-			b := a.add(dir.mul(length))
-			bend := vec{-dir.Y, dir.X}.mul(uniform(r, -0.12, 0.12) * length)
-			ctl := a.add(b).mul(0.5).add(bend)
-			g.pts = g.pts[:0]
-			for i := range 25 {
-				t := float64(i) / 24
-				g.pts = append(g.pts, a.mul((1-t)*(1-t)).add(ctl.mul(2*t*(1-t))).add(b.mul(t*t)))
+	if d == MissingHole {
+		return defectGeom{kind: d, hole: r.IntN(len(sc.holes)), pad: 3 * sc.s}
+	}
+	clear := 14 * sc.s
+	for try := 0; ; try++ {
+		c := sc.randomPoint(r, clear)
+		for k := 1.0; k > 0.45; k -= 0.1 {
+			var g defectGeom
+			switch d {
+			case Scratch:
+				g = sc.scratch(r, c, k)
+			case Spot:
+				g = sc.spot(r, c, k)
+			case Crack:
+				g = sc.crack(r, c, k)
 			}
-			if sc.allOnPlate(g.pts, 10*s) {
-				break
-			}
-		}
-	case Spot:
-		c := sc.randomPoint(r, 36*s)
-		rad := uniform(r, 12, 19) * s
-		ph := [3]float64{uniform(r, 0, 2*math.Pi), uniform(r, 0, 2*math.Pi), uniform(r, 0, 2*math.Pi)}
-		amp := [3]float64{uniform(r, 0.08, 0.2), uniform(r, 0.05, 0.12), uniform(r, 0.02, 0.06)}
-		for i := range 36 {
-			a := 2 * math.Pi * float64(i) / 36
-			k := 1 + amp[0]*math.Sin(2*a+ph[0]) + amp[1]*math.Sin(3*a+ph[1]) + amp[2]*math.Sin(5*a+ph[2])
-			g.pts = append(g.pts, c.add(polar(rad*k, a)))
-		}
-		for range 2 + r.IntN(3) {
-			g.drops = append(g.drops, circle{c.add(polar(rad*uniform(r, 1.3, 1.9), uniform(r, 0, 2*math.Pi))), uniform(r, 1.8, 3.5) * s})
-		}
-		g.spotR = rad
-		g.pad = 0.1*rad + 4*s // the feathered edge
-	case Crack:
-		g.width = math.Max(3*s, 1.5)
-		g.pad = g.width/2 + 3*s
-		for {
-			p := sc.randomPoint(r, 20*s)
-			heading := uniform(r, 0, 2*math.Pi)
-			g.pts = append(g.pts[:0], p)
-			dir := heading
-			for range 18 + r.IntN(10) {
-				dir = heading + 0.3*(dir-heading) + r.NormFloat64()*0.5
-				p = p.add(polar(uniform(r, 3.5, 8)*s, dir))
-				g.pts = append(g.pts, p)
-			}
-			g.branch = g.branch[:0]
-			if r.IntN(3) > 0 {
-				q := g.pts[len(g.pts)/3+r.IntN(len(g.pts)/3)]
-				bh := heading + math.Copysign(uniform(r, 0.5, 1.0), r.Float64()-0.5)
-				g.branch = append(g.branch, q)
-				for range 5 + r.IntN(5) {
-					q = q.add(polar(uniform(r, 3, 7)*s, bh+r.NormFloat64()*0.7))
-					g.branch = append(g.branch, q)
-				}
-			}
-			if sc.allOnPlate(g.pts, 10*s) && sc.allOnPlate(g.branch, 10*s) {
-				break
+			if sc.boxOnPlate(g, clear) || try > maxTries {
+				return g
 			}
 		}
 	}
+}
+
+const maxTries = 2000
+
+// scratch returns a slightly curved groove centered on c, k times the full size.
+func (sc *scene) scratch(r *rand.Rand, c vec, k float64) defectGeom {
+	s := sc.s
+	g := defectGeom{kind: Scratch, bright: r.IntN(2) == 0, width: math.Max(4*s, 1.5)}
+	g.pad = 1.2*g.width + 2*s
+	dir := polar(1, uniform(r, 0, math.Pi))
+	length := uniform(r, 50, 100) * s * k
+	a, b := c.sub(dir.mul(length/2)), c.add(dir.mul(length/2))
+	ctl := c.add(vec{-dir.Y, dir.X}.mul(uniform(r, -0.12, 0.12) * length))
+	for i := range 25 {
+		t := float64(i) / 24
+		g.pts = append(g.pts, a.mul((1-t)*(1-t)).add(ctl.mul(2*t*(1-t))).add(b.mul(t*t)))
+	}
+	return g
+}
+
+// crack returns a jagged, sometimes branched fissure centered on c, k times the full size.
+func (sc *scene) crack(r *rand.Rand, c vec, k float64) defectGeom {
+	s := sc.s
+	g := defectGeom{kind: Crack, width: math.Max(3.5*s, 1.5)}
+	g.pad = g.width/2 + 2*s
+	heading := uniform(r, 0, 2*math.Pi)
+	p, dir := vec{}, heading
+	g.pts = append(g.pts, p)
+	for range 13 + r.IntN(7) {
+		dir = heading + 0.3*(dir-heading) + r.NormFloat64()*0.5
+		p = p.add(polar(uniform(r, 3.5, 8)*s*k, dir))
+		g.pts = append(g.pts, p)
+	}
+	if r.IntN(3) > 0 {
+		q := g.pts[len(g.pts)/3+r.IntN(len(g.pts)/3)]
+		bh := heading + math.Copysign(uniform(r, 0.5, 1.0), r.Float64()-0.5)
+		g.branch = append(g.branch, q)
+		for range 5 + r.IntN(5) {
+			q = q.add(polar(uniform(r, 3, 7)*s*k, bh+r.NormFloat64()*0.7))
+			g.branch = append(g.branch, q)
+		}
+	}
+	lo, hi := g.bounds()
+	shift := c.sub(lo.add(hi).mul(0.5))
+	for i := range g.pts {
+		g.pts[i] = g.pts[i].add(shift)
+	}
+	for i := range g.branch {
+		g.branch[i] = g.branch[i].add(shift)
+	}
+	return g
+}
+
+// spot returns a contamination blob with droplets centered on c, k times the full size.
+func (sc *scene) spot(r *rand.Rand, c vec, k float64) defectGeom {
+	s := sc.s
+	g := defectGeom{kind: Spot}
+	rad := uniform(r, 12, 19) * s * k
+	ph := [3]float64{uniform(r, 0, 2*math.Pi), uniform(r, 0, 2*math.Pi), uniform(r, 0, 2*math.Pi)}
+	amp := [3]float64{uniform(r, 0.08, 0.2), uniform(r, 0.05, 0.12), uniform(r, 0.02, 0.06)}
+	for i := range 36 {
+		a := 2 * math.Pi * float64(i) / 36
+		f := 1 + amp[0]*math.Sin(2*a+ph[0]) + amp[1]*math.Sin(3*a+ph[1]) + amp[2]*math.Sin(5*a+ph[2])
+		g.pts = append(g.pts, c.add(polar(rad*f, a)))
+	}
+	for range 2 + r.IntN(3) {
+		g.drops = append(g.drops, circle{c.add(polar(rad*uniform(r, 1.3, 1.9), uniform(r, 0, 2*math.Pi))), uniform(r, 1.8, 3.5) * s})
+	}
+	g.spotR = rad
+	g.pad = 0.1*rad + 4*s // the feathered edge
 	return g
 }
 
@@ -305,29 +361,29 @@ func (sc *scene) placeDefect(d Defect) defectGeom {
 // empty for a good part.
 func (sc *scene) defectBox() image.Rectangle {
 	g := sc.defect
-	var pts []vec
-	switch g.kind {
-	case None:
+	if g.kind == None {
 		return image.Rectangle{}
-	case MissingHole:
-		h := sc.holes[g.hole]
-		rr := h.R + sc.chamfer
-		pts = []vec{h.C.add(vec{-rr, -rr}), h.C.add(vec{rr, -rr}), h.C.add(vec{rr, rr}), h.C.add(vec{-rr, rr})}
-	default:
-		pts = append(append([]vec{}, g.pts...), g.branch...)
-		for _, d := range g.drops {
-			pts = append(pts, d.C.add(vec{-d.R, -d.R}), d.C.add(vec{d.R, d.R}), d.C.add(vec{-d.R, d.R}), d.C.add(vec{d.R, -d.R}))
-		}
 	}
-	minX, minY := math.Inf(1), math.Inf(1)
-	maxX, maxY := math.Inf(-1), math.Inf(-1)
-	for _, p := range pts {
+	lo, hi := vec{math.Inf(1), math.Inf(1)}, vec{math.Inf(-1), math.Inf(-1)}
+	grow := func(p vec, r float64) {
 		q := sc.pose.apply(p)
-		minX, maxX = math.Min(minX, q.X), math.Max(maxX, q.X)
-		minY, maxY = math.Min(minY, q.Y), math.Max(maxY, q.Y)
+		lo = vec{math.Min(lo.X, q.X-r), math.Min(lo.Y, q.Y-r)}
+		hi = vec{math.Max(hi.X, q.X+r), math.Max(hi.Y, q.Y+r)}
 	}
-	b := image.Rect(int(math.Floor(minX-g.pad)), int(math.Floor(minY-g.pad)),
-		int(math.Ceil(maxX+g.pad))+1, int(math.Ceil(maxY+g.pad))+1)
+	if g.kind == MissingHole {
+		h := sc.holes[g.hole]
+		grow(h.C, h.R+sc.chamfer+g.pad)
+	}
+	for _, p := range g.pts {
+		grow(p, g.pad)
+	}
+	for _, p := range g.branch {
+		grow(p, g.pad)
+	}
+	for _, d := range g.drops {
+		grow(d.C, d.R+g.pad)
+	}
+	b := image.Rect(int(math.Floor(lo.X)), int(math.Floor(lo.Y)), int(math.Ceil(hi.X))+1, int(math.Ceil(hi.Y))+1)
 	return b.Intersect(image.Rect(0, 0, sc.w, sc.h))
 }
 

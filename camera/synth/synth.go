@@ -130,7 +130,9 @@ var ErrNoCgo = errors.New("synth: built without cgo, rendering needs OpenCV")
 
 // RenderPart renders part number index (1-based) with the given defect, or a good part for
 // None. The same options, index and defect always give the same pixels; the good part and a
-// defective part with the same index differ only inside the returned Label.Box.
+// defective part with the same index differ only inside the returned Label.Box. The frame is
+// BGR and owns its Pix; its CameraID is "synth", its Seq the index, and its Time is zero
+// (a rendered part has no capture time).
 func RenderPart(opts RenderOptions, index int, defect Defect) (camera.Frame, Label, error) {
 	opts = opts.withDefaults()
 	if err := opts.validate(); err != nil {
@@ -178,6 +180,10 @@ type Options struct {
 	Layout    Layout   // "" means LayoutClasses
 	Video     bool     // also write line.avi (MJPG); LayoutLine only
 	VideoFPS  float64  // frame rate written in line.avi; 0 means DefaultVideoFPS
+	// FirstSeq numbers the first part (default 1). With the same Seed the fixture is the
+	// same, so a production run from FirstSeq 1001 shows new parts on the station a
+	// training set from 1 came from.
+	FirstSeq int
 }
 
 // Summary is what Generate wrote.
@@ -198,6 +204,9 @@ func (o Options) withDefaults() Options {
 	if o.VideoFPS == 0 {
 		o.VideoFPS = DefaultVideoFPS
 	}
+	if o.FirstSeq == 0 {
+		o.FirstSeq = 1
+	}
 	ro := o.render()
 	o.Width, o.Height = ro.Width, ro.Height
 	return o
@@ -213,6 +222,8 @@ func (o Options) Validate() error {
 	switch {
 	case o.Out == "":
 		return errors.New("synth: out folder is required")
+	case o.FirstSeq < 1 || o.FirstSeq+o.Good+o.Defective > 99999:
+		return fmt.Errorf("synth: first part number %d: want 1..%d for %d parts", o.FirstSeq, 99999-o.Good-o.Defective, o.Good+o.Defective)
 	case o.Good < 0:
 		return fmt.Errorf("synth: good count %d is negative", o.Good)
 	case o.Defective < 0:
@@ -255,7 +266,7 @@ func (o Options) plan() []Label {
 	perClass := map[Defect]int{}
 	k := 0
 	for i := range labels {
-		l := Label{Seq: i + 1}
+		l := Label{Seq: o.FirstSeq + i}
 		if defective[i] {
 			l.Defect = o.Defects[k%len(o.Defects)]
 			k++
@@ -362,6 +373,9 @@ func Generate(opts Options) (Summary, error) {
 		}
 		sum.Video = filepath.Join(o.Out, "line.avi")
 		sum.VideoFrames = n
+		if err := os.Chmod(vidTmp, 0o644); err != nil {
+			return Summary{}, fmt.Errorf("synth: %w", err)
+		}
 		if err := os.Rename(vidTmp, sum.Video); err != nil {
 			return Summary{}, fmt.Errorf("synth: %w", err)
 		}
@@ -493,7 +507,8 @@ func writeFileAtomic(name string, data []byte) error {
 	}
 	_, werr := f.Write(data)
 	cerr := f.Close()
-	if err := errors.Join(werr, cerr); err != nil {
+	merr := os.Chmod(f.Name(), 0o644) // CreateTemp makes 0600; data sets are for sharing
+	if err := errors.Join(werr, cerr, merr); err != nil {
 		os.Remove(f.Name())
 		return fmt.Errorf("synth: write %s: %w", name, err)
 	}
@@ -557,4 +572,17 @@ func removeStale(out string, labels []Label, video bool) error {
 		return fmt.Errorf("synth: remove stale files: %w", err)
 	}
 	return nil
+}
+
+// MarkingRegion is where the printed marking (part number, 2D code, serial number) can
+// appear in a frame, pose jitter included. The code and serial differ on every part, so a
+// model trained on a few parts should not judge this region.
+func MarkingRegion(opts RenderOptions) image.Rectangle {
+	o := opts.withDefaults()
+	sc := newScene(o, 1, None)
+	const poseMargin = 10 // ±4 px shift and ±1.5° at the marking's distance from the center
+	s := sc.s
+	return image.Rect(
+		int(sc.c.X+sc.marking.Min.X-poseMargin*s), int(sc.c.Y+sc.marking.Min.Y-poseMargin*s),
+		int(sc.c.X+sc.marking.Max.X+poseMargin*s), int(sc.c.Y+sc.marking.Max.Y+poseMargin*s))
 }

@@ -176,3 +176,15 @@ func FuzzReadLabels(f *testing.F) {
 		}
 	})
 }
+
+func TestMarkingRegion(t *testing.T) {
+	got := MarkingRegion(RenderOptions{})
+	want := image.Rect(274, 106, 520, 202)
+	if got != want {
+		t.Fatalf("MarkingRegion 640x480: got %v, want %v", got, want)
+	}
+	half := MarkingRegion(RenderOptions{Width: 320, Height: 240})
+	if half.Min.X != 137 || half.Max.Y != 101 {
+		t.Fatalf("MarkingRegion 320x240: got %v, want half of %v", half, want)
+	}
+}

@@ -24,6 +24,17 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	width := fs.Int("width", 0, "model input width (default 128)")
 	height := fs.Int("height", 0, "model input height (default: from the images' aspect)")
 	maxTrain := fs.Int("max-train", 0, "use at most this many good images (0 = all)")
+	blur := fs.Float64("blur-sigma", def.BlurSigma, "Gaussian blur sigma in model pixels")
+	lighting := fs.Float64("lighting-sigma", 0, "lighting normalization sigma in model pixels (0: width/16, negative: off)")
+	shift := fs.Int("shift", 0, "tolerated part shift against the template in model pixels (0: width/85, negative: off)")
+	smooth := fs.Int("map-smooth", def.MapSmooth, "odd box size smoothing the anomaly map (1 = none)")
+	jitter := fs.Float64("pose-jitter", def.PoseJitter, "tolerated part shift in model pixels")
+	margin := fs.Float64("margin", def.Margin, "threshold margin over the highest held-out good score (0.25 = 25%)")
+	var ignore []string
+	fs.Func("ignore", "region not to judge, as x0,y0,x1,y1 in pixels of the training images (repeatable), e.g. a printed serial number", func(v string) error {
+		ignore = append(ignore, v)
+		return nil
+	})
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
@@ -36,13 +47,20 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	regions, err := parseRegions(ignore, good[0].Width, good[0].Height)
+	if err != nil {
+		return err
+	}
 	if err := models.InitONNXRuntime(""); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	fmt.Fprintf(stdout, "train: %d good images from %s\n", len(good), goodDir)
-	tm, err := models.TrainTemplate(ctx, good, models.TemplateOptions{Name: *name, Version: *version, Width: *width, Height: *height})
+	tm, err := models.TrainTemplate(ctx, good, models.TemplateOptions{
+		Name: *name, Version: *version, Width: *width, Height: *height,
+		BlurSigma: *blur, LightingSigma: *lighting, Shift: *shift, Ignore: regions, MapSmooth: *smooth, PoseJitter: *jitter, Margin: *margin,
+	})
 	if err != nil {
 		return err
 	}
@@ -52,6 +70,23 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "train: wrote %s (%s %s, input %s, threshold %.4g, good scores max %.4g over %d folds, sha256 %s)\n",
 		*out, tm.Name, tm.Version, tm.Input, tm.Threshold, slices.Max(tm.GoodScores), tm.Folds, tm.SHA256()[:12])
 	return nil
+}
+
+// parseRegions turns "x0,y0,x1,y1" pixel rectangles of a w x h image into frame fractions.
+func parseRegions(specs []string, w, h int) ([]models.Region, error) {
+	var out []models.Region
+	for _, s := range specs {
+		var x0, y0, x1, y1 float64
+		if n, err := fmt.Sscanf(s, "%g,%g,%g,%g", &x0, &y0, &x1, &y1); n != 4 || err != nil {
+			return nil, fmt.Errorf("--ignore %q: want x0,y0,x1,y1 in pixels", s)
+		}
+		r := models.Region{X0: x0 / float64(w), Y0: y0 / float64(h), X1: x1 / float64(w), Y1: y1 / float64(h)}
+		if !(0 <= r.X0 && r.X0 < r.X1 && r.X1 <= 1 && 0 <= r.Y0 && r.Y0 < r.Y1 && r.Y1 <= 1) {
+			return nil, fmt.Errorf("--ignore %q: not a rectangle inside the %dx%d training images", s, w, h)
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }
 
 // readFolder reads every image of dir in name order, at most max (0 = all).

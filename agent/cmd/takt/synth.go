@@ -17,6 +17,7 @@ func cmdSynth(args []string, stdout, stderr io.Writer) error {
 	seed := fs.Int64("seed", 1, "random seed; the same seed gives the same images")
 	width := fs.Int("width", synth.DefaultWidth, "image width")
 	height := fs.Int("height", synth.DefaultHeight, "image height")
+	first := fs.Int("first", 1, "number of the first part; with the same seed (same fixture), a run from 1001 shows new parts")
 	video := fs.Bool("video", false, "also write line.avi (layout line)")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
@@ -27,7 +28,7 @@ func cmdSynth(args []string, stdout, stderr io.Writer) error {
 	}
 	sum, err := synth.Generate(synth.Options{
 		Out: *out, Seed: *seed, Good: *good, Defective: *defective, Defects: kinds,
-		Width: *width, Height: *height, Layout: synth.Layout(*layout), Video: *video,
+		Width: *width, Height: *height, Layout: synth.Layout(*layout), Video: *video, FirstSeq: *first,
 	})
 	if err != nil {
 		return err
@@ -36,6 +37,8 @@ func cmdSynth(args []string, stdout, stderr io.Writer) error {
 	if sum.Video != "" {
 		fmt.Fprintf(stdout, ", video %s (%d frames)", sum.Video, sum.VideoFrames)
 	}
-	fmt.Fprintln(stdout)
+	m := synth.MarkingRegion(synth.RenderOptions{Seed: *seed, Width: *width, Height: *height})
+	fmt.Fprintf(stdout, "\nsynth: serial numbers and codes change per part inside %d,%d,%d,%d (takt model train --ignore %d,%d,%d,%d)\n",
+		m.Min.X, m.Min.Y, m.Max.X, m.Max.Y, m.Min.X, m.Min.Y, m.Max.X, m.Max.Y)
 	return nil
 }
