@@ -44,6 +44,12 @@ arch_release() {
 have_opencv() { pkg-config --exists opencv4 2>/dev/null; }
 have_mosquitto() { command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]]; }
 have_versitygw() { [[ -x "$DEPS/bin/versitygw" ]] || command -v versitygw >/dev/null 2>&1; }
+# The Makefile points ONNXRUNTIME_LIB at the project-local copy; only another path is the
+# user's own library.
+if [[ "${ONNXRUNTIME_LIB:-}" == "$DEPS/lib/libonnxruntime.so.1" ]]; then
+	unset ONNXRUNTIME_LIB
+fi
+
 ort_lib_path() {
 	if [[ -n "${ONNXRUNTIME_LIB:-}" ]]; then
 		echo "$ONNXRUNTIME_LIB"
