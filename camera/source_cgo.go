@@ -3,58 +3,84 @@
 package camera
 
 import (
-	"context"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"gocv.io/x/gocv"
 )
 
-// Open validates cfg and opens the source it names.
-func Open(cfg Config) (Source, error) {
+// Open validates cfg, opens the source within cfg.OpenTimeout and starts capturing. It
+// fails with an error naming the camera and the source when the first open fails (missing
+// folder, file or device, unreachable stream, a pipeline GStreamer refuses); after that the
+// camera reconnects by itself.
+func Open(cfg Config, opts ...Option) (*Camera, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	return start(cfg, openCapture, opts...)
+}
+
+func openCapture(cfg Config, resume uint64) (capture, []string, error) {
 	switch cfg.Kind {
 	case KindFolder:
-		return openFolder(cfg)
+		cp, err := openFolder(cfg, resume)
+		return cp, nil, err
 	case KindFile:
-		return openVideoFile(cfg)
+		cp, err := openVideoFile(cfg, resume)
+		return cp, nil, err
+	case KindDevice:
+		return openDevice(cfg)
+	case KindURL:
+		cp, err := openURL(cfg)
+		return cp, nil, err
+	case KindGStreamer:
+		cp, err := openPipeline(cfg)
+		return cp, nil, err
 	}
-	return nil, fmt.Errorf("camera.kind: %q is not a source kind", cfg.Kind)
+	return nil, nil, fmt.Errorf("camera.kind: %q is not a source kind", cfg.Kind)
 }
 
-// frameFromMat copies m into a new Frame; the caller still owns m.
-func frameFromMat(m gocv.Mat, cameraID string, seq uint64, origin string) Frame {
-	return Frame{
-		CameraID: cameraID,
-		Seq:      seq,
-		Time:     time.Now(),
-		Width:    m.Cols(),
-		Height:   m.Rows(),
-		Channels: m.Channels(),
-		Pix:      m.ToBytes(),
-		Origin:   origin,
+// copyMat copies m into a Frame with a pixel buffer from p; conv is scratch space for
+// converting 4-channel frames.
+func copyMat(m, conv *gocv.Mat, p *pool, origin string) (Frame, error) {
+	now := time.Now()
+	src := m
+	switch m.Type() {
+	case gocv.MatTypeCV8UC3, gocv.MatTypeCV8UC1:
+	case gocv.MatTypeCV8UC4:
+		gocv.CvtColor(*m, conv, gocv.ColorBGRAToBGR)
+		src = conv
+	default:
+		return Frame{}, &badFrame{origin: origin, err: fmt.Errorf("pixel type %v is not 8-bit gray, BGR or BGRA", m.Type())}
 	}
+	f := Frame{Time: now, Width: src.Cols(), Height: src.Rows(), Channels: src.Channels(), Origin: origin}
+	if data, err := src.DataPtrUint8(); err == nil {
+		f.Pix = p.get(len(data))
+		copy(f.Pix, data)
+	} else {
+		f.Pix = src.ToBytes()
+	}
+	return f, nil
 }
 
-type folderSource struct {
-	mu     sync.Mutex
-	cfg    Config
-	files  []string
-	next   int
-	seq    uint64
-	pace   pacer
-	closed bool
+type folderCapture struct {
+	cfg   Config
+	files []string
+	next  int
+	conv  gocv.Mat
 }
 
-func openFolder(cfg Config) (*folderSource, error) {
+func openFolder(cfg Config, resume uint64) (*folderCapture, error) {
 	entries, err := os.ReadDir(cfg.Path)
 	if err != nil {
 		return nil, fmt.Errorf("camera %s: open image folder: %w", cfg.ID, err)
@@ -70,22 +96,11 @@ func openFolder(cfg Config) (*folderSource, error) {
 		return nil, fmt.Errorf("camera %s: image folder %s holds no images (%s)", cfg.ID, cfg.Path, strings.Join(ImageExtensions, " "))
 	}
 	slices.Sort(files)
-	return &folderSource{cfg: cfg, files: files, pace: newPacer(cfg.FPS)}, nil
+	return &folderCapture{cfg: cfg, files: files, next: int(resume % uint64(len(files)+1)), conv: gocv.NewMat()}, nil
 }
 
-func (s *folderSource) Read(ctx context.Context) (Frame, error) {
-	if err := ctx.Err(); err != nil {
-		return Frame{}, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return Frame{}, ErrClosed
-	}
-	if err := s.pace.wait(ctx); err != nil {
-		return Frame{}, err
-	}
-	if s.next == len(s.files) {
+func (s *folderCapture) grab(p *pool) (Frame, error) {
+	if s.next >= len(s.files) {
 		if !s.cfg.Loop {
 			return Frame{}, io.EOF
 		}
@@ -93,88 +108,193 @@ func (s *folderSource) Read(ctx context.Context) (Frame, error) {
 	}
 	path := s.files[s.next]
 	s.next++
-	s.seq++
 	m := gocv.IMRead(path, gocv.IMReadColor)
 	defer m.Close()
 	if m.Empty() {
-		return Frame{}, &FrameError{CameraID: s.cfg.ID, Seq: s.seq, Origin: path, Err: errUndecodable}
+		return Frame{}, &badFrame{origin: path, err: errUndecodable}
 	}
-	return frameFromMat(m, s.cfg.ID, s.seq, path), nil
+	return copyMat(&m, &s.conv, p, path)
 }
 
-func (s *folderSource) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closed = true
-	return nil
+func (s *folderCapture) pos() uint64 { return uint64(s.next) }
+func (s *folderCapture) close()      { s.conv.Close() }
+
+// vcCapture reads a gocv.VideoCapture: a video file, a device, a stream or a pipeline.
+type vcCapture struct {
+	vc    *gocv.VideoCapture
+	mat   gocv.Mat
+	conv  gocv.Mat
+	file  string // video file path; "" for live sources
+	loop  bool
+	index uint64 // frames read in the current pass over a file
+	names []byte // arena for "file#index" origins; written once, never changed
 }
 
-type videoFileSource struct {
-	mu     sync.Mutex
-	cfg    Config
-	vc     *gocv.VideoCapture
-	mat    gocv.Mat
-	seq    uint64
-	index  uint64 // frame index within the current pass over the file
-	pace   pacer
-	closed bool
+var errStreamEnded = errors.New("the stream gave no frame (ended or broken)")
+
+func newVC(vc *gocv.VideoCapture) *vcCapture {
+	return &vcCapture{vc: vc, mat: gocv.NewMat(), conv: gocv.NewMat()}
 }
 
-func openVideoFile(cfg Config) (*videoFileSource, error) {
+func (v *vcCapture) grab(p *pool) (Frame, error) {
+	if !v.vc.Read(&v.mat) || v.mat.Empty() {
+		if v.file == "" {
+			return Frame{}, errStreamEnded
+		}
+		if !v.loop || v.index == 0 {
+			return Frame{}, io.EOF
+		}
+		v.vc.Set(gocv.VideoCapturePosFrames, 0)
+		v.index = 0
+		if !v.vc.Read(&v.mat) || v.mat.Empty() {
+			return Frame{}, io.EOF
+		}
+	}
+	v.index++
+	origin := ""
+	if v.file != "" {
+		origin = v.origin()
+	}
+	return copyMat(&v.mat, &v.conv, p, origin)
+}
+
+// origin returns "file#index" without an allocation per frame: the strings live in a
+// shared arena whose bytes are never written twice.
+func (v *vcCapture) origin() string {
+	need := len(v.file) + 21
+	if cap(v.names)-len(v.names) < need {
+		v.names = make([]byte, 0, max(4096, need))
+	}
+	start := len(v.names)
+	v.names = strconv.AppendUint(append(append(v.names, v.file...), '#'), v.index, 10)
+	b := v.names[start:]
+	return unsafe.String(&b[0], len(b))
+}
+
+func (v *vcCapture) pos() uint64 { return v.index }
+
+func (v *vcCapture) close() {
+	v.mat.Close()
+	v.conv.Close()
+	v.vc.Close()
+}
+
+func openVideoFile(cfg Config, resume uint64) (*vcCapture, error) {
 	if _, err := os.Stat(cfg.Path); err != nil {
 		return nil, fmt.Errorf("camera %s: open video file: %w", cfg.ID, err)
 	}
 	vc, err := gocv.VideoCaptureFileWithAPI(cfg.Path, gocv.VideoCaptureFFmpeg)
 	if err != nil || !vc.IsOpened() {
-		if vc != nil {
-			vc.Close()
-		}
+		vc.Close()
 		return nil, fmt.Errorf("camera %s: %s is not a video OpenCV can decode", cfg.ID, cfg.Path)
 	}
-	s := &videoFileSource{cfg: cfg, vc: vc, mat: gocv.NewMat(), pace: newPacer(cfg.FPS)}
+	v := newVC(vc)
+	v.file, v.loop = cfg.Path, cfg.Loop
 	// A file that opens but yields no first frame is as useless as one that does not open.
-	if !vc.Read(&s.mat) || s.mat.Empty() {
-		s.Close()
+	if !vc.Read(&v.mat) || v.mat.Empty() {
+		v.close()
 		return nil, fmt.Errorf("camera %s: video file %s has no decodable frame", cfg.ID, cfg.Path)
 	}
-	vc.Set(gocv.VideoCapturePosFrames, 0)
-	return s, nil
+	vc.Set(gocv.VideoCapturePosFrames, float64(resume))
+	v.index = resume
+	return v, nil
 }
 
-func (s *videoFileSource) Read(ctx context.Context) (Frame, error) {
-	if err := ctx.Err(); err != nil {
-		return Frame{}, err
+// devicePath turns "0" into /dev/video0.
+func devicePath(dev string) string {
+	if _, err := strconv.Atoi(dev); err == nil {
+		return "/dev/video" + dev
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return Frame{}, ErrClosed
-	}
-	if err := s.pace.wait(ctx); err != nil {
-		return Frame{}, err
-	}
-	if !s.vc.Read(&s.mat) || s.mat.Empty() {
-		if !s.cfg.Loop || s.index == 0 {
-			return Frame{}, io.EOF
-		}
-		s.vc.Set(gocv.VideoCapturePosFrames, 0)
-		s.index = 0
-		if !s.vc.Read(&s.mat) || s.mat.Empty() {
-			return Frame{}, io.EOF
-		}
-	}
-	s.index++
-	s.seq++
-	return frameFromMat(s.mat, s.cfg.ID, s.seq, fmt.Sprintf("%s#%d", s.cfg.Path, s.index)), nil
+	return dev
 }
 
-func (s *videoFileSource) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil
+func openDevice(cfg Config) (capture, []string, error) {
+	path := devicePath(cfg.Device)
+	if _, err := os.Stat(path); err != nil {
+		return nil, nil, fmt.Errorf("camera %s: V4L2 device %s: %w (is the camera connected? `ls /dev/video*` lists the devices)", cfg.ID, path, err)
 	}
-	s.closed = true
-	s.mat.Close()
-	return s.vc.Close()
+	vc, err := gocv.VideoCaptureFileWithAPI(path, gocv.VideoCaptureV4L2)
+	if err != nil || !vc.IsOpened() {
+		vc.Close()
+		return nil, nil, fmt.Errorf("camera %s: V4L2 device %s exists but OpenCV cannot open it (busy, not a capture device, or no permission: is the user in group video?)", cfg.ID, path)
+	}
+	refused := applyDeviceSettings(vc, cfg)
+	return newVC(vc), refused, nil
+}
+
+// applyDeviceSettings asks the driver for each configured setting and reads it back; the
+// ones the driver does not take are returned as "key value (driver gives x)".
+func applyDeviceSettings(vc *gocv.VideoCapture, cfg Config) []string {
+	var refused []string
+	check := func(key string, prop gocv.VideoCaptureProperties, want float64, tol float64) {
+		vc.Set(prop, want)
+		if got := vc.Get(prop); math.Abs(got-want) > tol {
+			refused = append(refused, fmt.Sprintf("%s %v (driver gives %v)", key, want, got))
+		}
+	}
+	if cfg.PixelFormat != "" {
+		vc.Set(gocv.VideoCaptureFOURCC, vc.ToCodec(cfg.PixelFormat))
+		if got := vc.CodecString(); !strings.EqualFold(got, cfg.PixelFormat) {
+			refused = append(refused, fmt.Sprintf("pixel_format %s (driver gives %q)", cfg.PixelFormat, got))
+		}
+	}
+	if cfg.Width > 0 {
+		check("width", gocv.VideoCaptureFrameWidth, float64(cfg.Width), 0)
+	}
+	if cfg.Height > 0 {
+		check("height", gocv.VideoCaptureFrameHeight, float64(cfg.Height), 0)
+	}
+	if cfg.FPS > 0 {
+		check("fps", gocv.VideoCaptureFPS, cfg.FPS, 0.5)
+	}
+	if cfg.Exposure != nil {
+		vc.Set(gocv.VideoCaptureAutoExposure, 1) // V4L2: 1 = manual exposure
+		check("exposure", gocv.VideoCaptureExposure, *cfg.Exposure, 0.5)
+	}
+	if cfg.Gain != nil {
+		check("gain", gocv.VideoCaptureGain, *cfg.Gain, 0.5)
+	}
+	if cfg.WhiteBalance != nil {
+		vc.Set(gocv.VideoCaptureAutoWB, 0)
+		check("white_balance", gocv.VideoCaptureWBTemperature, *cfg.WhiteBalance, 50)
+	}
+	return refused
+}
+
+// ffmpegEnv serialises opens that change OPENCV_FFMPEG_CAPTURE_OPTIONS, which OpenCV's
+// FFmpeg backend reads when it opens a stream.
+var ffmpegEnv sync.Mutex
+
+const ffmpegOptionsEnv = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+
+func openURL(cfg Config) (capture, error) {
+	if cfg.Transport == TransportUDP && strings.HasPrefix(cfg.URL, "rtsp") {
+		// OpenCV uses RTSP over TCP unless the options say otherwise.
+		ffmpegEnv.Lock()
+		defer ffmpegEnv.Unlock()
+		old, had := os.LookupEnv(ffmpegOptionsEnv)
+		os.Setenv(ffmpegOptionsEnv, "rtsp_transport;udp")
+		defer func() {
+			if had {
+				os.Setenv(ffmpegOptionsEnv, old)
+			} else {
+				os.Unsetenv(ffmpegOptionsEnv)
+			}
+		}()
+	}
+	vc, err := gocv.VideoCaptureFileWithAPI(cfg.URL, gocv.VideoCaptureFFmpeg)
+	if err != nil || !vc.IsOpened() {
+		vc.Close()
+		return nil, fmt.Errorf("camera %s: open stream %s: OpenCV's FFmpeg backend could not open it (server down, wrong path, or a codec FFmpeg lacks)", cfg.ID, cfg.URL)
+	}
+	return newVC(vc), nil
+}
+
+func openPipeline(cfg Config) (capture, error) {
+	vc, err := gocv.VideoCaptureFileWithAPI(cfg.Pipeline, gocv.VideoCaptureGstreamer)
+	if err != nil || !vc.IsOpened() {
+		vc.Close()
+		return nil, fmt.Errorf("camera %s: open GStreamer pipeline %q: OpenCV's GStreamer backend could not start it (a missing element or plugin, or a camera that is not there; try it with gst-launch-1.0)", cfg.ID, cfg.Pipeline)
+	}
+	return newVC(vc), nil
 }

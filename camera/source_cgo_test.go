@@ -5,6 +5,7 @@ package camera
 import (
 	"context"
 	"errors"
+	"fmt"
 	"image"
 	"image/color"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"gocv.io/x/gocv"
 )
@@ -90,6 +92,7 @@ func TestFolderSourceUndecodableFile(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "img-ab.png"), []byte("truncated"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	var s Source
 	s, err := Open(Config{ID: "cam1", Kind: KindFolder, Path: dir})
 	if err != nil {
 		t.Fatal(err)
@@ -116,6 +119,12 @@ func TestFolderSourceUndecodableFile(t *testing.T) {
 	}
 	if good != 2 || bad != 1 {
 		t.Fatalf("got good=%d bad=%d, want 2 and 1", good, bad)
+	}
+	if st := s.(*Camera).Stats(); st.Corrupt != 1 || st.Frames != 2 {
+		t.Fatalf("stats: got corrupt=%d frames=%d, want 1 and 2", st.Corrupt, st.Frames)
+	}
+	if got := s.(*Camera).State(); got != StateEnded {
+		t.Fatalf("state at the end: got %s, want ended", got)
 	}
 }
 
@@ -222,4 +231,54 @@ func TestEncode(t *testing.T) {
 	if _, err := Encode(bad, "png", 0); err == nil {
 		t.Fatalf("Encode with short Pix: got no error")
 	}
+}
+
+// A triggered camera answers with the first frame captured after the trigger, or with a
+// TriggerWindow at once with a recent frame captured before it.
+func TestTriggerModes(t *testing.T) {
+	const pipeline = "videotestsrc is-live=true ! video/x-raw,width=64,height=48,framerate=30/1 ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=2 sync=false"
+	for _, window := range []time.Duration{0, time.Second} {
+		t.Run(fmt.Sprintf("window=%v", window), func(t *testing.T) {
+			cam, err := Open(Config{ID: "t", Kind: KindGStreamer, Pipeline: pipeline, Mode: ModeTriggered, TriggerWindow: window})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cam.Close()
+			time.Sleep(200 * time.Millisecond) // the ring fills
+			if _, err := cam.Read(ctxTimeout(t, 100*time.Millisecond)); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Read without a trigger: got %v, want it to wait", err)
+			}
+			for i := range 3 {
+				at := time.Now()
+				if err := cam.Trigger(Trigger{Serial: fmt.Sprint("p", i)}); err != nil {
+					t.Fatal(err)
+				}
+				f, err := cam.Read(ctxTimeout(t, 2*time.Second))
+				if err != nil {
+					t.Fatalf("Read: %v", err)
+				}
+				after := f.Time.After(at)
+				if f.Serial != fmt.Sprint("p", i) || after != (window == 0) || at.Sub(f.Time) > window {
+					t.Fatalf("trigger %d: got serial %s, captured %v relative to the trigger; want p%d and %s", i, f.Serial, f.Time.Sub(at), i,
+						map[bool]string{true: "after it", false: "within the window before it"}[window == 0])
+				}
+			}
+		})
+	}
+	dir := t.TempDir()
+	writeTestImages(t, dir, 1)
+	folder, err := Open(Config{ID: "f", Kind: KindFolder, Path: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer folder.Close()
+	if err := folder.Trigger(Trigger{}); !errors.Is(err, ErrNotTriggered) {
+		t.Fatalf("Trigger on a stream camera: got %v, want ErrNotTriggered", err)
+	}
+}
+
+func ctxTimeout(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
 }

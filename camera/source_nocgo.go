@@ -3,7 +3,7 @@
 package camera
 
 // Open fails without cgo: every source reads through OpenCV.
-func Open(cfg Config) (Source, error) {
+func Open(cfg Config, opts ...Option) (*Camera, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
