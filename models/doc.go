@@ -1,16 +1,49 @@
-// Package models is about ML models: the ONNX graphs Takt writes and trains, and running
-// them with ONNX Runtime to turn a camera frame into scores.
+// Package models is about ML models: the ONNX graphs Takt writes and trains, the signed
+// model bundles stations accept, and running models with ONNX Runtime to turn a camera
+// frame into scores.
 //
 // # Basics
 //
-// InitONNXRuntime loads the ONNX Runtime shared library once per process (LoadRuntime and
-// TrainTemplate do it on first use). A Runtime holds one ONNX Runtime session with
-// preallocated input and output tensors; Infer preprocesses a camera.Frame into the input
-// tensor (Preprocess: gray or RGB, resized with INTER_AREA, byte/255), runs the model and
-// returns a Result with the image score and, for anomaly models, the anomaly map. Takt's
-// models carry their threshold and identity in ONNX metadata_props (takt.threshold,
-// takt.name, takt.version, takt.input, takt.task, ...); Runtime.Info reports them.
-// Package models/onnxgraph writes the ONNX graphs.
+// InitONNXRuntime loads the ONNX Runtime shared library once per process (LoadRuntime,
+// NewRuntime and TrainTemplate do it on first use). A Runtime holds one ONNX Runtime
+// session (an onnxruntime_go AdvancedSession) with preallocated input and output tensors.
+// LoadRuntime loads a plain ONNX file (float32 NCHW gray or RGB input, 0..1, outputs
+// "score" or anomalib's "pred_score", optional "anomaly_map"; identity and threshold from
+// takt.* metadata_props). NewRuntime loads a verified Bundle as its Manifest describes it:
+// input layout NCHW/NHWC, color gray/RGB/BGR, mean/std, resize mode (stretch, crop,
+// letterbox), ROIs, anomaly or classification outputs; it replays the golden set before it
+// returns. Infer crops each ROI, converts and resizes with OpenCV into reused Mats and
+// normalizes in one pass into the input tensor, runs the session and reads the score,
+// class and map: no Go heap allocation per frame in steady state.
+//
+// # Lifecycle
+//
+// Load (provider chain, below) -> warm up (RuntimeOptions.Warmup runs on a blank input,
+// Info.Warmup; never part of a latency figure) -> validate (input and output names, shapes
+// and types against the manifest at load; golden set replay within tolerance) -> serve
+// (Infer) -> Close, which destroys the session, tensors and OpenCV buffers. Loading and
+// closing 200 times does not grow the process (tested with VmRSS).
+//
+// # Execution providers
+//
+// ProviderOptions.Chain, e.g. [tensorrt, cuda, cpu], is tried in order; the first that
+// loads serves and is reported in Info.Provider and every Result.Provider. Passing over a
+// provider sets Info.Degraded with the reason in Info.Fallback; with Require set, that
+// provider failing is ErrProviderUnavailable instead. TensorRT engines are cached under
+// EngineCacheDir/EngineCacheKey(model sha256, ONNX Runtime version, TensorRT version, GPU,
+// precision); an engine that is not cached is built on a goroutine while the next
+// provider serves, with progress in the log, and Infer swaps the TensorRT session in
+// between two frames (EngineBuild reports the build). On a CPU-only ONNX Runtime, TensorRT
+// and CUDA fail to load their provider libraries and the chain falls back to CPU.
+//
+// # Bundles
+//
+// A bundle is a tar of manifest.json, model.onnx, optional golden/ files and signature (an
+// ed25519 signature of manifest.json, which lists the sha256 of every other file).
+// OpenBundle verifies, in order: a complete tar of clean regular files, the signature by
+// a TrustedKeys key, the manifest (strict JSON, every key checked), every file's sha256,
+// and the model against the manifest. BuildBundle and WriteBundleFile make one;
+// WriteKeyPair makes a key pair.
 //
 // # Template anomaly model
 //
@@ -45,8 +78,15 @@
 //
 // # Caveats
 //
-// ONNX Runtime and OpenCV are cgo; without cgo the constructors return ErrNoCgo. A Runtime
-// is for one goroutine at a time (it reuses its tensors); run one Runtime per worker.
-// Only the CPU execution provider is used so far. Three-channel models get R, G, B planes
-// scaled to 0..1 with no mean/std normalization: such models must normalize in the graph.
+// ONNX Runtime and OpenCV are cgo; without cgo the constructors return ErrNoCgo; bundles,
+// manifests and keys work without cgo.
+//
+// Concurrency: a Runtime is for one goroutine at a time (it reuses its tensors and OpenCV
+// buffers; AdvancedSession is not for sharing): run one Runtime per worker, each with a
+// share of the cores (RuntimeOptions.Threads). Info, Attempts and EngineBuild may be
+// called from any goroutine. Result.ROIs belongs to the Runtime until the next Infer.
+//
+// What this machine cannot exercise: a real TensorRT engine build and its timing cache,
+// and CUDA sessions; tests stand a CPU session in for the TensorRT build to test the
+// background build, swap, cache folder and abandon-on-Close paths.
 package models

@@ -2,7 +2,6 @@ package models
 
 import (
 	"fmt"
-	"math"
 	"strconv"
 
 	"github.com/takt-edge/takt/models/onnxpb"
@@ -31,6 +30,7 @@ type modelHeader struct {
 	inputs       []valueSpec // graph inputs that are not initializers
 	outputs      []valueSpec
 	meta         map[string]string
+	opset        int64 // ai.onnx opset import; 0 when the model imports none
 }
 
 // valueSpec is one graph input or output. dims holds -1 for a dynamic or unknown dim.
@@ -88,6 +88,14 @@ func inspectModel(data []byte) (*modelHeader, error) {
 			h.modelVersion = int64(v)
 		case num == 7 && typ == protowire.BytesType:
 			graph, haveGraph = b, true
+		case num == 8 && typ == protowire.BytesType:
+			var op onnxpb.OperatorSetIdProto
+			if err := proto.Unmarshal(b, &op); err != nil {
+				return fmt.Errorf("opset_import: %w", err)
+			}
+			if d := op.GetDomain(); d == "" || d == "ai.onnx" {
+				h.opset = op.GetVersion()
+			}
 		case num == 14 && typ == protowire.BytesType:
 			var kv onnxpb.StringStringEntryProto
 			if err := proto.Unmarshal(b, &kv); err != nil {
@@ -199,94 +207,4 @@ func specOf(vi *onnxpb.ValueInfoProto) valueSpec {
 		}
 	}
 	return s
-}
-
-// runSpec is how a Runtime will run a model, derived from its header alone.
-type runSpec struct {
-	inputName string
-	input     InputShape
-	scoreName string
-	scoreDims []int64 // dynamic (batch) dims set to 1
-	mapName   string  // "" without an anomaly map
-	mapDims   []int64 // [1,1,h,w]
-	name      string
-	version   string
-	task      string
-	threshold float64
-}
-
-// runSpecOf checks that Takt can run the model and how. Errors wrap ErrUnsupportedModel.
-// A dynamic batch dim (first dim) is allowed and fed as 1; every other dim must be fixed.
-func runSpecOf(h *modelHeader, scoreOutput, mapOutput string) (*runSpec, error) {
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: "+format, append([]any{ErrUnsupportedModel}, args...)...)
-	}
-	if len(h.inputs) != 1 {
-		return nil, bad("%d inputs, want exactly 1 image input", len(h.inputs))
-	}
-	in := h.inputs[0]
-	const wantIn = "want float32 [1,1,H,W] or [1,3,H,W] with fixed C, H and W"
-	switch {
-	case !in.tensor || in.elemType != onnxpb.TensorProto_FLOAT:
-		return nil, bad("input %v: %s", in, wantIn)
-	case !in.ranked || len(in.dims) != 4:
-		return nil, bad("input %v has rank %d: %s", in, len(in.dims), wantIn)
-	case in.dims[1] < 0 || in.dims[2] < 0 || in.dims[3] < 0:
-		return nil, bad("input %v has dynamic dims: %s", in, wantIn)
-	case in.dims[0] > 1 || (in.dims[1] != 1 && in.dims[1] != 3):
-		return nil, bad("input %v: %s", in, wantIn)
-	}
-	s := &runSpec{
-		inputName: in.name,
-		input:     InputShape{Channels: int(in.dims[1]), Height: int(in.dims[2]), Width: int(in.dims[3])},
-		scoreName: scoreOutput,
-		name:      h.graphName,
-		task:      h.meta[metaTask],
-	}
-	var names []string
-	for _, out := range h.outputs {
-		names = append(names, strconv.Quote(out.name))
-		switch out.name {
-		case scoreOutput:
-			const wantScore = "want float32 [1] or [1,1] (a dynamic batch dim is fine)"
-			if !out.tensor || out.elemType != onnxpb.TensorProto_FLOAT || !out.ranked || len(out.dims) < 1 || len(out.dims) > 2 {
-				return nil, bad("score output %v: %s", out, wantScore)
-			}
-			for _, d := range out.dims {
-				if d > 1 {
-					return nil, bad("score output %v: %s", out, wantScore)
-				}
-				s.scoreDims = append(s.scoreDims, 1)
-			}
-		case mapOutput:
-			if !out.tensor || out.elemType != onnxpb.TensorProto_FLOAT || !out.ranked || len(out.dims) != 4 ||
-				out.dims[0] > 1 || out.dims[1] != 1 || out.dims[2] < 1 || out.dims[3] < 1 {
-				return nil, bad("anomaly map output %v: want float32 [1,1,h,w] with fixed h and w", out)
-			}
-			s.mapName = out.name
-			s.mapDims = []int64{1, 1, out.dims[2], out.dims[3]}
-		}
-	}
-	if s.scoreDims == nil {
-		return nil, bad("no output %q (outputs: %v)", scoreOutput, names)
-	}
-	if v, ok := h.meta[metaName]; ok && v != "" {
-		s.name = v
-	}
-	if v, ok := h.meta[metaVersion]; ok {
-		s.version = v
-	} else if h.modelVersion != 0 {
-		s.version = strconv.FormatInt(h.modelVersion, 10)
-	}
-	if v, ok := h.meta[metaInput]; ok && v != s.input.String() {
-		return nil, bad("metadata %s=%q does not match the model input %v (want %q)", metaInput, v, in, s.input.String())
-	}
-	if v, ok := h.meta[metaThreshold]; ok {
-		th, err := strconv.ParseFloat(v, 64)
-		if err != nil || math.IsNaN(th) || math.IsInf(th, 0) || th < 0 {
-			return nil, bad("metadata %s=%q: want a finite number >= 0", metaThreshold, v)
-		}
-		s.threshold = th
-	}
-	return s, nil
 }

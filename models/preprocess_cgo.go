@@ -5,6 +5,7 @@ package models
 import (
 	"fmt"
 	"image"
+	"math"
 
 	"github.com/takt-edge/takt/camera"
 	"gocv.io/x/gocv"
@@ -19,11 +20,15 @@ import (
 func Preprocess(f camera.Frame, in InputShape, dst []float32) error {
 	p := newPreprocessor()
 	defer p.close()
-	return p.run(f, in, dst)
+	color := ColorGray
+	if in.Channels == 3 {
+		color = ColorRGB
+	}
+	return p.run(f, Region{}, newPrepSpec(in, false, color, [3]float64{}, [3]float64{1, 1, 1}, ResizeStretch), dst)
 }
 
 // preprocessor keeps its OpenCV buffers across frames so that a Runtime does not allocate
-// per frame once the frame size is stable. It is not safe for concurrent use.
+// per frame once the frame (or ROI) size is stable. It is not safe for concurrent use.
 type preprocessor struct {
 	src, gray, small gocv.Mat
 }
@@ -38,77 +43,114 @@ func (p *preprocessor) close() {
 	p.small.Close()
 }
 
-func (p *preprocessor) run(f camera.Frame, in InputShape, dst []float32) error {
+// run writes the preprocessed roi of f (the whole frame for a zero Region) into dst:
+//
+//	crop   copy of the ROI's pixels into a reused Mat (the only copy of the frame)
+//	color  OpenCV BGR2GRAY for a gray model; BGR -> RGB is a channel index, not a pass
+//	resize OpenCV INTER_AREA into a reused Mat (stretch, crop or letterbox)
+//	write  one pass: byte -> (b/255 - mean)/std by lookup table, NCHW or NHWC, into dst
+func (p *preprocessor) run(f camera.Frame, roi Region, s *prepSpec, dst []float32) error {
 	if err := checkFrame(f); err != nil {
 		return err
 	}
+	in := s.in
 	if err := in.validate(); err != nil {
 		return err
 	}
 	if len(dst) != in.Len() {
 		return fmt.Errorf("preprocess: dst holds %d values, input %v needs %d", len(dst), in, in.Len())
 	}
-	if f.Channels == 1 && f.Width == in.Width && f.Height == in.Height {
-		// What OpenCV would do, without the copies: INTER_AREA at scale 1 is the identity.
-		for i, b := range f.Pix {
-			dst[i] = scale255[b]
+	x0, y0, x1, y1 := 0, 0, f.Width, f.Height
+	if roi != (Region{}) {
+		x0 = clampInt(int(math.Floor(roi.X0*float64(f.Width))), 0, f.Width-1)
+		y0 = clampInt(int(math.Floor(roi.Y0*float64(f.Height))), 0, f.Height-1)
+		x1 = clampInt(int(math.Ceil(roi.X1*float64(f.Width))), x0+1, f.Width)
+		y1 = clampInt(int(math.Ceil(roi.Y1*float64(f.Height))), y0+1, f.Height)
+	}
+	if s.resize == ResizeCrop {
+		cw, ch := x1-x0, y1-y0
+		// Largest centered rectangle of the input's aspect.
+		if cw*in.Height > ch*in.Width {
+			nw := max(1, ch*in.Width/in.Height)
+			x0 += (cw - nw) / 2
+			x1 = x0 + nw
+		} else {
+			nh := max(1, cw*in.Height/in.Width)
+			y0 += (ch - nh) / 2
+			y1 = y0 + nh
 		}
-		if in.Channels == 3 {
-			n := in.Width * in.Height
-			copy(dst[n:], dst[:n])
-			copy(dst[2*n:], dst[:n])
+	}
+	cw, ch := x1-x0, y1-y0
+	if f.Channels == 1 && in.Channels == 1 && cw == in.Width && ch == in.Height {
+		// What OpenCV would do, without the copies: INTER_AREA at scale 1 is the identity.
+		lut := &s.lut[0]
+		for y := range ch {
+			row := f.Pix[(y0+y)*f.Width+x0 : (y0+y)*f.Width+x1]
+			out := dst[y*in.Width : (y+1)*in.Width]
+			for i, b := range row {
+				out[i] = lut[b]
+			}
 		}
 		return nil
 	}
-	if err := p.load(f); err != nil {
+	if err := p.load(f, x0, y0, x1, y1); err != nil {
 		return err
 	}
-	base := p.src
+	base := &p.src
 	if in.Channels == 1 && f.Channels == 3 {
 		gocv.CvtColor(p.src, &p.gray, gocv.ColorBGRToGray)
-		base = p.gray
+		base = &p.gray
 	}
-	gocv.Resize(base, &p.small, image.Pt(in.Width, in.Height), 0, 0, gocv.InterpolationArea)
-	pix, err := p.small.DataPtrUint8()
+	tw, th, ox, oy := in.Width, in.Height, 0, 0
+	if s.resize == ResizeLetterbox {
+		scale := min(float64(in.Width)/float64(cw), float64(in.Height)/float64(ch))
+		tw = clampInt(int(math.Round(float64(cw)*scale)), 1, in.Width)
+		th = clampInt(int(math.Round(float64(ch)*scale)), 1, in.Height)
+		ox, oy = (in.Width-tw)/2, (in.Height-th)/2
+		if tw != in.Width || th != in.Height {
+			s.fillPad(dst)
+		}
+	}
+	small := base
+	if base.Cols() != tw || base.Rows() != th {
+		gocv.Resize(*base, &p.small, image.Pt(tw, th), 0, 0, gocv.InterpolationArea)
+		small = &p.small
+	}
+	pix, err := small.DataPtrUint8()
 	if err != nil {
 		return fmt.Errorf("preprocess: read resized image: %w", err)
 	}
-	n := in.Width * in.Height
-	switch {
-	case base.Channels() == 1:
-		for i, b := range pix[:n] {
-			dst[i] = scale255[b]
-		}
-		if in.Channels == 3 {
-			copy(dst[n:], dst[:n])
-			copy(dst[2*n:], dst[:n])
-		}
-	default: // BGR pixels into R, G, B planes
-		r, g, b := dst[:n], dst[n:2*n], dst[2*n:3*n]
-		for i := range n {
-			b[i] = scale255[pix[3*i]]
-			g[i] = scale255[pix[3*i+1]]
-			r[i] = scale255[pix[3*i+2]]
-		}
-	}
+	s.write(pix, small.Channels(), tw, th, ox, oy, dst)
 	return nil
 }
 
-// load copies the frame into p.src, a Mat in C memory (gocv.NewMatFromBytes would keep a
-// pointer into Go memory), reallocating only when the frame size changes.
-func (p *preprocessor) load(f camera.Frame) error {
+// load copies the rectangle [x0,x1) x [y0,y1) of the frame into p.src, a Mat in C memory
+// (gocv.NewMatFromBytes would keep a pointer into Go memory), reallocating only when the
+// size changes.
+func (p *preprocessor) load(f camera.Frame, x0, y0, x1, y1 int) error {
 	typ := gocv.MatTypeCV8UC1
 	if f.Channels == 3 {
 		typ = gocv.MatTypeCV8UC3
 	}
-	if p.src.Empty() || p.src.Rows() != f.Height || p.src.Cols() != f.Width || p.src.Type() != typ {
+	w, h := x1-x0, y1-y0
+	if p.src.Empty() || p.src.Rows() != h || p.src.Cols() != w || p.src.Type() != typ {
 		p.src.Close()
-		p.src = gocv.NewMatWithSize(f.Height, f.Width, typ)
+		p.src = gocv.NewMatWithSize(h, w, typ)
 	}
 	buf, err := p.src.DataPtrUint8()
 	if err != nil {
 		return fmt.Errorf("preprocess: frame buffer: %w", err)
 	}
-	copy(buf, f.Pix)
+	if x0 == 0 && w == f.Width {
+		copy(buf, f.Pix[y0*f.Width*f.Channels:y1*f.Width*f.Channels])
+		return nil
+	}
+	rowLen := w * f.Channels
+	for y := range h {
+		start := ((y0+y)*f.Width + x0) * f.Channels
+		copy(buf[y*rowLen:(y+1)*rowLen], f.Pix[start:start+rowLen])
+	}
 	return nil
 }
+
+func clampInt(v, lo, hi int) int { return max(lo, min(hi, v)) }

@@ -14,8 +14,19 @@ type Runtime struct{}
 // LoadRuntime fails without cgo.
 func LoadRuntime(path string, opts RuntimeOptions) (*Runtime, error) { return nil, ErrNoCgo }
 
+// NewRuntime fails without cgo.
+func NewRuntime(ctx context.Context, b *Bundle, opts RuntimeOptions) (*Runtime, error) {
+	return nil, ErrNoCgo
+}
+
 // Info is empty without cgo.
 func (r *Runtime) Info() Info { return Info{} }
+
+// Attempts is empty without cgo.
+func (r *Runtime) Attempts() []ProviderAttempt { return nil }
+
+// EngineBuild is empty without cgo.
+func (r *Runtime) EngineBuild() BuildStatus { return BuildStatus{} }
 
 // Infer fails without cgo.
 func (r *Runtime) Infer(ctx context.Context, f camera.Frame) (Result, error) {
@@ -27,3 +38,20 @@ func (r *Runtime) CopyMap(dst []float32) []float32 { return dst[:0] }
 
 // Close does nothing without cgo.
 func (r *Runtime) Close() error { return nil }
+
+// HeatmapOptions tunes Heatmap.
+type HeatmapOptions struct {
+	Lo, Hi float64
+	Alpha  float64
+	ROI    Region
+}
+
+// Heatmap fails without cgo.
+func Heatmap(f camera.Frame, m *AnomalyMap, opts HeatmapOptions) (camera.Frame, error) {
+	return camera.Frame{}, ErrNoCgo
+}
+
+// HeatmapJPEG fails without cgo.
+func HeatmapJPEG(f camera.Frame, m *AnomalyMap, opts HeatmapOptions, quality int) ([]byte, error) {
+	return nil, ErrNoCgo
+}

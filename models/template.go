@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -123,6 +124,29 @@ type TrainedModel struct {
 func (m *TrainedModel) SHA256() string {
 	sum := sha256.Sum256(m.ONNX)
 	return hex.EncodeToString(sum[:])
+}
+
+// Manifest is the bundle manifest of the trained model (without files and golden set, which
+// BuildBundle and the caller add): gray NCHW input scaled to 0..1, stretched, outputs score
+// and anomaly_map, thresholds.fail from the calibration.
+func (m *TrainedModel) Manifest() (Manifest, error) {
+	h, err := inspectModel(m.ONNX)
+	if err != nil {
+		return Manifest{}, err
+	}
+	return Manifest{
+		Format:  BundleFormat,
+		Name:    m.Name,
+		Version: m.Version,
+		Task:    TaskAnomaly,
+		Input: InputSpec{Name: "image", Width: m.Input.Width, Height: m.Input.Height, Layout: LayoutNCHW,
+			Color: ColorGray, Resize: ResizeStretch},
+		Outputs:    OutputSpec{Score: "score", Map: "anomaly_map"},
+		Thresholds: Thresholds{Fail: m.Threshold},
+		Opset:      int(h.opset),
+		Metrics: map[string]float64{"good_images": float64(len(m.GoodScores)), "folds": float64(m.Folds),
+			"good_score_max": slices.Max(m.GoodScores)},
+	}, nil
 }
 
 // WriteFile writes the ONNX model to path atomically: a temp file in the same folder,

@@ -25,9 +25,10 @@ func TrainTemplate(ctx context.Context, good []camera.Frame, opts TemplateOption
 	n := len(good)
 	xs := make([][]float32, n)
 	pre := newPreprocessor()
+	ps := newPrepSpec(in, false, ColorGray, [3]float64{}, [3]float64{1, 1, 1}, ResizeStretch)
 	for i, f := range good {
 		xs[i] = make([]float32, in.Len())
-		if err := pre.run(f, in, xs[i]); err != nil {
+		if err := pre.run(f, Region{}, ps, xs[i]); err != nil {
 			pre.close()
 			return nil, fmt.Errorf("train template: good image %d: %w", i, err)
 		}
@@ -40,7 +41,7 @@ func TrainTemplate(ctx context.Context, good []camera.Frame, opts TemplateOption
 
 	folds := min(n, maxFolds)
 	goodScores := make([]float64, n)
-	ropts := RuntimeOptions{Threads: opts.Threads}
+	ropts := RuntimeOptions{Threads: opts.Threads, Warmup: -1} // one test run: scores, not latencies
 	for k := range folds {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("train template: %w", err)

@@ -1,0 +1,316 @@
+//go:build cgo
+
+package models
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/onnxgraph"
+	"github.com/takt-edge/takt/models/onnxpb"
+	"google.golang.org/protobuf/proto"
+)
+
+func newKey(t testing.TB) (ed25519.PublicKey, ed25519.PrivateKey) {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub, priv
+}
+
+// meanModel: input "image" [1,1,h,w], score = mean of the image, anomaly_map = the image
+// itself, so tests can read back exactly what preprocessing wrote.
+func meanModel(h, w int64) func(g *onnxgraph.Graph) {
+	return func(g *onnxgraph.Graph) {
+		g.Input("image", 1, 1, h, w)
+		g.Node("ReduceMean", []string{"image"}, []string{"score"}, onnxgraph.Ints("axes", 1, 2, 3), onnxgraph.Int("keepdims", 0))
+		g.Node("Identity", []string{"image"}, []string{"anomaly_map"})
+		g.Output("score", 1)
+		g.Output("anomaly_map", 1, 1, h, w)
+	}
+}
+
+func meanManifest() Manifest {
+	return Manifest{Name: "mean", Version: "1.0.0", Task: TaskAnomaly,
+		Input:   InputSpec{Layout: LayoutNCHW, Color: ColorGray},
+		Outputs: OutputSpec{Score: "score", Map: "anomaly_map"}, Thresholds: Thresholds{Fail: 0.5}, Opset: 17}
+}
+
+func buildBundle(t testing.TB, m Manifest, onnx []byte, files map[string][]byte, key ed25519.PrivateKey) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := BuildBundle(&buf, m, onnx, files, key); err != nil {
+		t.Fatalf("BuildBundle: %v", err)
+	}
+	return buf.Bytes()
+}
+
+// signedTar writes manifest.json (m marshaled, with Files as given), the members, and a
+// signature by key.
+func signedTar(t testing.TB, m Manifest, members map[string][]byte, key ed25519.PrivateKey) []byte {
+	t.Helper()
+	manifest, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tarOf(t, manifest, members, key)
+}
+
+func tarOf(t testing.TB, manifest []byte, members map[string][]byte, key ed25519.PrivateKey) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	add := func(name string, data []byte) {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add(manifestFile, manifest)
+	for name, data := range members {
+		add(name, data)
+	}
+	if key != nil {
+		sig, _ := json.Marshal(signatureDoc{Algorithm: "ed25519", KeyID: KeyID(key.Public().(ed25519.PublicKey)),
+			Signature: base64.StdEncoding.EncodeToString(ed25519.Sign(key, manifest))})
+		add(signatureFile, sig)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func withFiles(m Manifest, files map[string][]byte) Manifest {
+	m.Format = BundleFormat
+	m.Files = map[string]string{}
+	for name, data := range files {
+		m.Files[name] = sha256Hex64(data)
+	}
+	return m
+}
+
+func TestBundleRoundTripAndGolden(t *testing.T) {
+	pub, priv := newKey(t)
+	keys := TrustedKeys{}
+	keys.Add(pub)
+	onnx := tinyModel(t, meanModel(4, 4))
+	gray := uniform(8, 8, 51)
+	png, err := camera.Encode(gray, "png", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := meanManifest()
+	m.Golden = &GoldenSet{Cases: []GoldenCase{{File: "golden/0001.png", Score: 0.2}}}
+	m.Metrics = map[string]float64{"auroc": 0.98}
+	m.Dataset = "ds-2026-11-29"
+	data := buildBundle(t, m, onnx, map[string][]byte{"golden/0001.png": png}, priv)
+	b, err := ReadBundle(bytes.NewReader(data), keys)
+	if err != nil {
+		t.Fatalf("ReadBundle: %v", err)
+	}
+	if b.KeyID != KeyID(pub) || b.Manifest.Name != "mean" || !bytes.Equal(b.ONNX, onnx) || len(b.Files) != 1 || b.SHA256() != sha256Hex64(onnx) {
+		t.Fatalf("bundle: key %s name %s, %d model bytes, %d files: want key %s, name mean, the model, 1 golden file",
+			b.KeyID, b.Manifest.Name, len(b.ONNX), len(b.Files), KeyID(pub))
+	}
+	r, err := NewRuntime(context.Background(), b, RuntimeOptions{Threads: 1})
+	if err != nil {
+		t.Fatalf("NewRuntime: %v", err)
+	}
+	defer r.Close()
+	info := r.Info()
+	if info.Model.Name != "mean" || info.Model.Version != "1.0.0" || info.Model.SHA256 != b.SHA256() || info.Threshold != 0.5 || info.Task != TaskAnomaly {
+		t.Errorf("Info: got %+v, want the manifest's name, version, sha256, threshold 0.5, task anomaly", info)
+	}
+
+	// A golden score the model does not reproduce is rejected.
+	m.Golden.Cases[0].Score = 0.25
+	bad, err := ReadBundle(bytes.NewReader(buildBundle(t, m, onnx, map[string][]byte{"golden/0001.png": png}, priv)), keys)
+	if err != nil {
+		t.Fatalf("ReadBundle: %v", err)
+	}
+	if r2, err := NewRuntime(context.Background(), bad, RuntimeOptions{Threads: 1}); !errors.Is(err, ErrGoldenMismatch) ||
+		!strings.Contains(err.Error(), "golden/0001.png: score 0.2, want 0.25") {
+		if r2 != nil {
+			r2.Close()
+		}
+		t.Fatalf("NewRuntime with a wrong golden score:\n got %v\nwant ErrGoldenMismatch naming the file and scores", err)
+	}
+}
+
+// Every bad input is rejected with a clear error, and a running model keeps serving.
+func TestBundleBadInputs(t *testing.T) {
+	pub, priv := newKey(t)
+	_, otherPriv := newKey(t)
+	keys := TrustedKeys{}
+	keys.Add(pub)
+	onnx := tinyModel(t, meanModel(4, 4))
+	good := buildBundle(t, meanManifest(), onnx, nil, priv)
+
+	running, err := ReadBundle(bytes.NewReader(good), keys)
+	if err != nil {
+		t.Fatalf("ReadBundle: %v", err)
+	}
+	r, err := NewRuntime(context.Background(), running, RuntimeOptions{Threads: 1})
+	if err != nil {
+		t.Fatalf("NewRuntime: %v", err)
+	}
+	defer r.Close()
+
+	model := func(build func(g *onnxgraph.Graph), change func(mp *onnxpb.ModelProto)) []byte {
+		g := onnxgraph.New("m")
+		build(g)
+		mp, err := g.Proto()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if change != nil {
+			change(mp)
+		}
+		data, err := proto.Marshal(mp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	dynamic := model(meanModel(4, 4), func(mp *onnxpb.ModelProto) {
+		for _, d := range mp.Graph.Input[0].Type.GetTensorType().Shape.Dim[2:] {
+			d.Value = &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: "side"}
+		}
+		for _, d := range mp.Graph.Output[1].Type.GetTensorType().Shape.Dim[2:] {
+			d.Value = &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: "side"}
+		}
+	})
+	opset25 := model(meanModel(4, 4), func(mp *onnxpb.ModelProto) { mp.OpsetImport[0].Version = proto.Int64(26) })
+	rank3 := model(func(g *onnxgraph.Graph) {
+		g.Input("image", 1, 4, 4)
+		g.Node("ReduceMean", []string{"image"}, []string{"score"}, onnxgraph.Ints("axes", 1, 2), onnxgraph.Int("keepdims", 0))
+		g.Output("score", 1)
+	}, nil)
+	noMap := meanManifest()
+	noMap.Outputs.Map = ""
+
+	manifestFor := func(m Manifest, onnx []byte) Manifest { return withFiles(m, map[string][]byte{modelFile: onnx}) }
+	tamperedManifest := func() []byte {
+		manifest, _ := json.Marshal(manifestFor(meanManifest(), onnx))
+		data := tarOf(t, manifest, map[string][]byte{modelFile: onnx}, priv)
+		return bytes.Replace(data, []byte(`"fail":0.5`), []byte(`"fail":9.5`), 1)
+	}
+	missingKeys := manifestFor(meanManifest(), onnx)
+	missingKeys.Name, missingKeys.Task = "", ""
+
+	tests := []struct {
+		name   string
+		data   []byte
+		wantIs error
+		want   string
+	}{
+		{"not a tar", []byte("hello, this is not a bundle at all, just text........................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................"), ErrBadBundle, "not a tar archive"},
+		{"empty file", nil, ErrBadBundle, "empty archive"},
+		{"truncated", good[:len(good)/2], ErrBadBundle, "truncated"},
+		{"unsigned", tarOf(t, mustJSON(t, manifestFor(meanManifest(), onnx)), map[string][]byte{modelFile: onnx}, nil), ErrBadSignature, "unsigned: no signature member"},
+		{"untrusted key", signedTar(t, manifestFor(meanManifest(), onnx), map[string][]byte{modelFile: onnx}, otherPriv), ErrBadSignature, "which is not trusted"},
+		{"tampered manifest", tamperedManifest(), ErrBadSignature, "signature does not match manifest.json"},
+		{"sha256 mismatch", signedTar(t, manifestFor(meanManifest(), onnx), map[string][]byte{modelFile: tinyModel(t, meanModel(4, 8))}, priv), ErrBadBundle, "model.onnx: sha256"},
+		{"file not listed", signedTar(t, manifestFor(meanManifest(), onnx), map[string][]byte{modelFile: onnx, "golden/x.png": []byte("x")}, priv), ErrBadBundle, "golden/x.png is in the bundle but not listed"},
+		{"listed file missing", signedTar(t, withFiles(meanManifest(), map[string][]byte{modelFile: onnx, "golden/x.png": []byte("x")}), map[string][]byte{modelFile: onnx}, priv), ErrBadBundle, "golden/x.png is listed in the manifest but missing"},
+		{"manifest missing keys", signedTar(t, missingKeys, map[string][]byte{modelFile: onnx}, priv), ErrBadBundle, "missing keys: name, task"},
+		{"not ONNX", signedTar(t, manifestFor(meanManifest(), []byte("MZ not a model")), map[string][]byte{modelFile: []byte("MZ not a model")}, priv), ErrInvalidModel, "not a valid ONNX model"},
+		{"truncated ONNX", signedTar(t, manifestFor(meanManifest(), onnx[:len(onnx)-9]), map[string][]byte{modelFile: onnx[:len(onnx)-9]}, priv), ErrInvalidModel, "truncated"},
+		{"unsupported opset", signedTar(t, manifestFor(meanManifest(), opset25), map[string][]byte{modelFile: opset25}, priv), ErrUnsupportedModel, "opset 26: Takt runs ai.onnx opsets 7..25"},
+		{"wrong input rank", signedTar(t, manifestFor(noMap, rank3), map[string][]byte{modelFile: rank3}, priv), ErrUnsupportedModel, `input "image" float32 [1,4,4] has rank 3`},
+		{"dynamic axes not covered", signedTar(t, manifestFor(meanManifest(), dynamic), map[string][]byte{modelFile: dynamic}, priv), ErrUnsupportedModel, "dynamic axes (height, width) not covered by the manifest"},
+		{"output missing", signedTar(t, manifestFor(func() Manifest { m := meanManifest(); m.Outputs.Map = "heat"; return m }(), onnx), map[string][]byte{modelFile: onnx}, priv), ErrUnsupportedModel, `no map output "heat"`},
+		{"wrong channels", signedTar(t, manifestFor(func() Manifest { m := meanManifest(); m.Input.Color = ColorRGB; return m }(), onnx), map[string][]byte{modelFile: onnx}, priv), ErrUnsupportedModel, "has 1 channels"},
+		{"size disagrees", signedTar(t, manifestFor(func() Manifest { m := meanManifest(); m.Input.Width, m.Input.Height = 8, 8; return m }(), onnx), map[string][]byte{modelFile: onnx}, priv), ErrUnsupportedModel, "the manifest says 8x8"},
+		{"path traversal member", func() []byte {
+			var buf bytes.Buffer
+			tw := tar.NewWriter(&buf)
+			tw.WriteHeader(&tar.Header{Name: "../evil", Mode: 0o644, Size: 1, Typeflag: tar.TypeReg})
+			tw.Write([]byte("x"))
+			tw.Close()
+			return buf.Bytes()
+		}(), ErrBadBundle, `path "../evil"`},
+	}
+	dir := t.TempDir()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(tt.name, " ", "-")+".tar")
+			if err := os.WriteFile(path, tt.data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			b, err := OpenBundle(path, keys)
+			if err == nil {
+				// Some problems only show when ONNX Runtime loads the model.
+				var rt *Runtime
+				rt, err = NewRuntime(context.Background(), b, RuntimeOptions{Threads: 1})
+				if err == nil {
+					rt.Close()
+					t.Fatalf("OpenBundle and NewRuntime: got nil errors, want %v", tt.wantIs)
+				}
+			}
+			if !errors.Is(err, tt.wantIs) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error:\n got %v\nwant errors.Is %v, containing %q", err, tt.wantIs, tt.want)
+			}
+			// The running model keeps serving.
+			res, err := r.Infer(context.Background(), uniform(4, 4, 51))
+			if err != nil || math.Abs(res.Score-0.2) > 1e-6 {
+				t.Fatalf("running model after a rejected bundle: got %v, %v, want 0.2, nil", res.Score, err)
+			}
+		})
+	}
+}
+
+func mustJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	data, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func TestKeyPairFiles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "line3.key")
+	pub, err := WriteKeyPair(path)
+	if err != nil {
+		t.Fatalf("WriteKeyPair: %v", err)
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("private key file: mode %v, %v, want 0600", st.Mode().Perm(), err)
+	}
+	priv, err := ReadPrivateKey(path)
+	if err != nil {
+		t.Fatalf("ReadPrivateKey: %v", err)
+	}
+	keys, err := LoadTrustedKeys(path + ".pub")
+	if err != nil {
+		t.Fatalf("LoadTrustedKeys: %v", err)
+	}
+	if !priv.Public().(ed25519.PublicKey).Equal(pub) || keys[KeyID(pub)] == nil {
+		t.Fatalf("the key files do not hold the pair WriteKeyPair returned")
+	}
+	if _, err := WriteKeyPair(path); err == nil || !strings.Contains(err.Error(), "not overwriting") {
+		t.Fatalf("WriteKeyPair over an existing key: got %v, want a refusal", err)
+	}
+	if _, err := LoadTrustedKeys(path); err == nil || !strings.Contains(err.Error(), "not a PEM PUBLIC KEY") {
+		t.Fatalf("LoadTrustedKeys of a private key: got %v, want an error", err)
+	}
+}
