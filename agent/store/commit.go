@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -19,8 +20,12 @@ import (
 type request struct {
 	id       uint64
 	decision string
+	time     time.Time  // capture time
 	data     []byte     // the JSON record
 	img      string     // absolute image path, "" when none
+	imgSize  int64      // its size, reserved against the image quota
+	class    byte       // its eviction class
+	outbox   bool       // queue the verdict for upload
 	done     chan error // cap 1; receives the outcome
 }
 
@@ -57,26 +62,42 @@ func (s *Store) Commit(ctx context.Context, v *Verdict, img *Image) error {
 
 	rec.ID = s.lastID.Add(1)
 	rec.ImageRef = ""
-	r := &request{id: rec.ID, decision: rec.Decision, done: make(chan error, 1)}
+	r := &request{id: rec.ID, decision: rec.Decision, time: rec.Time, outbox: s.outbox, done: make(chan error, 1)}
+	if img != nil {
+		r.class = classOf(rec.Decision, img.Debug)
+		ok, err := s.reserve(int64(len(img.Data)), r.class)
+		if err != nil {
+			return fmt.Errorf("commit verdict %d: make room for the image: %w", rec.ID, err)
+		}
+		if ok {
+			r.imgSize = int64(len(img.Data))
+		} else {
+			img, rec.ImageDropped = nil, true
+		}
+	}
 	if img != nil {
 		rec.ImageRef = imageRef(&rec, img.Ext)
 		r.img = filepath.Join(s.dir, filepath.FromSlash(rec.ImageRef))
 		if err := s.writeImage(r.img, img.Data); err != nil {
+			s.release(r.imgSize)
 			return fmt.Errorf("commit verdict %d: write image: %w", rec.ID, err)
 		}
 	}
 	data, err := json.Marshal(&rec)
 	if err != nil { // normalize rules this out; stay safe anyway
 		removeImage(r.img)
+		s.release(r.imgSize)
 		return fmt.Errorf("commit verdict %d: %w", rec.ID, err)
 	}
 	r.data = data
 
 	if err := s.enqueue(ctx, r); err != nil {
 		removeImage(r.img)
+		s.release(r.imgSize)
 		return err
 	}
 	if err := <-r.done; err != nil {
+		s.release(r.imgSize)
 		return fmt.Errorf("commit verdict %d: %w", rec.ID, err)
 	}
 	*v = rec
@@ -167,15 +188,36 @@ func (s *Store) commitBatch(batch []*request) {
 	}
 }
 
-// apply writes a batch of records, raises the sequence to the largest id and
-// updates the counters.
+// apply writes a batch of records with their image index and outbox entries,
+// raises the sequence to the largest id and updates the counters.
 func apply(tx *bolt.Tx, batch []*request) error {
 	vb := tx.Bucket(bucketVerdicts)
 	var maxID uint64
 	var c Counts
+	var recBytes, imgBytes, outCount, outBytes int64
 	for _, r := range batch {
-		if err := vb.Put(idKey(r.id), r.data); err != nil {
+		k := idKey(r.id)
+		if err := vb.Put(k, r.data); err != nil {
 			return fmt.Errorf("put verdict %d: %w", r.id, err)
+		}
+		recBytes += recordCost(len(r.data))
+		if r.img != "" {
+			state := stateDone
+			if r.outbox {
+				state = statePending
+			}
+			if err := putImage(tx, r.id, imageEntry{class: r.class, state: state, size: r.imgSize, time: r.time}); err != nil {
+				return fmt.Errorf("index image %d: %w", r.id, err)
+			}
+			imgBytes += r.imgSize
+		}
+		if r.outbox {
+			e := outboxEntry{image: r.img != "", recBytes: int64(len(r.data)), imgBytes: r.imgSize, time: r.time}
+			if err := tx.Bucket(bucketOutbox).Put(k, e.encode()); err != nil {
+				return fmt.Errorf("queue verdict %d: %w", r.id, err)
+			}
+			outCount++
+			outBytes += e.recBytes + e.imgBytes
 		}
 		maxID = max(maxID, r.id)
 		c.add(r.decision)
@@ -191,6 +233,14 @@ func apply(tx *bolt.Tx, batch []*request) error {
 		n   uint64
 	}{{keyTotal, c.Total}, {keyPass, c.Pass}, {keyFail, c.Fail}, {keyNoDecision, c.NoDecision}} {
 		if err := addCounter(sb, kv.key, kv.n); err != nil {
+			return fmt.Errorf("update counter %s: %w", kv.key, err)
+		}
+	}
+	for _, kv := range []struct {
+		key []byte
+		n   int64
+	}{{keyRecordBytes, recBytes}, {keyImageBytes, imgBytes}, {keyOutboxCount, outCount}, {keyOutboxBytes, outBytes}} {
+		if err := addSigned(sb, kv.key, kv.n); err != nil {
 			return fmt.Errorf("update counter %s: %w", kv.key, err)
 		}
 	}

@@ -44,11 +44,20 @@ const (
 var (
 	bucketVerdicts = []byte("verdicts")
 	bucketStats    = []byte("stats")
+	bucketOutbox   = []byte("outbox") // id -> outboxEntry: verdicts not yet acknowledged by the uploader
+	bucketSealed   = []byte("sealed") // id -> empty: the set Pending returns until it is acknowledged
+	bucketImages   = []byte("images") // id -> imageEntry: every image file the store holds
+	bucketEvict    = []byte("evict")  // class, state, id -> empty: eviction order of the images
 
-	keyTotal      = []byte("total")
-	keyPass       = []byte("pass")
-	keyFail       = []byte("fail")
-	keyNoDecision = []byte("no_decision")
+	keyTotal       = []byte("total")
+	keyPass        = []byte("pass")
+	keyFail        = []byte("fail")
+	keyNoDecision  = []byte("no_decision")
+	keyOutboxCount = []byte("outbox_count")
+	keyOutboxBytes = []byte("outbox_bytes")
+	keyImageBytes  = []byte("image_bytes")
+	keyRecordBytes = []byte("record_bytes")
+	keyIndexed     = []byte("index_v1") // set once the outbox and image index cover every record
 )
 
 // Options configure Open.
@@ -59,6 +68,18 @@ type Options struct {
 	// Logger receives the store's few log lines (component=store). The zero
 	// value logs nothing.
 	Logger zerolog.Logger
+	// Policy bounds the disk the store uses (quotas, ages, eviction). The
+	// zero value keeps everything; see DefaultPolicy. Open validates it.
+	Policy Policy
+	// DisableOutbox stops queueing new verdicts for upload (a station without
+	// sync): their images count as synced for eviction, their records may be
+	// pruned. Verdicts queued earlier stay queued.
+	DisableOutbox bool
+	// OnDegraded, when set, is called (from the goroutine that noticed) when
+	// the store gives something up to stay within its policy: an unsynced
+	// image evicted, a new image dropped, unsynced records over the records
+	// quota. It must not block or call back into the Store.
+	OnDegraded func(reason string)
 }
 
 // Store is the durable verdict store. Its methods are safe for concurrent use.
@@ -81,6 +102,21 @@ type Store struct {
 	txs      atomic.Uint64
 	verdicts atomic.Uint64
 
+	policy     Policy
+	unsyncedOK [3]bool // per class: unsynced images may be evicted
+	outbox     bool    // queue new verdicts for upload
+	onDegraded func(string)
+
+	// quotaMu serializes everything that removes images or records, and
+	// guards imgUsed: the bytes of committed image files plus the bytes
+	// reserved by commits in flight.
+	quotaMu sync.Mutex
+	imgUsed int64
+	ev      evictStats
+	// evictSlack is how many bytes beyond the need an eviction frees, so
+	// the next commits find room; -1 means 5% of the quota (tests set it).
+	evictSlack int64
+
 	closeOnce sync.Once
 	closeErr  error
 
@@ -89,10 +125,21 @@ type Store struct {
 	hookBeforeTx func(n int)
 }
 
-// Stats are in-memory counters of this Store since Open.
+// Stats are in-memory counters of this Store since Open (the eviction
+// counters are meant for metrics), plus the current image usage.
 type Stats struct {
 	Transactions uint64 // bbolt write transactions run by the committer
 	Verdicts     uint64 // verdicts committed by them
+
+	ImageBytes int64 // bytes of image files held now (and reserved by commits in flight)
+
+	ImagesEvicted         uint64 // image files removed by the quota or images_max_age
+	ImagesEvictedUnsynced uint64 // of those, images not yet uploaded
+	ImagesEvictedReject   uint64 // of those, FAIL and NO_DECISION images
+	ImageBytesEvicted     uint64 // bytes of the evicted images
+	ImagesDropped         uint64 // new images not stored: the quota had no evictable room
+	ImagesDeletedSynced   uint64 // removed right after upload (delete_synced_images)
+	RecordsPruned         uint64 // synced records removed by records_max_age or records_max_bytes
 }
 
 // lockedError names the locked file and matches ErrLocked.
@@ -114,6 +161,9 @@ func Open(dir string, opts Options) (*Store, error) {
 		timeout = DefaultOpenTimeout
 	case timeout < 0:
 		return nil, fmt.Errorf("%w: open timeout %s, want >= 0", ErrInvalid, timeout)
+	}
+	if err := opts.Policy.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	log := opts.Logger.With().Str("component", "store").Logger()
 
@@ -137,6 +187,12 @@ func Open(dir string, opts Options) (*Store, error) {
 		wake: make(chan struct{}, 1),
 		done: make(chan struct{}),
 		dirs: make(map[string]bool),
+
+		policy:     opts.Policy,
+		unsyncedOK: opts.Policy.evictUnsynced(),
+		outbox:     !opts.DisableOutbox,
+		onDegraded: opts.OnDegraded,
+		evictSlack: -1,
 	}
 	seq, err := s.init()
 	if err == nil {
@@ -159,6 +215,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		log.Warn().Int("temp_files", tmps).Int("orphan_images", orphans).
 			Msg("removed leftovers of interrupted commits")
 	}
+	if err := s.loadUsage(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
 	s.lastID.Store(seq)
 	go s.run()
 	log.Debug().Str("dir", dir).Uint64("last_id", seq).Msg("store opened")
@@ -173,22 +233,38 @@ func (s *Store) init() (uint64, error) {
 		if err != nil {
 			return err
 		}
-		if _, err := tx.CreateBucketIfNotExists(bucketStats); err != nil {
-			return err
+		for _, name := range [][]byte{bucketStats, bucketOutbox, bucketSealed, bucketImages, bucketEvict} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
 		}
 		seq = b.Sequence()
 		// Belt and braces: never below the largest key present.
 		if k, _ := b.Cursor().Last(); len(k) == 8 {
 			seq = max(seq, binary.BigEndian.Uint64(k))
 		}
+		if tx.Bucket(bucketStats).Get(keyIndexed) == nil {
+			return s.buildIndex(tx)
+		}
 		return nil
 	})
 	return seq, err
 }
 
-// sweep removes image temp files and images with an id above seq (written,
-// but their transaction never committed).
+// sweep removes image temp files, images with an id above seq (written, but
+// their transaction never committed) and images the index does not hold
+// (evicted, but the process died before it removed the file).
 func (s *Store) sweep(seq uint64) (tmps, orphans int, err error) {
+	indexed := map[uint64]bool{}
+	err = s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketImages).ForEach(func(k, _ []byte) error {
+			indexed[binary.BigEndian.Uint64(k)] = true
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, 0, err
+	}
 	root := filepath.Join(s.dir, imagesDir)
 	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -198,7 +274,9 @@ func (s *Store) sweep(seq uint64) (tmps, orphans int, err error) {
 		switch id, ok := imageID(name); {
 		case strings.HasPrefix(name, tmpPrefix):
 			tmps++
-		case ok && id > seq:
+		case ok && (id > seq || !indexed[id]):
+			// Never committed, or evicted by a transaction that committed
+			// before the file was removed.
 			orphans++
 		default:
 			return nil
@@ -246,7 +324,12 @@ func (s *Store) isClosed() bool {
 
 // Stats returns this Store's in-memory counters.
 func (s *Store) Stats() Stats {
-	return Stats{Transactions: s.txs.Load(), Verdicts: s.verdicts.Load()}
+	s.quotaMu.Lock()
+	defer s.quotaMu.Unlock()
+	st := s.ev.Stats
+	st.Transactions, st.Verdicts = s.txs.Load(), s.verdicts.Load()
+	st.ImageBytes = s.imgUsed
+	return st
 }
 
 // Get returns the verdict with id, or an error matching ErrNotFound.
@@ -257,7 +340,11 @@ func (s *Store) Get(id uint64) (Verdict, error) {
 		if data == nil {
 			return ErrNotFound
 		}
-		return json.Unmarshal(data, &v)
+		if err := json.Unmarshal(data, &v); err != nil {
+			return err
+		}
+		v.ImageEvicted = v.ImageRef != "" && tx.Bucket(bucketImages).Get(idKey(id)) == nil
+		return nil
 	})
 	if err != nil {
 		return Verdict{}, fmt.Errorf("get verdict %d: %w", id, err)
@@ -278,11 +365,13 @@ func (s *Store) List(afterID uint64, limit int) ([]Verdict, error) {
 	var out []Verdict
 	err := s.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketVerdicts).Cursor()
+		images := tx.Bucket(bucketImages)
 		for k, data := c.Seek(idKey(afterID + 1)); k != nil && len(out) < limit; k, data = c.Next() {
 			var v Verdict
 			if err := json.Unmarshal(data, &v); err != nil {
 				return fmt.Errorf("verdict %d: %w", binary.BigEndian.Uint64(k), err)
 			}
+			v.ImageEvicted = v.ImageRef != "" && images.Get(k) == nil
 			out = append(out, v)
 		}
 		return nil
@@ -351,6 +440,17 @@ func addCounter(b *bolt.Bucket, key []byte, n uint64) error {
 	}
 	v := make([]byte, 8)
 	binary.BigEndian.PutUint64(v, getCounter(b, key)+n)
+	return b.Put(key, v)
+}
+
+// addSigned adds n (which may be negative) to a counter, flooring at zero.
+func addSigned(b *bolt.Bucket, key []byte, n int64) error {
+	if n == 0 {
+		return nil
+	}
+	cur := int64(getCounter(b, key))
+	v := make([]byte, 8)
+	binary.BigEndian.PutUint64(v, uint64(max(cur+n, 0)))
 	return b.Put(key, v)
 }
 

@@ -36,6 +36,13 @@ type Verdict struct {
 	ImageRef  string     `json:"image_ref"` // image path relative to the store dir, slash-separated; set by Commit
 	Label     string     `json:"label"`     // operator label, empty when none
 	SyncedAt  *time.Time `json:"synced_at"` // when the cloud confirmed it, nil until then
+
+	// ImageDropped is set by Commit when an image was given but not stored
+	// because the image quota had no room it was allowed to evict.
+	ImageDropped bool `json:"image_dropped,omitempty"`
+	// ImageEvicted is not stored: Get and List set it when the record names
+	// an image that the store has since evicted or deleted after upload.
+	ImageEvicted bool `json:"image_evicted,omitempty"`
 }
 
 // Model identifies the model that produced a verdict.
@@ -60,6 +67,8 @@ type Latency struct {
 type Image struct {
 	Data []byte
 	Ext  string
+	// Debug marks a debug frame: the lowest eviction class, below PASS.
+	Debug bool
 }
 
 var extRE = regexp.MustCompile(`^[a-z0-9]{1,8}$`)
@@ -98,6 +107,8 @@ func (v *Verdict) normalize() error {
 		}
 	}
 	v.Schema = SchemaVersion
+	v.SyncedAt = nil
+	v.ImageDropped, v.ImageEvicted = false, false
 	return nil
 }
 

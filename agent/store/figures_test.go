@@ -1,0 +1,159 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/takt-edge/takt/cloudsync/cloudtest"
+)
+
+// The figures of `make bench` (TAKT_FIGURES=1): each measures Takt and its
+// baseline in the same run and prints "BENCH name=value".
+
+func figures(t *testing.T) {
+	if os.Getenv("TAKT_FIGURES") != "1" {
+		t.Skip("figures run under make bench (TAKT_FIGURES=1)")
+	}
+}
+
+// concurrently runs fn(i) for i in [0, n) from workers goroutines and
+// returns the elapsed time.
+func concurrently(workers, n int, fn func(i int)) time.Duration {
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += workers {
+				fn(i)
+			}
+		}()
+	}
+	wg.Wait()
+	return time.Since(start)
+}
+
+// Durable verdicts per second with group commit (16 committers, as a busy
+// station with several cameras and the MQTT and HTTP writers would have),
+// and the speedup over one fsync'd bbolt transaction per verdict from the
+// same 16 goroutines.
+func TestFiguresStoreGroupCommit(t *testing.T) {
+	figures(t)
+	const workers, n = 16, 2000
+	ctx := context.Background()
+	s := openWith(t, t.TempDir(), Options{})
+	group := concurrently(workers, n, func(i int) {
+		if err := s.Commit(ctx, newVerdict(Pass, fmt.Sprint(i)), nil); err != nil {
+			t.Error(err)
+		}
+	})
+	base := openWith(t, t.TempDir(), Options{})
+	data, _ := json.Marshal(newVerdict(Pass, "baseline"))
+	baseline := concurrently(workers, n, func(i int) {
+		err := base.db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketVerdicts).Put(idKey(uint64(i+1)), data)
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	})
+	rate := float64(n) / group.Seconds()
+	st := s.Stats()
+	t.Logf("group commit: %d verdicts in %v (%d transactions); one tx per verdict: %v", n, group, st.Transactions, baseline)
+	fmt.Printf("BENCH durable_verdicts_per_s=%.0f\n", rate)
+	fmt.Printf("BENCH group_commit_speedup=%.1f\n", baseline.Seconds()/group.Seconds())
+}
+
+// How many times faster than a 10 parts/s production rate a backlog of
+// images (about 60 kB each, like the demo's JPEGs) drains to the local S3
+// server with the default uploader settings.
+func TestFiguresStoreBacklogDrain(t *testing.T) {
+	figures(t)
+	const n, size, productionRate = 400, 60_000, 10.0
+	s3 := cloudtest.StartS3(t)
+	bucket := s3.NewBucket(t, "takt")
+	s := openWith(t, t.TempDir(), Options{})
+	for i := range n {
+		v := newVerdict([]string{Pass, Fail}[i%2], fmt.Sprint(i))
+		if err := s.Commit(context.Background(), v, &Image{Data: randomImage(size), Ext: "jpg"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := syncConfig(s3, s3.Endpoint, bucket)
+	def := cfg
+	def.BatchSize, def.Concurrency = 256, 4 // the defaults
+	start := time.Now()
+	u, stop := runUploader(t, def, s)
+	waitDrained(t, s, u, 5*time.Minute)
+	elapsed := time.Since(start)
+	stop()
+	drainRate := float64(n) / elapsed.Seconds()
+	t.Logf("%d images of %d bytes drained in %v: %.0f parts/s; %+v", n, size, elapsed, drainRate, u.Status())
+	fmt.Printf("BENCH backlog_drain_ratio=%.1f\n", drainRate/productionRate)
+}
+
+// BenchmarkPendingAck measures one uploader round trip on the store: seal a
+// set of 256 verdicts, read it, acknowledge it.
+func BenchmarkPendingAck(b *testing.B) {
+	s := openWith(b, b.TempDir(), Options{})
+	ctx := context.Background()
+	const set = 256
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		concurrently(16, set, func(i int) {
+			if err := s.Commit(ctx, newVerdict(Pass, "b"), nil); err != nil {
+				b.Fatal(err)
+			}
+		})
+		b.StartTimer()
+		items, err := s.Pending(ctx, set)
+		if err != nil || len(items) != set {
+			b.Fatalf("Pending: %d items, %v", len(items), err)
+		}
+		ids := make([]uint64, len(items))
+		for i, it := range items {
+			ids[i] = it.ID
+		}
+		if err := s.Ack(ctx, ids); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*set), "ns/verdict")
+}
+
+// BenchmarkSyncDrain measures draining a backlog of 64 kB images to the local
+// S3 server, per image.
+func BenchmarkSyncDrain(b *testing.B) {
+	s3 := cloudtest.StartS3(b)
+	bucket := s3.NewBucket(b, "takt")
+	s := openWith(b, b.TempDir(), Options{})
+	img := randomImage(64 << 10)
+	for range b.N {
+		if err := s.Commit(context.Background(), newVerdict(Fail, "b"), &Image{Data: img, Ext: "jpg"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cfg := syncConfig(s3, s3.Endpoint, bucket)
+	b.ReportAllocs()
+	b.ResetTimer()
+	u, stop := runUploaderB(b, cfg, s)
+	for {
+		bl, _ := s.Backlog()
+		if bl.Count == 0 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	b.StopTimer()
+	stop()
+	b.ReportMetric(float64(u.Status().Bytes)/b.Elapsed().Seconds()/1e6, "MB/s")
+}

@@ -1,0 +1,47 @@
+package cloudsync
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"path"
+	"strings"
+	"time"
+)
+
+// Object keys (see DESIGN.md). They are deterministic: a retried upload after
+// a crash writes the same key. Ids are zero-padded to 16 digits so keys sort
+// by id; dates are the capture date in UTC.
+
+// ImageKey is "images/{station}/{yyyy}/{mm}/{dd}/{id}.{ext}".
+func ImageKey(station string, captured time.Time, id uint64, ext string) string {
+	return fmt.Sprintf("images/%s/%s/%016d.%s", keyPart(station), captured.UTC().Format("2006/01/02"), id, keyPart(ext))
+}
+
+// VerdictBatchKey is "verdicts/{station}/{yyyy}/{mm}/{dd}/{first-id}-{last-id}.jsonl".
+func VerdictBatchKey(station string, day time.Time, first, last uint64) string {
+	return fmt.Sprintf("verdicts/%s/%s/%016d-%016d.jsonl", keyPart(station), day.UTC().Format("2006/01/02"), first, last)
+}
+
+// keyPart keeps letters, digits, '.', '_' and '-' and replaces anything else
+// (a '/' above all) with '_', so a station name is one path segment.
+func keyPart(s string) string {
+	if s == "" {
+		return "_"
+	}
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+// conflictKey is where content goes whose key already holds other content:
+// "{key without extension}-conflict-{sha256[:16]}{extension}".
+func conflictKey(key string, data []byte) string {
+	sum := sha256.Sum256(data)
+	ext := path.Ext(key)
+	return strings.TrimSuffix(key, ext) + "-conflict-" + hex.EncodeToString(sum[:8]) + ext
+}
