@@ -1,0 +1,151 @@
+package agent
+
+import (
+	"sync"
+	"time"
+
+	"github.com/takt-edge/takt/agent/store"
+)
+
+// yieldBook counts verdicts per minute over the last day, for yield per hour and shift.
+type yieldBook struct {
+	mu     sync.Mutex
+	shifts []int // shift starts, minutes after local midnight, ascending
+	b      [yieldMinutes]minuteCount
+	now    func() time.Time
+}
+
+const yieldMinutes = 26 * 60
+
+type minuteCount struct {
+	minute int64 // unix minute this bucket holds; buckets of older minutes are stale
+	Counts
+}
+
+// Counts are verdict counts over some span, with the yield (PASS / parts).
+type Counts struct {
+	Parts      int     `json:"parts"`
+	Pass       int     `json:"pass"`
+	Fail       int     `json:"fail"`
+	NoDecision int     `json:"no_decision"`
+	Yield      float64 `json:"yield"` // PASS / parts; 0 without parts
+}
+
+// Span is the counts of one named span of time.
+type Span struct {
+	Name  string    `json:"name"`
+	Start time.Time `json:"start"`
+	Counts
+}
+
+func newYieldBook(shifts []int) *yieldBook { return &yieldBook{shifts: shifts, now: time.Now} }
+
+func (y *yieldBook) add(t time.Time, decision string) {
+	m := t.Unix() / 60
+	y.mu.Lock()
+	defer y.mu.Unlock()
+	if m <= y.now().Unix()/60-yieldMinutes {
+		return
+	}
+	b := &y.b[m%yieldMinutes]
+	if b.minute != m {
+		*b = minuteCount{minute: m}
+	}
+	b.Parts++
+	switch decision {
+	case store.Pass:
+		b.Pass++
+	case store.Fail:
+		b.Fail++
+	default:
+		b.NoDecision++
+	}
+}
+
+// sum counts the verdicts captured in [from, to).
+func (y *yieldBook) sum(from, to time.Time) Counts {
+	var c Counts
+	y.mu.Lock()
+	defer y.mu.Unlock()
+	lo, hi := from.Unix()/60, (to.Unix()+59)/60
+	for i := range y.b {
+		b := y.b[i]
+		if b.Parts > 0 && b.minute >= lo && b.minute < hi {
+			c.Parts += b.Parts
+			c.Pass += b.Pass
+			c.Fail += b.Fail
+			c.NoDecision += b.NoDecision
+		}
+	}
+	if c.Parts > 0 {
+		c.Yield = float64(c.Pass) / float64(c.Parts)
+	}
+	return c
+}
+
+// spans returns the current shift and the current and previous hours (local time), newest
+// first after the shift.
+func (y *yieldBook) spans(hours int) []Span {
+	now := y.now()
+	var out []Span
+	start := y.shiftStart(now)
+	out = append(out, Span{Name: "shift " + start.Format("15:04"), Start: start, Counts: y.sum(start, now.Add(time.Minute))})
+	h := now.Truncate(time.Hour)
+	for i := range hours {
+		from := h.Add(-time.Duration(i) * time.Hour)
+		out = append(out, Span{Name: from.Format("15:00"), Start: from, Counts: y.sum(from, from.Add(time.Hour))})
+	}
+	return out
+}
+
+// shiftStart is the start of the shift that t falls in (local time).
+func (y *yieldBook) shiftStart(t time.Time) time.Time {
+	midnight := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, t.Location())
+	m := t.Hour()*60 + t.Minute()
+	last := -1
+	for _, s := range y.shifts {
+		if s <= m {
+			last = s
+		}
+	}
+	if last < 0 { // before the first shift of the day: the last shift of yesterday
+		return midnight.AddDate(0, 0, -1).Add(time.Duration(y.shifts[len(y.shifts)-1]) * time.Minute)
+	}
+	return midnight.Add(time.Duration(last) * time.Minute)
+}
+
+// alertLog keeps the station's recent local alerts for the page.
+type alertLog struct {
+	mu   sync.Mutex
+	max  int
+	list []Alert // newest last
+}
+
+// Alert is one local alert shown on the operator page.
+type Alert struct {
+	Time    time.Time `json:"time"`
+	Kind    string    `json:"kind"` // no_decision, degraded, camera, plc
+	Message string    `json:"message"`
+}
+
+func newAlertLog(n int) *alertLog { return &alertLog{max: n} }
+
+func (a *alertLog) add(kind, msg string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.list = append(a.list, Alert{Time: time.Now().UTC(), Kind: kind, Message: msg})
+	if len(a.list) > a.max {
+		a.list = a.list[len(a.list)-a.max:]
+	}
+}
+
+// recent returns the alerts, newest first.
+func (a *alertLog) recent() []Alert {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]Alert, len(a.list))
+	for i, x := range a.list {
+		out[len(out)-1-i] = x
+	}
+	return out
+}
