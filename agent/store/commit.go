@@ -152,9 +152,15 @@ func (s *Store) run() {
 			<-s.wake
 			continue
 		}
-		// Swap buffers: the queue continues in the spare one.
-		batch := s.queue
-		s.queue = spare[:0]
+		var batch []*request
+		if s.maxBatch > 0 && len(s.queue) > s.maxBatch {
+			batch = append(spare[:0], s.queue[:s.maxBatch]...)
+			s.queue = append(s.queue[:0], s.queue[s.maxBatch:]...)
+		} else {
+			// Swap buffers: the queue continues in the spare one.
+			batch = s.queue
+			s.queue = spare[:0]
+		}
 		s.mu.Unlock()
 		s.commitBatch(batch)
 		clear(batch)

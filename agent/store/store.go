@@ -120,6 +120,10 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	// maxBatch, when > 0 (figures only, before the first Commit), caps the verdicts per
+	// transaction: 1 is the one-transaction-per-verdict baseline.
+	maxBatch int
+
 	// hookBeforeTx, when set (tests only, before the first Commit), runs in
 	// the committer before each transaction with the batch size.
 	hookBeforeTx func(n int)
