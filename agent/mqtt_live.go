@@ -1,0 +1,127 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/takt-edge/takt/cloudsync"
+)
+
+// RaiseAlert reports a degraded state of the station: it is shown on the
+// operator page and, with MQTT configured, published on alert through the
+// durable outbox (rate-limited per kind, see mqtt.alert_burst). kind is one of
+// the cloudsync.Alert* kinds (camera_stalled, provider_fallback, disk_quota,
+// sync_backlog, degraded, ...). It returns after the alert is durable (an
+// fsync) or folded by the rate limit; do not call it from the inspection loop's
+// hot path. Errors: ErrNotRunning, or the store's.
+func (a *Agent) RaiseAlert(ctx context.Context, kind, message string) error {
+	l := a.live.Load()
+	if l == nil {
+		return ErrNotRunning
+	}
+	return l.raiseAlert(ctx, kind, message)
+}
+
+func (l *live) raiseAlert(ctx context.Context, kind, message string) error {
+	l.alerts.add(kind, message)
+	if l.mqtt == nil {
+		return nil
+	}
+	if err := cloudsync.ValidLevel(kind); err != nil {
+		return fmt.Errorf("alert kind: %w", err)
+	}
+	return l.mqtt.raise(ctx, kind, message)
+}
+
+// alertReq is an alert waiting for the alert goroutine.
+type alertReq struct{ kind, message string }
+
+// alertAsync raises an alert without blocking the caller (the store's quota
+// enforcement, the PLC's answer path): the alert goroutine makes it durable.
+// When 64 alerts are already waiting, the page still shows it and the log
+// keeps it; the MQTT rate limit would fold such a burst anyway.
+func (l *live) alertAsync(kind, message string) {
+	select {
+	case l.alertq <- alertReq{kind, message}:
+	default:
+		l.alerts.add(kind, message)
+		l.log.Warn().Str("kind", kind).Str("alert", message).Msg("alert queue full: shown on the page only")
+	}
+}
+
+// startAlerts runs the goroutine that raises the alerts of alertAsync.
+func (l *live) startAlerts(context.Context) (func(context.Context) error, error) {
+	l.alertq = make(chan alertReq, 64)
+	return func(ctx context.Context) error {
+		for {
+			select {
+			case <-ctx.Done():
+				// Alerts still queued go to the durable outbox; the next run sends them.
+				for {
+					select {
+					case r := <-l.alertq:
+						if err := l.raiseAlert(context.WithoutCancel(ctx), r.kind, r.message); err != nil {
+							l.log.Error().Err(err).Str("kind", r.kind).Msg("raise alert")
+						}
+					default:
+						return nil
+					}
+				}
+			case r := <-l.alertq:
+				if err := l.raiseAlert(ctx, r.kind, r.message); err != nil && ctx.Err() == nil {
+					l.log.Error().Err(err).Str("kind", r.kind).Msg("raise alert")
+				}
+			}
+		}
+	}, nil
+}
+
+// startMQTT starts the station's MQTT roles (mqtt.broker is set).
+func (l *live) startMQTT(context.Context) (func(context.Context) error, error) {
+	hooks := mqttHooks{
+		trigger: l.trigger,
+		label:   l.label,
+		camera:  l.cameraState,
+		link:    func(state string) { l.setLink("mqtt", state) },
+		status: func(m *cloudsync.StatusMsg) {
+			m.Model = &cloudsync.ModelRef{Name: l.info.Model.Name, Version: l.info.Model.Version, SHA256: l.info.Model.SHA256}
+			m.Provider = l.info.Provider
+			m.AgentVersion = Version
+			m.Camera = l.cameraState()
+		},
+	}
+	if l.cfg.Sync.Enabled() {
+		hooks.syncBacklog = l.st.Backlog
+	}
+	if l.trig == nil {
+		hooks.trigger = nil
+	}
+	r, err := newMQTTRole(l.cfg.MQTT, l.cfg.Station, l.st, hooks, l.log)
+	if err != nil {
+		return nil, err
+	}
+	l.mqtt = r
+	l.setLink("mqtt", cloudsync.ConnConnecting)
+	// The roles stop when the inspection loop has stopped (stop closes l.stopped),
+	// not when Run's context ends, so the last verdict committed while the loop
+	// winds down is still queued and sent.
+	return func(ctx context.Context) error {
+		rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		defer cancel()
+		go func() {
+			select {
+			case <-l.done():
+			case <-rctx.Done():
+			}
+			cancel()
+		}()
+		return r.Run(rctx)
+	}, nil
+}
+
+// mqttCommitted is called by committed for every verdict; it does not block.
+func (l *live) mqttCommitted() {
+	if l.mqtt != nil {
+		l.mqtt.verdictCommitted()
+	}
+}

@@ -1,0 +1,126 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/takt-edge/takt/cloudsync"
+)
+
+// MQTTConfig is the `mqtt:` section: the station's MQTT roles (status, verdict
+// and alert messages through a durable outbox, cmd/trigger and cmd/label). MQTT
+// is off while mqtt.broker is empty.
+type MQTTConfig struct {
+	// Broker, ClientID, Username, Password, TLS, KeepAlive, CleanSession,
+	// ConnectTimeout, ReconnectMin, ReconnectMax and PublishTimeout are the
+	// connection (see cloudsync.MQTTConfig). Env TAKT_MQTT_BROKER,
+	// TAKT_MQTT_USERNAME, TAKT_MQTT_PASSWORD. ClientID defaults to
+	// "takt-{station}".
+	Broker         string            `yaml:"broker"`
+	ClientID       string            `yaml:"client_id"`
+	Username       string            `yaml:"username"`
+	Password       cloudsync.Secret  `yaml:"password"`
+	TLS            cloudsync.MQTTTLS `yaml:"tls"`
+	KeepAlive      time.Duration     `yaml:"keepalive"`
+	CleanSession   bool              `yaml:"clean_session"`
+	ConnectTimeout time.Duration     `yaml:"connect_timeout"`
+	ReconnectMin   time.Duration     `yaml:"reconnect_min"`
+	ReconnectMax   time.Duration     `yaml:"reconnect_max"`
+	PublishTimeout time.Duration     `yaml:"publish_timeout"`
+
+	// Site and Line are the topic levels above the station:
+	// takt/v1/{site}/{line}/{station}/. Defaults "site-1", "line-1".
+	Site string `yaml:"site"`
+	Line string `yaml:"line"`
+	// Verdicts publishes one message per part on verdict. Default true.
+	Verdicts bool `yaml:"verdicts"`
+	// StatusInterval is how often the retained status is refreshed. Default 30s.
+	StatusInterval time.Duration `yaml:"status_interval"`
+	// AlertBurst alerts of one kind are sent per AlertWindow; the rest are
+	// folded into one summary alert at the end of the window. Defaults 10, 1m.
+	AlertBurst  int           `yaml:"alert_burst"`
+	AlertWindow time.Duration `yaml:"alert_window"`
+	// SyncBacklogAge raises a sync_backlog alert when the oldest verdict
+	// waiting for upload is older than this (sync enabled). Default 1h.
+	SyncBacklogAge time.Duration `yaml:"sync_backlog_age"`
+	// OutboxMax bounds the messages kept for the broker; beyond it the
+	// oldest verdict messages are dropped first (then alerts), with an alert.
+	// Default 100000.
+	OutboxMax int `yaml:"outbox_max"`
+	// DrainTimeout is how long a stopping agent keeps sending queued
+	// messages to a connected broker. Default 2s.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+}
+
+func defaultMQTTConfig() MQTTConfig {
+	d := cloudsync.DefaultMQTTConfig()
+	return MQTTConfig{
+		KeepAlive: d.KeepAlive, CleanSession: d.CleanSession, ConnectTimeout: d.ConnectTimeout,
+		ReconnectMin: d.ReconnectMin, ReconnectMax: d.ReconnectMax, PublishTimeout: d.PublishTimeout,
+		Site: "site-1", Line: "line-1", Verdicts: true, StatusInterval: 30 * time.Second,
+		AlertBurst: 10, AlertWindow: time.Minute, SyncBacklogAge: time.Hour, OutboxMax: 100000,
+		DrainTimeout: 2 * time.Second,
+	}
+}
+
+// Enabled reports whether a broker is configured.
+func (m MQTTConfig) Enabled() bool { return m.conn("").Enabled() }
+
+// conn is the connection part, with the client id defaulted for station.
+func (m MQTTConfig) conn(station string) cloudsync.MQTTConfig {
+	id := m.ClientID
+	if id == "" && station != "" {
+		id = "takt-" + station
+	}
+	return cloudsync.MQTTConfig{
+		Broker: m.Broker, ClientID: id, Username: m.Username, Password: m.Password, TLS: m.TLS,
+		KeepAlive: m.KeepAlive, CleanSession: m.CleanSession, ConnectTimeout: m.ConnectTimeout,
+		ReconnectMin: m.ReconnectMin, ReconnectMax: m.ReconnectMax, PublishTimeout: m.PublishTimeout,
+	}
+}
+
+// loadMQTTSettings resolves the TLS file paths against the config file's
+// folder base and applies TAKT_MQTT_BROKER, TAKT_MQTT_USERNAME and
+// TAKT_MQTT_PASSWORD.
+func (c *Config) loadMQTTSettings(base string, lookup func(string) (string, bool)) {
+	for _, p := range []*string{&c.MQTT.TLS.CA, &c.MQTT.TLS.Cert, &c.MQTT.TLS.Key} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(base, *p)
+		}
+	}
+	conn := c.MQTT.conn("")
+	conn.ApplyEnv(lookup)
+	c.MQTT.Broker, c.MQTT.Username, c.MQTT.Password = conn.Broker, conn.Username, conn.Password
+}
+
+// validate checks the mqtt: section when MQTT is enabled.
+func (m MQTTConfig) validate(station string) error {
+	if !m.Enabled() {
+		return nil
+	}
+	errs := []error{m.conn(station).Validate()}
+	if _, err := cloudsync.NewTopics(m.Site, m.Line, station); err != nil {
+		errs = append(errs, fmt.Errorf("mqtt: topic levels: %w (mqtt.site, mqtt.line and station may not hold '/', '+', '#' or spaces)", err))
+	}
+	if m.StatusInterval < time.Second {
+		errs = append(errs, fmt.Errorf("mqtt.status_interval: %v, want at least 1s", m.StatusInterval))
+	}
+	if m.AlertBurst < 1 {
+		errs = append(errs, fmt.Errorf("mqtt.alert_burst: %d, want at least 1", m.AlertBurst))
+	}
+	if m.AlertWindow < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("mqtt.alert_window: %v, want at least 100ms", m.AlertWindow))
+	}
+	if m.SyncBacklogAge <= 0 {
+		errs = append(errs, fmt.Errorf("mqtt.sync_backlog_age: %v, want > 0", m.SyncBacklogAge))
+	}
+	if m.OutboxMax < 100 {
+		errs = append(errs, fmt.Errorf("mqtt.outbox_max: %d, want at least 100", m.OutboxMax))
+	}
+	if m.DrainTimeout < 0 {
+		errs = append(errs, fmt.Errorf("mqtt.drain_timeout: %v, want >= 0", m.DrainTimeout))
+	}
+	return errors.Join(errs...)
+}
