@@ -9,11 +9,12 @@ export PATH := $(DEPS)/bin:$(PATH)
 
 DEMO_DIR := demo
 DEMO_PARTS ?=
+DEMO_HTTP ?= 127.0.0.1:8080
 # Where the synthetic part's serial number and 2D code are printed (they change per part).
 DEMO_MARKING := 274,106,520,202
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all deps build test demo bench lint onnxpb clean
+.PHONY: all deps build test soak demo bench lint onnxpb clean
 
 all: build
 
@@ -23,9 +24,22 @@ deps:
 build: deps
 	$(GO) build -o bin/ ./agent/cmd/takt-agent ./agent/cmd/takt
 
+# test: every package under the race detector, except the synthetic-part renderer (pure
+# pixel loops, 10x slower under -race and single-goroutine); then the tests shortened under
+# -race at full length, and the OpenCV Mat leak check.
+RACE_PKGS = $$($(GO) list ./... | grep -v /camera/synth)
 test: deps
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./camera/synth/
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run 'TestPLCServerThousandTriggers' ./agent/
+	$(GO) test -tags matprofile -count=1 -run MatProfile ./camera/
+
+# soak: the store-and-forward fault tests at length: outages of minutes, 20 SIGKILLs of the
+# syncing agent (make test runs them shortened).
+SOAK_TIMEOUT ?= 60m
+soak: deps
+	TAKT_SOAK=1 $(GO) test -race -count=1 -timeout $(SOAK_TIMEOUT) -run 'TestSync|TestCrash|TestImageQuota' -v ./agent/store/ ./agent/
 
 lint:
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -48,7 +62,13 @@ demo: build
 	bin/takt model train --data $(DEMO_DIR)/train --out $(DEMO_DIR)/model.onnx --name demo-part --version 1.0.0 \
 		--ignore $(DEMO_MARKING)
 	@cp testdata/demo/agent.yaml $(DEMO_DIR)/agent.yaml
-	bin/takt-agent --config $(DEMO_DIR)/agent.yaml $(if $(DEMO_PARTS),--max-parts $(DEMO_PARTS),) || [ $$? -eq 130 ]
+	@packaging/demo-s3.sh start $(DEMO_DIR)
+	@packaging/demo-mqtt.sh start $(DEMO_DIR)
+	@echo "demo: operator page http://$(DEMO_HTTP)/  (metrics http://$(DEMO_HTTP)/metrics)"
+	set -a; . $(DEMO_DIR)/s3.env; . $(DEMO_DIR)/mqtt.env; set +a; \
+		trap 'packaging/demo-s3.sh stop $(DEMO_DIR); packaging/demo-mqtt.sh stop $(DEMO_DIR)' EXIT; \
+		TAKT_HTTP_LISTEN=$(DEMO_HTTP) bin/takt-agent --config $(DEMO_DIR)/agent.yaml $(if $(DEMO_PARTS),--max-parts $(DEMO_PARTS),) || [ $$? -eq 130 ]
+	@bin/takt store backlog --data-dir $(DEMO_DIR)/data
 	@bin/takt eval --data-dir $(DEMO_DIR)/data --labels $(DEMO_DIR)/line/labels.csv
 	@echo "demo: $$(bin/takt store counts --data-dir $(DEMO_DIR)/data)"
 

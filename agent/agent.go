@@ -8,12 +8,14 @@ import (
 	"math"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/models"
 )
 
@@ -22,6 +24,9 @@ type Agent struct {
 	cfg     Config
 	log     zerolog.Logger
 	summary Summary
+	hooks   // the live view the HTTP, PLC and systemd services reach while Run runs
+	// uploader is the S3 uploader while Run runs with sync enabled, for status and metrics.
+	uploader atomic.Pointer[cloudsync.Uploader]
 }
 
 // Summary counts what a Run did.
@@ -50,14 +55,14 @@ func (a *Agent) Summary() Summary { return a.summary }
 // Run inspects parts until ctx is done, the source ends or MaxParts parts are committed.
 // It returns nil in those cases and an error when the store, model or camera fails to open
 // or the camera fails for good.
-func (a *Agent) Run(ctx context.Context) error {
+func (a *Agent) Run(ctx context.Context) (err error) {
 	start := time.Now()
 	if err := models.InitONNXRuntime(a.cfg.ONNXRuntimeLib); err != nil {
 		return err
 	}
-	rt, err := models.LoadRuntime(a.cfg.Model.Path, models.RuntimeOptions{})
+	rt, err := a.loadModel(ctx)
 	if err != nil {
-		return fmt.Errorf("model %s: %w", a.cfg.Model.Path, err)
+		return err
 	}
 	defer rt.Close()
 	info := rt.Info()
@@ -69,17 +74,30 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("model.threshold: model %s carries no threshold; set model.threshold in the config", a.cfg.Model.Path)
 	}
 
-	st, err := store.Open(a.cfg.DataDir, store.Options{Logger: a.log})
+	st, err := store.Open(a.cfg.DataDir, a.storeOptions())
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 
-	src, err := camera.Open(a.cfg.Camera)
+	// Sinks before sources: the uploader starts before the camera opens and stops after
+	// the loop; a normal end (source ended, max_parts) first drains the backlog.
+	ctx, stopSync, err := a.startSync(ctx, st)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, stopSync(err == nil)) }()
+
+	src, err := a.openCameras()
 	if err != nil {
 		return err
 	}
 	defer src.Close()
+	svc, err := a.startServices(ctx, rt, info, threshold, st, src)
+	if err != nil {
+		return err
+	}
+	defer svc.stop()
 
 	a.log.Info().Str("model", info.Model.Name).Str("model_version", info.Model.Version).Str("model_sha256", info.Model.SHA256).
 		Str("provider", info.Provider).Float64("threshold", threshold).Str("camera", a.cfg.Camera.ID).
@@ -104,14 +122,19 @@ func (a *Agent) Run(ctx context.Context) error {
 		case ctx.Err() != nil:
 			return nil
 		case errors.As(err, &frameErr):
-			frame = camera.Frame{CameraID: frameErr.CameraID, Seq: frameErr.Seq, Time: time.Now(), Origin: frameErr.Origin}
+			frame = camera.Frame{CameraID: frameErr.CameraID, Seq: frameErr.Seq, Time: time.Now(), Origin: frameErr.Origin, Serial: frameErr.Serial}
+		case errors.Is(err, camera.ErrStalled):
+			continue // no part was captured; the camera logs the outage and reconnects
 		case err != nil:
 			return fmt.Errorf("camera %s: %w", a.cfg.Camera.ID, err)
 		}
+		svc.begin()
 		v, lat, err := a.inspect(ctx, rt, info, threshold, st, frame, err)
 		if err != nil {
 			return err
 		}
+		svc.committed(v, frame, lat)
+		src.Recycle(frame)
 		latencies = append(latencies, lat)
 		a.summary.Parts++
 		switch v.Decision {
@@ -146,6 +169,9 @@ func (a *Agent) inspect(ctx context.Context, rt *models.Runtime, info models.Inf
 		partCtx, cancel := context.WithDeadline(ctx, captured.Add(a.cfg.Deadline))
 		res, err := rt.Infer(partCtx, frame)
 		cancel()
+		if res.Provider != "" {
+			v.Provider = res.Provider // changes when a background TensorRT build completes
+		}
 		elapsed := time.Since(captured)
 		v.Decision, v.Reason = decide(res.Score, err, threshold, elapsed, a.cfg.Deadline)
 		v.Latency.DecideMs = ms(elapsed)
@@ -198,6 +224,9 @@ func (a *Agent) keepImage(decision string) bool {
 
 // serialOf names the part: the image file name for a folder source, else camera and sequence.
 func serialOf(f camera.Frame) string {
+	if f.Serial != "" {
+		return f.Serial
+	}
 	if ext := filepath.Ext(f.Origin); ext != "" && !slices.Contains([]rune(ext), '#') {
 		return filepath.Base(f.Origin[:len(f.Origin)-len(ext)])
 	}

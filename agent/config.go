@@ -23,12 +23,18 @@ type Config struct {
 	DataDir string `yaml:"data_dir"`
 	// Camera is the frame source.
 	Camera camera.Config `yaml:"camera"`
+	// Cameras lists several cameras with distinct ids instead of Camera; see CameraConfigs.
+	Cameras []camera.Config `yaml:"cameras"`
 	// Model is the ONNX model that scores each part.
 	Model ModelConfig `yaml:"model"`
 	// Deadline is the time a part may take from capture to decision; later is NO_DECISION.
 	Deadline time.Duration `yaml:"deadline"`
 	// Images says which part images are kept in the store.
 	Images ImagesConfig `yaml:"images"`
+	// Store bounds the disk the verdict store uses: quotas, ages, eviction order.
+	Store StoreConfig `yaml:"store"`
+	// Sync uploads verdicts and images to S3-compatible storage; off without sync.endpoint.
+	Sync SyncConfig `yaml:"sync"`
 	// MaxParts stops the agent after this many parts; 0 runs until stopped or the source ends.
 	MaxParts int `yaml:"max_parts"`
 	// ONNXRuntimeLib is the path of libonnxruntime.so; empty searches the usual places
@@ -36,15 +42,32 @@ type Config struct {
 	ONNXRuntimeLib string `yaml:"onnxruntime_lib"`
 	// Log sets the log level and format.
 	Log LogConfig `yaml:"log"`
+	// HTTP serves the operator page, the API, /metrics and health; off by default.
+	HTTP HTTPConfig `yaml:"http"`
+	// PLC is the Modbus TCP handshake with the line; off by default.
+	PLC PLCConfig `yaml:"plc"`
+	// MQTT publishes status, verdicts and alerts and takes commands; off without mqtt.broker.
+	MQTT MQTTConfig `yaml:"mqtt"`
 }
 
 // ModelConfig names the model and its decision threshold.
 type ModelConfig struct {
-	// Path is the ONNX model file.
+	// Path is a plain ONNX model file; set it or Bundle.
 	Path string `yaml:"path"`
+	// Bundle is a signed model bundle (tar); it must be signed by one of TrustedKeys.
+	Bundle string `yaml:"bundle"`
+	// TrustedKeys are public key files (PEM, as takt model keygen writes KEYFILE.pub).
+	TrustedKeys []string `yaml:"trusted_keys"`
 	// Threshold overrides the threshold stored in the model: a score above it is FAIL.
 	// 0 uses the model's own.
 	Threshold float64 `yaml:"threshold"`
+	// Providers is the execution provider chain, tried in order; default [cpu].
+	Providers []string `yaml:"providers"`
+	// Require names a provider that must serve (a startup error otherwise); empty allows
+	// falling back, reported as degraded.
+	Require string `yaml:"require"`
+	// GPU holds the TensorRT and CUDA options.
+	GPU GPUConfig `yaml:"gpu"`
 }
 
 // ImagesConfig says which part images are kept and how they are encoded.
@@ -80,7 +103,12 @@ func DefaultConfig() Config {
 		Camera:   camera.DefaultConfig(),
 		Deadline: 500 * time.Millisecond,
 		Images:   ImagesConfig{Keep: KeepAll, Format: "jpg", JPEGQuality: 90},
+		Store:    defaultStoreConfig(),
+		Sync:     defaultSyncConfig(),
 		Log:      LogConfig{Level: "info", Format: "console"},
+		HTTP:     defaultHTTPConfig(),
+		PLC:      defaultPLCConfig(),
+		MQTT:     defaultMQTTConfig(),
 	}
 }
 
@@ -96,17 +124,34 @@ func LoadConfig(path string) (Config, error) {
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
 	}
 	base := filepath.Dir(path)
-	for _, p := range []*string{&cfg.DataDir, &cfg.Camera.Path, &cfg.Model.Path, &cfg.ONNXRuntimeLib} {
+	for i := range cfg.Cameras {
+		if p := &cfg.Cameras[i].Path; *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(base, *p)
+		}
+	}
+	for _, p := range []*string{&cfg.DataDir, &cfg.Camera.Path, &cfg.Model.Path, &cfg.ONNXRuntimeLib, &cfg.HTTP.TLSCert, &cfg.HTTP.TLSKey} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
 		}
 	}
+	cfg.Model.resolvePaths(base)
 	if v := os.Getenv("TAKT_DATA_DIR"); v != "" {
 		cfg.DataDir = v
+	}
+	if v := os.Getenv("TAKT_HTTP_LISTEN"); v != "" {
+		cfg.HTTP.Listen = v
+	}
+	if v := os.Getenv("TAKT_HTTP_TOKEN"); v != "" {
+		cfg.HTTP.Token = v
+	}
+	if v := os.Getenv("TAKT_HTTP_PASSWORD"); v != "" {
+		cfg.HTTP.Password = v
 	}
 	if v := os.Getenv("TAKT_STATION"); v != "" {
 		cfg.Station = v
 	}
+	cfg.loadSyncSettings(base, os.LookupEnv)
+	cfg.loadMQTTSettings(base, os.LookupEnv)
 	if err := cfg.Validate(); err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -132,12 +177,10 @@ func (c Config) Validate() error {
 	if strings.TrimSpace(c.DataDir) == "" {
 		errs = append(errs, errors.New("data_dir: must not be empty"))
 	}
-	if err := c.Camera.Validate(); err != nil {
+	if err := c.validateCameras(); err != nil {
 		errs = append(errs, err)
 	}
-	if strings.TrimSpace(c.Model.Path) == "" {
-		errs = append(errs, errors.New("model.path: must name an ONNX model file"))
-	}
+	errs = append(errs, c.Model.validate()...)
 	if c.Model.Threshold < 0 {
 		errs = append(errs, fmt.Errorf("model.threshold: %v must be >= 0 (0 uses the model's threshold)", c.Model.Threshold))
 	}
@@ -162,6 +205,16 @@ func (c Config) Validate() error {
 	if c.Log.Format != "console" && c.Log.Format != "json" {
 		errs = append(errs, fmt.Errorf("log.format: %q is not one of console, json", c.Log.Format))
 	}
+	if err := c.HTTP.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.PLC.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.MQTT.validate(c.Station); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, c.validateStoreSync()...)
 	return errors.Join(errs...)
 }
 
@@ -189,6 +242,14 @@ func decodeStrict(data []byte, out any) error {
 }
 
 func checkKeys(n *yaml.Node, t reflect.Type, prefix string) error {
+	if t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode {
+		for i, item := range n.Content {
+			if err := checkKeys(item, t.Elem(), fmt.Sprintf("%s[%d].", strings.TrimSuffix(prefix, "."), i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	if t.Kind() != reflect.Struct || n.Kind != yaml.MappingNode || t == reflect.TypeOf(time.Time{}) {
 		return nil
 	}

@@ -9,6 +9,14 @@
 // Run opens the store, the model and the camera, inspects parts until the context ends, the
 // source is exhausted or MaxParts is reached, and closes everything before it returns.
 //
+// # Line and operators
+//
+// While Run runs, and as configured, it serves the operator page, the HTTP API, /metrics,
+// /healthz and /readyz (http.go, web/), answers the PLC over Modbus TCP (plc.go) and talks
+// to systemd (sdnotify.go). They see the loop through one hook per part (live.go):
+// Agent.Label and Agent.Trigger are the one path for labels and triggers from the page,
+// the API, the PLC and MQTT.
+//
 // # Caveats
 //
 // A verdict is durable when Run logs it ("part committed"); a SIGKILL after that loses

@@ -78,6 +78,7 @@ type live struct {
 	httpAddr atomic.Value  // string: the address the HTTP server listens on
 	plc      *plc          // nil when plc.mode is off
 	mqtt     *mqttRole     // nil when mqtt.broker is empty
+	alertq   chan alertReq // alerts raised where the caller must not block (store, PLC)
 	stopped  chan struct{} // closed by stop
 
 	cancel context.CancelFunc
@@ -128,7 +129,7 @@ func (a *Agent) startServices(ctx context.Context, rt *models.Runtime, info mode
 	if a.cfg.MQTT.Enabled() {
 		starters = append(starters, l.startMQTT)
 	}
-	starters = append(starters, l.startRenderer, l.startSystemd)
+	starters = append(starters, l.startRenderer, l.startSystemd, l.startAlerts)
 	for _, start := range starters {
 		run, err := start(sctx)
 		if err != nil {
@@ -150,6 +151,10 @@ func (a *Agent) startServices(ctx context.Context, rt *models.Runtime, info mode
 		}()
 	}
 	a.live.Store(l)
+	if info.Degraded {
+		l.alertAsync(cloudsync.AlertProviderFallback, fmt.Sprintf("model %s runs on %s, not the first provider of model.providers: %s",
+			info.Model.Name, info.Provider, info.Fallback))
+	}
 	return l, nil
 }
 
@@ -183,7 +188,7 @@ func (l *live) committed(v store.Verdict, f camera.Frame, total time.Duration) {
 	l.m.observe(v, total)
 	l.yield.add(v.Time, v.Decision)
 	if v.Decision == store.NoDecision {
-		l.alerts.add("no_decision", fmt.Sprintf("part %s: %s", v.Serial, v.Reason))
+		l.alerts.add("no_decision", fmt.Sprintf("part %s: %s", v.Serial, v.Reason)) // MQTT raises its own per verdict
 	}
 	if h := l.a.onCommit; h != nil {
 		h(v, f)

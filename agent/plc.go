@@ -200,7 +200,7 @@ func (p *plc) write(off int, vals []uint16) {
 	ch, cancel, err := p.l.trigger(serial, at)
 	if err != nil {
 		p.log.Warn().Err(err).Uint16("trigger_seq", seq).Str("serial", serial).Msg("trigger rejected; fail-safe answered")
-		p.l.alerts.add("plc", fmt.Sprintf("trigger %d (%s) rejected: %v", seq, serial, err))
+		p.l.alertAsync("plc", fmt.Sprintf("trigger %d (%s) rejected: %v", seq, serial, err))
 		p.failSafe(seq, at, ResultRejected)
 		return
 	}
@@ -220,7 +220,7 @@ func (p *plc) wait(seq uint16, at time.Time, ch <-chan store.Verdict, cancel fun
 	case <-t.C:
 		cancel()
 		p.log.Warn().Uint16("trigger_seq", seq).Dur("answer_timeout", p.timeout).Msg("no verdict in time; fail-safe answered")
-		p.l.alerts.add("plc", fmt.Sprintf("trigger %d: no verdict within %s, fail-safe %s", seq, p.timeout, p.cfg.FailSafe))
+		p.l.alertAsync("plc", fmt.Sprintf("trigger %d: no verdict within %s, fail-safe %s", seq, p.timeout, p.cfg.FailSafe))
 		p.failSafe(seq, at, ResultTimeout)
 	}
 }

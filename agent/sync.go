@@ -19,7 +19,12 @@ const pruneInterval = time.Minute
 // storeOptions opens the store with the configured policy; without sync the
 // outbox is off, so nothing waits for an upload that never comes.
 func (a *Agent) storeOptions() store.Options {
-	return store.Options{Logger: a.log, Policy: a.cfg.Store, DisableOutbox: !a.cfg.Sync.Enabled()}
+	return store.Options{Logger: a.log, Policy: a.cfg.Store, DisableOutbox: !a.cfg.Sync.Enabled(),
+		OnDegraded: func(reason string) {
+			if l := a.live.Load(); l != nil {
+				l.alertAsync(cloudsync.AlertDiskQuota, "store: "+reason)
+			}
+		}}
 }
 
 // startSync starts what runs beside the inspection loop, before the loop's

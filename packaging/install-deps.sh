@@ -7,7 +7,11 @@
 #                        the npm package onnxruntime-node@1.24.1 (npm pack, no install scripts),
 #                        else from the official release archive
 #   Mosquitto            Debian/Ubuntu mosquitto (tests start their own broker on loopback)
+#   camera test streams  ffmpeg (HTTP MJPEG server), GStreamer RTSP server for Python
+#                        (python3-gi gir1.2-gst-rtsp-server-1.0), gstreamer1.0-plugins-base,
+#                        -good (RTP) and -ugly (x264enc)
 #   versitygw v1.8.0     S3 server for tests, `go install` into .deps/bin
+#   Chromium             Debian chromium (+ fonts-dejavu-core), headless, for the operator page test
 #
 # Idempotent: a second run only checks. `--check` reports what is missing and installs nothing.
 # Project-local files go to .deps/ (ignored by git).
@@ -43,7 +47,15 @@ arch_release() {
 
 have_opencv() { pkg-config --exists opencv4 2>/dev/null; }
 have_mosquitto() { command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]]; }
+# Camera tests: file checks only (no python or gst-inspect start-up), so a second run is fast.
+gst_plugin() { compgen -G "/usr/lib/*/gstreamer-1.0/libgst$1.so" >/dev/null || compgen -G "/usr/lib/gstreamer-1.0/libgst$1.so" >/dev/null; }
+have_camera_streams() {
+	command -v ffmpeg >/dev/null 2>&1 && [[ -f /usr/lib/python3/dist-packages/gi/__init__.py ]] &&
+		compgen -G "/usr/lib/*/girepository-1.0/GstRtspServer-1.0.typelib" >/dev/null &&
+		gst_plugin videotestsrc && gst_plugin rtp && gst_plugin x264
+}
 have_versitygw() { [[ -x "$DEPS/bin/versitygw" ]] || command -v versitygw >/dev/null 2>&1; }
+have_chromium() { command -v chromium >/dev/null 2>&1 && [[ -d /usr/share/fonts/truetype/dejavu ]]; }
 # The Makefile points ONNXRUNTIME_LIB at the project-local copy; only another path is the
 # user's own library.
 if [[ "${ONNXRUNTIME_LIB:-}" == "$DEPS/lib/libonnxruntime.so.1" ]]; then
@@ -63,8 +75,10 @@ command -v go >/dev/null 2>&1 || die "Go is not installed; install Go 1.22 or ne
 
 have_opencv || missing+=(opencv)
 have_mosquitto || missing+=(mosquitto)
+have_camera_streams || missing+=(camera-test-streams)
 have_ort || missing+=(onnxruntime)
 have_versitygw || missing+=(versitygw)
+have_chromium || missing+=(chromium)
 
 if [[ ${#missing[@]} -eq 0 ]]; then
 	say "all present: OpenCV $(pkg-config --modversion opencv4), ONNX Runtime at $(ort_lib_path), mosquitto, versitygw"
@@ -78,6 +92,8 @@ fi
 apt_packages=()
 have_opencv || apt_packages+=(libopencv-dev pkg-config)
 have_mosquitto || apt_packages+=(mosquitto)
+have_chromium || apt_packages+=(chromium fonts-dejavu-core)
+have_camera_streams || apt_packages+=(ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly)
 if [[ ${#apt_packages[@]} -gt 0 ]]; then
 	command -v apt-get >/dev/null 2>&1 ||
 		die "need ${apt_packages[*]} but apt-get is not available; install OpenCV 4 dev files (pkg-config name opencv4) and mosquitto with your package manager"
@@ -92,6 +108,8 @@ if [[ ${#apt_packages[@]} -gt 0 ]]; then
 		die "apt-get install ${apt_packages[*]} failed"
 	have_opencv || die "libopencv-dev installed but pkg-config does not find opencv4"
 	have_mosquitto || die "mosquitto installed but not found on PATH or in /usr/sbin"
+	have_chromium || die "chromium installed but not found on PATH"
+	have_camera_streams || die "camera test packages installed but ffmpeg, GstRtspServer-1.0.typelib or the GStreamer videotestsrc/rtp/x264 plugins are still missing"
 fi
 
 if ! have_ort; then

@@ -14,11 +14,19 @@ const usage = `usage: takt <command> [flags]
 
 commands:
   synth          render synthetic parts (training classes or a production run)
-  model train    train the template anomaly model from good images
-  model inspect  show a model's inputs, outputs and Takt metadata
+  model train    train the template anomaly model from good images (.onnx, or a signed .tar bundle)
+  model inspect  show a model's or bundle's inputs, outputs, manifest and Takt metadata
+  model keygen   make an ed25519 key pair for signing model bundles
+  model sign     sign a manifest, an ONNX model and golden images into a bundle
+  model verify   check a bundle's signature, sha256 sums, model and golden set
   store counts   verdict counts of a station's store
   store list     verdicts of a station's store as JSON lines
+  store backlog  verdicts not yet uploaded: count, bytes, age of the oldest
+  store check    verify a stopped agent's store (bbolt pages, outbox, image index)
+  store compact  shrink a stopped agent's takt.db (bbolt never shrinks by itself)
   eval           compare stored verdicts with ground-truth labels
+  alerts         print the alerts of stations from an MQTT broker, de-duplicated
+  firmware       signed agent releases: pack, sign, verify, install (A/B, rollback), recover, status
 
 Run "takt <command> -h" for a command's flags.
 `
@@ -65,12 +73,28 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdModelTrain(rest, stdout, stderr)
 	case "model inspect":
 		return cmdModelInspect(rest, stdout, stderr)
+	case "model keygen":
+		return cmdModelKeygen(rest, stdout, stderr)
+	case "model sign":
+		return cmdModelSign(rest, stdout, stderr)
+	case "model verify":
+		return cmdModelVerify(rest, stdout, stderr)
 	case "store counts":
 		return cmdStoreCounts(rest, stdout, stderr)
 	case "store list":
 		return cmdStoreList(rest, stdout, stderr)
+	case "store backlog":
+		return cmdStoreBacklog(rest, stdout, stderr)
+	case "store check":
+		return cmdStoreCheck(rest, stdout, stderr)
+	case "store compact":
+		return cmdStoreCompact(rest, stdout, stderr)
+	case "alerts":
+		return cmdAlerts(rest, stdout, stderr)
 	case "eval":
 		return cmdEval(rest, stdout, stderr)
+	case "firmware":
+		return cmdFirmware(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

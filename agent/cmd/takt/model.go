@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models"
@@ -17,7 +21,10 @@ import (
 func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("model train", stderr)
 	data := fs.String("data", "", "folder with good/ images (required)")
-	out := fs.String("out", "", "ONNX model file to write (required)")
+	out := fs.String("out", "", "model to write (required): FILE.onnx (plain ONNX) or FILE.tar (signed bundle, needs --key)")
+	key := fs.String("key", "", "private key file (takt model keygen) to sign a .tar bundle with")
+	goldenN := fs.Int("golden", 3, "good images to put in a bundle's golden set with their scores")
+	dataset := fs.String("dataset", "", "dataset id recorded in a bundle's manifest")
 	def := models.DefaultTemplateOptions()
 	name := fs.String("name", def.Name, "model name (takt.name)")
 	version := fs.String("version", def.Version, "model version (takt.version)")
@@ -42,6 +49,20 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errors.New("model train: --data and --out are required")
 	}
+	bundle := strings.HasSuffix(*out, ".tar")
+	if bundle && *key == "" {
+		return errors.New("model train: --out " + *out + " is a bundle: give --key KEYFILE to sign it (takt model keygen)")
+	}
+	if !bundle && !strings.HasSuffix(*out, ".onnx") {
+		return errors.New("model train: --out must end in .onnx (plain model) or .tar (signed bundle)")
+	}
+	var priv ed25519.PrivateKey
+	if bundle {
+		var err error
+		if priv, err = models.ReadPrivateKey(*key); err != nil {
+			return err
+		}
+	}
 	goodDir := filepath.Join(*data, "good")
 	good, err := readFolder(goodDir, *maxTrain)
 	if err != nil {
@@ -64,7 +85,11 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := tm.WriteFile(*out); err != nil {
+	if bundle {
+		if err := writeTrainedBundle(*out, tm, good, *goldenN, *dataset, priv); err != nil {
+			return err
+		}
+	} else if err := tm.WriteFile(*out); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "train: wrote %s (%s %s, input %s, threshold %.4g, good scores max %.4g over %d folds, sha256 %s)\n",
@@ -110,6 +135,151 @@ func readFolder(dir string, max int) ([]camera.Frame, error) {
 	return frames, nil
 }
 
+// writeTrainedBundle signs the trained model into a bundle whose golden set is the first n
+// good images (PNG) with the scores the model gives them.
+func writeTrainedBundle(path string, tm *models.TrainedModel, good []camera.Frame, n int, dataset string, key ed25519.PrivateKey) error {
+	m, err := tm.Manifest()
+	if err != nil {
+		return err
+	}
+	m.Dataset = dataset
+	files := map[string][]byte{}
+	if n > 0 {
+		m.Golden = &models.GoldenSet{}
+		for i, f := range good[:min(n, len(good))] {
+			png, err := camera.Encode(f, "png", 0)
+			if err != nil {
+				return fmt.Errorf("golden image %d: %w", i, err)
+			}
+			name := fmt.Sprintf("golden/%04d.png", i+1)
+			files[name] = png
+			m.Golden.Cases = append(m.Golden.Cases, models.GoldenCase{File: name, Score: tm.TrainScores[i]})
+		}
+	}
+	return models.WriteBundleFile(path, m, tm.ONNX, files, key)
+}
+
+func cmdModelKeygen(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("model keygen", stderr)
+	out := fs.String("out", "", "private key file to write (mode 0600); the public key goes to FILE.pub (required)")
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	if *out == "" {
+		fs.Usage()
+		return errors.New("model keygen: --out is required")
+	}
+	pub, err := models.WriteKeyPair(*out)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "keygen: private key %s (keep it secret), public key %s.pub, key id %s\n", *out, *out, models.KeyID(pub))
+	return nil
+}
+
+func cmdModelSign(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("model sign", stderr)
+	manifestPath := fs.String("manifest", "", "manifest JSON without files (required); see the README")
+	modelPath := fs.String("model", "", "ONNX model (required)")
+	golden := fs.String("golden", "", "folder whose files go into the bundle as golden/<name>")
+	key := fs.String("key", "", "private key file (required)")
+	out := fs.String("out", "", "bundle to write, FILE.tar (required)")
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	if *manifestPath == "" || *modelPath == "" || *key == "" || *out == "" {
+		fs.Usage()
+		return errors.New("model sign: --manifest, --model, --key and --out are required")
+	}
+	raw, err := os.ReadFile(*manifestPath)
+	if err != nil {
+		return err
+	}
+	var m models.Manifest
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return fmt.Errorf("manifest %s: %w", *manifestPath, err)
+	}
+	onnx, err := os.ReadFile(*modelPath)
+	if err != nil {
+		return err
+	}
+	files := map[string][]byte{}
+	if *golden != "" {
+		entries, err := os.ReadDir(*golden)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if e.Type().IsRegular() {
+				data, err := os.ReadFile(filepath.Join(*golden, e.Name()))
+				if err != nil {
+					return err
+				}
+				files["golden/"+e.Name()] = data
+			}
+		}
+	}
+	priv, err := models.ReadPrivateKey(*key)
+	if err != nil {
+		return err
+	}
+	if err := models.WriteBundleFile(*out, m, onnx, files, priv); err != nil {
+		return fmt.Errorf("model sign: %w", err)
+	}
+	fmt.Fprintf(stdout, "sign: wrote %s (%s %s, %d golden files, key id %s)\n", *out, m.Name, m.Version, len(files),
+		models.KeyID(priv.Public().(ed25519.PublicKey)))
+	return nil
+}
+
+func cmdModelVerify(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("model verify", stderr)
+	var keyFiles []string
+	fs.Func("key", "trusted public key file, KEYFILE.pub (repeatable, required)", func(v string) error {
+		keyFiles = append(keyFiles, v)
+		return nil
+	})
+	providers := fs.String("providers", "cpu", "execution provider chain to load the model on, e.g. tensorrt,cuda,cpu")
+	if err := parseFlags(fs, args, 1); err != nil {
+		return err
+	}
+	if len(keyFiles) == 0 {
+		fs.Usage()
+		return errors.New("model verify: give at least one --key KEYFILE.pub")
+	}
+	keys, err := models.LoadTrustedKeys(keyFiles...)
+	if err != nil {
+		return err
+	}
+	b, err := models.OpenBundle(fs.Arg(0), keys)
+	if err != nil {
+		return err
+	}
+	if err := models.InitONNXRuntime(""); err != nil {
+		return err
+	}
+	rt, err := models.NewRuntime(context.Background(), b, models.RuntimeOptions{
+		Providers: models.ProviderOptions{Chain: strings.Split(*providers, ",")}})
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	info := rt.Info()
+	golden := 0
+	if b.Manifest.Golden != nil {
+		golden = len(b.Manifest.Golden.Cases)
+	}
+	fmt.Fprintf(stdout, "verify: ok: %s %s signed by key %s, %d files match their sha256, model sha256 %s, loads on %s, golden set %d/%d within tolerance\n",
+		b.Manifest.Name, b.Manifest.Version, b.KeyID, len(b.Manifest.Files), info.Model.SHA256[:12], info.Provider, golden, golden)
+	if info.Degraded {
+		fmt.Fprintf(stdout, "verify: degraded: %s\n", info.Fallback)
+	}
+	return nil
+}
+
+// cmdModelInspect shows a plain ONNX model or a bundle (its signature is not checked: use
+// takt model verify).
 func cmdModelInspect(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("model inspect", stderr)
 	if err := parseFlags(fs, args, 1); err != nil {
@@ -119,17 +289,46 @@ func cmdModelInspect(args []string, stdout, stderr io.Writer) error {
 	if err := models.InitONNXRuntime(""); err != nil {
 		return err
 	}
-	rt, err := models.LoadRuntime(path, models.RuntimeOptions{})
-	if err != nil {
-		return fmt.Errorf("model %s: %w", path, err)
+	var info models.Info
+	if strings.HasSuffix(path, ".tar") {
+		b, err := models.InspectBundle(path)
+		if err != nil {
+			return err
+		}
+		m := b.Manifest
+		fmt.Fprintf(stdout, "bundle:    %s\nsignature: key %s (NOT verified here; run takt model verify)\n", path, orNone(b.KeyID))
+		js, _ := json.MarshalIndent(m, "", "  ")
+		fmt.Fprintf(stdout, "manifest:  %s\n", strings.ReplaceAll(string(js), "\n", "\n           "))
+		rt, err := models.NewRuntime(context.Background(), b, models.RuntimeOptions{Warmup: -1})
+		if err != nil {
+			return err
+		}
+		info = rt.Info()
+		rt.Close()
+	} else {
+		rt, err := models.LoadRuntime(path, models.RuntimeOptions{Warmup: -1})
+		if err != nil {
+			return fmt.Errorf("model %s: %w", path, err)
+		}
+		info = rt.Info()
+		rt.Close()
+		fmt.Fprintf(stdout, "model:     %s\n", path)
 	}
-	defer rt.Close()
-	info := rt.Info()
-	fmt.Fprintf(stdout, "model:     %s\nname:      %s\nversion:   %s\nsha256:    %s\ntask:      %s\ninput:     %s\n",
-		path, info.Model.Name, info.Model.Version, info.Model.SHA256, info.Task, info.Input)
+	fmt.Fprintf(stdout, "name:      %s\nversion:   %s\nsha256:    %s\ntask:      %s\ninput:     %s %s %s\nopset:     %d\n",
+		info.Model.Name, info.Model.Version, info.Model.SHA256, info.Task, info.Input, info.Layout, info.Color, info.Opset)
 	if info.MapWidth > 0 {
 		fmt.Fprintf(stdout, "map:       %dx%d\n", info.MapWidth, info.MapHeight)
 	}
+	if info.Classes > 0 {
+		fmt.Fprintf(stdout, "classes:   %d\n", info.Classes)
+	}
 	fmt.Fprintf(stdout, "threshold: %g\nprovider:  %s\nruntime:   ONNX Runtime %s\n", info.Threshold, info.Provider, models.ONNXRuntimeVersion())
 	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none (unsigned)"
+	}
+	return s
 }

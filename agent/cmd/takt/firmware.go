@@ -1,0 +1,320 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/takt-edge/takt/firmware"
+	"github.com/takt-edge/takt/models"
+)
+
+const firmwareUsage = `usage: takt firmware <command> [flags]
+
+commands:
+  pack     pack an agent binary, default config and notes into a release (signed with --key)
+  sign     sign (or re-sign, or mark as rollback) a release
+  verify   check a release's signature and sha256 sums
+  install  install a release into the inactive slot, restart the agent, commit or roll back
+  recover  finish or roll back an update a crash interrupted (install does this first)
+  status   the slots, the committed version and the last update
+`
+
+// cmdFirmware dispatches "takt firmware ...".
+func cmdFirmware(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, firmwareUsage)
+		return errUsage
+	}
+	switch rest := args[1:]; args[0] {
+	case "pack":
+		return cmdFirmwarePack(rest, stdout, stderr)
+	case "sign":
+		return cmdFirmwareSign(rest, stdout, stderr)
+	case "verify":
+		return cmdFirmwareVerify(rest, stdout, stderr)
+	case "install":
+		return cmdFirmwareInstall(rest, false, stdout, stderr)
+	case "recover":
+		return cmdFirmwareInstall(rest, true, stdout, stderr)
+	case "status":
+		return cmdFirmwareStatus(rest, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, firmwareUsage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "takt: unknown command \"firmware %s\"\n\n%s", args[0], firmwareUsage)
+	return errUsage
+}
+
+func keyFlag(fs *flag.FlagSet, keyFiles *[]string) {
+	fs.Func("key", "trusted public key file, KEYFILE.pub (repeatable, required)", func(v string) error {
+		*keyFiles = append(*keyFiles, v)
+		return nil
+	})
+}
+
+func loadKeys(fs *flag.FlagSet, keyFiles []string) (models.TrustedKeys, error) {
+	if len(keyFiles) == 0 {
+		fs.Usage()
+		return nil, fmt.Errorf("%s: give at least one --key KEYFILE.pub", fs.Name())
+	}
+	return models.LoadTrustedKeys(keyFiles...)
+}
+
+func cmdFirmwarePack(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("firmware pack", stderr)
+	binary := fs.String("binary", "", "agent binary (required)")
+	config := fs.String("config", "", "default agent config (required)")
+	version := fs.String("version", "", "release version, semantic (required)")
+	arch := fs.String("arch", runtime.GOARCH, "GOARCH of the binary")
+	ort := fs.String("onnxruntime", "1.24", "ONNX Runtime version the agent needs")
+	opencv := fs.String("opencv", "4.6", "OpenCV version the agent needs")
+	notes := fs.String("migration", "", "migration notes file (optional)")
+	key := fs.String("key", "", "private key file to sign with (optional: unsigned, sign later)")
+	rollback := fs.Bool("rollback", false, "sign as a rollback (installable over a higher version)")
+	extra := map[string]string{}
+	fs.Func("file", "extra member NAME=PATH, e.g. share/README=README.md (repeatable)", func(v string) error {
+		name, path, ok := strings.Cut(v, "=")
+		if !ok {
+			return errors.New("want NAME=PATH")
+		}
+		extra[name] = path
+		return nil
+	})
+	if err := parseFlags(fs, args, 1); err != nil {
+		return err
+	}
+	if *binary == "" || *config == "" || *version == "" {
+		fs.Usage()
+		return errors.New("firmware pack: --binary, --config and --version are required")
+	}
+	files := map[string][]byte{}
+	for name, path := range map[string]string{firmware.AgentFile: *binary, firmware.ConfigFile: *config} {
+		extra[name] = path
+	}
+	for name, path := range extra {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("firmware pack: %w", err)
+		}
+		files[name] = data
+	}
+	m := firmware.ReleaseManifest{Version: *version, Arch: *arch, ONNXRuntime: *ort, OpenCV: *opencv, Rollback: *rollback}
+	if *notes != "" {
+		data, err := os.ReadFile(*notes)
+		if err != nil {
+			return fmt.Errorf("firmware pack: %w", err)
+		}
+		m.Migration = string(data)
+	}
+	var k ed25519.PrivateKey
+	if *key != "" {
+		var err error
+		if k, err = models.ReadPrivateKey(*key); err != nil {
+			return err
+		}
+	}
+	var buf bytes.Buffer
+	if err := firmware.BuildRelease(&buf, m, files, k); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(fs.Arg(0), buf.Bytes()); err != nil {
+		return err
+	}
+	state := "unsigned (run takt firmware sign)"
+	if *key != "" {
+		state = "signed"
+	}
+	fmt.Fprintf(stdout, "pack: %s: release %s for %s, %d files, %s\n", fs.Arg(0), *version, *arch, len(files), state)
+	return nil
+}
+
+func cmdFirmwareSign(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("firmware sign", stderr)
+	key := fs.String("key", "", "private key file (required)")
+	out := fs.String("out", "", "signed release file (default: overwrite the input)")
+	rollback := fs.Bool("rollback", false, "mark the release as a rollback before signing")
+	if err := parseFlags(fs, args, 1); err != nil {
+		return err
+	}
+	if *key == "" {
+		fs.Usage()
+		return errors.New("firmware sign: --key is required")
+	}
+	k, err := models.ReadPrivateKey(*key)
+	if err != nil {
+		return err
+	}
+	rel, err := firmware.InspectRelease(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	if err := rel.Sign(&buf, k, *rollback); err != nil {
+		return err
+	}
+	dst := *out
+	if dst == "" {
+		dst = fs.Arg(0)
+	}
+	if err := writeFileAtomic(dst, buf.Bytes()); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "sign: %s: release %s signed by key %s (rollback %v)\n", dst, rel.Manifest.Version,
+		models.KeyID(k.Public().(ed25519.PublicKey)), rel.Manifest.Rollback || *rollback)
+	return nil
+}
+
+func cmdFirmwareVerify(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("firmware verify", stderr)
+	var keyFiles []string
+	keyFlag(fs, &keyFiles)
+	if err := parseFlags(fs, args, 1); err != nil {
+		return err
+	}
+	keys, err := loadKeys(fs, keyFiles)
+	if err != nil {
+		return err
+	}
+	rel, err := firmware.OpenRelease(fs.Arg(0), keys)
+	if err != nil {
+		return err
+	}
+	m := rel.Manifest
+	fmt.Fprintf(stdout, "verify: ok: release %s for %s signed by key %s, %d files match their sha256; needs ONNX Runtime %s, OpenCV %s; rollback %v\n",
+		m.Version, m.Arch, rel.KeyID, len(m.Files), m.ONNXRuntime, m.OpenCV, m.Rollback)
+	if m.Migration != "" {
+		fmt.Fprintf(stdout, "migration notes:\n%s\n", strings.TrimRight(m.Migration, "\n"))
+	}
+	return nil
+}
+
+func cmdFirmwareInstall(args []string, recoverOnly bool, stdout, stderr io.Writer) error {
+	name := "firmware install"
+	want := 1
+	if recoverOnly {
+		name, want = "firmware recover", 0
+	}
+	fs := newFlags(name, stderr)
+	var keyFiles []string
+	keyFlag(fs, &keyFiles)
+	def := firmware.DefaultConfig()
+	root := fs.String("root", def.Root, "updater root: slots/{a,b}, current, state.json")
+	healthURL := fs.String("health-url", def.HealthURL, "the agent's readiness URL; 200 means healthy")
+	timeout := fs.Duration("health-timeout", def.HealthTimeout, "how long the new agent has to become healthy")
+	supervisor := fs.String("supervisor", "systemd", "how to restart the agent: systemd or process")
+	unit := fs.String("unit", "takt-agent.service", "systemd unit (--supervisor systemd)")
+	var agentArgs []string
+	fs.Func("agent-arg", "agent argument (--supervisor process; repeatable)", func(v string) error {
+		agentArgs = append(agentArgs, v)
+		return nil
+	})
+	if err := parseFlags(fs, args, want); err != nil {
+		return err
+	}
+	keys, err := loadKeys(fs, keyFiles)
+	if err != nil {
+		return err
+	}
+	var sup firmware.Supervisor
+	switch *supervisor {
+	case "systemd":
+		sup = firmware.Systemd{Unit: *unit}
+	case "process":
+		sup = &firmware.Process{Root: *root, Args: agentArgs}
+	default:
+		return fmt.Errorf("%s: --supervisor %q: want systemd or process", name, *supervisor)
+	}
+	log := zerolog.New(zerolog.ConsoleWriter{Out: stderr, NoColor: true, TimeFormat: time.TimeOnly}).With().Timestamp().Str("component", "firmware").Logger()
+	u, err := firmware.New(firmware.Config{Root: *root, HealthURL: *healthURL, HealthTimeout: *timeout}, keys, sup, firmware.LogReporter{Log: log})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if recoverOnly {
+		err = u.Recover(ctx)
+	} else {
+		err = u.Install(ctx, fs.Arg(0))
+	}
+	if err != nil {
+		return err
+	}
+	st, err := firmware.ReadState(*root)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok: slot %s runs %s (last update: %s)\n", strings.TrimPrefix(name, "firmware "), st.Slot, st.Version, st.Last)
+	return nil
+}
+
+func cmdFirmwareStatus(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("firmware status", stderr)
+	root := fs.String("root", firmware.DefaultConfig().Root, "updater root")
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	st, err := firmware.ReadState(*root)
+	if err != nil {
+		return err
+	}
+	out := struct {
+		Current string            `json:"current"`
+		Slots   map[string]string `json:"slots"`
+		State   firmware.State    `json:"state"`
+	}{Current: firmware.CurrentSlot(*root), Slots: map[string]string{}, State: st}
+	for _, s := range []string{"a", "b"} {
+		rel, err := firmware.InspectSlot(filepath.Join(*root, "slots", s))
+		switch {
+		case err == nil:
+			out.Slots[s] = rel.Version
+		case errors.Is(err, os.ErrNotExist):
+			out.Slots[s] = ""
+		default:
+			out.Slots[s] = "unreadable: " + err.Error()
+		}
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+// writeFileAtomic writes data to path through a temp file in the same folder (fsync, rename).
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+	}
+	return err
+}

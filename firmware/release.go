@@ -1,0 +1,293 @@
+package firmware
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/takt-edge/takt/models"
+)
+
+// ReleaseFormat is the manifest "format" of agent releases.
+const ReleaseFormat = "takt-release/1"
+
+// Members of a release with a fixed meaning.
+const (
+	ManifestFile  = "manifest.json"
+	SignatureFile = "signature"
+	AgentFile     = "bin/takt-agent"
+	ConfigFile    = "etc/agent.yaml"
+)
+
+// Errors a caller branches on.
+var (
+	// ErrBadRelease: the release is malformed, tampered (a sha256 does not match), for
+	// another architecture, or not allowed over the running version.
+	ErrBadRelease = errors.New("bad agent release")
+	// ErrDowngrade: the release's version is not above the committed one and it is not
+	// signed as a rollback. It wraps ErrBadRelease.
+	ErrDowngrade = fmt.Errorf("%w: downgrade", ErrBadRelease)
+	// ErrRolledBack: the new agent did not become healthy in time; the previous slot runs again.
+	ErrRolledBack = errors.New("update rolled back")
+)
+
+// Signature errors wrap models.ErrBadSignature.
+
+// ReleaseManifest describes an agent release; it is what the signature signs.
+type ReleaseManifest struct {
+	Format  string `json:"format"`  // ReleaseFormat
+	Version string `json:"version"` // semantic version of the agent
+	// Arch is the GOARCH of bin/takt-agent (amd64, arm64).
+	Arch string `json:"arch"`
+	// ONNXRuntime and OpenCV are the library versions the agent needs on the station
+	// (e.g. "1.24", "4.6").
+	ONNXRuntime string `json:"onnxruntime"`
+	OpenCV      string `json:"opencv"`
+	// Migration are notes for the operator: what changes in config or store.
+	Migration string `json:"migration,omitempty"`
+	// Rollback allows installing the release over a higher version.
+	Rollback bool `json:"rollback,omitempty"`
+	// Files maps every member but manifest.json and signature to its hex sha256.
+	Files map[string]string `json:"files"`
+}
+
+// Validate checks the manifest's fields.
+func (m *ReleaseManifest) Validate() error {
+	var errs []string
+	if m.Format != ReleaseFormat {
+		errs = append(errs, fmt.Sprintf("format %q, want %q", m.Format, ReleaseFormat))
+	}
+	if _, err := models.ParseSemver(m.Version); err != nil {
+		errs = append(errs, "version: "+err.Error())
+	}
+	if m.Arch == "" {
+		errs = append(errs, "arch: empty (amd64, arm64)")
+	}
+	if m.ONNXRuntime == "" {
+		errs = append(errs, "onnxruntime: empty (required ONNX Runtime version)")
+	}
+	if m.OpenCV == "" {
+		errs = append(errs, "opencv: empty (required OpenCV version)")
+	}
+	for _, req := range []string{AgentFile, ConfigFile} {
+		if _, ok := m.Files[req]; !ok {
+			errs = append(errs, "files: no "+req)
+		}
+	}
+	for name := range m.Files {
+		if name == ManifestFile || name == SignatureFile {
+			errs = append(errs, fmt.Sprintf("files: %q is a reserved name", name))
+		}
+	}
+	if len(errs) > 0 {
+		slices.Sort(errs)
+		return fmt.Errorf("%w: manifest: %s", ErrBadRelease, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// Release is a read (and, unless from InspectRelease, verified) agent release.
+type Release struct {
+	Manifest     *ReleaseManifest
+	ManifestJSON []byte
+	Signature    []byte // nil when unsigned
+	// Files holds every member but manifest.json and signature.
+	Files map[string][]byte
+	KeyID string
+}
+
+// BuildRelease fills m.Files with the sha256 of files (which must hold AgentFile and
+// ConfigFile), validates m, signs it with key (nil: unsigned, for "takt firmware sign"
+// later) and writes the tar to w.
+func BuildRelease(w io.Writer, m ReleaseManifest, files map[string][]byte, key ed25519.PrivateKey) error {
+	if m.Format == "" {
+		m.Format = ReleaseFormat
+	}
+	m.Files = map[string]string{}
+	for name, data := range files {
+		m.Files[name] = sha256Hex(data)
+	}
+	if err := m.Validate(); err != nil {
+		return err
+	}
+	manifest, err := json.MarshalIndent(&m, "", "  ")
+	if err != nil {
+		return err
+	}
+	manifest = append(manifest, '\n')
+	var sig []byte
+	if key != nil {
+		if sig, err = models.SignManifest(manifest, key); err != nil {
+			return err
+		}
+	}
+	return writeTar(w, manifest, files, sig)
+}
+
+// Sign re-signs r (a release read with InspectRelease) with key; rollback sets the
+// manifest's rollback flag first. It writes the signed tar to w.
+func (r *Release) Sign(w io.Writer, key ed25519.PrivateKey, rollback bool) error {
+	m := *r.Manifest
+	m.Rollback = m.Rollback || rollback
+	return BuildRelease(w, m, r.Files, key)
+}
+
+func writeTar(w io.Writer, manifest []byte, files map[string][]byte, sig []byte) error {
+	tw := tar.NewWriter(w)
+	add := func(name string, data []byte) error {
+		mode := int64(0o644)
+		if strings.HasPrefix(name, "bin/") {
+			mode = 0o755
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(data)), Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
+			return err
+		}
+		_, err := tw.Write(data)
+		return err
+	}
+	if err := add(ManifestFile, manifest); err != nil {
+		return fmt.Errorf("release: %w", err)
+	}
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if err := add(name, files[name]); err != nil {
+			return fmt.Errorf("release: %w", err)
+		}
+	}
+	if sig != nil {
+		if err := add(SignatureFile, sig); err != nil {
+			return fmt.Errorf("release: %w", err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return fmt.Errorf("release: %w", err)
+	}
+	return nil
+}
+
+// ReadRelease reads a release tar and verifies it: a complete tar of regular files with
+// clean unique paths; an ed25519 signature of manifest.json by one of keys (errors wrap
+// models.ErrBadSignature); a valid manifest; every member listed with its sha256 and every
+// listed file present (errors wrap ErrBadRelease).
+func ReadRelease(r io.Reader, keys models.TrustedKeys) (*Release, error) {
+	return readRelease(r, keys, true)
+}
+
+// OpenRelease is ReadRelease of the file at path.
+func OpenRelease(path string, keys models.TrustedKeys) (*Release, error) {
+	return openRelease(path, keys, true)
+}
+
+// InspectRelease reads the release at path WITHOUT verifying its signature: for display
+// and for signing, never to install.
+func InspectRelease(path string) (*Release, error) {
+	return openRelease(path, nil, false)
+}
+
+func openRelease(path string, keys models.TrustedKeys, verify bool) (*Release, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("release: %w", err)
+	}
+	defer f.Close()
+	rel, err := readRelease(f, keys, verify)
+	if err != nil {
+		return nil, fmt.Errorf("release %s: %w", path, err)
+	}
+	return rel, nil
+}
+
+func readRelease(r io.Reader, keys models.TrustedKeys, verify bool) (*Release, error) {
+	members, err := models.ReadTarMembers(r)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadRelease, err)
+	}
+	manifest, ok := members[ManifestFile]
+	if !ok {
+		return nil, fmt.Errorf("%w: no %s", ErrBadRelease, ManifestFile)
+	}
+	rel := &Release{ManifestJSON: manifest, Files: map[string][]byte{}}
+	sig, signed := members[SignatureFile]
+	switch {
+	case verify && !signed:
+		return nil, fmt.Errorf("%w: unsigned: no %s member", models.ErrBadSignature, SignatureFile)
+	case verify:
+		if rel.KeyID, err = models.VerifyManifest(manifest, sig, keys); err != nil {
+			return nil, err
+		}
+	case signed:
+		rel.KeyID = models.SignatureKeyID(sig)
+	}
+	if signed {
+		rel.Signature = sig
+	}
+	var m ReleaseManifest
+	dec := json.NewDecoder(bytes.NewReader(manifest))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("%w: manifest.json: %v", ErrBadRelease, err)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	rel.Manifest = &m
+	for name, data := range members {
+		if name == ManifestFile || name == SignatureFile {
+			continue
+		}
+		want, listed := m.Files[name]
+		if !listed {
+			return nil, fmt.Errorf("%w: %s is in the release but not listed in the manifest", ErrBadRelease, name)
+		}
+		if got := sha256Hex(data); got != want {
+			return nil, fmt.Errorf("%w: %s: sha256 %s, manifest says %s (tampered)", ErrBadRelease, name, got, want)
+		}
+		rel.Files[name] = data
+	}
+	for name := range m.Files {
+		if _, ok := members[name]; !ok {
+			return nil, fmt.Errorf("%w: %s is listed in the manifest but missing", ErrBadRelease, name)
+		}
+	}
+	return rel, nil
+}
+
+// CheckUpgrade reports whether next may replace the committed version running ("" when
+// unknown: anything goes): next must be higher unless it is signed as a rollback. Errors
+// wrap ErrDowngrade.
+func CheckUpgrade(running string, next *ReleaseManifest) error {
+	if running == "" {
+		return nil
+	}
+	a, err := models.ParseSemver(running)
+	if err != nil {
+		return fmt.Errorf("running version: %w", err)
+	}
+	b, err := models.ParseSemver(next.Version)
+	if err != nil {
+		return fmt.Errorf("%w: version: %v", ErrBadRelease, err)
+	}
+	if b.Compare(a) <= 0 && !next.Rollback {
+		return fmt.Errorf("%w: version %s is not above the committed %s (a rollback must be signed with \"rollback\": true)",
+			ErrDowngrade, next.Version, running)
+	}
+	return nil
+}
+
+func sha256Hex(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
