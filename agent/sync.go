@@ -78,11 +78,11 @@ func (a *Agent) drain(ctx context.Context, st *store.Store) {
 		case err != nil:
 			a.log.Warn().Err(err).Msg("sync drain: cannot read the backlog")
 			return
-		case b.Count == 0:
+		case b.Count == 0 && b.Labels == 0:
 			a.log.Info().Msg("sync backlog drained")
 			return
 		case time.Now().After(deadline):
-			a.log.Warn().Int("count", b.Count).Int64("bytes", b.Bytes).Dur("oldest_age", b.Age(time.Now())).
+			a.log.Warn().Int("count", b.Count).Int("labels", b.Labels).Int64("bytes", b.Bytes).Dur("oldest_age", b.Age(time.Now())).
 				Msg("sync drain timed out; the backlog uploads after the next start")
 			return
 		}

@@ -23,6 +23,12 @@ func VerdictBatchKey(station string, day time.Time, first, last uint64) string {
 	return fmt.Sprintf("verdicts/%s/%s/%016d-%016d.jsonl", keyPart(station), day.UTC().Format("2006/01/02"), first, last)
 }
 
+// LabelKey is "labels/{station}/{yyyy}/{mm}/{dd}/{verdict-id}-{seq}.json",
+// dated by the verdict's capture time.
+func LabelKey(station string, captured time.Time, verdictID, seq uint64) string {
+	return fmt.Sprintf("labels/%s/%s/%016d-%016d.json", keyPart(station), captured.UTC().Format("2006/01/02"), verdictID, seq)
+}
+
 // keyPart keeps letters, digits, '.', '_' and '-' and replaces anything else
 // (a '/' above all) with '_', so a station name is one path segment.
 func keyPart(s string) string {

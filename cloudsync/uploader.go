@@ -19,9 +19,11 @@ import (
 // Uploader drains an [Outbox] to S3-compatible object storage: each kept
 // image chosen by the sampling policy as one object, and every verdict record
 // in immutable JSON Lines batches, one object per capture day of each set that
-// Outbox.Pending returns. It acknowledges a set only after every object of it
-// is confirmed, so a crash at any point leads to the same keys being written
-// again, where identical existing objects count as success.
+// Outbox.Pending returns, and every operator label entry as its own immutable
+// object (labels/..., see [LabelKey]). It acknowledges a set only after every
+// object of it is confirmed, and a label entry only after its object is, so a
+// crash at any point leads to the same keys being written again, where
+// identical existing objects count as success.
 type Uploader struct {
 	cfg    Config
 	outbox Outbox
@@ -158,8 +160,64 @@ func (u *Uploader) Run(ctx context.Context) error {
 	return nil
 }
 
-// step uploads and acknowledges one set; idle is true when there was none.
+// step uploads and acknowledges one set of verdicts, then one set of label
+// entries; idle is true when there was neither.
 func (u *Uploader) step(ctx context.Context) (idle bool, err error) {
+	idleVerdicts, err := u.stepVerdicts(ctx)
+	if err != nil {
+		return false, err
+	}
+	idleLabels, err := u.stepLabels(ctx)
+	if err != nil {
+		return false, err
+	}
+	return idleVerdicts && idleLabels, nil
+}
+
+// stepLabels uploads up to BatchSize label entries, one object each, and
+// acknowledges those the server confirmed.
+func (u *Uploader) stepLabels(ctx context.Context) (idle bool, err error) {
+	labels, err := u.outbox.PendingLabels(ctx, u.cfg.BatchSize)
+	if err != nil {
+		return false, fmt.Errorf("read label outbox: %w", err)
+	}
+	if len(labels) == 0 {
+		return true, nil
+	}
+	u.setState(StateUploading)
+	var jobs []func(context.Context) error
+	keys := make([]string, len(labels))
+	for i, l := range labels {
+		keys[i] = LabelKey(l.Station, l.Time, l.VerdictID, l.Seq)
+		jobs = append(jobs, func(ctx context.Context) error {
+			return u.put(ctx, keys[i], l.Record, "application/json")
+		})
+	}
+	uploadErr := u.runJobs(ctx, jobs)
+	// Acknowledge what the server confirmed, also after a partial failure.
+	var seqs []uint64
+	u.confirmedMu.Lock()
+	for i, l := range labels {
+		if u.confirmed[keys[i]] {
+			seqs = append(seqs, l.Seq)
+		}
+	}
+	u.confirmedMu.Unlock()
+	if len(seqs) > 0 {
+		if err := u.outbox.AckLabels(context.WithoutCancel(ctx), seqs); err != nil {
+			return false, fmt.Errorf("ack %d labels: %w", len(seqs), err)
+		}
+		u.confirmedMu.Lock()
+		for _, k := range keys {
+			delete(u.confirmed, k)
+		}
+		u.confirmedMu.Unlock()
+	}
+	return false, uploadErr
+}
+
+// stepVerdicts uploads and acknowledges one set; idle is true when there was none.
+func (u *Uploader) stepVerdicts(ctx context.Context) (idle bool, err error) {
 	items, err := u.outbox.Pending(ctx, u.cfg.BatchSize)
 	if err != nil {
 		return false, fmt.Errorf("read outbox: %w", err)
@@ -396,13 +454,13 @@ func (u *Uploader) fail(err error, retry time.Duration) {
 // logBacklog logs the backlog when it is not empty or just became empty.
 func (u *Uploader) logBacklog(last Backlog) Backlog {
 	b, err := u.outbox.Backlog()
-	if err != nil || (b.Count == 0 && last.Count == 0) {
+	if err != nil || (b.Count == 0 && b.Labels == 0 && last.Count == 0 && last.Labels == 0) {
 		return b
 	}
 	u.mu.Lock()
 	state := u.state
 	u.mu.Unlock()
-	u.log.Info().Int("count", b.Count).Int64("bytes", b.Bytes).Dur("oldest_age", b.Age(time.Now()).Round(time.Millisecond)).
+	u.log.Info().Int("count", b.Count).Int64("bytes", b.Bytes).Dur("oldest_age", b.Age(time.Now()).Round(time.Millisecond)).Int("labels", b.Labels).
 		Str("state", state).Uint64("objects", u.objects.Load()).Msg("sync backlog")
 	return b
 }

@@ -13,7 +13,8 @@ import (
 
 // Check verifies the store: bbolt's own page-level check of the file, then
 // the store's invariants: every queued or sealed verdict has a record, the
-// outbox and image counters equal what the buckets hold, the eviction index
+// outbox and image counters equal what the buckets hold, labels held beside
+// records belong to sealed ones, label entries decode, the eviction index
 // matches the image index, and every indexed image file exists with its
 // size. It returns every problem found, joined; nil means consistent. It
 // holds one read transaction for the whole check and stats every image file.
@@ -58,6 +59,22 @@ func (s *Store) Check() error {
 			}
 			return nil
 		})
+		_ = tx.Bucket(bucketHeldLabels).ForEach(func(k, _ []byte) error {
+			if sealed.Get(k) == nil {
+				add("held label %d: verdict not sealed", binary.BigEndian.Uint64(k))
+			}
+			return nil
+		})
+		lb := tx.Bucket(bucketLabels)
+		_ = lb.ForEach(func(k, v []byte) error {
+			if _, err := decodeLabel(k, v); err != nil {
+				add("%v", err)
+			}
+			return nil
+		})
+		if k, _ := lb.Cursor().Last(); k != nil && binary.BigEndian.Uint64(k) > lb.Sequence() {
+			add("label entry %d above the label sequence %d", binary.BigEndian.Uint64(k), lb.Sequence())
+		}
 		nImages := 0
 		_ = images.ForEach(func(k, v []byte) error {
 			id := binary.BigEndian.Uint64(k)

@@ -8,7 +8,8 @@
 //
 // The store directory holds:
 //
-//	takt.db                                  bbolt file: verdict records (JSON) and counters
+//	takt.db                                  bbolt file: verdict records (JSON), counters, the upload
+//	                                         outbox and the label outbox
 //	images/{yyyy}/{mm}/{dd}/{id}.{ext}       one image per verdict that has one (capture date, UTC)
 //
 // [Open] takes the directory and [Options]. [Store.Commit] assigns the verdict
@@ -51,6 +52,11 @@
 // never committed) and temp files from interrupted image writes. Open removes
 // both (images whose id is above the committed sequence); it walks the whole
 // images/ tree to do so, which takes longer the more unsynced images are kept.
+//
+// Labels: [Store.SetLabel] queues each label change as its own entry for the
+// uploader (an immutable label object in the cloud). A record in the sealed
+// upload set keeps its bytes until the set is acknowledged; its new label is
+// held beside it (Get and List merge it) and Ack writes it into the record.
 //
 // Commit does not retry: if a transaction fails, every verdict in it fails
 // with the same error and the caller decides (typically: NO_DECISION and an

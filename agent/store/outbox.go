@@ -132,7 +132,8 @@ func imageExt(ref string) string {
 }
 
 // Ack marks verdicts as synced once the object store confirmed them: it
-// removes them from the outbox, sets SyncedAt in their records and moves their
+// removes them from the outbox, sets SyncedAt in their records (and a label
+// SetLabel held back while the record was sealed) and moves their
 // images to the synced (evict first) side of their class, or deletes them
 // with Policy.DeleteSyncedImages. Unknown and already acknowledged ids are
 // ignored. It returns after the change is durable.
@@ -180,6 +181,10 @@ func (s *Store) Ack(ctx context.Context, ids []uint64) error {
 					return fmt.Errorf("verdict %d: %w", id, err)
 				}
 				v.SyncedAt = &now
+				heldLabel(tx, k, &v)
+				if err := tx.Bucket(bucketHeldLabels).Delete(k); err != nil {
+					return err
+				}
 				updated, err := json.Marshal(&v)
 				if err != nil {
 					return err
@@ -219,13 +224,15 @@ func (s *Store) Ack(ctx context.Context, ids []uint64) error {
 }
 
 // Backlog reports what the outbox holds: count, bytes (records plus kept
-// images) and the capture time of the oldest.
+// images) and the capture time of the oldest verdict, and the number of
+// label entries.
 func (s *Store) Backlog() (cloudsync.Backlog, error) {
 	var b cloudsync.Backlog
 	err := s.view(func(tx *bolt.Tx) error {
 		sb := tx.Bucket(bucketStats)
 		b.Count = int(getCounter(sb, keyOutboxCount))
 		b.Bytes = int64(getCounter(sb, keyOutboxBytes))
+		b.Labels = tx.Bucket(bucketLabels).Stats().KeyN
 		if _, raw := tx.Bucket(bucketOutbox).Cursor().First(); raw != nil {
 			e, err := decodeOutbox(raw)
 			if err != nil {

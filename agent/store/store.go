@@ -48,6 +48,9 @@ var (
 	bucketSealed   = []byte("sealed") // id -> empty: the set Pending returns until it is acknowledged
 	bucketImages   = []byte("images") // id -> imageEntry: every image file the store holds
 	bucketEvict    = []byte("evict")  // class, state, id -> empty: eviction order of the images
+	// id -> label: the latest label of a sealed record, written into it by Ack
+	bucketHeldLabels = []byte("label_held")
+	bucketLabels     = []byte("labels") // seq -> cloudsync.LabelRecord JSON: label entries not yet acknowledged
 
 	keyTotal       = []byte("total")
 	keyPass        = []byte("pass")
@@ -237,7 +240,7 @@ func (s *Store) init() (uint64, error) {
 		if err != nil {
 			return err
 		}
-		for _, name := range [][]byte{bucketStats, bucketOutbox, bucketSealed, bucketImages, bucketEvict} {
+		for _, name := range [][]byte{bucketStats, bucketOutbox, bucketSealed, bucketImages, bucketEvict, bucketHeldLabels, bucketLabels} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -347,6 +350,7 @@ func (s *Store) Get(id uint64) (Verdict, error) {
 		if err := json.Unmarshal(data, &v); err != nil {
 			return err
 		}
+		heldLabel(tx, idKey(id), &v)
 		v.ImageEvicted = v.ImageRef != "" && tx.Bucket(bucketImages).Get(idKey(id)) == nil
 		return nil
 	})
@@ -375,6 +379,7 @@ func (s *Store) List(afterID uint64, limit int) ([]Verdict, error) {
 			if err := json.Unmarshal(data, &v); err != nil {
 				return fmt.Errorf("verdict %d: %w", binary.BigEndian.Uint64(k), err)
 			}
+			heldLabel(tx, k, &v)
 			v.ImageEvicted = v.ImageRef != "" && images.Get(k) == nil
 			out = append(out, v)
 		}

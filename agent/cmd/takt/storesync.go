@@ -55,6 +55,6 @@ func cmdStoreBacklog(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "backlog: count=%d bytes=%d oldest_age=%s\n", b.Count, b.Bytes, b.Age(time.Now()).Round(time.Second))
+	fmt.Fprintf(stdout, "backlog: count=%d labels=%d bytes=%d oldest_age=%s\n", b.Count, b.Labels, b.Bytes, b.Age(time.Now()).Round(time.Second))
 	return nil
 }
