@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -23,9 +24,14 @@ func openStore(dir string) (*store.Store, error) {
 	return store.Open(dir, store.Options{Logger: zerolog.Nop(), OpenTimeout: 2 * time.Second})
 }
 
-func cmdStoreCounts(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("store counts", stderr)
+// storeCommand parses a store subcommand's flags (--data-dir and what addFlags adds), opens
+// the store and runs fn on it.
+func storeCommand(name string, args []string, stderr io.Writer, addFlags func(*flag.FlagSet), fn func(st *store.Store, dir string) error) error {
+	fs := newFlags(name, stderr)
 	dir := fs.String("data-dir", "/var/lib/takt", "the agent's data_dir")
+	if addFlags != nil {
+		addFlags(fs)
+	}
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
@@ -34,36 +40,38 @@ func cmdStoreCounts(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer st.Close()
-	c, err := st.Counts()
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "parts=%d pass=%d fail=%d no_decision=%d\n", c.Total, c.Pass, c.Fail, c.NoDecision)
-	return nil
+	return fn(st, *dir)
+}
+
+func cmdStoreCounts(args []string, stdout, stderr io.Writer) error {
+	return storeCommand("store counts", args, stderr, nil, func(st *store.Store, _ string) error {
+		c, err := st.Counts()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "parts=%d pass=%d fail=%d no_decision=%d\n", c.Total, c.Pass, c.Fail, c.NoDecision)
+		return nil
+	})
 }
 
 func cmdStoreList(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("store list", stderr)
-	dir := fs.String("data-dir", "/var/lib/takt", "the agent's data_dir")
-	after := fs.Uint64("after", 0, "list verdicts with an id above this")
-	limit := fs.Int("limit", 100, "at most this many verdicts")
-	if err := parseFlags(fs, args, 0); err != nil {
-		return err
+	var after *uint64
+	var limit *int
+	flags := func(fs *flag.FlagSet) {
+		after = fs.Uint64("after", 0, "list verdicts with an id above this")
+		limit = fs.Int("limit", 100, "at most this many verdicts")
 	}
-	st, err := openStore(*dir)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	vs, err := st.List(*after, *limit)
-	if err != nil {
-		return err
-	}
-	enc := json.NewEncoder(stdout)
-	for _, v := range vs {
-		if err := enc.Encode(v); err != nil {
+	return storeCommand("store list", args, stderr, flags, func(st *store.Store, _ string) error {
+		vs, err := st.List(*after, *limit)
+		if err != nil {
 			return err
 		}
-	}
-	return nil
+		enc := json.NewEncoder(stdout)
+		for _, v := range vs {
+			if err := enc.Encode(v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }

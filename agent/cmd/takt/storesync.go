@@ -23,38 +23,22 @@ func cmdStoreCompact(args []string, stdout, stderr io.Writer) error {
 }
 
 func cmdStoreCheck(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("store check", stderr)
-	dir := fs.String("data-dir", "/var/lib/takt", "the agent's data_dir (the agent must be stopped)")
-	if err := parseFlags(fs, args, 0); err != nil {
-		return err
-	}
-	st, err := openStore(*dir)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	if err := st.Check(); err != nil {
-		return fmt.Errorf("store %s is inconsistent:\n%w", *dir, err)
-	}
-	fmt.Fprintln(stdout, "ok")
-	return nil
+	return storeCommand("store check", args, stderr, nil, func(st *store.Store, dir string) error {
+		if err := st.Check(); err != nil {
+			return fmt.Errorf("store %s is inconsistent:\n%w", dir, err)
+		}
+		fmt.Fprintln(stdout, "ok")
+		return nil
+	})
 }
 
 func cmdStoreBacklog(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("store backlog", stderr)
-	dir := fs.String("data-dir", "/var/lib/takt", "the agent's data_dir")
-	if err := parseFlags(fs, args, 0); err != nil {
-		return err
-	}
-	st, err := openStore(*dir)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	b, err := st.Backlog()
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "backlog: count=%d labels=%d bytes=%d oldest_age=%s\n", b.Count, b.Labels, b.Bytes, b.Age(time.Now()).Round(time.Second))
-	return nil
+	return storeCommand("store backlog", args, stderr, nil, func(st *store.Store, _ string) error {
+		b, err := st.Backlog()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "backlog: count=%d labels=%d bytes=%d oldest_age=%s\n", b.Count, b.Labels, b.Bytes, b.Age(time.Now()).Round(time.Second))
+		return nil
+	})
 }
