@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -135,20 +136,15 @@ type session struct {
 	quit     chan struct{} // closed when abandoned
 	exited   chan struct{} // closed when the goroutine has released the capture
 	events   chan error    // nil: opened; non-nil: the session ended with this error
-	want     chan struct{} // stream mode: one token per frame the reader may take
+	want     chan struct{} // stream mode: the slot was emptied; look again
 	call     atomic.Int32
 	since    atomic.Int64 // start of the current call, unix nanoseconds
 	gotFrame atomic.Bool
 	counted  bool // abandoned by a stall and counted in Stats.Stuck; guarded by Camera.mu
 }
 
-// newSession makes a session; token lets it read one frame ahead in stream mode.
-func newSession(token bool) *session {
-	s := &session{quit: make(chan struct{}), exited: make(chan struct{}), events: make(chan error, 2), want: make(chan struct{}, 1)}
-	if token {
-		s.want <- struct{}{}
-	}
-	return s
+func newSession() *session {
+	return &session{quit: make(chan struct{}), exited: make(chan struct{}), events: make(chan error, 2), want: make(chan struct{}, 1)}
 }
 
 func (s *session) enter(call int32) bool {
@@ -216,6 +212,9 @@ type Camera struct {
 	slot       Frame // stream mode: the frame read ahead
 	slotErr    error
 	slotFull   bool
+	slotTaken  bool    // stream mode: the slot went to a reader that was waiting for it
+	sessWait   bool    // stream mode: the session waits for the slot to be emptied
+	readerWait bool    // a reader found nothing to return and waits for a wake-up
 	ring       []Frame // free_run and triggered: recent frames not handed out
 	ringNext   int
 	lastRet    uint64
@@ -249,7 +248,7 @@ func start(cfg Config, open opener, opts ...Option) (*Camera, error) {
 	}
 	c.timer.Stop()
 	c.self = []*Camera{c}
-	s := newSession(true)
+	s := newSession()
 	c.sess = s
 	go c.runSession(s)
 	t := time.NewTimer(cfg.OpenTimeout)
@@ -341,9 +340,7 @@ func (c *Camera) runSession(s *session) {
 	}
 	for {
 		if c.cfg.Mode == ModeStream {
-			select {
-			case <-s.want:
-			case <-s.quit:
+			if !c.streamTurn(s, false) {
 				return
 			}
 		} else {
@@ -365,17 +362,41 @@ func (c *Camera) runSession(s *session) {
 			c.unstuck(s)
 			return
 		}
+		var ferr error
 		if err == nil {
 			s.gotFrame.Store(true)
-			c.deliver(s, f, nil, cp.pos())
-			continue
+		} else if bad := (*badFrame)(nil); errors.As(err, &bad) {
+			f, ferr = Frame{Origin: bad.origin}, bad.err
+		} else {
+			s.events <- err
+			return
 		}
-		if bad := (*badFrame)(nil); errors.As(err, &bad) {
-			c.deliver(s, Frame{Origin: bad.origin}, bad.err, cp.pos())
-			continue
+		if c.cfg.Mode == ModeStream && !c.streamTurn(s, true) {
+			c.pool.put(f.Pix)
+			return
 		}
-		s.events <- err
-		return
+		c.deliver(s, f, ferr, cp.pos())
+	}
+}
+
+// streamTurn waits in stream mode until the session may go on, false if it was abandoned
+// first. It may start reading the next frame when the slot is empty or its frame went to a
+// reader that was already waiting for it (so the capture stays one frame ahead of the
+// reader without waiting for it to wake up), and it may deliver when the slot is empty.
+func (c *Camera) streamTurn(s *session, deliver bool) bool {
+	for {
+		c.mu.Lock()
+		ok := !c.slotFull || (c.slotTaken && !deliver)
+		c.sessWait = !ok
+		c.mu.Unlock()
+		if ok {
+			return true
+		}
+		select {
+		case <-s.want:
+		case <-s.quit:
+			return false
+		}
 	}
 }
 
@@ -403,29 +424,48 @@ func (c *Camera) deliver(s *session, f Frame, ferr error, pos uint64) {
 	c.seq++
 	c.resume = pos
 	f.CameraID, f.Seq = c.cfg.ID, c.seq
+	stream := c.cfg.Mode == ModeStream
+	wake := c.readerWait // a reader waits for what this frame brings
 	if ferr != nil {
 		c.stats.Corrupt++
-		if c.cfg.Mode == ModeStream {
-			c.slotErr, c.slotFull = &FrameError{CameraID: c.cfg.ID, Seq: f.Seq, Origin: f.Origin, Err: ferr}, true
+		wake = wake && stream
+		if stream {
+			c.slotErr, c.slotFull, c.slotTaken = &FrameError{CameraID: c.cfg.ID, Seq: f.Seq, Origin: f.Origin, Err: ferr}, true, wake
+		}
+		if wake {
+			c.readerWait = false
 		}
 		c.mu.Unlock()
 		c.log.Warn().Str("origin", f.Origin).Uint64("seq", f.Seq).Err(ferr).Msg("frame skipped")
-		c.poke()
+		if wake {
+			c.poke()
+		}
 		return
 	}
 	c.stats.Frames++
 	switch c.cfg.Mode {
 	case ModeStream:
-		c.slot, c.slotErr, c.slotFull = f, nil, true
+		c.slot, c.slotErr, c.slotFull, c.slotTaken = f, nil, true, wake
 	case ModeFreeRun:
 		c.push(f)
 	case ModeTriggered:
 		if !c.answer(f) {
 			c.push(f)
+			wake = false
 		}
 	}
+	if wake {
+		c.readerWait = false
+	}
 	c.mu.Unlock()
-	c.poke()
+	if wake {
+		c.poke()
+		// Let the reader run on this thread now, before the next OpenCV call: left in this
+		// P's run queue during a cgo call it has to be stolen by another thread (with the
+		// scheduler's back-off sleep), and sysmon goes back to polling every 20us to retake
+		// the P. That cost more CPU per frame than everything else Camera does.
+		runtime.Gosched()
+	}
 }
 
 // push puts f in the ring, recycling the oldest frame nobody took.
@@ -525,7 +565,7 @@ func (c *Camera) supervise(s *session) {
 		}
 		backoff = min(backoff*2, c.cfg.ReconnectMax)
 		c.mu.Lock()
-		s = newSession(!c.slotFull)
+		s = newSession()
 		c.sess = s
 		c.setStateLocked(StateReconnecting, err)
 		c.mu.Unlock()
@@ -643,6 +683,7 @@ func (c *Camera) ringMatch(t time.Time) int {
 func (c *Camera) tryRead(now time.Time) (f Frame, err error, ok bool, wakeAt time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.readerWait = false
 	switch c.cfg.Mode {
 	case ModeTriggered:
 		if len(c.pending) > 0 {
@@ -651,6 +692,7 @@ func (c *Camera) tryRead(now time.Time) (f Frame, err error, ok bool, wakeAt tim
 				p.done, p.err = true, fmt.Errorf("camera %s: no frame within read_timeout %v after the trigger: %w", c.cfg.ID, c.cfg.ReadTimeout, ErrStalled)
 			}
 			if !p.done {
+				c.readerWait = true
 				return Frame{}, nil, false, p.deadline
 			}
 			c.pending[0] = nil
@@ -667,9 +709,13 @@ func (c *Camera) tryRead(now time.Time) (f Frame, err error, ok bool, wakeAt tim
 		if c.slotFull {
 			f, err := c.slot, c.slotErr
 			c.slot, c.slotErr, c.slotFull = Frame{}, nil, false
-			select {
-			case c.sess.want <- struct{}{}:
-			default:
+			c.slotTaken = false
+			if c.sessWait {
+				c.sessWait = false
+				select {
+				case c.sess.want <- struct{}{}:
+				default:
+				}
 			}
 			if err == nil {
 				c.lastRet = f.Seq
@@ -702,6 +748,7 @@ func (c *Camera) tryRead(now time.Time) (f Frame, err error, ok bool, wakeAt tim
 			return Frame{}, c.outageLocked(), true, time.Time{}
 		}
 	}
+	c.readerWait = true
 	return Frame{}, nil, false, time.Time{}
 }
 

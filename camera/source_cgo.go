@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -124,11 +125,21 @@ type vcCapture struct {
 	vc    *gocv.VideoCapture
 	mat   gocv.Mat
 	conv  gocv.Mat
-	file  string // video file path; "" for live sources
+	geom  geometry       // of the last frame, when OpenCV can write frames straight into a pool buffer
+	pin   runtime.Pinner // pins the pool buffer OpenCV writes into during a read
+	file  string         // video file path; "" for live sources
 	loop  bool
 	index uint64 // frames read in the current pass over a file
 	names []byte // arena for "file#index" origins; written once, never changed
 }
+
+// geometry is the size and pixel type of a gray or BGR frame; the zero value is unknown.
+type geometry struct {
+	rows, cols, ch int
+	typ            gocv.MatType
+}
+
+func (g geometry) size() int { return g.rows * g.cols * g.ch }
 
 var errStreamEnded = errors.New("the stream gave no frame (ended or broken)")
 
@@ -137,7 +148,8 @@ func newVC(vc *gocv.VideoCapture) *vcCapture {
 }
 
 func (v *vcCapture) grab(p *pool) (Frame, error) {
-	if !v.vc.Read(&v.mat) || v.mat.Empty() {
+	f, ok, err := v.read(p)
+	if !ok {
 		if v.file == "" {
 			return Frame{}, errStreamEnded
 		}
@@ -146,16 +158,66 @@ func (v *vcCapture) grab(p *pool) (Frame, error) {
 		}
 		v.vc.Set(gocv.VideoCapturePosFrames, 0)
 		v.index = 0
-		if !v.vc.Read(&v.mat) || v.mat.Empty() {
+		if f, ok, err = v.read(p); !ok {
 			return Frame{}, io.EOF
 		}
 	}
 	v.index++
-	origin := ""
 	if v.file != "" {
-		origin = v.origin()
+		f.Origin = v.origin()
 	}
-	return copyMat(&v.mat, &v.conv, p, origin)
+	if bad, isBad := err.(*badFrame); isBad {
+		bad.origin = f.Origin
+	}
+	return f, err
+}
+
+// read reads the next frame into a buffer from p; ok is false when OpenCV gave none. Once
+// it knows the frame's geometry, OpenCV writes the pixels straight into the pool buffer:
+// its read copies the decoded frame into a destination of the right size and type without
+// reallocating it, so the frame is copied once, as in a bare gocv loop, not twice.
+func (v *vcCapture) read(p *pool) (f Frame, ok bool, err error) {
+	if v.geom.size() == 0 {
+		if !v.vc.Read(&v.mat) {
+			return Frame{}, false, nil
+		}
+		return v.copyOut(&v.mat, p)
+	}
+	g := v.geom
+	buf := p.get(g.size())
+	// The Mat header holds a pointer to buf across cgo calls: pin it for that time.
+	v.pin.Pin(&buf[0])
+	defer v.pin.Unpin()
+	dst, err := gocv.NewMatFromBytes(g.rows, g.cols, g.typ, buf)
+	if err != nil {
+		p.put(buf)
+		return Frame{}, false, err
+	}
+	defer dst.Close()
+	if !v.vc.Read(&dst) {
+		p.put(buf)
+		return Frame{}, false, nil
+	}
+	now := time.Now()
+	if data, err := dst.DataPtrUint8(); err == nil && len(data) == len(buf) && unsafe.SliceData(data) == unsafe.SliceData(buf) {
+		return Frame{Time: now, Width: g.cols, Height: g.rows, Channels: g.ch, Pix: buf}, true, nil
+	}
+	// The frame changed size or type, so OpenCV gave dst memory of its own.
+	p.put(buf)
+	return v.copyOut(&dst, p)
+}
+
+// copyOut copies m into a Frame and remembers its geometry when the next frames can be
+// read straight into a pool buffer.
+func (v *vcCapture) copyOut(m *gocv.Mat, p *pool) (Frame, bool, error) {
+	f, err := copyMat(m, &v.conv, p, "")
+	v.geom = geometry{}
+	if err == nil && m.IsContinuous() {
+		if t := m.Type(); t == gocv.MatTypeCV8UC3 || t == gocv.MatTypeCV8UC1 {
+			v.geom = geometry{rows: f.Height, cols: f.Width, ch: f.Channels, typ: t}
+		}
+	}
+	return f, true, err
 }
 
 // origin returns "file#index" without an allocation per frame: the strings live in a
