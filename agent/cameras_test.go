@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -129,5 +131,69 @@ func TestRunSurvivesRTSPOutage(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatalf("Run did not return within 5s of cancel")
+	}
+}
+
+// Triggers while the stream is gone get NO_DECISION with the reason, never a PASS; after the
+// stream is back, triggers get decisions again.
+func TestTriggersDuringRTSPOutage(t *testing.T) {
+	srv := cameratest.StartRTSP(t, 0)
+	cfg := testConfig(t)
+	cfg.Camera = camera.Config{ID: "top", Kind: camera.KindURL, URL: srv.URL(), Mode: camera.ModeTriggered,
+		ReadTimeout: time.Second, OpenTimeout: 5 * time.Second, ReconnectMin: 100 * time.Millisecond, ReconnectMax: 500 * time.Millisecond}
+	cfg.Images.Keep = KeepNone
+	a, err := New(cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	trigger := func(serial string) store.Verdict {
+		t.Helper()
+		tctx, tcancel := context.WithTimeout(ctx, 20*time.Second)
+		defer tcancel()
+		for {
+			v, err := a.Trigger(tctx, serial)
+			if errors.Is(err, ErrNotRunning) && tctx.Err() == nil {
+				time.Sleep(50 * time.Millisecond) // Run is still opening the camera
+				continue
+			}
+			if err != nil {
+				t.Fatalf("trigger %s: %v", serial, err)
+			}
+			return v
+		}
+	}
+	if v := trigger("before-1"); v.Decision == store.NoDecision || v.Serial != "before-1" {
+		t.Fatalf("trigger before the outage: got %s %q (%s), want a decision for before-1", v.Decision, v.Serial, v.Reason)
+	}
+	srv.Freeze()
+	var gap []store.Verdict
+	for i := range 3 {
+		gap = append(gap, trigger(fmt.Sprintf("gap-%d", i)))
+	}
+	for _, v := range gap {
+		if v.Decision != store.NoDecision || v.Reason == "" {
+			t.Fatalf("trigger %s during the outage: got %s (%q), want NO_DECISION with a reason", v.Serial, v.Decision, v.Reason)
+		}
+	}
+	srv.Restart()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		v := trigger("after")
+		if v.Decision != store.NoDecision {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no decision within 20s after the stream came back; last: %s", v.Reason)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("outage reasons: %q", gap[0].Reason)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 }
