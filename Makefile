@@ -14,7 +14,7 @@ DEMO_HTTP ?= 127.0.0.1:8080
 DEMO_MARKING := 274,106,520,202
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all deps build test soak demo bench lint onnxpb clean
+.PHONY: all deps build test soak demo bench lint onnxpb clean package firmware-demo
 
 all: build
 
@@ -71,6 +71,17 @@ demo: build
 	@bin/takt store backlog --data-dir $(DEMO_DIR)/data
 	@bin/takt eval --data-dir $(DEMO_DIR)/data --labels $(DEMO_DIR)/line/labels.csv
 	@echo "demo: $$(bin/takt store counts --data-dir $(DEMO_DIR)/data)"
+
+# package: dist/takt_<version>_<arch>.deb (nfpm) for PACKAGE_ARCHES; the host's arch is built
+# here, another needs TAKT_BIN_<arch>/TAKT_ORT_<arch> from a build on that arch (packaging/package.sh).
+PACKAGE_ARCHES ?= $(shell $(GO) env GOARCH)
+package: deps
+	packaging/package.sh $(PACKAGE_ARCHES)
+
+# firmware-demo: install, a failed update rolled back automatically, a refused downgrade, a
+# committed update, with the real "takt firmware" CLI and a stand-in agent.
+firmware-demo:
+	packaging/firmware-demo.sh $(DEMO_DIR)/firmware
 
 # Regenerates the ONNX protobuf types from models/onnxpb/onnx.proto (needs protoc).
 onnxpb:

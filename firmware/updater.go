@@ -266,12 +266,13 @@ func (u *Updater) test(ctx context.Context, st State) error {
 	}
 	if err == nil {
 		u.report(st, StepHealthy, nil)
+		from := st.Version
 		st.Slot, st.Version = st.NewSlot, st.NewVersion
 		st = idle(st, StepCommitted, nil)
 		if err := u.save(st); err != nil {
 			return err
 		}
-		u.rep.Report(Status{Time: time.Now().UTC(), Step: StepCommitted, Version: st.Version, Slot: st.Slot})
+		u.rep.Report(Status{Time: time.Now().UTC(), Step: StepCommitted, Version: st.Version, From: from, Slot: st.Slot})
 		return nil
 	}
 	if ctx.Err() != nil {

@@ -70,6 +70,7 @@ ort_lib_path() {
 	fi
 }
 have_ort() { [[ -f "$(ort_lib_path)" ]]; }
+have_pkgtools() { command -v dpkg-deb >/dev/null 2>&1 && command -v systemd-analyze >/dev/null 2>&1; }
 
 command -v go >/dev/null 2>&1 || die "Go is not installed; install Go 1.22 or newer (https://go.dev/dl) and run again"
 
@@ -79,6 +80,7 @@ have_camera_streams || missing+=(camera-test-streams)
 have_ort || missing+=(onnxruntime)
 have_versitygw || missing+=(versitygw)
 have_chromium || missing+=(chromium)
+have_pkgtools || missing+=(packaging-tools)
 
 if [[ ${#missing[@]} -eq 0 ]]; then
 	say "all present: OpenCV $(pkg-config --modversion opencv4), ONNX Runtime at $(ort_lib_path), mosquitto, versitygw"
@@ -93,6 +95,8 @@ apt_packages=()
 have_opencv || apt_packages+=(libopencv-dev pkg-config)
 have_mosquitto || apt_packages+=(mosquitto)
 have_chromium || apt_packages+=(chromium fonts-dejavu-core)
+# packaging tests: dpkg-deb inspects the .deb, systemd-analyze verifies the unit.
+have_pkgtools || apt_packages+=(dpkg systemd)
 have_camera_streams || apt_packages+=(ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly)
 if [[ ${#apt_packages[@]} -gt 0 ]]; then
 	command -v apt-get >/dev/null 2>&1 ||
@@ -109,6 +113,7 @@ if [[ ${#apt_packages[@]} -gt 0 ]]; then
 	have_opencv || die "libopencv-dev installed but pkg-config does not find opencv4"
 	have_mosquitto || die "mosquitto installed but not found on PATH or in /usr/sbin"
 	have_chromium || die "chromium installed but not found on PATH"
+	have_pkgtools || die "dpkg and systemd installed but dpkg-deb or systemd-analyze not found on PATH"
 	have_camera_streams || die "camera test packages installed but ffmpeg, GstRtspServer-1.0.typelib or the GStreamer videotestsrc/rtp/x264 plugins are still missing"
 fi
 

@@ -1,0 +1,287 @@
+// Package packaging_test checks the appliance packaging: the .deb that package.sh builds
+// with nfpm (contents, control data, maintainer scripts, the systemd unit through
+// systemd-analyze verify) and the OCI Containerfiles (lint: no container engine runs here).
+package packaging_test
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// repoRoot is the repository root (the OCI build context).
+const repoRoot = ".."
+
+func need(t *testing.T, tool, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(tool)
+	if err != nil {
+		t.Fatalf("%s is required (Debian package %s: apt-get install %s; make test installs it): %v", tool, pkg, pkg, err)
+	}
+	return p
+}
+
+// buildDeb runs package.sh for arch with small stand-in binaries (the packaging, not the
+// agent, is under test; make package packs the real build) and returns the .deb's path.
+func buildDeb(t *testing.T, arch string) string {
+	t.Helper()
+	bin := t.TempDir()
+	for _, name := range []string{"takt-agent", "takt"} {
+		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\necho "+name+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ort := filepath.Join(t.TempDir(), "libonnxruntime.so.1")
+	if err := os.WriteFile(ort, []byte("not really ONNX Runtime"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dist := t.TempDir()
+	cmd := exec.Command("packaging/package.sh", arch)
+	cmd.Dir = repoRoot
+	cmd.Env = append(os.Environ(), "TAKT_VERSION=9.8.7", "TAKT_DIST="+dist, "TAKT_BIN_"+arch+"="+bin, "TAKT_ORT_"+arch+"="+ort)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("package.sh %s: %v\n%s", arch, err, out)
+	}
+	return filepath.Join(dist, "takt_9.8.7_"+arch+".deb")
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func TestDeb(t *testing.T) {
+	need(t, "dpkg-deb", "dpkg")
+	for _, arch := range []string{"amd64", "arm64"} {
+		t.Run(arch, func(t *testing.T) {
+			deb := buildDeb(t, arch)
+			// Contents: path -> mode prefix (dpkg-deb -c lists "-rwxr-xr-x root/root size date ./path").
+			listing := run(t, "dpkg-deb", "-c", deb)
+			entries := map[string]string{}
+			for _, line := range strings.Split(strings.TrimSpace(listing), "\n") {
+				f := strings.Fields(line)
+				if len(f) < 6 {
+					continue
+				}
+				entries[strings.TrimPrefix(f[5], ".")] = f[0]
+			}
+			for path, mode := range map[string]string{
+				"/usr/lib/takt/takt-agent":               "-rwxr-xr-x",
+				"/usr/bin/takt":                          "-rwxr-xr-x",
+				"/lib/systemd/system/takt-agent.service": "-rw-r--r--",
+				"/etc/takt/agent.yaml":                   "-rw-r-----",
+				"/opt/takt/lib/libonnxruntime.so.1":      "-rw-r--r--",
+				"/opt/takt/lib/libonnxruntime.so":        "l",
+				"/var/lib/takt/":                         "d",
+				"/etc/takt/keys/":                        "d",
+			} {
+				got, ok := entries[path]
+				if !ok || !strings.HasPrefix(got, mode) {
+					t.Errorf("%s: mode %q, want %q (listing:\n%s)", path, got, mode, listing)
+				}
+			}
+			info := run(t, "dpkg-deb", "-I", deb)
+			for _, want := range []string{"Package: takt", "Architecture: " + arch, "Version: 9.8.7", "Depends: ", "libopencv", "postinst", "prerm", "postrm", "conffiles"} {
+				if !strings.Contains(info, want) {
+					t.Errorf("dpkg-deb -I: no %q in\n%s", want, info)
+				}
+			}
+			ctl := t.TempDir()
+			run(t, "dpkg-deb", "-e", deb, ctl)
+			conffiles, _ := os.ReadFile(filepath.Join(ctl, "conffiles"))
+			if got := strings.TrimSpace(string(conffiles)); got != "/etc/takt/agent.yaml" {
+				t.Errorf("conffiles %q, want /etc/takt/agent.yaml", got)
+			}
+			for _, script := range []string{"postinst", "prerm", "postrm"} {
+				run(t, "sh", "-n", filepath.Join(ctl, script))
+			}
+			postinst, _ := os.ReadFile(filepath.Join(ctl, "postinst"))
+			for _, want := range []string{"useradd --system", "install -d -o takt -g takt -m 0750 /var/lib/takt", "ln -s slots/a", "mv -T"} {
+				if !strings.Contains(string(postinst), want) {
+					t.Errorf("postinst: no %q", want)
+				}
+			}
+		})
+	}
+}
+
+// TestSystemdUnit runs the packaged unit through systemd-analyze verify. verify checks that
+// ExecStart's binary exists, so the copy it checks starts a stand-in binary; every other line
+// is the unit's.
+func TestSystemdUnit(t *testing.T) {
+	sa := need(t, "systemd-analyze", "systemd")
+	unit, err := os.ReadFile("systemd/takt-agent.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Type=notify", "WatchdogSec=", "Restart=on-failure", "User=takt", "NoNewPrivileges=yes",
+		"ProtectSystem=strict", "ReadWritePaths=/var/lib/takt", "ExecStart=/opt/takt/current/bin/takt-agent "} {
+		if !strings.Contains(string(unit), want) {
+			t.Errorf("takt-agent.service: no %q", want)
+		}
+	}
+	dir := t.TempDir()
+	agent := filepath.Join(dir, "takt-agent")
+	if err := os.WriteFile(agent, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	patched := strings.Replace(string(unit), "/opt/takt/current/bin/takt-agent", agent, 1)
+	path := filepath.Join(dir, "takt-agent.service")
+	if err := os.WriteFile(path, []byte(patched), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(sa, "verify", path).CombinedOutput()
+	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("systemd-analyze verify: %v, output:\n%s\nwant success and no warnings", err, out)
+	}
+	// The check itself must be able to fail: an unknown key is reported.
+	bad := filepath.Join(dir, "bad.service")
+	os.WriteFile(bad, []byte(patched+"\n[Service]\nWatchDogSec=1\n"), 0o644)
+	if out, _ := exec.Command(sa, "verify", bad).CombinedOutput(); !strings.Contains(string(out), "WatchDogSec") {
+		t.Errorf("systemd-analyze verify of a misspelt key: output %q, want it named", out)
+	}
+}
+
+var (
+	fromRE  = regexp.MustCompile(`^FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?$`)
+	fetchRE = regexp.MustCompile(`\b(curl|wget)\s+-`)
+)
+
+// pinned reports whether an image reference names an exact version: a digest, or a tag
+// with a digit that is not "latest".
+func pinned(ref string) bool {
+	if strings.Contains(ref, "@sha256:") {
+		return true
+	}
+	i := strings.LastIndex(ref, ":")
+	if i < 0 || strings.Contains(ref[i:], "/") {
+		return false
+	}
+	tag := ref[i+1:]
+	return tag != "latest" && strings.ContainsAny(tag, "0123456789")
+}
+
+// instructions joins continuation lines and drops comments.
+func instructions(t *testing.T, path string) []string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []string
+	var cur strings.Builder
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(line, "#") || (line == "" && cur.Len() == 0) {
+			continue
+		}
+		if strings.HasSuffix(line, "\\") {
+			cur.WriteString(strings.TrimSuffix(line, "\\") + " ")
+			continue
+		}
+		cur.WriteString(line)
+		out = append(out, strings.Join(strings.Fields(cur.String()), " "))
+		cur.Reset()
+	}
+	return out
+}
+
+// lint returns the problems of a Containerfile.
+func lint(t *testing.T, path string) []string {
+	var problems []string
+	var stages []string
+	var user string
+	for _, in := range instructions(t, path) {
+		op, args, _ := strings.Cut(in, " ")
+		switch strings.ToUpper(op) {
+		case "FROM":
+			m := fromRE.FindStringSubmatch(in)
+			if m == nil {
+				problems = append(problems, "unparsable "+in)
+				continue
+			}
+			if !slices.Contains(stages, m[1]) && !pinned(m[1]) {
+				problems = append(problems, "FROM "+m[1]+" is not pinned (tag with a version or @sha256 digest)")
+			}
+			stages = append(stages, m[2])
+			user = ""
+		case "ADD":
+			if strings.Contains(args, "://") {
+				problems = append(problems, "ADD of a URL (download in RUN with a sha256 check): "+in)
+			}
+		case "COPY":
+			f := strings.Fields(args)
+			from := ""
+			var rest []string
+			for _, a := range f {
+				if v, ok := strings.CutPrefix(a, "--from="); ok {
+					from = v
+				} else if !strings.HasPrefix(a, "--") {
+					rest = append(rest, a)
+				}
+			}
+			if from != "" {
+				if !slices.Contains(stages, from) && !pinned(from) {
+					problems = append(problems, "COPY --from="+from+" is neither an earlier stage nor a pinned image")
+				}
+				continue
+			}
+			for _, src := range rest[:len(rest)-1] {
+				matches, _ := filepath.Glob(filepath.Join(repoRoot, src))
+				if len(matches) == 0 {
+					problems = append(problems, "COPY source "+src+" does not exist in the build context")
+				}
+			}
+		case "RUN":
+			if fetchRE.MatchString(args) && !strings.Contains(args, "sha256sum -c") {
+				problems = append(problems, "download without a sha256 check: "+in)
+			}
+			if strings.Contains(args, "git clone") && !strings.Contains(args, "--branch v") {
+				problems = append(problems, "git clone without a pinned --branch vX.Y.Z: "+in)
+			}
+		case "USER":
+			user = args
+		}
+	}
+	if len(stages) < 2 {
+		problems = append(problems, "not multi-stage")
+	}
+	if user == "" || user == "root" || user == "0" {
+		problems = append(problems, "the final stage runs as root (want USER takt)")
+	}
+	return problems
+}
+
+func TestContainerfiles(t *testing.T) {
+	files, _ := filepath.Glob("oci/Containerfile.*")
+	if len(files) < 2 {
+		t.Fatalf("Containerfiles %v, want the CPU and the Jetson image", files)
+	}
+	for _, f := range files {
+		if p := lint(t, f); len(p) > 0 {
+			t.Errorf("%s:\n  %s", f, strings.Join(p, "\n  "))
+		}
+	}
+	// The linter itself must catch what it claims to.
+	bad := filepath.Join(t.TempDir(), "Containerfile.bad")
+	os.WriteFile(bad, []byte("FROM debian:latest AS a\nADD https://example.com/x.tgz /x\nCOPY nothere /x\nRUN curl -o /y https://e.com/y\nFROM ubuntu\n"), 0o644)
+	got := lint(t, bad)
+	want := []string{"FROM debian:latest is not pinned", "ADD of a URL", "COPY source nothere does not exist", "download without a sha256 check", "FROM ubuntu is not pinned", "runs as root"}
+	for _, w := range want {
+		if !slices.ContainsFunc(got, func(p string) bool { return strings.Contains(p, w) }) {
+			t.Errorf("lint of a bad Containerfile: problems %q, want one containing %q", got, w)
+		}
+	}
+}
