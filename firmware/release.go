@@ -1,7 +1,6 @@
 package firmware
 
 import (
-	"archive/tar"
 	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -130,7 +129,10 @@ func BuildRelease(w io.Writer, m ReleaseManifest, files map[string][]byte, key e
 			return err
 		}
 	}
-	return writeTar(w, manifest, files, sig)
+	if err := models.WriteSignedTar(w, manifest, files, sig); err != nil {
+		return fmt.Errorf("release: %w", err)
+	}
+	return nil
 }
 
 // Sign re-signs r (a release read with InspectRelease) with key; rollback sets the
@@ -139,43 +141,6 @@ func (r *Release) Sign(w io.Writer, key ed25519.PrivateKey, rollback bool) error
 	m := *r.Manifest
 	m.Rollback = m.Rollback || rollback
 	return BuildRelease(w, m, r.Files, key)
-}
-
-func writeTar(w io.Writer, manifest []byte, files map[string][]byte, sig []byte) error {
-	tw := tar.NewWriter(w)
-	add := func(name string, data []byte) error {
-		mode := int64(0o644)
-		if strings.HasPrefix(name, "bin/") {
-			mode = 0o755
-		}
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(data)), Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
-			return err
-		}
-		_, err := tw.Write(data)
-		return err
-	}
-	if err := add(ManifestFile, manifest); err != nil {
-		return fmt.Errorf("release: %w", err)
-	}
-	names := make([]string, 0, len(files))
-	for name := range files {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		if err := add(name, files[name]); err != nil {
-			return fmt.Errorf("release: %w", err)
-		}
-	}
-	if sig != nil {
-		if err := add(SignatureFile, sig); err != nil {
-			return fmt.Errorf("release: %w", err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return fmt.Errorf("release: %w", err)
-	}
-	return nil
 }
 
 // ReadRelease reads a release tar and verifies it: a complete tar of regular files with

@@ -94,12 +94,22 @@ func (p *Process) Restart(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("supervisor: %w", err)
 	}
-	cmd := exec.Command(filepath.Join(root, "current", filepath.FromSlash(AgentFile)), p.Args...)
-	cmd.Env = append(os.Environ(), p.Env...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("supervisor: start agent: %w", err)
+	var cmd *exec.Cmd
+	// A binary just written can be briefly "busy" (ETXTBSY) when another goroutine forked
+	// while its write descriptor was open (golang/go#22315): retry a few times.
+	for attempt := 0; ; attempt++ {
+		cmd = exec.Command(filepath.Join(root, "current", filepath.FromSlash(AgentFile)), p.Args...)
+		cmd.Env = append(os.Environ(), p.Env...)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		err := cmd.Start()
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.ETXTBSY) || attempt == 20 {
+			return fmt.Errorf("supervisor: start agent: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	done := make(chan struct{})
 	p.mu.Lock()

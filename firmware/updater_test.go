@@ -94,7 +94,7 @@ func TestReleaseRejected(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer f.Close()
-		if err := writeTar(f, manifest, files, sig); err != nil {
+		if err := models.WriteSignedTar(f, manifest, files, sig); err != nil {
 			t.Fatal(err)
 		}
 		return p

@@ -206,39 +206,16 @@ func BuildBundle(w io.Writer, m Manifest, onnx []byte, files map[string][]byte, 
 		return err
 	}
 	manifest = append(manifest, '\n')
-	sig, err := json.Marshal(signatureDoc{Algorithm: "ed25519", KeyID: KeyID(key.Public().(ed25519.PublicKey)),
-		Signature: base64.StdEncoding.EncodeToString(ed25519.Sign(key, manifest))})
+	sig, err := SignManifest(manifest, key)
 	if err != nil {
 		return err
 	}
-	tw := tar.NewWriter(w)
-	add := func(name string, data []byte) error {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
-			return err
-		}
-		_, err := tw.Write(data)
-		return err
+	members := make(map[string][]byte, len(files)+1)
+	for name, data := range files {
+		members[name] = data
 	}
-	if err := add(manifestFile, manifest); err != nil {
-		return fmt.Errorf("bundle: %w", err)
-	}
-	if err := add(modelFile, onnx); err != nil {
-		return fmt.Errorf("bundle: %w", err)
-	}
-	names := make([]string, 0, len(files))
-	for name := range files {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		if err := add(name, files[name]); err != nil {
-			return fmt.Errorf("bundle: %w", err)
-		}
-	}
-	if err := add(signatureFile, append(sig, '\n')); err != nil {
-		return fmt.Errorf("bundle: %w", err)
-	}
-	if err := tw.Close(); err != nil {
+	members[modelFile] = onnx
+	if err := WriteSignedTar(w, manifest, members, sig); err != nil {
 		return fmt.Errorf("bundle: %w", err)
 	}
 	return nil

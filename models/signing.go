@@ -1,10 +1,13 @@
 package models
 
 import (
+	"archive/tar"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"slices"
+	"strings"
 )
 
 // SignManifest returns the "signature" member a bundle carries for manifest: the same
@@ -42,4 +45,41 @@ func SignatureKeyID(sig []byte) string {
 // end-of-archive marker. Errors wrap ErrBadBundle.
 func ReadTarMembers(r io.Reader) (map[string][]byte, error) {
 	return readTar(r)
+}
+
+// WriteSignedTar writes a signed archive as bundles and agent releases are laid out:
+// manifest.json first, then files in name order, then the signature member (skipped when
+// sig is nil). Members under bin/ are executable.
+func WriteSignedTar(w io.Writer, manifest []byte, files map[string][]byte, sig []byte) error {
+	tw := tar.NewWriter(w)
+	add := func(name string, data []byte) error {
+		mode := int64(0o644)
+		if strings.HasPrefix(name, "bin/") {
+			mode = 0o755
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(data)), Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
+			return err
+		}
+		_, err := tw.Write(data)
+		return err
+	}
+	if err := add(manifestFile, manifest); err != nil {
+		return err
+	}
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if err := add(name, files[name]); err != nil {
+			return err
+		}
+	}
+	if sig != nil {
+		if err := add(signatureFile, sig); err != nil {
+			return err
+		}
+	}
+	return tw.Close()
 }
