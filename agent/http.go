@@ -459,7 +459,7 @@ func (l *live) statusNow() Status {
 	s.Ready, s.Checks = l.readiness()
 	s.Healthy, _ = l.healthy()
 	s.Model.Name, s.Model.Version, s.Model.SHA256 = l.info.Model.Name, l.info.Model.Version, l.info.Model.SHA256
-	s.Model.Provider, s.Model.Threshold = l.info.Provider, l.threshold
+	s.Model.Provider, s.Model.Threshold = l.provider(), l.threshold
 	s.Camera.State = l.cameraState()
 	var ids, kinds, modes []string
 	for _, c := range l.cams {

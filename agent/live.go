@@ -395,6 +395,10 @@ func (l *live) deliver(v store.Verdict) {
 	}
 }
 
+// provider is the execution provider serving now: it changes when a TensorRT engine that
+// was built in the background takes over from the fallback.
+func (l *live) provider() string { return l.rt.Info().Provider }
+
 // setLink records the state of an outside link ("mqtt", "s3") for the page and metrics.
 func (l *live) setLink(name, state string) { l.links.Store(name, state) }
 

@@ -127,8 +127,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
 	}
 	mi := l.info.Model
-	gauge(descModel, 1, mi.Name, mi.Version, mi.SHA256, l.info.Provider)
-	gauge(descProvider, 1, l.info.Provider)
+	gauge(descModel, 1, mi.Name, mi.Version, mi.SHA256, l.provider())
+	gauge(descProvider, 1, l.provider())
 	gauge(descThreshold, l.threshold)
 	for _, c := range l.cams {
 		id, s := c.ID(), c.Stats()

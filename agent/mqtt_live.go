@@ -85,7 +85,7 @@ func (l *live) startMQTT(context.Context) (func(context.Context) error, error) {
 		link:    func(state string) { l.setLink("mqtt", state) },
 		status: func(m *cloudsync.StatusMsg) {
 			m.Model = &cloudsync.ModelRef{Name: l.info.Model.Name, Version: l.info.Model.Version, SHA256: l.info.Model.SHA256}
-			m.Provider = l.info.Provider
+			m.Provider = l.provider()
 			m.AgentVersion = Version
 			m.Camera = l.cameraState()
 		},
