@@ -1,0 +1,519 @@
+package models
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/onnxgraph"
+)
+
+// PatchCoreOptions tunes TrainPatchCore. Zero fields take the defaults of
+// DefaultPatchCoreOptions.
+//
+// The model is a PatchCore-like memory bank over hand-made features:
+//
+//	x     = InstanceNormalization(image / GaussianBlur(image, LightingSigma))
+//	F     = Conv(Pad(x), bank)                       Gaussian G, Gx, Gy, Gxx, Gyy, Gxy at Sigmas
+//	patch = MaxPool([F, |F|], 2*Stride, Stride)      patch features on a grid, standardized,
+//	                                                 with the weighted position appended
+//	d     = min_m ||patch - bank_m||                 MatMul + ReduceMin against the coreset
+//	map   = GaussianBlur(Resize(d), MapSigma)        anomaly_map [1,1,H,W]
+//	score = max(map)
+//
+// Aligned parts and roughly aligned tiles do better with PositionWeight > 0 (in the tests,
+// 128 on synthetic parts and 256 on magnetic tiles), which makes the bank compare a patch
+// mostly with patches from the same place. The threshold follows the template's rule (k-fold cross-validation over the good
+// images, calibrate with Margin).
+type PatchCoreOptions struct {
+	Name    string `yaml:"name"`    // takt.name; default "patchcore"
+	Version string `yaml:"version"` // takt.version; default "0.1.0"
+	// Width and Height are the model input size, rounded down to multiples of Stride.
+	// Default: Width 128, Height from the aspect of the first good image. Images of other
+	// aspects are stretched (textures need no aspect check).
+	Width  int `yaml:"width"`
+	Height int `yaml:"height"`
+	// Sigmas are the filter-bank scales in model-input pixels; default 1, 2, 4.
+	Sigmas []float64 `yaml:"sigmas"`
+	// LightingSigma is the Gaussian sigma, in model-input pixels, of the local brightness the
+	// image is divided by first (as in TemplateOptions); default Width/16; negative = off.
+	LightingSigma float64 `yaml:"lighting_sigma"`
+	// Stride is the patch grid step in model-input pixels (even); default 4.
+	Stride int `yaml:"stride"`
+	// Pool is how pixel features are pooled into a patch: PoolMax (default) keeps thin
+	// defects (scratches, cracks) that an average over the patch would dilute; PoolMean.
+	Pool string `yaml:"pool"`
+	// PositionWeight adds the patch position (x, y in 0..1, times this weight, in units of
+	// feature standard deviations) to every patch feature, so aligned parts are compared
+	// with patches near the same place (a missing hole looks like plain plate elsewhere).
+	// Default 0: position-free, for textures.
+	PositionWeight float64 `yaml:"position_weight"`
+	// BankSize is the coreset size (greedy k-center); default 2000.
+	BankSize int `yaml:"bank_size"`
+	// MaxCandidates caps the patches the coreset is chosen from (a random subset beyond);
+	// default 30000.
+	MaxCandidates int `yaml:"max_candidates"`
+	// MapSigma is the Gaussian sigma smoothing the anomaly map; default Stride.
+	MapSigma float64 `yaml:"map_sigma"`
+	// Folds for threshold cross-validation; default min(n, 10).
+	Folds int `yaml:"folds"`
+	// Margin over the highest cross-validated good score; default 0.25.
+	Margin float64 `yaml:"margin"`
+	// Ignore lists regions the model must not judge, as fractions of the frame.
+	Ignore []Region `yaml:"ignore"`
+	// Seed drives the coreset's first pick and the candidate subset.
+	Seed uint64 `yaml:"seed"`
+	// Threads is ONNX Runtime's intra-op thread count while training; 0 = its default.
+	Threads   int       `yaml:"threads"`
+	TrainedAt time.Time `yaml:"-"`
+}
+
+// Patch pooling of PatchCoreOptions.Pool.
+const (
+	PoolMax  = "max"
+	PoolMean = "mean"
+)
+
+// DefaultPatchCoreOptions returns the defaults TrainPatchCore uses for zero fields.
+func DefaultPatchCoreOptions() PatchCoreOptions {
+	return PatchCoreOptions{Name: "patchcore", Version: "0.1.0", Width: 128, Sigmas: []float64{1, 2, 4},
+		Stride: 4, Pool: PoolMax, BankSize: 2000, MaxCandidates: 30000, Margin: 0.25}
+}
+
+func patchCorePlan(good []camera.Frame, opts PatchCoreOptions) (PatchCoreOptions, InputShape, error) {
+	if len(good) < 2 {
+		return opts, InputShape{}, fmt.Errorf("train patchcore: %d good images, need at least 2", len(good))
+	}
+	for i, f := range good {
+		if err := checkFrame(f); err != nil {
+			return opts, InputShape{}, fmt.Errorf("train patchcore: good image %d: %w", i, err)
+		}
+	}
+	def := DefaultPatchCoreOptions()
+	if opts.Name == "" {
+		opts.Name = def.Name
+	}
+	if opts.Version == "" {
+		opts.Version = def.Version
+	}
+	if len(opts.Sigmas) == 0 {
+		opts.Sigmas = def.Sigmas
+	}
+	if opts.Stride == 0 {
+		opts.Stride = def.Stride
+	}
+	if opts.Pool == "" {
+		opts.Pool = def.Pool
+	}
+	if opts.BankSize == 0 {
+		opts.BankSize = def.BankSize
+	}
+	if opts.MaxCandidates == 0 {
+		opts.MaxCandidates = def.MaxCandidates
+	}
+	if opts.MapSigma == 0 {
+		opts.MapSigma = float64(opts.Stride)
+	}
+	if opts.Margin == 0 {
+		opts.Margin = def.Margin
+	}
+	if opts.Folds == 0 {
+		opts.Folds = min(len(good), maxFolds)
+	}
+	if opts.TrainedAt.IsZero() {
+		opts.TrainedAt = time.Now()
+	}
+	a0 := float64(good[0].Width) / float64(good[0].Height)
+	switch {
+	case opts.Width == 0 && opts.Height == 0:
+		opts.Width = def.Width
+		opts.Height = int(math.Round(float64(def.Width) / a0))
+	case opts.Height == 0:
+		opts.Height = int(math.Round(float64(opts.Width) / a0))
+	case opts.Width == 0:
+		opts.Width = int(math.Round(float64(opts.Height) * a0))
+	}
+	s := opts.Stride
+	if s > 0 {
+		opts.Width -= opts.Width % s
+		opts.Height -= opts.Height % s
+	}
+	if opts.LightingSigma == 0 {
+		opts.LightingSigma = float64(opts.Width) / 16
+	}
+	in := InputShape{Channels: 1, Height: opts.Height, Width: opts.Width}
+	r := filterRadius(opts.Sigmas)
+	switch {
+	case s < 2 || s > 16 || s%2 != 0:
+		return opts, in, fmt.Errorf("train patchcore: stride %d: want an even number 2..16", s)
+	case opts.Width < 4*s || opts.Height < 4*s || opts.Width > 1024 || opts.Height > 1024:
+		return opts, in, fmt.Errorf("train patchcore: input size %dx%d: want 4*stride..1024", opts.Width, opts.Height)
+	case r >= min(opts.Width, opts.Height):
+		return opts, in, fmt.Errorf("train patchcore: sigmas %v need a %d px border, too wide for %dx%d", opts.Sigmas, r, opts.Width, opts.Height)
+	case !sigmasValid(opts.Sigmas):
+		return opts, in, fmt.Errorf("train patchcore: sigmas %v: want each in 0.5..8", opts.Sigmas)
+	case opts.LightingSigma > 0 && (opts.LightingSigma < 1 || 2*blurRadius(opts.LightingSigma) >= min(opts.Width, opts.Height)):
+		return opts, in, fmt.Errorf("train patchcore: lighting_sigma %g: want >= 1 and a border below half of %dx%d", opts.LightingSigma, opts.Width, opts.Height)
+	case opts.Pool != PoolMax && opts.Pool != PoolMean:
+		return opts, in, fmt.Errorf("train patchcore: pool %q: want %q or %q", opts.Pool, PoolMax, PoolMean)
+	case opts.BankSize < 1 || opts.BankSize > 20000:
+		return opts, in, fmt.Errorf("train patchcore: bank_size %d: want 1..20000", opts.BankSize)
+	case opts.MaxCandidates < opts.BankSize:
+		return opts, in, fmt.Errorf("train patchcore: max_candidates %d: want >= bank_size %d", opts.MaxCandidates, opts.BankSize)
+	case opts.PositionWeight < 0 || opts.PositionWeight > 1000:
+		return opts, in, fmt.Errorf("train patchcore: position_weight %g: want 0..1000", opts.PositionWeight)
+	case opts.MapSigma < 0.3 || 2*blurRadius(opts.MapSigma) >= min(opts.Width, opts.Height):
+		return opts, in, fmt.Errorf("train patchcore: map_sigma %g: want >= 0.3 and a border below half of %dx%d", opts.MapSigma, opts.Width, opts.Height)
+	case opts.Folds < 2 || opts.Folds > len(good):
+		return opts, in, fmt.Errorf("train patchcore: folds %d: want 2..%d (the number of good images)", opts.Folds, len(good))
+	case opts.Margin < 0 || opts.Margin > 10:
+		return opts, in, fmt.Errorf("train patchcore: margin %g: want 0..10", opts.Margin)
+	case !regionsValid(opts.Ignore):
+		return opts, in, fmt.Errorf("train patchcore: ignore: every region needs 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, got %v", opts.Ignore)
+	case opts.Threads < 0:
+		return opts, in, fmt.Errorf("train patchcore: threads %d: want >= 0", opts.Threads)
+	}
+	return opts, in, nil
+}
+
+func sigmasValid(ss []float64) bool {
+	for _, s := range ss {
+		if s < 0.5 || s > 8 {
+			return false
+		}
+	}
+	return true
+}
+
+func filterRadius(sigmas []float64) int {
+	r := 0
+	for _, s := range sigmas {
+		r = max(r, blurRadius(s))
+	}
+	return r
+}
+
+// filterBank is the Conv weight [C,1,k,k] (k = 2r+1) of G, Gx, Gy, Gxx, Gyy, Gxy per sigma,
+// each derivative scaled by sigma^order so the scales answer alike.
+func filterBank(sigmas []float64) (w []float32, channels, k int) {
+	r := filterRadius(sigmas)
+	k = 2*r + 1
+	for _, s := range sigmas {
+		g := make([]float64, k)
+		var sum float64
+		for i := range g {
+			x := float64(i - r)
+			g[i] = math.Exp(-x * x / (2 * s * s))
+			sum += g[i]
+		}
+		for i := range g {
+			g[i] /= sum
+		}
+		d1 := func(i int) float64 { x := float64(i - r); return -x / (s * s) * g[i] * s }
+		d2 := func(i int) float64 { x := float64(i - r); return (x*x/(s*s*s*s) - 1/(s*s)) * g[i] * s * s }
+		g0 := func(i int) float64 { return g[i] }
+		for _, f := range [][2]func(int) float64{{g0, g0}, {d1, g0}, {g0, d1}, {d2, g0}, {g0, d2}, {d1, d1}} {
+			for y := range k {
+				for x := range k {
+					w = append(w, float32(f[0](x)*f[1](y)))
+				}
+			}
+			channels++
+		}
+	}
+	return w, channels, k
+}
+
+// patchDims is the patch grid (rows, columns) and the feature count before position.
+func patchDims(in InputShape, opts PatchCoreOptions) (h, w, d int) {
+	_, c, _ := filterBank(opts.Sigmas)
+	return in.Height / opts.Stride, in.Width / opts.Stride, 2 * c
+}
+
+// addPatchFeatures adds the raw patch features of "image" as "patch" [1,D,h,w].
+func addPatchFeatures(g *onnxgraph.Graph, in InputShape, opts PatchCoreOptions) {
+	wts, c, k := filterBank(opts.Sigmas)
+	r := int64(k / 2)
+	g.Initializer("in_scale", []int64{1}, []float32{1})
+	g.Initializer("in_bias", []int64{1}, []float32{0})
+	src := "image"
+	if opts.LightingSigma > 0 {
+		addBlur(g, "light", "image", "light", opts.LightingSigma)
+		g.Initializer("light_floor", []int64{1}, []float32{lightingFloor})
+		g.Node("Max", []string{"light", "light_floor"}, []string{"light_floored"})
+		g.Node("Div", []string{"image", "light_floored"}, []string{"lit"})
+		src = "lit"
+	}
+	g.Node("InstanceNormalization", []string{src, "in_scale", "in_bias"}, []string{"x"}, onnxgraph.Float("epsilon", 1e-4))
+	g.InitializerInt64("bank_pads", []int64{8}, []int64{0, 0, r, r, 0, 0, r, r})
+	g.Node("Pad", []string{"x", "bank_pads"}, []string{"x_padded"}, onnxgraph.String("mode", "reflect"))
+	g.Initializer("filters", []int64{int64(c), 1, int64(k), int64(k)}, wts)
+	g.Node("Conv", []string{"x_padded", "filters"}, []string{"responses"}, onnxgraph.Ints("kernel_shape", int64(k), int64(k)))
+	g.Node("Abs", []string{"responses"}, []string{"energy"})
+	g.Node("Concat", []string{"responses", "energy"}, []string{"pixel_features"}, onnxgraph.Int("axis", 1))
+	s := int64(opts.Stride)
+	if opts.Pool == PoolMax {
+		g.Node("MaxPool", []string{"pixel_features"}, []string{"patch"},
+			onnxgraph.Ints("kernel_shape", 2*s, 2*s), onnxgraph.Ints("strides", s, s),
+			onnxgraph.Ints("pads", s/2, s/2, s/2, s/2))
+		return
+	}
+	g.Node("AveragePool", []string{"pixel_features"}, []string{"patch"},
+		onnxgraph.Ints("kernel_shape", 2*s, 2*s), onnxgraph.Ints("strides", s, s),
+		onnxgraph.Ints("pads", s/2, s/2, s/2, s/2), onnxgraph.Int("count_include_pad", 0))
+}
+
+// patchFeatureGraph outputs only "patch" [1,D,h,w].
+func patchFeatureGraph(in InputShape, opts PatchCoreOptions) ([]byte, error) {
+	g := onnxgraph.New("patchcore_features")
+	g.Input("image", 1, 1, int64(in.Height), int64(in.Width))
+	addPatchFeatures(g, in, opts)
+	h, w, d := patchDims(in, opts)
+	g.Output("patch", 1, int64(d), int64(h), int64(w))
+	return g.Marshal()
+}
+
+// patchBank is a trained memory bank: the standardization of the raw features and the
+// coreset vectors (standardized, position appended), row-major [M][dim].
+type patchBank struct {
+	mean, std []float32 // per raw feature
+	dim       int       // raw features + 2 with position
+	vectors   []float32
+}
+
+func (b *patchBank) size() int { return len(b.vectors) / b.dim }
+
+// patchCoreGraph is the scoring model for bank.
+func patchCoreGraph(in InputShape, opts PatchCoreOptions, bank *patchBank, meta [][2]string) ([]byte, error) {
+	g := onnxgraph.New(opts.Name)
+	g.SetDoc("Takt PatchCore-like anomaly model: filter-bank patch features, nearest-neighbour distance to a coreset memory bank.")
+	dims := []int64{1, 1, int64(in.Height), int64(in.Width)}
+	g.Input("image", dims...)
+	addPatchFeatures(g, in, opts)
+	h, w, d := patchDims(in, opts)
+	p := int64(h * w)
+	g.Initializer("feat_mean", []int64{1, int64(d), 1, 1}, bank.mean)
+	g.Initializer("feat_std", []int64{1, int64(d), 1, 1}, bank.std)
+	g.Node("Sub", []string{"patch", "feat_mean"}, []string{"patch_centered"})
+	g.Node("Div", []string{"patch_centered", "feat_std"}, []string{"patch_std"})
+	feat := "patch_std"
+	if bank.dim > d {
+		g.Initializer("position", []int64{1, 2, int64(h), int64(w)}, positionGrid(h, w, opts.PositionWeight))
+		g.Node("Concat", []string{"patch_std", "position"}, []string{"patch_pos"}, onnxgraph.Int("axis", 1))
+		feat = "patch_pos"
+	}
+	D, M := int64(bank.dim), int64(bank.size())
+	g.InitializerInt64("flat_shape", []int64{2}, []int64{D, p})
+	g.Node("Reshape", []string{feat, "flat_shape"}, []string{"flat"})
+	g.Node("Transpose", []string{"flat"}, []string{"rows"}, onnxgraph.Ints("perm", 1, 0)) // [P,D]
+	g.Initializer("bank_t", []int64{D, M}, transpose(bank.vectors, int(M), int(D)))
+	g.Initializer("bank_sq", []int64{1, M}, rowNorms(bank.vectors, int(D)))
+	g.Initializer("minus_two", []int64{1}, []float32{-2})
+	g.Initializer("ones_d", []int64{D, 1}, ones(int(D)))
+	g.Initializer("zero", []int64{1}, []float32{0})
+	g.Node("MatMul", []string{"rows", "bank_t"}, []string{"dot"})   // [P,M]
+	g.Node("Mul", []string{"dot", "minus_two"}, []string{"dot2"})   // -2ab
+	g.Node("Add", []string{"dot2", "bank_sq"}, []string{"partial"}) // |b|^2 - 2ab
+	g.Node("ReduceMin", []string{"partial"}, []string{"nearest"}, onnxgraph.Ints("axes", 1), onnxgraph.Int("keepdims", 1))
+	g.Node("Mul", []string{"rows", "rows"}, []string{"rows_sq"})
+	g.Node("MatMul", []string{"rows_sq", "ones_d"}, []string{"row_sq"}) // |a|^2, [P,1]
+	g.Node("Add", []string{"nearest", "row_sq"}, []string{"d2"})
+	g.Node("Max", []string{"d2", "zero"}, []string{"d2_pos"})
+	g.Node("Sqrt", []string{"d2_pos"}, []string{"dist"})
+	g.InitializerInt64("grid_shape", []int64{4}, []int64{1, 1, int64(h), int64(w)})
+	g.Node("Reshape", []string{"dist", "grid_shape"}, []string{"dist_grid"})
+	g.InitializerInt64("map_size", []int64{4}, dims)
+	g.Node("Resize", []string{"dist_grid", "", "", "map_size"}, []string{"dist_full"},
+		onnxgraph.String("mode", "linear"), onnxgraph.String("coordinate_transformation_mode", "half_pixel"))
+	addBlur(g, "map_blur", "dist_full", "map_smooth", opts.MapSigma)
+	if len(opts.Ignore) > 0 {
+		g.Initializer("judge_mask", dims, ignoreMask(in, opts.Ignore))
+		g.Node("Mul", []string{"map_smooth", "judge_mask"}, []string{"anomaly_map"})
+	} else {
+		g.Node("Identity", []string{"map_smooth"}, []string{"anomaly_map"})
+	}
+	g.Node("ReduceMax", []string{"anomaly_map"}, []string{"score"}, onnxgraph.Ints("axes", 1, 2, 3), onnxgraph.Int("keepdims", 0))
+	g.Output("score", 1)
+	g.Output("anomaly_map", dims...)
+	for _, kv := range meta {
+		g.Meta(kv[0], kv[1])
+	}
+	return g.Marshal()
+}
+
+func positionGrid(h, w int, weight float64) []float32 {
+	out := make([]float32, 2*h*w)
+	for y := range h {
+		for x := range w {
+			out[y*w+x] = float32(weight * (float64(x) + 0.5) / float64(w))
+			out[h*w+y*w+x] = float32(weight * (float64(y) + 0.5) / float64(h))
+		}
+	}
+	return out
+}
+
+func transpose(a []float32, rows, cols int) []float32 {
+	out := make([]float32, len(a))
+	for i := range rows {
+		for j := range cols {
+			out[j*rows+i] = a[i*cols+j]
+		}
+	}
+	return out
+}
+
+func rowNorms(a []float32, dim int) []float32 {
+	out := make([]float32, len(a)/dim)
+	for i := range out {
+		var s float32
+		for _, v := range a[i*dim : (i+1)*dim] {
+			s += v * v
+		}
+		out[i] = s
+	}
+	return out
+}
+
+func ones(n int) []float32 {
+	out := make([]float32, n)
+	for i := range out {
+		out[i] = 1
+	}
+	return out
+}
+
+// buildBank standardizes the raw patch features of the images with use(i) (each
+// [D][h*w], channel-major as ONNX Runtime returns them), appends position and picks the
+// coreset.
+func buildBank(feats [][]float32, h, w, d int, use func(int) bool, opts PatchCoreOptions) *patchBank {
+	p := h * w
+	var n int
+	mean := make([]float64, d)
+	sq := make([]float64, d)
+	for i, f := range feats {
+		if !use(i) {
+			continue
+		}
+		n += p
+		for c := range d {
+			for _, v := range f[c*p : (c+1)*p] {
+				mean[c] += float64(v)
+				sq[c] += float64(v) * float64(v)
+			}
+		}
+	}
+	b := &patchBank{mean: make([]float32, d), std: make([]float32, d), dim: d}
+	for c := range d {
+		m := mean[c] / float64(n)
+		b.mean[c] = float32(m)
+		b.std[c] = float32(math.Sqrt(max(sq[c]/float64(n)-m*m, 1e-8)))
+	}
+	pos := opts.PositionWeight > 0
+	if pos {
+		b.dim = d + 2
+	}
+	grid := positionGrid(h, w, opts.PositionWeight)
+	// Candidates: every patch of every used image, or a random subset of MaxCandidates.
+	type ref struct{ img, at int }
+	var refs []ref
+	for i := range feats {
+		if use(i) {
+			for j := range p {
+				refs = append(refs, ref{i, j})
+			}
+		}
+	}
+	rng := rand.New(rand.NewPCG(opts.Seed, 0x9c0e))
+	if len(refs) > opts.MaxCandidates {
+		rng.Shuffle(len(refs), func(i, j int) { refs[i], refs[j] = refs[j], refs[i] })
+		refs = refs[:opts.MaxCandidates]
+	}
+	cand := make([]float32, len(refs)*b.dim)
+	for k, r := range refs {
+		row := cand[k*b.dim : (k+1)*b.dim]
+		for c := range d {
+			row[c] = (feats[r.img][c*p+r.at] - b.mean[c]) / b.std[c]
+		}
+		if pos {
+			row[d], row[d+1] = grid[r.at], grid[p+r.at]
+		}
+	}
+	b.vectors = greedyCoreset(cand, b.dim, opts.BankSize, rng.IntN(len(refs)))
+	return b
+}
+
+// greedyCoreset picks up to m rows of x (n x dim) by greedy k-center: each next row is the
+// one farthest from those picked, starting at row first.
+func greedyCoreset(x []float32, dim, m, first int) []float32 {
+	n := len(x) / dim
+	if n <= m {
+		return x
+	}
+	minD := make([]float32, n)
+	for i := range minD {
+		minD[i] = float32(math.Inf(1))
+	}
+	out := make([]float32, 0, m*dim)
+	const workers = 2
+	pick := first
+	for len(out) < m*dim {
+		c := x[pick*dim : (pick+1)*dim]
+		out = append(out, c...)
+		var wg sync.WaitGroup
+		best := [workers]int{}
+		bestD := [workers]float32{}
+		for wk := range workers {
+			wg.Add(1)
+			go func(wk int) {
+				defer wg.Done()
+				lo, hi := wk*n/workers, (wk+1)*n/workers
+				bi, bd := lo, float32(-1)
+				for i := lo; i < hi; i++ {
+					row := x[i*dim : (i+1)*dim]
+					var s float32
+					for j, v := range row {
+						e := v - c[j]
+						s += e * e
+					}
+					if s < minD[i] {
+						minD[i] = s
+					}
+					if minD[i] > bd {
+						bi, bd = i, minD[i]
+					}
+				}
+				best[wk], bestD[wk] = bi, bd
+			}(wk)
+		}
+		wg.Wait()
+		bw := 0
+		for wk := 1; wk < workers; wk++ {
+			if bestD[wk] > bestD[bw] {
+				bw = wk
+			}
+		}
+		pick = best[bw]
+		if minD[pick] == 0 {
+			break // every candidate is already in the bank
+		}
+	}
+	return out
+}
+
+func patchCoreMeta(opts PatchCoreOptions, in InputShape, threshold float64, images, bankSize int) [][2]string {
+	return [][2]string{
+		{metaTask, "anomaly"},
+		{metaName, opts.Name},
+		{metaVersion, opts.Version},
+		{metaInput, in.String()},
+		{metaThreshold, strconv.FormatFloat(threshold, 'g', -1, 64)},
+		{metaTrainedImages, strconv.Itoa(images)},
+		{metaTrainedAt, opts.TrainedAt.UTC().Format(time.RFC3339)},
+		{metaMethod, fmt.Sprintf("patchcore sigmas=%v lighting_sigma=%g stride=%d pool=%s position_weight=%g bank=%d map_sigma=%g folds=%d margin=%g ignore=%v",
+			opts.Sigmas, opts.LightingSigma, opts.Stride, opts.Pool, opts.PositionWeight, bankSize, opts.MapSigma, opts.Folds, opts.Margin, opts.Ignore)},
+	}
+}

@@ -1,0 +1,124 @@
+//go:build cgo
+
+package models
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/takt-edge/takt/camera"
+	ort "github.com/yalue/onnxruntime_go"
+)
+
+// TrainPatchCore trains a PatchCore-like anomaly model (see PatchCoreOptions) on good
+// images (gray or BGR, any size; other aspects are stretched) and calibrates its threshold
+// by k-fold cross-validation as TrainTemplate does. It loads ONNX Runtime if needed and
+// writes nothing. ctx stops training between steps.
+func TrainPatchCore(ctx context.Context, good []camera.Frame, opts PatchCoreOptions) (*TrainedModel, error) {
+	opts, in, err := patchCorePlan(good, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := InitONNXRuntime(""); err != nil {
+		return nil, fmt.Errorf("train patchcore: %w", err)
+	}
+	n := len(good)
+	xs := make([][]float32, n)
+	pre := newPreprocessor()
+	ps := newPrepSpec(in, false, ColorGray, [3]float64{}, [3]float64{1, 1, 1}, ResizeStretch)
+	for i, f := range good {
+		xs[i] = make([]float32, in.Len())
+		if err := pre.run(f, Region{}, ps, xs[i]); err != nil {
+			pre.close()
+			return nil, fmt.Errorf("train patchcore: good image %d: %w", i, err)
+		}
+	}
+	pre.close()
+	h, w, d := patchDims(in, opts)
+	feats, err := patchFeaturesAll(in, opts, xs, d*h*w)
+	if err != nil {
+		return nil, fmt.Errorf("train patchcore: %w", err)
+	}
+
+	folds := opts.Folds
+	goodScores := make([]float64, n)
+	ropts := RuntimeOptions{Threads: opts.Threads, Warmup: -1}
+	for k := range folds {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("train patchcore: %w", err)
+		}
+		bank := buildBank(feats, h, w, d, func(i int) bool { return i%folds != k }, opts)
+		data, err := patchCoreGraph(in, opts, bank, nil)
+		if err != nil {
+			return nil, fmt.Errorf("train patchcore: fold %d: %w", k, err)
+		}
+		if err := scoreWith(data, ropts, xs, func(i int) bool { return i%folds == k }, goodScores); err != nil {
+			return nil, fmt.Errorf("train patchcore: fold %d: %w", k, err)
+		}
+	}
+	threshold, err := calibrate(goodScores, opts.Margin)
+	if err != nil {
+		return nil, fmt.Errorf("train patchcore: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("train patchcore: %w", err)
+	}
+	bank := buildBank(feats, h, w, d, func(int) bool { return true }, opts)
+	data, err := patchCoreGraph(in, opts, bank, patchCoreMeta(opts, in, threshold, n, bank.size()))
+	if err != nil {
+		return nil, fmt.Errorf("train patchcore: %w", err)
+	}
+	trainScores := make([]float64, n)
+	if err := scoreWith(data, ropts, xs, func(int) bool { return true }, trainScores); err != nil {
+		return nil, fmt.Errorf("train patchcore: final model: %w", err)
+	}
+	return &TrainedModel{
+		ONNX: data, Name: opts.Name, Version: opts.Version, Input: in, Threshold: threshold,
+		GoodScores: goodScores, TrainScores: trainScores, Folds: folds, TrainedAt: opts.TrainedAt,
+	}, nil
+}
+
+// patchFeaturesAll runs the feature graph in ONNX Runtime on every input; each result is
+// size floats, [D][h*w].
+func patchFeaturesAll(in InputShape, opts PatchCoreOptions, xs [][]float32, size int) ([][]float32, error) {
+	data, err := patchFeatureGraph(in, opts)
+	if err != nil {
+		return nil, err
+	}
+	h, w, d := patchDims(in, opts)
+	x, err := ort.NewEmptyTensor[float32](ort.NewShape(1, 1, int64(in.Height), int64(in.Width)))
+	if err != nil {
+		return nil, err
+	}
+	defer x.Destroy()
+	y, err := ort.NewEmptyTensor[float32](ort.NewShape(1, int64(d), int64(h), int64(w)))
+	if err != nil {
+		return nil, err
+	}
+	defer y.Destroy()
+	so, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, err
+	}
+	defer so.Destroy()
+	if opts.Threads > 0 {
+		if err := so.SetIntraOpNumThreads(opts.Threads); err != nil {
+			return nil, err
+		}
+	}
+	s, err := ort.NewAdvancedSessionWithONNXData(data, []string{"image"}, []string{"patch"},
+		[]ort.Value{x}, []ort.Value{y}, so)
+	if err != nil {
+		return nil, fmt.Errorf("feature model: %w", err)
+	}
+	defer s.Destroy()
+	out := make([][]float32, len(xs))
+	for i, xi := range xs {
+		copy(x.GetData(), xi)
+		if err := s.Run(); err != nil {
+			return nil, fmt.Errorf("features of good image %d: %w", i, err)
+		}
+		out[i] = append(make([]float32, 0, size), y.GetData()...)
+	}
+	return out, nil
+}
