@@ -22,59 +22,29 @@ func TrainPatchCore(ctx context.Context, good []camera.Frame, opts PatchCoreOpti
 	if err := InitONNXRuntime(""); err != nil {
 		return nil, fmt.Errorf("train patchcore: %w", err)
 	}
-	n := len(good)
-	xs := make([][]float32, n)
-	pre := newPreprocessor()
-	ps := newPrepSpec(in, false, ColorGray, [3]float64{}, [3]float64{1, 1, 1}, ResizeStretch)
-	for i, f := range good {
-		xs[i] = make([]float32, in.Len())
-		if err := pre.run(f, Region{}, ps, xs[i]); err != nil {
-			pre.close()
-			return nil, fmt.Errorf("train patchcore: good image %d: %w", i, err)
-		}
+	xs, err := preprocessGood("patchcore", good, in)
+	if err != nil {
+		return nil, err
 	}
-	pre.close()
 	h, w, d := patchDims(in, opts)
 	feats, err := patchFeaturesAll(in, opts, xs, d*h*w)
 	if err != nil {
 		return nil, fmt.Errorf("train patchcore: %w", err)
 	}
-
-	folds := opts.Folds
-	goodScores := make([]float64, n)
-	ropts := RuntimeOptions{Threads: opts.Threads, Warmup: -1}
-	for k := range folds {
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("train patchcore: %w", err)
-		}
-		bank := buildBank(feats, h, w, d, func(i int) bool { return i%folds != k }, opts)
-		data, err := patchCoreGraph(in, opts, bank, nil)
-		if err != nil {
-			return nil, fmt.Errorf("train patchcore: fold %d: %w", k, err)
-		}
-		if err := scoreWith(data, ropts, xs, func(i int) bool { return i%folds == k }, goodScores); err != nil {
-			return nil, fmt.Errorf("train patchcore: fold %d: %w", k, err)
-		}
-	}
-	threshold, err := calibrate(goodScores, opts.Margin)
+	c, err := crossValidate(ctx, "patchcore", xs, opts.Folds, opts.Margin, opts.Threads,
+		func(use func(int) bool) ([]byte, error) {
+			return patchCoreGraph(in, opts, buildBank(feats, h, w, d, use, opts), nil)
+		},
+		func(threshold float64) ([]byte, error) {
+			bank := buildBank(feats, h, w, d, func(int) bool { return true }, opts)
+			return patchCoreGraph(in, opts, bank, patchCoreMeta(opts, in, threshold, len(good), bank.size()))
+		})
 	if err != nil {
-		return nil, fmt.Errorf("train patchcore: %w", err)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("train patchcore: %w", err)
-	}
-	bank := buildBank(feats, h, w, d, func(int) bool { return true }, opts)
-	data, err := patchCoreGraph(in, opts, bank, patchCoreMeta(opts, in, threshold, n, bank.size()))
-	if err != nil {
-		return nil, fmt.Errorf("train patchcore: %w", err)
-	}
-	trainScores := make([]float64, n)
-	if err := scoreWith(data, ropts, xs, func(int) bool { return true }, trainScores); err != nil {
-		return nil, fmt.Errorf("train patchcore: final model: %w", err)
+		return nil, err
 	}
 	return &TrainedModel{
-		ONNX: data, Name: opts.Name, Version: opts.Version, Input: in, Threshold: threshold,
-		GoodScores: goodScores, TrainScores: trainScores, Folds: folds, TrainedAt: opts.TrainedAt,
+		ONNX: c.onnx, Name: opts.Name, Version: opts.Version, Input: in, Threshold: c.threshold,
+		GoodScores: c.goodScores, TrainScores: c.trainScores, Folds: opts.Folds, TrainedAt: opts.TrainedAt,
 	}, nil
 }
 

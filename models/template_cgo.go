@@ -22,64 +22,35 @@ func TrainTemplate(ctx context.Context, good []camera.Frame, opts TemplateOption
 	if err := InitONNXRuntime(""); err != nil {
 		return nil, fmt.Errorf("train template: %w", err)
 	}
-	n := len(good)
-	xs := make([][]float32, n)
-	pre := newPreprocessor()
-	ps := newPrepSpec(in, false, ColorGray, [3]float64{}, [3]float64{1, 1, 1}, ResizeStretch)
-	for i, f := range good {
-		xs[i] = make([]float32, in.Len())
-		if err := pre.run(f, Region{}, ps, xs[i]); err != nil {
-			pre.close()
-			return nil, fmt.Errorf("train template: good image %d: %w", i, err)
-		}
+	xs, err := preprocessGood("template", good, in)
+	if err != nil {
+		return nil, err
 	}
-	pre.close()
 	blurred, err := blurAll(in, opts, xs)
 	if err != nil {
 		return nil, fmt.Errorf("train template: %w", err)
 	}
-
-	folds := min(n, maxFolds)
-	goodScores := make([]float64, n)
-	ropts := RuntimeOptions{Threads: opts.Threads, Warmup: -1} // one test run: scores, not latencies
-	for k := range folds {
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("train template: %w", err)
-		}
-		mean, std := pixelStats(blurred, in, func(i int) bool { return i%folds != k }, opts.MinStd, opts.PoseJitter)
-		data, err := templateGraph(in, opts, mean, std, nil)
-		if err != nil {
-			return nil, fmt.Errorf("train template: fold %d: %w", k, err)
-		}
-		if err := scoreWith(data, ropts, xs, func(i int) bool { return i%folds == k }, goodScores); err != nil {
-			return nil, fmt.Errorf("train template: fold %d: %w", k, err)
-		}
-	}
-	threshold, err := calibrate(goodScores, opts.Margin)
+	folds := min(len(good), maxFolds)
+	c, err := crossValidate(ctx, "template", xs, folds, opts.Margin, opts.Threads,
+		func(use func(int) bool) ([]byte, error) {
+			mean, std := pixelStats(blurred, in, use, opts.MinStd, opts.PoseJitter)
+			return templateGraph(in, opts, mean, std, nil)
+		},
+		func(threshold float64) ([]byte, error) {
+			mean, std := pixelStats(blurred, in, func(int) bool { return true }, opts.MinStd, opts.PoseJitter)
+			return templateGraph(in, opts, mean, std, templateMeta(opts, in, threshold, len(good)))
+		})
 	if err != nil {
-		return nil, fmt.Errorf("train template: %w", err)
-	}
-
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("train template: %w", err)
-	}
-	mean, std := pixelStats(blurred, in, func(int) bool { return true }, opts.MinStd, opts.PoseJitter)
-	data, err := templateGraph(in, opts, mean, std, templateMeta(opts, in, threshold, n))
-	if err != nil {
-		return nil, fmt.Errorf("train template: %w", err)
-	}
-	trainScores := make([]float64, n)
-	if err := scoreWith(data, ropts, xs, func(int) bool { return true }, trainScores); err != nil {
-		return nil, fmt.Errorf("train template: final model: %w", err)
+		return nil, err
 	}
 	return &TrainedModel{
-		ONNX:        data,
+		ONNX:        c.onnx,
 		Name:        opts.Name,
 		Version:     opts.Version,
 		Input:       in,
-		Threshold:   threshold,
-		GoodScores:  goodScores,
-		TrainScores: trainScores,
+		Threshold:   c.threshold,
+		GoodScores:  c.goodScores,
+		TrainScores: c.trainScores,
 		Folds:       folds,
 		TrainedAt:   opts.TrainedAt,
 	}, nil
