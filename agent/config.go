@@ -68,6 +68,8 @@ type ModelConfig struct {
 	Require string `yaml:"require"`
 	// GPU holds the TensorRT and CUDA options.
 	GPU GPUConfig `yaml:"gpu"`
+	// Update configures over-the-air model updates (otaconfig.go).
+	Update ModelUpdateConfig `yaml:"update"`
 }
 
 // ImagesConfig says which part images are kept and how they are encoded.
@@ -101,6 +103,7 @@ func DefaultConfig() Config {
 		Station:  "station-1",
 		DataDir:  "/var/lib/takt",
 		Camera:   camera.DefaultConfig(),
+		Model:    ModelConfig{Update: defaultModelUpdateConfig()},
 		Deadline: 500 * time.Millisecond,
 		Images:   ImagesConfig{Keep: KeepAll, Format: "jpg", JPEGQuality: 90},
 		Store:    defaultStoreConfig(),
@@ -135,6 +138,7 @@ func LoadConfig(path string) (Config, error) {
 		}
 	}
 	cfg.Model.resolvePaths(base)
+	cfg.Model.Update.resolvePaths(base)
 	if v := os.Getenv("TAKT_DATA_DIR"); v != "" {
 		cfg.DataDir = v
 	}
@@ -181,6 +185,7 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.Model.validate()...)
+	errs = append(errs, c.Model.Update.validate(c.Model.TrustedKeys)...)
 	if c.Model.Threshold < 0 {
 		errs = append(errs, fmt.Errorf("model.threshold: %v must be >= 0 (0 uses the model's threshold)", c.Model.Threshold))
 	}

@@ -1,0 +1,409 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/takt-edge/takt/agent/store"
+	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models"
+)
+
+// partOutcome is what the updater sees of one part, for the model it updates.
+type partOutcome struct {
+	Decision string  // store.Pass, store.Fail or store.NoDecision
+	Score    float64 // NaN when there is none
+	// ModelErr: the model failed this part (inference error or a score that is not a
+	// finite number), not the camera or the deadline.
+	ModelErr bool
+	InferMs  float64
+}
+
+// observe hands the updater one inspected part. It is called by the inspection loop after
+// the commit, with the frame still valid; it never blocks and copies the frame only when a
+// shadow run wants it (into a buffer of its own bounded pool, else the frame is dropped).
+func (u *modelUpdater) observe(f camera.Frame, o partOutcome) {
+	u.recent.add(o)
+	if s := u.shadow.Load(); s != nil {
+		s.offer(f, o)
+	}
+	if w := u.watch.Load(); w != nil {
+		if w.add(o) {
+			go u.watchPassed(w)
+		}
+	}
+	u.frameMu.Lock()
+	if time.Since(u.lastFrame.at) > 2*time.Second && f.Pix != nil {
+		u.lastFrame.copyFrom(f)
+	}
+	u.frameMu.Unlock()
+}
+
+// sampleFrame returns a recent live frame, or a mid-gray 640x480 frame before the first part.
+func (u *modelUpdater) sampleFrame() camera.Frame {
+	u.frameMu.Lock()
+	defer u.frameMu.Unlock()
+	if u.lastFrame.f.Pix != nil {
+		f := u.lastFrame.f
+		f.Pix = slices.Clone(f.Pix)
+		return f
+	}
+	pix := make([]byte, 640*480*3)
+	for i := range pix {
+		pix[i] = 128
+	}
+	return camera.Frame{Width: 640, Height: 480, Channels: 3, Pix: pix, Time: time.Now()}
+}
+
+// frameCopy holds a copy of a frame in a buffer it reuses.
+type frameCopy struct {
+	f  camera.Frame
+	at time.Time
+}
+
+func (c *frameCopy) copyFrom(f camera.Frame) {
+	buf := c.f.Pix[:0]
+	c.f = f
+	c.f.Pix = append(buf, f.Pix...)
+	c.at = time.Now()
+}
+
+// recentParts keeps the serving model's last parts: the baseline a promotion is watched
+// against when no shadow run measured one.
+type recentParts struct {
+	mu   sync.Mutex
+	ring []partOutcome
+	next int
+	full bool
+}
+
+func (r *recentParts) init(n int) { r.ring = make([]partOutcome, n) }
+
+func (r *recentParts) add(o partOutcome) {
+	r.mu.Lock()
+	r.ring[r.next] = o
+	r.next = (r.next + 1) % len(r.ring)
+	r.full = r.full || r.next == 0
+	r.mu.Unlock()
+}
+
+func (r *recentParts) reset() {
+	r.mu.Lock()
+	r.next, r.full = 0, false
+	r.mu.Unlock()
+}
+
+func (r *recentParts) baseline() otaBaseline {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := r.next
+	if r.full {
+		n = len(r.ring)
+	}
+	var b otaBaseline
+	lat := make([]float64, 0, n)
+	for _, o := range r.ring[:n] {
+		b.Parts++
+		if o.Decision == store.Fail {
+			b.FailRate++
+		}
+		if o.ModelErr {
+			b.ErrorRate++
+		} else {
+			lat = append(lat, o.InferMs)
+		}
+	}
+	if b.Parts > 0 {
+		b.FailRate /= float64(b.Parts)
+		b.ErrorRate /= float64(b.Parts)
+	}
+	b.InferP99 = quantile(lat, 0.99)
+	return b
+}
+
+// shadowRun scores live frames with the candidate on its own goroutine. The inspection loop
+// offers frames; a frame that finds no free buffer is dropped (counted), so the active path
+// never waits for the candidate.
+type shadowRun struct {
+	rt        *models.Runtime
+	threshold float64
+	q         chan shadowItem
+	free      chan []byte
+	cancel    context.CancelFunc
+	done      chan struct{}
+	want      int // parts to compare
+	dropped   atomic.Int64
+
+	mu  sync.Mutex
+	fig shadowFigures
+	lat []float64 // candidate inference ms
+	act []float64 // active inference ms
+	cs  []float64 // candidate scores
+	as  []float64 // active scores
+	// enough is closed when want parts were compared.
+	enough chan struct{}
+}
+
+type shadowItem struct {
+	f   camera.Frame
+	buf []byte
+	o   partOutcome
+}
+
+// shadowFigures are the outcome of a shadow run, as model/status reports it.
+type shadowFigures struct {
+	Compared       int
+	Agree          int
+	Dropped        int64
+	CandErrors     int
+	Agreement      float64
+	CandP50        float64 // candidate inference ms
+	CandP99        float64
+	ActiveP99      float64 // active inference ms on the same parts
+	CandFailRate   float64
+	ActiveFailRate float64
+	CandScoreP50   float64
+	ActiveScoreP50 float64
+	CandScoreP99   float64
+	ActiveScoreP99 float64
+}
+
+func (f shadowFigures) String() string {
+	return fmt.Sprintf("parts %d, agreement %.3f, candidate errors %d, dropped %d, infer p99 %.2f ms vs %.2f ms, FAIL rate %.3f vs %.3f, score p50 %.4g vs %.4g, p99 %.4g vs %.4g",
+		f.Compared, f.Agreement, f.CandErrors, f.Dropped, f.CandP99, f.ActiveP99, f.CandFailRate, f.ActiveFailRate,
+		f.CandScoreP50, f.ActiveScoreP50, f.CandScoreP99, f.ActiveScoreP99)
+}
+
+func newShadowRun(rt *models.Runtime, threshold float64, queue, want int) *shadowRun {
+	s := &shadowRun{rt: rt, threshold: threshold, q: make(chan shadowItem, queue), free: make(chan []byte, queue),
+		done: make(chan struct{}), want: want, enough: make(chan struct{})}
+	for range queue {
+		s.free <- nil
+	}
+	return s
+}
+
+// offer copies f into a free buffer and queues it; without a free buffer it drops it.
+func (s *shadowRun) offer(f camera.Frame, o partOutcome) {
+	if f.Pix == nil {
+		return
+	}
+	select {
+	case buf := <-s.free:
+		buf = append(buf[:0], f.Pix...)
+		g := f
+		g.Pix = buf
+		s.q <- shadowItem{f: g, buf: buf, o: o} // never blocks: one buffer per queue slot
+	default:
+		s.dropped.Add(1)
+	}
+}
+
+// run scores queued frames until ctx is done.
+func (s *shadowRun) run(ctx context.Context) {
+	defer close(s.done)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case it := <-s.q:
+			res, err := s.rt.Infer(ctx, it.f)
+			s.free <- it.buf
+			if ctx.Err() != nil {
+				return
+			}
+			s.record(it.o, res, err)
+		}
+	}
+}
+
+func (s *shadowRun) record(o partOutcome, res models.Result, err error) {
+	if o.ModelErr || o.Decision == store.NoDecision {
+		return // nothing to compare with
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := &s.fig
+	f.Compared++
+	candFail := false
+	if err != nil || math.IsNaN(res.Score) || math.IsInf(res.Score, 0) {
+		f.CandErrors++
+	} else {
+		candFail = res.Score > s.threshold
+		s.lat = append(s.lat, ms(res.Timings.Total))
+		s.cs = append(s.cs, res.Score)
+		if candFail {
+			f.CandFailRate++
+		}
+		if candFail == (o.Decision == store.Fail) {
+			f.Agree++
+		}
+	}
+	s.act = append(s.act, o.InferMs)
+	if !math.IsNaN(o.Score) {
+		s.as = append(s.as, o.Score)
+	}
+	if o.Decision == store.Fail {
+		f.ActiveFailRate++
+	}
+	if f.Compared == s.want {
+		close(s.enough)
+	}
+}
+
+// figures computes the figures so far.
+func (s *shadowRun) figures() shadowFigures {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.fig
+	f.Dropped = s.dropped.Load()
+	if f.Compared > 0 {
+		f.Agreement = float64(f.Agree) / float64(f.Compared)
+		f.CandFailRate /= float64(f.Compared)
+		f.ActiveFailRate /= float64(f.Compared)
+	}
+	f.CandP50, f.CandP99, f.ActiveP99 = quantile(s.lat, 0.5), quantile(s.lat, 0.99), quantile(s.act, 0.99)
+	f.CandScoreP50, f.CandScoreP99 = quantile(s.cs, 0.5), quantile(s.cs, 0.99)
+	f.ActiveScoreP50, f.ActiveScoreP99 = quantile(s.as, 0.5), quantile(s.as, 0.99)
+	return f
+}
+
+func (s *shadowRun) stop() {
+	s.cancel()
+	<-s.done
+}
+
+// runShadow runs the candidate beside the active model until shadow.parts parts were
+// compared or shadow.duration passed.
+func (u *modelUpdater) runShadow(ctx context.Context, rt *models.Runtime, threshold float64) (shadowFigures, error) {
+	s := newShadowRun(rt, threshold, u.cfg.Shadow.Queue, u.cfg.Shadow.Parts)
+	sctx, cancel := context.WithCancel(ctx)
+	s.cancel = cancel
+	go s.run(sctx)
+	u.shadow.Store(s)
+	var timeout <-chan time.Time
+	if d := u.cfg.Shadow.Duration; d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case <-ctx.Done():
+	case <-s.enough:
+	case <-timeout:
+	}
+	u.shadow.CompareAndSwap(s, nil)
+	s.stop()
+	if ctx.Err() != nil {
+		return shadowFigures{}, ctx.Err()
+	}
+	return s.figures(), nil
+}
+
+// judgeShadow returns why the figures fail the policy, or "".
+func (u *modelUpdater) judgeShadow(f shadowFigures) string {
+	p := u.cfg.Shadow
+	switch {
+	case f.Compared < min(p.MinParts, p.Parts):
+		return fmt.Sprintf("only %d parts compared, policy needs %d", f.Compared, min(p.MinParts, p.Parts))
+	case f.CandErrors > 0:
+		return fmt.Sprintf("the candidate failed %d of %d parts (NaN or error)", f.CandErrors, f.Compared)
+	case f.Agreement < p.MinAgreement:
+		return fmt.Sprintf("agreement %.3f below the policy's %.3f", f.Agreement, p.MinAgreement)
+	case f.CandP99 > p.MaxLatencyRatio*f.ActiveP99 && f.CandP99 > 1:
+		return fmt.Sprintf("inference p99 %.2f ms is over %.1fx the active model's %.2f ms", f.CandP99, p.MaxLatencyRatio, f.ActiveP99)
+	}
+	return ""
+}
+
+// watchRun counts a promoted model's parts against the previous model's baseline. add
+// reports when the watch passed; crossing a limit sends the reason on rollback once.
+type watchRun struct {
+	p        WatchPolicy
+	base     otaBaseline
+	rollback chan<- string
+
+	mu           sync.Mutex
+	parts, fails int
+	errs         int
+	lat          []float64
+	ended        bool
+}
+
+func newWatchRun(p WatchPolicy, base otaBaseline, rollback chan<- string) *watchRun {
+	return &watchRun{p: p, base: base, rollback: rollback}
+}
+
+// add counts one part; it returns true once, when the watch passed.
+func (w *watchRun) add(o partOutcome) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ended {
+		return false
+	}
+	w.parts++
+	if o.ModelErr {
+		w.errs++
+	} else {
+		w.lat = append(w.lat, o.InferMs)
+	}
+	if o.Decision == store.Fail {
+		w.fails++
+	}
+	if why := w.crossed(); why != "" {
+		w.ended = true
+		select {
+		case w.rollback <- why:
+		default:
+		}
+		return false
+	}
+	if w.parts >= w.p.Parts {
+		w.ended = true
+		return true
+	}
+	return false
+}
+
+// crossed returns the limit the watch crossed, or ""; w.mu held.
+func (w *watchRun) crossed() string {
+	n := float64(w.parts)
+	// Errors are judged from the first part (counted over at least min_parts): a model that
+	// yields NaN must not serve min_parts parts first.
+	if allowed := (w.p.MaxErrorRate + w.base.ErrorRate) * max(n, float64(w.p.MinParts)); float64(w.errs) > allowed {
+		return fmt.Sprintf("watch: %d of %d parts had a NaN score or an inference error (limit %.3f)", w.errs, w.parts, w.p.MaxErrorRate)
+	}
+	if w.parts < w.p.MinParts {
+		return ""
+	}
+	if fr := float64(w.fails) / n; fr > w.base.FailRate+w.p.MaxFailRateIncrease {
+		return fmt.Sprintf("watch: FAIL rate %.3f over %d parts, previous model %.3f (limit +%.3f)", fr, w.parts, w.base.FailRate, w.p.MaxFailRateIncrease)
+	}
+	if p99 := quantile(w.lat, 0.99); w.base.InferP99 > 0 && p99 > w.p.MaxLatencyRatio*w.base.InferP99 && p99 > 1 {
+		return fmt.Sprintf("watch: inference p99 %.2f ms, previous model %.2f ms (limit %.1fx)", p99, w.base.InferP99, w.p.MaxLatencyRatio)
+	}
+	return ""
+}
+
+func (w *watchRun) figures() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := max(1, float64(w.parts))
+	return fmt.Sprintf("%d parts, FAIL rate %.3f (previous %.3f), errors %d, inference p99 %.2f ms (previous %.2f ms)",
+		w.parts, float64(w.fails)/n, w.base.FailRate, w.errs, quantile(w.lat, 0.99), w.base.InferP99)
+}
+
+// quantile is the q-quantile (nearest rank) of xs; 0 for none.
+func quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[max(0, int(math.Ceil(q*float64(len(s))))-1)]
+}

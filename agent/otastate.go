@@ -1,0 +1,173 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// The model update's durable state lives in <data_dir>/models/:
+//
+//	state.json           otaState, written atomically (temp, fsync, rename, fsync dir)
+//	bundles/*.tar        the active bundle and the previous one (kept for rollback)
+//	staging/*.tar[.part] the candidate being downloaded or checked
+//
+// The state names every file it depends on; a file it does not name is garbage from an
+// interrupted step and is removed at boot.
+
+// Phases of a candidate (otaCandidate.Phase), in order.
+const (
+	phaseDownloading = "downloading"
+	phaseVerifying   = "verifying"
+	phaseValidating  = "validating"
+	phaseShadow      = "shadow"
+	phaseSwapping    = "swapping"
+)
+
+// otaBundle is an installed bundle.
+type otaBundle struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	SHA256  string `json:"sha256"` // of the model file
+	File    string `json:"file"`   // relative to <data_dir>/models
+}
+
+// otaCandidate is the update in flight.
+type otaCandidate struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	// Source: an object key (Key) or a local file (File, copied to staging first).
+	Key        string    `json:"key,omitempty"`
+	Source     string    `json:"source,omitempty"`
+	SHA256     string    `json:"sha256,omitempty"` // announced sha256 of the bundle tar
+	Size       int64     `json:"size,omitempty"`
+	Staged     string    `json:"staged"` // relative to <data_dir>/models
+	Phase      string    `json:"phase"`
+	Restarts   int       `json:"restarts,omitempty"` // agent starts while this candidate was in flight
+	Started    time.Time `json:"started"`
+	Rollback   bool      `json:"rollback,omitempty"`
+	BundleHash string    `json:"bundle_sha256,omitempty"` // sha256 of the staged tar, once verified
+}
+
+// otaWatch is a promotion under watch.
+type otaWatch struct {
+	Since    time.Time `json:"since"`
+	Restarts int       `json:"restarts,omitempty"`
+	// Baseline is the previous model's figures the watch compares with.
+	Baseline otaBaseline `json:"baseline"`
+}
+
+// otaBaseline is a model's figures over recent parts.
+type otaBaseline struct {
+	Parts     int     `json:"parts"`
+	FailRate  float64 `json:"fail_rate"`
+	ErrorRate float64 `json:"error_rate"`
+	InferP99  float64 `json:"infer_p99_ms"`
+}
+
+// otaLast is the last status published on model/status, so a restarted agent repeats it.
+type otaLast struct {
+	Name    string    `json:"name"`
+	Version string    `json:"version"`
+	State   string    `json:"state"`
+	Reason  string    `json:"reason,omitempty"`
+	Time    time.Time `json:"time"`
+}
+
+// otaState is state.json.
+type otaState struct {
+	// Active is the bundle serving; nil: the configured model (model.bundle / model.path).
+	Active *otaBundle `json:"active,omitempty"`
+	// Previous is the bundle Active replaced, kept for rollback; nil with Active set means
+	// the configured model was the previous one.
+	Previous  *otaBundle    `json:"previous,omitempty"`
+	Candidate *otaCandidate `json:"candidate,omitempty"`
+	Watch     *otaWatch     `json:"watch,omitempty"`
+	// Rejected are the bundle sha256s (or name@version when none was announced) refused or
+	// rolled back; the same retained announcement is not tried again after a restart.
+	Rejected []string `json:"rejected,omitempty"`
+	Last     *otaLast `json:"last,omitempty"`
+}
+
+func readOTAState(dir string) (otaState, error) {
+	data, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return otaState{}, nil
+	}
+	if err != nil {
+		return otaState{}, fmt.Errorf("model update state: %w", err)
+	}
+	var st otaState
+	if err := json.Unmarshal(data, &st); err != nil {
+		return otaState{}, fmt.Errorf("model update state %s: %w", filepath.Join(dir, "state.json"), err)
+	}
+	return st, nil
+}
+
+func writeOTAState(dir string, st otaState) error {
+	data, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, "state.json"), append(data, '\n'))
+}
+
+func (st *otaState) rejected(id string) bool {
+	for _, r := range st.Rejected {
+		if r == id {
+			return true
+		}
+	}
+	return false
+}
+
+func (st *otaState) reject(id string) {
+	if id == "" || st.rejected(id) {
+		return
+	}
+	st.Rejected = append(st.Rejected, id)
+	if len(st.Rejected) > 64 {
+		st.Rejected = st.Rejected[len(st.Rejected)-64:]
+	}
+}
+
+// writeFileAtomic writes data to path: temp file in the same folder, fsync, rename, fsync
+// of the folder, so a crash leaves the old or the new content, never a mix.
+func writeFileAtomic(path string, data []byte) (err error) {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err = tmp.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err = tmp.Sync(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err = tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err = os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
