@@ -27,6 +27,8 @@ type Agent struct {
 	hooks   // the live view the HTTP, PLC and systemd services reach while Run runs
 	// uploader is the S3 uploader while Run runs with sync enabled, for status and metrics.
 	uploader atomic.Pointer[cloudsync.Uploader]
+	// ota runs model updates while Run runs with model.update.enabled; nil otherwise.
+	ota *modelUpdater
 }
 
 // Summary counts what a Run did.

@@ -95,6 +95,8 @@ func (l *live) routes() http.Handler {
 	mux.HandleFunc("GET /verdicts/{id}/heatmap", l.heatmap)
 	mux.HandleFunc("POST /verdicts/{id}/label", l.auth(l.postLabel))
 	mux.HandleFunc("POST /trigger", l.auth(l.postTrigger))
+	mux.HandleFunc("POST /model/install", l.auth(l.postModelInstall))
+	mux.HandleFunc("GET /model/update", l.getModelUpdate)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(l.m.reg, promhttp.HandlerOpts{Registry: l.m.reg}))
 	mux.HandleFunc("GET /healthz", l.healthz)
 	mux.HandleFunc("GET /readyz", l.readyz)

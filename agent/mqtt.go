@@ -55,6 +55,10 @@ type mqttHooks struct {
 	syncBacklog func() (cloudsync.Backlog, error)
 	// link reports the connection state ("connected", "disconnected: ...").
 	link func(state string)
+	// modelAvailable takes model/available announcements; nil: updates are off.
+	modelAvailable func(cloudsync.ModelAvailableMsg)
+	// modelStatus is the last model update status, repeated at each connect; nil: none.
+	modelStatus func() *cloudsync.ModelStatusMsg
 }
 
 // mqttRole runs the station's MQTT roles. Create it with newMQTTRole, run it
@@ -103,14 +107,19 @@ func newMQTTRole(cfg MQTTConfig, station string, st *store.Store, hooks mqttHook
 	if err != nil {
 		return nil, err
 	}
+	subs := map[string]func(cloudsync.Received){
+		topics.Topic(cloudsync.TopicCmdTrigger): r.onTrigger,
+		topics.Topic(cloudsync.TopicCmdLabel):   r.onLabel,
+	}
+	r.modelSubscriptions(subs)
 	r.conn, err = cloudsync.NewConn(cfg.conn(station), cloudsync.ConnOptions{
-		Will: &cloudsync.Will{Topic: topics.Topic(cloudsync.TopicStatus), Payload: will, Retained: true},
-		Subscriptions: map[string]func(cloudsync.Received){
-			topics.Topic(cloudsync.TopicCmdTrigger): r.onTrigger,
-			topics.Topic(cloudsync.TopicCmdLabel):   r.onLabel,
+		Will:          &cloudsync.Will{Topic: topics.Topic(cloudsync.TopicStatus), Payload: will, Retained: true},
+		Subscriptions: subs,
+		OnConnect: func(ctx context.Context) {
+			r.publishStatus(ctx, cloudsync.StateOnline)
+			r.onConnectModel(ctx)
 		},
-		OnConnect: func(ctx context.Context) { r.publishStatus(ctx, cloudsync.StateOnline) },
-		Logger:    log,
+		Logger: log,
 	})
 	if err != nil {
 		return nil, err

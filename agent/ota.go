@@ -408,6 +408,35 @@ func (u *modelUpdater) setPublisher(p func(cloudsync.ModelStatusMsg)) *cloudsync
 	return &m
 }
 
+// snapshot is a copy of the state, for GET /model/update.
+func (u *modelUpdater) snapshot() otaState {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	st := u.st
+	st.Rejected = append([]string(nil), st.Rejected...)
+	if st.Active != nil {
+		a := *st.Active
+		st.Active = &a
+	}
+	if st.Previous != nil {
+		p := *st.Previous
+		st.Previous = &p
+	}
+	if st.Candidate != nil {
+		c := *st.Candidate
+		st.Candidate = &c
+	}
+	if st.Watch != nil {
+		w := *st.Watch
+		st.Watch = &w
+	}
+	if st.Last != nil {
+		l := *st.Last
+		st.Last = &l
+	}
+	return st
+}
+
 // lastStatus is the status to repeat at every MQTT connect; nil before any update.
 func (u *modelUpdater) lastStatus() *cloudsync.ModelStatusMsg {
 	u.mu.Lock()
@@ -487,7 +516,9 @@ func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bo
 	if r.Rollback && !b.Manifest.Rollback {
 		return rejectf("verify: announced as a rollback, but the signed manifest does not say \"rollback\": true")
 	}
+	u.mu.Lock()
 	c.Name, c.Version = b.Manifest.Name, b.Manifest.Version
+	u.mu.Unlock()
 
 	// 3. Validate.
 	if err := u.step(phaseValidating, cloudsync.ModelValidating, "golden set and latency on "+strings.Join(u.rtOpts.Providers.Chain, ",")); err != nil {
