@@ -48,14 +48,14 @@ type hooks struct {
 // live is what the services see of a running agent. It is created by Run after the model,
 // store and camera are open, and torn down before they close.
 type live struct {
-	a         *Agent
-	log       zerolog.Logger
-	cfg       Config
-	models    *activeModels
-	st        *store.Store
-	cams      []*camera.Camera
-	trig      func(camera.Trigger) error // nil when the source cannot be triggered
-	started   time.Time
+	a       *Agent
+	log     zerolog.Logger
+	cfg     Config
+	models  *activeModels
+	st      *store.Store
+	cams    []*camera.Camera
+	trig    func(camera.Trigger) error // nil when the source cannot be triggered
+	started time.Time
 
 	m      *metrics
 	recent *recent
