@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/takt-edge/takt/agent/store"
+	"github.com/takt-edge/takt/models"
 )
 
 //go:embed web
@@ -422,6 +423,30 @@ type ModelStatus struct {
 	SHA256    string  `json:"sha256"`
 	Provider  string  `json:"provider"`
 	Threshold float64 `json:"threshold"`
+	// EngineBuild is the background TensorRT engine build, when one was started.
+	EngineBuild *EngineBuildStatus `json:"engine_build,omitempty"`
+}
+
+// EngineBuildStatus is the progress of a TensorRT engine build while another provider serves.
+type EngineBuildStatus struct {
+	State          string  `json:"state"` // building, done or failed
+	ElapsedSeconds float64 `json:"elapsed_seconds"`
+	Error          string  `json:"error,omitempty"`
+	CacheDir       string  `json:"cache_dir"`
+}
+
+func engineBuildStatus(b models.BuildStatus) *EngineBuildStatus {
+	if b.Started.IsZero() {
+		return nil
+	}
+	st := &EngineBuildStatus{State: "building", ElapsedSeconds: b.Elapsed.Seconds(), Error: b.Err, CacheDir: b.CacheDir}
+	switch {
+	case b.Err != "":
+		st.State = "failed"
+	case b.Done:
+		st.State = "done"
+	}
+	return st
 }
 
 // Status is what GET /status and the page's header show.
@@ -466,7 +491,7 @@ func (l *live) statusNow() Status {
 	s.Healthy, _ = l.healthy()
 	for _, m := range l.models.snapshot() {
 		s.Models = append(s.Models, ModelStatus{Name: m.info.Model.Name, Version: m.info.Model.Version, SHA256: m.info.Model.SHA256,
-			Provider: m.provider(), Threshold: m.threshold, Station: m.name})
+			Provider: m.provider(), Threshold: m.threshold, Station: m.name, EngineBuild: engineBuildStatus(m.rt.EngineBuild())})
 	}
 	s.Model = s.Models[0]
 	s.Camera.State = l.cameraState()
