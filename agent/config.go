@@ -27,6 +27,9 @@ type Config struct {
 	Cameras []camera.Config `yaml:"cameras"`
 	// Model is the ONNX model that scores each part.
 	Model ModelConfig `yaml:"model"`
+	// Models lists several models that each score every frame instead of Model (for
+	// example one per region or defect family); a part PASSes only when all pass it.
+	Models []ModelConfig `yaml:"models"`
 	// Deadline is the time a part may take from capture to decision; later is NO_DECISION.
 	Deadline time.Duration `yaml:"deadline"`
 	// Images says which part images are kept in the store.
@@ -48,10 +51,16 @@ type Config struct {
 	PLC PLCConfig `yaml:"plc"`
 	// MQTT publishes status, verdicts and alerts and takes commands; off without mqtt.broker.
 	MQTT MQTTConfig `yaml:"mqtt"`
+	// ModelUpdate receives, checks, shadows and swaps signed model bundles over the air; off
+	// by default (otaconfig.go).
+	ModelUpdate ModelUpdateConfig `yaml:"model_update"`
 }
 
 // ModelConfig names the model and its decision threshold.
 type ModelConfig struct {
+	// Name names the model in verdicts, status and metrics; required in models, where it
+	// tells the models apart (model updates replace a model by this name).
+	Name string `yaml:"name"`
 	// Path is a plain ONNX model file; set it or Bundle.
 	Path string `yaml:"path"`
 	// Bundle is a signed model bundle (tar); it must be signed by one of TrustedKeys.
@@ -68,8 +77,6 @@ type ModelConfig struct {
 	Require string `yaml:"require"`
 	// GPU holds the TensorRT and CUDA options.
 	GPU GPUConfig `yaml:"gpu"`
-	// Update configures over-the-air model updates (otaconfig.go).
-	Update ModelUpdateConfig `yaml:"update"`
 }
 
 // ImagesConfig says which part images are kept and how they are encoded.
@@ -103,7 +110,6 @@ func DefaultConfig() Config {
 		Station:  "station-1",
 		DataDir:  "/var/lib/takt",
 		Camera:   camera.DefaultConfig(),
-		Model:    ModelConfig{Update: defaultModelUpdateConfig()},
 		Deadline: 500 * time.Millisecond,
 		Images:   ImagesConfig{Keep: KeepAll, Format: "jpg", JPEGQuality: 90},
 		Store:    defaultStoreConfig(),
@@ -112,6 +118,8 @@ func DefaultConfig() Config {
 		HTTP:     defaultHTTPConfig(),
 		PLC:      defaultPLCConfig(),
 		MQTT:     defaultMQTTConfig(),
+
+		ModelUpdate: defaultModelUpdateConfig(),
 	}
 }
 
@@ -132,13 +140,16 @@ func LoadConfig(path string) (Config, error) {
 			*p = filepath.Join(base, *p)
 		}
 	}
-	for _, p := range []*string{&cfg.DataDir, &cfg.Camera.Path, &cfg.Model.Path, &cfg.ONNXRuntimeLib, &cfg.HTTP.TLSCert, &cfg.HTTP.TLSKey} {
+	for _, p := range []*string{&cfg.DataDir, &cfg.Camera.Path, &cfg.ONNXRuntimeLib, &cfg.HTTP.TLSCert, &cfg.HTTP.TLSKey} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
 		}
 	}
 	cfg.Model.resolvePaths(base)
-	cfg.Model.Update.resolvePaths(base)
+	for i := range cfg.Models {
+		cfg.Models[i].resolvePaths(base)
+	}
+	cfg.ModelUpdate.resolvePaths(base)
 	if v := os.Getenv("TAKT_DATA_DIR"); v != "" {
 		cfg.DataDir = v
 	}
@@ -184,11 +195,8 @@ func (c Config) Validate() error {
 	if err := c.validateCameras(); err != nil {
 		errs = append(errs, err)
 	}
-	errs = append(errs, c.Model.validate()...)
-	errs = append(errs, c.Model.Update.validate(c.Model.TrustedKeys)...)
-	if c.Model.Threshold < 0 {
-		errs = append(errs, fmt.Errorf("model.threshold: %v must be >= 0 (0 uses the model's threshold)", c.Model.Threshold))
-	}
+	errs = append(errs, c.validateModels()...)
+	errs = append(errs, c.ModelUpdate.validate(c.modelKeys())...)
 	if c.Deadline <= 0 {
 		errs = append(errs, fmt.Errorf("deadline: %v must be > 0 (e.g. 500ms)", c.Deadline))
 	}

@@ -84,7 +84,8 @@ func (l *live) startMQTT(context.Context) (func(context.Context) error, error) {
 		camera:  l.cameraState,
 		link:    func(state string) { l.setLink("mqtt", state) },
 		status: func(m *cloudsync.StatusMsg) {
-			m.Model = &cloudsync.ModelRef{Name: l.info.Model.Name, Version: l.info.Model.Version, SHA256: l.info.Model.SHA256}
+			mi := l.primary().info.Model
+			m.Model = &cloudsync.ModelRef{Name: mi.Name, Version: mi.Version, SHA256: mi.SHA256}
 			m.Provider = l.provider()
 			m.AgentVersion = Version
 			m.Camera = l.cameraState()
@@ -96,9 +97,15 @@ func (l *live) startMQTT(context.Context) (func(context.Context) error, error) {
 	if l.trig == nil {
 		hooks.trigger = nil
 	}
+	if u := l.a.ota; u != nil {
+		hooks.modelAvailable, hooks.modelStatus = u.onAvailable, u.lastStatus
+	}
 	r, err := newMQTTRole(l.cfg.MQTT, l.cfg.Station, l.st, hooks, l.log)
 	if err != nil {
 		return nil, err
+	}
+	if u := l.a.ota; u != nil {
+		u.setPublisher(func(m cloudsync.ModelStatusMsg) { r.publishModelStatus(context.Background(), m) })
 	}
 	l.mqtt = r
 	l.setLink("mqtt", cloudsync.ConnConnecting)

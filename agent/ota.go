@@ -17,29 +17,34 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/takt-edge/takt/agent/store"
+	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/models"
 )
 
 // Over-the-air model updates, station side. One goroutine (modelUpdater.Run) takes install
 // requests (model/available on MQTT, POST /model/install) one at a time through these steps,
-// recording each in <data_dir>/models/state.json before it acts so that a restart at any
+// recording each in <data_dir>/models/state.json before it acts, so that a restart at any
 // point resumes or discards the step, and reporting each on model/status:
 //
 //	downloading -> verifying -> validating -> shadow -> swapping -> active (watched)
-//	      \             \             \           \                     \
-//	       rejected      rejected      rejected    rejected              rolled-back
+//	      |             |             |           |                     |
+//	   rejected      rejected      rejected    rejected             rolled-back
 //
 // The inspection loop never waits for the updater: it hands it each part's outcome
 // (observe), which feeds the shadow worker through a bounded queue that drops rather than
-// blocks, and the watch after a promotion.
+// blocks, and the watch after a promotion. A candidate replaces the station model of its
+// manifest's name (models[].name; a single model is replaced whatever its name).
 
-// modelSlot is what the updater needs of the inference path: the model it updates and a
-// way to replace it at a frame boundary.
+// modelSlot is what the updater needs of the inference path (activeModels).
 type modelSlot interface {
-	// replace makes rt (with threshold) the model that scores the next frames, atomically
-	// between two frames; the runtime it replaces is closed once no inference uses it.
-	replace(rt *models.Runtime, threshold float64) error
+	// serving lists the station models serving now.
+	serving() []*stationModel
+	// swapIn makes rt (deciding with threshold) the model named name from the next frame
+	// on; the runtime it replaces closes once no inference uses it. On an error rt is
+	// closed.
+	swapIn(name, source string, rt *models.Runtime, threshold float64) error
 }
 
 // installRequest is one bundle to install: an object key in the bucket or a local file.
@@ -50,17 +55,17 @@ type installRequest struct {
 	SHA256        string // announced sha256 of the bundle tar; "" when unknown
 	Size          int64
 	Rollback      bool
-	From          string // mqtt, http: for the log
+	From          string // mqtt, http, resume: for the log
 }
 
 func (r installRequest) id() string {
 	if r.SHA256 != "" {
 		return r.SHA256
 	}
-	return r.Name + "@" + r.Version
+	return r.Name + "@" + r.Version + "@" + r.Key + r.File
 }
 
-// errRejected wraps why a candidate was refused; the updater reports it and goes on.
+// errRejected is a refusal of the candidate, with the reason model/status reports.
 type errRejected struct{ reason string }
 
 func (e *errRejected) Error() string { return e.reason }
@@ -71,56 +76,58 @@ func rejectf(format string, args ...any) error {
 
 // modelUpdater runs the model update lifecycle; see the comment above.
 type modelUpdater struct {
-	cfg       ModelUpdateConfig
-	dir       string // <data_dir>/models
-	station   string
-	deadline  time.Duration
-	threshold float64 // model.threshold (0: the bundle's own)
-	policy    models.TrustPolicy
-	fetcher   *cloudsync.Fetcher // nil without sync.endpoint: object keys cannot be fetched
-	rtOpts    models.RuntimeOptions
-	log       zerolog.Logger
-	now       func() time.Time
+	cfg      ModelUpdateConfig
+	dir      string // <data_dir>/models
+	dataDir  string
+	station  string
+	deadline time.Duration
+	configs  []ModelConfig // the configured models, to load one back and for its providers
+	named    bool          // models: list (names from the config)
+	policy   models.TrustPolicy
+	fetcher  *cloudsync.Fetcher // nil without sync.endpoint: object keys cannot be fetched
+	log      zerolog.Logger
+	now      func() time.Time
 
 	reqs     chan installRequest // cap 1: the newest request waits, an older one is replaced
 	rollback chan string         // cap 1: the watch asks for a rollback, with the reason
+	pubq     chan cloudsync.ModelStatusMsg
 
-	mu       sync.Mutex // guards st, running, publish
-	st       otaState
-	running  *models.Manifest // manifest of the serving bundle; nil: a plain model
-	servingF string           // "active", "previous" or "config": what boot loaded
-	publish  func(cloudsync.ModelStatusMsg)
-	slot     modelSlot
-	// configured loads the configured model (model.bundle or model.path), the last resort of
-	// a rollback; set by the agent before Run.
-	configured func(ctx context.Context) (*models.Runtime, *models.Manifest, float64, error)
+	mu      sync.Mutex // guards st, publish, slot
+	st      otaState
+	publish func(cloudsync.ModelStatusMsg)
+	slot    modelSlot
+	// configured loads configured model i (bundle or path), the last resort of a rollback.
+	configured func(ctx context.Context, i int) (*models.Runtime, error)
 
+	target atomic.Pointer[string] // the station model the shadow and the watch follow
 	shadow atomic.Pointer[shadowRun]
 	watch  atomic.Pointer[watchRun]
-	recent recentParts // the serving model's last parts: the watch's baseline
+	recent recentParts // the target model's last parts: the watch's baseline without shadow
 
 	frameMu   sync.Mutex
 	lastFrame frameCopy // a recent live frame, for the latency check
+
+	// testStep, when set (tests only, before Run), sees each phase once it is durable.
+	testStep func(phase string)
 }
 
 // newModelUpdater validates the update settings of cfg and loads the trusted keys; it does
 // no network I/O.
 func newModelUpdater(cfg Config, log zerolog.Logger) (*modelUpdater, error) {
-	u := cfg.Model.Update
-	keys, err := models.LoadTrustedKeys(u.keys(cfg.Model.TrustedKeys)...)
+	u := cfg.ModelUpdate
+	keys, err := models.LoadTrustedKeys(u.keys(cfg.modelKeys())...)
 	if err != nil {
-		return nil, fmt.Errorf("model.update.trusted_keys: %w", err)
+		return nil, fmt.Errorf("model_update.trusted_keys: %w", err)
 	}
 	policy, err := models.NewTrustPolicy(keys, u.RevokedKeys)
 	if err != nil {
-		return nil, fmt.Errorf("model.update: %w", err)
+		return nil, fmt.Errorf("model_update: %w", err)
 	}
 	m := &modelUpdater{
-		cfg: u, dir: filepath.Join(cfg.DataDir, "models"), station: cfg.Station, deadline: cfg.Deadline,
-		threshold: cfg.Model.Threshold, policy: policy,
-		rtOpts: models.RuntimeOptions{Providers: cfg.Model.providerOptions(cfg.DataDir), Logger: log},
-		log:    log.With().Str("component", "model-update").Logger(), now: time.Now,
-		reqs: make(chan installRequest, 1), rollback: make(chan string, 1),
+		cfg: u, dir: filepath.Join(cfg.DataDir, "models"), dataDir: cfg.DataDir, station: cfg.Station, deadline: cfg.Deadline,
+		configs: cfg.ModelConfigs(), named: len(cfg.Models) > 0, policy: policy,
+		log: log.With().Str("component", "model-update").Logger(), now: time.Now,
+		reqs: make(chan installRequest, 1), rollback: make(chan string, 1), pubq: make(chan cloudsync.ModelStatusMsg, 16),
 	}
 	m.recent.init(max(u.Watch.Parts, 50))
 	if cfg.Sync.Enabled() {
@@ -131,122 +138,128 @@ func newModelUpdater(cfg Config, log zerolog.Logger) (*modelUpdater, error) {
 	return m, nil
 }
 
-// boot reads the state, removes what an interrupted step left behind, counts this start
-// against a candidate or a watched promotion (crash loops), and loads the bundle to serve:
-// the active one, else the previous one, else nil (the configured model). It never fails
-// for a bad bundle: the station must inspect, on the best model it has.
-func (u *modelUpdater) boot(ctx context.Context) (*models.Runtime, *models.Bundle, error) {
+// rtOpts are the runtime options of configured model i (its provider chain).
+func (u *modelUpdater) rtOpts(i int) models.RuntimeOptions {
+	return models.RuntimeOptions{Providers: u.configs[i].providerOptions(u.dataDir), Logger: u.log}
+}
+
+// open reads the state and removes what an interrupted step left behind, and counts this
+// start against a candidate or a watched promotion (crash loops). Call it once, before
+// loadInstalled.
+func (u *modelUpdater) open() error {
 	for _, d := range []string{u.dir, filepath.Join(u.dir, "bundles"), filepath.Join(u.dir, "staging")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, nil, fmt.Errorf("model update: %w", err)
+			return fmt.Errorf("model update: %w", err)
 		}
 	}
 	st, err := readOTAState(u.dir)
 	if err != nil {
-		// A state file that does not parse cannot be trusted for anything: start over on the
-		// configured model rather than not at all.
-		u.log.Error().Err(err).Msg("model update state unreadable; starting from the configured model")
+		// A state that does not parse cannot be trusted for anything: start over on the
+		// configured models rather than not at all.
+		u.log.Error().Err(err).Msg("model update state unreadable; starting from the configured models")
 		st = otaState{}
 	}
 	u.st = st
 	if c := u.st.Candidate; c != nil {
 		c.Restarts++
 		if c.Restarts > u.cfg.Watch.MaxRestarts {
+			u.st.reject(c.SHA256)
 			u.finishCandidate(cloudsync.ModelRejected, fmt.Sprintf("crash loop: the agent restarted %d times while %s %s was %s",
 				c.Restarts, c.Name, c.Version, c.Phase))
 		}
 	}
-	if w := u.st.Watch; w != nil && u.st.Active != nil {
-		w.Restarts++
-		if w.Restarts > u.cfg.Watch.MaxRestarts {
-			a := u.st.Active
-			u.st.reject(a.SHA256)
-			u.st.Active, u.st.Previous, u.st.Watch = u.st.Previous, nil, nil
-			u.setLast(a.Name, a.Version, cloudsync.ModelRolledBack,
-				fmt.Sprintf("crash loop: the agent restarted %d times while %s %s was watched", w.Restarts, a.Name, a.Version))
-			os.Remove(filepath.Join(u.dir, a.File))
+	for name, m := range u.st.Models {
+		if w := m.Watch; w != nil && m.Active != nil {
+			w.Restarts++
+			if w.Restarts > u.cfg.Watch.MaxRestarts {
+				bad := m.Active
+				u.st.reject(bad.SHA256)
+				m.Active, m.Previous, m.Watch = m.Previous, nil, nil
+				u.setLast(bad.Name, bad.Version, cloudsync.ModelRolledBack,
+					fmt.Sprintf("crash loop: the agent restarted %d times while %s %s (%s) was watched", w.Restarts, bad.Name, bad.Version, name))
+			}
 		}
 	}
-	u.cleanStaging()
-	if err := writeOTAState(u.dir, u.st); err != nil {
-		return nil, nil, err
+	u.cleanFiles()
+	return writeOTAState(u.dir, u.st)
+}
+
+// loadInstalled loads the installed bundle of configured model i, if any: the active one,
+// else the previous one. It returns nil without error when the configured model should
+// serve. It never fails for a bad bundle (the station must inspect, on the best model it
+// has); only a state that cannot be saved is an error.
+func (u *modelUpdater) loadInstalled(ctx context.Context, i int) (*models.Runtime, string, error) {
+	name := u.configs[i].Name
+	if !u.named {
+		// A single model: its entry is the only one, whatever the model's name.
+		for n := range u.st.Models {
+			name = n
+		}
+	}
+	m := u.st.Models[name]
+	if m == nil {
+		return nil, "", nil
 	}
 	for _, which := range []string{"active", "previous"} {
-		b := u.st.Active
+		b := m.Active
 		if which == "previous" {
-			b = u.st.Previous
+			b = m.Previous
 		}
 		if b == nil {
 			continue
 		}
-		rt, bundle, err := u.load(ctx, filepath.Join(u.dir, b.File))
-		if err == nil {
-			if which == "previous" {
-				bad := u.st.Active
-				u.st.reject(bad.SHA256)
-				u.st.Active, u.st.Previous, u.st.Watch = u.st.Previous, nil, nil
-				u.setLast(bad.Name, bad.Version, cloudsync.ModelRolledBack, "the active bundle does not load any more; serving the previous one")
-				if err := writeOTAState(u.dir, u.st); err != nil {
-					rt.Close()
-					return nil, nil, err
-				}
+		rt, _, err := u.load(ctx, filepath.Join(u.dir, b.File), u.rtOpts(i))
+		if err != nil {
+			u.log.Error().Err(err).Str("model", name).Str("bundle", b.File).Msgf("%s model bundle does not load", which)
+			continue
+		}
+		if which == "previous" {
+			bad := m.Active
+			u.st.reject(bad.SHA256)
+			m.Active, m.Previous, m.Watch = m.Previous, nil, nil
+			u.setLast(bad.Name, bad.Version, cloudsync.ModelRolledBack, "the active bundle does not load any more; serving the previous one")
+			if err := writeOTAState(u.dir, u.st); err != nil {
+				rt.Close()
+				return nil, "", err
 			}
-			u.running, u.servingF = bundle.Manifest, which
-			return rt, bundle, nil
 		}
-		u.log.Error().Err(err).Str("bundle", b.File).Msgf("%s model bundle does not load", which)
+		u.log.Info().Str("model", name).Str("bundle", b.File).Str("version", b.Version).Msg("serving an installed model bundle")
+		return rt, filepath.Join(u.dir, b.File), nil
 	}
-	if u.st.Active != nil {
-		// Neither loads: the configured model serves; forget the installed ones.
-		u.setLast(u.st.Active.Name, u.st.Active.Version, cloudsync.ModelRolledBack,
-			"no installed bundle loads; serving the configured model")
-		u.st.Active, u.st.Previous, u.st.Watch = nil, nil, nil
-		if err := writeOTAState(u.dir, u.st); err != nil {
-			return nil, nil, err
-		}
+	if m.Active != nil {
+		u.setLast(m.Active.Name, m.Active.Version, cloudsync.ModelRolledBack, "no installed bundle loads; serving the configured model")
 	}
-	u.servingF = "config"
-	return nil, nil, nil
+	delete(u.st.Models, name)
+	return nil, "", writeOTAState(u.dir, u.st)
 }
 
-// setRunning records the configured model's manifest (nil for a plain ONNX model) when boot
-// loaded no installed bundle: updates are checked against it.
-func (u *modelUpdater) setRunning(m *models.Manifest) {
-	u.mu.Lock()
-	u.running = m
-	u.mu.Unlock()
-}
-
-// cleanStaging removes every staging file the candidate does not name.
-func (u *modelUpdater) cleanStaging() {
-	keep := ""
+// cleanFiles removes every staged or installed file the state does not name.
+func (u *modelUpdater) cleanFiles() {
+	keep := map[string]bool{}
 	if c := u.st.Candidate; c != nil {
-		keep = filepath.Join(u.dir, c.Staged)
+		keep[filepath.Join(u.dir, c.Staged)] = true
+		keep[filepath.Join(u.dir, c.Staged)+".part"] = true
 	}
-	ents, _ := os.ReadDir(filepath.Join(u.dir, "staging"))
-	for _, e := range ents {
-		p := filepath.Join(u.dir, "staging", e.Name())
-		if p != keep && p != keep+".part" {
-			os.RemoveAll(p)
+	for _, m := range u.st.Models {
+		for _, b := range []*otaBundle{m.Active, m.Previous} {
+			if b != nil {
+				keep[filepath.Join(u.dir, b.File)] = true
+			}
 		}
 	}
-	keepB := map[string]bool{}
-	for _, b := range []*otaBundle{u.st.Active, u.st.Previous} {
-		if b != nil {
-			keepB[filepath.Join(u.dir, b.File)] = true
-		}
-	}
-	ents, _ = os.ReadDir(filepath.Join(u.dir, "bundles"))
-	for _, e := range ents {
-		if p := filepath.Join(u.dir, "bundles", e.Name()); !keepB[p] {
-			os.RemoveAll(p)
+	for _, sub := range []string{"staging", "bundles"} {
+		ents, _ := os.ReadDir(filepath.Join(u.dir, sub))
+		for _, e := range ents {
+			if p := filepath.Join(u.dir, sub, e.Name()); !keep[p] {
+				os.RemoveAll(p)
+			}
 		}
 	}
 }
 
 // load verifies the bundle file with the trust policy and loads it on the provider chain
 // (golden set replayed).
-func (u *modelUpdater) load(ctx context.Context, path string) (*models.Runtime, *models.Bundle, error) {
+func (u *modelUpdater) load(ctx context.Context, path string, opts models.RuntimeOptions) (*models.Runtime, *models.Bundle, error) {
 	b, err := u.policy.OpenBundle(path)
 	if err != nil {
 		return nil, nil, err
@@ -254,7 +267,7 @@ func (u *modelUpdater) load(ctx context.Context, path string) (*models.Runtime, 
 	if err := b.Manifest.CheckAgent(Version); err != nil {
 		return nil, nil, err
 	}
-	rt, err := models.NewRuntime(ctx, b, u.rtOpts)
+	rt, err := models.NewRuntime(ctx, b, opts)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -289,13 +302,18 @@ func (u *modelUpdater) onAvailable(m cloudsync.ModelAvailableMsg) {
 	u.mu.Lock()
 	seen := u.st.rejected(m.SHA256)
 	busy := u.st.Candidate != nil && u.st.Candidate.SHA256 == m.SHA256
-	active := u.st.Active != nil && u.st.Active.Name == m.Name && u.st.Active.Version == m.Version
+	serving := false
+	for _, sm := range u.st.Models {
+		if a := sm.Active; a != nil && a.Name == m.Name && a.Version == m.Version {
+			serving = true
+		}
+	}
 	u.mu.Unlock()
 	switch {
 	case seen:
 		u.log.Info().Str("name", m.Name).Str("version", m.Version).Msg("model/available: this bundle was rejected before; ignored")
 		return
-	case busy || active:
+	case busy || serving:
 		return // the retained announcement of what is being installed or serves
 	}
 	if err := u.request(installRequest{Name: m.Name, Version: m.Version, Key: m.Key, SHA256: m.SHA256, Size: m.Size,
@@ -305,16 +323,18 @@ func (u *modelUpdater) onAvailable(m cloudsync.ModelAvailableMsg) {
 }
 
 // Run takes install requests until ctx is done. It first resumes a candidate an earlier run
-// left in flight. slot is the inference path's model holder.
+// left in flight and the watch of a promotion it was watching. slot is the inference path.
 func (u *modelUpdater) Run(ctx context.Context, slot modelSlot) error {
 	u.mu.Lock()
 	u.slot = slot
 	c := u.st.Candidate
-	last := u.st.Last
-	u.mu.Unlock()
-	if last != nil {
-		u.emit(*last)
+	for name, m := range u.st.Models {
+		if m.Watch != nil && m.Active != nil {
+			u.startWatch(name, m.Watch.Baseline)
+		}
 	}
+	u.mu.Unlock()
+	go u.publisher(ctx)
 	if c != nil {
 		u.log.Info().Str("name", c.Name).Str("version", c.Version).Str("phase", c.Phase).Int("restarts", c.Restarts).
 			Msg("resuming a model update interrupted by a restart")
@@ -324,7 +344,6 @@ func (u *modelUpdater) Run(ctx context.Context, slot modelSlot) error {
 	for {
 		select {
 		case <-ctx.Done():
-			u.stopShadow()
 			return nil
 		case r := <-u.reqs:
 			u.install(ctx, r, false)
@@ -336,18 +355,22 @@ func (u *modelUpdater) Run(ctx context.Context, slot modelSlot) error {
 
 // install runs one request through the steps; a refusal is reported, not returned.
 func (u *modelUpdater) install(ctx context.Context, r installRequest, resume bool) {
+	u.log.Info().Str("from", r.From).Str("name", r.Name).Str("version", r.Version).Str("source", firstNonEmpty(r.Key, r.File)).
+		Msg("model install")
 	err := u.runSteps(ctx, r, resume)
 	if err == nil || ctx.Err() != nil {
 		return // promoted, or stopped: the state resumes it at the next start
 	}
-	var rej *errRejected
 	reason := err.Error()
-	if errors.As(err, &rej) {
+	if rej := (*errRejected)(nil); errors.As(err, &rej) {
 		reason = rej.reason
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.st.reject(r.id())
+	if c := u.st.Candidate; c != nil {
+		u.st.reject(c.BundleHash)
+	}
 	u.finishCandidate(cloudsync.ModelRejected, reason)
 	if err := writeOTAState(u.dir, u.st); err != nil {
 		u.log.Error().Err(err).Msg("model update state not saved")
@@ -355,7 +378,7 @@ func (u *modelUpdater) install(ctx context.Context, r installRequest, resume boo
 }
 
 // finishCandidate drops the candidate and its staged file and reports state; u.mu held (or
-// boot).
+// open, before Run).
 func (u *modelUpdater) finishCandidate(state, reason string) {
 	c := u.st.Candidate
 	if c == nil {
@@ -367,7 +390,8 @@ func (u *modelUpdater) finishCandidate(state, reason string) {
 	u.setLast(c.Name, c.Version, state, reason)
 }
 
-// setLast records and publishes a status; u.mu held (or boot, before Run).
+// setLast records and publishes a status; u.mu held (or open, before Run). The state is
+// saved by the caller.
 func (u *modelUpdater) setLast(name, version, state, reason string) {
 	l := otaLast{Name: name, Version: version, State: state, Reason: reason, Time: u.now().UTC()}
 	u.st.Last = &l
@@ -376,8 +400,34 @@ func (u *modelUpdater) setLast(name, version, state, reason string) {
 		ev = u.log.Warn()
 	}
 	ev.Str("name", name).Str("version", version).Str("state", state).Str("reason", reason).Msg("model update")
-	if u.publish != nil {
-		go u.publish(u.statusMsg(l))
+	m := u.statusMsg(l)
+	for {
+		select {
+		case u.pubq <- m:
+			return
+		default:
+		}
+		select {
+		case <-u.pubq: // the broker is slow or away: the oldest status goes, the latest stays
+		default:
+		}
+	}
+}
+
+// publisher publishes statuses in order until ctx is done.
+func (u *modelUpdater) publisher(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m := <-u.pubq:
+			u.mu.Lock()
+			p := u.publish
+			u.mu.Unlock()
+			if p != nil {
+				p(m)
+			}
+		}
 	}
 }
 
@@ -386,55 +436,18 @@ func (u *modelUpdater) statusMsg(l otaLast) cloudsync.ModelStatusMsg {
 		State: l.State, Reason: l.Reason, Time: l.Time}
 }
 
-func (u *modelUpdater) emit(l otaLast) {
+// setPublisher sets where statuses go (the MQTT role).
+func (u *modelUpdater) setPublisher(p func(cloudsync.ModelStatusMsg)) {
 	u.mu.Lock()
-	p := u.publish
-	u.mu.Unlock()
-	if p != nil {
-		p(u.statusMsg(l))
-	}
-}
-
-// setPublisher sets where statuses go (the MQTT role) and returns the last status to
-// publish at once (retained), or nil.
-func (u *modelUpdater) setPublisher(p func(cloudsync.ModelStatusMsg)) *cloudsync.ModelStatusMsg {
-	u.mu.Lock()
-	defer u.mu.Unlock()
 	u.publish = p
-	if u.st.Last == nil {
-		return nil
-	}
-	m := u.statusMsg(*u.st.Last)
-	return &m
+	u.mu.Unlock()
 }
 
 // snapshot is a copy of the state, for GET /model/update.
 func (u *modelUpdater) snapshot() otaState {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	st := u.st
-	st.Rejected = append([]string(nil), st.Rejected...)
-	if st.Active != nil {
-		a := *st.Active
-		st.Active = &a
-	}
-	if st.Previous != nil {
-		p := *st.Previous
-		st.Previous = &p
-	}
-	if st.Candidate != nil {
-		c := *st.Candidate
-		st.Candidate = &c
-	}
-	if st.Watch != nil {
-		w := *st.Watch
-		st.Watch = &w
-	}
-	if st.Last != nil {
-		l := *st.Last
-		st.Last = &l
-	}
-	return st
+	return u.st.clone()
 }
 
 // lastStatus is the status to repeat at every MQTT connect; nil before any update.
@@ -448,7 +461,7 @@ func (u *modelUpdater) lastStatus() *cloudsync.ModelStatusMsg {
 	return &m
 }
 
-// step records the candidate's new phase durably, then reports it.
+// step records the candidate's new phase durably, then reports it (state "" reports nothing).
 func (u *modelUpdater) step(phase, state, reason string) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -460,31 +473,66 @@ func (u *modelUpdater) step(phase, state, reason string) error {
 	if state != "" {
 		u.setLast(c.Name, c.Version, state, reason)
 	}
+	if u.testStep != nil {
+		u.testStep(phase)
+	}
 	return nil
+}
+
+// targetOf finds the serving model a bundle of model name replaces: the one of that name,
+// or the only one.
+func (u *modelUpdater) targetOf(name string) (*stationModel, int, error) {
+	serving := u.slot.serving()
+	for _, m := range serving {
+		if m.name == name {
+			return m, u.configIndex(m.name, serving), nil
+		}
+	}
+	if len(serving) == 1 && !u.named {
+		return serving[0], 0, nil
+	}
+	names := make([]string, len(serving))
+	for i, m := range serving {
+		names[i] = m.name
+	}
+	return nil, 0, rejectf("verify: the station has no model named %q (models: %s)", name, strings.Join(names, ", "))
+}
+
+func (u *modelUpdater) configIndex(name string, serving []*stationModel) int {
+	for i, m := range serving {
+		if m.name == name && i < len(u.configs) {
+			return i
+		}
+	}
+	return 0
+}
+
+// runningManifest is what anti-rollback compares with: the serving model's name and
+// version (nil for a plain ONNX model without a semantic version).
+func runningManifest(m *stationModel, name string) *models.Manifest {
+	if _, err := models.ParseSemver(m.info.Model.Version); err != nil {
+		return nil
+	}
+	return &models.Manifest{Name: name, Version: m.info.Model.Version}
 }
 
 func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bool) error {
 	u.mu.Lock()
 	if !resume {
 		if u.st.Candidate != nil {
-			// A request while another is in flight cannot happen (one goroutine); a stale
-			// candidate from a restart was resumed first.
-			u.finishCandidate(cloudsync.ModelRejected, "superseded")
+			u.finishCandidate(cloudsync.ModelRejected, "superseded by a newer request")
 		}
-		name := r.Name
-		if name == "" {
-			name = "bundle"
-		}
+		name := firstNonEmpty(r.Name, "bundle")
 		u.st.Candidate = &otaCandidate{Name: r.Name, Version: r.Version, Key: r.Key, Source: r.File, SHA256: r.SHA256,
 			Size: r.Size, Rollback: r.Rollback, Started: u.now().UTC(), Phase: phaseDownloading,
 			Staged: filepath.Join("staging", safeName(name+"-"+r.Version+"-"+shortHash(r.id()))+".tar")}
 	}
 	c := u.st.Candidate
-	if err := writeOTAState(u.dir, u.st); err != nil {
-		u.mu.Unlock()
+	err := writeOTAState(u.dir, u.st)
+	u.mu.Unlock()
+	if err != nil {
 		return err
 	}
-	u.mu.Unlock()
 	staged := filepath.Join(u.dir, c.Staged)
 
 	// 1. Receive.
@@ -493,9 +541,6 @@ func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bo
 			return err
 		}
 		if err := u.receive(ctx, r, staged); err != nil {
-			return err
-		}
-		if err := u.step(phaseVerifying, "", ""); err != nil {
 			return err
 		}
 	}
@@ -508,23 +553,28 @@ func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bo
 		return rejectf("verify: %v", err)
 	}
 	u.mu.Lock()
-	running := u.running
+	c.Name, c.Version, c.BundleHash = b.Manifest.Name, b.Manifest.Version, fileSHA256(staged)
 	u.mu.Unlock()
-	if err := models.CheckInstall(running, b.Manifest, Version); err != nil {
+	target, idx, err := u.targetOf(b.Manifest.Name)
+	if err != nil {
+		return err
+	}
+	if err := models.CheckInstall(runningManifest(target, b.Manifest.Name), b.Manifest, Version); err != nil {
 		return rejectf("verify: %v", err)
 	}
 	if r.Rollback && !b.Manifest.Rollback {
 		return rejectf("verify: announced as a rollback, but the signed manifest does not say \"rollback\": true")
 	}
 	u.mu.Lock()
-	c.Name, c.Version = b.Manifest.Name, b.Manifest.Version
+	c.Target = target.name
 	u.mu.Unlock()
 
 	// 3. Validate.
-	if err := u.step(phaseValidating, cloudsync.ModelValidating, "golden set and latency on "+strings.Join(u.rtOpts.Providers.Chain, ",")); err != nil {
+	opts := u.rtOpts(idx)
+	if err := u.step(phaseValidating, cloudsync.ModelValidating, "golden set and latency on "+strings.Join(opts.Providers.Chain, ",")); err != nil {
 		return err
 	}
-	rt, err := models.NewRuntime(ctx, b, u.rtOpts)
+	rt, err := models.NewRuntime(ctx, b, opts)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -532,9 +582,6 @@ func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bo
 		return rejectf("validate: %v", err)
 	}
 	threshold := b.Manifest.Thresholds.Fail
-	if u.threshold > 0 {
-		threshold = u.threshold
-	}
 	if err := u.checkLatency(ctx, rt); err != nil {
 		rt.Close()
 		return err
@@ -543,11 +590,11 @@ func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bo
 	// 4. Shadow.
 	var baseline *otaBaseline
 	if u.cfg.Shadow.Parts > 0 {
-		if err := u.step(phaseShadow, cloudsync.ModelShadow, fmt.Sprintf("beside the active model for %d parts", u.cfg.Shadow.Parts)); err != nil {
+		if err := u.step(phaseShadow, cloudsync.ModelShadow, fmt.Sprintf("beside %s for %d parts", target.name, u.cfg.Shadow.Parts)); err != nil {
 			rt.Close()
 			return err
 		}
-		fig, err := u.runShadow(ctx, rt, threshold)
+		fig, err := u.runShadow(ctx, target.name, rt, threshold)
 		if err != nil {
 			rt.Close()
 			return err
@@ -557,11 +604,11 @@ func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bo
 			return rejectf("shadow: %s (%s)", why, fig)
 		}
 		u.log.Info().Str("figures", fig.String()).Msg("shadow passed")
-		baseline = &otaBaseline{Parts: fig.Compared, FailRate: fig.ActiveFailRate, ErrorRate: 0, InferP99: fig.ActiveP99}
+		baseline = &otaBaseline{Parts: fig.Compared, FailRate: fig.ActiveFailRate, InferP99: fig.ActiveP99}
 	}
 
 	// 5. Swap.
-	return u.promote(ctx, b, rt, threshold, staged, baseline)
+	return u.promote(b, target.name, rt, threshold, staged, baseline)
 }
 
 // receive puts the bundle into staging: a download from the bucket or a copy of a file.
@@ -586,7 +633,7 @@ func (u *modelUpdater) receive(ctx context.Context, r installRequest, staged str
 	}
 	defer in.Close()
 	if st, err := in.Stat(); err == nil && st.Size() > budget {
-		return rejectf("install %s: %d bytes exceed model.update.staging_budget %d", r.File, st.Size(), budget)
+		return rejectf("install %s: %d bytes exceed model_update.staging_budget %d", r.File, st.Size(), budget)
 	}
 	tmp := staged + ".part"
 	out, err := os.Create(tmp)
@@ -646,7 +693,7 @@ func (u *modelUpdater) checkLatency(ctx context.Context, rt *models.Runtime) err
 
 // promote swaps the candidate in and makes it the active bundle, the active one the
 // previous (kept for rollback), and starts the watch.
-func (u *modelUpdater) promote(ctx context.Context, b *models.Bundle, rt *models.Runtime, threshold float64, staged string, baseline *otaBaseline) error {
+func (u *modelUpdater) promote(b *models.Bundle, name string, rt *models.Runtime, threshold float64, staged string, baseline *otaBaseline) error {
 	if err := u.step(phaseSwapping, "", ""); err != nil {
 		rt.Close()
 		return err
@@ -665,47 +712,54 @@ func (u *modelUpdater) promote(ctx context.Context, b *models.Bundle, rt *models
 		baseline = &bl
 	}
 	u.mu.Lock()
-	slot := u.slot
-	old := u.st.Previous
-	u.st.Previous = u.st.Active
-	u.st.Active = &otaBundle{Name: b.Manifest.Name, Version: b.Manifest.Version, SHA256: b.SHA256(), File: file}
-	u.st.Candidate = nil
+	m := u.st.model(name)
+	old := m.Previous
+	m.Previous = m.Active
+	m.Active = &otaBundle{Name: b.Manifest.Name, Version: b.Manifest.Version, SHA256: b.SHA256(), File: file}
+	m.Watch = nil
 	if u.cfg.Watch.Parts > 0 {
-		u.st.Watch = &otaWatch{Since: u.now().UTC(), Baseline: *baseline}
-	} else {
-		u.st.Watch = nil
+		m.Watch = &otaWatch{Since: u.now().UTC(), Baseline: *baseline}
 	}
-	prevRunning := u.running
-	u.running = b.Manifest
+	u.st.Candidate = nil
 	err := writeOTAState(u.dir, u.st)
+	slot := u.slot
 	u.mu.Unlock()
 	if err != nil {
 		rt.Close()
 		return err
 	}
 	// The state says the new bundle is active: from here a crash boots on it.
-	if err := slot.replace(rt, threshold); err != nil {
-		// The frame path refused it (it is stopping): the next start serves the new bundle.
-		return err
+	from := ""
+	for _, s := range slot.serving() {
+		if s.name == name {
+			from = s.info.Model.Version
+		}
 	}
-	u.recent.reset()
-	if old != nil && (u.st.Active == nil || old.File != u.st.Active.File) {
+	if err := slot.swapIn(name, filepath.Join(u.dir, file), rt, threshold); err != nil {
+		return err // the next start serves the new bundle
+	}
+	if old != nil && old.File != m.Active.File && (m.Previous == nil || old.File != m.Previous.File) {
 		os.Remove(filepath.Join(u.dir, old.File))
 	}
 	u.mu.Lock()
+	defer u.mu.Unlock()
 	reason := "promoted"
-	if prevRunning != nil {
-		reason = "promoted over " + prevRunning.Version
+	if from != "" {
+		reason += " over " + from
 	}
 	if u.cfg.Watch.Parts > 0 {
-		w := newWatchRun(u.cfg.Watch, *baseline, u.rollback)
-		u.watch.Store(w)
+		u.startWatch(name, *baseline)
 		reason += fmt.Sprintf("; watched for %d parts", u.cfg.Watch.Parts)
 	}
 	u.setLast(b.Manifest.Name, b.Manifest.Version, cloudsync.ModelActive, reason)
-	err = writeOTAState(u.dir, u.st)
-	u.mu.Unlock()
-	return err
+	return writeOTAState(u.dir, u.st)
+}
+
+// startWatch watches the station model name against baseline; u.mu held.
+func (u *modelUpdater) startWatch(name string, baseline otaBaseline) {
+	u.target.Store(&name)
+	u.recent.reset()
+	u.watch.Store(newWatchRun(name, u.cfg.Watch, baseline, u.rollback))
 }
 
 // watchPassed ends a watch that saw its parts without crossing a limit.
@@ -715,8 +769,12 @@ func (u *modelUpdater) watchPassed(w *watchRun) {
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.st.Watch = nil
-	if a := u.st.Active; a != nil {
+	m := u.st.Models[w.name]
+	if m == nil {
+		return
+	}
+	m.Watch = nil
+	if a := m.Active; a != nil {
 		u.setLast(a.Name, a.Version, cloudsync.ModelActive, "watch passed: "+w.figures())
 	}
 	if err := writeOTAState(u.dir, u.st); err != nil {
@@ -727,40 +785,58 @@ func (u *modelUpdater) watchPassed(w *watchRun) {
 // rollBack puts the previous bundle (or the configured model) back after the watch crossed
 // a limit.
 func (u *modelUpdater) rollBack(ctx context.Context, reason string) {
-	u.watch.Store(nil)
+	w := u.watch.Swap(nil)
+	if w == nil {
+		return
+	}
+	name := w.name
 	u.mu.Lock()
-	bad, prev, slot := u.st.Active, u.st.Previous, u.slot
+	m := u.st.Models[name]
+	slot := u.slot
+	var bad, prev *otaBundle
+	if m != nil {
+		bad, prev = m.Active, m.Previous
+	}
 	u.mu.Unlock()
 	if bad == nil {
 		return
 	}
+	idx := 0
+	for i, c := range u.configs {
+		if c.Name == name {
+			idx = i
+		}
+	}
 	var rt *models.Runtime
-	var m *models.Manifest
+	var source string
 	threshold := 0.0
 	if prev != nil {
-		r, b, err := u.load(ctx, filepath.Join(u.dir, prev.File))
+		r, b, err := u.load(ctx, filepath.Join(u.dir, prev.File), u.rtOpts(idx))
 		if err != nil {
 			u.log.Error().Err(err).Msg("rollback: the previous bundle does not load; the configured model takes over")
+			prev = nil
 		} else {
-			rt, m, threshold = r, b.Manifest, b.Manifest.Thresholds.Fail
+			rt, source, threshold = r, filepath.Join(u.dir, prev.File), b.Manifest.Thresholds.Fail
 		}
 	}
 	if rt == nil {
-		r, mf, th, err := u.loadConfigured(ctx)
-		if err != nil {
-			u.log.Error().Err(err).Msg("rollback impossible: no previous model loads; keeping the new one")
+		if u.configured == nil {
+			u.log.Error().Msg("rollback impossible: no configured model loader")
 			return
 		}
-		rt, m, threshold = r, mf, th
-		prev = nil
-	}
-	if u.threshold > 0 {
-		threshold = u.threshold
+		r, err := u.configured(ctx, idx)
+		if err != nil {
+			u.log.Error().Err(err).Msg("rollback impossible: the configured model does not load; keeping the new one")
+			return
+		}
+		rt, source, threshold = r, u.configs[idx].Path+u.configs[idx].Bundle, u.configs[idx].Threshold
 	}
 	u.mu.Lock()
 	u.st.reject(bad.SHA256)
-	u.st.Active, u.st.Previous, u.st.Watch = prev, nil, nil
-	u.running = m
+	m.Active, m.Previous, m.Watch = prev, nil, nil
+	if prev == nil {
+		delete(u.st.Models, name)
+	}
 	err := writeOTAState(u.dir, u.st)
 	u.mu.Unlock()
 	if err != nil {
@@ -768,35 +844,92 @@ func (u *modelUpdater) rollBack(ctx context.Context, reason string) {
 		u.log.Error().Err(err).Msg("rollback: state not saved")
 		return
 	}
-	if err := slot.replace(rt, threshold); err != nil {
+	if err := slot.swapIn(name, source, rt, threshold); err != nil {
 		u.log.Error().Err(err).Msg("rollback: swap refused")
 		return
 	}
 	u.recent.reset()
 	os.Remove(filepath.Join(u.dir, bad.File))
-	u.mu.Lock()
 	back := "the configured model"
 	if prev != nil {
 		back = prev.Version
 	}
+	u.mu.Lock()
 	u.setLast(bad.Name, bad.Version, cloudsync.ModelRolledBack, reason+"; back on "+back)
+	err = writeOTAState(u.dir, u.st)
 	u.mu.Unlock()
+	if err != nil {
+		u.log.Error().Err(err).Msg("model update state not saved")
+	}
 }
 
-var errNoConfigured = errors.New("no configured model")
-
-func (u *modelUpdater) loadConfigured(ctx context.Context) (*models.Runtime, *models.Manifest, float64, error) {
-	if u.configured == nil {
-		return nil, nil, 0, errNoConfigured
+// observe hands the updater one committed part, with its frame still valid (the loop
+// recycles it after). It never blocks: the shadow run copies the frame into a buffer of its
+// own bounded pool or drops it.
+func (u *modelUpdater) observe(f camera.Frame, v *store.Verdict) {
+	t := u.target.Load()
+	if t == nil {
+		serving := ""
+		if len(v.Models) == 0 {
+			serving = v.Model.Name
+		}
+		t = &serving
 	}
-	return u.configured(ctx)
+	o, ok := outcomeOf(v, *t)
+	if !ok {
+		return
+	}
+	u.recent.add(o)
+	if s := u.shadow.Load(); s != nil {
+		s.offer(f, o)
+	}
+	if w := u.watch.Load(); w != nil && w.add(o) {
+		go u.watchPassed(w)
+	}
+	u.frameMu.Lock()
+	if f.Pix != nil && time.Since(u.lastFrame.at) > 2*time.Second {
+		u.lastFrame.copyFrom(f)
+	}
+	u.frameMu.Unlock()
 }
 
-// stopShadow stops a shadow run (the agent stops).
-func (u *modelUpdater) stopShadow() {
-	if s := u.shadow.Swap(nil); s != nil {
-		s.stop()
+// outcomeOf is the outcome of station model name in v (v itself with a single model). A
+// part without a frame is no outcome of any model.
+func outcomeOf(v *store.Verdict, name string) (partOutcome, bool) {
+	if strings.HasPrefix(v.Reason, "no frame") {
+		return partOutcome{}, false
 	}
+	o := partOutcome{Decision: v.Decision, Score: math.NaN(), InferMs: v.Latency.PreprocessMs + v.Latency.InferMs}
+	reason, score := v.Reason, v.Score
+	if len(v.Models) > 0 {
+		found := false
+		for _, m := range v.Models {
+			if m.Name == name {
+				o.Decision, reason, score, found = m.Decision, m.Reason, m.Score, true
+			}
+		}
+		if !found {
+			return partOutcome{}, false
+		}
+	}
+	if score != nil {
+		o.Score = *score
+	}
+	o.ModelErr = o.Decision == store.NoDecision && (strings.Contains(reason, "inference failed") || strings.Contains(reason, "score is"))
+	return o, true
+}
+
+func fileSHA256(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return ""
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 func safeName(s string) string {

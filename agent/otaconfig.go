@@ -10,14 +10,14 @@ import (
 	"github.com/takt-edge/takt/cloudsync"
 )
 
-// ModelUpdateConfig configures over-the-air model updates (model.update): which keys a
+// ModelUpdateConfig configures over-the-air model updates (model_update): which keys a
 // bundle must be signed by, how much disk staging may use, and the policies of the
 // validate, shadow and watch steps. See the README "Model updates".
 type ModelUpdateConfig struct {
 	// Enabled accepts model/available announcements and install requests. Default false.
 	Enabled bool `yaml:"enabled"`
-	// TrustedKeys are public key files (PEM) a bundle must be signed by; default
-	// model.trusted_keys. Several keys may be trusted at once (key rotation).
+	// TrustedKeys are public key files (PEM) a bundle must be signed by; default the
+	// trusted_keys of model (or of every entry of models). Several keys may be trusted at once (key rotation).
 	TrustedKeys []string `yaml:"trusted_keys"`
 	// RevokedKeys are key ids (16 hex digits, as takt model inspect prints) never trusted,
 	// even if a trusted key file holds them.
@@ -94,69 +94,69 @@ func defaultModelUpdateConfig() ModelUpdateConfig {
 
 var keyIDPattern = regexp.MustCompile(`^[0-9a-f]{16}$`)
 
-// validate checks model.update; keys are the model's own trusted key files (the default).
+// validate checks model_update; keys are the model's own trusted key files (the default).
 func (u ModelUpdateConfig) validate(modelKeys []string) []error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if u.Enabled && len(u.TrustedKeys) == 0 && len(modelKeys) == 0 {
-		bad("model.update.trusted_keys: updates need at least one trusted public key file (or model.trusted_keys)")
+		bad("model_update.trusted_keys: updates need at least one trusted public key file (or model.trusted_keys)")
 	}
 	for i, id := range u.RevokedKeys {
 		if !keyIDPattern.MatchString(id) {
-			bad("model.update.revoked_keys[%d]: %q is not a key id (16 lowercase hex digits, as takt model inspect prints)", i, id)
+			bad("model_update.revoked_keys[%d]: %q is not a key id (16 lowercase hex digits, as takt model inspect prints)", i, id)
 		}
 	}
 	if u.StagingBudget < 1<<20 {
-		bad("model.update.staging_budget: %d bytes is below the minimum 1MiB", u.StagingBudget)
+		bad("model_update.staging_budget: %d bytes is below the minimum 1MiB", u.StagingBudget)
 	}
 	if v := u.Validate; v.LatencyRuns < 1 || v.LatencyRuns > 10000 {
-		bad("model.update.validate.latency_runs: %d is not in 1..10000", v.LatencyRuns)
+		bad("model_update.validate.latency_runs: %d is not in 1..10000", v.LatencyRuns)
 	}
 	if f := u.Validate.LatencyFraction; !(f > 0 && f <= 1) {
-		bad("model.update.validate.latency_fraction: %v is not in (0, 1]", f)
+		bad("model_update.validate.latency_fraction: %v is not in (0, 1]", f)
 	}
 	s := u.Shadow
 	if s.Parts < 0 {
-		bad("model.update.shadow.parts: %d must be >= 0 (0 skips the shadow step)", s.Parts)
+		bad("model_update.shadow.parts: %d must be >= 0 (0 skips the shadow step)", s.Parts)
 	}
 	if s.Duration < 0 {
-		bad("model.update.shadow.duration: %v must be >= 0", s.Duration)
+		bad("model_update.shadow.duration: %v must be >= 0", s.Duration)
 	}
 	if s.MinParts < 1 {
-		bad("model.update.shadow.min_parts: %d must be >= 1", s.MinParts)
+		bad("model_update.shadow.min_parts: %d must be >= 1", s.MinParts)
 	}
 	if !(s.MinAgreement >= 0 && s.MinAgreement <= 1) {
-		bad("model.update.shadow.min_agreement: %v is not in 0..1", s.MinAgreement)
+		bad("model_update.shadow.min_agreement: %v is not in 0..1", s.MinAgreement)
 	}
 	if !(s.MaxLatencyRatio >= 1) {
-		bad("model.update.shadow.max_latency_ratio: %v must be >= 1", s.MaxLatencyRatio)
+		bad("model_update.shadow.max_latency_ratio: %v must be >= 1", s.MaxLatencyRatio)
 	}
 	if s.Queue < 1 || s.Queue > 64 {
-		bad("model.update.shadow.queue: %d is not in 1..64", s.Queue)
+		bad("model_update.shadow.queue: %d is not in 1..64", s.Queue)
 	}
 	w := u.Watch
 	if w.Parts < 0 {
-		bad("model.update.watch.parts: %d must be >= 0 (0 disables the watch)", w.Parts)
+		bad("model_update.watch.parts: %d must be >= 0 (0 disables the watch)", w.Parts)
 	}
 	if w.MinParts < 1 {
-		bad("model.update.watch.min_parts: %d must be >= 1", w.MinParts)
+		bad("model_update.watch.min_parts: %d must be >= 1", w.MinParts)
 	}
 	if !(w.MaxErrorRate >= 0 && w.MaxErrorRate <= 1) {
-		bad("model.update.watch.max_error_rate: %v is not in 0..1", w.MaxErrorRate)
+		bad("model_update.watch.max_error_rate: %v is not in 0..1", w.MaxErrorRate)
 	}
 	if !(w.MaxLatencyRatio >= 1) {
-		bad("model.update.watch.max_latency_ratio: %v must be >= 1", w.MaxLatencyRatio)
+		bad("model_update.watch.max_latency_ratio: %v must be >= 1", w.MaxLatencyRatio)
 	}
 	if !(w.MaxFailRateIncrease >= 0 && w.MaxFailRateIncrease <= 1) {
-		bad("model.update.watch.max_fail_rate_increase: %v is not in 0..1", w.MaxFailRateIncrease)
+		bad("model_update.watch.max_fail_rate_increase: %v is not in 0..1", w.MaxFailRateIncrease)
 	}
 	if w.MaxRestarts < 1 {
-		bad("model.update.watch.max_restarts: %d must be >= 1", w.MaxRestarts)
+		bad("model_update.watch.max_restarts: %d must be >= 1", w.MaxRestarts)
 	}
 	return errs
 }
 
-// keys returns the trusted key files: model.update.trusted_keys, else model.trusted_keys.
+// keys returns the trusted key files: model_update.trusted_keys, else those of the models.
 func (u ModelUpdateConfig) keys(modelKeys []string) []string {
 	if len(u.TrustedKeys) > 0 {
 		return u.TrustedKeys
@@ -172,4 +172,19 @@ func (u *ModelUpdateConfig) resolvePaths(base string) {
 	}
 }
 
-var errUpdatesOff = errors.New("model updates are off: set model.update.enabled")
+var errUpdatesOff = errors.New("model updates are off: set model_update.enabled")
+
+// modelKeys lists the trusted key files of every configured model, without repeats.
+func (c Config) modelKeys() []string {
+	var keys []string
+	seen := map[string]bool{}
+	for _, m := range c.ModelConfigs() {
+		for _, k := range m.TrustedKeys {
+			if !seen[k] {
+				seen[k] = true
+				keys = append(keys, k)
+			}
+		}
+	}
+	return keys
+}

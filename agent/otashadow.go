@@ -24,26 +24,6 @@ type partOutcome struct {
 	InferMs  float64
 }
 
-// observe hands the updater one inspected part. It is called by the inspection loop after
-// the commit, with the frame still valid; it never blocks and copies the frame only when a
-// shadow run wants it (into a buffer of its own bounded pool, else the frame is dropped).
-func (u *modelUpdater) observe(f camera.Frame, o partOutcome) {
-	u.recent.add(o)
-	if s := u.shadow.Load(); s != nil {
-		s.offer(f, o)
-	}
-	if w := u.watch.Load(); w != nil {
-		if w.add(o) {
-			go u.watchPassed(w)
-		}
-	}
-	u.frameMu.Lock()
-	if time.Since(u.lastFrame.at) > 2*time.Second && f.Pix != nil {
-		u.lastFrame.copyFrom(f)
-	}
-	u.frameMu.Unlock()
-}
-
 // sampleFrame returns a recent live frame, or a mid-gray 640x480 frame before the first part.
 func (u *modelUpdater) sampleFrame() camera.Frame {
 	u.frameMu.Lock()
@@ -280,7 +260,8 @@ func (s *shadowRun) stop() {
 
 // runShadow runs the candidate beside the active model until shadow.parts parts were
 // compared or shadow.duration passed.
-func (u *modelUpdater) runShadow(ctx context.Context, rt *models.Runtime, threshold float64) (shadowFigures, error) {
+func (u *modelUpdater) runShadow(ctx context.Context, name string, rt *models.Runtime, threshold float64) (shadowFigures, error) {
+	u.target.Store(&name)
 	s := newShadowRun(rt, threshold, u.cfg.Shadow.Queue, u.cfg.Shadow.Parts)
 	sctx, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
@@ -324,6 +305,7 @@ func (u *modelUpdater) judgeShadow(f shadowFigures) string {
 // watchRun counts a promoted model's parts against the previous model's baseline. add
 // reports when the watch passed; crossing a limit sends the reason on rollback once.
 type watchRun struct {
+	name     string // the station model watched
 	p        WatchPolicy
 	base     otaBaseline
 	rollback chan<- string
@@ -335,8 +317,8 @@ type watchRun struct {
 	ended        bool
 }
 
-func newWatchRun(p WatchPolicy, base otaBaseline, rollback chan<- string) *watchRun {
-	return &watchRun{p: p, base: base, rollback: rollback}
+func newWatchRun(name string, p WatchPolicy, base otaBaseline, rollback chan<- string) *watchRun {
+	return &watchRun{name: name, p: p, base: base, rollback: rollback}
 }
 
 // add counts one part; it returns true once, when the watch passed.

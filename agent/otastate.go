@@ -37,6 +37,8 @@ type otaBundle struct {
 
 // otaCandidate is the update in flight.
 type otaCandidate struct {
+	// Target is the station model it replaces; known once the bundle is verified.
+	Target  string `json:"target,omitempty"`
 	Name    string `json:"name"`
 	Version string `json:"version"`
 	// Source: an object key (Key) or a local file (File, copied to staging first).
@@ -77,15 +79,22 @@ type otaLast struct {
 	Time    time.Time `json:"time"`
 }
 
-// otaState is state.json.
-type otaState struct {
-	// Active is the bundle serving; nil: the configured model (model.bundle / model.path).
+// otaModel is the update state of one station model (by its name: models[].name, or the
+// model's own name for a single model).
+type otaModel struct {
+	// Active is the bundle serving; nil: the configured model (bundle or path).
 	Active *otaBundle `json:"active,omitempty"`
 	// Previous is the bundle Active replaced, kept for rollback; nil with Active set means
 	// the configured model was the previous one.
-	Previous  *otaBundle    `json:"previous,omitempty"`
-	Candidate *otaCandidate `json:"candidate,omitempty"`
-	Watch     *otaWatch     `json:"watch,omitempty"`
+	Previous *otaBundle `json:"previous,omitempty"`
+	// Watch is set while Active, just promoted, is watched.
+	Watch *otaWatch `json:"watch,omitempty"`
+}
+
+// otaState is state.json.
+type otaState struct {
+	Models    map[string]*otaModel `json:"models,omitempty"`
+	Candidate *otaCandidate        `json:"candidate,omitempty"`
 	// Rejected are the bundle sha256s (or name@version when none was announced) refused or
 	// rolled back; the same retained announcement is not tried again after a restart.
 	Rejected []string `json:"rejected,omitempty"`
@@ -113,6 +122,51 @@ func writeOTAState(dir string, st otaState) error {
 		return err
 	}
 	return writeFileAtomic(filepath.Join(dir, "state.json"), append(data, '\n'))
+}
+
+// model returns the state of the station model named name, creating it.
+func (st *otaState) model(name string) *otaModel {
+	if st.Models == nil {
+		st.Models = map[string]*otaModel{}
+	}
+	m := st.Models[name]
+	if m == nil {
+		m = &otaModel{}
+		st.Models[name] = m
+	}
+	return m
+}
+
+// clone copies st deeply, for readers outside the updater's lock.
+func (st otaState) clone() otaState {
+	cp := func(b *otaBundle) *otaBundle {
+		if b == nil {
+			return nil
+		}
+		c := *b
+		return &c
+	}
+	out := otaState{Rejected: append([]string(nil), st.Rejected...)}
+	if st.Models != nil {
+		out.Models = map[string]*otaModel{}
+		for k, m := range st.Models {
+			c := otaModel{Active: cp(m.Active), Previous: cp(m.Previous)}
+			if m.Watch != nil {
+				w := *m.Watch
+				c.Watch = &w
+			}
+			out.Models[k] = &c
+		}
+	}
+	if st.Candidate != nil {
+		c := *st.Candidate
+		out.Candidate = &c
+	}
+	if st.Last != nil {
+		l := *st.Last
+		out.Last = &l
+	}
+	return out
 }
 
 func (st *otaState) rejected(id string) bool {
