@@ -554,7 +554,11 @@ func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bo
 	}
 	u.mu.Lock()
 	c.Name, c.Version, c.BundleHash = b.Manifest.Name, b.Manifest.Version, fileSHA256(staged)
+	rolledBack := u.st.rejected(b.SHA256())
 	u.mu.Unlock()
+	if rolledBack {
+		return rejectf("verify: model %s %s (sha256 %.12s) was rolled back on this station before", b.Manifest.Name, b.Manifest.Version, b.SHA256())
+	}
 	target, idx, err := u.targetOf(b.Manifest.Name)
 	if err != nil {
 		return err
@@ -668,9 +672,13 @@ func (u *modelUpdater) checkLatency(ctx context.Context, rt *models.Runtime) err
 	f := u.sampleFrame()
 	runs := u.cfg.Validate.LatencyRuns
 	lat := make([]float64, 0, runs)
-	for range runs {
+	limit := u.cfg.Validate.LatencyFraction * ms(u.deadline)
+	for i := range runs {
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if i > 0 && lat[i-1] > limit {
+			break // over the budget already: the p99 of any number of runs is too
 		}
 		res, err := rt.Infer(ctx, f)
 		if err != nil {
@@ -682,10 +690,9 @@ func (u *modelUpdater) checkLatency(ctx context.Context, rt *models.Runtime) err
 		lat = append(lat, ms(res.Timings.Total))
 	}
 	p99 := quantile(lat, 0.99)
-	limit := u.cfg.Validate.LatencyFraction * ms(u.deadline)
 	if p99 > limit {
 		return rejectf("validate: latency p99 %.1f ms over %d runs exceeds %.0f%% of the deadline %s (%.1f ms)",
-			p99, runs, u.cfg.Validate.LatencyFraction*100, u.deadline, limit)
+			p99, len(lat), u.cfg.Validate.LatencyFraction*100, u.deadline, limit)
 	}
 	u.log.Info().Float64("p99_ms", p99).Float64("limit_ms", limit).Msg("candidate latency within budget")
 	return nil

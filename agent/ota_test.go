@@ -1,0 +1,251 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/takt-edge/takt/agent/store"
+	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/cloudtest"
+	"github.com/takt-edge/takt/models"
+)
+
+// otaConfig is a test station whose model scores a part by its mean gray level (threshold
+// 1: every part PASSes), bundle 0.2.0 signed by the line key, with model updates on and
+// short policies. A tiny model keeps the bundles small and the checks fast.
+func otaConfig(t *testing.T, line signer) Config {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "model-0.2.0.tar")
+	if err := models.WriteBundleFile(path, graphManifest("0.2.0", 1), meanGraph(t, 1), nil, line.priv); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t)
+	cfg.Model = ModelConfig{Bundle: path, TrustedKeys: []string{line.pub}}
+	cfg.Camera.Loop = true
+	cfg.Deadline = time.Second
+	cfg.ModelUpdate.Enabled = true
+	// The budget is 100 ms; the mean model takes well under 1 ms.
+	cfg.ModelUpdate.Validate = ValidatePolicy{LatencyRuns: 5, LatencyFraction: 0.1}
+	cfg.ModelUpdate.Shadow.Parts, cfg.ModelUpdate.Shadow.MinParts = 8, 8
+	cfg.ModelUpdate.Shadow.MaxLatencyRatio = 20 // sub-millisecond times under -race: the 1 ms floor decides
+	cfg.ModelUpdate.Watch.Parts, cfg.ModelUpdate.Watch.MinParts = 8, 4
+	cfg.ModelUpdate.Watch.MaxLatencyRatio = 20
+	return cfg
+}
+
+// lastVerdicts returns the verdicts committed after id.
+func verdictsAfter(t *testing.T, r *running, id uint64) []store.Verdict {
+	t.Helper()
+	l := r.a.live.Load()
+	if l == nil {
+		t.Fatal("agent not running")
+	}
+	vs, err := l.st.List(id, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vs
+}
+
+// TestModelUpdateOverMQTT announces bad bundles one after the other, then a good one, as
+// takt-cloud would (bundle in S3, retained model/available): each bad one ends rejected with
+// a reason naming its fault while the station inspects on, the good one is shadowed,
+// promoted, watched, and inspects.
+func TestModelUpdateOverMQTT(t *testing.T) {
+	keys := t.TempDir()
+	line, stranger, retired := newSigner(t, keys, "line"), newSigner(t, keys, "stranger"), newSigner(t, keys, "retired")
+	broker := cloudtest.StartMosquitto(t)
+	s3 := cloudtest.StartS3(t)
+	bk := newBucket(t, s3, "takt")
+	cfg := otaConfig(t, line)
+	cfg.MQTT = testMQTTConfig(broker.URL)
+	bk.syncTo(&cfg)
+	cfg.ModelUpdate.TrustedKeys = []string{line.pub, retired.pub}
+	cfg.ModelUpdate.RevokedKeys = []string{retired.id}
+	topics, err := cloudsync.NewTopics(cfg.MQTT.Site, cfg.MQTT.Line, cfg.Station)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newModelWatcher(t, broker.URL, topics)
+	r := startAgent(t, cfg)
+	defer r.stop()
+
+	mean := meanGraph(t, 1)
+	bundle := func(v string, key signer) []byte { return buildTestBundle(t, graphManifest(v, 1), mean, key.priv) }
+	good := bundle("0.9.0", line)
+	unsigned := tamper(t, bundle("0.3.1", line), func(m map[string][]byte) { delete(m, "signature") })
+	tamperedModel := tamper(t, bundle("0.3.4", line), func(m map[string][]byte) {
+		mod := bytes.Clone(m["model.onnx"])
+		mod[len(mod)/2] ^= 0xff
+		m["model.onnx"] = mod
+	})
+	tamperedManifest := tamper(t, bundle("0.3.5", line), func(m map[string][]byte) {
+		m["manifest.json"] = bytes.Replace(m["manifest.json"], []byte(`"fail": 1`), []byte(`"fail": 100`), 1)
+	})
+	cases := []struct {
+		name, version string
+		bundle        []byte
+		announce      func(m *cloudsync.ModelAvailableMsg) // changes the announcement
+		line          bool                                 // announced on the line's topic
+		want          string                               // in the rejection reason
+	}{
+		{"unsigned", "0.3.1", unsigned, nil, false, "unsigned"},
+		{"wrong key", "0.3.2", bundle("0.3.2", stranger), nil, true, "not trusted"},
+		{"revoked key", "0.3.3", bundle("0.3.3", retired), nil, false, "revoked"},
+		{"tampered model file", "0.3.4", tamperedModel, nil, false, "sha256"},
+		{"tampered manifest", "0.3.5", tamperedManifest, nil, false, "does not match manifest.json"},
+		{"downgrade", "0.1.0", bundle("0.1.0", line), nil, false, "downgrade"},
+		{"truncated download", "0.3.6", bundle("0.3.6", line), func(m *cloudsync.ModelAvailableMsg) {
+			m.Size++ // the object in the bucket is shorter than announced
+		}, false, "download"},
+		{"NaN scores", "0.3.7", buildTestBundle(t, graphManifest("0.3.7", 0.5), nanGraph(t), line.priv), nil, false, "score NaN"},
+		{"10x slower than budget", "0.3.8", buildTestBundle(t, graphManifest("0.3.8", 0.5), slowGraph(t, 330), line.priv), nil, false, "latency p99"},
+		{"FAIL rate jumps", "0.3.9", buildTestBundle(t, graphManifest("0.3.9", 0.01), meanGraph(t, 1), line.priv), nil, false, "shadow: agreement"},
+	}
+	for _, c := range cases {
+		key := fmt.Sprintf("models/fixture-part/%s/bundle.tar", c.version)
+		bk.put(t, key, c.bundle)
+		m := cloudsync.ModelAvailableMsg{Name: "fixture-part", Version: c.version, Key: key, SHA256: sha256Of(c.bundle), Size: int64(len(c.bundle))}
+		if c.announce != nil {
+			c.announce(&m)
+		}
+		w.announce(t, c.line, m)
+		final, steps := w.waitFinal(t, c.version, 60*time.Second)
+		if final.State != cloudsync.ModelRejected || !strings.Contains(final.Reason, c.want) {
+			t.Errorf("%s: final status %s %q (steps %v), want rejected with a reason containing %q", c.name, final.State, final.Reason, steps, c.want)
+		} else {
+			t.Logf("%s: %s: %s", c.name, final.State, final.Reason)
+		}
+	}
+
+	// The station inspected on 0.2.0 all along.
+	last := r.a.live.Load().st.LastID()
+	waitFor(t, "parts after the bad bundles", 30*time.Second, func() bool { return len(verdictsAfter(t, r, last)) >= 3 })
+	for _, v := range verdictsAfter(t, r, last) {
+		if v.Model.Version != "0.2.0" {
+			t.Fatalf("verdict %d on model %s, want 0.2.0 (no bad bundle may serve)", v.ID, v.Model.Version)
+		}
+	}
+
+	key := "models/fixture-part/0.9.0/bundle.tar"
+	bk.put(t, key, good)
+	w.announce(t, false, cloudsync.ModelAvailableMsg{Name: "fixture-part", Version: "0.9.0", Key: key, SHA256: sha256Of(good), Size: int64(len(good))})
+	final, steps := w.waitFinal(t, "0.9.0", 90*time.Second)
+	if final.State != cloudsync.ModelActive {
+		t.Fatalf("good bundle: final status %s %q (steps %v), want active", final.State, final.Reason, steps)
+	}
+	if got := strings.Join(steps, ","); !strings.HasPrefix(got, "downloading,validating,validating,shadow,active") {
+		t.Errorf("good bundle steps %s, want downloading,validating (verify),validating,shadow,active", got)
+	}
+	waitFor(t, "the watch to pass", 60*time.Second, func() bool {
+		for _, s := range w.statuses("0.9.0") {
+			if s.State == cloudsync.ModelRolledBack {
+				t.Fatalf("good bundle rolled back: %s", s.Reason)
+			}
+			if strings.HasPrefix(s.Reason, "watch passed") {
+				return true
+			}
+		}
+		return false
+	})
+	last = r.a.live.Load().st.LastID()
+	waitFor(t, "parts on the new model", 30*time.Second, func() bool { return len(verdictsAfter(t, r, last)) >= 3 })
+	for _, v := range verdictsAfter(t, r, last) {
+		if v.Model.Version != "0.9.0" || v.Decision == store.NoDecision {
+			t.Fatalf("verdict %d: model %s %s %q, want 0.9.0 deciding", v.ID, v.Model.Version, v.Decision, v.Reason)
+		}
+	}
+	st := r.a.ota.snapshot()
+	m := st.Models["fixture-part"]
+	if m == nil || m.Active == nil || m.Active.Version != "0.9.0" || m.Previous != nil || st.Candidate != nil {
+		t.Fatalf("state %+v: want 0.9.0 active over the configured model, no candidate", st)
+	}
+	if err := r.stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+
+	// A restart resumes on 0.9.0.
+	r2 := startAgent(t, cfg)
+	defer r2.stop()
+	waitFor(t, "parts after the restart", 30*time.Second, func() bool { return len(verdictsAfter(t, r2, 0)) > 0 })
+	last = r2.a.live.Load().st.LastID()
+	waitFor(t, "more parts after the restart", 30*time.Second, func() bool { return len(verdictsAfter(t, r2, last)) >= 2 })
+	for _, v := range verdictsAfter(t, r2, last) {
+		if v.Model.Version != "0.9.0" {
+			t.Fatalf("after a restart: verdict on %s, want 0.9.0", v.Model.Version)
+		}
+	}
+}
+
+// TestModelUpdateWatchRollsBack installs over HTTP a bundle that passes the checks before
+// promotion (shadow off) but FAILs every part: the watch rolls back to the previous bundle.
+func TestModelUpdateWatchRollsBack(t *testing.T) {
+	keys := t.TempDir()
+	line := newSigner(t, keys, "line")
+	cfg := otaConfig(t, line)
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.ModelUpdate.Shadow.Parts = 0
+	cfg.ModelUpdate.Watch.Parts, cfg.ModelUpdate.Watch.MinParts = 20, 5
+	r := startAgent(t, cfg)
+	defer r.stop()
+
+	install := func(version string, bundle []byte) {
+		t.Helper()
+		path := filepath.Join(t.TempDir(), version+".tar")
+		if err := writeFileAtomic(path, bundle); err != nil {
+			t.Fatal(err)
+		}
+		body, _ := json.Marshal(modelInstallRequest{File: path})
+		resp, err := http.Post(r.base+"/model/install", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("POST /model/install: %d, want 202", resp.StatusCode)
+		}
+	}
+	state := func() otaState {
+		var st otaState
+		getJSON(t, http.DefaultClient, r.base+"/model/update", http.StatusOK, &st)
+		return st
+	}
+	lastState := func(version, want string) bool {
+		l := state().Last
+		return l != nil && l.Version == version && l.State == want
+	}
+	install("0.5.0", buildTestBundle(t, graphManifest("0.5.0", 1), meanGraph(t, 1), line.priv))
+	waitFor(t, "0.5.0 active", 60*time.Second, func() bool { return lastState("0.5.0", cloudsync.ModelActive) })
+	waitFor(t, "0.5.0 watch passed", 60*time.Second, func() bool {
+		st := state()
+		return st.Models["fixture-part"] != nil && st.Models["fixture-part"].Watch == nil
+	})
+	install("0.6.0", buildTestBundle(t, graphManifest("0.6.0", 0.01), meanGraph(t, 1), line.priv))
+	waitFor(t, "0.6.0 rolled back", 60*time.Second, func() bool { return lastState("0.6.0", cloudsync.ModelRolledBack) })
+	st := state()
+	if !strings.Contains(st.Last.Reason, "FAIL rate") || !strings.Contains(st.Last.Reason, "back on 0.5.0") {
+		t.Errorf("rollback reason %q: want the FAIL rate and the version it went back to", st.Last.Reason)
+	}
+	if m := st.Models["fixture-part"]; m == nil || m.Active == nil || m.Active.Version != "0.5.0" {
+		t.Fatalf("state after rollback %+v: want 0.5.0 active", st.Models["fixture-part"])
+	}
+	last := r.a.live.Load().st.LastID()
+	waitFor(t, "parts after the rollback", 30*time.Second, func() bool { return len(verdictsAfter(t, r, last)) >= 3 })
+	for _, v := range verdictsAfter(t, r, last) {
+		if v.Model.Version != "0.5.0" || v.Decision == store.NoDecision {
+			t.Fatalf("after the rollback: verdict on %s %s, want 0.5.0 deciding", v.Model.Version, v.Decision)
+		}
+	}
+	// The model that was rolled back is not installed again.
+	install("0.6.0", buildTestBundle(t, graphManifest("0.6.0", 0.01), meanGraph(t, 1), line.priv))
+	waitFor(t, "0.6.0 refused", 30*time.Second, func() bool { return lastState("0.6.0", cloudsync.ModelRejected) })
+	if st := state(); !strings.Contains(st.Last.Reason, "rolled back") {
+		t.Errorf("re-install of a rolled-back model: %q, want a reason saying it was rolled back", st.Last.Reason)
+	}
+}
