@@ -473,6 +473,7 @@ func (u *modelUpdater) step(phase, state, reason string) error {
 	if state != "" {
 		u.setLast(c.Name, c.Version, state, reason)
 	}
+	u.log.Debug().Str("phase", phase).Str("name", c.Name).Str("version", c.Version).Msg("model update step")
 	if u.testStep != nil {
 		u.testStep(phase)
 	}
@@ -705,8 +706,12 @@ func (u *modelUpdater) promote(b *models.Bundle, name string, rt *models.Runtime
 		rt.Close()
 		return err
 	}
+	// The bundle gets its installed name as a hard link first: until the state names it, a
+	// crash leaves the staged file for the resumed candidate (and boot removes the link).
 	file := filepath.Join("bundles", safeName(b.Manifest.Name+"-"+b.Manifest.Version+"-"+b.SHA256()[:12])+".tar")
-	if err := os.Rename(staged, filepath.Join(u.dir, file)); err != nil {
+	installed := filepath.Join(u.dir, file)
+	os.Remove(installed)
+	if err := os.Link(staged, installed); err != nil {
 		rt.Close()
 		return err
 	}
@@ -735,6 +740,7 @@ func (u *modelUpdater) promote(b *models.Bundle, name string, rt *models.Runtime
 		rt.Close()
 		return err
 	}
+	os.Remove(staged)
 	// The state says the new bundle is active: from here a crash boots on it.
 	from := ""
 	for _, s := range slot.serving() {

@@ -307,3 +307,9 @@ func (w *modelWatcher) statuses(version string) []cloudsync.ModelStatusMsg {
 	}
 	return out
 }
+
+func buildBundleWith(m models.Manifest, onnx []byte, files map[string][]byte, key signer) ([]byte, error) {
+	var buf bytes.Buffer
+	err := models.BuildBundle(&buf, m, onnx, files, key.priv)
+	return buf.Bytes(), err
+}
