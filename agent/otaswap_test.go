@@ -1,0 +1,212 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/takt-edge/takt/agent/store"
+	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models"
+)
+
+// swapCommits records every committed part: its camera sequence and when it was committed.
+type swapCommits struct {
+	mu    sync.Mutex
+	seqs  []uint64
+	times []time.Time
+	lat   []float64 // capture to decision, ms
+}
+
+func (c *swapCommits) add(v store.Verdict, f camera.Frame) {
+	c.mu.Lock()
+	c.seqs = append(c.seqs, f.Seq)
+	c.times = append(c.times, time.Now())
+	c.lat = append(c.lat, v.Latency.DecideMs)
+	c.mu.Unlock()
+}
+
+func (c *swapCommits) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.seqs)
+}
+
+// startSwapAgent runs the fixture template model on a looping camera at full speed with
+// model updates on, and records every commit.
+func startSwapAgent(t *testing.T) (*running, *swapCommits) {
+	t.Helper()
+	cfg := testConfig(t)
+	cfg.Camera.Loop = true
+	cfg.Images.Keep = KeepNone
+	cfg.ModelUpdate.Enabled = true
+	cfg.ModelUpdate.TrustedKeys = []string{newSigner(t, t.TempDir(), "line").pub}
+	a, err := New(cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := &swapCommits{}
+	a.onCommit = log.add
+	r := startAgentWith(t, a)
+	waitFor(t, "first parts", 30*time.Second, func() bool { return log.len() >= 3 })
+	return r, log
+}
+
+// swapLoop replaces the serving model n times with a freshly loaded copy of the fixture
+// model, at the pace of the parts, and returns when each swap happened.
+func swapLoop(t *testing.T, r *running, n int, each func(i int)) []time.Time {
+	t.Helper()
+	l := r.a.live.Load()
+	name := l.models.serving()[0].name
+	var at []time.Time
+	for i := range n {
+		rt, err := models.LoadRuntime(fixture.model, models.RuntimeOptions{Threads: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.models.swapIn(name, "swap-"+strconv.Itoa(i), rt, 0); err != nil {
+			t.Fatalf("swap %d: %v", i, err)
+		}
+		at = append(at, time.Now())
+		if each != nil {
+			each(i)
+		}
+	}
+	return at
+}
+
+// rssMB is the process's resident memory after a GC.
+func rssMB(t *testing.T) float64 {
+	runtime.GC()
+	debug.FreeOSMemory()
+	data, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(data))
+	pages, _ := strconv.Atoi(f[1])
+	return float64(pages*os.Getpagesize()) / (1 << 20)
+}
+
+// checkNoPartLost: the camera's sequence numbers of the committed parts are contiguous, each
+// once.
+func checkNoPartLost(t *testing.T, log *swapCommits) {
+	t.Helper()
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	for i := 1; i < len(log.seqs); i++ {
+		if log.seqs[i] != log.seqs[i-1]+1 {
+			t.Fatalf("part %d: camera sequence %d after %d: a part was dropped or answered twice", i, log.seqs[i], log.seqs[i-1])
+		}
+	}
+}
+
+// TestModelSwapsUnderLoad swaps the serving model 100 times (10 under -race) while the
+// camera runs at full speed: no part is dropped or answered twice, and memory returns to
+// its level after the first swaps (a leaked session would add ~12 MB per swap).
+func TestModelSwapsUnderLoad(t *testing.T) {
+	swaps := 100
+	if raceEnabled {
+		swaps = 10
+	}
+	r, log := startSwapAgent(t)
+	warm := min(5, swaps/2)
+	var base float64
+	swapLoop(t, r, swaps, func(i int) {
+		if i == warm-1 {
+			base = rssMB(t)
+		}
+	})
+	parts := log.len()
+	waitFor(t, "parts after the last swap", 30*time.Second, func() bool { return log.len() >= parts+3 })
+	if err := r.stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	end := rssMB(t)
+	checkNoPartLost(t, log)
+	t.Logf("%d swaps over %d parts; RSS %.0f MB after %d swaps, %.0f MB at the end", swaps, log.len(), base, warm, end)
+	if grow := end - base; grow > 8*float64(swaps-warm) || grow > 150 {
+		t.Fatalf("RSS grew %.0f MB over %d swaps: runtimes are not freed", grow, swaps-warm)
+	}
+	if log.len() < swaps/4 {
+		t.Fatalf("only %d parts during %d swaps: the line stalled", log.len(), swaps)
+	}
+}
+
+// TestFiguresModelUpdate prints the model update figures:
+//
+//	swap_pause_ms          longest gap between two verdicts that has a swap in it, under a
+//	                       camera at full speed (100 swaps)
+//	swap_gap_baseline_ms   longest gap between two verdicts without a swap, same run
+//	shadow_overhead_ratio  active-path latency (capture to decision, p50) with a shadow run
+//	                       on / off, same run
+func TestFiguresModelUpdate(t *testing.T) {
+	if os.Getenv("TAKT_FIGURES") != "1" {
+		t.Skip("figures run with TAKT_FIGURES=1 (make bench)")
+	}
+	r, log := startSwapAgent(t)
+	defer r.stop()
+	at := swapLoop(t, r, 100, func(int) { time.Sleep(30 * time.Millisecond) })
+	time.Sleep(200 * time.Millisecond)
+	log.mu.Lock()
+	times := slices.Clone(log.times)
+	log.mu.Unlock()
+	pause, base := 0.0, 0.0
+	for i := 1; i < len(times); i++ {
+		gap := float64(times[i].Sub(times[i-1]).Microseconds()) / 1000
+		swapped := false
+		for _, s := range at {
+			if s.After(times[i-1]) && !s.After(times[i]) {
+				swapped = true
+			}
+		}
+		if swapped {
+			pause = max(pause, gap)
+		} else if times[i].After(at[0]) && times[i].Before(at[len(at)-1]) {
+			base = max(base, gap)
+		}
+	}
+	checkNoPartLost(t, log)
+	fmt.Printf("BENCH swap_pause_ms=%.1f\n", pause)
+	fmt.Printf("BENCH swap_gap_baseline_ms=%.1f\n", base)
+
+	// Shadow overhead: the same number of parts without, then with, a shadow run.
+	u := r.a.ota
+	const n = 150
+	p50 := func(from int) float64 {
+		waitFor(t, "parts", 120*time.Second, func() bool { return log.len() >= from+n })
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		return quantile(log.lat[from:from+n], 0.5)
+	}
+	off := p50(log.len())
+	cand, err := models.LoadRuntime(fixture.model, models.RuntimeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cand.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan shadowFigures, 1)
+	u.cfg.Shadow.Parts = 1 << 30
+	go func() {
+		fig, _ := u.runShadow(ctx, r.a.live.Load().models.serving()[0].name, cand, cand.Info().Threshold)
+		done <- fig
+	}()
+	waitFor(t, "the shadow run", 10*time.Second, func() bool { return u.shadow.Load() != nil })
+	on := p50(log.len())
+	s := u.shadow.Load().figures()
+	cancel()
+	<-done
+	fmt.Printf("BENCH shadow_overhead_ratio=%.2f\n", on/off)
+	t.Logf("active p50 %.1f ms without shadow, %.1f ms with; shadow compared %d, dropped %d", off, on, s.Compared, s.Dropped)
+}
