@@ -16,6 +16,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "model" {
+		os.Exit(modelCmd(os.Args[2:]))
+	}
 	configPath := flag.String("config", "/etc/takt/agent.yaml", "configuration file (YAML)")
 	maxParts := flag.Int("max-parts", -1, "stop after this many parts (overrides max_parts; 0 runs until stopped)")
 	logFormat := flag.String("log-format", "", "console or json (overrides log.format)")

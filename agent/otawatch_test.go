@@ -1,0 +1,91 @@
+package agent
+
+import (
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/takt-edge/takt/agent/store"
+)
+
+// TestWatchLimits feeds the watch parts of promoted models against a baseline and checks
+// which limit, if any, it reports and when.
+func TestWatchLimits(t *testing.T) {
+	p := WatchPolicy{Parts: 50, MinParts: 10, MaxErrorRate: 0.02, MaxLatencyRatio: 3, MaxFailRateIncrease: 0.2, MaxRestarts: 3}
+	base := otaBaseline{Parts: 100, FailRate: 0.1, InferP99: 10}
+	pass := partOutcome{Decision: store.Pass, Score: 0.1, InferMs: 9}
+	fail := partOutcome{Decision: store.Fail, Score: 0.9, InferMs: 9}
+	nan := partOutcome{Decision: store.NoDecision, Score: math.NaN(), ModelErr: true}
+	slow := partOutcome{Decision: store.Pass, Score: 0.1, InferMs: 50}
+	cases := []struct {
+		name   string
+		parts  func(i int) partOutcome
+		want   string // in the rollback reason; "" passes
+		within int    // parts by which the rollback must have been asked
+	}{
+		{"good model passes", func(i int) partOutcome {
+			if i%10 == 0 {
+				return fail
+			}
+			return pass
+		}, "", 0},
+		{"NaN rolls back at the first part", func(int) partOutcome { return nan }, "NaN score", 1},
+		{"FAIL rate jump", func(i int) partOutcome {
+			if i%2 == 0 {
+				return fail
+			}
+			return pass
+		}, "FAIL rate", 10},
+		{"slow model", func(int) partOutcome { return slow }, "inference p99", 10},
+	}
+	for _, c := range cases {
+		rb := make(chan string, 1)
+		w := newWatchRun("m", p, base, rb)
+		passed, at := false, 0
+		for i := range p.Parts {
+			if w.add(c.parts(i)) {
+				passed = true
+			}
+			if len(rb) > 0 && at == 0 {
+				at = i + 1
+			}
+		}
+		switch {
+		case c.want == "" && (!passed || len(rb) > 0):
+			t.Errorf("%s: passed %v, rollback %v; want passed", c.name, passed, len(rb) > 0)
+		case c.want != "":
+			if len(rb) == 0 {
+				t.Errorf("%s: no rollback, want one for %q", c.name, c.want)
+				continue
+			}
+			reason := <-rb
+			if !strings.Contains(reason, c.want) || at > c.within || passed {
+				t.Errorf("%s: rollback %q after %d parts (passed %v); want %q within %d parts", c.name, reason, at, passed, c.want, c.within)
+			}
+		}
+	}
+}
+
+func TestJudgeShadow(t *testing.T) {
+	u := &modelUpdater{cfg: defaultModelUpdateConfig()}
+	u.cfg.Shadow.Parts, u.cfg.Shadow.MinParts = 100, 20
+	good := shadowFigures{Compared: 100, Agree: 99, Agreement: 0.99, CandP99: 12, ActiveP99: 10}
+	for _, c := range []struct {
+		name string
+		edit func(f *shadowFigures)
+		want string
+	}{
+		{"good", func(*shadowFigures) {}, ""},
+		{"too few parts", func(f *shadowFigures) { f.Compared = 5 }, "only 5 parts"},
+		{"errors", func(f *shadowFigures) { f.CandErrors = 1 }, "failed 1 of 100"},
+		{"disagrees", func(f *shadowFigures) { f.Agreement = 0.5 }, "agreement 0.500"},
+		{"slow", func(f *shadowFigures) { f.CandP99 = 25 }, "inference p99 25.00 ms"},
+	} {
+		f := good
+		c.edit(&f)
+		got := u.judgeShadow(f)
+		if (c.want == "") != (got == "") || !strings.Contains(got, c.want) {
+			t.Errorf("%s: %q, want %q", c.name, got, c.want)
+		}
+	}
+}
