@@ -106,9 +106,6 @@ type modelUpdater struct {
 
 	frameMu   sync.Mutex
 	lastFrame frameCopy // a recent live frame, for the latency check
-
-	// testStep, when set (tests only, before Run), sees each phase once it is durable.
-	testStep func(phase string)
 }
 
 // newModelUpdater validates the update settings of cfg and loads the trusted keys; it does
@@ -474,9 +471,6 @@ func (u *modelUpdater) step(phase, state, reason string) error {
 		u.setLast(c.Name, c.Version, state, reason)
 	}
 	u.log.Debug().Str("phase", phase).Str("name", c.Name).Str("version", c.Version).Msg("model update step")
-	if u.testStep != nil {
-		u.testStep(phase)
-	}
 	return nil
 }
 
