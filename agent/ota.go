@@ -35,7 +35,7 @@ import (
 // The inspection loop never waits for the updater: it hands it each part's outcome
 // (observe), which feeds the shadow worker through a bounded queue that drops rather than
 // blocks, and the watch after a promotion. A candidate replaces the station model of its
-// manifest's name (models[].name; a single model is replaced whatever its name).
+// manifest's name (models[].name or model.name, else the serving model's own name).
 
 // modelSlot is what the updater needs of the inference path (activeModels).
 type modelSlot interface {
@@ -310,6 +310,10 @@ func (u *modelUpdater) onAvailable(m cloudsync.ModelAvailableMsg) {
 	case seen:
 		u.log.Info().Str("name", m.Name).Str("version", m.Version).Msg("model/available: this bundle was rejected before; ignored")
 		return
+	case !u.serves(m.Name):
+		// A line-wide announcement of a model this station does not run.
+		u.log.Info().Str("name", m.Name).Str("version", m.Version).Msg("model/available: not a model of this station; ignored")
+		return
 	case busy || serving:
 		return // the retained announcement of what is being installed or serves
 	}
@@ -474,17 +478,14 @@ func (u *modelUpdater) step(phase, state, reason string) error {
 	return nil
 }
 
-// targetOf finds the serving model a bundle of model name replaces: the one of that name,
-// or the only one.
+// targetOf finds the serving model a bundle of model name replaces: the one of that name
+// (models[].name or model.name, else the model's own name).
 func (u *modelUpdater) targetOf(name string) (*stationModel, int, error) {
 	serving := u.slot.serving()
 	for _, m := range serving {
 		if m.name == name {
 			return m, u.configIndex(m.name, serving), nil
 		}
-	}
-	if len(serving) == 1 && !u.named {
-		return serving[0], 0, nil
 	}
 	names := make([]string, len(serving))
 	for i, m := range serving {
@@ -500,6 +501,22 @@ func (u *modelUpdater) configIndex(name string, serving []*stationModel) int {
 		}
 	}
 	return 0
+}
+
+// serves reports whether a station model is named name (nil slot: not known yet, yes).
+func (u *modelUpdater) serves(name string) bool {
+	u.mu.Lock()
+	slot := u.slot
+	u.mu.Unlock()
+	if slot == nil {
+		return true
+	}
+	for _, m := range slot.serving() {
+		if m.name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // runningManifest is what anti-rollback compares with: the serving model's name and
@@ -669,7 +686,7 @@ func (u *modelUpdater) checkLatency(ctx context.Context, rt *models.Runtime) err
 	f := u.sampleFrame()
 	runs := u.cfg.Validate.LatencyRuns
 	lat := make([]float64, 0, runs)
-	limit := u.cfg.Validate.LatencyFraction * ms(u.deadline)
+	limit := u.latencyBudget()
 	for i := -1; i < runs; i++ {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -770,7 +787,7 @@ func (u *modelUpdater) promote(b *models.Bundle, name string, rt *models.Runtime
 func (u *modelUpdater) startWatch(name string, baseline otaBaseline) {
 	u.target.Store(&name)
 	u.recent.reset()
-	u.watch.Store(newWatchRun(name, u.cfg.Watch, baseline, u.rollback))
+	u.watch.Store(newWatchRun(name, u.cfg.Watch, baseline, u.latencyBudget(), u.rollback))
 }
 
 // watchPassed ends a watch that saw its parts without crossing a limit.
@@ -928,6 +945,12 @@ func outcomeOf(v *store.Verdict, name string) (partOutcome, bool) {
 	}
 	o.ModelErr = o.Decision == store.NoDecision && (strings.Contains(reason, "inference failed") || strings.Contains(reason, "score is"))
 	return o, true
+}
+
+// latencyBudget is validate.latency_fraction of the deadline, in ms: a model within it is
+// never refused or rolled back for its latency alone.
+func (u *modelUpdater) latencyBudget() float64 {
+	return u.cfg.Validate.LatencyFraction * ms(u.deadline)
 }
 
 func providerChain(o models.RuntimeOptions) string {

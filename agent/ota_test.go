@@ -30,13 +30,11 @@ func otaConfig(t *testing.T, line signer) Config {
 	cfg.Camera.Loop = true
 	cfg.Deadline = time.Second
 	cfg.ModelUpdate.Enabled = true
-	// The budget is 100 ms; the mean model takes well under 1 ms, the slow one ~0.6 s
-	// (~1.5 s under -race).
-	cfg.ModelUpdate.Validate = ValidatePolicy{LatencyRuns: 10, LatencyFraction: 0.1}
+	// The latency budget is 300 ms: the mean model takes well under 1 ms (spikes to ~150 ms
+	// on a loaded 2-core machine), the slow one ~0.6 s (~1.4 s under -race).
+	cfg.ModelUpdate.Validate = ValidatePolicy{LatencyRuns: 10, LatencyFraction: 0.3}
 	cfg.ModelUpdate.Shadow.Parts, cfg.ModelUpdate.Shadow.MinParts = 8, 8
-	cfg.ModelUpdate.Shadow.MaxLatencyRatio = 20 // sub-millisecond times under -race: the 1 ms floor decides
 	cfg.ModelUpdate.Watch.Parts, cfg.ModelUpdate.Watch.MinParts = 8, 4
-	cfg.ModelUpdate.Watch.MaxLatencyRatio = 20
 	return cfg
 }
 
@@ -106,7 +104,7 @@ func TestModelUpdateOverMQTT(t *testing.T) {
 			m.Size++ // the object in the bucket is shorter than announced
 		}, false, "download"},
 		{"NaN scores", "0.3.7", buildTestBundle(t, graphManifest("0.3.7", 0.5), nanGraph(t), line.priv), nil, false, "score NaN"},
-		{"10x slower than budget", "0.3.8", buildTestBundle(t, graphManifest("0.3.8", 0.5), slowGraph(t, 330), line.priv), nil, false, "latency p99"},
+		{"2x slower than the budget (5x under -race)", "0.3.8", buildTestBundle(t, graphManifest("0.3.8", 0.5), slowGraph(t, 330), line.priv), nil, false, "latency p99"},
 		{"FAIL rate jumps", "0.3.9", buildTestBundle(t, graphManifest("0.3.9", 0.01), meanGraph(t, 1), line.priv), nil, false, "shadow: agreement"},
 	}
 	for _, c := range cases {

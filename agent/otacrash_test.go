@@ -86,8 +86,8 @@ sync:
 model_update:
   enabled: true
   validate: {latency_runs: 3}
-  shadow: {parts: 5, min_parts: 5, max_latency_ratio: 20}
-  watch: {parts: 5, min_parts: 5, max_latency_ratio: 20}
+  shadow: {parts: 5, min_parts: 5}
+  watch: {parts: 5, min_parts: 5}
 `, dataDir, fixture.line, configured, line.pub, broker.URL, s3.Endpoint, rate)
 			if err := os.WriteFile(cfgPath, []byte(cfgYAML), 0o644); err != nil {
 				t.Fatal(err)
@@ -152,7 +152,7 @@ model_update:
 			}
 			m := st.Models["fixture-part"]
 			if st.Candidate != nil || m == nil || m.Active == nil || m.Active.Version != "0.9.0" {
-				t.Fatalf("after the restart: state %+v, %+v; want 0.9.0 active and no candidate", st, m)
+				t.Fatalf("after the restart: state %+v, %+v, last %+v; want 0.9.0 active and no candidate", st, m, st.Last)
 			}
 			if ents, _ := os.ReadDir(filepath.Join(dataDir, "models", "staging")); len(ents) != 0 {
 				t.Errorf("staging holds %d files after the update", len(ents))

@@ -296,8 +296,9 @@ func (u *modelUpdater) judgeShadow(f shadowFigures) string {
 		return fmt.Sprintf("the candidate failed %d of %d parts (NaN or error)", f.CandErrors, f.Compared)
 	case f.Agreement < p.MinAgreement:
 		return fmt.Sprintf("agreement %.3f below the policy's %.3f", f.Agreement, p.MinAgreement)
-	case f.CandP99 > p.MaxLatencyRatio*f.ActiveP99 && f.CandP99 > 1:
-		return fmt.Sprintf("inference p99 %.2f ms is over %.1fx the active model's %.2f ms", f.CandP99, p.MaxLatencyRatio, f.ActiveP99)
+	case f.CandP99 > p.MaxLatencyRatio*f.ActiveP99 && f.CandP99 > u.latencyBudget():
+		return fmt.Sprintf("inference p99 %.2f ms is over %.1fx the active model's %.2f ms and over the latency budget %.1f ms",
+			f.CandP99, p.MaxLatencyRatio, f.ActiveP99, u.latencyBudget())
 	}
 	return ""
 }
@@ -305,7 +306,8 @@ func (u *modelUpdater) judgeShadow(f shadowFigures) string {
 // watchRun counts a promoted model's parts against the previous model's baseline. add
 // reports when the watch passed; crossing a limit sends the reason on rollback once.
 type watchRun struct {
-	name     string // the station model watched
+	name     string  // the station model watched
+	floorMs  float64 // latency below it never rolls back: the validation budget
 	p        WatchPolicy
 	base     otaBaseline
 	rollback chan<- string
@@ -317,8 +319,8 @@ type watchRun struct {
 	ended        bool
 }
 
-func newWatchRun(name string, p WatchPolicy, base otaBaseline, rollback chan<- string) *watchRun {
-	return &watchRun{name: name, p: p, base: base, rollback: rollback}
+func newWatchRun(name string, p WatchPolicy, base otaBaseline, floorMs float64, rollback chan<- string) *watchRun {
+	return &watchRun{name: name, p: p, base: base, floorMs: floorMs, rollback: rollback}
 }
 
 // add counts one part; it returns true once, when the watch passed.
@@ -366,8 +368,9 @@ func (w *watchRun) crossed() string {
 	if fr := float64(w.fails) / n; fr > w.base.FailRate+w.p.MaxFailRateIncrease {
 		return fmt.Sprintf("watch: FAIL rate %.3f over %d parts, previous model %.3f (limit +%.3f)", fr, w.parts, w.base.FailRate, w.p.MaxFailRateIncrease)
 	}
-	if p99 := quantile(w.lat, 0.99); w.base.InferP99 > 0 && p99 > w.p.MaxLatencyRatio*w.base.InferP99 && p99 > 1 {
-		return fmt.Sprintf("watch: inference p99 %.2f ms, previous model %.2f ms (limit %.1fx)", p99, w.base.InferP99, w.p.MaxLatencyRatio)
+	if p99 := quantile(w.lat, 0.99); w.base.InferP99 > 0 && p99 > w.p.MaxLatencyRatio*w.base.InferP99 && p99 > w.floorMs {
+		return fmt.Sprintf("watch: inference p99 %.2f ms, previous model %.2f ms (limit %.1fx and the latency budget %.1f ms)",
+			p99, w.base.InferP99, w.p.MaxLatencyRatio, w.floorMs)
 	}
 	return ""
 }

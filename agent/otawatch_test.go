@@ -4,6 +4,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/takt-edge/takt/agent/store"
 )
@@ -40,7 +41,7 @@ func TestWatchLimits(t *testing.T) {
 	}
 	for _, c := range cases {
 		rb := make(chan string, 1)
-		w := newWatchRun("m", p, base, rb)
+		w := newWatchRun("m", p, base, 20, rb)
 		passed, at := false, 0
 		for i := range p.Parts {
 			if w.add(c.parts(i)) {
@@ -67,7 +68,7 @@ func TestWatchLimits(t *testing.T) {
 }
 
 func TestJudgeShadow(t *testing.T) {
-	u := &modelUpdater{cfg: defaultModelUpdateConfig()}
+	u := &modelUpdater{cfg: defaultModelUpdateConfig(), deadline: 100 * time.Millisecond} // budget 50 ms
 	u.cfg.Shadow.Parts, u.cfg.Shadow.MinParts = 100, 20
 	good := shadowFigures{Compared: 100, Agree: 99, Agreement: 0.99, CandP99: 12, ActiveP99: 10}
 	for _, c := range []struct {
@@ -79,7 +80,8 @@ func TestJudgeShadow(t *testing.T) {
 		{"too few parts", func(f *shadowFigures) { f.Compared = 5 }, "only 5 parts"},
 		{"errors", func(f *shadowFigures) { f.CandErrors = 1 }, "failed 1 of 100"},
 		{"disagrees", func(f *shadowFigures) { f.Agreement = 0.5 }, "agreement 0.500"},
-		{"slow", func(f *shadowFigures) { f.CandP99 = 25 }, "inference p99 25.00 ms"},
+		{"slower, within the budget", func(f *shadowFigures) { f.CandP99 = 25 }, ""},
+		{"slow", func(f *shadowFigures) { f.CandP99 = 60 }, "inference p99 60.00 ms"},
 	} {
 		f := good
 		c.edit(&f)
