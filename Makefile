@@ -74,7 +74,8 @@ demo: build
 	@echo "demo: $$(bin/takt store counts --data-dir $(DEMO_DIR)/data)"
 
 # package: dist/takt_<version>_<arch>.deb (nfpm) for PACKAGE_ARCHES; the host's arch is built
-# here, another needs TAKT_BIN_<arch>/TAKT_ORT_<arch> from a build on that arch (packaging/package.sh).
+# here, arm64 on amd64 is cross-built (packaging/cross-arm64.sh), another arch needs
+# TAKT_BIN_<arch>/TAKT_ORT_<arch> from a build on that arch (packaging/package.sh).
 PACKAGE_ARCHES ?= $(shell $(GO) env GOARCH)
 package: deps
 	packaging/package.sh $(PACKAGE_ARCHES)
