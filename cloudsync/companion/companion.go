@@ -42,11 +42,12 @@ type Companion struct {
 	jobs     *jobStore
 	conn     *cloudsync.Conn
 
-	queue     chan string   // job ids to run
-	sem       chan struct{} // experiment slots (training.parallel)
-	ingestMu  sync.Mutex    // one ingest pass at a time
-	lastFull  time.Time
-	closeOnce sync.Once
+	queue      chan string   // job ids to run
+	sem        chan struct{} // experiment slots (training.parallel)
+	ingestMu   sync.Mutex    // one ingest pass at a time
+	announceMu sync.Mutex    // one announcePending at a time
+	lastFull   time.Time
+	closeOnce  sync.Once
 
 	mu         sync.Mutex
 	lastIngest IngestResult
@@ -642,6 +643,8 @@ func (c *Companion) announcePending(ctx context.Context) {
 	if c.conn == nil {
 		return
 	}
+	c.announceMu.Lock()
+	defer c.announceMu.Unlock()
 	pending, err := c.index.announcements()
 	if err != nil || len(pending) == 0 {
 		return

@@ -86,8 +86,12 @@ func (c *Companion) ingest(ctx context.Context, full bool) (IngestResult, error)
 }
 
 func (c *Companion) ingestPrefix(ctx context.Context, prefix string, full bool, res *IngestResult) error {
+	// Label keys sort by the labelled verdict's capture date and id, not by
+	// when the label was set: a label on an old verdict sorts before the
+	// cursor. Labels are few (one per operator action), so their prefix is
+	// listed whole every pass; seen keys are skipped.
 	after := ""
-	if !full {
+	if !full && !strings.HasPrefix(prefix, "labels/") {
 		after = c.index.cursor(prefix)
 	}
 	var page []string
