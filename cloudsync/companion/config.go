@@ -220,7 +220,10 @@ func LoadConfig(path string, lookup func(string) (string, bool)) (Config, error)
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
 	}
 	cfg.ApplyEnv(lookup)
-	base := filepath.Dir(path)
+	base, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
 	for _, p := range []*string{&cfg.StateDir, &cfg.SigningKey, &cfg.S3.CredentialsFile, &cfg.S3.CAFile,
 		&cfg.MQTT.TLS.CA, &cfg.MQTT.TLS.Cert, &cfg.MQTT.TLS.Key} {
 		if *p != "" && !filepath.IsAbs(*p) {
