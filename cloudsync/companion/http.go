@@ -17,7 +17,7 @@ import (
 //	GET  /jobs/{id}        {"job": Job, "log": "..."}
 //	POST /train            {"model": "name"} -> 202 Job; 404 unknown model; 409 a job is active
 //	POST /ingest           one ingest pass now -> IngestResult
-//	GET  /models/{name}    registry index, dataset counters, drift status
+//	GET  /models/{name}    registry index, dataset counters, drift status, announce_pending
 func (c *Companion) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
@@ -79,9 +79,11 @@ func (c *Companion) handler() http.Handler {
 			return
 		}
 		drift, _ := c.Drift(r.Context(), name)
+		pending, _ := c.index.announcements()
+		_, announcing := pending[name]
 		st.Recent = nil // large; the drift status summarizes it
 		writeJSON(w, http.StatusOK, map[string]any{"name": name, "registry": idx, "dataset": st, "drift": drift,
-			"labels_since_train": st.Labels - st.LabelsAtTrain})
+			"labels_since_train": st.Labels - st.LabelsAtTrain, "announce_pending": announcing})
 	})
 	return mux
 }
