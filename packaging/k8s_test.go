@@ -180,7 +180,7 @@ func TestKubernetesManifests(t *testing.T) {
 			env[e.str("name")] = e.str("value")
 		}
 	}
-	for _, k := range []string{"TAKT_S3_ENDPOINT", "TAKT_S3_ACCESS_KEY", "TAKT_S3_SECRET_KEY", "TAKT_MQTT_BROKER", "TAKT_MQTT_PASSWORD"} {
+	for _, k := range []string{"TAKT_S3_ENDPOINT", "TAKT_S3_ACCESS_KEY", "TAKT_S3_SECRET_KEY", "TAKT_MQTT_BROKER", "TAKT_MQTT_PASSWORD", "TAKT_CLOUD_API_TOKEN"} {
 		if env[k] == "" {
 			t.Errorf("deployment env: %s missing", k)
 		}

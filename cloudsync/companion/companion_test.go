@@ -261,9 +261,11 @@ func (e *env) uploadParts(station, model string, good int, defects []synth.Defec
 	return id
 }
 
-func postTrain(t *testing.T, addr, model string) Job {
+func postTrain(t *testing.T, addr, model, token string) Job {
 	t.Helper()
-	resp, err := http.Post("http://"+addr+"/train", "application/json", strings.NewReader(`{"model":"`+model+`"}`))
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/train", strings.NewReader(`{"model":"`+model+`"}`))
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,6 +291,7 @@ func TestTrainPromoteAnnounceAndRefuseWorse(t *testing.T) {
 	m := testModel("part")
 	m.Experiments = append(m.Experiments, builtinExp("template-48", "template", map[string]any{"width": 48, "ignore": []map[string]float64{markingFractions()}}))
 	cfg.Models = []ModelConfig{m}
+	cfg.APIToken = "op-token"
 	e.uploadParts("st1", "part", 10, []synth.Defect{synth.Scratch, synth.MissingHole, synth.Spot, synth.Crack})
 
 	sub := subscribe(t, e.broker.URL, "takt/v1/plant/line1/model/available")
@@ -297,7 +300,15 @@ func TestTrainPromoteAnnounceAndRefuseWorse(t *testing.T) {
 	if _, err := c.Ingest(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	j := postTrain(t, c.Addr(), "part")
+	resp, err := http.Post("http://"+c.Addr()+"/train", "application/json", strings.NewReader(`{"model":"part"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || len(c.Jobs()) != 0 {
+		t.Errorf("POST /train without the token = %s, %d jobs; want 401 and none", resp.Status, len(c.Jobs()))
+	}
+	j := postTrain(t, c.Addr(), "part", "op-token")
 	j = waitJob(t, c, j.ID, 2*time.Minute)
 	_, log, _ := c.Job(j.ID)
 	if j.State != JobSucceeded || !j.Promoted || j.Version != "0.9.1" || len(j.Experiments) != 2 {
@@ -353,7 +364,7 @@ func TestTrainPromoteAnnounceAndRefuseWorse(t *testing.T) {
 		t.Errorf("jobs after restart = %+v, want the first job, succeeded", jobs)
 	}
 	e.run(c)
-	j2 := postTrain(t, c.Addr(), "part")
+	j2 := postTrain(t, c.Addr(), "part", "op-token")
 	j2 = waitJob(t, c, j2.ID, 2*time.Minute)
 	_, log, _ = c.Job(j2.ID)
 	if j2.State != JobSucceeded || j2.Promoted || j2.Version != "0.9.2" || j2.CurrentVersion != "0.9.1" {
@@ -376,7 +387,7 @@ func TestTrainPromoteAnnounceAndRefuseWorse(t *testing.T) {
 		}
 	}
 	// GET /models/part shows the registry and the dataset.
-	resp, err := http.Get("http://" + c.Addr() + "/models/part")
+	resp, err = http.Get("http://" + c.Addr() + "/models/part")
 	if err != nil {
 		t.Fatal(err)
 	}

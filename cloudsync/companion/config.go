@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,8 +23,12 @@ type Config struct {
 	// (jobs/), the image cache and the training folders. Env TAKT_CLOUD_STATE_DIR.
 	StateDir string `yaml:"state_dir"`
 	// Listen is the HTTP API's address; "" turns it off. Default
-	// 127.0.0.1:8090. Env TAKT_CLOUD_LISTEN.
+	// 127.0.0.1:8090. Env TAKT_CLOUD_LISTEN. An address other hosts can
+	// reach needs APIToken.
 	Listen string `yaml:"listen"`
+	// APIToken, when set, is the bearer token POST /train and POST /ingest
+	// require (reads stay open). Env TAKT_CLOUD_API_TOKEN.
+	APIToken cloudsync.Secret `yaml:"api_token"`
 	// SigningKey is the ed25519 private key (takt model keygen) new bundles
 	// are signed with. Env TAKT_CLOUD_SIGNING_KEY.
 	SigningKey string `yaml:"signing_key"`
@@ -299,6 +304,9 @@ func (c *Config) ApplyEnv(lookup func(string) (string, bool)) {
 			*e.dst = v
 		}
 	}
+	if v, ok := lookup("TAKT_CLOUD_API_TOKEN"); ok && v != "" {
+		c.APIToken = cloudsync.Secret(v)
+	}
 }
 
 // syncConfig is the uploader config with the same endpoint and credentials,
@@ -319,6 +327,16 @@ func (c Config) Validate() error {
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if strings.TrimSpace(c.StateDir) == "" {
 		bad("state_dir: must not be empty")
+	}
+	if c.Listen != "" {
+		host, _, err := net.SplitHostPort(c.Listen)
+		ip := net.ParseIP(host)
+		switch {
+		case err != nil:
+			bad("listen: %q is not host:port (e.g. 127.0.0.1:8090)", c.Listen)
+		case host != "localhost" && (ip == nil || !ip.IsLoopback()) && c.APIToken == "":
+			bad("listen: %s is reachable from other hosts: set api_token (TAKT_CLOUD_API_TOKEN), which POST /train and /ingest then require", c.Listen)
+		}
 	}
 	if strings.TrimSpace(c.SigningKey) == "" {
 		bad("signing_key: missing; give the private key file (takt model keygen) or TAKT_CLOUD_SIGNING_KEY")

@@ -2,6 +2,7 @@ package companion
 
 import (
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 //	GET  /jobs             every job, oldest first (without logs)
 //	GET  /jobs/{id}        {"job": Job, "log": "..."}
 //	POST /train            {"model": "name"} -> 202 Job; 404 unknown model; 409 a job is active
+//	                       (POSTs need "Authorization: Bearer <api_token>" when api_token is set: 401)
 //	POST /ingest           one ingest pass now -> IngestResult
 //	GET  /models/{name}    registry index, dataset counters, drift status, announce_pending
 func (c *Companion) handler() http.Handler {
@@ -30,7 +32,7 @@ func (c *Companion) handler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"job": j, "log": log})
 	})
-	mux.HandleFunc("POST /train", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST /train", c.auth(func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			Model  string `json:"model"`
 			Reason string `json:"reason"`
@@ -52,8 +54,8 @@ func (c *Companion) handler() http.Handler {
 		default:
 			writeJSON(w, http.StatusAccepted, j)
 		}
-	})
-	mux.HandleFunc("POST /ingest", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("POST /ingest", c.auth(func(w http.ResponseWriter, r *http.Request) {
 		res, err := c.Ingest(r.Context())
 		if err != nil {
 			httpError(w, http.StatusBadGateway, err.Error())
@@ -61,7 +63,7 @@ func (c *Companion) handler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"verdicts": res.Verdicts, "images": res.Images, "labels": res.Labels,
 			"objects": res.Objects, "skipped": res.Skipped, "seconds": res.Elapsed.Seconds()})
-	})
+	}))
 	mux.HandleFunc("GET /models/{name}", func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
 		if _, ok := c.cfg.model(name); !ok {
@@ -86,6 +88,21 @@ func (c *Companion) handler() http.Handler {
 			"labels_since_train": st.Labels - st.LabelsAtTrain, "announce_pending": announcing})
 	})
 	return mux
+}
+
+// auth requires "Authorization: Bearer <api_token>" when api_token is set.
+func (c *Companion) auth(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if tok := string(c.cfg.APIToken); tok != "" {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(tok)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="takt-cloud"`)
+				httpError(w, http.StatusUnauthorized, "this call needs Authorization: Bearer <api_token>")
+				return
+			}
+		}
+		h(w, r)
+	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

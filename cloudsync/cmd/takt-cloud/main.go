@@ -36,7 +36,7 @@ func main() {
 const usage = `usage:
   takt-cloud run   --config FILE [--log-format json|console]
   takt-cloud check --config FILE
-  takt-cloud train --server URL --model NAME [--reason TEXT] [--wait] [--timeout 30m]
+  takt-cloud train --server URL --model NAME [--reason TEXT] [--wait] [--timeout 30m] [--token T]
   takt-cloud jobs  --server URL [JOB-ID]`
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -95,6 +95,7 @@ func cmdTrain(args []string, stdout, stderr io.Writer) error {
 	reason := fs.String("reason", "", "why, for the job record")
 	wait := fs.Bool("wait", false, "wait until the job ended and print its outcome")
 	timeout := fs.Duration("timeout", 30*time.Minute, "how long --wait waits")
+	token := fs.String("token", os.Getenv("TAKT_CLOUD_API_TOKEN"), "the server's api_token (default $TAKT_CLOUD_API_TOKEN)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -102,7 +103,15 @@ func cmdTrain(args []string, stdout, stderr io.Writer) error {
 		return errors.New("train: --model is required")
 	}
 	body, _ := json.Marshal(map[string]string{"model": *model, "reason": *reason})
-	resp, err := http.Post(strings.TrimRight(*server, "/")+"/train", "application/json", bytes.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, strings.TrimRight(*server, "/")+"/train", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if *token != "" {
+		req.Header.Set("Authorization", "Bearer "+*token)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
 	}
