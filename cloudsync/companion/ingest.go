@@ -224,7 +224,7 @@ func parseVerdictBatch(data []byte) ([]verdictRecord, error) {
 // parseImageKey reads images/{station}/{yyyy}/{mm}/{dd}/{id}.{ext}.
 func parseImageKey(key string) (imageRef, error) {
 	parts := strings.Split(key, "/")
-	if len(parts) != 6 || parts[0] != "images" {
+	if len(parts) != 6 || parts[0] != "images" || parts[1] == "" {
 		return imageRef{}, fmt.Errorf("image key %q: want images/{station}/{yyyy}/{mm}/{dd}/{id}.{ext}", key)
 	}
 	base := parts[5]
