@@ -462,10 +462,12 @@ func (c *Companion) train(ctx context.Context, j *Job, l *jobLog) error {
 
 	results := make([]*trained, len(mc.Experiments))
 	j.Experiments = make([]ExperimentResult, len(mc.Experiments))
-	var mu sync.Mutex
-	var wg sync.WaitGroup
 	for i, e := range mc.Experiments {
 		j.Experiments[i] = ExperimentResult{Name: e.Name, Trainer: e.Trainer, State: JobQueued}
+	}
+	var mu sync.Mutex // guards j from here until wg.Wait
+	var wg sync.WaitGroup
+	for i, e := range mc.Experiments {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

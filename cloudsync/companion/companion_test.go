@@ -459,3 +459,41 @@ func TestInterruptedJobRunsAgain(t *testing.T) {
 		t.Errorf("job = %+v, want it done and promoted; log:\n%s", got, log)
 	}
 }
+
+// A station that runs several models on a frame uploads each model's
+// outcome in "models": each model name gets the part in its dataset with
+// its own decision, score and version; the part's label applies to all.
+func TestIngestSeveralModelsPerPart(t *testing.T) {
+	e := newEnv(t, false)
+	ctx := context.Background()
+	batch := `{"schema":1,"id":7,"station":"st-m","time":"2026-11-20T08:00:07Z","decision":"FAIL","score":3,"threshold":1,` +
+		`"model":{"name":"holes","version":"2.0.0"},"models":[` +
+		`{"name":"a","model":{"name":"surface","version":"1.1.0"},"decision":"PASS","score":0.2,"threshold":1,"provider":"cpu"},` +
+		`{"name":"b","model":{"name":"holes","version":"2.0.0"},"decision":"FAIL","score":3,"threshold":1,"provider":"cpu"}]}` + "\n"
+	if _, err := e.bucket.PutNew(ctx, cloudsync.VerdictBatchKey("st-m", day, 7, 7), []byte(batch), "application/x-ndjson"); err != nil {
+		t.Fatal(err)
+	}
+	e.label("st-m", day, 7, 1, "false_reject")
+	c := e.newCompanion(e.cfg)
+	defer c.Close()
+	if _, err := c.Ingest(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		model, decision, version string
+		pass, fail               int
+	}{{"surface", "PASS", "1.1.0", 1, 0}, {"holes", "FAIL", "2.0.0", 0, 1}} {
+		st, _ := c.index.stats(tc.model)
+		if st.Verdicts != 1 || st.Pass != tc.pass || st.Fail != tc.fail || st.Labels != 1 || st.Versions[tc.version] != 1 {
+			t.Errorf("stats of %s = %+v; want 1 verdict (%s %s) and 1 label", tc.model, st, tc.decision, tc.version)
+		}
+		ss, _ := c.index.samples(tc.model)
+		if len(ss) != 1 || ss[0].Decision != tc.decision || ss[0].Version != tc.version || ss[0].Label != "false_reject" ||
+			classOf(ss[0], true) != classGood {
+			t.Errorf("samples of %s = %+v; want the part as %s %s, labelled false_reject, so good", tc.model, ss, tc.decision, tc.version)
+		}
+	}
+	if st, _ := c.index.stats("surface"); len(st.Recent["1.1.0"]) != 1 {
+		t.Errorf("recent PASS scores of surface 1.1.0 = %v, want its own score", st.Recent)
+	}
+}

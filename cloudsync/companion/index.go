@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -40,13 +41,33 @@ type Sample struct {
 	Threshold float64   `json:"threshold,omitempty"`
 	Model     string    `json:"model,omitempty"`
 	Version   string    `json:"version,omitempty"`
-	Image     string    `json:"image,omitempty"` // object key of the image, "" when none was uploaded
+	// Outcomes are each model's outcome on the part (one entry for a
+	// station with one model): decision, score and version per model name.
+	Outcomes map[string]Outcome `json:"outcomes,omitempty"`
+	Image    string             `json:"image,omitempty"` // object key of the image, "" when none was uploaded
 	// Label is the operator label (false_reject, false_accept, "" none);
 	// LabelSeq the sequence of the label object it came from (0: from the
 	// record's copy). LabelCounted: the label was counted for its model.
 	Label        string `json:"label,omitempty"`
 	LabelSeq     uint64 `json:"label_seq,omitempty"`
 	LabelCounted bool   `json:"label_counted,omitempty"`
+}
+
+// Outcome is one model's result on a part.
+type Outcome struct {
+	Version   string   `json:"version"`
+	Decision  string   `json:"decision"`
+	Score     *float64 `json:"score,omitempty"`
+	Threshold float64  `json:"threshold,omitempty"`
+}
+
+// forModel is the sample as model name saw it: its decision, score and
+// version in place of the part's (the part's label stays).
+func (s Sample) forModel(name string) Sample {
+	if o, ok := s.Outcomes[name]; ok {
+		s.Model, s.Version, s.Decision, s.Score, s.Threshold = name, o.Version, o.Decision, o.Score, o.Threshold
+	}
+	return s
 }
 
 // ModelStats are the per-model counters of the index.
@@ -165,7 +186,7 @@ func (x *index) samples(name string) ([]Sample, error) {
 			if err != nil || !ok {
 				return err
 			}
-			out = append(out, s)
+			out = append(out, s.forModel(name))
 			return nil
 		})
 	})
@@ -337,54 +358,66 @@ func (a *applier) verdict(r verdictRecord) error {
 	}
 	s.Time, s.Decision, s.Score, s.Threshold = r.Time, r.Decision, r.Score, r.Threshold
 	s.Model, s.Version = r.Model.Name, r.Model.Version
-	if s.LabelSeq == 0 && r.Label != "" {
-		s.Label = r.Label // the record's copy; a label object, when it comes, wins
-	}
 	if s.Model == "" {
 		s.Model = "unnamed"
 	}
-	st, err := a.stat(s.Model)
-	if err != nil {
-		return err
+	s.Outcomes = r.outcomes()
+	if s.LabelSeq == 0 && r.Label != "" {
+		s.Label = r.Label // the record's copy; a label object, when it comes, wins
 	}
-	st.Verdicts++
-	switch s.Decision {
-	case "PASS":
-		st.Pass++
-		if s.Score != nil {
-			if st.Recent == nil {
-				st.Recent = map[string][]float64{}
-			}
-			rs := append(st.Recent[s.Version], *s.Score)
-			if len(rs) > maxRecent {
-				rs = slices.Clone(rs[len(rs)-maxRecent:])
-			}
-			st.Recent[s.Version] = rs
+	countLabel := s.LabelSeq > 0 && !s.LabelCounted
+	for _, name := range slices.Sorted(maps.Keys(s.Outcomes)) {
+		o := s.Outcomes[name]
+		st, err := a.stat(name)
+		if err != nil {
+			return err
 		}
-	case "FAIL":
-		st.Fail++
-	default:
-		st.NoDecision++
+		st.Verdicts++
+		switch o.Decision {
+		case "PASS":
+			st.Pass++
+			if o.Score != nil {
+				if st.Recent == nil {
+					st.Recent = map[string][]float64{}
+				}
+				rs := append(st.Recent[o.Version], *o.Score)
+				if len(rs) > maxRecent {
+					rs = slices.Clone(rs[len(rs)-maxRecent:])
+				}
+				st.Recent[o.Version] = rs
+			}
+		case "FAIL":
+			st.Fail++
+		default:
+			st.NoDecision++
+		}
+		if st.Versions == nil {
+			st.Versions = map[string]int{}
+		}
+		st.Versions[o.Version]++
+		if s.Image != "" {
+			st.Images++
+		}
+		if countLabel {
+			st.Labels++
+		}
+		mb, err := a.tx.Bucket(bucketByModel).CreateBucketIfNotExists([]byte(name))
+		if err != nil {
+			return err
+		}
+		if err := mb.Put(k, nil); err != nil {
+			return err
+		}
 	}
-	if st.Versions == nil {
-		st.Versions = map[string]int{}
-	}
-	st.Versions[s.Version]++
-	if s.Image != "" {
-		st.Images++
-	}
-	if s.LabelSeq > 0 && !s.LabelCounted {
-		st.Labels++
+	if countLabel {
 		s.LabelCounted = true
 	}
-	mb, err := a.tx.Bucket(bucketByModel).CreateBucketIfNotExists([]byte(s.Model))
-	if err != nil {
-		return err
-	}
-	if err := mb.Put(k, nil); err != nil {
-		return err
-	}
 	return putJSON(a.samples, k, s)
+}
+
+// models are the model names of a sample whose record arrived.
+func (s Sample) models() []string {
+	return slices.Sorted(maps.Keys(s.Outcomes))
 }
 
 func (a *applier) label(r labelRecord) error {
@@ -395,8 +428,8 @@ func (a *applier) label(r labelRecord) error {
 	if r.Seq > s.LabelSeq {
 		s.Label, s.LabelSeq = r.Label, r.Seq
 	}
-	if s.Model != "" {
-		st, err := a.stat(s.Model)
+	for _, name := range s.models() {
+		st, err := a.stat(name)
 		if err != nil {
 			return err
 		}
@@ -415,8 +448,8 @@ func (a *applier) image(r imageRef) error {
 		return nil
 	}
 	s.Image = r.Key
-	if s.Model != "" {
-		st, err := a.stat(s.Model)
+	for _, name := range s.models() {
+		st, err := a.stat(name)
 		if err != nil {
 			return err
 		}

@@ -32,6 +32,36 @@ type verdictRecord struct {
 		Version string `json:"version"`
 	} `json:"model"`
 	Label string `json:"label"`
+	// Models holds each model's outcome when the station runs several
+	// models on a frame; the fields above are those of the deciding model.
+	Models []struct {
+		Model struct {
+			Name    string `json:"name"`
+			Version string `json:"version"`
+		} `json:"model"`
+		Decision  string   `json:"decision"`
+		Score     *float64 `json:"score"`
+		Threshold float64  `json:"threshold"`
+	} `json:"models"`
+}
+
+// outcomes returns each model's outcome of the record: the models list, or
+// the deciding model alone.
+func (r verdictRecord) outcomes() map[string]Outcome {
+	out := map[string]Outcome{}
+	for _, m := range r.Models {
+		if m.Model.Name != "" {
+			out[m.Model.Name] = Outcome{Version: m.Model.Version, Decision: m.Decision, Score: m.Score, Threshold: m.Threshold}
+		}
+	}
+	if len(out) == 0 {
+		name := r.Model.Name
+		if name == "" {
+			name = "unnamed"
+		}
+		out[name] = Outcome{Version: r.Model.Version, Decision: r.Decision, Score: r.Score, Threshold: r.Threshold}
+	}
+	return out
 }
 
 type labelRecord = cloudsync.LabelRecord
