@@ -82,7 +82,7 @@ func New(cfg Config, log zerolog.Logger) (*Companion, error) {
 	for _, m := range cfg.Models {
 		c.trainers[m.Name] = map[string]Trainer{}
 		for _, e := range m.Experiments {
-			t, err := newTrainer(e, cfg.StateDir)
+			t, err := newTrainer(e, cfg.StateDir, cfg.Training.Timeout)
 			if err != nil {
 				return nil, fmt.Errorf("models %s experiment %s: %w", m.Name, e.Name, err)
 			}

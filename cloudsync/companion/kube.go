@@ -24,7 +24,8 @@ import (
 type kubeTrainer struct {
 	exp      ExperimentConfig
 	stateDir string
-	kubectl  string // default "kubectl"
+	timeout  time.Duration // the Job's activeDeadlineSeconds (training.timeout)
+	kubectl  string        // default "kubectl"
 	poll     time.Duration
 }
 
@@ -76,7 +77,10 @@ func (t *kubeTrainer) manifest(job TrainInput) ([]byte, error) {
 	maps.Copy(limits, t.exp.Resources)
 	labels := map[string]string{"app.kubernetes.io/name": "takt-train", "app.kubernetes.io/part-of": "takt",
 		"takt.dev/job": job.Job, "takt.dev/model": job.Name}
-	deadline := int64(1800)
+	deadline := int64(t.timeout.Seconds())
+	if deadline <= 0 {
+		deadline = 1800
+	}
 	m := map[string]any{
 		"apiVersion": "batch/v1",
 		"kind":       "Job",

@@ -215,8 +215,9 @@ func (t *dockerTrainer) Train(ctx context.Context, job TrainInput, log io.Writer
 }
 
 // newTrainer builds the trainer of an experiment; stateDir is the
-// companion's state folder (the Kubernetes Job mounts it by claim).
-func newTrainer(e ExperimentConfig, stateDir string) (Trainer, error) {
+// companion's state folder (the Kubernetes Job mounts it by claim), timeout
+// training.timeout.
+func newTrainer(e ExperimentConfig, stateDir string, timeout time.Duration) (Trainer, error) {
 	switch e.Trainer {
 	case TrainerBuiltin:
 		return builtinTrainer(e)
@@ -225,7 +226,7 @@ func newTrainer(e ExperimentConfig, stateDir string) (Trainer, error) {
 	case TrainerDocker:
 		return &dockerTrainer{image: e.Image, args: e.Command, env: e.Env, runtime: "docker"}, nil
 	case TrainerKubernetes:
-		return &kubeTrainer{exp: e, stateDir: stateDir}, nil
+		return &kubeTrainer{exp: e, stateDir: stateDir, timeout: timeout}, nil
 	}
 	return nil, errors.New("trainer: " + e.Trainer + " is unknown")
 }

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -53,7 +54,7 @@ func yamlAsJSON(t *testing.T, data []byte, unmarshal func([]byte, any) error) an
 // are subPaths of the state claim below state_dir. (No cluster runs here:
 // the manifest is what is tested.)
 func TestKubernetesJobMatchesTemplate(t *testing.T) {
-	tr := &kubeTrainer{stateDir: "/var/lib/takt-cloud", exp: ExperimentConfig{Name: "anomalib", Trainer: TrainerKubernetes,
+	tr := &kubeTrainer{stateDir: "/var/lib/takt-cloud", timeout: 30 * time.Minute, exp: ExperimentConfig{Name: "anomalib", Trainer: TrainerKubernetes,
 		Image: "ghcr.io/example/takt-anomalib-trainer:1.0.0", Command: []string{"--data", "{data}", "--out", "{out}"},
 		Namespace: "takt", ServiceAccount: "takt-trainer", DatasetClaim: "takt-cloud-state"}}
 	job := TrainInput{Data: "/var/lib/takt-cloud/jobs/000001/work/data", Out: "/var/lib/takt-cloud/jobs/000001/work/out-anomalib",
