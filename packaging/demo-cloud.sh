@@ -151,6 +151,9 @@ YAML
 		done
 		echo "demo-cloud: s3://takt-demo/models/$model/$version/bundle.tar announced on takt/v1/site-1/line-1/model/available (retained)"
 	fi
+	# The station's own check of the registered bundle (versitygw's posix backend keeps the
+	# object as a file): signature, file hashes, loads in ONNX Runtime, golden set replays.
+	"$root/bin/takt" model verify --key "$state/signing.key.pub" "$dir/s3/takt-demo/models/$model/$version/bundle.tar" | sed 's/^/demo-cloud: /'
 	echo "demo: cloud trained $model $version promoted=$promoted"
 }
 
