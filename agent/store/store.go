@@ -95,6 +95,7 @@ type Store struct {
 
 	mu     sync.Mutex
 	queue  []*request // handed to the committer, not yet taken
+	want   int        // while the committer gathers: the queue length that wakes it
 	closed bool
 	wake   chan struct{} // cap 1: queue has work or closed was set
 	done   chan struct{} // closed when the committer has exited
@@ -126,6 +127,10 @@ type Store struct {
 	// maxBatch, when > 0 (figures only, before the first Commit), caps the verdicts per
 	// transaction: 1 is the one-transaction-per-verdict baseline.
 	maxBatch int
+
+	// gatherWait, when > 0 (tests only, before the first Commit), replaces
+	// the committer's gathering bound (see run).
+	gatherWait time.Duration
 
 	// hookBeforeTx, when set (tests only, before the first Commit), runs in
 	// the committer before each transaction with the batch size.
