@@ -148,7 +148,7 @@ func Compact(dir string, timeout time.Duration) (before, after int64, err error)
 		return 0, 0, fmt.Errorf("compact: open %s: %w", path, err)
 	}
 	defer src.Close()
-	tmp, err := os.CreateTemp(dir, dbFile+".compact-*")
+	tmp, err := os.CreateTemp(dir, compactPrefix+"*")
 	if err != nil {
 		return 0, 0, fmt.Errorf("compact: %w", err)
 	}

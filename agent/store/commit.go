@@ -191,6 +191,7 @@ func (s *Store) run() {
 					s.mu.Unlock()
 				case <-timer.C:
 					gathering = false
+					s.gatherTimeouts.Add(1)
 				}
 			}
 			timer.Stop() // Go >= 1.23: no stale tick survives Stop or Reset
@@ -208,30 +209,36 @@ func (s *Store) run() {
 		}
 		s.mu.Unlock()
 		start := time.Now()
-		s.commitBatch(batch)
+		queued := s.commitBatch(batch)
 		lastTx = time.Since(start)
-		s.mu.Lock()
-		expect = len(batch) + len(s.queue)
-		s.mu.Unlock()
+		expect = len(batch) + queued
 		clear(batch)
 		spare = batch
 	}
 }
 
-func (s *Store) commitBatch(batch []*request) {
+// commitBatch commits batch in one transaction and answers its callers. It
+// returns how many requests were queued when the transaction ended, counted
+// before the answers go out: a caller that re-joins at once must not count
+// twice in the committer's expectation.
+func (s *Store) commitBatch(batch []*request) (queued int) {
 	if s.hookBeforeTx != nil {
 		s.hookBeforeTx(len(batch))
 	}
 	fnFailed := false
+	s.dbMu.RLock()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		err := apply(tx, batch)
 		fnFailed = err != nil
 		return err
 	})
+	s.dbMu.RUnlock()
 	s.txs.Add(1)
 	if err == nil {
 		s.verdicts.Add(uint64(len(batch)))
+		s.wrote()
 	}
+	queued = s.queued()
 	for _, r := range batch {
 		if err != nil && fnFailed {
 			// Rolled back before anything reached the disk: the images are
@@ -242,6 +249,7 @@ func (s *Store) commitBatch(batch []*request) {
 		}
 		r.done <- err
 	}
+	return queued
 }
 
 // apply writes a batch of records with their image index and outbox entries,

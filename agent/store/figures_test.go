@@ -208,3 +208,77 @@ func BenchmarkSyncDrain(b *testing.B) {
 	stop()
 	b.ReportMetric(float64(u.Status().Bytes)/b.Elapsed().Seconds()/1e6, "MB/s")
 }
+
+// Online compaction of a store that holds 10 000 verdicts after a backlog
+// of 100 MB passed through it (MQTT messages, acknowledged): how much the file
+// shrinks, how long the copy runs (commits go on) and how long commits wait
+// for the swap, against the time commits are impossible with the offline
+// compaction (close, takt store compact, open) of the same file in the same
+// run.
+func TestFiguresStoreCompaction(t *testing.T) {
+	figures(t)
+	const verdicts, messages = 10_000, 25_000
+	dirOnline, dirOffline := t.TempDir(), t.TempDir()
+	online := openWith(t, dirOnline, Options{})
+	offline := openWith(t, dirOffline, Options{})
+	for _, s := range []*Store{online, offline} {
+		fillAndFree(t, s, verdicts, messages)
+	}
+	// Commits during the compaction: one writer, as a line between parts.
+	stop := make(chan struct{})
+	var worst time.Duration
+	var during int
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			start := time.Now()
+			if err := online.Commit(context.Background(), newVerdict(Pass, "during"), nil); err != nil {
+				t.Error(err)
+				return
+			}
+			worst = max(worst, time.Since(start))
+			during++
+		}
+	}()
+	// The writer makes the copy stale now and then: retry as the agent
+	// would at its next check.
+	var res CompactResult
+	tries := 0
+	for tries = 1; tries <= 20; tries++ {
+		var err error
+		if res, err = online.CompactOnline(); err != nil {
+			t.Fatal(err)
+		}
+		if res.Compacted {
+			break
+		}
+	}
+	close(stop)
+	<-done
+	if !res.Compacted {
+		t.Fatalf("no online compaction in %d tries with a writer every 5 ms", tries-1)
+	}
+	mustCheck(t, online)
+
+	offStart := time.Now()
+	offline.Close()
+	before, after, err := Compact(dirOffline, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reopened := openWith(t, dirOffline, Options{})
+	downtime := time.Since(offStart)
+	mustCheck(t, reopened)
+	t.Logf("online: %d -> %d bytes (%d free), copy %v, pause %v, %d tries; %d commits during it, slowest %v; offline: %d -> %d bytes, commits impossible for %v",
+		res.Before, res.After, res.Free, res.Copy, res.Pause, tries, during, worst, before, after, downtime)
+	fmt.Printf("BENCH store_compact_shrink_ratio=%.1f\n", float64(res.Before)/float64(res.After))
+	fmt.Printf("BENCH store_compact_pause_ms=%.1f\n", float64(res.Pause.Microseconds())/1000)
+	fmt.Printf("BENCH store_compact_copy_ms=%.0f\n", float64(res.Copy.Microseconds())/1000)
+	fmt.Printf("BENCH store_compact_offline_downtime_vs_online_pause=%.1f\n", downtime.Seconds()/res.Pause.Seconds())
+}
