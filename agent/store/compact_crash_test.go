@@ -115,7 +115,8 @@ func TestHelperCompactProcess(t *testing.T) {
 // TestCrashDuringCompactionLosesNothing SIGKILLs a child that compacts its
 // store online while committing: once at each step of the swap (after the
 // copy, with the store locked, right after the rename, right after the swap),
-// then at a random moment after the second or third compaction began. After
+// then at a random moment after the second or third compaction began (3
+// times, 16 under make soak). After
 // each kill the store
 // opens, passes its check, holds every verdict the child reported committed
 // (with its image) and no compaction leftover.
@@ -124,6 +125,9 @@ func TestCrashDuringCompactionLosesNothing(t *testing.T) {
 	committed := map[uint64]string{}
 	compactions := 0
 	steps := []string{"copied", "locked", "renamed", "swapped", "", "", ""}
+	if soak {
+		steps = append(steps, make([]string, 13)...) // 16 random kills under make soak
+	}
 	for round, step := range steps {
 		killDelay := time.Duration(rand.IntN(40)) * time.Millisecond
 		killIn := 2 + rand.IntN(2) // which compaction a random round kills
