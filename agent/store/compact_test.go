@@ -18,8 +18,9 @@ import (
 )
 
 // fillAndFree commits n verdicts (with small images every tenth), labels a
-// few, and pushes mqtt messages of 4 kB through the MQTT outbox (enqueued,
-// then acknowledged): their pages end up free. It returns the verdict ids.
+// few, and pushes mqtt messages of 4 kB through the MQTT outbox (all
+// enqueued, then all acknowledged, like a backlog after an outage): their
+// pages end up free. It returns the verdict ids.
 func fillAndFree(t testing.TB, s *Store, n, mqttMsgs int) []uint64 {
 	t.Helper()
 	ctx := context.Background()
@@ -44,6 +45,7 @@ func fillAndFree(t testing.TB, s *Store, n, mqttMsgs int) []uint64 {
 			t.Fatal(err)
 		}
 	}
+	// A backlog: everything queued first (the file grows), then drained.
 	payload := bytes.Repeat([]byte("m"), 4096)
 	for start := 0; start < mqttMsgs; start += 500 {
 		var msgs []MQTTMessage
@@ -53,9 +55,14 @@ func fillAndFree(t testing.TB, s *Store, n, mqttMsgs int) []uint64 {
 		if _, err := s.EnqueueMQTT(ctx, MQTTEnqueue{Messages: msgs, Cursor: uint64(start + 1)}); err != nil {
 			t.Fatal(err)
 		}
-		pending, err := s.PendingMQTT(len(msgs))
+	}
+	for {
+		pending, err := s.PendingMQTT(500)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if len(pending) == 0 {
+			break
 		}
 		seqs := make([]uint64, len(pending))
 		for i, m := range pending {
