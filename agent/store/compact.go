@@ -139,9 +139,9 @@ func (s *Store) MaybeCompact(now time.Time) (CompactResult, error) {
 // CompactOnline rewrites takt.db without its free pages while the store is
 // open, whatever the policy (see the comment at the top of compact.go). It
 // returns Abandoned (Skipped "written during the copy") when a write
-// transaction committed while it copied: nothing changed then. Commits and reads issued
-// during the swap wait for it (Pause) and never fail because of it. One
-// compaction runs at a time; Close waits for a running copy.
+// transaction committed while it copied: nothing changed then. Commits and
+// reads issued during the swap wait for it (Pause) and never fail because of
+// it. One compaction runs at a time; Close waits for a running copy.
 func (s *Store) CompactOnline() (res CompactResult, err error) {
 	s.compactMu.Lock()
 	defer s.compactMu.Unlock()
@@ -257,7 +257,14 @@ func (s *Store) copyDB() (dst *bolt.DB, tmp string, snap snapshot, err error) {
 		return nil, "", snap, err
 	}
 	tmp = f.Name()
-	f.Close()
+	err = f.Chmod(0o640) // takt.db's mode (CreateTemp makes 0600)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return nil, "", snap, err
+	}
 	opts := s.boltOpts
 	opts.NoSync = true // one fsync at the end instead of one per copy transaction
 	dst, err = bolt.Open(tmp, 0o640, &opts)

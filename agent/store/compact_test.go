@@ -151,6 +151,9 @@ func TestCompactOnlineShrinksAndKeepsEverything(t *testing.T) {
 	if left := compactLeftovers(t, dir); len(left) != 0 {
 		t.Errorf("leftovers after compaction: %v", left)
 	}
+	if fi, err := os.Stat(filepath.Join(dir, dbFile)); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("takt.db after compaction: %v, %v; want mode 0640 like a new one", fi.Mode(), err)
+	}
 	st := s.Stats()
 	if st.Compactions != 1 || st.CompactedBytes != res.Before-res.After || st.CompactPauseLast != res.Pause {
 		t.Errorf("Stats = %d compactions, %d bytes, pause %v; want 1, %d, %v", st.Compactions, st.CompactedBytes, st.CompactPauseLast, res.Before-res.After, res.Pause)
