@@ -37,7 +37,7 @@ test: deps
 	$(GO) test -tags matprofile -count=1 -run MatProfile ./camera/
 
 # soak: the store-and-forward fault tests at length: outages of minutes, 20 SIGKILLs of the
-# syncing agent (make test runs them shortened).
+# syncing agent, 20 of a store compacting online (make test runs them shortened).
 SOAK_TIMEOUT ?= 60m
 soak: deps
 	TAKT_SOAK=1 $(GO) test -race -count=1 -timeout $(SOAK_TIMEOUT) -run 'TestSync|TestCrash|TestImageQuota' -v ./agent/store/ ./agent/
