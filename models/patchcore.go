@@ -59,6 +59,12 @@ type PatchCoreOptions struct {
 	MaxCandidates int `yaml:"max_candidates"`
 	// MapSigma is the Gaussian sigma smoothing the anomaly map; default Stride.
 	MapSigma float64 `yaml:"map_sigma"`
+	// K is how many nearest bank vectors a patch's distance is averaged over; default 1.
+	// K > 1 forgives a patch that matches one odd training patch (a stain seen once).
+	K int `yaml:"k"`
+	// ScoreTop is the fraction of the anomaly map whose mean is the image score; default 0:
+	// the maximum. A small fraction (0.01) weighs defect area, not one hot pixel.
+	ScoreTop float64 `yaml:"score_top"`
 	// Folds for threshold cross-validation; default min(n, 10).
 	Folds int `yaml:"folds"`
 	// Margin over the highest cross-validated good score; default 0.25.
@@ -68,8 +74,10 @@ type PatchCoreOptions struct {
 	// Seed drives the coreset's first pick and the candidate subset.
 	Seed uint64 `yaml:"seed"`
 	// Threads is ONNX Runtime's intra-op thread count while training; 0 = its default.
-	Threads   int       `yaml:"threads"`
-	TrainedAt time.Time `yaml:"-"`
+	Threads int `yaml:"threads"`
+	// Progress, when set, is called after each cross-validation fold (done of total).
+	Progress  func(done, total int) `yaml:"-"`
+	TrainedAt time.Time             `yaml:"-"`
 }
 
 // Patch pooling of PatchCoreOptions.Pool.
@@ -124,6 +132,9 @@ func patchCorePlan(good []camera.Frame, opts PatchCoreOptions) (PatchCoreOptions
 	if opts.Folds == 0 {
 		opts.Folds = min(len(good), maxFolds)
 	}
+	if opts.K == 0 {
+		opts.K = 1
+	}
 	if opts.TrainedAt.IsZero() {
 		opts.TrainedAt = time.Now()
 	}
@@ -176,6 +187,10 @@ func patchCorePlan(good []camera.Frame, opts PatchCoreOptions) (PatchCoreOptions
 		return opts, in, fmt.Errorf("train patchcore: ignore: every region needs 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, got %v", opts.Ignore)
 	case opts.Threads < 0:
 		return opts, in, fmt.Errorf("train patchcore: threads %d: want >= 0", opts.Threads)
+	case opts.K < 1 || opts.K > 64 || opts.K > opts.BankSize:
+		return opts, in, fmt.Errorf("train patchcore: k %d: want 1..64 and <= bank_size", opts.K)
+	case opts.ScoreTop < 0 || opts.ScoreTop >= 1:
+		return opts, in, fmt.Errorf("train patchcore: score_top %g: want 0 (max) or a fraction below 1", opts.ScoreTop)
 	}
 	return opts, in, nil
 }
@@ -289,6 +304,13 @@ func (b *patchBank) size() int { return len(b.vectors) / b.dim }
 
 // patchCoreGraph is the scoring model for bank.
 func patchCoreGraph(in InputShape, opts PatchCoreOptions, bank *patchBank, meta [][2]string) ([]byte, error) {
+	return patchCoreHeadGraph(in, opts, bank, nil, false, meta)
+}
+
+// patchCoreHeadGraph is the scoring model for bank; with head, score is the supervised
+// head's defect probability instead of the map's score; with headOut, the graph also
+// outputs the head's input vector "head_in" [1,headDim] (for training the head).
+func patchCoreHeadGraph(in InputShape, opts PatchCoreOptions, bank *patchBank, head *linearHead, headOut bool, meta [][2]string) ([]byte, error) {
 	g := onnxgraph.New(opts.Name)
 	g.SetDoc("Takt PatchCore-like anomaly model: filter-bank patch features, nearest-neighbour distance to a coreset memory bank.")
 	dims := []int64{1, 1, int64(in.Height), int64(in.Width)}
@@ -318,12 +340,24 @@ func patchCoreGraph(in InputShape, opts PatchCoreOptions, bank *patchBank, meta 
 	g.Node("MatMul", []string{"rows", "bank_t"}, []string{"dot"})   // [P,M]
 	g.Node("Mul", []string{"dot", "minus_two"}, []string{"dot2"})   // -2ab
 	g.Node("Add", []string{"dot2", "bank_sq"}, []string{"partial"}) // |b|^2 - 2ab
-	g.Node("ReduceMin", []string{"partial"}, []string{"nearest"}, onnxgraph.Ints("axes", 1), onnxgraph.Int("keepdims", 1))
 	g.Node("Mul", []string{"rows", "rows"}, []string{"rows_sq"})
 	g.Node("MatMul", []string{"rows_sq", "ones_d"}, []string{"row_sq"}) // |a|^2, [P,1]
-	g.Node("Add", []string{"nearest", "row_sq"}, []string{"d2"})
-	g.Node("Max", []string{"d2", "zero"}, []string{"d2_pos"})
-	g.Node("Sqrt", []string{"d2_pos"}, []string{"dist"})
+	k := min(opts.K, bank.size())
+	if k <= 1 {
+		g.Node("ReduceMin", []string{"partial"}, []string{"nearest"}, onnxgraph.Ints("axes", 1), onnxgraph.Int("keepdims", 1))
+		g.Node("Add", []string{"nearest", "row_sq"}, []string{"d2"})
+		g.Node("Max", []string{"d2", "zero"}, []string{"d2_pos"})
+		g.Node("Sqrt", []string{"d2_pos"}, []string{"dist"})
+	} else {
+		// The k smallest of |b|^2 - 2ab are the k largest of its negation.
+		g.InitializerInt64("knn_k", []int64{1}, []int64{int64(k)})
+		g.Node("Neg", []string{"partial"}, []string{"partial_neg"})
+		g.Node("TopK", []string{"partial_neg", "knn_k"}, []string{"nearest_neg", "nearest_idx"}, onnxgraph.Int("axis", 1))
+		g.Node("Sub", []string{"row_sq", "nearest_neg"}, []string{"d2"}) // [P,k]
+		g.Node("Max", []string{"d2", "zero"}, []string{"d2_pos"})
+		g.Node("Sqrt", []string{"d2_pos"}, []string{"dist_k"})
+		g.Node("ReduceMean", []string{"dist_k"}, []string{"dist"}, onnxgraph.Ints("axes", 1), onnxgraph.Int("keepdims", 1))
+	}
 	g.InitializerInt64("grid_shape", []int64{4}, []int64{1, 1, int64(h), int64(w)})
 	g.Node("Reshape", []string{"dist", "grid_shape"}, []string{"dist_grid"})
 	g.InitializerInt64("map_size", []int64{4}, dims)
@@ -336,13 +370,43 @@ func patchCoreGraph(in InputShape, opts PatchCoreOptions, bank *patchBank, meta 
 	} else {
 		g.Node("Identity", []string{"map_smooth"}, []string{"anomaly_map"})
 	}
-	g.Node("ReduceMax", []string{"anomaly_map"}, []string{"score"}, onnxgraph.Ints("axes", 1, 2, 3), onnxgraph.Int("keepdims", 0))
+	switch {
+	case head == nil && !headOut:
+		addImageScore(g, in, opts.ScoreTop, "anomaly_map", "score")
+	default:
+		addImageScore(g, in, opts.ScoreTop, "anomaly_map", "map_score")
+		addHeadInput(g, d)
+		if head == nil {
+			g.Node("Identity", []string{"map_score"}, []string{"score"})
+		} else {
+			addHead(g, head)
+		}
+	}
+	if headOut {
+		g.Output("head_in", 1, int64(headDim(d)))
+	}
 	g.Output("score", 1)
 	g.Output("anomaly_map", dims...)
 	for _, kv := range meta {
 		g.Meta(kv[0], kv[1])
 	}
 	return g.Marshal()
+}
+
+// addImageScore reduces the map to the image score: its maximum, or with top in (0,1) the
+// mean of its highest top fraction of pixels.
+func addImageScore(g *onnxgraph.Graph, in InputShape, top float64, mapName, out string) {
+	n := int64(in.Height * in.Width)
+	k := int64(math.Round(top * float64(n)))
+	if top <= 0 || k <= 1 {
+		g.Node("ReduceMax", []string{mapName}, []string{out}, onnxgraph.Ints("axes", 1, 2, 3), onnxgraph.Int("keepdims", 0))
+		return
+	}
+	g.InitializerInt64("score_flat", []int64{2}, []int64{1, n})
+	g.Node("Reshape", []string{mapName, "score_flat"}, []string{"score_pixels"})
+	g.InitializerInt64("score_k", []int64{1}, []int64{k})
+	g.Node("TopK", []string{"score_pixels", "score_k"}, []string{"score_top", "score_top_idx"}, onnxgraph.Int("axis", 1))
+	g.Node("ReduceMean", []string{"score_top"}, []string{out}, onnxgraph.Ints("axes", 1), onnxgraph.Int("keepdims", 0))
 }
 
 func positionGrid(h, w int, weight float64) []float32 {
@@ -513,7 +577,7 @@ func patchCoreMeta(opts PatchCoreOptions, in InputShape, threshold float64, imag
 		{metaThreshold, strconv.FormatFloat(threshold, 'g', -1, 64)},
 		{metaTrainedImages, strconv.Itoa(images)},
 		{metaTrainedAt, opts.TrainedAt.UTC().Format(time.RFC3339)},
-		{metaMethod, fmt.Sprintf("patchcore sigmas=%v lighting_sigma=%g stride=%d pool=%s position_weight=%g bank=%d map_sigma=%g folds=%d margin=%g ignore=%v",
-			opts.Sigmas, opts.LightingSigma, opts.Stride, opts.Pool, opts.PositionWeight, bankSize, opts.MapSigma, opts.Folds, opts.Margin, opts.Ignore)},
+		{metaMethod, fmt.Sprintf("patchcore sigmas=%v lighting_sigma=%g stride=%d pool=%s position_weight=%g bank=%d k=%d map_sigma=%g score_top=%g folds=%d margin=%g ignore=%v",
+			opts.Sigmas, opts.LightingSigma, opts.Stride, opts.Pool, opts.PositionWeight, bankSize, opts.K, opts.MapSigma, opts.ScoreTop, opts.Folds, opts.Margin, opts.Ignore)},
 	}
 }
