@@ -42,7 +42,7 @@ type TrainOptions struct {
 	Version string // takt.version; default "0.1.0"
 	// Template and PatchCore are the methods' options (their Name, Version, Ignore,
 	// Threads and Progress are set from these options). A zero PatchCore takes
-	// TexturePatchCoreOptions.
+	// TexturePatchCoreOptions; a Template without a size gets Width 128.
 	Template  TemplateOptions
 	PatchCore PatchCoreOptions
 	// Ignore lists regions the model must not judge, as fractions of the frame.
@@ -72,6 +72,9 @@ type TrainOptions struct {
 func TexturePatchCoreOptions() PatchCoreOptions {
 	return PatchCoreOptions{Width: 64, LightingSigma: 2, PositionWeight: 256, MapSigma: 2, K: 3, ScoreTop: 0.03}
 }
+
+// trainTemplateWidth is the template's input width in Train when none is given.
+const trainTemplateWidth = 128
 
 func trainPlan(set TrainSet, opts TrainOptions) (TrainOptions, error) {
 	if opts.Method == "" {
@@ -113,6 +116,11 @@ func trainPlan(set TrainSet, opts TrainOptions) (TrainOptions, error) {
 		def.Folds, def.BankSize, def.Seed, def.Pool, def.Sigmas, def.Stride = opts.PatchCore.Folds, opts.PatchCore.BankSize,
 			opts.PatchCore.Seed, opts.PatchCore.Pool, opts.PatchCore.Sigmas, opts.PatchCore.Stride
 		opts.PatchCore = def
+	}
+	if opts.Template.Width == 0 && opts.Template.Height == 0 {
+		// 128 px wide: on the synthetic parts both more accurate and 7x faster to train than
+		// TrainTemplate's 256 (README "Few-shot trainer").
+		opts.Template.Width = trainTemplateWidth
 	}
 	if opts.PatchCore.Seed == 0 {
 		opts.PatchCore.Seed = opts.Seed

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/camera/synth"
 )
 
 // tileSet is the magnetic-tile images at 128x128 with their classes and (defects) masks.
@@ -179,4 +180,60 @@ func TestFiguresTrainerMagneticTile(t *testing.T) {
 	if !sm.Supervised {
 		t.Errorf("with %d labeled defects Train kept the unsupervised model (metrics %v): want the head", len(trainD), sm.Metrics)
 	}
+}
+
+// TestFiguresTrainerSynthetic prints the trainer's figures on synthetic parts: the
+// held-out AUROC of Train (method auto, the command's default) from 10 good parts against
+// new good parts and every defect kind, the training time of those 10 images on this
+// machine, and the produced model's inference time at its input size.
+func TestFiguresTrainerSynthetic(t *testing.T) {
+	figuresOn(t)
+	o := synth.RenderOptions{Seed: 7}
+	mr := synth.MarkingRegion(o)
+	w, h := float64(synth.DefaultWidth), float64(synth.DefaultHeight)
+	ignore := []Region{{X0: max(0, float64(mr.Min.X)/w), Y0: max(0, float64(mr.Min.Y)/h),
+		X1: min(1, float64(mr.Max.X)/w), Y1: min(1, float64(mr.Max.Y)/h)}}
+	train := renderParts(t, o, 1, 10, synth.None)
+	held := renderParts(t, o, 101, 40, synth.None)
+	var defects []camera.Frame
+	kinds := synth.AllDefects()
+	for k, d := range kinds {
+		defects = append(defects, renderParts(t, o, 201+20*k, 10, d)...)
+	}
+	start := time.Now()
+	m, err := Train(context.Background(), TrainSet{Good: train}, TrainOptions{Name: "synthetic", Ignore: ignore})
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	g := scoreFrames(t, m, held)
+	d := scoreFrames(t, m, defects)
+	auroc := EvaluateScores(g, d)
+	var perKind []string
+	for k, kind := range kinds {
+		perKind = append(perKind, string(kind)+"="+ftoa(EvaluateScores(g, d[10*k:10*k+10])))
+	}
+	fmt.Printf("BENCH auroc_synthetic_10_good=%.3f\n", auroc)
+	fmt.Printf("BENCH train_seconds_10_images=%.2f\n", took.Seconds())
+	conf := ConfusionAt(g, d, m.Threshold)
+	t.Logf("synthetic: Train auto chose %s %s in %v (metrics %v): auroc %.3f (%s), at threshold %.3f %+v f1 %.3f",
+		m.Method, m.Input, took.Round(time.Millisecond), m.Metrics, auroc, strings.Join(perKind, " "), m.Threshold, conf, conf.F1())
+
+	// Inference of the produced model, default threads, as a station runs it.
+	r, err := newRuntime(m.ONNX, RuntimeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx := context.Background()
+	var ds []time.Duration
+	for i := range 200 {
+		res, err := r.Infer(ctx, held[i%len(held)])
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, res.Timings.Total)
+	}
+	fmt.Printf("BENCH trained_model_infer_p50_ms=%.3f\n", ms(median(ds)))
+	t.Logf("trained model %s: Infer p50 %v p99 %v on 640x480 frames", m.Input, median(ds), pct(ds, 0.99))
 }

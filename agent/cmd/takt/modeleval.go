@@ -323,6 +323,11 @@ func rocPNG(pts [][2]float64, op [2]float64) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// dataSrc is an img src attribute holding png inline (base64 is safe in an attribute).
+func dataSrc(png []byte) template.HTMLAttr {
+	return template.HTMLAttr(`src="data:image/png;base64,` + base64.StdEncoding.EncodeToString(png) + `"`)
+}
+
 func abs(v int) int {
 	if v < 0 {
 		return -v
@@ -350,7 +355,7 @@ func shrink(f camera.Frame, w int) camera.Frame {
 type reportImage struct {
 	Name, Label string
 	Score       float64
-	PNG         template.URL
+	PNG         template.HTMLAttr // src="data:image/png;base64,..."
 }
 
 var reportTmpl = template.Must(template.New("report").Parse(`<!doctype html>
@@ -366,11 +371,11 @@ figure{display:inline-block;margin:6px;text-align:center}figcaption{font-size:12
 <table><tr><th></th><th>predicted good</th><th>predicted defect</th></tr>
 <tr><th>actual good</th><td>{{.TN}}</td><td>{{.FP}}</td></tr><tr><th>actual defect</th><td>{{.FN}}</td><td>{{.TP}}</td></tr></table>
 <h2>ROC curve</h2><p>False positive rate (x) against true positive rate (y); the red dot is the bundle's threshold.</p>
-<img class="roc" src="{{.ROC}}" alt="ROC curve">
+<img class="roc" {{.ROC}} alt="ROC curve">
 <h2>Worst false accepts (defects that PASS)</h2>{{if not .FalseAccepts}}<p>None.</p>{{end}}
-{{range .FalseAccepts}}<figure><img src="{{.PNG}}" alt="{{.Name}}"><figcaption>{{.Label}}/{{.Name}} score {{printf "%.4g" .Score}}</figcaption></figure>{{end}}
+{{range .FalseAccepts}}<figure><img {{.PNG}} alt="{{.Name}}"><figcaption>{{.Label}}/{{.Name}} score {{printf "%.4g" .Score}}</figcaption></figure>{{end}}
 <h2>Worst false rejects (good parts that FAIL)</h2>{{if not .FalseRejects}}<p>None.</p>{{end}}
-{{range .FalseRejects}}<figure><img src="{{.PNG}}" alt="{{.Name}}"><figcaption>{{.Label}}/{{.Name}} score {{printf "%.4g" .Score}}</figcaption></figure>{{end}}
+{{range .FalseRejects}}<figure><img {{.PNG}} alt="{{.Name}}"><figcaption>{{.Label}}/{{.Name}} score {{printf "%.4g" .Score}}</figcaption></figure>{{end}}
 </body></html>
 `))
 
@@ -416,7 +421,7 @@ func writeEvalReport(path, bundle, data string, info models.Info, cases []evalCa
 				return nil, fmt.Errorf("report: %s: %w", c.frame.Origin, err)
 			}
 			out = append(out, reportImage{Name: filepath.Base(c.frame.Origin), Label: c.label, Score: c.score,
-				PNG: template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(data))})
+				PNG: dataSrc(data)})
 		}
 		return out, nil
 	}
@@ -433,7 +438,7 @@ func writeEvalReport(path, bundle, data string, info models.Info, cases []evalCa
 		"Model": info.Model.Name + " " + info.Model.Version, "Bundle": bundle, "Data": data, "Good": len(good), "Bad": len(bad),
 		"Threshold": th, "AUROC": auroc, "PixelAUROC": pix, "Masks": masks, "Precision": conf.Precision(), "Recall": conf.Recall(),
 		"F1": conf.F1(), "TP": conf.TP, "FP": conf.FP, "TN": conf.TN, "FN": conf.FN,
-		"ROC":          template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(roc)),
+		"ROC":          dataSrc(roc),
 		"FalseAccepts": faImgs, "FalseRejects": frImgs,
 	})
 	if err != nil {
