@@ -237,3 +237,62 @@ func TestFiguresTrainerSynthetic(t *testing.T) {
 	fmt.Printf("BENCH trained_model_infer_p50_ms=%.3f\n", ms(median(ds)))
 	t.Logf("trained model %s: Infer p50 %v p99 %v on 640x480 frames", m.Input, median(ds), pct(ds, 0.99))
 }
+
+// TestFiguresTrainerConfigs compares trainer configurations on the magnetic tiles (good
+// images only, 100 for training, the other 50 held out with every defect) over three
+// splits, for the README's table. Folds are 2: the threshold plays no part in AUROC.
+func TestFiguresTrainerConfigs(t *testing.T) {
+	figuresOn(t)
+	s := loadTileSet(t)
+	defects := make([]camera.Frame, len(s.defects))
+	for i, d := range s.defects {
+		defects[i] = d.Frame
+	}
+	ctx := context.Background()
+	tex := TexturePatchCoreOptions()
+	with := func(f func(*PatchCoreOptions)) PatchCoreOptions { o := tex; f(&o); return o }
+	base := PatchCoreOptions{Width: 64, PositionWeight: 256, MapSigma: 2}
+	configs := []struct {
+		name string
+		pc   *PatchCoreOptions
+		tpl  *TemplateOptions
+	}{
+		{"template 128 px (per-pixel Gaussian)", nil, &TemplateOptions{Width: 128}},
+		{"patchcore 64 px, position 256, nearest neighbour, max (before)", &base, nil},
+		{"  + mean of 3 nearest", ptr(with(func(o *PatchCoreOptions) { o.LightingSigma, o.ScoreTop = 0, 0 })), nil},
+		{"  + score = mean of top 3% of the map", ptr(with(func(o *PatchCoreOptions) { o.LightingSigma = 0 })), nil},
+		{"  + lighting normalization at 2 px (texture default)", &tex, nil},
+		{"texture default without position", ptr(with(func(o *PatchCoreOptions) { o.PositionWeight = 0 })), nil},
+		{"texture default, mean pooling", ptr(with(func(o *PatchCoreOptions) { o.Pool = PoolMean })), nil},
+	}
+	for _, c := range configs {
+		var aurocs []string
+		var sum float64
+		var took time.Duration
+		for split := uint64(1); split <= 3; split++ {
+			train, held := tileSplit(s, split)
+			start := time.Now()
+			var m *TrainedModel
+			var err error
+			if c.tpl != nil {
+				o := *c.tpl
+				o.Threads = 2
+				m, err = TrainTemplate(ctx, train, o)
+			} else {
+				o := *c.pc
+				o.Threads, o.Folds = 2, 2
+				m, err = TrainPatchCore(ctx, train, o)
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+			took += time.Since(start)
+			a := EvaluateScores(scoreFrames(t, m, held), scoreFrames(t, m, defects))
+			sum += a
+			aurocs = append(aurocs, ftoa(a))
+		}
+		t.Logf("| %s | %s | %.3f | %.1f s |", c.name, strings.Join(aurocs, " | "), sum/3, took.Seconds()/3)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
