@@ -158,7 +158,7 @@ func (m *TrainedModel) Manifest() (Manifest, error) {
 		Outputs:    OutputSpec{Score: "score", Map: "anomaly_map"},
 		Thresholds: Thresholds{Fail: m.Threshold},
 		Opset:      int(h.opset),
-		Metrics: m.manifestMetrics(),
+		Metrics:    m.manifestMetrics(),
 	}, nil
 }
 
