@@ -42,6 +42,11 @@ type PatchCoreOptions struct {
 	// LightingSigma is the Gaussian sigma, in model-input pixels, of the local brightness the
 	// image is divided by first (as in TemplateOptions); default Width/16; negative = off.
 	LightingSigma float64 `yaml:"lighting_sigma"`
+	// Downsample averages the input over Downsample x Downsample blocks first (in the
+	// graph), so a model can take a larger input (shared with the template in an ensemble)
+	// and work at a coarser scale; Sigmas, LightingSigma and Stride are then in pixels of
+	// the averaged image. Default 1: none.
+	Downsample int `yaml:"downsample"`
 	// Stride is the patch grid step in model-input pixels (even); default 4.
 	Stride int `yaml:"stride"`
 	// Pool is how pixel features are pooled into a patch: PoolMax (default) keeps thin
@@ -57,7 +62,8 @@ type PatchCoreOptions struct {
 	// MaxCandidates caps the patches the coreset is chosen from (a random subset beyond);
 	// default 30000.
 	MaxCandidates int `yaml:"max_candidates"`
-	// MapSigma is the Gaussian sigma smoothing the anomaly map; default Stride.
+	// MapSigma is the Gaussian sigma smoothing the anomaly map, in pixels of the averaged
+	// image (see Downsample); default Stride.
 	MapSigma float64 `yaml:"map_sigma"`
 	// K is how many nearest bank vectors a patch's distance is averaged over; default 1.
 	// K > 1 forgives a patch that matches one odd training patch (a stain seen once).
@@ -135,6 +141,12 @@ func patchCorePlan(good []camera.Frame, opts PatchCoreOptions) (PatchCoreOptions
 	if opts.K == 0 {
 		opts.K = 1
 	}
+	if opts.Downsample == 0 {
+		opts.Downsample = 1
+	}
+	if opts.Downsample < 1 || opts.Downsample > 8 {
+		return opts, InputShape{}, fmt.Errorf("train patchcore: downsample %d: want 1..8", opts.Downsample)
+	}
 	if opts.TrainedAt.IsZero() {
 		opts.TrainedAt = time.Now()
 	}
@@ -149,26 +161,29 @@ func patchCorePlan(good []camera.Frame, opts PatchCoreOptions) (PatchCoreOptions
 		opts.Width = int(math.Round(float64(opts.Height) * a0))
 	}
 	s := opts.Stride
+	ds := opts.Downsample
 	if s > 0 {
-		opts.Width -= opts.Width % s
-		opts.Height -= opts.Height % s
+		opts.Width -= opts.Width % (s * ds)
+		opts.Height -= opts.Height % (s * ds)
 	}
 	if opts.LightingSigma == 0 {
-		opts.LightingSigma = float64(opts.Width) / 16
+		opts.LightingSigma = float64(opts.Width/ds) / 16
 	}
 	in := InputShape{Channels: 1, Height: opts.Height, Width: opts.Width}
 	r := filterRadius(opts.Sigmas)
+	// Checks of the feature stage are on the averaged size (fw x fh).
+	fw, fh := opts.Width/ds, opts.Height/ds
 	switch {
 	case s < 2 || s > 16 || s%2 != 0:
 		return opts, in, fmt.Errorf("train patchcore: stride %d: want an even number 2..16", s)
-	case opts.Width < 4*s || opts.Height < 4*s || opts.Width > 1024 || opts.Height > 1024:
-		return opts, in, fmt.Errorf("train patchcore: input size %dx%d: want 4*stride..1024", opts.Width, opts.Height)
-	case r >= min(opts.Width, opts.Height):
-		return opts, in, fmt.Errorf("train patchcore: sigmas %v need a %d px border, too wide for %dx%d", opts.Sigmas, r, opts.Width, opts.Height)
+	case fw < 4*s || fh < 4*s || opts.Width > 1024 || opts.Height > 1024:
+		return opts, in, fmt.Errorf("train patchcore: input size %dx%d (downsample %d): want 4*stride..1024", opts.Width, opts.Height, ds)
+	case r >= min(fw, fh):
+		return opts, in, fmt.Errorf("train patchcore: sigmas %v need a %d px border, too wide for %dx%d", opts.Sigmas, r, fw, fh)
 	case !sigmasValid(opts.Sigmas):
 		return opts, in, fmt.Errorf("train patchcore: sigmas %v: want each in 0.5..8", opts.Sigmas)
-	case opts.LightingSigma > 0 && (opts.LightingSigma < 1 || 2*blurRadius(opts.LightingSigma) >= min(opts.Width, opts.Height)):
-		return opts, in, fmt.Errorf("train patchcore: lighting_sigma %g: want >= 1 and a border below half of %dx%d", opts.LightingSigma, opts.Width, opts.Height)
+	case opts.LightingSigma > 0 && (opts.LightingSigma < 1 || 2*blurRadius(opts.LightingSigma) >= min(fw, fh)):
+		return opts, in, fmt.Errorf("train patchcore: lighting_sigma %g: want >= 1 and a border below half of %dx%d", opts.LightingSigma, fw, fh)
 	case opts.Pool != PoolMax && opts.Pool != PoolMean:
 		return opts, in, fmt.Errorf("train patchcore: pool %q: want %q or %q", opts.Pool, PoolMax, PoolMean)
 	case opts.BankSize < 1 || opts.BankSize > 20000:
@@ -177,7 +192,7 @@ func patchCorePlan(good []camera.Frame, opts PatchCoreOptions) (PatchCoreOptions
 		return opts, in, fmt.Errorf("train patchcore: max_candidates %d: want >= bank_size %d", opts.MaxCandidates, opts.BankSize)
 	case opts.PositionWeight < 0 || opts.PositionWeight > 1000:
 		return opts, in, fmt.Errorf("train patchcore: position_weight %g: want 0..1000", opts.PositionWeight)
-	case opts.MapSigma < 0.3 || 2*blurRadius(opts.MapSigma) >= min(opts.Width, opts.Height):
+	case opts.MapSigma < 0.3 || 2*blurRadius(opts.MapSigma*float64(ds)) >= min(opts.Width, opts.Height):
 		return opts, in, fmt.Errorf("train patchcore: map_sigma %g: want >= 0.3 and a border below half of %dx%d", opts.MapSigma, opts.Width, opts.Height)
 	case opts.Folds < 2 || opts.Folds > len(good):
 		return opts, in, fmt.Errorf("train patchcore: folds %d: want 2..%d (the number of good images)", opts.Folds, len(good))
@@ -246,7 +261,8 @@ func filterBank(sigmas []float64) (w []float32, channels, k int) {
 // patchDims is the patch grid (rows, columns) and the feature count before position.
 func patchDims(in InputShape, opts PatchCoreOptions) (h, w, d int) {
 	_, c, _ := filterBank(opts.Sigmas)
-	return in.Height / opts.Stride, in.Width / opts.Stride, 2 * c
+	ds := max(1, opts.Downsample)
+	return in.Height / ds / opts.Stride, in.Width / ds / opts.Stride, 2 * c
 }
 
 // addPatchFeatures adds the raw patch features of "image" as "patch" [1,D,h,w].
@@ -256,11 +272,15 @@ func addPatchFeatures(g *onnxgraph.Graph, in InputShape, opts PatchCoreOptions) 
 	g.Initializer("in_scale", []int64{1}, []float32{1})
 	g.Initializer("in_bias", []int64{1}, []float32{0})
 	src := "image"
+	if ds := int64(opts.Downsample); ds > 1 {
+		g.Node("AveragePool", []string{"image"}, []string{"image_small"}, onnxgraph.Ints("kernel_shape", ds, ds), onnxgraph.Ints("strides", ds, ds))
+		src = "image_small"
+	}
 	if opts.LightingSigma > 0 {
-		addBlur(g, "light", "image", "light", opts.LightingSigma)
+		addBlur(g, "light", src, "light", opts.LightingSigma)
 		g.Initializer("light_floor", []int64{1}, []float32{lightingFloor})
 		g.Node("Max", []string{"light", "light_floor"}, []string{"light_floored"})
-		g.Node("Div", []string{"image", "light_floored"}, []string{"lit"})
+		g.Node("Div", []string{src, "light_floored"}, []string{"lit"})
 		src = "lit"
 	}
 	g.Node("InstanceNormalization", []string{src, "in_scale", "in_bias"}, []string{"x"}, onnxgraph.Float("epsilon", 1e-4))
@@ -363,7 +383,7 @@ func patchCoreHeadGraph(in InputShape, opts PatchCoreOptions, bank *patchBank, h
 	g.InitializerInt64("map_size", []int64{4}, dims)
 	g.Node("Resize", []string{"dist_grid", "", "", "map_size"}, []string{"dist_full"},
 		onnxgraph.String("mode", "linear"), onnxgraph.String("coordinate_transformation_mode", "half_pixel"))
-	addBlur(g, "map_blur", "dist_full", "map_smooth", opts.MapSigma)
+	addBlur(g, "map_blur", "dist_full", "map_smooth", opts.MapSigma*float64(max(1, opts.Downsample))) // at the input size
 	if len(opts.Ignore) > 0 {
 		g.Initializer("judge_mask", dims, ignoreMask(in, opts.Ignore))
 		g.Node("Mul", []string{"map_smooth", "judge_mask"}, []string{"anomaly_map"})
@@ -577,7 +597,7 @@ func patchCoreMeta(opts PatchCoreOptions, in InputShape, threshold float64, imag
 		{metaThreshold, strconv.FormatFloat(threshold, 'g', -1, 64)},
 		{metaTrainedImages, strconv.Itoa(images)},
 		{metaTrainedAt, opts.TrainedAt.UTC().Format(time.RFC3339)},
-		{metaMethod, fmt.Sprintf("patchcore sigmas=%v lighting_sigma=%g stride=%d pool=%s position_weight=%g bank=%d k=%d map_sigma=%g score_top=%g folds=%d margin=%g ignore=%v",
-			opts.Sigmas, opts.LightingSigma, opts.Stride, opts.Pool, opts.PositionWeight, bankSize, opts.K, opts.MapSigma, opts.ScoreTop, opts.Folds, opts.Margin, opts.Ignore)},
+		{metaMethod, fmt.Sprintf("patchcore downsample=%d sigmas=%v lighting_sigma=%g stride=%d pool=%s position_weight=%g bank=%d k=%d map_sigma=%g score_top=%g folds=%d margin=%g ignore=%v",
+			opts.Downsample, opts.Sigmas, opts.LightingSigma, opts.Stride, opts.Pool, opts.PositionWeight, bankSize, opts.K, opts.MapSigma, opts.ScoreTop, opts.Folds, opts.Margin, opts.Ignore)},
 	}
 }

@@ -81,9 +81,9 @@ func trainPlan(set TrainSet, opts TrainOptions) (TrainOptions, error) {
 		opts.Method = MethodAuto
 	}
 	switch opts.Method {
-	case MethodAuto, MethodTemplate, MethodPatchCore:
+	case MethodAuto, MethodTemplate, MethodPatchCore, MethodEnsemble:
 	default:
-		return opts, fmt.Errorf("train: method %q: want %s, %s or %s", opts.Method, MethodAuto, MethodTemplate, MethodPatchCore)
+		return opts, fmt.Errorf("train: method %q: want %s, %s, %s or %s", opts.Method, MethodAuto, MethodTemplate, MethodPatchCore, MethodEnsemble)
 	}
 	if len(set.Good) < 2 {
 		return opts, fmt.Errorf("train: %d good images, need at least 2", len(set.Good))
@@ -116,6 +116,32 @@ func trainPlan(set TrainSet, opts TrainOptions) (TrainOptions, error) {
 		def.Folds, def.BankSize, def.Seed, def.Pool, def.Sigmas, def.Stride = opts.PatchCore.Folds, opts.PatchCore.BankSize,
 			opts.PatchCore.Seed, opts.PatchCore.Pool, opts.PatchCore.Sigmas, opts.PatchCore.Stride
 		opts.PatchCore = def
+	}
+	if (opts.Method == MethodAuto || opts.Method == MethodEnsemble) && opts.PatchCore.Downsample == 0 {
+		// The ensemble needs one input for both models: the template's size; PatchCore
+		// averages it down to about its own width (64 px by default) in the graph.
+		w := opts.Template.Width
+		if w == 0 {
+			w = trainTemplateWidth
+		}
+		h := opts.Template.Height
+		if h == 0 {
+			g := set.Good[0]
+			h = int(math.Round(float64(w) * float64(g.Height) / float64(g.Width)))
+		}
+		pw := opts.PatchCore.Width
+		if pw == 0 {
+			pw = TexturePatchCoreOptions().Width
+		}
+		ds := max(1, int(math.Round(float64(w)/float64(pw))))
+		stride := opts.PatchCore.Stride
+		if stride == 0 {
+			stride = DefaultPatchCoreOptions().Stride
+		}
+		w -= w % (stride * ds)
+		h -= h % (stride * ds)
+		opts.Template.Width, opts.Template.Height = w, h
+		opts.PatchCore.Width, opts.PatchCore.Height, opts.PatchCore.Downsample = w, h, ds
 	}
 	if opts.Template.Width == 0 && opts.Template.Height == 0 {
 		// 128 px wide: on the synthetic parts both more accurate and 7x faster to train than

@@ -17,9 +17,9 @@ import (
 // opts on set.Good and returns the model to ship, with its metrics.
 //
 //   - Good images only: the threshold is calibrated on cross-validated good scores (see
-//     TrainTemplate). MethodAuto trains the template and PatchCore and keeps the one with
-//     the higher AUROC of held-out good images against pseudo-defects (blobs and thin lines
-//     drawn on held-out good images, see pseudoDefect).
+//     TrainTemplate). MethodAuto trains the template, PatchCore and their ensemble (see
+//     MethodEnsemble) and keeps the one with the highest AUROC of held-out good images
+//     against pseudo-defects (blobs and thin lines drawn on them, see pseudoDefect).
 //   - With labeled defects: methods are compared by the AUROC of their cross-validated
 //     good scores against the defects' scores, and the threshold moves to the best F1.
 //   - With at least MinHeadDefects defects (and PatchCore allowed): a supervised head
@@ -40,7 +40,7 @@ func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel,
 	}
 	methods := []string{opts.Method}
 	if opts.Method == MethodAuto {
-		methods = []string{MethodTemplate, MethodPatchCore}
+		methods = []string{MethodTemplate, MethodPatchCore, MethodEnsemble}
 	}
 	defects := make([]camera.Frame, len(set.Defects))
 	for i, d := range set.Defects {
@@ -50,11 +50,21 @@ func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel,
 	var best *TrainedModel
 	var bestDefectScores []float64
 	bestAUROC := math.Inf(-1)
+	trained := map[string]*TrainedModel{}
 	for _, meth := range methods {
-		m, err := trainMethod(ctx, meth, set.Good, opts, opts.Progress)
+		var m *TrainedModel
+		if meth == MethodEnsemble && opts.Method == MethodAuto && trained[MethodTemplate].Input != trained[MethodPatchCore].Input {
+			continue // sizes set apart by the caller: no common input to share
+		}
+		if meth == MethodEnsemble && trained[MethodTemplate] != nil && trained[MethodPatchCore] != nil {
+			m, err = ensembleOf(trained[MethodTemplate], trained[MethodPatchCore], opts)
+		} else {
+			m, err = trainMethod(ctx, meth, set.Good, opts, opts.Progress)
+		}
 		if err != nil {
 			return nil, err
 		}
+		trained[meth] = m
 		var auroc float64
 		var ds []float64
 		switch {
@@ -64,7 +74,7 @@ func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel,
 			}
 			auroc = EvaluateScores(m.GoodScores, ds)
 		case len(methods) > 1:
-			if auroc, err = pseudoAUROC(ctx, meth, set.Good, opts); err != nil {
+			if auroc, err = pseudoAUROC(ctx, meth, set.Good, opts, opts.Progress); err != nil {
 				return nil, err
 			}
 		}
@@ -116,6 +126,16 @@ func trainMethod(ctx context.Context, meth string, good []camera.Frame, opts Tra
 		o := opts.Template
 		o.Progress = hook
 		return TrainTemplate(ctx, good, o)
+	case MethodEnsemble:
+		tm, err := trainMethod(ctx, MethodTemplate, good, opts, progress)
+		if err != nil {
+			return nil, err
+		}
+		pm, err := trainMethod(ctx, MethodPatchCore, good, opts, progress)
+		if err != nil {
+			return nil, err
+		}
+		return ensembleOf(tm, pm, opts)
 	default:
 		o := opts.PatchCore
 		o.Progress = hook
@@ -123,9 +143,47 @@ func trainMethod(ctx context.Context, meth string, good []camera.Frame, opts Tra
 	}
 }
 
+// ensembleOf joins a template and a PatchCore model trained on the same images and input
+// size (see MethodEnsemble). Its held-out good scores are the larger of the two models'
+// scores over their thresholds, so the threshold rule carries over: 1 is where either
+// model's own threshold lies.
+func ensembleOf(tm, pm *TrainedModel, opts TrainOptions) (*TrainedModel, error) {
+	if tm == nil || pm == nil {
+		return nil, fmt.Errorf("train ensemble: needs the template and the patchcore model")
+	}
+	if tm.Input != pm.Input {
+		return nil, fmt.Errorf("train ensemble: template input %s and patchcore input %s differ", tm.Input, pm.Input)
+	}
+	methodOf := func(m *TrainedModel) string {
+		h, err := inspectModel(m.ONNX)
+		if err != nil {
+			return m.Method
+		}
+		return h.meta[metaMethod]
+	}
+	final := func(threshold float64) ([]byte, error) {
+		meta := ensembleMeta(opts.Name, opts.Version, tm.Input, threshold, len(tm.GoodScores), opts.TrainedAt.UTC().Format(time.RFC3339),
+			tm.Threshold, pm.Threshold, methodOf(tm), methodOf(pm))
+		return mergeEnsemble(tm.ONNX, pm.ONNX, tm.Threshold, pm.Threshold, meta)
+	}
+	good := make([]float64, len(tm.GoodScores))
+	train := make([]float64, len(tm.GoodScores))
+	for i := range good {
+		good[i] = max(tm.GoodScores[i]/tm.Threshold, pm.GoodScores[i]/pm.Threshold)
+		train[i] = max(tm.TrainScores[i]/tm.Threshold, pm.TrainScores[i]/pm.Threshold)
+	}
+	const threshold = 1
+	onnx, err := final(threshold)
+	if err != nil {
+		return nil, err
+	}
+	return &TrainedModel{ONNX: onnx, Name: opts.Name, Version: opts.Version, Input: tm.Input, Threshold: threshold,
+		GoodScores: good, TrainScores: train, Folds: tm.Folds, TrainedAt: opts.TrainedAt, Method: MethodEnsemble, regraph: final}, nil
+}
+
 // pseudoAUROC trains meth on two thirds of the good images and returns the AUROC of the
 // other third against pseudo-defects drawn on them (two each).
-func pseudoAUROC(ctx context.Context, meth string, good []camera.Frame, opts TrainOptions) (float64, error) {
+func pseudoAUROC(ctx context.Context, meth string, good []camera.Frame, opts TrainOptions, progress func(string, int, int)) (float64, error) {
 	var train, held []camera.Frame
 	for i, f := range good {
 		if i%3 == 2 {
@@ -140,7 +198,13 @@ func pseudoAUROC(ctx context.Context, meth string, good []camera.Frame, opts Tra
 	o := opts
 	o.Template.Progress, o.PatchCore.Progress = nil, nil
 	o.PatchCore.Folds = min(len(train), 3)
+	if progress != nil {
+		progress("check "+meth, 0, 1)
+	}
 	m, err := trainMethod(ctx, meth, train, o, func(string, int, int) {})
+	if progress != nil {
+		progress("check "+meth, 1, 1)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("train %s: pseudo-defect check: %w", meth, err)
 	}
