@@ -81,7 +81,9 @@ func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel,
 		if len(methods) > 1 || len(defects) > 0 {
 			metrics["cv_auroc_"+meth] = auroc
 		}
-		if best == nil || auroc > bestAUROC {
+		// On a tie the ensemble wins: with a handful of images the check saturates, and the
+		// ensemble fails a part whenever either model would.
+		if best == nil || auroc > bestAUROC || (meth == MethodEnsemble && auroc >= bestAUROC) {
 			best, bestAUROC, bestDefectScores = m, auroc, ds
 		}
 	}

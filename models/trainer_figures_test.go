@@ -180,6 +180,15 @@ func TestFiguresTrainerMagneticTile(t *testing.T) {
 	if !sm.Supervised {
 		t.Errorf("with %d labeled defects Train kept the unsupervised model (metrics %v): want the head", len(trainD), sm.Metrics)
 	}
+
+	// What --method auto makes of the tiles without labels (for the README).
+	start = time.Now()
+	am, err := Train(ctx, TrainSet{Good: train}, TrainOptions{Name: "tile-auto", Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("auto (good only) chose %s in %v: held-out auroc %.3f; metrics %v", am.Method, time.Since(start).Round(time.Millisecond),
+		EvaluateScores(scoreFrames(t, am, held), scoreFrames(t, am, defects)), am.Metrics)
 }
 
 // TestFiguresTrainerSynthetic prints the trainer's figures on synthetic parts: the
@@ -218,6 +227,20 @@ func TestFiguresTrainerSynthetic(t *testing.T) {
 	conf := ConfusionAt(g, d, m.Threshold)
 	t.Logf("synthetic: Train auto chose %s %s in %v (metrics %v): auroc %.3f (%s), at threshold %.3f %+v f1 %.3f",
 		m.Method, m.Input, took.Round(time.Millisecond), m.Metrics, auroc, strings.Join(perKind, " "), m.Threshold, conf, conf.F1())
+
+	// Each method alone on the same parts (for the README's comparison).
+	for _, meth := range []string{MethodTemplate, MethodPatchCore, MethodEnsemble} {
+		mm, err := Train(context.Background(), TrainSet{Good: train}, TrainOptions{Method: meth, Ignore: ignore})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, d := scoreFrames(t, mm, held), scoreFrames(t, mm, defects)
+		var per []string
+		for k, kind := range kinds {
+			per = append(per, string(kind)+"="+ftoa(EvaluateScores(g, d[10*k:10*k+10])))
+		}
+		t.Logf("synthetic, %s alone (%s): auroc %.3f (%s)", meth, mm.Input, EvaluateScores(g, d), strings.Join(per, " "))
+	}
 
 	// Inference of the produced model, default threads, as a station runs it.
 	r, err := newRuntime(m.ONNX, RuntimeOptions{})
