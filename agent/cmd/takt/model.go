@@ -30,7 +30,7 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	def := models.DefaultTemplateOptions()
 	name := fs.String("name", "model", "model name (takt.name)")
 	version := fs.String("version", def.Version, "model version (takt.version)")
-	width := fs.Int("width", 0, "model input width (default: template 256, patchcore 64)")
+	width := fs.Int("width", 0, "model input width (default: 128 for template and ensemble, 64 for patchcore)")
 	height := fs.Int("height", 0, "model input height (default: from the images' aspect)")
 	maxTrain := fs.Int("max-train", 0, "use at most this many good images for training (0 = all)")
 	blur := fs.Float64("blur-sigma", def.BlurSigma, "Gaussian blur sigma in model pixels")
@@ -87,7 +87,9 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 			Shift: *shift, MapSmooth: *smooth, PoseJitter: *jitter, Margin: *margin},
 		Progress: newProgress(stderr).step,
 	}
-	if *width != 0 || *height != 0 {
+	if (*width != 0 || *height != 0) && *method == models.MethodPatchCore {
+		// Alone, PatchCore takes the size; otherwise it is the template's and the
+		// ensemble's input, which PatchCore averages down to about 64 px.
 		opts.PatchCore = models.TexturePatchCoreOptions()
 		opts.PatchCore.Width, opts.PatchCore.Height = *width, *height
 	}
