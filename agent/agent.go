@@ -60,19 +60,12 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if err := models.InitONNXRuntime(a.cfg.ONNXRuntimeLib); err != nil {
 		return err
 	}
-	rt, err := a.loadModel(ctx)
+	loaded, err := a.loadModels(ctx)
 	if err != nil {
 		return err
 	}
-	defer rt.Close()
-	info := rt.Info()
-	threshold := info.Threshold
-	if a.cfg.Model.Threshold > 0 {
-		threshold = a.cfg.Model.Threshold
-	}
-	if threshold <= 0 {
-		return fmt.Errorf("model.threshold: model %s carries no threshold; set model.threshold in the config", a.cfg.Model.Path)
-	}
+	active := newActiveModels(loaded)
+	defer active.close()
 
 	st, err := store.Open(a.cfg.DataDir, a.storeOptions())
 	if err != nil {
@@ -93,15 +86,18 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer src.Close()
-	svc, err := a.startServices(ctx, rt, info, threshold, st, src)
+	svc, err := a.startServices(ctx, active, st, src)
 	if err != nil {
 		return err
 	}
 	defer svc.stop()
 
-	a.log.Info().Str("model", info.Model.Name).Str("model_version", info.Model.Version).Str("model_sha256", info.Model.SHA256).
-		Str("provider", info.Provider).Float64("threshold", threshold).Str("camera", a.cfg.Camera.ID).
-		Str("source", a.cfg.Camera.Path).Str("data_dir", a.cfg.DataDir).Msg("inspecting")
+	for _, m := range loaded {
+		a.log.Info().Str("name", m.name).Str("model", m.info.Model.Name).Str("model_version", m.info.Model.Version).
+			Str("model_sha256", m.info.Model.SHA256).Str("provider", m.info.Provider).Float64("threshold", m.threshold).Msg("model")
+	}
+	a.log.Info().Int("models", len(loaded)).Str("camera", a.cfg.Camera.ID).Str("source", a.cfg.Camera.Path).
+		Str("data_dir", a.cfg.DataDir).Msg("inspecting")
 
 	var latencies []time.Duration
 	defer func() {
@@ -129,11 +125,13 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			return fmt.Errorf("camera %s: %w", a.cfg.Camera.ID, err)
 		}
 		svc.begin()
-		v, lat, err := a.inspect(ctx, rt, info, threshold, st, frame, err)
+		set, release := active.acquire()
+		v, heat, lat, err := a.inspect(ctx, set, st, frame, err)
+		release()
 		if err != nil {
 			return err
 		}
-		svc.committed(v, frame, lat)
+		svc.committed(v, frame, lat, heat)
 		src.Recycle(frame)
 		latencies = append(latencies, lat)
 		a.summary.Parts++
@@ -149,52 +147,40 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	return nil
 }
 
-// inspect scores one frame (or records why it could not) and commits the verdict. The
-// commit is not cancelled with ctx: a part that was captured is recorded.
-func (a *Agent) inspect(ctx context.Context, rt *models.Runtime, info models.Info, threshold float64,
-	st *store.Store, frame camera.Frame, frameErr error) (store.Verdict, time.Duration, error) {
+// inspect scores one frame with the station's models (or records why it could not) and
+// commits the verdict. The commit is not cancelled with ctx: a part that was captured is
+// recorded.
+func (a *Agent) inspect(ctx context.Context, set *modelSet, st *store.Store, frame camera.Frame,
+	frameErr error) (store.Verdict, *heatmap, time.Duration, error) {
 	captured := frame.Time
 	v := store.Verdict{
-		Station:   a.cfg.Station,
-		CameraID:  frame.CameraID,
-		Serial:    serialOf(frame),
-		Time:      captured.UTC(),
-		Threshold: threshold,
-		Model:     store.Model{Name: info.Model.Name, Version: info.Model.Version, SHA256: info.Model.SHA256},
-		Provider:  info.Provider,
+		Station:  a.cfg.Station,
+		CameraID: frame.CameraID,
+		Serial:   serialOf(frame),
+		Time:     captured.UTC(),
 	}
+	var heat *heatmap
 	if frameErr != nil {
+		m := set.models[0]
 		v.Decision, v.Reason = store.NoDecision, "no frame: "+frameErr.Error()
+		v.Threshold, v.Provider = m.threshold, m.info.Provider
+		v.Model = store.Model{Name: m.info.Model.Name, Version: m.info.Model.Version, SHA256: m.info.Model.SHA256}
 	} else {
-		partCtx, cancel := context.WithDeadline(ctx, captured.Add(a.cfg.Deadline))
-		res, err := rt.Infer(partCtx, frame)
-		cancel()
-		if res.Provider != "" {
-			v.Provider = res.Provider // changes when a background TensorRT build completes
-		}
-		elapsed := time.Since(captured)
-		v.Decision, v.Reason = decide(res.Score, err, threshold, elapsed, a.cfg.Deadline)
-		v.Latency.DecideMs = ms(elapsed)
-		if err == nil && !math.IsNaN(res.Score) && !math.IsInf(res.Score, 0) {
-			score := res.Score
-			v.Score = &score
-		}
-		v.Latency.PreprocessMs = ms(res.Timings.Preprocess)
-		v.Latency.InferMs = ms(res.Timings.Infer)
+		heat = set.score(ctx, frame, a.cfg.Deadline, a.cfg.HTTP.Listen != "", &v)
 	}
 
 	var img *store.Image
 	if frameErr == nil && a.keepImage(v.Decision) {
 		data, err := camera.Encode(frame, a.cfg.Images.Format, a.cfg.Images.JPEGQuality)
 		if err != nil {
-			return v, 0, err
+			return v, nil, 0, err
 		}
 		img = &store.Image{Data: data, Ext: a.cfg.Images.Format}
 	}
 	// Stored latencies end where the commit starts; the log line adds the commit's fsync.
 	v.Latency.TotalMs = ms(time.Since(captured))
 	if err := st.Commit(context.WithoutCancel(ctx), &v, img); err != nil {
-		return v, 0, fmt.Errorf("commit verdict for %s: %w", v.Serial, err)
+		return v, nil, 0, fmt.Errorf("commit verdict for %s: %w", v.Serial, err)
 	}
 	total := time.Since(captured)
 	ev := a.log.Info()
@@ -209,7 +195,7 @@ func (a *Agent) inspect(ctx context.Context, rt *models.Runtime, info models.Inf
 		ev = ev.Str("reason", v.Reason)
 	}
 	ev.Float64("latency_ms", ms(total)).Msg("part committed")
-	return v, total, nil
+	return v, heat, total, nil
 }
 
 func (a *Agent) keepImage(decision string) bool {

@@ -27,6 +27,9 @@ type Config struct {
 	Cameras []camera.Config `yaml:"cameras"`
 	// Model is the ONNX model that scores each part.
 	Model ModelConfig `yaml:"model"`
+	// Models lists several models that each score every frame instead of Model (for
+	// example one per region or defect family); a part PASSes only when all pass it.
+	Models []ModelConfig `yaml:"models"`
 	// Deadline is the time a part may take from capture to decision; later is NO_DECISION.
 	Deadline time.Duration `yaml:"deadline"`
 	// Images says which part images are kept in the store.
@@ -52,6 +55,9 @@ type Config struct {
 
 // ModelConfig names the model and its decision threshold.
 type ModelConfig struct {
+	// Name names the model in verdicts, status and metrics; required in models, where it
+	// tells the models apart (model updates replace a model by this name).
+	Name string `yaml:"name"`
 	// Path is a plain ONNX model file; set it or Bundle.
 	Path string `yaml:"path"`
 	// Bundle is a signed model bundle (tar); it must be signed by one of TrustedKeys.
@@ -129,12 +135,15 @@ func LoadConfig(path string) (Config, error) {
 			*p = filepath.Join(base, *p)
 		}
 	}
-	for _, p := range []*string{&cfg.DataDir, &cfg.Camera.Path, &cfg.Model.Path, &cfg.ONNXRuntimeLib, &cfg.HTTP.TLSCert, &cfg.HTTP.TLSKey} {
+	for _, p := range []*string{&cfg.DataDir, &cfg.Camera.Path, &cfg.ONNXRuntimeLib, &cfg.HTTP.TLSCert, &cfg.HTTP.TLSKey} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
 		}
 	}
 	cfg.Model.resolvePaths(base)
+	for i := range cfg.Models {
+		cfg.Models[i].resolvePaths(base)
+	}
 	if v := os.Getenv("TAKT_DATA_DIR"); v != "" {
 		cfg.DataDir = v
 	}
@@ -180,10 +189,7 @@ func (c Config) Validate() error {
 	if err := c.validateCameras(); err != nil {
 		errs = append(errs, err)
 	}
-	errs = append(errs, c.Model.validate()...)
-	if c.Model.Threshold < 0 {
-		errs = append(errs, fmt.Errorf("model.threshold: %v must be >= 0 (0 uses the model's threshold)", c.Model.Threshold))
-	}
+	errs = append(errs, c.validateModels()...)
 	if c.Deadline <= 0 {
 		errs = append(errs, fmt.Errorf("deadline: %v must be > 0 (e.g. 500ms)", c.Deadline))
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/takt-edge/takt/agent/store"
+	"github.com/takt-edge/takt/models"
 )
 
 //go:embed web
@@ -414,6 +415,40 @@ func (l *live) readyz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, code, map[string]any{"ok": ok, "checks": cs})
 }
 
+// ModelStatus is one model serving on the station.
+type ModelStatus struct {
+	Station   string  `json:"station_name"` // the config's name for it (models[].name), else its own name
+	Name      string  `json:"name"`
+	Version   string  `json:"version"`
+	SHA256    string  `json:"sha256"`
+	Provider  string  `json:"provider"`
+	Threshold float64 `json:"threshold"`
+	// EngineBuild is the background TensorRT engine build, when one was started.
+	EngineBuild *EngineBuildStatus `json:"engine_build,omitempty"`
+}
+
+// EngineBuildStatus is the progress of a TensorRT engine build while another provider serves.
+type EngineBuildStatus struct {
+	State          string  `json:"state"` // building, done or failed
+	ElapsedSeconds float64 `json:"elapsed_seconds"`
+	Error          string  `json:"error,omitempty"`
+	CacheDir       string  `json:"cache_dir"`
+}
+
+func engineBuildStatus(b models.BuildStatus) *EngineBuildStatus {
+	if b.Started.IsZero() {
+		return nil
+	}
+	st := &EngineBuildStatus{State: "building", ElapsedSeconds: b.Elapsed.Seconds(), Error: b.Err, CacheDir: b.CacheDir}
+	switch {
+	case b.Err != "":
+		st.State = "failed"
+	case b.Done:
+		st.State = "done"
+	}
+	return st
+}
+
 // Status is what GET /status and the page's header show.
 type Status struct {
 	Station string    `json:"station"`
@@ -422,13 +457,9 @@ type Status struct {
 	Ready   bool      `json:"ready"`
 	Healthy bool      `json:"healthy"`
 	Checks  []check   `json:"checks"`
-	Model   struct {
-		Name      string  `json:"name"`
-		Version   string  `json:"version"`
-		SHA256    string  `json:"sha256"`
-		Provider  string  `json:"provider"`
-		Threshold float64 `json:"threshold"`
-	} `json:"model"`
+	// Model is the first (or only) model; Models lists every model that scores each frame.
+	Model  ModelStatus   `json:"model"`
+	Models []ModelStatus `json:"models"`
 	Camera struct {
 		ID         string `json:"id"`
 		Kind       string `json:"kind"`
@@ -458,8 +489,11 @@ func (l *live) statusNow() Status {
 	s.Station, s.Time, s.Started = l.cfg.Station, time.Now().UTC(), l.started.UTC()
 	s.Ready, s.Checks = l.readiness()
 	s.Healthy, _ = l.healthy()
-	s.Model.Name, s.Model.Version, s.Model.SHA256 = l.info.Model.Name, l.info.Model.Version, l.info.Model.SHA256
-	s.Model.Provider, s.Model.Threshold = l.provider(), l.threshold
+	for _, m := range l.models.snapshot() {
+		s.Models = append(s.Models, ModelStatus{Name: m.info.Model.Name, Version: m.info.Model.Version, SHA256: m.info.Model.SHA256,
+			Provider: m.provider(), Threshold: m.threshold, Station: m.name, EngineBuild: engineBuildStatus(m.rt.EngineBuild())})
+	}
+	s.Model = s.Models[0]
 	s.Camera.State = l.cameraState()
 	var ids, kinds, modes []string
 	for _, c := range l.cams {

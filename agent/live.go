@@ -16,7 +16,6 @@ import (
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/cloudsync"
-	"github.com/takt-edge/takt/models"
 )
 
 // Operator labels a verdict can get (Agent.Label, POST /verdicts/{id}/label, MQTT cmd/label).
@@ -49,16 +48,14 @@ type hooks struct {
 // live is what the services see of a running agent. It is created by Run after the model,
 // store and camera are open, and torn down before they close.
 type live struct {
-	a         *Agent
-	log       zerolog.Logger
-	cfg       Config
-	rt        *models.Runtime
-	info      models.Info
-	threshold float64
-	st        *store.Store
-	cams      []*camera.Camera
-	trig      func(camera.Trigger) error // nil when the source cannot be triggered
-	started   time.Time
+	a       *Agent
+	log     zerolog.Logger
+	cfg     Config
+	models  *activeModels
+	st      *store.Store
+	cams    []*camera.Camera
+	trig    func(camera.Trigger) error // nil when the source cannot be triggered
+	started time.Time
 
 	m      *metrics
 	recent *recent
@@ -93,10 +90,9 @@ type waiter struct {
 // startServices makes the live view of this Run and starts the configured servers. The
 // servers bind here, so a bad address fails Run at once. stop must be called before the
 // store, model and camera close.
-func (a *Agent) startServices(ctx context.Context, rt *models.Runtime, info models.Info, threshold float64,
-	st *store.Store, src any) (*live, error) {
+func (a *Agent) startServices(ctx context.Context, active *activeModels, st *store.Store, src any) (*live, error) {
 	l := &live{
-		a: a, log: a.log, cfg: a.cfg, rt: rt, info: info, threshold: threshold, st: st,
+		a: a, log: a.log, cfg: a.cfg, models: active, st: st,
 		started: time.Now(), stopped: make(chan struct{}),
 	}
 	switch s := src.(type) {
@@ -151,9 +147,11 @@ func (a *Agent) startServices(ctx context.Context, rt *models.Runtime, info mode
 		}()
 	}
 	a.live.Store(l)
-	if info.Degraded {
-		l.alertAsync(cloudsync.AlertProviderFallback, fmt.Sprintf("model %s runs on %s, not the first provider of model.providers: %s",
-			info.Model.Name, info.Provider, info.Fallback))
+	for _, m := range active.snapshot() {
+		if m.info.Degraded {
+			l.alertAsync(cloudsync.AlertProviderFallback, fmt.Sprintf("model %s runs on %s, not the first provider of its providers: %s",
+				m.name, m.info.Provider, m.info.Fallback))
+		}
 	}
 	return l, nil
 }
@@ -179,9 +177,9 @@ func (l *live) done() <-chan struct{} { return l.stopped }
 // begin is called by the loop when it has a frame and starts inspecting it.
 func (l *live) begin() { l.busySince.Store(time.Now().UnixNano()) }
 
-// committed is called by the loop after each commit, with the part's frame. It must not
-// block: the loop calls it between parts.
-func (l *live) committed(v store.Verdict, f camera.Frame, total time.Duration) {
+// committed is called by the loop after each commit, with the part's frame and the deciding
+// model's anomaly map (nil when none). It must not block: the loop calls it between parts.
+func (l *live) committed(v store.Verdict, f camera.Frame, total time.Duration, heat *heatmap) {
 	now := time.Now()
 	l.busySince.Store(0)
 	l.lastCommit.Store(now.UnixNano())
@@ -195,17 +193,15 @@ func (l *live) committed(v store.Verdict, f camera.Frame, total time.Duration) {
 	}
 	l.deliver(v)
 	l.mqttCommitted()
-	var amap []float32
-	if v.Score != nil && l.info.MapWidth > 0 && f.Pix != nil && l.cfg.HTTP.Listen != "" {
-		// The Runtime still holds this part's map: nothing ran since its Infer.
-		amap = l.rt.CopyMap(nil)
+	if heat == nil {
+		heat = &heatmap{}
 	}
 	if f.Pix != nil && l.cfg.HTTP.Listen != "" {
 		f.Pix = append([]byte(nil), f.Pix...) // the loop recycles the frame's buffer after this call
 	} else {
 		f.Pix = nil
 	}
-	l.recent.add(v, f, amap, l.info.MapWidth, l.info.MapHeight)
+	l.recent.add(v, f, heat.values, heat.width, heat.height)
 }
 
 // healthy reports whether the loop is not wedged: no part has been in inspection for
@@ -234,7 +230,11 @@ type check struct {
 
 // readiness checks that the model is loaded, the store answers and the camera produces.
 func (l *live) readiness() (bool, []check) {
-	cs := []check{{Name: "model", OK: true, Note: l.info.Model.Name + " " + l.info.Model.Version + " on " + l.info.Provider}}
+	var notes []string
+	for _, m := range l.models.snapshot() {
+		notes = append(notes, m.info.Model.Name+" "+m.info.Model.Version+" on "+m.provider())
+	}
+	cs := []check{{Name: "model", OK: len(notes) > 0, Note: strings.Join(notes, ", ")}}
 	if _, err := l.st.Counts(); err != nil {
 		cs = append(cs, check{Name: "store", Note: err.Error()})
 	} else {
@@ -395,9 +395,13 @@ func (l *live) deliver(v store.Verdict) {
 	}
 }
 
-// provider is the execution provider serving now: it changes when a TensorRT engine that
-// was built in the background takes over from the fallback.
-func (l *live) provider() string { return l.rt.Info().Provider }
+// primary is the station's first model: the one status and metrics name when a single
+// model is asked for.
+func (l *live) primary() *stationModel { return l.models.snapshot()[0] }
+
+// provider is the execution provider serving the first model now: it changes when a
+// TensorRT engine that was built in the background takes over from the fallback.
+func (l *live) provider() string { return l.primary().provider() }
 
 // setLink records the state of an outside link ("mqtt", "s3") for the page and metrics.
 func (l *live) setLink(name, state string) { l.links.Store(name, state) }

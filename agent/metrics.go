@@ -82,9 +82,9 @@ func (m *metrics) observe(v store.Verdict, total time.Duration) {
 type stateCollector struct{ l *live }
 
 var (
-	descModel      = prometheus.NewDesc("takt_model_info", "The active model (value 1).", []string{"name", "version", "sha256", "provider"}, nil)
-	descProvider   = prometheus.NewDesc("takt_execution_provider", "The ONNX Runtime execution provider in use (value 1).", []string{"provider"}, nil)
-	descThreshold  = prometheus.NewDesc("takt_threshold", "The decision threshold in use.", nil, nil)
+	descModel      = prometheus.NewDesc("takt_model_info", "The active models (value 1), one series per model of the station.", []string{"model", "name", "version", "sha256", "provider"}, nil)
+	descProvider   = prometheus.NewDesc("takt_execution_provider", "The ONNX Runtime execution provider serving the first model (value 1).", []string{"provider"}, nil)
+	descThreshold  = prometheus.NewDesc("takt_threshold", "The decision threshold in use, per model.", []string{"model"}, nil)
 	descCamState   = prometheus.NewDesc("takt_camera_state", "Camera connection state (value 1 for the current state).", []string{"camera", "state"}, nil)
 	descCamFrames  = prometheus.NewDesc("takt_camera_frames_total", "Frames captured.", []string{"camera"}, nil)
 	descCamStalls  = prometheus.NewDesc("takt_camera_stalls_total", "Camera opens or reads that overran their deadline.", []string{"camera"}, nil)
@@ -126,10 +126,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
 	}
-	mi := l.info.Model
-	gauge(descModel, 1, mi.Name, mi.Version, mi.SHA256, l.provider())
+	for _, m := range l.models.snapshot() {
+		mi := m.info.Model
+		gauge(descModel, 1, m.name, mi.Name, mi.Version, mi.SHA256, m.provider())
+		gauge(descThreshold, m.threshold, m.name)
+	}
 	gauge(descProvider, 1, l.provider())
-	gauge(descThreshold, l.threshold)
 	for _, c := range l.cams {
 		id, s := c.ID(), c.Stats()
 		gauge(descCamState, 1, id, string(c.State()))

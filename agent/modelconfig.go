@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 
 	"github.com/takt-edge/takt/models"
@@ -28,35 +30,73 @@ type GPUConfig struct {
 	TimingCache string `yaml:"timing_cache"`
 }
 
-// validate checks the model keys; the messages name the key.
-func (m ModelConfig) validate() []error {
+// validate checks the keys of one model entry; key is its place in the config ("model" or
+// "models[i]"), so the messages name the key.
+func (m ModelConfig) validate(key string) []error {
 	var errs []error
 	path, bundle := strings.TrimSpace(m.Path) != "", strings.TrimSpace(m.Bundle) != ""
 	switch {
 	case !path && !bundle:
-		errs = append(errs, errors.New("model.path: must name an ONNX model file (or set model.bundle to a signed bundle)"))
+		errs = append(errs, fmt.Errorf("%s.path: must name an ONNX model file (or set %s.bundle to a signed bundle)", key, key))
 	case path && bundle:
-		errs = append(errs, errors.New("model.path and model.bundle: set one, not both"))
+		errs = append(errs, fmt.Errorf("%s.path and %s.bundle: set one, not both", key, key))
 	case bundle && len(m.TrustedKeys) == 0:
-		errs = append(errs, errors.New("model.trusted_keys: a bundle needs at least one trusted public key file (takt model keygen writes KEYFILE.pub)"))
+		errs = append(errs, fmt.Errorf("%s.trusted_keys: a bundle needs at least one trusted public key file (takt model keygen writes KEYFILE.pub)", key))
 	case path && len(m.TrustedKeys) > 0:
-		errs = append(errs, errors.New("model.trusted_keys: only for model.bundle; a plain model.path is not signed"))
+		errs = append(errs, fmt.Errorf("%s.trusted_keys: only for %s.bundle; a plain %s.path is not signed", key, key, key))
+	}
+	if m.Threshold < 0 {
+		errs = append(errs, fmt.Errorf("%s.threshold: %v must be >= 0 (0 uses the model's threshold)", key, m.Threshold))
 	}
 	if err := m.providerOptions("").Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("model.%w", err))
+		errs = append(errs, fmt.Errorf("%s.%w", key, err))
 	}
 	if m.GPU.DeviceID < 0 {
-		errs = append(errs, fmt.Errorf("model.gpu.device_id: %d must be >= 0", m.GPU.DeviceID))
+		errs = append(errs, fmt.Errorf("%s.gpu.device_id: %d must be >= 0", key, m.GPU.DeviceID))
 	}
 	if m.GPU.WorkspaceMB < 0 {
-		errs = append(errs, fmt.Errorf("model.gpu.workspace_mb: %d must be >= 0", m.GPU.WorkspaceMB))
+		errs = append(errs, fmt.Errorf("%s.gpu.workspace_mb: %d must be >= 0", key, m.GPU.WorkspaceMB))
 	}
 	return errs
 }
 
+// ModelConfigs lists the station's models: the entries of models, or the single model.
+func (c Config) ModelConfigs() []ModelConfig {
+	if len(c.Models) > 0 {
+		return c.Models
+	}
+	return []ModelConfig{c.Model}
+}
+
+// validateModels checks model or models: one of them, each entry valid, names unique.
+func (c Config) validateModels() []error {
+	if len(c.Models) == 0 {
+		return c.Model.validate("model")
+	}
+	var errs []error
+	if !reflect.DeepEqual(c.Model, ModelConfig{}) {
+		errs = append(errs, errors.New("model and models: set one, not both (models lists several models that score each frame)"))
+	}
+	seen := map[string]int{}
+	for i, m := range c.Models {
+		key := fmt.Sprintf("models[%d]", i)
+		errs = append(errs, m.validate(key)...)
+		switch {
+		case !modelNameRE.MatchString(m.Name):
+			errs = append(errs, fmt.Errorf("%s.name: %q must be 1-64 letters, digits, '-', '_' or '.'; each of several models needs a name", key, m.Name))
+		case seen[m.Name] > 0:
+			errs = append(errs, fmt.Errorf("%s.name: %q is also models[%d].name; names must be unique", key, m.Name, seen[m.Name]-1))
+		}
+		seen[m.Name] = i + 1
+	}
+	return errs
+}
+
+var modelNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
 // resolvePaths makes the model's relative paths relative to base, the config's folder.
 func (m *ModelConfig) resolvePaths(base string) {
-	ps := []*string{&m.Bundle, &m.GPU.EngineCache, &m.GPU.TimingCache}
+	ps := []*string{&m.Path, &m.Bundle, &m.GPU.EngineCache, &m.GPU.TimingCache}
 	for i := range m.TrustedKeys {
 		ps = append(ps, &m.TrustedKeys[i])
 	}
@@ -76,40 +116,72 @@ func (m ModelConfig) providerOptions(dataDir string) models.ProviderOptions {
 	return po
 }
 
-// loadModel opens the configured model on the configured provider chain: a signed bundle
-// (model.bundle, verified against model.trusted_keys, golden set replayed) or a plain ONNX
-// file (model.path). A fallback to a later provider is logged as degraded.
-func (a *Agent) loadModel(ctx context.Context) (*models.Runtime, error) {
-	opts := models.RuntimeOptions{Providers: a.cfg.Model.providerOptions(a.cfg.DataDir), Logger: a.log}
-	var rt *models.Runtime
-	if a.cfg.Model.Bundle == "" {
-		r, err := models.LoadRuntime(a.cfg.Model.Path, opts)
+// loadModels opens the station's models (model, or each entry of models) in config order.
+// On an error the models already open are closed.
+func (a *Agent) loadModels(ctx context.Context) (_ []*stationModel, err error) {
+	var ms []*stationModel
+	defer func() {
 		if err != nil {
-			return nil, fmt.Errorf("model %s: %w", a.cfg.Model.Path, err)
+			for _, m := range ms {
+				m.release()
+			}
+		}
+	}()
+	for i, mc := range a.cfg.ModelConfigs() {
+		key := "model"
+		if len(a.cfg.Models) > 0 {
+			key = fmt.Sprintf("models[%d]", i)
+		}
+		rt, err := a.loadModel(ctx, mc, key)
+		if err != nil {
+			return nil, err
+		}
+		source := mc.Path + mc.Bundle
+		m, err := newStationModel(mc.Name, source, rt, mc.Threshold)
+		if err != nil {
+			rt.Close()
+			return nil, fmt.Errorf("%s.threshold: %w", key, err)
+		}
+		ms = append(ms, m)
+	}
+	return ms, nil
+}
+
+// loadModel opens one configured model on its provider chain: a signed bundle (bundle,
+// verified against trusted_keys, golden set replayed) or a plain ONNX file (path). A
+// fallback to a later provider is logged as degraded.
+func (a *Agent) loadModel(ctx context.Context, mc ModelConfig, key string) (*models.Runtime, error) {
+	opts := models.RuntimeOptions{Providers: mc.providerOptions(a.cfg.DataDir), Logger: a.log}
+	var rt *models.Runtime
+	if mc.Bundle == "" {
+		r, err := models.LoadRuntime(mc.Path, opts)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", key, mc.Path, err)
 		}
 		rt = r
 	} else {
-		keys, err := models.LoadTrustedKeys(a.cfg.Model.TrustedKeys...)
+		keys, err := models.LoadTrustedKeys(mc.TrustedKeys...)
 		if err != nil {
-			return nil, fmt.Errorf("model.trusted_keys: %w", err)
+			return nil, fmt.Errorf("%s.trusted_keys: %w", key, err)
 		}
-		b, err := models.OpenBundle(a.cfg.Model.Bundle, keys)
+		b, err := models.OpenBundle(mc.Bundle, keys)
 		if err != nil {
-			return nil, fmt.Errorf("model %w", err)
+			return nil, fmt.Errorf("%s %w", key, err)
 		}
 		if err := b.Manifest.CheckAgent(Version); err != nil {
-			return nil, fmt.Errorf("model %s: %w", a.cfg.Model.Bundle, err)
+			return nil, fmt.Errorf("%s %s: %w", key, mc.Bundle, err)
 		}
 		r, err := models.NewRuntime(ctx, b, opts)
 		if err != nil {
-			return nil, fmt.Errorf("model %s: %w", a.cfg.Model.Bundle, err)
+			return nil, fmt.Errorf("%s %s: %w", key, mc.Bundle, err)
 		}
 		rt = r
-		a.log.Info().Str("bundle", a.cfg.Model.Bundle).Str("key_id", b.KeyID).Int("golden", goldenCases(b)).
+		a.log.Info().Str("bundle", mc.Bundle).Str("key_id", b.KeyID).Int("golden", goldenCases(b)).
 			Msg("model bundle verified")
 	}
 	if info := rt.Info(); info.Degraded {
-		a.log.Warn().Str("provider", info.Provider).Str("fallback", info.Fallback).Msg("degraded: model runs on a fallback execution provider")
+		a.log.Warn().Str("model", info.Model.Name).Str("provider", info.Provider).Str("fallback", info.Fallback).
+			Msg("degraded: model runs on a fallback execution provider")
 	}
 	return rt, nil
 }

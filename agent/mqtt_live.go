@@ -84,7 +84,8 @@ func (l *live) startMQTT(context.Context) (func(context.Context) error, error) {
 		camera:  l.cameraState,
 		link:    func(state string) { l.setLink("mqtt", state) },
 		status: func(m *cloudsync.StatusMsg) {
-			m.Model = &cloudsync.ModelRef{Name: l.info.Model.Name, Version: l.info.Model.Version, SHA256: l.info.Model.SHA256}
+			mi := l.primary().info.Model
+			m.Model = &cloudsync.ModelRef{Name: mi.Name, Version: mi.Version, SHA256: mi.SHA256}
 			m.Provider = l.provider()
 			m.AgentVersion = Version
 			m.Camera = l.cameraState()

@@ -36,6 +36,9 @@ type Verdict struct {
 	ImageRef  string     `json:"image_ref"` // image path relative to the store dir, slash-separated; set by Commit
 	Label     string     `json:"label"`     // operator label, empty when none
 	SyncedAt  *time.Time `json:"synced_at"` // when the cloud confirmed it, nil until then
+	// Models holds each model's outcome when a station runs several models on a frame;
+	// Score, Threshold, Model and Provider above are those of the model that decided.
+	Models []ModelScore `json:"models,omitempty"`
 
 	// ImageDropped is set by Commit when an image was given but not stored
 	// because the image quota had no room it was allowed to evict.
@@ -50,6 +53,17 @@ type Model struct {
 	Name    string `json:"name"`
 	Version string `json:"version"`
 	SHA256  string `json:"sha256"`
+}
+
+// ModelScore is one model's outcome on a part scored by several models.
+type ModelScore struct {
+	Name      string   `json:"name"` // the station's name for the model (config models[].name)
+	Model     Model    `json:"model"`
+	Decision  string   `json:"decision"`
+	Reason    string   `json:"reason,omitempty"`
+	Score     *float64 `json:"score"` // nil when there is none
+	Threshold float64  `json:"threshold"`
+	Provider  string   `json:"provider"`
 }
 
 // Latency holds the stage timings of one verdict, in milliseconds.
@@ -89,6 +103,20 @@ func (v *Verdict) normalize() error {
 	}
 	if v.Score != nil && !finite(*v.Score) {
 		v.Score = nil
+	}
+	for i := range v.Models {
+		m := &v.Models[i]
+		switch m.Decision {
+		case Pass, Fail, NoDecision:
+		default:
+			return fmt.Errorf("%w: models[%d].decision %q, want %q, %q or %q", ErrInvalid, i, m.Decision, Pass, Fail, NoDecision)
+		}
+		if m.Score != nil && !finite(*m.Score) {
+			m.Score = nil
+		}
+		if !finite(m.Threshold) {
+			return fmt.Errorf("%w: models[%d].threshold is %v, want a finite number", ErrInvalid, i, m.Threshold)
+		}
 	}
 	floats := []struct {
 		name string

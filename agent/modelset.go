@@ -1,0 +1,217 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/takt-edge/takt/agent/store"
+	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models"
+)
+
+// stationModel is one loaded model of the station with the threshold it decides by.
+// Its runtime is closed when the last holder releases it: the active set holds one
+// reference, and every part in inspection holds one more.
+type stationModel struct {
+	name      string // the config's models[].name, else the model's own name
+	source    string // bundle or ONNX file it came from
+	rt        *models.Runtime
+	info      models.Info
+	threshold float64
+	refs      atomic.Int32
+}
+
+// newStationModel wraps a loaded runtime; threshold 0 takes the model's own.
+func newStationModel(name, source string, rt *models.Runtime, threshold float64) (*stationModel, error) {
+	info := rt.Info()
+	if threshold <= 0 {
+		threshold = info.Threshold
+	}
+	if threshold <= 0 {
+		return nil, fmt.Errorf("model %s carries no threshold; set its threshold in the config", source)
+	}
+	if name == "" {
+		name = info.Model.Name
+	}
+	m := &stationModel{name: name, source: source, rt: rt, info: info, threshold: threshold}
+	m.refs.Store(1)
+	return m, nil
+}
+
+func (m *stationModel) hold() { m.refs.Add(1) }
+
+// release drops one reference; the last one closes the runtime.
+func (m *stationModel) release() {
+	if m.refs.Add(-1) == 0 {
+		m.rt.Close()
+	}
+}
+
+// provider is the execution provider serving now (a TensorRT build finishing in the
+// background changes it).
+func (m *stationModel) provider() string { return m.rt.Info().Provider }
+
+// modelSet is the models that score every frame, in config order. A part PASSes only when
+// every model passes it. A set is never changed; a swap makes a new one.
+type modelSet struct {
+	models []*stationModel
+}
+
+// activeModels is the model set serving now. The inspection loop acquires it once per part;
+// a model update replaces one model at a frame boundary, and the replaced runtime closes
+// when the last part that was using it released it.
+type activeModels struct {
+	mu  sync.Mutex
+	set *modelSet
+}
+
+func newActiveModels(ms []*stationModel) *activeModels {
+	return &activeModels{set: &modelSet{models: ms}}
+}
+
+// acquire returns the set serving now and the func that releases it; every model in the
+// set stays open until then.
+func (h *activeModels) acquire() (*modelSet, func()) {
+	h.mu.Lock()
+	s := h.set
+	for _, m := range s.models {
+		m.hold()
+	}
+	h.mu.Unlock()
+	return s, func() {
+		for _, m := range s.models {
+			m.release()
+		}
+	}
+}
+
+// snapshot returns the models serving now for status and metrics. Their info and threshold
+// may be read; their runtime only through provider, which is safe after close.
+func (h *activeModels) snapshot() []*stationModel {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.set.models
+}
+
+// replace puts next in place of the model named name; the next part acquired uses it. The
+// replaced model is returned; its runtime closes after its last in-flight part.
+func (h *activeModels) replace(name string, next *stationModel) (*stationModel, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ms := make([]*stationModel, len(h.set.models))
+	copy(ms, h.set.models)
+	for i, m := range ms {
+		if m.name == name {
+			ms[i] = next
+			h.set = &modelSet{models: ms}
+			m.release()
+			return m, nil
+		}
+	}
+	return nil, fmt.Errorf("no active model named %q", name)
+}
+
+// close releases the set's references; runtimes close as their last parts finish. The
+// set's info stays readable for a status asked late.
+func (h *activeModels) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, m := range h.set.models {
+		m.release()
+	}
+}
+
+// heatmap is a copy of the anomaly map of the part's deciding model, for the operator page.
+type heatmap struct {
+	values        []float32
+	width, height int
+}
+
+// score runs every model of the set on the frame within the part's deadline and fills v's
+// decision. FAIL from any model rejects the part; otherwise a NO_DECISION from any model
+// makes the part NO_DECISION; the part PASSes only when every model passes it. The verdict's
+// score, threshold and model are those of the model that decided: the failing (or undecided)
+// one with the highest score over threshold, or for a PASS the one closest to its threshold.
+func (s *modelSet) score(ctx context.Context, f camera.Frame, deadline time.Duration, wantMap bool, v *store.Verdict) *heatmap {
+	captured := f.Time
+	partCtx, cancel := context.WithDeadline(ctx, captured.Add(deadline))
+	defer cancel()
+	outs := make([]store.ModelScore, len(s.models))
+	decider := -1
+	for i, m := range s.models {
+		res, err := m.rt.Infer(partCtx, f)
+		elapsed := time.Since(captured)
+		o := &outs[i]
+		o.Name, o.Threshold = m.name, m.threshold
+		o.Model = store.Model{Name: m.info.Model.Name, Version: m.info.Model.Version, SHA256: m.info.Model.SHA256}
+		o.Provider = m.info.Provider
+		if res.Provider != "" {
+			o.Provider = res.Provider // changes when a background TensorRT build completes
+		}
+		o.Decision, o.Reason = decide(res.Score, err, m.threshold, elapsed, deadline)
+		if err == nil && !math.IsNaN(res.Score) && !math.IsInf(res.Score, 0) {
+			score := res.Score
+			o.Score = &score
+		}
+		v.Latency.PreprocessMs += ms(res.Timings.Preprocess)
+		v.Latency.InferMs += ms(res.Timings.Infer)
+		if decider < 0 || outranks(o, &outs[decider]) {
+			decider = i
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			// The part is late: the models left cannot decide it in time either.
+			for j := i + 1; j < len(s.models); j++ {
+				late := &outs[j]
+				late.Name, late.Threshold, late.Provider = s.models[j].name, s.models[j].threshold, s.models[j].info.Provider
+				late.Model = store.Model{Name: s.models[j].info.Model.Name, Version: s.models[j].info.Model.Version, SHA256: s.models[j].info.Model.SHA256}
+				late.Decision, late.Reason = store.NoDecision, "not run: the part's deadline passed"
+			}
+			break
+		}
+	}
+	v.Latency.DecideMs = ms(time.Since(captured))
+	d := outs[decider]
+	v.Decision, v.Reason, v.Score, v.Threshold, v.Model, v.Provider = d.Decision, d.Reason, d.Score, d.Threshold, d.Model, d.Provider
+	if len(s.models) > 1 {
+		v.Models = outs
+		if v.Decision != store.Pass {
+			v.Reason = d.Name + ": " + v.Reason
+		}
+	}
+	m := s.models[decider]
+	if !wantMap || v.Score == nil || m.info.MapWidth == 0 || f.Pix == nil {
+		return nil
+	}
+	// The runtime still holds this part's map: the set is held, and only this loop infers.
+	return &heatmap{values: m.rt.CopyMap(nil), width: m.info.MapWidth, height: m.info.MapHeight}
+}
+
+// outranks says whether model outcome a decides the part rather than b: FAIL over
+// NO_DECISION over PASS, then the higher score relative to its threshold.
+func outranks(a, b *store.ModelScore) bool {
+	rank := func(d string) int {
+		switch d {
+		case store.Fail:
+			return 2
+		case store.NoDecision:
+			return 1
+		}
+		return 0
+	}
+	if ra, rb := rank(a.Decision), rank(b.Decision); ra != rb {
+		return ra > rb
+	}
+	return relScore(a) > relScore(b)
+}
+
+func relScore(o *store.ModelScore) float64 {
+	if o.Score == nil || o.Threshold <= 0 {
+		return math.Inf(-1)
+	}
+	return *o.Score / o.Threshold
+}
