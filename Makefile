@@ -34,6 +34,7 @@ test: deps
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./camera/synth/
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run 'TestPLCServerThousandTriggers' ./agent/
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run 'TestPatchCore' ./models/
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run 'TestModelTrainEval' ./agent/cmd/takt/
 	$(GO) test -tags matprofile -count=1 -run MatProfile ./camera/
 
 # soak: the store-and-forward fault tests at length: outages of minutes, 20 SIGKILLs of the
