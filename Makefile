@@ -64,7 +64,7 @@ demo: build
 	bin/takt synth --out $(DEMO_DIR)/train --layout classes --good 30 --seed 1 --first 1001
 	bin/takt synth --out $(DEMO_DIR)/line --layout line --good 56 --defective 14 --seed 1 --first 1031 --video
 	bin/takt model train --data $(DEMO_DIR)/train --out $(DEMO_DIR)/model.onnx --name demo-part --version 1.0.0 \
-		--ignore $(DEMO_MARKING)
+		--ignore $(DEMO_MARKING) --width 256
 	@cp testdata/demo/agent.yaml $(DEMO_DIR)/agent.yaml
 	@packaging/demo-s3.sh start $(DEMO_DIR)
 	@packaging/demo-mqtt.sh start $(DEMO_DIR)
