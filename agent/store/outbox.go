@@ -185,7 +185,7 @@ func (s *Store) Ack(ctx context.Context, ids []uint64) error {
 				if err := tx.Bucket(bucketHeldLabels).Delete(k); err != nil {
 					return err
 				}
-				updated, err := json.Marshal(&v)
+				updated, err := patchRecord(data, map[string]any{"synced_at": v.SyncedAt, "label": v.Label})
 				if err != nil {
 					return err
 				}
