@@ -22,7 +22,7 @@ deps:
 	@packaging/install-deps.sh
 
 build: deps
-	$(GO) build -o bin/ ./agent/cmd/takt-agent ./agent/cmd/takt
+	$(GO) build -o bin/ ./agent/cmd/takt-agent ./agent/cmd/takt ./cloudsync/cmd/takt-cloud
 
 # test: every package under the race detector, except the synthetic-part renderer (pure
 # pixel loops, 10x slower under -race and single-goroutine); then the tests shortened under
@@ -34,10 +34,11 @@ test: deps
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./camera/synth/
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run 'TestPLCServerThousandTriggers' ./agent/
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run 'TestPatchCore' ./models/
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run 'TestModelTrainEval' ./agent/cmd/takt/
 	$(GO) test -tags matprofile -count=1 -run MatProfile ./camera/
 
 # soak: the store-and-forward fault tests at length: outages of minutes, 20 SIGKILLs of the
-# syncing agent (make test runs them shortened).
+# syncing agent, 20 of a store compacting online (make test runs them shortened).
 SOAK_TIMEOUT ?= 60m
 soak: deps
 	TAKT_SOAK=1 $(GO) test -race -count=1 -timeout $(SOAK_TIMEOUT) -run 'TestSync|TestCrash|TestImageQuota' -v ./agent/store/ ./agent/
@@ -54,27 +55,32 @@ bench: deps
 	@TAKT_FIGURES=1 $(GO) test -run '^TestFigures' -count=1 -v ./... | grep -E '^BENCH ' || { echo "bench: no figures printed"; exit 1; }
 
 # demo: synthetic parts -> starter model trained from good parts -> the agent inspects a
-# production run. DEMO_PARTS=N stops after N parts; without it the run loops until Ctrl-C.
+# production run (an operator labels its mistakes) -> takt-cloud ingests the uploads, the
+# labels trigger a retrain, the new signed bundle is registered and announced.
+# DEMO_PARTS=N stops after N parts; without it the run loops until Ctrl-C.
 demo: build
 	@mkdir -p $(DEMO_DIR)
 	@rm -rf $(DEMO_DIR)/data
 	bin/takt synth --out $(DEMO_DIR)/train --layout classes --good 30 --seed 1 --first 1001
 	bin/takt synth --out $(DEMO_DIR)/line --layout line --good 56 --defective 14 --seed 1 --first 1031 --video
 	bin/takt model train --data $(DEMO_DIR)/train --out $(DEMO_DIR)/model.onnx --name demo-part --version 1.0.0 \
-		--ignore $(DEMO_MARKING)
+		--ignore $(DEMO_MARKING) --width 256
 	@cp testdata/demo/agent.yaml $(DEMO_DIR)/agent.yaml
 	@packaging/demo-s3.sh start $(DEMO_DIR)
 	@packaging/demo-mqtt.sh start $(DEMO_DIR)
+	@packaging/demo-cloud.sh operator $(DEMO_DIR) $(DEMO_HTTP)
 	@echo "demo: operator page http://$(DEMO_HTTP)/  (metrics http://$(DEMO_HTTP)/metrics)"
 	set -a; . $(DEMO_DIR)/s3.env; . $(DEMO_DIR)/mqtt.env; set +a; \
-		trap 'packaging/demo-s3.sh stop $(DEMO_DIR); packaging/demo-mqtt.sh stop $(DEMO_DIR)' EXIT; \
-		TAKT_HTTP_LISTEN=$(DEMO_HTTP) bin/takt-agent --config $(DEMO_DIR)/agent.yaml $(if $(DEMO_PARTS),--max-parts $(DEMO_PARTS),) || [ $$? -eq 130 ]
+		trap 'packaging/demo-cloud.sh stop $(DEMO_DIR); packaging/demo-s3.sh stop $(DEMO_DIR); packaging/demo-mqtt.sh stop $(DEMO_DIR)' EXIT; \
+		TAKT_HTTP_LISTEN=$(DEMO_HTTP) bin/takt-agent --config $(DEMO_DIR)/agent.yaml $(if $(DEMO_PARTS),--max-parts $(DEMO_PARTS),) || [ $$? -eq 130 ] \
+		&& packaging/demo-cloud.sh run $(DEMO_DIR)
 	@bin/takt store backlog --data-dir $(DEMO_DIR)/data
 	@bin/takt eval --data-dir $(DEMO_DIR)/data --labels $(DEMO_DIR)/line/labels.csv
 	@echo "demo: $$(bin/takt store counts --data-dir $(DEMO_DIR)/data)"
 
 # package: dist/takt_<version>_<arch>.deb (nfpm) for PACKAGE_ARCHES; the host's arch is built
-# here, another needs TAKT_BIN_<arch>/TAKT_ORT_<arch> from a build on that arch (packaging/package.sh).
+# here, arm64 on amd64 is cross-built (packaging/cross-arm64.sh), another arch needs
+# TAKT_BIN_<arch>/TAKT_ORT_<arch> from a build on that arch (packaging/package.sh).
 PACKAGE_ARCHES ?= $(shell $(GO) env GOARCH)
 package: deps
 	packaging/package.sh $(PACKAGE_ARCHES)

@@ -98,6 +98,11 @@ var (
 	descEvictedUns = prometheus.NewDesc("takt_store_images_evicted_unsynced_total", "Evicted images that were not yet uploaded.", nil, nil)
 	descDropped    = prometheus.NewDesc("takt_store_images_dropped_total", "New images not stored: no room in the quota.", nil, nil)
 	descPruned     = prometheus.NewDesc("takt_store_records_pruned_total", "Synced verdict records removed by age or quota.", nil, nil)
+	descCompacted  = prometheus.NewDesc("takt_store_compactions_total", "Online compactions of the verdict database that swapped the file.", nil, nil)
+	descCompactAb  = prometheus.NewDesc("takt_store_compactions_abandoned_total", "Online compactions given up because the store was written during the copy.", nil, nil)
+	descCompactB   = prometheus.NewDesc("takt_store_compacted_bytes_total", "Bytes the online compactions took off the verdict database file.", nil, nil)
+	descCompactP   = prometheus.NewDesc("takt_store_compact_pause_seconds", "How long commits waited for the last online compaction's swap.", nil, nil)
+	descCompactPM  = prometheus.NewDesc("takt_store_compact_pause_max_seconds", "The longest such wait since the agent started.", nil, nil)
 	descBacklog    = prometheus.NewDesc("takt_sync_backlog_verdicts", "Verdicts waiting for upload.", nil, nil)
 	descBacklogB   = prometheus.NewDesc("takt_sync_backlog_bytes", "Bytes waiting for upload (records and images).", nil, nil)
 	descBacklogAge = prometheus.NewDesc("takt_sync_backlog_oldest_seconds", "Age of the oldest verdict waiting for upload; 0 when none.", nil, nil)
@@ -112,7 +117,7 @@ var (
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descModel, descProvider, descThreshold, descCamState, descCamFrames, descCamStalls,
 		descCamRecon, descCamDrop, descCamMiss, descDBBytes, descImgBytes, descImgQuota, descEvicted, descEvictedUns,
-		descDropped, descPruned, descBacklog, descBacklogB, descBacklogAge, descLink, descPLC, descReady, descHealthy,
+		descDropped, descPruned, descCompacted, descCompactAb, descCompactB, descCompactP, descCompactPM, descBacklog, descBacklogB, descBacklogAge, descLink, descPLC, descReady, descHealthy,
 		descLastCommit, descStart} {
 		ch <- d
 	}
@@ -149,6 +154,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descEvictedUns, float64(ss.ImagesEvictedUnsynced))
 	counter(descDropped, float64(ss.ImagesDropped))
 	counter(descPruned, float64(ss.RecordsPruned))
+	counter(descCompacted, float64(ss.Compactions))
+	counter(descCompactAb, float64(ss.CompactionsAbandoned))
+	counter(descCompactB, float64(ss.CompactedBytes))
+	gauge(descCompactP, ss.CompactPauseLast.Seconds())
+	gauge(descCompactPM, ss.CompactPauseMax.Seconds())
 	if b, err := l.st.Backlog(); err == nil {
 		gauge(descBacklog, float64(b.Count))
 		gauge(descBacklogB, float64(b.Bytes))

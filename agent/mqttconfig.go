@@ -124,3 +124,11 @@ func (m MQTTConfig) validate(station string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// MQTTConn is the station's broker connection settings, for tools that talk to the same
+// broker beside the agent (takt firmware watch), and its topics. Such a tool must use its
+// own client id.
+func (c Config) MQTTConn() (cloudsync.MQTTConfig, cloudsync.Topics, error) {
+	topics, err := cloudsync.NewTopics(c.MQTT.Site, c.MQTT.Line, c.Station)
+	return c.MQTT.conn(c.Station), topics, err
+}

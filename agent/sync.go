@@ -28,8 +28,8 @@ func (a *Agent) storeOptions() store.Options {
 }
 
 // startSync starts what runs beside the inspection loop, before the loop's
-// source opens (sinks before sources): the uploader when sync is enabled and
-// the store's pruning. The loop runs on the returned context, which ends when
+// source opens (sinks before sources): the uploader when sync is enabled, the
+// store's pruning and its online compaction (compact.go). The loop runs on the returned context, which ends when
 // ctx does or when one of them fails. stop ends them and returns the first
 // error; with drain (the source ended or max_parts was reached, ctx is not
 // done) it first waits up to sync.drain_timeout for the backlog to upload.
@@ -51,6 +51,7 @@ func (a *Agent) startSync(ctx context.Context, st *store.Store) (context.Context
 		g.Go(func() error { return up.Run(gctx) })
 	}
 	g.Go(func() error { return a.prune(gctx, st) })
+	g.Go(func() error { return a.compact(gctx, st) })
 	stop := func(drain bool) error {
 		if drain && up != nil && a.cfg.Sync.DrainTimeout > 0 && parent.Err() == nil {
 			a.drain(gctx, st)

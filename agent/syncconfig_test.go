@@ -20,6 +20,9 @@ store:
   images_max_age: 72h
   records_max_age: 2160h
   evict_unsynced: [debug]
+  compact_idle: 30m
+  compact_min_free: 256MiB
+  compact_min_free_ratio: 0.25
 sync:
   endpoint: https://s3.example.com
   bucket: line-3
@@ -46,6 +49,9 @@ sync:
 		{"store.records_max_bytes", cfg.Store.RecordsMaxBytes, cloudsync.ByteSize(100_000_000)},
 		{"store.records_max_age", cfg.Store.RecordsMaxAge, 90 * 24 * time.Hour},
 		{"store.evict_unsynced", len(cfg.Store.EvictUnsynced), 1},
+		{"store.compact_idle", cfg.Store.CompactIdle, 30 * time.Minute},
+		{"store.compact_min_free", cfg.Store.CompactMinFree, cloudsync.ByteSize(256 << 20)},
+		{"store.compact_min_free_ratio", cfg.Store.CompactMinFreeRatio, 0.25},
 		{"sync.endpoint", cfg.Sync.Endpoint, "https://s3.example.com"},
 		{"sync.bucket", cfg.Sync.Bucket, "line-3"},
 		{"sync.region from env", cfg.Sync.Region, "eu-central-1"},

@@ -76,6 +76,17 @@
 // give a much steadier threshold. The deployed model is trained on all images, so new good
 // parts typically score a little below GoodScores.
 //
+// # Few-shot trainer
+//
+// Train is what `takt model train` and the cloud trainer call: from a TrainSet (good
+// images, optional labeled defects) it trains the template, TrainPatchCore's memory bank
+// and their ensemble (MethodEnsemble: one graph, each score over its own threshold, the
+// larger counts), keeps the method with the best cross-validated AUROC (on the defects, or
+// on pseudo-defects drawn on held-out good images), moves the threshold to the best F1
+// when defects exist, and with enough of them adds a supervised head (logistic regression
+// in the graph, head.go). TrainedModel.Metrics carries the figures into the manifest.
+// EvaluateScores, ConfusionAt and BestF1Threshold are the evaluation helpers.
+//
 // # Caveats
 //
 // ONNX Runtime and OpenCV are cgo; without cgo the constructors return ErrNoCgo; bundles,

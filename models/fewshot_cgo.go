@@ -39,7 +39,7 @@ type calibrated struct {
 // may learn from); the threshold is calibrated on those held-out scores with margin; then
 // finalGraph builds the shipped model from all images, and it scores them too (what
 // Runtime.Infer returns for them). ctx stops it between folds.
-func crossValidate(ctx context.Context, what string, xs [][]float32, folds int, margin float64, threads int,
+func crossValidate(ctx context.Context, what string, xs [][]float32, folds int, margin float64, threads int, progress func(done, total int),
 	foldGraph func(use func(int) bool) ([]byte, error), finalGraph func(threshold float64) ([]byte, error)) (calibrated, error) {
 	n := len(xs)
 	c := calibrated{goodScores: make([]float64, n), trainScores: make([]float64, n)}
@@ -54,6 +54,9 @@ func crossValidate(ctx context.Context, what string, xs [][]float32, folds int, 
 		}
 		if err := scoreWith(data, ropts, xs, func(i int) bool { return i%folds == k }, c.goodScores); err != nil {
 			return c, fmt.Errorf("train %s: fold %d: %w", what, k, err)
+		}
+		if progress != nil {
+			progress(k+1, folds)
 		}
 	}
 	var err error

@@ -42,6 +42,11 @@ type PatchCoreOptions struct {
 	// LightingSigma is the Gaussian sigma, in model-input pixels, of the local brightness the
 	// image is divided by first (as in TemplateOptions); default Width/16; negative = off.
 	LightingSigma float64 `yaml:"lighting_sigma"`
+	// Downsample averages the input over Downsample x Downsample blocks first (in the
+	// graph), so a model can take a larger input (shared with the template in an ensemble)
+	// and work at a coarser scale; Sigmas, LightingSigma and Stride are then in pixels of
+	// the averaged image. Default 1: none.
+	Downsample int `yaml:"downsample"`
 	// Stride is the patch grid step in model-input pixels (even); default 4.
 	Stride int `yaml:"stride"`
 	// Pool is how pixel features are pooled into a patch: PoolMax (default) keeps thin
@@ -57,8 +62,15 @@ type PatchCoreOptions struct {
 	// MaxCandidates caps the patches the coreset is chosen from (a random subset beyond);
 	// default 30000.
 	MaxCandidates int `yaml:"max_candidates"`
-	// MapSigma is the Gaussian sigma smoothing the anomaly map; default Stride.
+	// MapSigma is the Gaussian sigma smoothing the anomaly map, in pixels of the averaged
+	// image (see Downsample); default Stride.
 	MapSigma float64 `yaml:"map_sigma"`
+	// K is how many nearest bank vectors a patch's distance is averaged over; default 1.
+	// K > 1 forgives a patch that matches one odd training patch (a stain seen once).
+	K int `yaml:"k"`
+	// ScoreTop is the fraction of the anomaly map whose mean is the image score; default 0:
+	// the maximum. A small fraction (0.01) weighs defect area, not one hot pixel.
+	ScoreTop float64 `yaml:"score_top"`
 	// Folds for threshold cross-validation; default min(n, 10).
 	Folds int `yaml:"folds"`
 	// Margin over the highest cross-validated good score; default 0.25.
@@ -68,8 +80,10 @@ type PatchCoreOptions struct {
 	// Seed drives the coreset's first pick and the candidate subset.
 	Seed uint64 `yaml:"seed"`
 	// Threads is ONNX Runtime's intra-op thread count while training; 0 = its default.
-	Threads   int       `yaml:"threads"`
-	TrainedAt time.Time `yaml:"-"`
+	Threads int `yaml:"threads"`
+	// Progress, when set, is called after each cross-validation fold (done of total).
+	Progress  func(done, total int) `yaml:"-"`
+	TrainedAt time.Time             `yaml:"-"`
 }
 
 // Patch pooling of PatchCoreOptions.Pool.
@@ -124,6 +138,15 @@ func patchCorePlan(good []camera.Frame, opts PatchCoreOptions) (PatchCoreOptions
 	if opts.Folds == 0 {
 		opts.Folds = min(len(good), maxFolds)
 	}
+	if opts.K == 0 {
+		opts.K = 1
+	}
+	if opts.Downsample == 0 {
+		opts.Downsample = 1
+	}
+	if opts.Downsample < 1 || opts.Downsample > 8 {
+		return opts, InputShape{}, fmt.Errorf("train patchcore: downsample %d: want 1..8", opts.Downsample)
+	}
 	if opts.TrainedAt.IsZero() {
 		opts.TrainedAt = time.Now()
 	}
@@ -138,26 +161,29 @@ func patchCorePlan(good []camera.Frame, opts PatchCoreOptions) (PatchCoreOptions
 		opts.Width = int(math.Round(float64(opts.Height) * a0))
 	}
 	s := opts.Stride
+	ds := opts.Downsample
 	if s > 0 {
-		opts.Width -= opts.Width % s
-		opts.Height -= opts.Height % s
+		opts.Width -= opts.Width % (s * ds)
+		opts.Height -= opts.Height % (s * ds)
 	}
 	if opts.LightingSigma == 0 {
-		opts.LightingSigma = float64(opts.Width) / 16
+		opts.LightingSigma = float64(opts.Width/ds) / 16
 	}
 	in := InputShape{Channels: 1, Height: opts.Height, Width: opts.Width}
 	r := filterRadius(opts.Sigmas)
+	// Checks of the feature stage are on the averaged size (fw x fh).
+	fw, fh := opts.Width/ds, opts.Height/ds
 	switch {
 	case s < 2 || s > 16 || s%2 != 0:
 		return opts, in, fmt.Errorf("train patchcore: stride %d: want an even number 2..16", s)
-	case opts.Width < 4*s || opts.Height < 4*s || opts.Width > 1024 || opts.Height > 1024:
-		return opts, in, fmt.Errorf("train patchcore: input size %dx%d: want 4*stride..1024", opts.Width, opts.Height)
-	case r >= min(opts.Width, opts.Height):
-		return opts, in, fmt.Errorf("train patchcore: sigmas %v need a %d px border, too wide for %dx%d", opts.Sigmas, r, opts.Width, opts.Height)
+	case fw < 4*s || fh < 4*s || opts.Width > 1024 || opts.Height > 1024:
+		return opts, in, fmt.Errorf("train patchcore: input size %dx%d (downsample %d): want 4*stride..1024", opts.Width, opts.Height, ds)
+	case r >= min(fw, fh):
+		return opts, in, fmt.Errorf("train patchcore: sigmas %v need a %d px border, too wide for %dx%d", opts.Sigmas, r, fw, fh)
 	case !sigmasValid(opts.Sigmas):
 		return opts, in, fmt.Errorf("train patchcore: sigmas %v: want each in 0.5..8", opts.Sigmas)
-	case opts.LightingSigma > 0 && (opts.LightingSigma < 1 || 2*blurRadius(opts.LightingSigma) >= min(opts.Width, opts.Height)):
-		return opts, in, fmt.Errorf("train patchcore: lighting_sigma %g: want >= 1 and a border below half of %dx%d", opts.LightingSigma, opts.Width, opts.Height)
+	case opts.LightingSigma > 0 && (opts.LightingSigma < 1 || 2*blurRadius(opts.LightingSigma) >= min(fw, fh)):
+		return opts, in, fmt.Errorf("train patchcore: lighting_sigma %g: want >= 1 and a border below half of %dx%d", opts.LightingSigma, fw, fh)
 	case opts.Pool != PoolMax && opts.Pool != PoolMean:
 		return opts, in, fmt.Errorf("train patchcore: pool %q: want %q or %q", opts.Pool, PoolMax, PoolMean)
 	case opts.BankSize < 1 || opts.BankSize > 20000:
@@ -166,7 +192,7 @@ func patchCorePlan(good []camera.Frame, opts PatchCoreOptions) (PatchCoreOptions
 		return opts, in, fmt.Errorf("train patchcore: max_candidates %d: want >= bank_size %d", opts.MaxCandidates, opts.BankSize)
 	case opts.PositionWeight < 0 || opts.PositionWeight > 1000:
 		return opts, in, fmt.Errorf("train patchcore: position_weight %g: want 0..1000", opts.PositionWeight)
-	case opts.MapSigma < 0.3 || 2*blurRadius(opts.MapSigma) >= min(opts.Width, opts.Height):
+	case opts.MapSigma < 0.3 || 2*blurRadius(opts.MapSigma*float64(ds)) >= min(opts.Width, opts.Height):
 		return opts, in, fmt.Errorf("train patchcore: map_sigma %g: want >= 0.3 and a border below half of %dx%d", opts.MapSigma, opts.Width, opts.Height)
 	case opts.Folds < 2 || opts.Folds > len(good):
 		return opts, in, fmt.Errorf("train patchcore: folds %d: want 2..%d (the number of good images)", opts.Folds, len(good))
@@ -176,6 +202,10 @@ func patchCorePlan(good []camera.Frame, opts PatchCoreOptions) (PatchCoreOptions
 		return opts, in, fmt.Errorf("train patchcore: ignore: every region needs 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, got %v", opts.Ignore)
 	case opts.Threads < 0:
 		return opts, in, fmt.Errorf("train patchcore: threads %d: want >= 0", opts.Threads)
+	case opts.K < 1 || opts.K > 64 || opts.K > opts.BankSize:
+		return opts, in, fmt.Errorf("train patchcore: k %d: want 1..64 and <= bank_size", opts.K)
+	case opts.ScoreTop < 0 || opts.ScoreTop >= 1:
+		return opts, in, fmt.Errorf("train patchcore: score_top %g: want 0 (max) or a fraction below 1", opts.ScoreTop)
 	}
 	return opts, in, nil
 }
@@ -231,7 +261,8 @@ func filterBank(sigmas []float64) (w []float32, channels, k int) {
 // patchDims is the patch grid (rows, columns) and the feature count before position.
 func patchDims(in InputShape, opts PatchCoreOptions) (h, w, d int) {
 	_, c, _ := filterBank(opts.Sigmas)
-	return in.Height / opts.Stride, in.Width / opts.Stride, 2 * c
+	ds := max(1, opts.Downsample)
+	return in.Height / ds / opts.Stride, in.Width / ds / opts.Stride, 2 * c
 }
 
 // addPatchFeatures adds the raw patch features of "image" as "patch" [1,D,h,w].
@@ -241,11 +272,15 @@ func addPatchFeatures(g *onnxgraph.Graph, in InputShape, opts PatchCoreOptions) 
 	g.Initializer("in_scale", []int64{1}, []float32{1})
 	g.Initializer("in_bias", []int64{1}, []float32{0})
 	src := "image"
+	if ds := int64(opts.Downsample); ds > 1 {
+		g.Node("AveragePool", []string{"image"}, []string{"image_small"}, onnxgraph.Ints("kernel_shape", ds, ds), onnxgraph.Ints("strides", ds, ds))
+		src = "image_small"
+	}
 	if opts.LightingSigma > 0 {
-		addBlur(g, "light", "image", "light", opts.LightingSigma)
+		addBlur(g, "light", src, "light", opts.LightingSigma)
 		g.Initializer("light_floor", []int64{1}, []float32{lightingFloor})
 		g.Node("Max", []string{"light", "light_floor"}, []string{"light_floored"})
-		g.Node("Div", []string{"image", "light_floored"}, []string{"lit"})
+		g.Node("Div", []string{src, "light_floored"}, []string{"lit"})
 		src = "lit"
 	}
 	g.Node("InstanceNormalization", []string{src, "in_scale", "in_bias"}, []string{"x"}, onnxgraph.Float("epsilon", 1e-4))
@@ -289,6 +324,13 @@ func (b *patchBank) size() int { return len(b.vectors) / b.dim }
 
 // patchCoreGraph is the scoring model for bank.
 func patchCoreGraph(in InputShape, opts PatchCoreOptions, bank *patchBank, meta [][2]string) ([]byte, error) {
+	return patchCoreHeadGraph(in, opts, bank, nil, false, meta)
+}
+
+// patchCoreHeadGraph is the scoring model for bank; with head, score is the supervised
+// head's defect probability instead of the map's score; with headOut, the graph also
+// outputs the head's input vector "head_in" [1,headDim] (for training the head).
+func patchCoreHeadGraph(in InputShape, opts PatchCoreOptions, bank *patchBank, head *linearHead, headOut bool, meta [][2]string) ([]byte, error) {
 	g := onnxgraph.New(opts.Name)
 	g.SetDoc("Takt PatchCore-like anomaly model: filter-bank patch features, nearest-neighbour distance to a coreset memory bank.")
 	dims := []int64{1, 1, int64(in.Height), int64(in.Width)}
@@ -318,31 +360,73 @@ func patchCoreGraph(in InputShape, opts PatchCoreOptions, bank *patchBank, meta 
 	g.Node("MatMul", []string{"rows", "bank_t"}, []string{"dot"})   // [P,M]
 	g.Node("Mul", []string{"dot", "minus_two"}, []string{"dot2"})   // -2ab
 	g.Node("Add", []string{"dot2", "bank_sq"}, []string{"partial"}) // |b|^2 - 2ab
-	g.Node("ReduceMin", []string{"partial"}, []string{"nearest"}, onnxgraph.Ints("axes", 1), onnxgraph.Int("keepdims", 1))
 	g.Node("Mul", []string{"rows", "rows"}, []string{"rows_sq"})
 	g.Node("MatMul", []string{"rows_sq", "ones_d"}, []string{"row_sq"}) // |a|^2, [P,1]
-	g.Node("Add", []string{"nearest", "row_sq"}, []string{"d2"})
-	g.Node("Max", []string{"d2", "zero"}, []string{"d2_pos"})
-	g.Node("Sqrt", []string{"d2_pos"}, []string{"dist"})
+	k := min(opts.K, bank.size())
+	if k <= 1 {
+		g.Node("ReduceMin", []string{"partial"}, []string{"nearest"}, onnxgraph.Ints("axes", 1), onnxgraph.Int("keepdims", 1))
+		g.Node("Add", []string{"nearest", "row_sq"}, []string{"d2"})
+		g.Node("Max", []string{"d2", "zero"}, []string{"d2_pos"})
+		g.Node("Sqrt", []string{"d2_pos"}, []string{"dist"})
+	} else {
+		// The k smallest of |b|^2 - 2ab are the k largest of its negation.
+		g.InitializerInt64("knn_k", []int64{1}, []int64{int64(k)})
+		g.Node("Neg", []string{"partial"}, []string{"partial_neg"})
+		g.Node("TopK", []string{"partial_neg", "knn_k"}, []string{"nearest_neg", "nearest_idx"}, onnxgraph.Int("axis", 1))
+		g.Node("Sub", []string{"row_sq", "nearest_neg"}, []string{"d2"}) // [P,k]
+		g.Node("Max", []string{"d2", "zero"}, []string{"d2_pos"})
+		g.Node("Sqrt", []string{"d2_pos"}, []string{"dist_k"})
+		g.Node("ReduceMean", []string{"dist_k"}, []string{"dist"}, onnxgraph.Ints("axes", 1), onnxgraph.Int("keepdims", 1))
+	}
 	g.InitializerInt64("grid_shape", []int64{4}, []int64{1, 1, int64(h), int64(w)})
 	g.Node("Reshape", []string{"dist", "grid_shape"}, []string{"dist_grid"})
 	g.InitializerInt64("map_size", []int64{4}, dims)
 	g.Node("Resize", []string{"dist_grid", "", "", "map_size"}, []string{"dist_full"},
 		onnxgraph.String("mode", "linear"), onnxgraph.String("coordinate_transformation_mode", "half_pixel"))
-	addBlur(g, "map_blur", "dist_full", "map_smooth", opts.MapSigma)
+	addBlur(g, "map_blur", "dist_full", "map_smooth", opts.MapSigma*float64(max(1, opts.Downsample))) // at the input size
 	if len(opts.Ignore) > 0 {
 		g.Initializer("judge_mask", dims, ignoreMask(in, opts.Ignore))
 		g.Node("Mul", []string{"map_smooth", "judge_mask"}, []string{"anomaly_map"})
 	} else {
 		g.Node("Identity", []string{"map_smooth"}, []string{"anomaly_map"})
 	}
-	g.Node("ReduceMax", []string{"anomaly_map"}, []string{"score"}, onnxgraph.Ints("axes", 1, 2, 3), onnxgraph.Int("keepdims", 0))
+	switch {
+	case head == nil && !headOut:
+		addImageScore(g, in, opts.ScoreTop, "anomaly_map", "score")
+	default:
+		addImageScore(g, in, opts.ScoreTop, "anomaly_map", "map_score")
+		addHeadInput(g, d)
+		if head == nil {
+			g.Node("Identity", []string{"map_score"}, []string{"score"})
+		} else {
+			addHead(g, head)
+		}
+	}
+	if headOut {
+		g.Output("head_in", 1, int64(headDim(d)))
+	}
 	g.Output("score", 1)
 	g.Output("anomaly_map", dims...)
 	for _, kv := range meta {
 		g.Meta(kv[0], kv[1])
 	}
 	return g.Marshal()
+}
+
+// addImageScore reduces the map to the image score: its maximum, or with top in (0,1) the
+// mean of its highest top fraction of pixels.
+func addImageScore(g *onnxgraph.Graph, in InputShape, top float64, mapName, out string) {
+	n := int64(in.Height * in.Width)
+	k := int64(math.Round(top * float64(n)))
+	if top <= 0 || k <= 1 {
+		g.Node("ReduceMax", []string{mapName}, []string{out}, onnxgraph.Ints("axes", 1, 2, 3), onnxgraph.Int("keepdims", 0))
+		return
+	}
+	g.InitializerInt64("score_flat", []int64{2}, []int64{1, n})
+	g.Node("Reshape", []string{mapName, "score_flat"}, []string{"score_pixels"})
+	g.InitializerInt64("score_k", []int64{1}, []int64{k})
+	g.Node("TopK", []string{"score_pixels", "score_k"}, []string{"score_top", "score_top_idx"}, onnxgraph.Int("axis", 1))
+	g.Node("ReduceMean", []string{"score_top"}, []string{out}, onnxgraph.Ints("axes", 1), onnxgraph.Int("keepdims", 0))
 }
 
 func positionGrid(h, w int, weight float64) []float32 {
@@ -513,7 +597,7 @@ func patchCoreMeta(opts PatchCoreOptions, in InputShape, threshold float64, imag
 		{metaThreshold, strconv.FormatFloat(threshold, 'g', -1, 64)},
 		{metaTrainedImages, strconv.Itoa(images)},
 		{metaTrainedAt, opts.TrainedAt.UTC().Format(time.RFC3339)},
-		{metaMethod, fmt.Sprintf("patchcore sigmas=%v lighting_sigma=%g stride=%d pool=%s position_weight=%g bank=%d map_sigma=%g folds=%d margin=%g ignore=%v",
-			opts.Sigmas, opts.LightingSigma, opts.Stride, opts.Pool, opts.PositionWeight, bankSize, opts.MapSigma, opts.Folds, opts.Margin, opts.Ignore)},
+		{metaMethod, fmt.Sprintf("patchcore downsample=%d sigmas=%v lighting_sigma=%g stride=%d pool=%s position_weight=%g bank=%d k=%d map_sigma=%g score_top=%g folds=%d margin=%g ignore=%v",
+			opts.Downsample, opts.Sigmas, opts.LightingSigma, opts.Stride, opts.Pool, opts.PositionWeight, bankSize, opts.K, opts.MapSigma, opts.ScoreTop, opts.Folds, opts.Margin, opts.Ignore)},
 	}
 }

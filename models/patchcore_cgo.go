@@ -31,20 +31,22 @@ func TrainPatchCore(ctx context.Context, good []camera.Frame, opts PatchCoreOpti
 	if err != nil {
 		return nil, fmt.Errorf("train patchcore: %w", err)
 	}
-	c, err := crossValidate(ctx, "patchcore", xs, opts.Folds, opts.Margin, opts.Threads,
+	final := func(threshold float64) ([]byte, error) {
+		bank := buildBank(feats, h, w, d, func(int) bool { return true }, opts)
+		return patchCoreGraph(in, opts, bank, patchCoreMeta(opts, in, threshold, len(good), bank.size()))
+	}
+	c, err := crossValidate(ctx, "patchcore", xs, opts.Folds, opts.Margin, opts.Threads, opts.Progress,
 		func(use func(int) bool) ([]byte, error) {
 			return patchCoreGraph(in, opts, buildBank(feats, h, w, d, use, opts), nil)
 		},
-		func(threshold float64) ([]byte, error) {
-			bank := buildBank(feats, h, w, d, func(int) bool { return true }, opts)
-			return patchCoreGraph(in, opts, bank, patchCoreMeta(opts, in, threshold, len(good), bank.size()))
-		})
+		final)
 	if err != nil {
 		return nil, err
 	}
 	return &TrainedModel{
 		ONNX: c.onnx, Name: opts.Name, Version: opts.Version, Input: in, Threshold: c.threshold,
 		GoodScores: c.goodScores, TrainScores: c.trainScores, Folds: opts.Folds, TrainedAt: opts.TrainedAt,
+		Method: MethodPatchCore, regraph: final,
 	}, nil
 }
 

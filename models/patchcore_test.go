@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"image"
 	"image/jpeg"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -168,77 +167,6 @@ func resizeGray(img image.Image, size int) camera.Frame {
 		}
 	}
 	return f
-}
-
-// TestFiguresPatchCoreMagneticTile prints, for `make bench`, the held-out image AUROC on the
-// real magnetic-tile images (the project's shared/ folder beside the checkout) of the
-// template and PatchCore trained on good images only. Split 1 is the split the PatchCore
-// settings were chosen on; split 2, a second draw, is the fairer figure and the BENCH line.
-func TestFiguresPatchCoreMagneticTile(t *testing.T) {
-	if os.Getenv("TAKT_FIGURES") != "1" {
-		t.Skip("figures run with TAKT_FIGURES=1 (make bench)")
-	}
-	if _, err := os.Stat(filepath.Join(magneticTile, "good")); err != nil {
-		t.Fatalf("magnetic-tile dataset not found (the project's shared/ folder must sit beside the checkout): %v", err)
-	}
-	const size = 128
-	allGood := loadTiles(t, filepath.Join(magneticTile, "good"), size)
-	var defects []camera.Frame
-	var kinds []string
-	var counts []int
-	for _, k := range []string{"blowhole", "break", "crack", "fray", "uneven"} {
-		fs := loadTiles(t, filepath.Join(magneticTile, k), size)
-		defects = append(defects, fs...)
-		kinds = append(kinds, k)
-		counts = append(counts, len(fs))
-	}
-	ctx := context.Background()
-	// Split 1 is the one the configurations were compared on; split 2 is a second draw.
-	for split := uint64(1); split <= 2; split++ {
-		good := slices.Clone(allGood)
-		rng := rand.New(rand.NewPCG(split, 2))
-		rng.Shuffle(len(good), func(i, j int) { good[i], good[j] = good[j], good[i] })
-		nTrain := min(100, len(good)*2/3)
-		train, heldGood := good[:nTrain], good[nTrain:]
-		t.Logf("magnetic-tile split %d: %d good for training, %d held-out good, %d defective", split, len(train), len(heldGood), len(defects))
-		trainers := []struct {
-			name  string
-			train func() (*TrainedModel, error)
-		}{
-			{"template-128", func() (*TrainedModel, error) {
-				return TrainTemplate(ctx, train, TemplateOptions{Name: "template-128", Width: 128, Threads: 2})
-			}},
-			{"template-64", func() (*TrainedModel, error) {
-				return TrainTemplate(ctx, train, TemplateOptions{Name: "template-64", Width: 64, Threads: 2})
-			}},
-			{"patchcore-64", func() (*TrainedModel, error) {
-				return TrainPatchCore(ctx, train, PatchCoreOptions{Name: "patchcore-64", Width: 64, PositionWeight: 256, MapSigma: 2, Threads: 2})
-			}},
-		}
-		for _, tr := range trainers {
-			start := time.Now()
-			m, err := tr.train()
-			if err != nil {
-				t.Fatalf("%s: %v", tr.name, err)
-			}
-			took := time.Since(start)
-			g := scoreFrames(t, m, heldGood)
-			d := scoreFrames(t, m, defects)
-			var perKind []string
-			at := 0
-			for i, k := range kinds {
-				perKind = append(perKind, k+"="+ftoa(EvaluateScores(g, d[at:at+counts[i]])))
-				at += counts[i]
-			}
-			_, bestF1 := BestF1Threshold(g, d)
-			if split == 2 && tr.name == "patchcore-64" {
-				fmt.Printf("BENCH auroc_magnetic_tile_unsupervised=%.3f\n", EvaluateScores(g, d))
-			}
-			t.Logf("magnetic-tile split %d %s: train %v, auroc=%.3f (%s), f1 at threshold %.3f, best f1 %.3f",
-				split, m.Name, took.Round(time.Millisecond), EvaluateScores(g, d), strings.Join(perKind, " "),
-				F1AtThreshold(g, d, m.Threshold), bestF1)
-		}
-	}
 }
 
 // With a bank of every training patch, each training image's patches are in the bank, so

@@ -61,6 +61,8 @@ type TemplateOptions struct {
 	Ignore []Region `yaml:"ignore"`
 	// Threads is ONNX Runtime's intra-op thread count while training; 0 = its default.
 	Threads int `yaml:"threads"`
+	// Progress, when set, is called after each cross-validation fold (done of total).
+	Progress func(done, total int) `yaml:"-"`
 	// TrainedAt is written as takt.trained_at; default time.Now().
 	TrainedAt time.Time `yaml:"-"`
 }
@@ -118,6 +120,18 @@ type TrainedModel struct {
 	TrainScores []float64
 	Folds       int // cross-validation folds; == number of images for leave-one-out
 	TrainedAt   time.Time
+	// Method is the trainer that made the model: MethodTemplate or MethodPatchCore.
+	Method string
+	// Supervised is true when a head trained on labeled defects computes the score (a
+	// defect probability, 0..1).
+	Supervised bool
+	// Metrics are training figures added to the manifest's metrics (Train sets them: the
+	// cross-validated AUROC of each candidate method, F1 at the threshold, timings).
+	Metrics map[string]float64
+
+	// regraph rebuilds ONNX with another threshold in its metadata (Train moves the
+	// threshold to the best F1 when labeled defects exist).
+	regraph func(threshold float64) ([]byte, error)
 }
 
 // SHA256 is the hex sha256 of the ONNX bytes, as Runtime's ModelInfo reports it.
@@ -144,9 +158,17 @@ func (m *TrainedModel) Manifest() (Manifest, error) {
 		Outputs:    OutputSpec{Score: "score", Map: "anomaly_map"},
 		Thresholds: Thresholds{Fail: m.Threshold},
 		Opset:      int(h.opset),
-		Metrics: map[string]float64{"good_images": float64(len(m.GoodScores)), "folds": float64(m.Folds),
-			"good_score_max": slices.Max(m.GoodScores)},
+		Metrics:    m.manifestMetrics(),
 	}, nil
+}
+
+func (m *TrainedModel) manifestMetrics() map[string]float64 {
+	out := map[string]float64{"good_images": float64(len(m.GoodScores)), "folds": float64(m.Folds),
+		"good_score_max": slices.Max(m.GoodScores)}
+	for k, v := range m.Metrics {
+		out[k] = v
+	}
+	return out
 }
 
 // WriteFile writes the ONNX model to path atomically: a temp file in the same folder,

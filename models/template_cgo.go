@@ -31,15 +31,16 @@ func TrainTemplate(ctx context.Context, good []camera.Frame, opts TemplateOption
 		return nil, fmt.Errorf("train template: %w", err)
 	}
 	folds := min(len(good), maxFolds)
-	c, err := crossValidate(ctx, "template", xs, folds, opts.Margin, opts.Threads,
+	final := func(threshold float64) ([]byte, error) {
+		mean, std := pixelStats(blurred, in, func(int) bool { return true }, opts.MinStd, opts.PoseJitter)
+		return templateGraph(in, opts, mean, std, templateMeta(opts, in, threshold, len(good)))
+	}
+	c, err := crossValidate(ctx, "template", xs, folds, opts.Margin, opts.Threads, opts.Progress,
 		func(use func(int) bool) ([]byte, error) {
 			mean, std := pixelStats(blurred, in, use, opts.MinStd, opts.PoseJitter)
 			return templateGraph(in, opts, mean, std, nil)
 		},
-		func(threshold float64) ([]byte, error) {
-			mean, std := pixelStats(blurred, in, func(int) bool { return true }, opts.MinStd, opts.PoseJitter)
-			return templateGraph(in, opts, mean, std, templateMeta(opts, in, threshold, len(good)))
-		})
+		final)
 	if err != nil {
 		return nil, err
 	}
@@ -53,6 +54,8 @@ func TrainTemplate(ctx context.Context, good []camera.Frame, opts TemplateOption
 		TrainScores: c.trainScores,
 		Folds:       folds,
 		TrainedAt:   opts.TrainedAt,
+		Method:      MethodTemplate,
+		regraph:     final,
 	}, nil
 }
 

@@ -13,17 +13,8 @@ cmd=${1:-}; dir=${2:-}
 root=$(cd "$(dirname "$0")/.." && pwd)
 state=$dir/mqtt
 
-kill_pid() {
-	local pidfile=$1
-	[ -f "$pidfile" ] || return 0
-	local pid; pid=$(cat "$pidfile")
-	if kill -0 "$pid" 2>/dev/null; then
-		kill "$pid" 2>/dev/null || true
-		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "$pid" 2>/dev/null || true
-	fi
-	rm -f "$pidfile"
-}
+# shellcheck source=demo-lib.sh
+. "$(dirname "$0")/demo-lib.sh"
 
 stop() {
 	if [ -f "$state/console.pid" ] && [ -f "$dir/alerts.log" ]; then

@@ -5,9 +5,10 @@
 # The agent links OpenCV through cgo, so each architecture's binaries come from a build on
 # that architecture (or a cross toolchain with that architecture's OpenCV):
 #   - the host architecture is built here (go build, cgo);
-#   - another architecture needs TAKT_BIN_<arch>=DIR holding takt-agent and takt built there
-#     (e.g. "make build" on a Jetson, then copy bin/), and TAKT_ORT_<arch>=libonnxruntime.so.1
-#     for it; without them the script stops with a message saying so.
+#   - arm64 on an amd64 host is cross-built by packaging/cross-arm64.sh against a Debian 12
+#     arm64 sysroot and checked under qemu;
+#   - or TAKT_BIN_<arch>=DIR holding takt-agent and takt built on that architecture (e.g.
+#     "make build" on the box, then copy bin/), with TAKT_ORT_<arch>=libonnxruntime.so.1.
 # TAKT_VERSION defaults to agent.Version; TAKT_DIST (default dist) is the output folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,26 +24,28 @@ for arch in "$@"; do
 	binvar="TAKT_BIN_$arch" ortvar="TAKT_ORT_$arch"
 	bin=${!binvar:-} ort=${!ortvar:-}
 	if [[ -z $bin ]]; then
-		if [[ $arch != "$host" ]]; then
+		bin=$dist/$arch/bin
+		mkdir -p "$bin"
+		if [[ $arch == "$host" ]]; then
+			$GO build -trimpath -ldflags "-X github.com/takt-edge/takt/agent.Version=$version" -o "$bin/" ./agent/cmd/takt-agent ./agent/cmd/takt
+		elif [[ $arch == arm64 && $host == amd64 ]]; then
+			TAKT_LDFLAGS="-X github.com/takt-edge/takt/agent.Version=$version" packaging/cross-arm64.sh "$bin"
+			ort=${ort:-$dist/$arch/lib/libonnxruntime.so.1}
+		else
 			echo "package: $arch: the agent needs cgo + OpenCV for $arch; build it on a $arch box (make build)" >&2
 			echo "package: and set TAKT_BIN_$arch=<folder with takt-agent and takt> TAKT_ORT_$arch=<libonnxruntime.so.1>" >&2
 			exit 3
 		fi
-		bin=$dist/$arch/bin
-		mkdir -p "$bin"
-		$GO build -trimpath -ldflags "-X github.com/takt-edge/takt/agent.Version=$version" -o "$bin/" ./agent/cmd/takt-agent ./agent/cmd/takt
 	fi
 	if [[ -z $ort ]]; then
 		ort=${ONNXRUNTIME_LIB:-.deps/lib/libonnxruntime.so.1}
 		[[ $arch == "$host" ]] || { echo "package: $arch: set TAKT_ORT_$arch" >&2; exit 3; }
 	fi
 	[[ -x $bin/takt-agent && -x $bin/takt && -f $ort ]] || { echo "package: $arch: missing $bin/takt-agent, $bin/takt or $ort" >&2; exit 3; }
-	case $arch in
-	amd64) deps=(libopencv-core406 libopencv-imgproc406 libopencv-imgcodecs406 libopencv-videoio406
+	# Both architectures link Debian 12's OpenCV 4.6 (sonames *.406).
+	deps=(libopencv-core406 libopencv-imgproc406 libopencv-imgcodecs406 libopencv-videoio406
 		libopencv-video406 libopencv-highgui406 libopencv-calib3d406 libopencv-features2d406
-		libopencv-objdetect406 libopencv-dnn406 libopencv-photo406 passwd) ;;
-	arm64) deps=("libopencv (>= 4.5) | libopencv-core406" passwd) ;;
-	esac
+		libopencv-objdetect406 libopencv-dnn406 libopencv-photo406 passwd)
 	cfg=$dist/nfpm-$arch.yaml
 	{
 		while IFS= read -r line; do

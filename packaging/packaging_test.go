@@ -76,14 +76,15 @@ func TestDeb(t *testing.T) {
 				entries[strings.TrimPrefix(f[5], ".")] = f[0]
 			}
 			for path, mode := range map[string]string{
-				"/usr/lib/takt/takt-agent":               "-rwxr-xr-x",
-				"/usr/bin/takt":                          "-rwxr-xr-x",
-				"/lib/systemd/system/takt-agent.service": "-rw-r--r--",
-				"/etc/takt/agent.yaml":                   "-rw-r-----",
-				"/opt/takt/lib/libonnxruntime.so.1":      "-rw-r--r--",
-				"/opt/takt/lib/libonnxruntime.so":        "l",
-				"/var/lib/takt/":                         "d",
-				"/etc/takt/keys/":                        "d",
+				"/usr/lib/takt/takt-agent":                  "-rwxr-xr-x",
+				"/usr/bin/takt":                             "-rwxr-xr-x",
+				"/lib/systemd/system/takt-agent.service":    "-rw-r--r--",
+				"/lib/systemd/system/takt-firmware.service": "-rw-r--r--",
+				"/etc/takt/agent.yaml":                      "-rw-r-----",
+				"/opt/takt/lib/libonnxruntime.so.1":         "-rw-r--r--",
+				"/opt/takt/lib/libonnxruntime.so":           "l",
+				"/var/lib/takt/":                            "d",
+				"/etc/takt/keys/":                           "d",
 			} {
 				got, ok := entries[path]
 				if !ok || !strings.HasPrefix(got, mode) {
@@ -115,40 +116,51 @@ func TestDeb(t *testing.T) {
 	}
 }
 
-// TestSystemdUnit runs the packaged unit through systemd-analyze verify. verify checks that
-// ExecStart's binary exists, so the copy it checks starts a stand-in binary; every other line
-// is the unit's.
-func TestSystemdUnit(t *testing.T) {
+// TestSystemdUnits runs the packaged units through systemd-analyze verify. verify checks
+// that ExecStart's binary exists, so the copy it checks starts a stand-in binary; every other
+// line is the unit's.
+func TestSystemdUnits(t *testing.T) {
 	sa := need(t, "systemd-analyze", "systemd")
-	unit, err := os.ReadFile("systemd/takt-agent.service")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"Type=notify", "WatchdogSec=", "Restart=on-failure", "User=takt", "NoNewPrivileges=yes",
-		"ProtectSystem=strict", "ReadWritePaths=/var/lib/takt", "ExecStart=/opt/takt/current/bin/takt-agent "} {
-		if !strings.Contains(string(unit), want) {
-			t.Errorf("takt-agent.service: no %q", want)
-		}
-	}
-	dir := t.TempDir()
-	agent := filepath.Join(dir, "takt-agent")
-	if err := os.WriteFile(agent, []byte("#!/bin/sh\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	patched := strings.Replace(string(unit), "/opt/takt/current/bin/takt-agent", agent, 1)
-	path := filepath.Join(dir, "takt-agent.service")
-	if err := os.WriteFile(path, []byte(patched), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(sa, "verify", path).CombinedOutput()
-	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
-		t.Errorf("systemd-analyze verify: %v, output:\n%s\nwant success and no warnings", err, out)
-	}
-	// The check itself must be able to fail: an unknown key is reported.
-	bad := filepath.Join(dir, "bad.service")
-	os.WriteFile(bad, []byte(patched+"\n[Service]\nWatchDogSec=1\n"), 0o644)
-	if out, _ := exec.Command(sa, "verify", bad).CombinedOutput(); !strings.Contains(string(out), "WatchDogSec") {
-		t.Errorf("systemd-analyze verify of a misspelt key: output %q, want it named", out)
+	for _, u := range []struct {
+		name, exec string
+		want       []string
+	}{
+		{"takt-agent.service", "/opt/takt/current/bin/takt-agent", []string{"Type=notify", "WatchdogSec=", "Restart=on-failure",
+			"User=takt", "NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=/var/lib/takt", "ExecStart=/opt/takt/current/bin/takt-agent "}},
+		{"takt-firmware.service", "/usr/bin/takt", []string{"ExecStart=/usr/bin/takt firmware watch ", "Restart=on-failure",
+			"ConditionPathExists=/etc/takt/keys/release.pub", "ReadWritePaths=/opt/takt", "NoNewPrivileges=yes"}},
+	} {
+		t.Run(u.name, func(t *testing.T) {
+			unit, err := os.ReadFile(filepath.Join("systemd", u.name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range u.want {
+				if !strings.Contains(string(unit), want) {
+					t.Errorf("%s: no %q", u.name, want)
+				}
+			}
+			dir := t.TempDir()
+			bin := filepath.Join(dir, filepath.Base(u.exec))
+			if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			patched := strings.Replace(string(unit), u.exec, bin, 1)
+			path := filepath.Join(dir, u.name)
+			if err := os.WriteFile(path, []byte(patched), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command(sa, "verify", path).CombinedOutput()
+			if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+				t.Errorf("systemd-analyze verify: %v, output:\n%s\nwant success and no warnings", err, out)
+			}
+			// The check itself must be able to fail: an unknown key is reported.
+			bad := filepath.Join(dir, "bad.service")
+			os.WriteFile(bad, []byte(patched+"\n[Service]\nWatchDogSec=1\n"), 0o644)
+			if out, _ := exec.Command(sa, "verify", bad).CombinedOutput(); !strings.Contains(string(out), "WatchDogSec") {
+				t.Errorf("systemd-analyze verify of a misspelt key: output %q, want it named", out)
+			}
+		})
 	}
 }
 

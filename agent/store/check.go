@@ -148,12 +148,19 @@ func Compact(dir string, timeout time.Duration) (before, after int64, err error)
 		return 0, 0, fmt.Errorf("compact: open %s: %w", path, err)
 	}
 	defer src.Close()
-	tmp, err := os.CreateTemp(dir, dbFile+".compact-*")
+	tmp, err := os.CreateTemp(dir, compactPrefix+"*")
 	if err != nil {
 		return 0, 0, fmt.Errorf("compact: %w", err)
 	}
 	tmpPath := tmp.Name()
-	tmp.Close()
+	err = tmp.Chmod(0o640) // takt.db's mode (CreateTemp makes 0600)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmpPath)
+		return 0, 0, fmt.Errorf("compact: %w", err)
+	}
 	defer func() {
 		if err != nil {
 			os.Remove(tmpPath)

@@ -116,8 +116,11 @@ func (s *Store) enqueue(ctx context.Context, r *request) error {
 		return err
 	}
 	s.queue = append(s.queue, r)
+	wake := len(s.queue) >= s.want // while gathering, only a complete batch wakes the committer
 	s.mu.Unlock()
-	s.signal()
+	if wake {
+		s.signal()
+	}
 	return nil
 }
 
@@ -135,12 +138,32 @@ func (s *Store) queued() int {
 	return len(s.queue)
 }
 
-// run is the committer: it takes everything queued, commits it in one
-// transaction, answers each request, and repeats. After Close it drains the
-// queue and exits.
+// Gathering: the committer waits a little before a transaction for the
+// writers it just answered, when there were more than one. Without the wait,
+// the callers just answered re-join one by one and the first of them gets a
+// transaction of its own: with 16 writers the batches alternate between 1 and
+// 15 verdicts (or settle in two cohorts of 8), and every verdict pays half a
+// transaction. The committer expects as many requests as were in flight when
+// the last transaction ended: its batch plus those that queued meanwhile. The
+// wait ends as soon as that many are queued and lasts at most gatherFraction
+// of the last transaction's time (at most maxGather), so a lone writer (one in
+// flight) is never delayed and a writer that left costs one short wait, after
+// which the expectation adapts.
+const (
+	gatherFraction = 4 // wait at most 1/gatherFraction of the last transaction
+	maxGather      = 2 * time.Millisecond
+)
+
+// run is the committer: it takes everything queued (after gathering, see
+// above), commits it in one transaction, answers each request, and repeats.
+// After Close it drains the queue and exits.
 func (s *Store) run() {
 	defer close(s.done)
 	var spare []*request
+	expect := 1                       // the size of the last batch
+	var lastTx time.Duration          // how long the last transaction took
+	timer := time.NewTimer(time.Hour) // the gathering deadline
+	timer.Stop()
 	for {
 		s.mu.Lock()
 		if len(s.queue) == 0 {
@@ -152,6 +175,29 @@ func (s *Store) run() {
 			<-s.wake
 			continue
 		}
+		if len(s.queue) < expect && !s.closed {
+			s.want = expect
+			s.mu.Unlock()
+			wait := min(lastTx/gatherFraction, maxGather)
+			if s.gatherWait > 0 {
+				wait = s.gatherWait
+			}
+			timer.Reset(wait)
+			for gathering := true; gathering; {
+				select {
+				case <-s.wake:
+					s.mu.Lock()
+					gathering = len(s.queue) < expect && !s.closed
+					s.mu.Unlock()
+				case <-timer.C:
+					gathering = false
+					s.gatherTimeouts.Add(1)
+				}
+			}
+			timer.Stop() // Go >= 1.23: no stale tick survives Stop or Reset
+			s.mu.Lock()
+			s.want = 0
+		}
 		var batch []*request
 		if s.maxBatch > 0 && len(s.queue) > s.maxBatch {
 			batch = append(spare[:0], s.queue[:s.maxBatch]...)
@@ -162,26 +208,37 @@ func (s *Store) run() {
 			s.queue = spare[:0]
 		}
 		s.mu.Unlock()
-		s.commitBatch(batch)
+		start := time.Now()
+		queued := s.commitBatch(batch)
+		lastTx = time.Since(start)
+		expect = len(batch) + queued
 		clear(batch)
 		spare = batch
 	}
 }
 
-func (s *Store) commitBatch(batch []*request) {
+// commitBatch commits batch in one transaction and answers its callers. It
+// returns how many requests were queued when the transaction ended, counted
+// before the answers go out: a caller that re-joins at once must not count
+// twice in the committer's expectation.
+func (s *Store) commitBatch(batch []*request) (queued int) {
 	if s.hookBeforeTx != nil {
 		s.hookBeforeTx(len(batch))
 	}
 	fnFailed := false
+	s.dbMu.RLock()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		err := apply(tx, batch)
 		fnFailed = err != nil
 		return err
 	})
+	s.dbMu.RUnlock()
 	s.txs.Add(1)
 	if err == nil {
 		s.verdicts.Add(uint64(len(batch)))
+		s.wrote()
 	}
+	queued = s.queued()
 	for _, r := range batch {
 		if err != nil && fnFailed {
 			// Rolled back before anything reached the disk: the images are
@@ -192,6 +249,7 @@ func (s *Store) commitBatch(batch []*request) {
 		}
 		r.done <- err
 	}
+	return queued
 }
 
 // apply writes a batch of records with their image index and outbox entries,

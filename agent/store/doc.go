@@ -20,9 +20,12 @@
 // a missing image.
 //
 // Concurrent Commit calls share transactions: a single committer goroutine
-// takes every request queued at the moment it becomes free and writes them in
-// one bbolt transaction (one fsync). A lone writer is committed at once; there
-// is no batching delay. Each caller still returns only when its own record is
+// takes every request queued and writes them in one bbolt transaction (one
+// commit, two fsyncs). Before it starts one, it waits briefly for as many
+// requests as were in flight when the last one ended (at most a quarter of
+// that transaction's time, see commit.go), so the callers it just answered
+// join the next batch instead of trickling into batches of one. A lone writer
+// is committed at once. Each caller still returns only when its own record is
 // durable, with the transaction's error if it failed.
 //
 // Ids are 8-byte big-endian keys, unique for the life of the file: they are
@@ -39,9 +42,11 @@
 // (another process, or the same process twice) waits [Options.OpenTimeout]
 // and then fails with an error matching [ErrLocked].
 //
-// The bbolt file never shrinks: deleted pages are reused but not returned to
-// the file system. Compact offline (bbolt compact) if it must shrink. Images
-// are files, never blobs in bbolt.
+// The bbolt file never shrinks by itself: deleted pages are reused but not
+// returned to the file system. [Store.MaybeCompact] (the agent calls it
+// periodically) and [Store.CompactOnline] rewrite it while the store is open;
+// commits wait during the final swap only (see compact.go). [Compact] does it
+// offline. Images are files, never blobs in bbolt.
 //
 // Ids are allocated before the commit, so concurrent commits may become
 // visible out of id order (id 8 may be readable before id 7), and a commit

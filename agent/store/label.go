@@ -76,7 +76,7 @@ func (s *Store) SetLabel(ctx context.Context, id uint64, label string) error {
 			return held.Put(k, []byte(label))
 		}
 		v.Label = label
-		updated, err := json.Marshal(&v)
+		updated, err := patchRecord(data, map[string]any{"label": label})
 		if err != nil {
 			return err
 		}

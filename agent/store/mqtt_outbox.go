@@ -70,7 +70,7 @@ func (s *Store) EnqueueMQTT(ctx context.Context, e MQTTEnqueue) (dropped int, er
 	if s.isClosed() {
 		return 0, ErrClosed
 	}
-	err = s.db.Batch(func(tx *bolt.Tx) error {
+	err = s.batch(func(tx *bolt.Tx) error {
 		dropped = 0
 		b, meta, err := mqttBuckets(tx)
 		if err != nil {
@@ -176,7 +176,7 @@ func (s *Store) AckMQTT(seqs []uint64) error {
 	if s.isClosed() {
 		return ErrClosed
 	}
-	err := s.db.Batch(func(tx *bolt.Tx) error {
+	err := s.batch(func(tx *bolt.Tx) error {
 		b, meta, err := mqttBuckets(tx)
 		if err != nil {
 			return err

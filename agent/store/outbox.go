@@ -185,7 +185,7 @@ func (s *Store) Ack(ctx context.Context, ids []uint64) error {
 				if err := tx.Bucket(bucketHeldLabels).Delete(k); err != nil {
 					return err
 				}
-				updated, err := json.Marshal(&v)
+				updated, err := patchRecord(data, map[string]any{"synced_at": v.SyncedAt, "label": v.Label})
 				if err != nil {
 					return err
 				}
@@ -253,9 +253,33 @@ func (s *Store) update(fn func(*bolt.Tx) error) error {
 	if s.isClosed() {
 		return ErrClosed
 	}
+	s.dbMu.RLock()
 	err := s.db.Update(fn)
+	s.dbMu.RUnlock()
 	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
 		return ErrClosed
 	}
+	if err == nil {
+		s.wrote()
+	}
 	return err
 }
+
+// batch runs fn in bbolt's shared batch transaction (DB.Batch: concurrent
+// callers share one fsync'd transaction; fn may run more than once).
+func (s *Store) batch(fn func(*bolt.Tx) error) error {
+	s.dbMu.RLock()
+	err := s.db.Batch(fn)
+	s.dbMu.RUnlock()
+	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	if err == nil {
+		s.wrote()
+	}
+	return err
+}
+
+// wrote notes a committed write transaction for the idle test of the
+// online compaction.
+func (s *Store) wrote() { s.lastWrite.Store(time.Now().UnixNano()) }

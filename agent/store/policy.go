@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -47,12 +48,24 @@ type Policy struct {
 	// DeleteSyncedImages deletes an image as soon as its verdict is synced
 	// instead of keeping it until the quota or its age needs it gone.
 	DeleteSyncedImages bool `yaml:"delete_synced_images"`
+
+	// CompactIdle turns on online compaction of takt.db (bbolt never shrinks
+	// its file): after this long without a write, if the free pages reach
+	// CompactMinFree bytes and CompactMinFreeRatio of the file, the file is
+	// rewritten without them (see Store.MaybeCompact). 0 turns it off.
+	CompactIdle time.Duration `yaml:"compact_idle"`
+	// CompactMinFree is the least free space (bytes) worth a compaction.
+	CompactMinFree cloudsync.ByteSize `yaml:"compact_min_free"`
+	// CompactMinFreeRatio is the least share of the file (0..1, below 1)
+	// that must be free pages for a compaction.
+	CompactMinFreeRatio float64 `yaml:"compact_min_free_ratio"`
 }
 
 // DefaultPolicy is the policy of a station with the default config: 8 GiB of
 // images kept up to 30 days, 1 GiB of records kept up to a year, unsynced
 // debug and PASS images evictable, FAIL and NO_DECISION images never before
-// they are uploaded.
+// they are uploaded; takt.db compacted after 5 idle minutes once at least
+// 64 MiB and half of it are free pages.
 func DefaultPolicy() Policy {
 	return Policy{
 		ImagesMaxBytes:  8 << 30,
@@ -60,6 +73,10 @@ func DefaultPolicy() Policy {
 		ImagesMaxAge:    30 * 24 * time.Hour,
 		RecordsMaxAge:   365 * 24 * time.Hour,
 		EvictUnsynced:   []string{ClassDebug, ClassPass},
+
+		CompactIdle:         5 * time.Minute,
+		CompactMinFree:      64 << 20,
+		CompactMinFreeRatio: 0.5,
 	}
 }
 
@@ -80,6 +97,15 @@ func (p Policy) Validate() error {
 	}
 	if p.RecordsMaxAge > 0 && (p.ImagesMaxAge == 0 || p.ImagesMaxAge > p.RecordsMaxAge) {
 		errs = append(errs, fmt.Errorf("store.records_max_age: %v is shorter than store.images_max_age (%v, 0 = forever); records must be kept at least as long as images", p.RecordsMaxAge, p.ImagesMaxAge))
+	}
+	if p.CompactIdle < 0 {
+		errs = append(errs, fmt.Errorf("store.compact_idle: %v must be >= 0 (0 = no online compaction)", p.CompactIdle))
+	}
+	if p.CompactMinFree < 0 {
+		errs = append(errs, fmt.Errorf("store.compact_min_free: %d must be >= 0", p.CompactMinFree))
+	}
+	if math.IsNaN(p.CompactMinFreeRatio) || p.CompactMinFreeRatio < 0 || p.CompactMinFreeRatio >= 1 {
+		errs = append(errs, fmt.Errorf("store.compact_min_free_ratio: %v must be at least 0 and below 1 (0.5 = half the file free)", p.CompactMinFreeRatio))
 	}
 	for _, c := range p.EvictUnsynced {
 		if !slices.Contains(classNames, c) {

@@ -88,13 +88,26 @@ type Options struct {
 // Store is the durable verdict store. Its methods are safe for concurrent use.
 type Store struct {
 	dir string
-	db  *bolt.DB
 	log zerolog.Logger
+
+	// dbMu guards db: every transaction holds it shared; the online
+	// compaction's swap of the file holds it exclusively (see compact.go).
+	dbMu     sync.RWMutex
+	db       *bolt.DB
+	boltOpts bolt.Options // what db was opened with; the compacted copy gets the same
+
+	lastWrite atomic.Int64 // unix nanoseconds of the last write transaction (or Open)
+	compactMu sync.Mutex   // one online compaction at a time
+	cst       compactStats // guarded by compactMu for writes, read with its own lock
+	// hookCompact, when set (tests only), runs at each step of an online
+	// compaction: "copied", "locked", "renamed", "swapped".
+	hookCompact func(step string)
 
 	lastID atomic.Uint64 // last id handed out
 
 	mu     sync.Mutex
 	queue  []*request // handed to the committer, not yet taken
+	want   int        // while the committer gathers: the queue length that wakes it
 	closed bool
 	wake   chan struct{} // cap 1: queue has work or closed was set
 	done   chan struct{} // closed when the committer has exited
@@ -127,6 +140,13 @@ type Store struct {
 	// transaction: 1 is the one-transaction-per-verdict baseline.
 	maxBatch int
 
+	// gatherWait, when > 0 (tests only, before the first Commit), replaces
+	// the committer's gathering bound (see run).
+	gatherWait time.Duration
+	// gatherTimeouts counts gatherings that ended at their bound, without
+	// the full batch (tests read it).
+	gatherTimeouts atomic.Uint64
+
 	// hookBeforeTx, when set (tests only, before the first Commit), runs in
 	// the committer before each transaction with the batch size.
 	hookBeforeTx func(n int)
@@ -147,6 +167,12 @@ type Stats struct {
 	ImagesDropped         uint64 // new images not stored: the quota had no evictable room
 	ImagesDeletedSynced   uint64 // removed right after upload (delete_synced_images)
 	RecordsPruned         uint64 // synced records removed by records_max_age or records_max_bytes
+
+	Compactions          uint64        // online compactions that swapped the file
+	CompactionsAbandoned uint64        // online compactions given up: the store was written during the copy
+	CompactedBytes       int64         // bytes the online compactions took off takt.db
+	CompactPauseLast     time.Duration // how long commits waited for the last swap
+	CompactPauseMax      time.Duration // the longest such wait since Open
 }
 
 // lockedError names the locked file and matches ErrLocked.
@@ -180,20 +206,28 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	path := filepath.Join(dir, dbFile)
-	db, err := bolt.Open(path, 0o640, &bolt.Options{Timeout: timeout})
+	boltOpts := bolt.Options{Timeout: timeout}
+	db, err := bolt.Open(path, 0o640, &boltOpts)
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, &lockedError{path: path}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
+	// We hold the file lock now: a compaction copy left by a crash is ours
+	// to remove (takt.db is complete either way; see compact.go).
+	if err := removeCompactTemps(dir); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
 	s := &Store{
-		dir:  dir,
-		db:   db,
-		log:  log,
-		wake: make(chan struct{}, 1),
-		done: make(chan struct{}),
-		dirs: make(map[string]bool),
+		dir:      dir,
+		db:       db,
+		boltOpts: boltOpts,
+		log:      log,
+		wake:     make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		dirs:     make(map[string]bool),
 
 		policy:     opts.Policy,
 		unsyncedOK: opts.Policy.evictUnsynced(),
@@ -227,6 +261,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 	s.lastID.Store(seq)
+	s.lastWrite.Store(time.Now().UnixNano())
 	go s.run()
 	log.Debug().Str("dir", dir).Uint64("last_id", seq).Msg("store opened")
 	return s, nil
@@ -316,6 +351,8 @@ func (s *Store) Close() error {
 		s.mu.Unlock()
 		s.signal()
 		<-s.done
+		s.dbMu.Lock() // waits for an online compaction's copy
+		defer s.dbMu.Unlock()
 		if err := s.db.Close(); err != nil {
 			s.closeErr = fmt.Errorf("close store %s: %w", s.dir, err)
 		}
@@ -336,6 +373,7 @@ func (s *Store) Stats() Stats {
 	st := s.ev.Stats
 	st.Transactions, st.Verdicts = s.txs.Load(), s.verdicts.Load()
 	st.ImageBytes = s.imgUsed
+	s.cst.read(&st)
 	return st
 }
 
@@ -422,7 +460,9 @@ func (s *Store) view(fn func(*bolt.Tx) error) error {
 	if s.isClosed() {
 		return ErrClosed
 	}
+	s.dbMu.RLock()
 	err := s.db.View(fn)
+	s.dbMu.RUnlock()
 	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
 		return ErrClosed
 	}

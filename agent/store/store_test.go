@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -638,5 +639,84 @@ func TestImagePathRejectsEscapes(t *testing.T) {
 		if p := s.ImagePath(Verdict{ImageRef: ref}); p != "" {
 			t.Errorf("ImagePath(%q) = %q, want \"\"", ref, p)
 		}
+	}
+}
+
+// TestCommitGathersTheWritersOfTheLastBatch checks the committer's wait
+// policy: with 16 writers committing in a loop, every transaction after the
+// first carries all 16 verdicts (without gathering they alternate 1 and 15),
+// and a lone writer is never held back waiting for company.
+func TestCommitGathersTheWritersOfTheLastBatch(t *testing.T) {
+	const writers, perWriter = 16, 8
+	s := openStore(t, t.TempDir())
+	// A generous bound, so the check does not depend on the speed of this
+	// machine: in production it is a quarter of the last transaction.
+	s.gatherWait = time.Second
+	var mu sync.Mutex
+	var sizes []int
+	s.hookBeforeTx = func(n int) {
+		mu.Lock()
+		sizes = append(sizes, n)
+		mu.Unlock()
+	}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			<-start
+			for i := range perWriter {
+				if err := s.Commit(context.Background(), newVerdict(Pass, fmt.Sprintf("w%d-%d", w, i)), nil); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	// The first batch is whoever queued first; hold it until all writers
+	// queued so the test sees the steady state from the second one on.
+	var once sync.Once
+	first := s.hookBeforeTx
+	s.hookBeforeTx = func(n int) {
+		once.Do(func() {
+			deadline := time.Now().Add(10 * time.Second)
+			for n+s.queued() < writers && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+		})
+		first(n)
+	}
+	close(start)
+	wg.Wait()
+	mu.Lock()
+	got := slices.Clone(sizes)
+	mu.Unlock()
+	// Batch 0 is whoever queued first (k writers), batch 1 the others (held
+	// above); from then on all 16 re-join before each transaction, until the
+	// last batch: the k writers of batch 0 finishing (after one bounded wait).
+	total := 0
+	for i, n := range got {
+		if i >= 2 && i < len(got)-1 && n != writers {
+			t.Errorf("batch %d carried %d verdicts, want %d (all writers); batches %v", i, n, writers, got)
+			break
+		}
+	}
+	total = 0
+	for _, n := range got {
+		total += n
+	}
+	if total != writers*perWriter {
+		t.Fatalf("batches carried %d verdicts, want %d", total, writers*perWriter)
+	}
+	// A lone writer: the last batch (16) makes the first lone commit wait
+	// for company up to the bound; then the expectation drops to one and
+	// no later commit waits.
+	s.gatherWait = 300 * time.Millisecond
+	timeouts := s.gatherTimeouts.Load()
+	for i := range 6 {
+		if err := s.Commit(context.Background(), newVerdict(Fail, fmt.Sprint("lone-", i)), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if slow := s.gatherTimeouts.Load() - timeouts; slow > 1 {
+		t.Errorf("%d of 6 lone commits waited for company, want at most the first", slow)
 	}
 }

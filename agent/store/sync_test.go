@@ -354,7 +354,11 @@ func TestSyncOutageTCPCut(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	close(halt)
 	n := <-produced
-	waitDrained(t, s, u, 60*time.Second)
+	// The soak's 3-minute outage leaves ~9000 verdicts with images; under
+	// -race on a busy 2-core machine they drain at ~60/s.
+	drainFrom := time.Now()
+	waitDrained(t, s, u, soakOr(60*time.Second, 10*time.Minute))
+	t.Logf("backlog drained in %v", time.Since(drainFrom).Round(time.Millisecond))
 	stop()
 	if !sawBackoff || during.Backlog.Count == 0 || during.LastError == "" {
 		t.Errorf("status during the outage = %+v (backoff seen: %v), want backoff with a backlog and an error", during, sawBackoff)
@@ -378,9 +382,10 @@ func TestSyncOutageServerStop(t *testing.T) {
 	s3.Start()
 	close(halt)
 	n := <-produced
-	waitDrained(t, s, u, 60*time.Second)
+	drainFrom := time.Now()
+	waitDrained(t, s, u, soakOr(60*time.Second, 10*time.Minute))
 	stop()
-	t.Logf("%d verdicts produced; uploader %+v", n, u.Status())
+	t.Logf("%d verdicts produced, drained in %v after the restart; uploader %+v", n, time.Since(drainFrom).Round(time.Millisecond), u.Status())
 	verifyBucket(t, s3, bucket, s, true)
 }
 

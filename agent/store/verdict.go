@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"regexp"
@@ -170,4 +171,22 @@ func (c *Counts) add(decision string) {
 	case NoDecision:
 		c.NoDecision++
 	}
+}
+
+// patchRecord sets fields of a stored verdict record and keeps every other field as stored,
+// including fields a newer agent wrote that this version does not know: after a rollback to
+// an older agent, marking a record synced or labelled loses nothing the newer one recorded.
+func patchRecord(data []byte, fields map[string]any) ([]byte, error) {
+	var rec map[string]json.RawMessage
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return nil, err
+	}
+	for k, v := range fields {
+		raw, err := json.Marshal(v)
+		if err != nil {
+			return nil, err
+		}
+		rec[k] = raw
+	}
+	return json.Marshal(rec)
 }

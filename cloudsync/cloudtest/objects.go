@@ -1,6 +1,7 @@
 package cloudtest
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"testing"
@@ -46,4 +47,15 @@ func (s *S3) Get(t testing.TB, bucket, key string) []byte {
 		t.Fatalf("cloudtest: get %s/%s: %v", bucket, key, err)
 	}
 	return b
+}
+
+// Put writes an object (as a publisher such as takt-cloud would). It fails the test on an
+// error.
+func (s *S3) Put(t testing.TB, bucket, key string, data []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := s.client.PutObject(ctx, bucket, key, bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{}); err != nil {
+		t.Fatalf("cloudtest: put %s/%s: %v", bucket, key, err)
+	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/takt-edge/takt/agent"
 	"github.com/takt-edge/takt/firmware"
 	"github.com/takt-edge/takt/models"
 )
@@ -32,6 +33,7 @@ commands:
   install  install a release into the inactive slot, restart the agent, commit or roll back
   recover  finish or roll back an update a crash interrupted (install does this first)
   status   the slots, the committed version and the last update
+  watch    install the releases announced on MQTT firmware/available (a service beside the agent)
 `
 
 // cmdFirmware dispatches "takt firmware ...".
@@ -53,6 +55,8 @@ func cmdFirmware(args []string, stdout, stderr io.Writer) error {
 		return cmdFirmwareInstall(rest, true, stdout, stderr)
 	case "status":
 		return cmdFirmwareStatus(rest, stdout, stderr)
+	case "watch":
+		return cmdFirmwareWatch(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, firmwareUsage)
 		return nil
@@ -204,6 +208,55 @@ func cmdFirmwareVerify(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// updaterFlags are the flags of the commands that install releases.
+type updaterFlags struct {
+	keyFiles   []string
+	root       *string
+	healthURL  *string
+	timeout    *time.Duration
+	supervisor *string
+	unit       *string
+	agentArgs  []string
+}
+
+func addUpdaterFlags(fs *flag.FlagSet) *updaterFlags {
+	f := &updaterFlags{}
+	keyFlag(fs, &f.keyFiles)
+	def := firmware.DefaultConfig()
+	f.root = fs.String("root", def.Root, "updater root: slots/{a,b}, current, state.json")
+	f.healthURL = fs.String("health-url", def.HealthURL, "the agent's readiness URL; 200 means healthy")
+	f.timeout = fs.Duration("health-timeout", def.HealthTimeout, "how long the new agent has to become healthy")
+	f.supervisor = fs.String("supervisor", "systemd", "how to restart the agent: systemd or process")
+	f.unit = fs.String("unit", "takt-agent.service", "systemd unit (--supervisor systemd)")
+	fs.Func("agent-arg", "agent argument (--supervisor process; repeatable)", func(v string) error {
+		f.agentArgs = append(f.agentArgs, v)
+		return nil
+	})
+	return f
+}
+
+// updater builds the Updater the flags describe, reporting to rep.
+func (f *updaterFlags) updater(name string, fs *flag.FlagSet, rep firmware.Reporter) (*firmware.Updater, error) {
+	keys, err := loadKeys(fs, f.keyFiles)
+	if err != nil {
+		return nil, err
+	}
+	var sup firmware.Supervisor
+	switch *f.supervisor {
+	case "systemd":
+		sup = firmware.Systemd{Unit: *f.unit}
+	case "process":
+		sup = &firmware.Process{Root: *f.root, Args: f.agentArgs}
+	default:
+		return nil, fmt.Errorf("%s: --supervisor %q: want systemd or process", name, *f.supervisor)
+	}
+	return firmware.New(firmware.Config{Root: *f.root, HealthURL: *f.healthURL, HealthTimeout: *f.timeout}, keys, sup, rep)
+}
+
+func firmwareLogger(stderr io.Writer) zerolog.Logger {
+	return zerolog.New(zerolog.ConsoleWriter{Out: stderr, NoColor: true, TimeFormat: time.TimeOnly}).With().Timestamp().Str("component", "firmware").Logger()
+}
+
 func cmdFirmwareInstall(args []string, recoverOnly bool, stdout, stderr io.Writer) error {
 	name := "firmware install"
 	want := 1
@@ -211,37 +264,11 @@ func cmdFirmwareInstall(args []string, recoverOnly bool, stdout, stderr io.Write
 		name, want = "firmware recover", 0
 	}
 	fs := newFlags(name, stderr)
-	var keyFiles []string
-	keyFlag(fs, &keyFiles)
-	def := firmware.DefaultConfig()
-	root := fs.String("root", def.Root, "updater root: slots/{a,b}, current, state.json")
-	healthURL := fs.String("health-url", def.HealthURL, "the agent's readiness URL; 200 means healthy")
-	timeout := fs.Duration("health-timeout", def.HealthTimeout, "how long the new agent has to become healthy")
-	supervisor := fs.String("supervisor", "systemd", "how to restart the agent: systemd or process")
-	unit := fs.String("unit", "takt-agent.service", "systemd unit (--supervisor systemd)")
-	var agentArgs []string
-	fs.Func("agent-arg", "agent argument (--supervisor process; repeatable)", func(v string) error {
-		agentArgs = append(agentArgs, v)
-		return nil
-	})
+	uf := addUpdaterFlags(fs)
 	if err := parseFlags(fs, args, want); err != nil {
 		return err
 	}
-	keys, err := loadKeys(fs, keyFiles)
-	if err != nil {
-		return err
-	}
-	var sup firmware.Supervisor
-	switch *supervisor {
-	case "systemd":
-		sup = firmware.Systemd{Unit: *unit}
-	case "process":
-		sup = &firmware.Process{Root: *root, Args: agentArgs}
-	default:
-		return fmt.Errorf("%s: --supervisor %q: want systemd or process", name, *supervisor)
-	}
-	log := zerolog.New(zerolog.ConsoleWriter{Out: stderr, NoColor: true, TimeFormat: time.TimeOnly}).With().Timestamp().Str("component", "firmware").Logger()
-	u, err := firmware.New(firmware.Config{Root: *root, HealthURL: *healthURL, HealthTimeout: *timeout}, keys, sup, firmware.LogReporter{Log: log})
+	u, err := uf.updater(name, fs, firmware.LogReporter{Log: firmwareLogger(stderr)})
 	if err != nil {
 		return err
 	}
@@ -255,12 +282,47 @@ func cmdFirmwareInstall(args []string, recoverOnly bool, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	st, err := firmware.ReadState(*root)
+	st, err := firmware.ReadState(*uf.root)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: ok: slot %s runs %s (last update: %s)\n", strings.TrimPrefix(name, "firmware "), st.Slot, st.Version, st.Last)
 	return nil
+}
+
+// cmdFirmwareWatch runs the firmware watcher: the station's broker, topics and object store
+// come from the agent's config file.
+func cmdFirmwareWatch(args []string, stdout, stderr io.Writer) error {
+	const name = "firmware watch"
+	fs := newFlags(name, stderr)
+	uf := addUpdaterFlags(fs)
+	config := fs.String("config", "/etc/takt/agent.yaml", "the agent's config: mqtt (broker, site, line), station and sync (object store)")
+	budget := fs.Int64("max-bytes", firmware.DefaultWatchBudget, "largest release to download, bytes")
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	cfg, err := agent.LoadConfig(*config)
+	if err != nil {
+		return err
+	}
+	if !cfg.MQTT.Enabled() {
+		return fmt.Errorf("%s: %s: mqtt.broker is empty; releases are announced over MQTT", name, *config)
+	}
+	conn, topics, err := cfg.MQTTConn()
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	conn.ClientID += "-firmware" // the agent holds its own client id
+	log := firmwareLogger(stderr)
+	w, err := firmware.NewWatcher(firmware.WatchConfig{Topics: topics, MQTT: conn, Sync: cfg.Sync, MaxBytes: *budget, Logger: log},
+		func(rep firmware.Reporter) (*firmware.Updater, error) { return uf.updater(name, fs, rep) })
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log.Info().Str("station", topics.Station).Str("topic", topics.Topic("firmware/available")).Msg("watching for agent releases")
+	return w.Run(ctx)
 }
 
 func cmdFirmwareStatus(args []string, stdout, stderr io.Writer) error {

@@ -14,7 +14,8 @@ const usage = `usage: takt <command> [flags]
 
 commands:
   synth          render synthetic parts (training classes or a production run)
-  model train    train the template anomaly model from good images (.onnx, or a signed .tar bundle)
+  model train    train an anomaly model from good (and labeled defect) images (.onnx, or a signed .tar bundle)
+  model eval     image/pixel AUROC, precision/recall/F1 and an HTML report of a model on labeled images
   model inspect  show a model's or bundle's inputs, outputs, manifest and Takt metadata
   model keygen   make an ed25519 key pair for signing model bundles
   model sign     sign a manifest, an ONNX model and golden images into a bundle
@@ -71,6 +72,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdSynth(rest, stdout, stderr)
 	case "model train":
 		return cmdModelTrain(rest, stdout, stderr)
+	case "model eval":
+		return cmdModelEval(rest, stdout, stderr)
 	case "model inspect":
 		return cmdModelInspect(rest, stdout, stderr)
 	case "model keygen":

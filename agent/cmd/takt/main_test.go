@@ -28,7 +28,7 @@ func TestOperatorWorkflow(t *testing.T) {
 	steps := [][]string{
 		{"synth", "--out", train, "--good", "12", "--seed", "3", "--first", "1001"},
 		{"synth", "--out", line, "--layout", "line", "--good", "8", "--defective", "4", "--seed", "3", "--first", "1013"},
-		{"model", "train", "--data", train, "--out", model, "--name", "cli-part", "--version", "2.0.0", "--ignore", "274,106,520,202"},
+		{"model", "train", "--data", train, "--out", model, "--name", "cli-part", "--version", "2.0.0", "--ignore", "274,106,520,202", "--method", "template"},
 	}
 	for _, args := range steps {
 		if out, err := takt(t, args...); err != nil {

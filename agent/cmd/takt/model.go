@@ -20,17 +20,19 @@ import (
 
 func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("model train", stderr)
-	data := fs.String("data", "", "folder with good/ images (required)")
+	data := fs.String("data", "", "folder with good/ images and, optionally, one folder of images per defect kind (required)")
+	method := fs.String("method", models.MethodAuto, "auto (best cross-validated method), template (aligned parts) or patchcore (textures, loosely aligned parts)")
+	minHead := fs.Int("min-head-defects", 10, "labeled defects it takes to train the supervised head (negative: never)")
 	out := fs.String("out", "", "model to write (required): FILE.onnx (plain ONNX) or FILE.tar (signed bundle, needs --key)")
 	key := fs.String("key", "", "private key file (takt model keygen) to sign a .tar bundle with")
 	goldenN := fs.Int("golden", 3, "good images to put in a bundle's golden set with their scores")
 	dataset := fs.String("dataset", "", "dataset id recorded in a bundle's manifest")
 	def := models.DefaultTemplateOptions()
-	name := fs.String("name", def.Name, "model name (takt.name)")
+	name := fs.String("name", "model", "model name (takt.name)")
 	version := fs.String("version", def.Version, "model version (takt.version)")
-	width := fs.Int("width", 0, "model input width (default 128)")
+	width := fs.Int("width", 0, "model input width (default: 128 for template and ensemble, 64 for patchcore)")
 	height := fs.Int("height", 0, "model input height (default: from the images' aspect)")
-	maxTrain := fs.Int("max-train", 0, "use at most this many good images (0 = all)")
+	maxTrain := fs.Int("max-train", 0, "use at most this many good images for training (0 = all)")
 	blur := fs.Float64("blur-sigma", def.BlurSigma, "Gaussian blur sigma in model pixels")
 	lighting := fs.Float64("lighting-sigma", 0, "lighting normalization sigma in model pixels (0: width/16, negative: off)")
 	shift := fs.Int("shift", 0, "tolerated part shift against the template in model pixels (0: width/85, negative: off)")
@@ -63,11 +65,11 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	goodDir := filepath.Join(*data, "good")
-	good, err := readFolder(goodDir, *maxTrain)
+	set, err := readTrainSet(*data, *maxTrain)
 	if err != nil {
 		return err
 	}
+	good := set.Good
 	regions, err := parseRegions(ignore, good[0].Width, good[0].Height)
 	if err != nil {
 		return err
@@ -77,11 +79,21 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	fmt.Fprintf(stdout, "train: %d good images from %s\n", len(good), goodDir)
-	tm, err := models.TrainTemplate(ctx, good, models.TemplateOptions{
-		Name: *name, Version: *version, Width: *width, Height: *height,
-		BlurSigma: *blur, LightingSigma: *lighting, Shift: *shift, Ignore: regions, MapSmooth: *smooth, PoseJitter: *jitter, Margin: *margin,
-	})
+	fmt.Fprintf(stdout, "train: %d good images, %d labeled defects %s from %s, method %s\n", len(good), len(set.Defects),
+		labelCounts(set.Defects), *data, *method)
+	opts := models.TrainOptions{
+		Method: *method, Name: *name, Version: *version, Ignore: regions, MinHeadDefects: *minHead,
+		Template: models.TemplateOptions{Width: *width, Height: *height, BlurSigma: *blur, LightingSigma: *lighting,
+			Shift: *shift, MapSmooth: *smooth, PoseJitter: *jitter, Margin: *margin},
+		Progress: newProgress(stderr).step,
+	}
+	if (*width != 0 || *height != 0) && *method == models.MethodPatchCore {
+		// Alone, PatchCore takes the size; otherwise it is the template's and the
+		// ensemble's input, which PatchCore averages down to about 64 px.
+		opts.PatchCore = models.TexturePatchCoreOptions()
+		opts.PatchCore.Width, opts.PatchCore.Height = *width, *height
+	}
+	tm, err := models.Train(ctx, set, opts)
 	if err != nil {
 		return err
 	}
@@ -92,9 +104,100 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	} else if err := tm.WriteFile(*out); err != nil {
 		return err
 	}
+	kind := tm.Method
+	if tm.Supervised {
+		kind += " + supervised head"
+	}
+	fmt.Fprintf(stdout, "train: method %s; metrics %s\n", kind, formatMetrics(tm.Metrics))
 	fmt.Fprintf(stdout, "train: wrote %s (%s %s, input %s, threshold %.4g, good scores max %.4g over %d folds, sha256 %s)\n",
 		*out, tm.Name, tm.Version, tm.Input, tm.Threshold, slices.Max(tm.GoodScores), tm.Folds, tm.SHA256()[:12])
 	return nil
+}
+
+// readTrainSet reads DIR/good (at most maxGood images, 0 = all) and every other folder of
+// DIR holding images as labeled defects named by the folder (masks/ folders are skipped).
+func readTrainSet(dir string, maxGood int) (models.TrainSet, error) {
+	var set models.TrainSet
+	good, err := readFolder(filepath.Join(dir, "good"), maxGood)
+	if err != nil {
+		return set, fmt.Errorf("good images: %w", err)
+	}
+	if len(good) < 2 {
+		return set, fmt.Errorf("%s: %d good images, need at least 2", filepath.Join(dir, "good"), len(good))
+	}
+	set.Good = good
+	kinds, err := defectFolders(dir)
+	if err != nil {
+		return set, err
+	}
+	for _, k := range kinds {
+		fs, err := readFolder(filepath.Join(dir, k), 0)
+		if err != nil {
+			return set, fmt.Errorf("defect folder %s: %w", k, err)
+		}
+		for _, f := range fs {
+			set.Defects = append(set.Defects, models.LabeledFrame{Frame: f, Label: k})
+		}
+	}
+	return set, nil
+}
+
+// defectFolders lists the folders of dir other than good/ and masks/ that hold at least
+// one image, sorted.
+func defectFolders(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if !e.IsDir() || e.Name() == "good" || e.Name() == "masks" || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		files, err := os.ReadDir(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		for _, f := range files {
+			if f.Type().IsRegular() && slices.Contains(camera.ImageExtensions, strings.ToLower(filepath.Ext(f.Name()))) {
+				out = append(out, e.Name())
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+func labelCounts(ds []models.LabeledFrame) string {
+	if len(ds) == 0 {
+		return "(good images only: unsupervised)"
+	}
+	n := map[string]int{}
+	var order []string
+	for _, d := range ds {
+		if n[d.Label] == 0 {
+			order = append(order, d.Label)
+		}
+		n[d.Label]++
+	}
+	var parts []string
+	for _, k := range order {
+		parts = append(parts, fmt.Sprintf("%s %d", k, n[k]))
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
+}
+
+func formatMetrics(m map[string]float64) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s=%.4g", k, m[k]))
+	}
+	return strings.Join(parts, " ")
 }
 
 // parseRegions turns "x0,y0,x1,y1" pixel rectangles of a w x h image into frame fractions.

@@ -1,0 +1,26 @@
+// Package companion is takt-cloud, the cloud companion of Takt stations: it
+// ingests what stations upload to the bucket (verdict batches, images,
+// operator labels) into a dataset index per model name, trains new models on
+// demand, on enough new operator labels or on drift of the PASS scores, runs
+// several experiment configurations per job and keeps the best on a
+// validation set, promotes it only if it is at least as good as the promoted
+// version on that same set, writes the signed bundle and index.json to the
+// registry in the bucket, and announces promotions on model/available.
+//
+// # Basics
+//
+// New(cfg, log) validates the config, reads the signing key and opens the
+// state folder (index.db, jobs/); Run(ctx) ingests, watches the triggers,
+// runs jobs, serves the HTTP API and keeps the MQTT connection. Trainers sit
+// behind the Trainer interface: the builtin one calls the models package
+// (builtin.go is the only file that does), external ones run a command, a
+// container or a Kubernetes Job on the dataset folder contract.
+//
+// # Caveats
+//
+// Only one takt-cloud may use a state folder (bbolt locks it) and one
+// should write a bucket's registry at a time; index.json is replaced with a
+// conditional PUT, so two writers do not lose each other's entries, but
+// their version numbers could collide and the second bundle write fails.
+// Images are fetched when a job needs them, not at ingest.
+package companion

@@ -1,0 +1,204 @@
+package companion
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+
+	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models"
+)
+
+// Score is a model's result on a job's validation set.
+type Score struct {
+	// AUROC of good against defect images; NaN (null in JSON) without defects.
+	AUROC float64 `json:"auroc"`
+	// F1 of the defect class at the bundle's threshold (0 without defects).
+	F1 float64 `json:"f1"`
+	// FPR is the fraction of good images above the threshold (false rejects).
+	FPR float64 `json:"fpr"`
+	// Margin is the mean good score over the threshold: lower leaves more
+	// room before a good part is rejected.
+	Margin    float64 `json:"margin"`
+	Threshold float64 `json:"threshold"`
+	Good      int     `json:"good"`
+	Defect    int     `json:"defect"`
+	// GoodScores are the validation goods' scores (the drift baseline when
+	// the trainer gave none).
+	GoodScores []float64 `json:"-"`
+}
+
+// metrics are the score as manifest metrics (no AUROC without defects).
+func (s Score) metrics() map[string]float64 {
+	m := map[string]float64{"val_f1": s.F1, "val_fpr": s.FPR, "val_margin": s.Margin,
+		"val_good": float64(s.Good), "val_defect": float64(s.Defect)}
+	if !math.IsNaN(s.AUROC) {
+		m["val_auroc"] = s.AUROC
+	}
+	return m
+}
+
+// compareScores orders two results on the same validation set: higher AUROC
+// (when there are defects), then higher F1, then lower FPR, then lower
+// margin. It returns > 0 when a is better, 0 when equal.
+func compareScores(a, b Score) int {
+	const eps = 1e-9
+	cmp := func(x, y float64) int {
+		switch {
+		case x > y+eps:
+			return 1
+		case x < y-eps:
+			return -1
+		}
+		return 0
+	}
+	if !math.IsNaN(a.AUROC) && !math.IsNaN(b.AUROC) {
+		if c := cmp(a.AUROC, b.AUROC); c != 0 {
+			return c
+		}
+	}
+	if c := cmp(a.F1, b.F1); c != 0 {
+		return c
+	}
+	if c := cmp(b.FPR, a.FPR); c != 0 {
+		return c
+	}
+	return cmp(b.Margin, a.Margin)
+}
+
+// evaluateBundle runs a signed bundle on the validation folder (good/ and
+// defect/) on the CPU and scores it.
+func evaluateBundle(ctx context.Context, bundle []byte, keys models.TrustedKeys, val string) (Score, error) {
+	b, err := models.ReadBundle(bytes.NewReader(bundle), keys)
+	if err != nil {
+		return Score{}, err
+	}
+	if err := models.InitONNXRuntime(""); err != nil {
+		return Score{}, err
+	}
+	rt, err := models.NewRuntime(ctx, b, models.RuntimeOptions{Warmup: -1, Threads: 1})
+	if err != nil {
+		return Score{}, err
+	}
+	defer rt.Close()
+	score := func(dir string) ([]float64, error) {
+		frames, err := readImages(dir)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]float64, 0, len(frames))
+		for _, f := range frames {
+			r, err := rt.Infer(ctx, f)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", f.Origin, err)
+			}
+			if math.IsNaN(r.Score) {
+				r.Score = math.Inf(1) // NO_DECISION: never counts as a pass
+			}
+			out = append(out, r.Score)
+		}
+		return out, nil
+	}
+	good, err := score(filepath.Join(val, classGood))
+	if err != nil {
+		return Score{}, err
+	}
+	defect, err := score(filepath.Join(val, classDefect))
+	if err != nil {
+		return Score{}, err
+	}
+	th := rt.Info().Threshold
+	s := Score{AUROC: math.NaN(), Threshold: th, Good: len(good), Defect: len(defect), GoodScores: good}
+	c := models.ConfusionAt(good, defect, th)
+	if len(defect) > 0 {
+		s.AUROC = models.EvaluateScores(good, defect)
+		s.F1 = c.F1()
+	}
+	if len(good) > 0 {
+		s.FPR = float64(c.FP) / float64(len(good))
+		for _, v := range good {
+			s.Margin += min(v/th, 10) / float64(len(good))
+		}
+	}
+	return s, nil
+}
+
+// readImages reads every image of dir in name order; a missing or empty
+// folder gives none.
+func readImages(dir string) ([]camera.Frame, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) || err == nil && len(entries) == 0 {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	src, err := camera.Open(camera.Config{ID: "dataset", Kind: camera.KindFolder, Path: dir})
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	var frames []camera.Frame
+	for {
+		f, err := src.Read(context.Background())
+		if errors.Is(err, io.EOF) {
+			return frames, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", dir, err)
+		}
+		frames = append(frames, f)
+	}
+}
+
+// modelOpset loads model.onnx (which also checks that ONNX Runtime accepts
+// it) and returns its ai.onnx opset.
+func modelOpset(path string) (int, error) {
+	if err := models.InitONNXRuntime(""); err != nil {
+		return 0, err
+	}
+	rt, err := models.LoadRuntime(path, models.RuntimeOptions{Warmup: -1, Threads: 1})
+	if err != nil {
+		return 0, err
+	}
+	defer rt.Close()
+	return rt.Info().Opset, nil
+}
+
+type scoreJSON struct {
+	AUROC     *float64 `json:"auroc"`
+	F1        float64  `json:"f1"`
+	FPR       float64  `json:"fpr"`
+	Margin    float64  `json:"margin"`
+	Threshold float64  `json:"threshold"`
+	Good      int      `json:"good"`
+	Defect    int      `json:"defect"`
+}
+
+// MarshalJSON writes a NaN AUROC (no defects) as null.
+func (s Score) MarshalJSON() ([]byte, error) {
+	j := scoreJSON{F1: s.F1, FPR: s.FPR, Margin: s.Margin, Threshold: s.Threshold, Good: s.Good, Defect: s.Defect}
+	if !math.IsNaN(s.AUROC) {
+		j.AUROC = &s.AUROC
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote.
+func (s *Score) UnmarshalJSON(data []byte) error {
+	var j scoreJSON
+	if err := json.Unmarshal(data, &j); err != nil {
+		return err
+	}
+	*s = Score{AUROC: math.NaN(), F1: j.F1, FPR: j.FPR, Margin: j.Margin, Threshold: j.Threshold, Good: j.Good, Defect: j.Defect}
+	if j.AUROC != nil {
+		s.AUROC = *j.AUROC
+	}
+	return nil
+}

@@ -1,0 +1,85 @@
+package companion
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// The docker backend's command line mounts the dataset read-only at /data
+// and the output at /out, passes the contract's variables, runs without a
+// network, and substitutes {data} and {out} in the arguments. (No container
+// engine runs here: the command line is what is tested.)
+func TestDockerTrainerCommandLine(t *testing.T) {
+	tr := &dockerTrainer{image: "ghcr.io/example/trainer:1.0", args: []string{"--data", "{data}", "--out", "{out}/x"},
+		env: map[string]string{"EPOCHS": "3"}, runtime: "docker"}
+	job := TrainInput{Data: "/state/jobs/000007/work/data", Out: "/state/jobs/000007/work/out-a", Name: "bracket", Version: "1.2.3", Job: "000007"}
+	got := strings.Join(tr.argv(job), " ")
+	for _, want := range []string{
+		"docker run --rm --name takt-train-000007-out-a --network none",
+		"-v /state/jobs/000007/work/data:/data:ro -v /state/jobs/000007/work/out-a:/out",
+		"-e EPOCHS=3 -e TAKT_DATA=/data -e TAKT_JOB=000007 -e TAKT_MODEL_NAME=bracket -e TAKT_MODEL_VERSION=1.2.3 -e TAKT_OUT=/out",
+		"ghcr.io/example/trainer:1.0 --data /data --out /out/x",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("docker command line\n%s\ndoes not hold\n%s", got, want)
+		}
+	}
+}
+
+// yamlAsJSON normalizes a YAML document to what encoding/json gives.
+func yamlAsJSON(t *testing.T, data []byte, unmarshal func([]byte, any) error) any {
+	t.Helper()
+	var v any
+	if err := unmarshal(data, &v); err != nil {
+		t.Fatal(err)
+	}
+	js, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out any
+	json.Unmarshal(js, &out)
+	return out
+}
+
+// The Kubernetes Job the companion generates is exactly the documented
+// template packaging/k8s/training-job.yaml for the same job, and its mounts
+// are subPaths of the state claim below state_dir. (No cluster runs here:
+// the manifest is what is tested.)
+func TestKubernetesJobMatchesTemplate(t *testing.T) {
+	tr := &kubeTrainer{stateDir: "/var/lib/takt-cloud", timeout: 30 * time.Minute, exp: ExperimentConfig{Name: "anomalib", Trainer: TrainerKubernetes,
+		Image: "ghcr.io/example/takt-anomalib-trainer:1.0.0", Command: []string{"--data", "{data}", "--out", "{out}"},
+		Namespace: "takt", ServiceAccount: "takt-trainer", DatasetClaim: "takt-cloud-state"}}
+	job := TrainInput{Data: "/var/lib/takt-cloud/jobs/000001/work/data", Out: "/var/lib/takt-cloud/jobs/000001/work/out-anomalib",
+		Name: "bracket", Version: "1.0.1", Job: "000001"}
+	gen, err := tr.manifest(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := os.ReadFile(filepath.Join("..", "..", "packaging", "k8s", "training-job.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, want := yamlAsJSON(t, gen, json.Unmarshal), yamlAsJSON(t, tmpl, yaml.Unmarshal)
+	if !reflect.DeepEqual(got, want) {
+		g, _ := json.MarshalIndent(got, "", " ")
+		w, _ := json.MarshalIndent(want, "", " ")
+		t.Errorf("generated Job differs from packaging/k8s/training-job.yaml:\ngot  %s\nwant %s", g, w)
+	}
+	job.Out = "/elsewhere/out"
+	if _, err := tr.manifest(job); err == nil || !strings.Contains(err.Error(), "not under state_dir") {
+		t.Errorf("output outside state_dir: %v, want an error", err)
+	}
+	long := job
+	long.Out, long.Job = "/var/lib/takt-cloud/jobs/x/work/out-"+strings.Repeat("Exp_", 20), "000002"
+	if n := kubeJobName(long); len(n) > 63 || strings.ContainsAny(n, "_E") || !strings.HasPrefix(n, "takt-train-000002-") {
+		t.Errorf("job name %q is not a DNS-1123 label of at most 63", n)
+	}
+}

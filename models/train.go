@@ -1,0 +1,218 @@
+package models
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/takt-edge/takt/camera"
+)
+
+// Trainer methods of TrainOptions.Method.
+const (
+	// MethodAuto trains every method and keeps the one with the best cross-validated
+	// AUROC (on the labeled defects, or on pseudo-defects drawn on held-out good images).
+	MethodAuto = "auto"
+	// MethodTemplate is TrainTemplate: a per-pixel Gaussian, for aligned parts.
+	MethodTemplate = "template"
+	// MethodPatchCore is TrainPatchCore: a memory bank of patch features, for textures and
+	// loosely aligned parts; with enough labeled defects it gets a supervised head.
+	MethodPatchCore = "patchcore"
+)
+
+// LabeledFrame is an image with its class: a defect kind such as "crack".
+type LabeledFrame struct {
+	Frame camera.Frame
+	Label string
+}
+
+// TrainSet is what Train learns from: good images (required, at least 2) and, optionally,
+// labeled defective images.
+type TrainSet struct {
+	Good    []camera.Frame
+	Defects []LabeledFrame
+}
+
+// TrainOptions tunes Train. Zero fields take defaults.
+type TrainOptions struct {
+	// Method is MethodAuto (default), MethodTemplate or MethodPatchCore.
+	Method  string
+	Name    string // takt.name; default "model"
+	Version string // takt.version; default "0.1.0"
+	// Template and PatchCore are the methods' options (their Name, Version, Ignore,
+	// Threads and Progress are set from these options). A zero PatchCore takes
+	// TexturePatchCoreOptions; a Template without a size gets Width 128.
+	Template  TemplateOptions
+	PatchCore PatchCoreOptions
+	// Ignore lists regions the model must not judge, as fractions of the frame.
+	Ignore []Region
+	// MinHeadDefects is how many labeled defects it takes to train the supervised head;
+	// default 10; negative: never.
+	MinHeadDefects int
+	// HeadLambda is the head's L2 penalty; default 0.01.
+	HeadLambda float64
+	// Threads is ONNX Runtime's intra-op thread count while training; 0 = its default.
+	Threads int
+	// Seed drives the pseudo-defects and the coreset.
+	Seed uint64
+	// Progress, when set, is called as training goes: step names what runs ("template",
+	// "patchcore", "head"), done of total its units (folds).
+	Progress func(step string, done, total int)
+	// TrainedAt is written as takt.trained_at; default time.Now().
+	TrainedAt time.Time
+}
+
+// TexturePatchCoreOptions are the PatchCore settings Train uses by default, chosen on the
+// magnetic-tile images (README "Few-shot trainer"): a 64 px wide input, local lighting
+// normalization at 2 px (stains and uneven light vary more than the texture), position
+// weighted 256 (tiles are roughly aligned), the mean distance to the 3 nearest bank
+// vectors (a stain seen once in training does not excuse a similar defect), and the mean
+// of the top 3% of the map as the score (defect area counts, not one hot pixel).
+func TexturePatchCoreOptions() PatchCoreOptions {
+	return PatchCoreOptions{Width: 64, LightingSigma: 2, PositionWeight: 256, MapSigma: 2, K: 3, ScoreTop: 0.03}
+}
+
+// trainTemplateWidth is the template's input width in Train when none is given.
+const trainTemplateWidth = 128
+
+func trainPlan(set TrainSet, opts TrainOptions) (TrainOptions, error) {
+	if opts.Method == "" {
+		opts.Method = MethodAuto
+	}
+	switch opts.Method {
+	case MethodAuto, MethodTemplate, MethodPatchCore, MethodEnsemble:
+	default:
+		return opts, fmt.Errorf("train: method %q: want %s, %s, %s or %s", opts.Method, MethodAuto, MethodTemplate, MethodPatchCore, MethodEnsemble)
+	}
+	if len(set.Good) < 2 {
+		return opts, fmt.Errorf("train: %d good images, need at least 2", len(set.Good))
+	}
+	for i, d := range set.Defects {
+		if err := checkFrame(d.Frame); err != nil {
+			return opts, fmt.Errorf("train: defect image %d (%s): %w", i, d.Label, err)
+		}
+	}
+	if opts.Name == "" {
+		opts.Name = "model"
+	}
+	if opts.Version == "" {
+		opts.Version = "0.1.0"
+	}
+	if opts.MinHeadDefects == 0 {
+		opts.MinHeadDefects = 10
+	}
+	if opts.HeadLambda == 0 {
+		opts.HeadLambda = 0.01
+	}
+	if opts.HeadLambda < 0 {
+		return opts, fmt.Errorf("train: head_lambda %g: want >= 0", opts.HeadLambda)
+	}
+	if opts.TrainedAt.IsZero() {
+		opts.TrainedAt = time.Now()
+	}
+	if opts.PatchCore.Width == 0 && opts.PatchCore.Height == 0 && opts.PatchCore.PositionWeight == 0 && opts.PatchCore.K == 0 {
+		def := TexturePatchCoreOptions()
+		def.Folds, def.BankSize, def.Seed, def.Pool, def.Sigmas, def.Stride = opts.PatchCore.Folds, opts.PatchCore.BankSize,
+			opts.PatchCore.Seed, opts.PatchCore.Pool, opts.PatchCore.Sigmas, opts.PatchCore.Stride
+		opts.PatchCore = def
+	}
+	if (opts.Method == MethodAuto || opts.Method == MethodEnsemble) && opts.PatchCore.Downsample == 0 {
+		// The ensemble needs one input for both models: the template's size; PatchCore
+		// averages it down to about its own width (64 px by default) in the graph.
+		w := opts.Template.Width
+		if w == 0 {
+			w = trainTemplateWidth
+		}
+		h := opts.Template.Height
+		if h == 0 {
+			g := set.Good[0]
+			h = int(math.Round(float64(w) * float64(g.Height) / float64(g.Width)))
+		}
+		pw := opts.PatchCore.Width
+		if pw == 0 {
+			pw = TexturePatchCoreOptions().Width
+		}
+		ds := max(1, int(math.Round(float64(w)/float64(pw))))
+		stride := opts.PatchCore.Stride
+		if stride == 0 {
+			stride = DefaultPatchCoreOptions().Stride
+		}
+		w -= w % (stride * ds)
+		h -= h % (stride * ds)
+		opts.Template.Width, opts.Template.Height = w, h
+		opts.PatchCore.Width, opts.PatchCore.Height, opts.PatchCore.Downsample = w, h, ds
+	}
+	if opts.Template.Width == 0 && opts.Template.Height == 0 {
+		// 128 px wide: on the synthetic parts both more accurate and 7x faster to train than
+		// TrainTemplate's 256 (README "Few-shot trainer").
+		opts.Template.Width = trainTemplateWidth
+	}
+	if opts.PatchCore.Seed == 0 {
+		opts.PatchCore.Seed = opts.Seed
+	}
+	for _, o := range []struct {
+		name, version *string
+		ignore        *[]Region
+		threads       *int
+		at            *time.Time
+	}{
+		{&opts.Template.Name, &opts.Template.Version, &opts.Template.Ignore, &opts.Template.Threads, &opts.Template.TrainedAt},
+		{&opts.PatchCore.Name, &opts.PatchCore.Version, &opts.PatchCore.Ignore, &opts.PatchCore.Threads, &opts.PatchCore.TrainedAt},
+	} {
+		*o.name, *o.version, *o.threads, *o.at = opts.Name, opts.Version, opts.Threads, opts.TrainedAt
+		if len(opts.Ignore) > 0 {
+			*o.ignore = opts.Ignore
+		}
+	}
+	return opts, nil
+}
+
+// pseudoDefect draws a synthetic flaw on a copy of f, for choosing a method without
+// labeled defects: a soft dark or bright blob (a spot, a hole, a stain) or a thin line (a
+// scratch, a crack) of random place, size and contrast.
+func pseudoDefect(f camera.Frame, rng *rand.Rand) camera.Frame {
+	out := f
+	out.Pix = append([]byte(nil), f.Pix...)
+	w, h := float64(f.Width), float64(f.Height)
+	s := min(w, h)
+	cx, cy := w*(0.15+0.7*rng.Float64()), h*(0.15+0.7*rng.Float64())
+	sign := 1.0
+	if rng.IntN(2) == 0 {
+		sign = -1
+	}
+	contrast := sign * (40 + 40*rng.Float64())
+	var dist func(x, y float64) float64 // distance from the flaw's core, in its widths
+	if rng.IntN(2) == 0 {
+		r := s * (0.02 + 0.04*rng.Float64())
+		dist = func(x, y float64) float64 { return math.Hypot(x-cx, y-cy) / r }
+	} else {
+		a := rng.Float64() * math.Pi
+		half := s * (0.08 + 0.12*rng.Float64())
+		width := max(1.0, s*0.004)
+		dx, dy := math.Cos(a), math.Sin(a)
+		dist = func(x, y float64) float64 {
+			px, py := x-cx, y-cy
+			t := max(-half, min(half, px*dx+py*dy))
+			return math.Hypot(px-t*dx, py-t*dy) / width
+		}
+	}
+	for y := range f.Height {
+		for x := range f.Width {
+			d := dist(float64(x)+0.5, float64(y)+0.5)
+			if d > 2 {
+				continue
+			}
+			a := contrast * math.Exp(-d*d)
+			for c := range f.Channels {
+				i := (y*f.Width+x)*f.Channels + c
+				out.Pix[i] = clampPix(float64(out.Pix[i]) + a)
+			}
+		}
+	}
+	return out
+}
+
+func clampPix(v float64) byte {
+	return byte(max(0, min(255, math.Round(v))))
+}

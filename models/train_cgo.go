@@ -1,0 +1,386 @@
+//go:build cgo
+
+package models
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/takt-edge/takt/camera"
+	ort "github.com/yalue/onnxruntime_go"
+)
+
+// Train is the few-shot trainer behind `takt model train`: it trains the method(s) of
+// opts on set.Good and returns the model to ship, with its metrics.
+//
+//   - Good images only: the threshold is calibrated on cross-validated good scores (see
+//     TrainTemplate). MethodAuto trains the template, PatchCore and their ensemble (see
+//     MethodEnsemble) and keeps the one with the highest AUROC of held-out good images
+//     against pseudo-defects (blobs and thin lines drawn on them, see pseudoDefect).
+//   - With labeled defects: methods are compared by the AUROC of their cross-validated
+//     good scores against the defects' scores, and the threshold moves to the best F1.
+//   - With at least MinHeadDefects defects (and PatchCore allowed): a supervised head
+//     (logistic regression on image-level statistics of the patch features and the
+//     anomaly map, in the graph) is trained too and kept when its cross-validated AUROC is
+//     at least the best unsupervised one. Its score is a defect probability.
+//
+// Metrics holds cv_auroc_<method> of each candidate, cv_f1 at the threshold (with
+// defects), defect_images, supervised (0/1) and train_seconds. ctx stops it between steps.
+func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel, error) {
+	start := time.Now()
+	opts, err := trainPlan(set, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := InitONNXRuntime(""); err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	methods := []string{opts.Method}
+	if opts.Method == MethodAuto {
+		methods = []string{MethodTemplate, MethodPatchCore, MethodEnsemble}
+	}
+	defects := make([]camera.Frame, len(set.Defects))
+	for i, d := range set.Defects {
+		defects[i] = d.Frame
+	}
+	metrics := map[string]float64{"defect_images": float64(len(defects))}
+	var best *TrainedModel
+	var bestDefectScores []float64
+	bestAUROC := math.Inf(-1)
+	trained := map[string]*TrainedModel{}
+	for _, meth := range methods {
+		var m *TrainedModel
+		if meth == MethodEnsemble && opts.Method == MethodAuto && trained[MethodTemplate].Input != trained[MethodPatchCore].Input {
+			continue // sizes set apart by the caller: no common input to share
+		}
+		if meth == MethodEnsemble && trained[MethodTemplate] != nil && trained[MethodPatchCore] != nil {
+			m, err = ensembleOf(trained[MethodTemplate], trained[MethodPatchCore], opts)
+		} else {
+			m, err = trainMethod(ctx, meth, set.Good, opts, opts.Progress)
+		}
+		if err != nil {
+			return nil, err
+		}
+		trained[meth] = m
+		var auroc float64
+		var ds []float64
+		switch {
+		case len(defects) > 0:
+			if ds, err = scoreRaw(m.ONNX, m.Input, opts.Threads, defects); err != nil {
+				return nil, fmt.Errorf("train %s: score defects: %w", meth, err)
+			}
+			auroc = EvaluateScores(m.GoodScores, ds)
+		case len(methods) > 1:
+			if auroc, err = pseudoAUROC(ctx, meth, set.Good, opts, opts.Progress); err != nil {
+				return nil, err
+			}
+		}
+		if len(methods) > 1 || len(defects) > 0 {
+			metrics["cv_auroc_"+meth] = auroc
+		}
+		// On a tie the ensemble wins: with a handful of images the check saturates, and the
+		// ensemble fails a part whenever either model would.
+		if best == nil || auroc > bestAUROC || (meth == MethodEnsemble && auroc >= bestAUROC) {
+			best, bestAUROC, bestDefectScores = m, auroc, ds
+		}
+	}
+	if opts.MinHeadDefects > 0 && len(defects) >= opts.MinHeadDefects && opts.Method != MethodTemplate {
+		hm, auroc, err := trainPatchCoreHead(ctx, set.Good, defects, opts)
+		if err != nil {
+			return nil, err
+		}
+		metrics["cv_auroc_patchcore_head"] = auroc
+		if auroc >= bestAUROC {
+			best, bestAUROC = hm, auroc
+			metrics["cv_f1"] = hm.Metrics["cv_f1"]
+		}
+	}
+	if len(defects) > 0 && !best.Supervised {
+		th, f1 := BestF1Threshold(best.GoodScores, bestDefectScores)
+		if th > 0 && !math.IsInf(th, 0) {
+			if best.ONNX, err = best.regraph(th); err != nil {
+				return nil, fmt.Errorf("train: %w", err)
+			}
+			best.Threshold = th
+		}
+		metrics["cv_f1"] = f1
+	}
+	if len(defects) > 0 || len(methods) > 1 {
+		metrics["cv_auroc"] = bestAUROC
+	}
+	metrics["supervised"] = map[bool]float64{true: 1}[best.Supervised]
+	metrics["train_seconds"] = time.Since(start).Seconds()
+	best.Metrics = metrics
+	return best, nil
+}
+
+func trainMethod(ctx context.Context, meth string, good []camera.Frame, opts TrainOptions, progress func(string, int, int)) (*TrainedModel, error) {
+	hook := func(done, total int) {
+		if progress != nil {
+			progress(meth, done, total)
+		}
+	}
+	switch meth {
+	case MethodTemplate:
+		o := opts.Template
+		o.Progress = hook
+		return TrainTemplate(ctx, good, o)
+	case MethodEnsemble:
+		tm, err := trainMethod(ctx, MethodTemplate, good, opts, progress)
+		if err != nil {
+			return nil, err
+		}
+		pm, err := trainMethod(ctx, MethodPatchCore, good, opts, progress)
+		if err != nil {
+			return nil, err
+		}
+		return ensembleOf(tm, pm, opts)
+	default:
+		o := opts.PatchCore
+		o.Progress = hook
+		return TrainPatchCore(ctx, good, o)
+	}
+}
+
+// ensembleOf joins a template and a PatchCore model trained on the same images and input
+// size (see MethodEnsemble). Its held-out good scores are the larger of the two models'
+// scores over their thresholds, so the threshold rule carries over: 1 is where either
+// model's own threshold lies.
+func ensembleOf(tm, pm *TrainedModel, opts TrainOptions) (*TrainedModel, error) {
+	if tm == nil || pm == nil {
+		return nil, fmt.Errorf("train ensemble: needs the template and the patchcore model")
+	}
+	if tm.Input != pm.Input {
+		return nil, fmt.Errorf("train ensemble: template input %s and patchcore input %s differ", tm.Input, pm.Input)
+	}
+	methodOf := func(m *TrainedModel) string {
+		h, err := inspectModel(m.ONNX)
+		if err != nil {
+			return m.Method
+		}
+		return h.meta[metaMethod]
+	}
+	final := func(threshold float64) ([]byte, error) {
+		meta := ensembleMeta(opts.Name, opts.Version, tm.Input, threshold, len(tm.GoodScores), opts.TrainedAt.UTC().Format(time.RFC3339),
+			tm.Threshold, pm.Threshold, methodOf(tm), methodOf(pm))
+		return mergeEnsemble(tm.ONNX, pm.ONNX, tm.Threshold, pm.Threshold, meta)
+	}
+	good := make([]float64, len(tm.GoodScores))
+	train := make([]float64, len(tm.GoodScores))
+	for i := range good {
+		good[i] = max(tm.GoodScores[i]/tm.Threshold, pm.GoodScores[i]/pm.Threshold)
+		train[i] = max(tm.TrainScores[i]/tm.Threshold, pm.TrainScores[i]/pm.Threshold)
+	}
+	const threshold = 1
+	onnx, err := final(threshold)
+	if err != nil {
+		return nil, err
+	}
+	return &TrainedModel{ONNX: onnx, Name: opts.Name, Version: opts.Version, Input: tm.Input, Threshold: threshold,
+		GoodScores: good, TrainScores: train, Folds: tm.Folds, TrainedAt: opts.TrainedAt, Method: MethodEnsemble, regraph: final}, nil
+}
+
+// pseudoAUROC trains meth on two thirds of the good images and returns the AUROC of the
+// other third against pseudo-defects drawn on them (two each).
+func pseudoAUROC(ctx context.Context, meth string, good []camera.Frame, opts TrainOptions, progress func(string, int, int)) (float64, error) {
+	var train, held []camera.Frame
+	for i, f := range good {
+		if i%3 == 2 {
+			held = append(held, f)
+		} else {
+			train = append(train, f)
+		}
+	}
+	if len(train) < 2 || len(held) < 1 {
+		return math.NaN(), nil // too few images to compare: the first method stays
+	}
+	o := opts
+	o.Template.Progress, o.PatchCore.Progress = nil, nil
+	o.PatchCore.Folds = min(len(train), 3)
+	if progress != nil {
+		progress("check "+meth, 0, 1)
+	}
+	m, err := trainMethod(ctx, meth, train, o, func(string, int, int) {})
+	if progress != nil {
+		progress("check "+meth, 1, 1)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("train %s: pseudo-defect check: %w", meth, err)
+	}
+	rng := rand.New(rand.NewPCG(opts.Seed, 0x5eed))
+	var pseudo []camera.Frame
+	for _, f := range held {
+		pseudo = append(pseudo, pseudoDefect(f, rng), pseudoDefect(f, rng))
+	}
+	gs, err := scoreRaw(m.ONNX, m.Input, opts.Threads, held)
+	if err != nil {
+		return 0, fmt.Errorf("train %s: pseudo-defect check: %w", meth, err)
+	}
+	ps, err := scoreRaw(m.ONNX, m.Input, opts.Threads, pseudo)
+	if err != nil {
+		return 0, fmt.Errorf("train %s: pseudo-defect check: %w", meth, err)
+	}
+	return EvaluateScores(gs, ps), nil
+}
+
+// scoreRaw scores frames with model data as Runtime.Infer would.
+func scoreRaw(data []byte, in InputShape, threads int, frames []camera.Frame) ([]float64, error) {
+	xs, err := preprocessGood("scoring", frames, in)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float64, len(xs))
+	err = scoreWith(data, RuntimeOptions{Threads: threads, Warmup: -1}, xs, func(int) bool { return true }, out)
+	return out, err
+}
+
+// trainPatchCoreHead trains PatchCore with the supervised head (see head.go) and returns it
+// with the head's cross-validated AUROC. Every head input row comes from a fold model
+// whose bank did not see the image; the AUROC and the threshold (best F1) come from
+// 5-fold cross-validation of the head over those rows.
+func trainPatchCoreHead(ctx context.Context, good, defects []camera.Frame, opts TrainOptions) (*TrainedModel, float64, error) {
+	po, in, err := patchCorePlan(good, opts.PatchCore)
+	if err != nil {
+		return nil, 0, err
+	}
+	xs, err := preprocessGood("patchcore head", good, in)
+	if err != nil {
+		return nil, 0, err
+	}
+	ds, err := preprocessGood("patchcore head", defects, in)
+	if err != nil {
+		return nil, 0, err
+	}
+	h, w, d := patchDims(in, po)
+	feats, err := patchFeaturesAll(in, po, xs, d*h*w)
+	if err != nil {
+		return nil, 0, fmt.Errorf("train patchcore head: %w", err)
+	}
+	all := append(append([][]float32(nil), xs...), ds...)
+	rows := make([][]float32, len(all))
+	folds := po.Folds
+	for k := range folds {
+		if err := ctx.Err(); err != nil {
+			return nil, 0, fmt.Errorf("train patchcore head: %w", err)
+		}
+		bank := buildBank(feats, h, w, d, func(i int) bool { return i%folds != k }, po)
+		data, err := patchCoreHeadGraph(in, po, bank, nil, true, nil)
+		if err != nil {
+			return nil, 0, fmt.Errorf("train patchcore head: fold %d: %w", k, err)
+		}
+		held := func(i int) bool {
+			if i < len(xs) {
+				return i%folds == k
+			}
+			return (i-len(xs))%folds == k
+		}
+		if err := runOutput(data, in, po.Threads, "head_in", headDim(d), all, held, rows); err != nil {
+			return nil, 0, fmt.Errorf("train patchcore head: fold %d: %w", k, err)
+		}
+		if opts.Progress != nil {
+			opts.Progress("head", k+1, folds)
+		}
+	}
+	labels := make([]bool, len(all))
+	for i := len(xs); i < len(all); i++ {
+		labels[i] = true
+	}
+	// Held-out probabilities of the head itself, 5 folds over the rows.
+	probs := make([]float64, len(all))
+	const headFolds = 5
+	for k := range headFolds {
+		var tx [][]float32
+		var ty []bool
+		for i := range all {
+			if i%headFolds != k {
+				tx, ty = append(tx, rows[i]), append(ty, labels[i])
+			}
+		}
+		hd, err := fitHead(tx, ty, opts.HeadLambda)
+		if err != nil {
+			return nil, 0, fmt.Errorf("train patchcore head: %w", err)
+		}
+		for i := range all {
+			if i%headFolds == k {
+				probs[i] = hd.prob(rows[i])
+			}
+		}
+	}
+	goodP, defectP := probs[:len(xs)], probs[len(xs):]
+	auroc := EvaluateScores(goodP, defectP)
+	th, f1 := BestF1Threshold(goodP, defectP)
+	if !(th > 0 && th < 1) {
+		th = 0.5
+	}
+	head, err := fitHead(rows, labels, opts.HeadLambda)
+	if err != nil {
+		return nil, 0, fmt.Errorf("train patchcore head: %w", err)
+	}
+	final := func(threshold float64) ([]byte, error) {
+		bank := buildBank(feats, h, w, d, func(int) bool { return true }, po)
+		meta := patchCoreMeta(po, in, threshold, len(good), bank.size())
+		for i := range meta {
+			if meta[i][0] == metaMethod {
+				meta[i][1] += fmt.Sprintf(" head=logistic defects=%d lambda=%g", len(defects), opts.HeadLambda)
+			}
+		}
+		return patchCoreHeadGraph(in, po, bank, head, false, meta)
+	}
+	onnx, err := final(th)
+	if err != nil {
+		return nil, 0, fmt.Errorf("train patchcore head: %w", err)
+	}
+	trainScores := make([]float64, len(xs))
+	if err := scoreWith(onnx, RuntimeOptions{Threads: po.Threads, Warmup: -1}, xs, func(int) bool { return true }, trainScores); err != nil {
+		return nil, 0, fmt.Errorf("train patchcore head: final model: %w", err)
+	}
+	return &TrainedModel{
+		ONNX: onnx, Name: po.Name, Version: po.Version, Input: in, Threshold: th,
+		GoodScores: append([]float64(nil), goodP...), TrainScores: trainScores, Folds: folds, TrainedAt: po.TrainedAt,
+		Method: MethodPatchCore, Supervised: true, Metrics: map[string]float64{"cv_f1": f1}, regraph: final,
+	}, auroc, nil
+}
+
+// runOutput runs data on every input with use(i) and copies its output out (size floats)
+// into dst[i].
+func runOutput(data []byte, in InputShape, threads int, out string, size int, xs [][]float32, use func(int) bool, dst [][]float32) error {
+	x, err := ort.NewEmptyTensor[float32](ort.NewShape(1, 1, int64(in.Height), int64(in.Width)))
+	if err != nil {
+		return err
+	}
+	defer x.Destroy()
+	y, err := ort.NewEmptyTensor[float32](ort.NewShape(1, int64(size)))
+	if err != nil {
+		return err
+	}
+	defer y.Destroy()
+	so, err := ort.NewSessionOptions()
+	if err != nil {
+		return err
+	}
+	defer so.Destroy()
+	if threads > 0 {
+		if err := so.SetIntraOpNumThreads(threads); err != nil {
+			return err
+		}
+	}
+	s, err := ort.NewAdvancedSessionWithONNXData(data, []string{"image"}, []string{out}, []ort.Value{x}, []ort.Value{y}, so)
+	if err != nil {
+		return fmt.Errorf("%s model: %w", out, err)
+	}
+	defer s.Destroy()
+	for i, xi := range xs {
+		if !use(i) {
+			continue
+		}
+		copy(x.GetData(), xi)
+		if err := s.Run(); err != nil {
+			return fmt.Errorf("image %d: %w", i, err)
+		}
+		dst[i] = append([]float32(nil), y.GetData()...)
+	}
+	return nil
+}
