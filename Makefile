@@ -56,7 +56,8 @@ bench: deps
 
 # demo: synthetic parts -> starter model trained from good parts -> the agent inspects a
 # production run (an operator labels its mistakes) -> takt-cloud ingests the uploads, the
-# labels trigger a retrain, the new signed bundle is registered and announced.
+# labels trigger a retrain, the new signed bundle is registered and announced -> the station
+# runs again, shadows and promotes it, and rejects a planted bundle from an untrusted key.
 # DEMO_PARTS=N stops after N parts; without it the run loops until Ctrl-C.
 demo: build
 	@mkdir -p $(DEMO_DIR)
@@ -66,6 +67,7 @@ demo: build
 	bin/takt model train --data $(DEMO_DIR)/train --out $(DEMO_DIR)/model.onnx --name demo-part --version 1.0.0 \
 		--ignore $(DEMO_MARKING) --width 256
 	@cp testdata/demo/agent.yaml $(DEMO_DIR)/agent.yaml
+	@mkdir -p $(DEMO_DIR)/cloud && [ -f $(DEMO_DIR)/cloud/signing.key ] || bin/takt model keygen --out $(DEMO_DIR)/cloud/signing.key >/dev/null
 	@packaging/demo-s3.sh start $(DEMO_DIR)
 	@packaging/demo-mqtt.sh start $(DEMO_DIR)
 	@packaging/demo-cloud.sh operator $(DEMO_DIR) $(DEMO_HTTP)
@@ -73,7 +75,8 @@ demo: build
 	set -a; . $(DEMO_DIR)/s3.env; . $(DEMO_DIR)/mqtt.env; set +a; \
 		trap 'packaging/demo-cloud.sh stop $(DEMO_DIR); packaging/demo-s3.sh stop $(DEMO_DIR); packaging/demo-mqtt.sh stop $(DEMO_DIR)' EXIT; \
 		TAKT_HTTP_LISTEN=$(DEMO_HTTP) bin/takt-agent --config $(DEMO_DIR)/agent.yaml $(if $(DEMO_PARTS),--max-parts $(DEMO_PARTS),) || [ $$? -eq 130 ] \
-		&& packaging/demo-cloud.sh run $(DEMO_DIR)
+		&& packaging/demo-cloud.sh run $(DEMO_DIR) \
+		&& packaging/demo-update.sh $(DEMO_DIR) $(DEMO_HTTP)
 	@bin/takt store backlog --data-dir $(DEMO_DIR)/data
 	@bin/takt eval --data-dir $(DEMO_DIR)/data --labels $(DEMO_DIR)/line/labels.csv
 	@echo "demo: $$(bin/takt store counts --data-dir $(DEMO_DIR)/data)"

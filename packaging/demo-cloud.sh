@@ -92,7 +92,7 @@ models:
       - name: template
         trainer: builtin
         method: template
-        options: {width: 128, ignore: [{x0: 0.428, y0: 0.221, x1: 0.813, y1: 0.421}]}
+        options: {width: 256, ignore: [{x0: 0.428, y0: 0.221, x1: 0.813, y1: 0.421}]}
       - name: patchcore
         trainer: builtin
         method: patchcore
