@@ -200,7 +200,7 @@ func TestModelUpdateWatchRollsBack(t *testing.T) {
 	install := func(version string, bundle []byte) {
 		t.Helper()
 		path := filepath.Join(t.TempDir(), version+".tar")
-		if err := writeFileAtomic(path, bundle); err != nil {
+		if err := models.WriteFileAtomic(path, bundle); err != nil {
 			t.Fatal(err)
 		}
 		if err := InstallModel(context.Background(), client, path); err != nil {

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/takt-edge/takt/models"
 )
 
 // The model update's durable state lives in <data_dir>/models/:
@@ -121,7 +123,7 @@ func writeOTAState(dir string, st otaState) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, "state.json"), append(data, '\n'))
+	return models.WriteFileAtomic(filepath.Join(dir, "state.json"), append(data, '\n'))
 }
 
 // model returns the state of the station model named name, creating it.
@@ -186,35 +188,6 @@ func (st *otaState) reject(id string) {
 	if len(st.Rejected) > 64 {
 		st.Rejected = st.Rejected[len(st.Rejected)-64:]
 	}
-}
-
-// writeFileAtomic writes data to path: temp file in the same folder, fsync, rename, fsync
-// of the folder, so a crash leaves the old or the new content, never a mix.
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err = tmp.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return syncDir(dir)
 }
 
 func syncDir(dir string) error {

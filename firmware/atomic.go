@@ -3,40 +3,10 @@ package firmware
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 )
 
 var goarch = runtime.GOARCH
-
-// writeFileAtomic writes data to path: temp file in the same folder, write, fsync, rename,
-// fsync of the folder.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	name := tmp.Name()
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(name, 0o644)
-	}
-	if err == nil {
-		err = os.Rename(name, path)
-	}
-	if err != nil {
-		os.Remove(name)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return syncDir(dir)
-}
 
 // writeFileSynced creates path with data and fsyncs it.
 func writeFileSynced(path string, data []byte, mode os.FileMode) error {

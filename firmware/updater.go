@@ -166,7 +166,7 @@ func (u *Updater) save(st State) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(u.statePath(), append(data, '\n'))
+	return models.WriteFileAtomic(u.statePath(), append(data, '\n'))
 }
 
 func (u *Updater) report(st State, step string, err error) {

@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/models"
 )
 
 // DefaultWatchBudget caps one release download (the agent binary and its config).
@@ -267,7 +268,7 @@ func (w *Watcher) remember(msg *cloudsync.FirmwareAvailableMsg, result string) {
 		hs = hs[len(hs)-handledKept:]
 	}
 	data, _ := json.Marshal(hs)
-	if err := writeFileAtomic(w.handledPath(), data); err != nil {
+	if err := models.WriteFileAtomic(w.handledPath(), data); err != nil {
 		w.log.Error().Err(err).Msg("remember handled release")
 	}
 }

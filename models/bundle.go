@@ -227,7 +227,7 @@ func WriteBundleFile(path string, m Manifest, onnx []byte, files map[string][]by
 	if err := BuildBundle(&buf, m, onnx, files, key); err != nil {
 		return err
 	}
-	return writeFileAtomic(path, buf.Bytes())
+	return WriteFileAtomic(path, buf.Bytes())
 }
 
 func sha256Hex64(data []byte) string {
@@ -441,9 +441,9 @@ func (z *zeroTail) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// writeFileAtomic writes data to path: temp file in the same folder, fsync, rename, fsync
+// WriteFileAtomic writes data to path: temp file in the same folder, fsync, rename, fsync
 // of the folder.
-func writeFileAtomic(path string, data []byte) (err error) {
+func WriteFileAtomic(path string, data []byte) (err error) {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {

@@ -314,7 +314,7 @@ func (m *Manifest) CheckAgent(agentVersion string) error {
 }
 
 // CheckUpgrade reports whether next may replace running (same model name): its version must
-// be higher, unless next is a signed rollback.
+// be higher, unless next is a signed rollback. A downgrade wraps ErrDowngrade.
 func CheckUpgrade(running, next *Manifest) error {
 	if running.Name != next.Name {
 		return fmt.Errorf("%w: bundle is model %q, the station runs %q", ErrBadBundle, next.Name, running.Name)
@@ -328,8 +328,8 @@ func CheckUpgrade(running, next *Manifest) error {
 		return fmt.Errorf("%w: version: %v", ErrBadBundle, err)
 	}
 	if b.Compare(a) <= 0 && !next.Rollback {
-		return fmt.Errorf("%w: version %s is not above the running %s (a rollback must be signed with \"rollback\": true)",
-			ErrBadBundle, next.Version, running.Version)
+		return fmt.Errorf("%w: %s %s is not above the running %s and is not signed as a rollback (\"rollback\": true)",
+			ErrDowngrade, next.Name, next.Version, running.Version)
 	}
 	return nil
 }

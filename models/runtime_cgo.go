@@ -617,7 +617,7 @@ func (r *Runtime) newSession(data []byte, p, cacheDir string, t tensors) (*ort.A
 		trt, gpu := hostTensorRT()
 		marker, _ := json.Marshal(map[string]string{"model_sha256": r.info.Model.SHA256, "onnxruntime": ort.GetVersion(),
 			"tensorrt": trt, "gpu": gpu, "fp16": b01(r.opts.Providers.FP16), "built_at": time.Now().UTC().Format(time.RFC3339)})
-		_ = writeFileAtomic(filepath.Join(cacheDir, engineMarker), marker)
+		_ = WriteFileAtomic(filepath.Join(cacheDir, engineMarker), marker)
 	}
 	return sess, nil
 }

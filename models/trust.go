@@ -111,20 +111,5 @@ func CheckInstall(running, next *Manifest, agentVersion string) error {
 	if running == nil {
 		return nil
 	}
-	if running.Name != next.Name {
-		return fmt.Errorf("%w: bundle is model %q, the station runs %q", ErrBadBundle, next.Name, running.Name)
-	}
-	a, err := ParseSemver(running.Version)
-	if err != nil {
-		return fmt.Errorf("running version: %w", err)
-	}
-	b, err := ParseSemver(next.Version)
-	if err != nil {
-		return fmt.Errorf("%w: version: %v", ErrBadBundle, err)
-	}
-	if b.Compare(a) <= 0 && !next.Rollback {
-		return fmt.Errorf("%w: %s %s is not above the running %s and is not signed as a rollback (\"rollback\": true)",
-			ErrDowngrade, next.Name, next.Version, running.Version)
-	}
-	return nil
+	return CheckUpgrade(running, next)
 }

@@ -137,7 +137,7 @@ func cmdFirmwarePack(args []string, stdout, stderr io.Writer) error {
 	if err := firmware.BuildRelease(&buf, m, files, k); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(fs.Arg(0), buf.Bytes()); err != nil {
+	if err := models.WriteFileAtomic(fs.Arg(0), buf.Bytes()); err != nil {
 		return err
 	}
 	state := "unsigned (run takt firmware sign)"
@@ -176,7 +176,7 @@ func cmdFirmwareSign(args []string, stdout, stderr io.Writer) error {
 	if dst == "" {
 		dst = fs.Arg(0)
 	}
-	if err := writeFileAtomic(dst, buf.Bytes()); err != nil {
+	if err := models.WriteFileAtomic(dst, buf.Bytes()); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "sign: %s: release %s signed by key %s (rollback %v)\n", dst, rel.Manifest.Version,
@@ -354,29 +354,4 @@ func cmdFirmwareStatus(args []string, stdout, stderr io.Writer) error {
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(out)
-}
-
-// writeFileAtomic writes data to path through a temp file in the same folder (fsync, rename).
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-	}
-	return err
 }
