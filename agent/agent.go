@@ -173,7 +173,7 @@ func (a *Agent) inspect(ctx context.Context, set *modelSet, st *store.Store, fra
 		m := set.models[0]
 		v.Decision, v.Reason = store.NoDecision, "no frame: "+frameErr.Error()
 		v.Threshold, v.Provider = m.threshold, m.info.Provider
-		v.Model = store.Model{Name: m.info.Model.Name, Version: m.info.Model.Version, SHA256: m.info.Model.SHA256}
+		v.Model = m.record()
 	} else {
 		heat = set.score(ctx, frame, a.cfg.Deadline, a.cfg.HTTP.Listen != "", &v)
 	}

@@ -56,6 +56,16 @@ func (m *stationModel) release() {
 // background changes it).
 func (m *stationModel) provider() string { return m.rt.Info().Provider }
 
+// record names the model as verdicts store it.
+func (m *stationModel) record() store.Model {
+	return store.Model{Name: m.info.Model.Name, Version: m.info.Model.Version, SHA256: m.info.Model.SHA256}
+}
+
+// outcome is m's entry in a part's per-model outcomes, before it ran.
+func (m *stationModel) outcome() store.ModelScore {
+	return store.ModelScore{Name: m.name, Model: m.record(), Threshold: m.threshold, Provider: m.info.Provider}
+}
+
 // modelSet is the models that score every frame, in config order. A part PASSes only when
 // every model passes it. A set is never changed; a swap makes a new one.
 type modelSet struct {
@@ -147,9 +157,7 @@ func (s *modelSet) score(ctx context.Context, f camera.Frame, deadline time.Dura
 		res, err := m.rt.Infer(partCtx, f)
 		elapsed := time.Since(captured)
 		o := &outs[i]
-		o.Name, o.Threshold = m.name, m.threshold
-		o.Model = store.Model{Name: m.info.Model.Name, Version: m.info.Model.Version, SHA256: m.info.Model.SHA256}
-		o.Provider = m.info.Provider
+		*o = m.outcome()
 		if res.Provider != "" {
 			o.Provider = res.Provider // changes when a background TensorRT build completes
 		}
@@ -166,10 +174,8 @@ func (s *modelSet) score(ctx context.Context, f camera.Frame, deadline time.Dura
 		if errors.Is(err, context.DeadlineExceeded) {
 			// The part is late: the models left cannot decide it in time either.
 			for j := i + 1; j < len(s.models); j++ {
-				late := &outs[j]
-				late.Name, late.Threshold, late.Provider = s.models[j].name, s.models[j].threshold, s.models[j].info.Provider
-				late.Model = store.Model{Name: s.models[j].info.Model.Name, Version: s.models[j].info.Model.Version, SHA256: s.models[j].info.Model.SHA256}
-				late.Decision, late.Reason = store.NoDecision, "not run: the part's deadline passed"
+				outs[j] = s.models[j].outcome()
+				outs[j].Decision, outs[j].Reason = store.NoDecision, "not run: the part's deadline passed"
 			}
 			break
 		}

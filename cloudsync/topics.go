@@ -62,10 +62,14 @@ func (t Topics) Root() string { return TopicPrefix + "/" + t.Site + "/" + t.Line
 // Topic is the station topic named name (one of the Topic* constants).
 func (t Topics) Topic(name string) string { return t.Root() + "/" + name }
 
-// LineModelAvailable is takt/v1/{site}/{line}/model/available, for a whole line.
-func (t Topics) LineModelAvailable() string {
-	return TopicPrefix + "/" + t.Site + "/" + t.Line + "/" + TopicModelAvailable
+// LineTopic is takt/v1/{site}/{line}/{name}, for a whole line: model/available and
+// firmware/available are announced there as well as per station.
+func (t Topics) LineTopic(name string) string {
+	return TopicPrefix + "/" + t.Site + "/" + t.Line + "/" + name
 }
+
+// LineModelAvailable is takt/v1/{site}/{line}/model/available, for a whole line.
+func (t Topics) LineModelAvailable() string { return t.LineTopic(TopicModelAvailable) }
 
 // Filter is a subscription filter for topic name at the given site, line and
 // station, where "" stands for any ("+"): Filter("", "", "", TopicAlert) is

@@ -81,7 +81,7 @@ func NewWatcher(cfg WatchConfig, newUpdater func(Reporter) (*Updater, error)) (*
 	if w.fetch, err = cloudsync.NewFetcher(cfg.Sync); err != nil {
 		return nil, fmt.Errorf("firmware watch: %w", err)
 	}
-	line := cloudsync.TopicPrefix + "/" + cfg.Topics.Site + "/" + cfg.Topics.Line + "/" + cloudsync.TopicFirmwareAvailable
+	line := cfg.Topics.LineTopic(cloudsync.TopicFirmwareAvailable)
 	w.conn, err = cloudsync.NewConn(cfg.MQTT, cloudsync.ConnOptions{
 		Subscriptions: map[string]func(cloudsync.Received){
 			cfg.Topics.Topic(cloudsync.TopicFirmwareAvailable): w.announced,

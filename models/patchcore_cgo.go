@@ -27,7 +27,7 @@ func TrainPatchCore(ctx context.Context, good []camera.Frame, opts PatchCoreOpti
 		return nil, err
 	}
 	h, w, d := patchDims(in, opts)
-	feats, err := patchFeaturesAll(in, opts, xs, d*h*w)
+	feats, err := patchFeaturesAll(in, opts, xs)
 	if err != nil {
 		return nil, fmt.Errorf("train patchcore: %w", err)
 	}
@@ -51,46 +51,13 @@ func TrainPatchCore(ctx context.Context, good []camera.Frame, opts PatchCoreOpti
 }
 
 // patchFeaturesAll runs the feature graph in ONNX Runtime on every input; each result is
-// size floats, [D][h*w].
-func patchFeaturesAll(in InputShape, opts PatchCoreOptions, xs [][]float32, size int) ([][]float32, error) {
+// [D][h*w] floats.
+func patchFeaturesAll(in InputShape, opts PatchCoreOptions, xs [][]float32) ([][]float32, error) {
 	data, err := patchFeatureGraph(in, opts)
 	if err != nil {
 		return nil, err
 	}
 	h, w, d := patchDims(in, opts)
-	x, err := ort.NewEmptyTensor[float32](ort.NewShape(1, 1, int64(in.Height), int64(in.Width)))
-	if err != nil {
-		return nil, err
-	}
-	defer x.Destroy()
-	y, err := ort.NewEmptyTensor[float32](ort.NewShape(1, int64(d), int64(h), int64(w)))
-	if err != nil {
-		return nil, err
-	}
-	defer y.Destroy()
-	so, err := ort.NewSessionOptions()
-	if err != nil {
-		return nil, err
-	}
-	defer so.Destroy()
-	if opts.Threads > 0 {
-		if err := so.SetIntraOpNumThreads(opts.Threads); err != nil {
-			return nil, err
-		}
-	}
-	s, err := ort.NewAdvancedSessionWithONNXData(data, []string{"image"}, []string{"patch"},
-		[]ort.Value{x}, []ort.Value{y}, so)
-	if err != nil {
-		return nil, fmt.Errorf("feature model: %w", err)
-	}
-	defer s.Destroy()
-	out := make([][]float32, len(xs))
-	for i, xi := range xs {
-		copy(x.GetData(), xi)
-		if err := s.Run(); err != nil {
-			return nil, fmt.Errorf("features of good image %d: %w", i, err)
-		}
-		out[i] = append(make([]float32, 0, size), y.GetData()...)
-	}
-	return out, nil
+	return runGraphAll(data, "patch", ort.NewShape(1, 1, int64(in.Height), int64(in.Width)),
+		ort.NewShape(1, int64(d), int64(h), int64(w)), opts.Threads, xs, "features")
 }

@@ -85,12 +85,18 @@ func blurAll(in InputShape, opts TemplateOptions, xs [][]float32) ([][]float32, 
 		return nil, err
 	}
 	shape := ort.NewShape(1, 1, int64(in.Height), int64(in.Width))
-	x, err := ort.NewEmptyTensor[float32](shape)
+	return runGraphAll(data, "blurred", shape, shape, opts.Threads, xs, "blur")
+}
+
+// runGraphAll runs a training-time graph (input "image", one output) in ONNX Runtime on
+// every input and returns a copy of the output for each; what names the graph in errors.
+func runGraphAll(data []byte, output string, inShape, outShape ort.Shape, threads int, xs [][]float32, what string) ([][]float32, error) {
+	x, err := ort.NewEmptyTensor[float32](inShape)
 	if err != nil {
 		return nil, err
 	}
 	defer x.Destroy()
-	y, err := ort.NewEmptyTensor[float32](shape)
+	y, err := ort.NewEmptyTensor[float32](outShape)
 	if err != nil {
 		return nil, err
 	}
@@ -100,22 +106,22 @@ func blurAll(in InputShape, opts TemplateOptions, xs [][]float32) ([][]float32, 
 		return nil, err
 	}
 	defer so.Destroy()
-	if opts.Threads > 0 {
-		if err := so.SetIntraOpNumThreads(opts.Threads); err != nil {
+	if threads > 0 {
+		if err := so.SetIntraOpNumThreads(threads); err != nil {
 			return nil, err
 		}
 	}
-	s, err := ort.NewAdvancedSessionWithONNXData(data, []string{"image"}, []string{"blurred"},
+	s, err := ort.NewAdvancedSessionWithONNXData(data, []string{"image"}, []string{output},
 		[]ort.Value{x}, []ort.Value{y}, so)
 	if err != nil {
-		return nil, fmt.Errorf("blur model: %w", err)
+		return nil, fmt.Errorf("%s model: %w", what, err)
 	}
 	defer s.Destroy()
 	out := make([][]float32, len(xs))
 	for i, xi := range xs {
 		copy(x.GetData(), xi)
 		if err := s.Run(); err != nil {
-			return nil, fmt.Errorf("blur good image %d: %w", i, err)
+			return nil, fmt.Errorf("%s of good image %d: %w", what, i, err)
 		}
 		out[i] = append([]float32(nil), y.GetData()...)
 	}

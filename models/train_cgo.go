@@ -255,7 +255,7 @@ func trainPatchCoreHead(ctx context.Context, good, defects []camera.Frame, opts 
 		return nil, 0, err
 	}
 	h, w, d := patchDims(in, po)
-	feats, err := patchFeaturesAll(in, po, xs, d*h*w)
+	feats, err := patchFeaturesAll(in, po, xs)
 	if err != nil {
 		return nil, 0, fmt.Errorf("train patchcore head: %w", err)
 	}
