@@ -5,11 +5,17 @@ package companion
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path"
+	"path/filepath"
 	"slices"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 
@@ -24,7 +30,16 @@ var builtinMethods = []string{"template", "patchcore"}
 type builtin struct {
 	method   string
 	template models.TemplateOptions
-	patch    models.PatchCoreOptions
+	patch    patchCoreOptions
+}
+
+// patchCoreOptions are a patchcore experiment's options: models.PatchCoreOptions
+// and min_head_defects (models.TrainOptions.MinHeadDefects: labelled defects
+// it takes to train the supervised head; default 10, negative never).
+
+type patchCoreOptions struct {
+	models.PatchCoreOptions `yaml:",inline"`
+	MinHeadDefects          int `yaml:"min_head_defects"`
 }
 
 var _ Trainer = (*builtin)(nil)
@@ -57,25 +72,24 @@ func builtinTrainer(e ExperimentConfig) (*builtin, error) {
 	return b, nil
 }
 
-// Train reads data/good/ and trains; defects are not used by these
-// trainers (the validation set judges them).
+// Train reads data/good/ and data/defect/ and trains with models.Train: the
+// defects (the operators' false_accept labels, and unlabelled FAILs when
+// training.trust_fail) move the threshold to the best F1 between the
+// cross-validated good scores and theirs, and, for patchcore with at least
+// min_head_defects of them, train the supervised head.
 func (b *builtin) Train(ctx context.Context, job TrainInput, log io.Writer) (*Candidate, error) {
-	good, err := readImages(job.Data + "/good")
+	good, err := readImages(filepath.Join(job.Data, classGood))
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(log, "builtin %s: %d good images\n", b.method, len(good))
-	var tm *models.TrainedModel
-	switch b.method {
-	case "template":
-		o := b.template
-		o.Name, o.Version, o.Threads = job.Name, job.Version, job.Threads
-		tm, err = models.TrainTemplate(ctx, good, o)
-	case "patchcore":
-		o := b.patch
-		o.Name, o.Version, o.Threads = job.Name, job.Version, job.Threads
-		tm, err = models.TrainPatchCore(ctx, good, o)
+	defects, err := readDefects(job.Data)
+	if err != nil {
+		return nil, err
 	}
+	fmt.Fprintf(log, "builtin %s: %d good images, %d defect images\n", b.method, len(good), len(defects))
+	opts := models.TrainOptions{Method: b.method, Name: job.Name, Version: job.Version, Threads: job.Threads,
+		Template: b.template, PatchCore: b.patch.PatchCoreOptions, MinHeadDefects: b.patch.MinHeadDefects}
+	tm, err := models.Train(ctx, models.TrainSet{Good: good, Defects: defects}, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -83,8 +97,12 @@ func (b *builtin) Train(ctx context.Context, job TrainInput, log io.Writer) (*Ca
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(log, "builtin %s: input %s, threshold %.4g, cross-validated good scores max %.4g\n",
+	fmt.Fprintf(log, "builtin %s: input %s, threshold %.4g, cross-validated good scores max %.4g",
 		b.method, tm.Input, tm.Threshold, slices.Max(tm.GoodScores))
+	if len(defects) > 0 {
+		fmt.Fprintf(log, ", cv auroc %.3f f1 %.3f with the defects, supervised head %v", tm.Metrics["cv_auroc"], tm.Metrics["cv_f1"], tm.Supervised)
+	}
+	fmt.Fprintln(log)
 	// The golden set: the first good images with the scores the final model gives them.
 	var golden []Golden
 	for i, f := range good[:min(3, len(good))] {
@@ -95,4 +113,28 @@ func (b *builtin) Train(ctx context.Context, job TrainInput, log io.Writer) (*Ca
 		golden = append(golden, Golden{PNG: png, Score: tm.TrainScores[i]})
 	}
 	return &Candidate{ONNX: tm.ONNX, Manifest: m, GoodScores: tm.GoodScores, Golden: golden}, nil
+}
+
+// readDefects reads data/defect/ with each image's kind from labels.json:
+// the operator's label (false_accept) or the station's decision (FAIL).
+func readDefects(data string) ([]models.LabeledFrame, error) {
+	frames, err := readImages(filepath.Join(data, classDefect))
+	if err != nil || len(frames) == 0 {
+		return nil, err
+	}
+	kinds := map[string]string{}
+	if raw, err := os.ReadFile(filepath.Join(data, "labels.json")); err == nil {
+		var lf labelsFile
+		if err := json.Unmarshal(raw, &lf); err != nil {
+			return nil, fmt.Errorf("%s/labels.json: %w", data, err)
+		}
+		for _, e := range lf.Images {
+			kinds[path.Base(e.File)] = cmp.Or(e.Label, strings.ToLower(e.Decision))
+		}
+	}
+	out := make([]models.LabeledFrame, len(frames))
+	for i, f := range frames {
+		out[i] = models.LabeledFrame{Frame: f, Label: cmp.Or(kinds[filepath.Base(f.Origin)], classDefect)}
+	}
+	return out, nil
 }
