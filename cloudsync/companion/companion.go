@@ -49,11 +49,17 @@ type Companion struct {
 	lastFull   time.Time
 	closeOnce  sync.Once
 
-	mu         sync.Mutex
-	lastIngest IngestResult
-	ingestErr  string
-	httpAddr   string
-	ready      chan struct{} // closed when Run has started its loops
+	cacheMu   sync.Mutex     // one prune or statistics download at a time
+	pinMu     sync.Mutex     // guards pinned
+	pinned    map[string]int // image keys running jobs need -> count
+	lastPrune time.Time      // watch loop only
+
+	mu          sync.Mutex
+	cacheStatus CacheStatus
+	lastIngest  IngestResult
+	ingestErr   string
+	httpAddr    string
+	ready       chan struct{} // closed when Run has started its loops
 }
 
 // New validates cfg, reads the signing key, opens the index and the job
@@ -77,7 +83,7 @@ func New(cfg Config, log zerolog.Logger) (*Companion, error) {
 		cfg: cfg, log: log.With().Str("component", "cloud").Logger(), bucket: bucket, key: key, keys: keys,
 		trainers: map[string]map[string]Trainer{},
 		queue:    make(chan string, 1024), sem: make(chan struct{}, cfg.Training.Parallel),
-		ready: make(chan struct{}),
+		ready: make(chan struct{}), pinned: map[string]int{},
 	}
 	for _, m := range cfg.Models {
 		c.trainers[m.Name] = map[string]Trainer{}
@@ -200,6 +206,12 @@ func (c *Companion) watch(ctx context.Context) error {
 			}
 		}
 		c.announcePending(ctx)
+		if time.Since(c.lastPrune) >= cachePruneEvery && ctx.Err() == nil {
+			c.lastPrune = time.Now()
+			if _, err := c.PruneCache(); err != nil {
+				c.log.Warn().Err(err).Msg("image cache prune failed")
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -215,6 +227,13 @@ func (c *Companion) Ingest(ctx context.Context) (IngestResult, error) {
 	defer c.ingestMu.Unlock()
 	full := time.Since(c.lastFull) >= c.cfg.Ingest.FullScanInterval
 	res, err := c.ingest(ctx, full)
+	if err == nil {
+		if n, serr := c.updateImageStats(ctx); serr != nil {
+			c.log.Warn().Err(serr).Msg("image statistics not computed yet; retrying at the next pass")
+		} else if n > 0 {
+			c.log.Debug().Int("images", n).Msg("image statistics computed")
+		}
+	}
 	c.mu.Lock()
 	if err == nil {
 		c.lastIngest, c.ingestErr = res, ""
@@ -250,13 +269,21 @@ func (c *Companion) CheckTriggers(ctx context.Context) error {
 		trigger, reason := "", ""
 		if n := st.Labels - st.LabelsAtTrain; m.Triggers.Labels > 0 && n >= m.Triggers.Labels {
 			trigger, reason = TriggerLabels, fmt.Sprintf("%d new operator labels (triggers.labels %d)", n, m.Triggers.Labels)
-		} else if m.Triggers.Drift.Threshold > 0 {
+		} else if m.Triggers.Drift.Threshold > 0 || m.Triggers.Drift.ImageThreshold > 0 {
 			d, err := c.Drift(ctx, m.Name)
 			if err != nil {
 				return err
 			}
 			if d.Drifted && !slices.Contains(st.DriftHandled, d.Version) {
-				trigger, reason = TriggerDrift, fmt.Sprintf("PSI %.3f of %d recent PASS scores of %s over %.3f", d.PSI, d.Samples, d.Version, d.Threshold)
+				var why []string
+				if d.scoreDrifted() {
+					why = append(why, fmt.Sprintf("PSI %.3f of %d recent PASS scores of %s over %.3f", d.PSI, d.Samples, d.Version, d.Threshold))
+				}
+				if ds := driftedStats(d.Images); len(ds) > 0 {
+					why = append(why, fmt.Sprintf("image statistics of %d recent PASS images against %s's training images over %.3f: %s",
+						d.Images[0].Samples, d.Version, m.Triggers.Drift.ImageThreshold, strings.Join(ds, ", ")))
+				}
+				trigger, reason = TriggerDrift, strings.Join(why, "; ")
 			}
 		}
 		if trigger == "" {
@@ -287,12 +314,21 @@ func (c *Companion) Drift(ctx context.Context, model string) (DriftStatus, error
 		return DriftStatus{Threshold: m.Triggers.Drift.Threshold, Reason: "no promoted version in the registry"}, nil
 	}
 	var baseline []float64
+	var images map[string]StatBaseline
 	for _, v := range idx.Versions {
 		if v.Version == idx.Promoted {
-			baseline = v.Baseline
+			baseline, images = v.Baseline, v.ImageBaseline
 		}
 	}
-	return driftOf(m.Triggers.Drift, idx.Promoted, baseline, st.Recent[idx.Promoted]), nil
+	d := driftOf(m.Triggers.Drift, idx.Promoted, baseline, st.Recent[idx.Promoted])
+	d.Drifted = d.scoreDrifted()
+	if m.Triggers.Drift.ImageThreshold > 0 {
+		d.Images = imageDriftOf(m.Triggers.Drift, images, st.RecentImages)
+		for _, x := range d.Images {
+			d.Drifted = d.Drifted || x.Drifted
+		}
+	}
+	return d, nil
 }
 
 // Enqueue creates a queued job for model. ErrBusy when one is queued or
@@ -399,6 +435,9 @@ func (c *Companion) runJob(ctx context.Context, j Job) {
 		c.log.Error().Err(err).Str("job", j.ID).Msg("save job")
 	}
 	c.pruneJobDirs()
+	if _, err := c.PruneCache(); err != nil {
+		c.log.Warn().Err(err).Msg("image cache prune failed")
+	}
 }
 
 // trained is one experiment's signed candidate and score.
@@ -437,6 +476,10 @@ func (c *Companion) train(ctx context.Context, j *Job, l *jobLog) error {
 	if err := os.RemoveAll(work); err != nil {
 		return err
 	}
+	// The job's images stay in the cache until it ends (PruneCache).
+	all := slices.Concat(plan.TrainGood, plan.TrainDefect, plan.ValGood, plan.ValDefect)
+	c.pin(all)
+	defer c.unpin(all)
 	data, val, err := c.materialize(ctx, j.Model, j.ID, work, plan)
 	if err != nil {
 		return fmt.Errorf("dataset: %w", err)
@@ -555,6 +598,16 @@ func (c *Companion) train(ctx context.Context, j *Job, l *jobLog) error {
 	} else {
 		l.Printf("no drift baseline: %v", err)
 	}
+	var imgBase map[string]StatBaseline
+	if stats, err := c.cachedImageStats(slices.Concat(plan.TrainGood, plan.ValGood)); err != nil {
+		l.Printf("no image drift baseline: %v", err)
+	} else if imgBase, err = imageBaseline(stats); err != nil {
+		l.Printf("no image drift baseline: %v", err)
+	} else {
+		for _, name := range imageStatNames {
+			metrics["image_"+name+"_mean"], metrics["image_"+name+"_sd"] = imgBase[name].Mean, imgBase[name].SD
+		}
+	}
 	bundle, err := signBundle(best.cand, j.Model, j.Version, dataset, metrics, c.key)
 	if err != nil {
 		return err
@@ -565,7 +618,7 @@ func (c *Companion) train(ctx context.Context, j *Job, l *jobLog) error {
 	}
 	maps.Copy(allMetrics, metrics)
 	entry := VersionEntry{Version: j.Version, Job: j.ID, Experiment: best.exp, Trigger: j.Trigger, Metrics: allMetrics,
-		Baseline: baseline, Decision: j.Decision}
+		Baseline: baseline, ImageBaseline: imgBase, Decision: j.Decision}
 	if _, err := c.publishVersion(ctx, j.Model, bundle, entry, promote); err != nil {
 		return err
 	}

@@ -39,6 +39,7 @@ type Config struct {
 	MQTT     cloudsync.MQTTConfig `yaml:"mqtt"`
 	Ingest   IngestConfig         `yaml:"ingest"`
 	Training TrainingConfig       `yaml:"training"`
+	Cache    CacheConfig          `yaml:"cache"`
 	// Models are the model names takt-cloud trains, with their triggers,
 	// experiments and announce targets. Verdicts of other models are indexed
 	// but not trained on.
@@ -100,6 +101,19 @@ type TrainingConfig struct {
 	KeepJobs int `yaml:"keep_jobs"`
 }
 
+// CacheConfig bounds state_dir/cache, the images downloaded for training
+// jobs and for the image statistics of the drift watch. Images are pruned
+// least recently used first (a job or the drift watch using an image marks
+// it used), never one that a running job or a model's current validation
+// set needs (README "Image cache").
+type CacheConfig struct {
+	// MaxBytes caps the cache's size; 0 = no size limit. Default 10GiB.
+	MaxBytes cloudsync.ByteSize `yaml:"max_bytes"`
+	// MaxAge removes images not used for this long; 0 = no age limit.
+	// Default 720h (30 days).
+	MaxAge time.Duration `yaml:"max_age"`
+}
+
 // ModelConfig is one model name takt-cloud looks after.
 type ModelConfig struct {
 	Name string `yaml:"name"`
@@ -143,14 +157,23 @@ type TriggersConfig struct {
 
 // DriftConfig configures the drift trigger: the population stability index
 // of the recent PASS scores of the promoted version against the decile
-// baseline of its good scores in the registry (README "Drift").
+// baseline of its good scores in the registry, and of each image statistic
+// of the recent PASS images against the promoted version's image baseline
+// (README "Triggers and drift").
 type DriftConfig struct {
-	// Threshold on the PSI; 0 turns drift off. Default 0.25 (a common
-	// reading: < 0.1 stable, 0.1-0.25 moderate, > 0.25 shifted).
+	// Threshold on the scores' PSI; 0 turns score drift off. Default 0.25 (a
+	// common reading: < 0.1 stable, 0.1-0.25 moderate, > 0.25 shifted).
 	Threshold float64 `yaml:"threshold"`
-	// Window is the number of most recent PASS scores compared. Default 200.
+	// ImageThreshold on the PSI of each image statistic (brightness,
+	// contrast, sharpness); 0 turns image drift off (and the download of
+	// PASS images at ingest it needs). Default 0.5: the baseline is fitted
+	// to a few dozen training images, whose estimation error alone gives a
+	// PSI around 0.1-0.2 on an unchanged line.
+	ImageThreshold float64 `yaml:"image_threshold"`
+	// Window is the number of most recent PASS scores (and PASS images)
+	// compared. Default 200.
 	Window int `yaml:"window"`
-	// MinSamples is the fewest PASS scores needed to judge. Default 50.
+	// MinSamples is the fewest PASS scores (images) needed to judge. Default 50.
 	MinSamples int `yaml:"min_samples"`
 }
 
@@ -203,13 +226,14 @@ func DefaultConfig() Config {
 		Ingest:   IngestConfig{Interval: 10 * time.Second, FullScanInterval: time.Hour, Concurrency: 8},
 		Training: TrainingConfig{Parallel: 2, Timeout: 30 * time.Minute, MinGood: 6, MaxGood: 300, Holdout: 0.3,
 			TrustFail: true, KeepJobs: 20},
+		Cache: CacheConfig{MaxBytes: 10 << 30, MaxAge: 30 * 24 * time.Hour},
 	}
 }
 
 // defaultModel fills the defaults of a model section.
 func defaultModel() ModelConfig {
 	return ModelConfig{Triggers: TriggersConfig{Labels: 5, Cooldown: 10 * time.Minute,
-		Drift: DriftConfig{Threshold: 0.25, Window: 200, MinSamples: 50}}}
+		Drift: DriftConfig{Threshold: 0.25, ImageThreshold: 0.5, Window: 200, MinSamples: 50}}}
 }
 
 // LoadConfig reads the YAML file at path over DefaultConfig, resolves
@@ -381,6 +405,14 @@ func (c Config) Validate() error {
 	if t.KeepJobs < 1 {
 		bad("training.keep_jobs: %d must be >= 1", t.KeepJobs)
 	}
+	if c.Cache.MaxBytes < 0 {
+		bad("cache.max_bytes: %d must be >= 0 (0 = no size limit)", c.Cache.MaxBytes)
+	} else if c.Cache.MaxBytes > 0 && c.Cache.MaxBytes < 1<<20 {
+		bad("cache.max_bytes: %d is below 1MiB; too small to hold a training set (0 = no size limit)", c.Cache.MaxBytes)
+	}
+	if c.Cache.MaxAge < 0 {
+		bad("cache.max_age: %v must be >= 0 (0 = no age limit)", c.Cache.MaxAge)
+	}
 	if len(c.Models) == 0 {
 		bad("models: none configured; add at least one {name, experiments}")
 	}
@@ -412,9 +444,9 @@ func (c Config) Validate() error {
 		if tr.Cooldown < 0 {
 			bad("%s.triggers.cooldown: %v must be >= 0", p, tr.Cooldown)
 		}
-		if d := tr.Drift; d.Threshold < 0 {
-			bad("%s.triggers.drift.threshold: %v must be >= 0 (0 = off)", p, d.Threshold)
-		} else if d.Threshold > 0 && (d.MinSamples < 10 || d.Window < d.MinSamples) {
+		if d := tr.Drift; d.Threshold < 0 || d.ImageThreshold < 0 {
+			bad("%s.triggers.drift: threshold %v and image_threshold %v must be >= 0 (0 = off)", p, d.Threshold, d.ImageThreshold)
+		} else if (d.Threshold > 0 || d.ImageThreshold > 0) && (d.MinSamples < 10 || d.Window < d.MinSamples) {
 			bad("%s.triggers.drift: min_samples %d must be >= 10 and window %d >= min_samples", p, d.MinSamples, d.Window)
 		}
 		if len(m.Experiments) == 0 {

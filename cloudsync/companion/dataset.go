@@ -200,22 +200,28 @@ func (c *Companion) fetchImages(ctx context.Context, samples []Sample) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.cfg.Ingest.Concurrency)
 	for _, s := range samples {
-		p := c.cachePath(s.Image)
-		if _, err := os.Stat(p); err == nil {
-			continue
-		}
-		g.Go(func() error {
-			data, _, err := c.bucket.Get(ctx, s.Image)
-			if err != nil {
-				return err
-			}
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-				return err
-			}
-			return writeAtomic(p, data)
-		})
+		g.Go(func() error { return c.fetchImage(ctx, s.Image) })
 	}
 	return g.Wait()
+}
+
+// fetchImage downloads one image into the cache unless it is there; a
+// cached one is marked used now (the least recently used go first, see
+// PruneCache).
+func (c *Companion) fetchImage(ctx context.Context, key string) error {
+	p := c.cachePath(key)
+	if _, err := os.Stat(p); err == nil {
+		touch(p)
+		return nil
+	}
+	data, _, err := c.bucket.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	return writeAtomic(p, data)
 }
 
 func linkOrCopy(src, dst string) error {

@@ -78,14 +78,23 @@ func psi(cuts, recent []float64) (float64, error) {
 	return sum, nil
 }
 
-// DriftStatus is the drift watch's view of one model version.
+// DriftStatus is the drift watch's view of one model version: PSI,
+// Samples, Threshold and Reason are those of the scores; Images has one
+// entry per image statistic (when image drift is on); Drifted is true when
+// the scores or any image statistic drifted.
 type DriftStatus struct {
-	Version   string  `json:"version"`
-	PSI       float64 `json:"psi"`
-	Samples   int     `json:"samples"`
-	Threshold float64 `json:"threshold"`
-	Drifted   bool    `json:"drifted"`
-	Reason    string  `json:"reason,omitempty"` // why it could not be judged
+	Version   string       `json:"version"`
+	PSI       float64      `json:"psi"`
+	Samples   int          `json:"samples"`
+	Threshold float64      `json:"threshold"`
+	Drifted   bool         `json:"drifted"`
+	Reason    string       `json:"reason,omitempty"` // why the scores could not be judged
+	Images    []ImageDrift `json:"images,omitempty"`
+}
+
+// scoreDrifted reports whether the scores (not the images) drifted.
+func (d DriftStatus) scoreDrifted() bool {
+	return d.Reason == "" && d.Threshold > 0 && d.PSI > d.Threshold
 }
 
 // driftOf judges the latest window PASS scores of version against baseline.

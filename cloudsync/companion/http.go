@@ -20,6 +20,7 @@ import (
 //	                       (POSTs need "Authorization: Bearer <api_token>" when api_token is set: 401)
 //	POST /ingest           one ingest pass now -> IngestResult
 //	GET  /models/{name}    registry index, dataset counters, drift status, announce_pending
+//	GET  /cache            the image cache after the last prune (CacheStatus)
 func (c *Companion) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
@@ -64,6 +65,12 @@ func (c *Companion) handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"verdicts": res.Verdicts, "images": res.Images, "labels": res.Labels,
 			"objects": res.Objects, "skipped": res.Skipped, "seconds": res.Elapsed.Seconds()})
 	}))
+	mux.HandleFunc("GET /cache", func(w http.ResponseWriter, r *http.Request) {
+		c.mu.Lock()
+		st := c.cacheStatus
+		c.mu.Unlock()
+		writeJSON(w, http.StatusOK, st)
+	})
 	mux.HandleFunc("GET /models/{name}", func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
 		if _, ok := c.cfg.model(name); !ok {
@@ -83,7 +90,7 @@ func (c *Companion) handler() http.Handler {
 		drift, _ := c.Drift(r.Context(), name)
 		pending, _ := c.index.announcements()
 		_, announcing := pending[name]
-		st.Recent = nil // large; the drift status summarizes it
+		st.Recent, st.RecentImages, st.ImageQueue = nil, nil, nil // large; the drift status summarizes them
 		writeJSON(w, http.StatusOK, map[string]any{"name": name, "registry": idx, "dataset": st, "drift": drift,
 			"labels_since_train": st.Labels - st.LabelsAtTrain, "announce_pending": announcing})
 	})

@@ -86,6 +86,13 @@ type ModelStats struct {
 	// Recent holds the latest PASS scores per model version (at most
 	// maxRecent each), in ingest order: the drift watch reads them.
 	Recent map[string][]float64 `json:"recent,omitempty"`
+	// ImageQueue holds the image keys of PASS parts whose image statistics
+	// are not computed yet (at most maxRecentImages, oldest dropped); the
+	// ingest pass downloads them and moves their statistics to RecentImages.
+	ImageQueue []string `json:"image_queue,omitempty"`
+	// RecentImages are the statistics of the latest PASS images of the
+	// model (any version, at most maxRecentImages), in ingest order.
+	RecentImages []ImageStats `json:"recent_images,omitempty"`
 	// DriftHandled lists versions whose drift already started a job.
 	DriftHandled []string `json:"drift_handled,omitempty"`
 	// LastAutoTrain is when a trigger last started a job.
@@ -93,6 +100,25 @@ type ModelStats struct {
 }
 
 const maxRecent = 2000
+
+// maxRecentImages bounds ModelStats.ImageQueue and RecentImages.
+const maxRecentImages = 1000
+
+// queueImage queues a PASS image for its statistics.
+func (s *ModelStats) queueImage(key string) {
+	s.ImageQueue = append(s.ImageQueue, key)
+	if n := len(s.ImageQueue); n > maxRecentImages {
+		s.ImageQueue = slices.Clone(s.ImageQueue[n-maxRecentImages:])
+	}
+}
+
+// addImageStats appends statistics to RecentImages, keeping the newest.
+func (s *ModelStats) addImageStats(st ...ImageStats) {
+	s.RecentImages = append(s.RecentImages, st...)
+	if n := len(s.RecentImages); n > maxRecentImages {
+		s.RecentImages = slices.Clone(s.RecentImages[n-maxRecentImages:])
+	}
+}
 
 // index wraps the bbolt file.
 type index struct {
@@ -376,6 +402,9 @@ func (a *applier) verdict(r verdictRecord) error {
 		switch o.Decision {
 		case "PASS":
 			st.Pass++
+			if s.Image != "" {
+				st.queueImage(s.Image)
+			}
 			if o.Score != nil {
 				if st.Recent == nil {
 					st.Recent = map[string][]float64{}
@@ -454,6 +483,9 @@ func (a *applier) image(r imageRef) error {
 			return err
 		}
 		st.Images++
+		if s.Outcomes[name].Decision == "PASS" {
+			st.queueImage(s.Image)
+		}
 	}
 	return putJSON(a.samples, k, s)
 }

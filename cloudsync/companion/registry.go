@@ -44,7 +44,10 @@ type VersionEntry struct {
 	Metrics map[string]float64 `json:"metrics,omitempty"`
 	// Baseline is the drift baseline: deciles of good-image scores.
 	Baseline []float64 `json:"baseline,omitempty"`
-	Promoted bool      `json:"promoted"`
+	// ImageBaseline is the image drift baseline: mean and deviation of each
+	// image statistic over the job's good images.
+	ImageBaseline map[string]StatBaseline `json:"image_baseline,omitempty"`
+	Promoted      bool                    `json:"promoted"`
 	// Decision says why it was or was not promoted.
 	Decision string `json:"decision"`
 }
