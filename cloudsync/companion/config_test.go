@@ -35,6 +35,15 @@ func TestConfigFiles(t *testing.T) {
 	if m.Triggers.Labels != 10 || m.Triggers.Drift.Threshold != 0.2 || m.Triggers.Drift.Window != 200 || m.Triggers.Cooldown != 10*time.Minute {
 		t.Errorf("triggers = %+v; want labels 10, threshold 0.2 and the defaults window 200, cooldown 10m", m.Triggers)
 	}
+	if m.Triggers.Drift.ImageThreshold != 0.8 || cfg.Cache.MaxBytes != 2<<30 || cfg.Cache.MaxAge != 168*time.Hour {
+		t.Errorf("image_threshold %v, cache %+v; want 0.8, 2GiB and 168h", m.Triggers.Drift.ImageThreshold, cfg.Cache)
+	}
+	if d := DefaultConfig().Cache; d.MaxBytes != 10<<30 || d.MaxAge != 720*time.Hour || defaultModel().Triggers.Drift.ImageThreshold != 0.5 {
+		t.Errorf("defaults: cache %+v, image_threshold %v; want 10GiB, 720h, 0.5", d, defaultModel().Triggers.Drift.ImageThreshold)
+	}
+	if pc, err := builtinTrainer(m.Experiments[1]); err != nil || pc.patch.MinHeadDefects != 20 || pc.patch.Width != 96 {
+		t.Errorf("patchcore options = %+v, %v; want width 96 and min_head_defects 20", pc.patch, err)
+	}
 	if got := m.Targets[0].Topic(); got != "takt/v1/plant1/line2/model/available" {
 		t.Errorf("line target topic = %q", got)
 	}
