@@ -210,18 +210,28 @@ func (c *Companion) updateImageStats(ctx context.Context) (int, error) {
 	return done, nil
 }
 
-// statsOf fetches images into the cache and computes their statistics, in
-// order; images missing from the bucket, or that do not decode, are left out.
+// statsOf fetches images into the cache and computes their statistics
+// (ingest.concurrency at once), in order; images missing from the bucket, or
+// that do not decode, are left out.
 func (c *Companion) statsOf(ctx context.Context, keys []string) ([]ImageStats, error) {
 	c.cacheMu.Lock()
 	defer c.cacheMu.Unlock()
+	stats := make([]*ImageStats, len(keys))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.cfg.Ingest.Concurrency)
-	for _, k := range keys {
+	for i, k := range keys {
 		g.Go(func() error {
-			if err := c.fetchImage(gctx, k); err != nil && !errors.Is(err, cloudsync.ErrNotFound) {
+			if err := c.fetchImage(gctx, k); errors.Is(err, cloudsync.ErrNotFound) {
+				return nil // deleted from the bucket since it was indexed
+			} else if err != nil {
 				return err
 			}
+			s, err := imageStatsFile(c.cachePath(k))
+			if err != nil {
+				c.log.Warn().Err(err).Str("key", k).Msg("image statistics: image skipped")
+				return nil
+			}
+			stats[i] = &s
 			return nil
 		})
 	}
@@ -229,16 +239,10 @@ func (c *Companion) statsOf(ctx context.Context, keys []string) ([]ImageStats, e
 		return nil, err
 	}
 	var out []ImageStats
-	for _, k := range keys {
-		s, err := imageStatsFile(c.cachePath(k))
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
+	for _, s := range stats {
+		if s != nil {
+			out = append(out, *s)
 		}
-		if err != nil {
-			c.log.Warn().Err(err).Str("key", k).Msg("image statistics: image skipped")
-			continue
-		}
-		out = append(out, s)
 	}
 	return out, nil
 }

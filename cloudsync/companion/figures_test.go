@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/camera/synth"
 	"github.com/takt-edge/takt/cloudsync"
 )
 
@@ -30,6 +32,9 @@ func TestFiguresIngest(t *testing.T) {
 	}
 	const stations, batches, perBatch = 12, 24, 256
 	e := newEnv(t, false)
+	// Image statistics (which download PASS images after the pass) are
+	// measured by TestFiguresImageStats; these images are not decodable.
+	e.cfg.Models[0].Triggers.Drift.ImageThreshold = 0
 	ctx := context.Background()
 	img := bytes.Repeat([]byte{0xA5}, 2048) // image content is not read at ingest
 	g, gctx := errgroup.WithContext(ctx)
@@ -114,4 +119,58 @@ func TestFiguresIngest(t *testing.T) {
 		t.Fatalf("second pass = %+v, %v", res2, err)
 	}
 	fmt.Printf("BENCH cloud_ingest_idle_pass_ms=%.1f\n", float64(res2.Elapsed.Microseconds())/1000)
+}
+
+// Image statistics for the drift watch: 400 PASS images (640x480 JPEG, a
+// synthetic part) downloaded, decoded and measured after an ingest pass,
+// beside the bare GET of the same objects with the same concurrency.
+func TestFiguresImageStats(t *testing.T) {
+	if os.Getenv("TAKT_FIGURES") != "1" {
+		t.Skip("figures run under make bench (TAKT_FIGURES=1)")
+	}
+	const n = 400
+	e := newEnv(t, false)
+	e.cfg.Models[0].Triggers.Drift.Window = n
+	f, _, err := synth.RenderPart(synth.RenderOptions{Seed: 7, Width: 640, Height: 480}, 1, synth.None)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jpg, err := camera.Encode(f, "jpg", 90)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var ps []part
+	for i := 1; i <= n; i++ {
+		ps = append(ps, part{id: uint64(i), decision: "PASS", score: 0.5, image: jpg})
+	}
+	e.upload("st1", "part", day, ps)
+	c := e.newCompanion(e.cfg)
+	defer c.Close()
+	if _, err := c.ingest(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := c.index.stats("part")
+	keys := st.ImageQueue
+
+	start := time.Now()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(e.cfg.Ingest.Concurrency)
+	for _, k := range keys {
+		g.Go(func() error { _, _, err := e.bucket.Get(gctx, k); return err })
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	bare := time.Since(start)
+
+	start = time.Now()
+	done, err := c.updateImageStats(ctx)
+	took := time.Since(start)
+	if err != nil || done != n {
+		t.Fatalf("image statistics of %d images: %d done, %v", n, done, err)
+	}
+	t.Logf("%d images of %d bytes: statistics %v, bare GET %v", n, len(jpg), took, bare)
+	fmt.Printf("BENCH cloud_image_stats_per_s=%.0f\n", float64(n)/took.Seconds())
+	fmt.Printf("BENCH cloud_image_stats_vs_bare_get=%.2f\n", took.Seconds()/bare.Seconds())
 }
