@@ -79,7 +79,8 @@ func bundleScores(t *testing.T, c *Companion, model, version string, pngs [][]by
 // Operator labels feed training. A model trained on good parts alone lets
 // faint cracks through (their scores are under its threshold, which sits a
 // margin above the good parts'); the operator labels those escapes
-// false_accept; the labels trigger a job whose builtin trainer gets the
+// false_accept (and a good part it rejected false_reject, which makes it a
+// good image); the labels trigger a job whose builtin trainer gets the
 // labelled escapes as defects (those the split puts on its training side; the others are in the
 // validation set): the threshold moves to the best F1, the new model
 // catches validation escapes the promoted one missed, and is promoted. The
@@ -126,10 +127,13 @@ func TestLabelsFeedTraining(t *testing.T) {
 	for i, img := range escapes {
 		es = append(es, part{id: uint64(100 + i), decision: "PASS", score: 0.9, image: img, version: j1.Version})
 	}
+	// And a good part the model rejected, labelled false_reject: a good image.
+	es = append(es, part{id: 99, decision: "FAIL", score: 3, image: partPNG(t, 21, synth.None), version: j1.Version})
 	e.upload("st1", "part", day, es)
 	for i := range escapes {
 		e.label("st1", day, uint64(100+i), uint64(i+1), "false_accept")
 	}
+	e.label("st1", day, 99, 50, "false_reject")
 	if _, err := c.Ingest(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -143,12 +147,13 @@ func TestLabelsFeedTraining(t *testing.T) {
 		}
 	}
 	if j2.Trigger != TriggerLabels {
-		t.Fatalf("jobs after %d false_accept labels = %+v; want a labels job", len(escapes), c.Jobs())
+		t.Fatalf("jobs after %d false_accept and 1 false_reject labels = %+v; want a labels job", len(escapes), c.Jobs())
 	}
 	j2 = waitJob(t, c, j2.ID, 2*time.Minute)
 	_, log, _ := c.Job(j2.ID)
-	if j2.State != JobSucceeded || j2.Dataset.TrainDefect < 2 || j2.Dataset.ValDefect < 1 || j2.Dataset.Labels != len(escapes) {
-		t.Fatalf("job 2 = %+v; want succeeded with labelled defects on both sides of the split; log:\n%s", j2, log)
+	if j2.State != JobSucceeded || j2.Dataset.TrainDefect < 2 || j2.Dataset.ValDefect < 1 || j2.Dataset.Labels != len(escapes)+1 ||
+		j2.Dataset.TrainGood+j2.Dataset.ValGood != 21 || j2.Dataset.TrainDefect+j2.Dataset.ValDefect != len(escapes) {
+		t.Fatalf("job 2 = %+v; want succeeded, 21 good images (the false_reject among them), the %d escapes as defects on both sides of the split; log:\n%s", j2, len(escapes), log)
 	}
 	if !strings.Contains(log, fmt.Sprintf("%d defect images", j2.Dataset.TrainDefect)) {
 		t.Errorf("job 2 log does not show the trainer reading %d defect images:\n%s", j2.Dataset.TrainDefect, log)
