@@ -76,11 +76,12 @@ func bundleScores(t *testing.T, c *Companion, model, version string, pngs [][]by
 	return scores, rt.Info().Threshold, *b.Manifest
 }
 
-// Operator labels feed training. A model trained on good parts alone lets
+// Operator labels feed training. A good part the station rejected and the
+// operator labelled false_reject is a good training image. A model trained
+// on good parts alone lets
 // faint cracks through (their scores are under its threshold, which sits a
 // margin above the good parts'); the operator labels those escapes
-// false_accept (and a good part it rejected false_reject, which makes it a
-// good image); the labels trigger a job whose builtin trainer gets the
+// false_accept; the labels trigger a job whose builtin trainer gets the
 // labelled escapes as defects (those the split puts on its training side; the others are in the
 // validation set): the threshold moves to the best F1, the new model
 // catches validation escapes the promoted one missed, and is promoted. The
@@ -91,7 +92,10 @@ func TestLabelsFeedTraining(t *testing.T) {
 	for i := 1; i <= 20; i++ {
 		ps = append(ps, part{id: uint64(i), decision: "PASS", score: 0.5, image: partPNG(t, i, synth.None)})
 	}
+	// And a good part the model rejected, labelled false_reject: a good image.
+	ps = append(ps, part{id: 99, decision: "FAIL", score: 3, image: partPNG(t, 21, synth.None)})
 	e.upload("st1", "part", day, ps)
+	e.label("st1", day, 99, 50, "false_reject")
 	ctx := context.Background()
 	c := e.newCompanion(e.cfg)
 	e.run(c)
@@ -103,8 +107,9 @@ func TestLabelsFeedTraining(t *testing.T) {
 		t.Fatal(err)
 	}
 	j1 = waitJob(t, c, j1.ID, 2*time.Minute)
-	if j1.State != JobSucceeded || !j1.Promoted || j1.Dataset.TrainDefect+j1.Dataset.ValDefect != 0 {
-		t.Fatalf("job 1 = %+v; want promoted, trained on good parts only", j1)
+	if j1.State != JobSucceeded || !j1.Promoted || j1.Dataset.TrainDefect+j1.Dataset.ValDefect != 0 ||
+		j1.Dataset.TrainGood+j1.Dataset.ValGood != 21 || j1.Dataset.Labels != 1 {
+		t.Fatalf("job 1 = %+v; want promoted, trained on 21 good parts (the false_reject one among them) only", j1)
 	}
 
 	// The faint cracks the promoted model PASSes: the escapes.
@@ -127,13 +132,10 @@ func TestLabelsFeedTraining(t *testing.T) {
 	for i, img := range escapes {
 		es = append(es, part{id: uint64(100 + i), decision: "PASS", score: 0.9, image: img, version: j1.Version})
 	}
-	// And a good part the model rejected, labelled false_reject: a good image.
-	es = append(es, part{id: 99, decision: "FAIL", score: 3, image: partPNG(t, 21, synth.None), version: j1.Version})
 	e.upload("st1", "part", day, es)
 	for i := range escapes {
 		e.label("st1", day, uint64(100+i), uint64(i+1), "false_accept")
 	}
-	e.label("st1", day, 99, 50, "false_reject")
 	if _, err := c.Ingest(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -147,13 +149,13 @@ func TestLabelsFeedTraining(t *testing.T) {
 		}
 	}
 	if j2.Trigger != TriggerLabels {
-		t.Fatalf("jobs after %d false_accept and 1 false_reject labels = %+v; want a labels job", len(escapes), c.Jobs())
+		t.Fatalf("jobs after %d false_accept labels = %+v; want a labels job", len(escapes), c.Jobs())
 	}
 	j2 = waitJob(t, c, j2.ID, 2*time.Minute)
 	_, log, _ := c.Job(j2.ID)
-	if j2.State != JobSucceeded || j2.Dataset.TrainDefect < 2 || j2.Dataset.ValDefect < 1 || j2.Dataset.Labels != len(escapes)+1 ||
+	if j2.State != JobSucceeded || j2.Dataset.TrainDefect < 2 || j2.Dataset.ValDefect < 2 || j2.Dataset.Labels != len(escapes)+1 ||
 		j2.Dataset.TrainGood+j2.Dataset.ValGood != 21 || j2.Dataset.TrainDefect+j2.Dataset.ValDefect != len(escapes) {
-		t.Fatalf("job 2 = %+v; want succeeded, 21 good images (the false_reject among them), the %d escapes as defects on both sides of the split; log:\n%s", j2, len(escapes), log)
+		t.Fatalf("job 2 = %+v; want succeeded, the same 21 good images, the %d escapes as defects on both sides of the split; log:\n%s", j2, len(escapes), log)
 	}
 	if !strings.Contains(log, fmt.Sprintf("%d defect images", j2.Dataset.TrainDefect)) {
 		t.Errorf("job 2 log does not show the trainer reading %d defect images:\n%s", j2.Dataset.TrainDefect, log)
@@ -168,6 +170,6 @@ func TestLabelsFeedTraining(t *testing.T) {
 		t.Errorf("bundle %s: defect_images %v, cv_f1 %v, threshold %.3f; want %d defects, an F1, a threshold under %.3f",
 			j2.Version, m2.Metrics["defect_images"], m2.Metrics["cv_f1"], th2, j2.Dataset.TrainDefect, th1)
 	}
-	t.Logf("threshold %.3f -> %.3f; validation F1 %.3f -> %.3f, FPR %.3f -> %.3f on %d good + %d labelled escapes",
-		th1, th2, j2.Current.F1, win.F1, j2.Current.FPR, win.FPR, win.Good, win.Defect)
+	t.Logf("%d of 16 faint cracks escaped; trained on %d; threshold %.3f -> %.3f; validation F1 %.3f -> %.3f, FPR %.3f -> %.3f, AUROC %.3f -> %.3f on %d good + %d labelled escapes",
+		len(escapes), j2.Dataset.TrainDefect, th1, th2, j2.Current.F1, win.F1, j2.Current.FPR, win.FPR, j2.Current.AUROC, win.AUROC, win.Good, win.Defect)
 }
