@@ -137,7 +137,10 @@ func TestImageDrift(t *testing.T) {
 		t.Fatalf("drift after 40 darker parts = %+v; jobs %+v; want brightness drifted and a drift job naming it", d, jobs)
 	}
 	t.Logf("darker: brightness PSI %.3f (mean %.2f, baseline %.2f); job reason: %s", d.Images[0].PSI, d.Images[0].Recent, d.Images[0].Baseline, jobs[1].Reason)
-	waitJob(t, c, jobs[1].ID, 2*time.Minute)
+	if j2 := waitJob(t, c, jobs[1].ID, 2*time.Minute); j2.State != JobSucceeded {
+		_, log, _ := c.Job(j2.ID)
+		t.Errorf("drift job = %+v, want it to succeed; log:\n%s", j2, log)
+	}
 }
 
 // The image statistics of known images: a flat gray image, a one-pixel
