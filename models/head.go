@@ -13,14 +13,19 @@ import (
 //
 //	[GlobalMaxPool(patch_std) (D), GlobalAveragePool(patch_std) (D),
 //	 map score, max(map), mean(map),
-//	 brightness statistics of the image before lighting normalization (headGlobalDim)]
+//	 brightness statistics of the image before lighting normalization (headGlobalDim),
+//	 max of patch_std (D) and of the bank distance (1) over the border ring of the patch
+//	 grid, and the same over the interior (D + 1)]
 //
 // so the head sees how far the worst patches are from the good ones, what the image's
 // texture is like overall (a crack and a stain can be equally far from the bank but differ
 // in their filter responses), and the low-frequency light the patch features divide out
 // on purpose: uneven tiles and stains are brightness over tens of pixels, which the
 // unsupervised model must forgive but labels can tell apart (README "Few-shot trainer":
-// +0.02 to +0.03 AUROC on the magnetic tiles). It is standardized, then
+// +0.02 to +0.03 AUROC on the magnetic tiles). The border ring (headRing) is where breaks
+// and frayed edges are, and where the tile's own chamfers are; pooling it apart keeps an
+// edge defect from hiding behind a strong response elsewhere (+0.03). It is standardized,
+// then
 // score = Sigmoid(v . w + b).
 
 // headGlobalDim is the number of brightness statistics in the head vector: the image
@@ -30,7 +35,29 @@ import (
 const headGlobalDim = 9
 
 // headDim is the head's input length for d standardized patch features.
-func headDim(d int) int { return 2*d + 3 + headGlobalDim }
+func headDim(d int) int { return 4*d + 5 + headGlobalDim }
+
+// headRing is the width, in patches, of the border ring of an h x w patch grid: an eighth
+// of the grid (2 of 16 at the texture default), at least 1, leaving an interior.
+func headRing(h, w int) int {
+	return max(1, min(int(math.Round(float64(min(h, w))/8)), (min(h, w)-1)/2))
+}
+
+// ringPenalty is 0 on the border ring of an h x w grid and -1e4 inside, or the reverse
+// with inside: added before a global max, it limits the max to one region.
+func ringPenalty(h, w int, inside bool) []float32 {
+	r := headRing(h, w)
+	out := make([]float32, h*w)
+	for y := range h {
+		for x := range w {
+			border := y < r || x < r || y >= h-r || x >= w-r
+			if border == inside {
+				out[y*w+x] = -1e4
+			}
+		}
+	}
+	return out
+}
 
 // linearHead is a trained logistic regression on the standardized head vector.
 type linearHead struct {
@@ -39,9 +66,10 @@ type linearHead struct {
 	b         float32
 }
 
-// addHeadInput adds "head_in" [1, headDim(d)] from "patch_std", "anomaly_map",
-// "map_score" and src, the image (fh x fw) the patch features start from.
-func addHeadInput(g *onnxgraph.Graph, d int, src string, fh, fw int) {
+// addHeadInput adds "head_in" [1, headDim(d)] from "patch_std" and "dist_grid" (an h x w
+// grid), "anomaly_map", "map_score" and src, the image (fh x fw) the patch features start
+// from.
+func addHeadInput(g *onnxgraph.Graph, d, h, w int, src string, fh, fw int) {
 	g.Node("GlobalMaxPool", []string{"patch_std"}, []string{"hf_max4"})
 	g.Node("GlobalAveragePool", []string{"patch_std"}, []string{"hf_avg4"})
 	g.Node("Flatten", []string{"hf_max4"}, []string{"hf_max"}, onnxgraph.Int("axis", 1))
@@ -53,7 +81,22 @@ func addHeadInput(g *onnxgraph.Graph, d int, src string, fh, fw int) {
 	g.Node("ReduceMean", []string{"anomaly_map"}, []string{"hf_mapmean4"}, onnxgraph.Ints("axes", 1, 2, 3), onnxgraph.Int("keepdims", 0))
 	g.Node("Reshape", []string{"hf_mapmean4", "hf_one"}, []string{"hf_mapmean"})
 	addGlobalStats(g, src, fh, fw, "hf_global")
-	g.Node("Concat", []string{"hf_max", "hf_avg", "hf_score", "hf_mapmax", "hf_mapmean", "hf_global"}, []string{"head_in"}, onnxgraph.Int("axis", 1))
+	parts := []string{"hf_max", "hf_avg", "hf_score", "hf_mapmax", "hf_mapmean", "hf_global"}
+	for _, region := range []struct {
+		name   string
+		inside bool
+	}{{"border", false}, {"inside", true}} {
+		pen := "hf_pen_" + region.name
+		g.Initializer(pen, []int64{1, 1, int64(h), int64(w)}, ringPenalty(h, w, region.inside))
+		for _, v := range []string{"patch_std", "dist_grid"} {
+			name := "hf_" + region.name + "_" + v
+			g.Node("Add", []string{v, pen}, []string{name + "_pen"})
+			g.Node("GlobalMaxPool", []string{name + "_pen"}, []string{name + "_4"})
+			g.Node("Flatten", []string{name + "_4"}, []string{name}, onnxgraph.Int("axis", 1))
+			parts = append(parts, name)
+		}
+	}
+	g.Node("Concat", parts, []string{"head_in"}, onnxgraph.Int("axis", 1))
 }
 
 // addGlobalStats adds out [1, headGlobalDim], the brightness statistics of src [1,1,fh,fw]

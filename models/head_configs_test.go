@@ -721,14 +721,15 @@ func TestFiguresTrainerSupervisedConfigs(t *testing.T) {
 		add(patchMLP.name, auroc(col(mlpTe)))
 		add(patchLin.name, auroc(col(linTe)))
 
-		before := 2*d + 3 // head_in before the brightness statistics
+		before, bright := 2*d+3, 2*d+3+headGlobalDim // head_in before the brightness statistics and the border ring
 		vecs := []struct {
 			name string
 			f    func(r *tileRows, top [][]float32, i int) []float32
 		}{
 			{"image head: feature max/mean + map (before)", func(r *tileRows, _ [][]float32, i int) []float32 { return r.headIn[i][:before] }},
-			{"image head: + brightness statistics (shipped)", func(r *tileRows, _ [][]float32, i int) []float32 { return r.headIn[i] }},
-			{"image head: + brightness statistics + patch head top-3", func(r *tileRows, top [][]float32, i int) []float32 { return cat(r.headIn[i], top[i]) }},
+			{"image head: + brightness statistics", func(r *tileRows, _ [][]float32, i int) []float32 { return r.headIn[i][:bright] }},
+			{"image head: + brightness + border/interior max (shipped)", func(r *tileRows, _ [][]float32, i int) []float32 { return r.headIn[i] }},
+			{"image head: shipped + patch head top-3", func(r *tileRows, top [][]float32, i int) []float32 { return cat(r.headIn[i], top[i]) }},
 		}
 		for _, v := range vecs {
 			var tr, te [][]float32

@@ -407,7 +407,7 @@ func patchCoreHeadGraph(in InputShape, opts PatchCoreOptions, bank *patchBank, h
 	default:
 		addImageScore(g, in, opts.ScoreTop, "anomaly_map", "map_score")
 		ds := max(1, opts.Downsample)
-		addHeadInput(g, d, featureSource(opts), in.Height/ds, in.Width/ds)
+		addHeadInput(g, d, h, w, featureSource(opts), in.Height/ds, in.Width/ds)
 		if head == nil {
 			g.Node("Identity", []string{"map_score"}, []string{"score"})
 		} else {
