@@ -23,9 +23,11 @@ import (
 //   - With labeled defects: methods are compared by the AUROC of their cross-validated
 //     good scores against the defects' scores, and the threshold moves to the best F1.
 //   - With at least MinHeadDefects defects (and PatchCore allowed): a supervised head
-//     (logistic regression on image-level statistics of the patch features and the
-//     anomaly map, in the graph) is trained too and kept when its cross-validated AUROC is
-//     at least the best unsupervised one. Its score is a defect probability.
+//     (logistic regression on image-level statistics of the patch features, the anomaly
+//     map and the image's brightness, in the graph; see head.go) is trained too. It
+//     replaces PatchCore, its base; another method (template, ensemble) only when the
+//     head's cross-validated AUROC is at least that method's. Its score is a defect
+//     probability.
 //
 // Metrics holds cv_auroc_<method> of each candidate, cv_f1 at the threshold (with
 // defects), defect_images, supervised (0/1) and train_seconds. ctx stops it between steps.
