@@ -21,8 +21,8 @@ import (
 
 // patchHead is the per-patch supervised head: a small MLP (or, with no hidden units, a
 // logistic regression) on a patch's standardized features and its distance to the memory
-// bank, giving a defect logit per patch. In the graph it is a 1x1 convolution (Relu, 1x1
-// convolution) over the patch grid.
+// bank, giving a defect logit per patch (in a graph it would be a 1x1 convolution, Relu,
+// 1x1 convolution over the patch grid).
 type patchHead struct {
 	in        int       // inputs per patch
 	mean, std []float32 // per input
@@ -41,7 +41,7 @@ type patchFit struct {
 	seed   uint64
 }
 
-// logit is the head's output for one raw input row, as the graph computes it.
+// logit is the head's output for one raw input row.
 func (p *patchHead) logit(x []float32) float64 {
 	z := make([]float64, len(p.b1))
 	for u := range z {
@@ -358,13 +358,14 @@ func runOutputs(data []byte, in InputShape, threads int, outs []string, shapes [
 	return nil
 }
 
-// tileRows is what the fold models give per image.
+// tileRows is what a PatchCore graph with headOut gives per image: standardized patch
+// features, bank distances, the head vector and the score.
 type tileRows struct {
 	std, dist, headIn [][]float32
 	score             []float64
 }
 
-func exploreRows(t *testing.T, data []byte, in InputShape, d, h, w int, xs [][]float32, use func(int) bool, r *tileRows) {
+func headRowsOf(t *testing.T, data []byte, in InputShape, d, h, w int, xs [][]float32, use func(int) bool, r *tileRows) {
 	t.Helper()
 	dst := [][][]float32{r.std, r.dist, r.headIn, make([][]float32, len(xs))}
 	err := runOutputs(data, in, 2, []string{"patch_std", "dist_grid", "head_in", "score"},
@@ -462,7 +463,7 @@ func withContext(x []float32, n, h, w int) []float32 {
 	return out
 }
 
-type exploreCfg struct {
+type patchHeadConfig struct {
 	name     string
 	withDist bool
 	context  bool
@@ -471,7 +472,7 @@ type exploreCfg struct {
 }
 
 // patchSet builds training rows of images idx (all = goods then defects; masks for defects).
-func patchSet(rows *tileRows, idx []int, nGood int, masks [][]bool, d, h, w, stride int, c exploreCfg) (X, Y, W []float32, nin int) {
+func patchSet(rows *tileRows, idx []int, nGood int, masks [][]bool, d, h, w, stride int, c patchHeadConfig) (X, Y, W []float32, nin int) {
 	p := h * w
 	var npos, nneg float64
 	for _, i := range idx {
@@ -510,7 +511,7 @@ func patchSet(rows *tileRows, idx []int, nGood int, masks [][]bool, d, h, w, str
 	return X, Y, W, nin
 }
 
-func cfgInputs(rows *tileRows, i, d, h, w int, c exploreCfg) ([]float32, int) {
+func cfgInputs(rows *tileRows, i, d, h, w int, c patchHeadConfig) ([]float32, int) {
 	pi := patchInputs(rows.std[i], rows.dist[i], d, h*w, c.withDist)
 	n := d
 	if c.withDist {
@@ -522,7 +523,7 @@ func cfgInputs(rows *tileRows, i, d, h, w int, c exploreCfg) ([]float32, int) {
 	return pi, n
 }
 
-func headLogits(ph *patchHead, rows *tileRows, i, d, h, w int, c exploreCfg) []float64 {
+func headLogits(ph *patchHead, rows *tileRows, i, d, h, w int, c patchHeadConfig) []float64 {
 	pi, n := cfgInputs(rows, i, d, h, w, c)
 	var out []float64
 	for j := range h * w {
@@ -531,11 +532,8 @@ func headLogits(ph *patchHead, rows *tileRows, i, d, h, w int, c exploreCfg) []f
 	return out
 }
 
-func imageVec(logits []float64, score float64) []float32 {
-	return []float32{float32(topMean(logits, 1)), float32(topMean(logits, 3)), float32(topMean(logits, 8)), float32(score)}
-}
-
-// globalVec: intensity statistics of the model input before lighting normalization.
+// globalVec is the Go reference of addGlobalStats: the brightness statistics of a model
+// input x (h x w) before lighting normalization.
 func globalVec(x []float32, h, w int) []float32 {
 	vs := make([]float64, len(x))
 	var mean float64
@@ -596,8 +594,8 @@ func TestFiguresTrainerSupervisedConfigs(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := loadTileSet(t)
-	patchMLP := exploreCfg{"patch head: MLP 16 on features + distance, masks, top-3", true, false, patchFit{hidden: 16, lambda: 1e-3, epochs: 15}, 0.05}
-	patchLin := exploreCfg{"patch head: logistic on features + distance + 3x3 context, masks, top-8", true, true, patchFit{hidden: 0, lambda: 1e-3, epochs: 10}, 0.05}
+	patchMLP := patchHeadConfig{"patch head: MLP 16 on features + distance, masks, top-3", true, false, patchFit{hidden: 16, lambda: 1e-3, epochs: 15}, 0.05}
+	patchLin := patchHeadConfig{"patch head: logistic on features + distance + 3x3 context, masks, top-8", true, true, patchFit{hidden: 0, lambda: 1e-3, epochs: 10}, 0.05}
 	res := map[string][]float64{}
 	var order []string
 	add := func(name string, v float64) {
@@ -648,7 +646,7 @@ func TestFiguresTrainerSupervisedConfigs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			exploreRows(t, data, in, d, h, w, all, func(i int) bool {
+			headRowsOf(t, data, in, d, h, w, all, func(i int) bool {
 				if i < nGood {
 					return i%folds == k
 				}
@@ -662,7 +660,7 @@ func TestFiguresTrainerSupervisedConfigs(t *testing.T) {
 		}
 		test := append(append([][]float32(nil), hx...), tx...)
 		trows := newRows(len(test))
-		exploreRows(t, data, in, d, h, w, test, func(int) bool { return true }, trows)
+		headRowsOf(t, data, in, d, h, w, test, func(int) bool { return true }, trows)
 		nh := len(hx)
 		lab := make([]bool, len(all))
 		for i := nGood; i < len(all); i++ {
@@ -673,7 +671,7 @@ func TestFiguresTrainerSupervisedConfigs(t *testing.T) {
 
 		// Patch heads: trained on mask-labelled patches; top-k of their logits scores the
 		// image. Their cross-validated top-k also feeds a stacked image head.
-		patchTop := func(c exploreCfg, k int) (cv, te [][]float32) {
+		patchTop := func(c patchHeadConfig, k int) (cv, te [][]float32) {
 			cv = make([][]float32, len(all))
 			for f := range 5 {
 				var idx []int

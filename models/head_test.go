@@ -45,7 +45,7 @@ func TestPatchCoreHeadInputGraph(t *testing.T) {
 		t.Fatal(err)
 	}
 	rows := newRows(len(xs))
-	exploreRows(t, data, in, d, h, w, xs, func(int) bool { return true }, rows)
+	headRowsOf(t, data, in, d, h, w, xs, func(int) bool { return true }, rows)
 	if got, want := len(rows.headIn[0]), headDim(d); got != want {
 		t.Fatalf("head_in has %d values, want headDim %d", got, want)
 	}
