@@ -265,6 +265,15 @@ func patchDims(in InputShape, opts PatchCoreOptions) (h, w, d int) {
 	return in.Height / ds / opts.Stride, in.Width / ds / opts.Stride, 2 * c
 }
 
+// featureSource is the graph value addPatchFeatures starts from: the input, or its
+// block average "image_small" with Downsample.
+func featureSource(opts PatchCoreOptions) string {
+	if opts.Downsample > 1 {
+		return "image_small"
+	}
+	return "image"
+}
+
 // addPatchFeatures adds the raw patch features of "image" as "patch" [1,D,h,w].
 func addPatchFeatures(g *onnxgraph.Graph, in InputShape, opts PatchCoreOptions) {
 	wts, c, k := filterBank(opts.Sigmas)
@@ -329,7 +338,9 @@ func patchCoreGraph(in InputShape, opts PatchCoreOptions, bank *patchBank, meta 
 
 // patchCoreHeadGraph is the scoring model for bank; with head, score is the supervised
 // head's defect probability instead of the map's score; with headOut, the graph also
-// outputs the head's input vector "head_in" [1,headDim] (for training the head).
+// outputs the head's input vector "head_in" [1,headDim] (for training the head), and the
+// standardized patch features "patch_std" [1,D,h,w] and their bank distances
+// "dist_grid" [1,1,h,w] (for comparing heads in the tests).
 func patchCoreHeadGraph(in InputShape, opts PatchCoreOptions, bank *patchBank, head *linearHead, headOut bool, meta [][2]string) ([]byte, error) {
 	g := onnxgraph.New(opts.Name)
 	g.SetDoc("Takt PatchCore-like anomaly model: filter-bank patch features, nearest-neighbour distance to a coreset memory bank.")
@@ -395,7 +406,8 @@ func patchCoreHeadGraph(in InputShape, opts PatchCoreOptions, bank *patchBank, h
 		addImageScore(g, in, opts.ScoreTop, "anomaly_map", "score")
 	default:
 		addImageScore(g, in, opts.ScoreTop, "anomaly_map", "map_score")
-		addHeadInput(g, d)
+		ds := max(1, opts.Downsample)
+		addHeadInput(g, d, h, w, featureSource(opts), in.Height/ds, in.Width/ds)
 		if head == nil {
 			g.Node("Identity", []string{"map_score"}, []string{"score"})
 		} else {
@@ -404,6 +416,8 @@ func patchCoreHeadGraph(in InputShape, opts PatchCoreOptions, bank *patchBank, h
 	}
 	if headOut {
 		g.Output("head_in", 1, int64(headDim(d)))
+		g.Output("patch_std", 1, int64(d), int64(h), int64(w))
+		g.Output("dist_grid", 1, 1, int64(h), int64(w))
 	}
 	g.Output("score", 1)
 	g.Output("anomaly_map", dims...)
