@@ -39,14 +39,27 @@ func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel,
 		return nil, fmt.Errorf("train: %w", err)
 	}
 	methods := []string{opts.Method}
+	metrics := map[string]float64{"defect_images": float64(len(set.Defects))}
 	if opts.Method == MethodAuto {
 		methods = []string{MethodTemplate, MethodPatchCore, MethodEnsemble}
+		if len(set.Defects) == 0 {
+			// Without labels, pseudo-defects cannot tell a texture model from a template
+			// (a blob on a texture is as easy for both); how alike the good images are in
+			// place can (see alignment).
+			a, err := goodAlignment(set.Good)
+			if err != nil {
+				return nil, err
+			}
+			metrics["alignment"] = a
+			if !alignedParts(a) {
+				methods = []string{MethodPatchCore}
+			}
+		}
 	}
 	defects := make([]camera.Frame, len(set.Defects))
 	for i, d := range set.Defects {
 		defects[i] = d.Frame
 	}
-	metrics := map[string]float64{"defect_images": float64(len(defects))}
 	var best *TrainedModel
 	var bestDefectScores []float64
 	bestAUROC := math.Inf(-1)
@@ -115,6 +128,20 @@ func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel,
 	metrics["train_seconds"] = time.Since(start).Seconds()
 	best.Metrics = metrics
 	return best, nil
+}
+
+// goodAlignment is the alignment of (up to alignMaxImages of) the good images, compared
+// gray at alignWidth px wide.
+func goodAlignment(good []camera.Frame) (float64, error) {
+	if len(good) > alignMaxImages {
+		good = good[:alignMaxImages]
+	}
+	h := max(8, int(math.Round(float64(alignWidth)*float64(good[0].Height)/float64(good[0].Width))))
+	xs, err := preprocessGood("alignment", good, InputShape{Channels: 1, Height: h, Width: alignWidth})
+	if err != nil {
+		return 0, err
+	}
+	return alignment(xs, alignWidth, h, alignSigma), nil
 }
 
 func trainMethod(ctx context.Context, meth string, good []camera.Frame, opts TrainOptions, progress func(string, int, int)) (*TrainedModel, error) {
