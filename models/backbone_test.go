@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models/onnxgraph"
 	"github.com/takt-edge/takt/models/onnxpb"
 	ort "github.com/yalue/onnxruntime_go"
@@ -247,4 +248,58 @@ func TestBackboneErrors(t *testing.T) {
 			t.Errorf("Train %s with a backbone: %v, want a patchcore-only error", meth, err)
 		}
 	}
+}
+
+// TestPatchCoreBackboneTrain: Train with a backbone (1-channel, symbolic input size, cut at
+// "feat2") makes a PatchCore model of the asked input size that ONNX Runtime runs as a
+// station does and that scores defective parts above good ones; with labeled defects the
+// supervised head trains on the backbone's features too.
+func TestPatchCoreBackboneTrain(t *testing.T) {
+	if raceEnabled {
+		t.Skip("training is ~8x slower under -race; make test runs this test without it")
+	}
+	good := goodParts(8, 1, 1)
+	held := goodParts(4, 101, 1)
+	var defects []camera.Frame
+	for i, d := range []defect{darkSpot, scratch, missingHole, darkSpot, scratch, missingHole} {
+		defects = append(defects, makePart(partSpec{width: 640, height: 480, channels: 1, defect: d, seed: 201 + uint64(i)}))
+	}
+	bo := BackboneOptions{ONNX: symbolic(t, testBackbone{channels: 1, h: 8, w: 8}.write(t)), Layer: "feat2", Width: 128}
+	pc := TexturePatchCoreOptions()
+	pc.Folds, pc.BankSize = 2, 1000
+	m, err := Train(context.Background(), TrainSet{Good: good}, TrainOptions{Name: "bb", Backbone: bo, PatchCore: pc, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := inspectModel(m.ONNX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Method != MethodPatchCore || m.Input.Width != 128 || m.Input.Height != 96 || !strings.Contains(desc.meta[metaMethod], `layer="feat2"`) {
+		t.Fatalf("Train with a backbone: method %s input %s meta %q; want patchcore 128x96 naming the layer", m.Method, m.Input, desc.meta[metaMethod])
+	}
+	g := scoreFrames(t, m, held)
+	d := scoreFrames(t, m, defects)
+	a := EvaluateScores(g, d)
+	t.Logf("backbone patchcore %s: held-out auroc %.3f", m.Input, a)
+	if a < 0.9 {
+		t.Errorf("backbone patchcore: held-out auroc %.3f (good %v, defects %v), want >= 0.9", a, g, d)
+	}
+	sm, err := Train(context.Background(), TrainSet{Good: good, Defects: labeled(defects)},
+		TrainOptions{Name: "bb-head", Backbone: bo, PatchCore: pc, Threads: 2, MinHeadDefects: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := sm.Metrics["cv_auroc_patchcore_head"]; !ok || sm.Method != MethodPatchCore {
+		t.Errorf("Train with a backbone and labels: method %s metrics %v; want patchcore with a head tried", sm.Method, sm.Metrics)
+	}
+	scoreFrames(t, sm, held[:1])
+}
+
+func labeled(fs []camera.Frame) []LabeledFrame {
+	out := make([]LabeledFrame, len(fs))
+	for i, f := range fs {
+		out[i] = LabeledFrame{Frame: f, Label: "defect"}
+	}
+	return out
 }
