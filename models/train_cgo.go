@@ -17,9 +17,12 @@ import (
 // opts on set.Good and returns the model to ship, with its metrics.
 //
 //   - Good images only: the threshold is calibrated on cross-validated good scores (see
-//     TrainTemplate). MethodAuto trains the template, PatchCore and their ensemble (see
+//     TrainTemplate). MethodAuto first measures the images' alignment (see alignment):
+//     below alignedThreshold (a texture, loosely placed parts) it trains PatchCore; at or
+//     above (parts on a fixture) it trains the template, PatchCore and their ensemble (see
 //     MethodEnsemble) and keeps the one with the highest AUROC of held-out good images
 //     against pseudo-defects (blobs and thin lines drawn on them, see pseudoDefect).
+//   - With a backbone (opts.Backbone), the method is PatchCore on its features.
 //   - With labeled defects: methods are compared by the AUROC of their cross-validated
 //     good scores against the defects' scores, and the threshold moves to the best F1.
 //   - With at least MinHeadDefects defects (and PatchCore allowed): a supervised head
@@ -28,7 +31,8 @@ import (
 //     at least the best unsupervised one. Its score is a defect probability.
 //
 // Metrics holds cv_auroc_<method> of each candidate, cv_f1 at the threshold (with
-// defects), defect_images, supervised (0/1) and train_seconds. ctx stops it between steps.
+// defects), alignment (auto without labels), defect_images, supervised (0/1) and
+// train_seconds. ctx stops it between steps.
 func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel, error) {
 	start := time.Now()
 	opts, err := trainPlan(set, opts)
