@@ -78,7 +78,7 @@ var backboneStableOps = map[string][2]int64{
 	"BatchNormalization": {9, 99}, "InstanceNormalization": {6, 99}, "Clip": {11, 99},
 	"Add": {7, 99}, "Sub": {7, 99}, "Mul": {7, 99}, "Div": {7, 99}, "Concat": {4, 99}, "Identity": {1, 99},
 	"Reshape": {5, 99}, "Shape": {1, 99}, "Transpose": {1, 99}, "Flatten": {1, 99}, "Slice": {10, 99},
-	"Squeeze": {13, 99}, "Unsqueeze": {13, 99}, "Gather": {11, 99}, "Constant": {13, 99},
+	"Squeeze": {13, 99}, "Unsqueeze": {13, 99}, "Gather": {11, 99}, "Constant": {1, 99},
 }
 
 // backbone is a backbone cut at its layer, renamed and checked, with the size of its
