@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/takt-edge/takt/models/onnxgraph"
@@ -31,7 +32,9 @@ import (
 type BackboneOptions struct {
 	// ONNX is the backbone model (the file's bytes); nil: no backbone.
 	ONNX []byte `yaml:"-"`
-	// Layer names the tensor to cut at (a node output, e.g. "/layer2/layer2.1/relu_1/Relu_output_0").
+	// Layer names the tensor to cut at (a node output, e.g. "/layer2/layer2.1/relu_1/Relu_output_0"),
+	// or several, comma-separated: their feature maps are resized (bilinear) to the grid
+	// of the first and concatenated, as PatchCore joins two stages of a ResNet.
 	Layer string `yaml:"layer"`
 	// Mean and Std normalize the input per channel (one value, or one per channel);
 	// default mean 0 and std 1: the backbone sees 0..1. ImageNet-trained backbones want
@@ -81,25 +84,28 @@ var backboneStableOps = map[string][2]int64{
 	"Squeeze": {13, 99}, "Unsqueeze": {13, 99}, "Gather": {11, 99}, "Constant": {1, 99},
 }
 
-// backbone is a backbone cut at its layer, renamed and checked, with the size of its
-// input (as Takt feeds it) and of its feature map (found by running it).
+// backbone is a backbone cut at its layers, renamed and checked, with the size of its
+// input (as Takt feeds it) and of its feature maps (found by running it).
 type backbone struct {
-	layer          string
+	layers         []string
 	sha256         string // of the user's file
 	nodes          []*onnxpb.NodeProto
 	inits          []*onnxpb.TensorProto
-	input, output  string // renamed
-	channels       int    // of the backbone input: 1 or 3
-	fixedH, fixedW int64  // the input's fixed size, 0 where symbolic
-	inH, inW       int    // the model input size
-	featC          int
-	featH, featW   int
+	input          string   // renamed
+	outputs        []string // renamed layers
+	channels       int      // of the backbone input: 1 or 3
+	fixedH, fixedW int64    // the input's fixed size, 0 where symbolic
+	inH, inW       int      // the model input size
+	layerC         []int    // channels of each layer
+	layerHW        [][2]int // h, w of each layer
+	featC          int      // channels of the joined features
+	featH, featW   int      // their grid: the first layer's
 	mean, std      []float32
 	neighborhood   int
 }
 
-// cutBackbone parses o.ONNX, keeps what o.Layer depends on and checks it; the input size
-// and feature shape are left for resolveBackbone.
+// cutBackbone parses o.ONNX, keeps what o.Layer's tensors depend on and checks it; the
+// input size and feature shapes are left for resolveBackbone.
 func cutBackbone(o BackboneOptions) (*backbone, error) {
 	var m onnxpb.ModelProto
 	if err := proto.Unmarshal(o.ONNX, &m); err != nil {
@@ -125,22 +131,34 @@ func cutBackbone(o BackboneOptions) (*backbone, error) {
 	if o.Layer == "" {
 		return nil, fmt.Errorf("backbone: no layer given to cut at; candidates: %s", layerCandidates(g, ""))
 	}
-	producer := -1
-	for i, n := range g.Node {
-		for _, out := range n.Output {
-			if out == o.Layer {
+	var layers []string
+	for _, l := range strings.Split(o.Layer, ",") {
+		if l = strings.TrimSpace(l); l != "" && !slices.Contains(layers, l) {
+			layers = append(layers, l)
+		}
+	}
+	if len(layers) == 0 || len(layers) > 4 {
+		return nil, fmt.Errorf("backbone: layer %q: want 1 to 4 comma-separated tensor names", o.Layer)
+	}
+	last := -1
+	need := map[string]bool{}
+	for _, l := range layers {
+		producer := -1
+		for i, n := range g.Node {
+			if slices.Contains(n.Output, l) {
 				producer = i
 			}
 		}
+		if producer < 0 {
+			return nil, fmt.Errorf("backbone: layer %q not found among the %d node outputs; candidates: %s", l, countOutputs(g), layerCandidates(g, l))
+		}
+		last = max(last, producer)
+		need[l] = true
 	}
-	if producer < 0 {
-		return nil, fmt.Errorf("backbone: layer %q not found among the %d node outputs; candidates: %s", o.Layer, countOutputs(g), layerCandidates(g, o.Layer))
-	}
-	// Walk back from the layer: nodes are in topological order (an ONNX rule), so one
-	// reverse pass finds everything the layer depends on.
-	need := map[string]bool{o.Layer: true}
+	// Walk back from the layers: nodes are in topological order (an ONNX rule), so one
+	// reverse pass finds everything they depend on.
 	var kept []*onnxpb.NodeProto
-	for i := producer; i >= 0; i-- {
+	for i := last; i >= 0; i-- {
 		n := g.Node[i]
 		used := false
 		for _, out := range n.Output {
@@ -179,7 +197,7 @@ func cutBackbone(o BackboneOptions) (*backbone, error) {
 			return nil, fmt.Errorf("backbone: initializer %q is sparse: not supported", s.GetValues().GetName())
 		}
 	}
-	bb := &backbone{layer: o.Layer, neighborhood: o.Neighborhood}
+	bb := &backbone{layers: layers, neighborhood: o.Neighborhood}
 	sum := sha256.Sum256(o.ONNX)
 	bb.sha256 = hex.EncodeToString(sum[:])
 	isInit := map[string]bool{}
@@ -202,7 +220,7 @@ func cutBackbone(o BackboneOptions) (*backbone, error) {
 		}
 	}
 	switch {
-	case need[o.Layer] && isInit[o.Layer] || len(kept) == 0:
+	case len(kept) == 0:
 		return nil, fmt.Errorf("backbone: layer %q is a constant, not a feature map", o.Layer)
 	case len(inputs) == 0:
 		return nil, fmt.Errorf("backbone: layer %q does not depend on the model's image input", o.Layer)
@@ -229,7 +247,10 @@ func cutBackbone(o BackboneOptions) (*backbone, error) {
 		c.Domain = nil
 		bb.nodes = append(bb.nodes, c)
 	}
-	bb.input, bb.output = rename(inputs[0].GetName()), rename(o.Layer)
+	bb.input = rename(inputs[0].GetName())
+	for _, l := range layers {
+		bb.outputs = append(bb.outputs, rename(l))
+	}
 	var err error
 	if bb.mean, err = perChannel("mean", o.Mean, 0, bb.channels); err != nil {
 		return nil, err
@@ -319,8 +340,8 @@ func (bb *backbone) sizeFor(o BackboneOptions, aspect float64) error {
 	return nil
 }
 
-// probeModel is the cut backbone alone, at the model input size, with the layer as its
-// output of unknown shape (ONNX Runtime tells it when run).
+// probeModel is the cut backbone alone, at the model input size, with the layers as its
+// outputs of unknown shape (ONNX Runtime tells them when run).
 func (bb *backbone) probeModel() ([]byte, error) {
 	dim := func(v int64) *onnxpb.TensorShapeProto_Dimension {
 		return &onnxpb.TensorShapeProto_Dimension{Value: &onnxpb.TensorShapeProto_Dimension_DimValue{DimValue: v}}
@@ -329,29 +350,40 @@ func (bb *backbone) probeModel() ([]byte, error) {
 	in := &onnxpb.ValueInfoProto{Name: proto.String(bb.input), Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{
 		TensorType: &onnxpb.TypeProto_Tensor{ElemType: float, Shape: &onnxpb.TensorShapeProto{
 			Dim: []*onnxpb.TensorShapeProto_Dimension{dim(1), dim(int64(bb.channels)), dim(int64(bb.inH)), dim(int64(bb.inW))}}}}}}
-	out := &onnxpb.ValueInfoProto{Name: proto.String(bb.output), Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{
-		TensorType: &onnxpb.TypeProto_Tensor{ElemType: float}}}}
+	var outs []*onnxpb.ValueInfoProto
+	for _, o := range bb.outputs {
+		outs = append(outs, &onnxpb.ValueInfoProto{Name: proto.String(o), Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{
+			TensorType: &onnxpb.TypeProto_Tensor{ElemType: float}}}})
+	}
 	m := &onnxpb.ModelProto{
 		IrVersion: proto.Int64(onnxgraph.IRVersion), ProducerName: proto.String(onnxgraph.ProducerName),
 		OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: proto.String(""), Version: proto.Int64(backboneOpset)}},
-		Graph:       &onnxpb.GraphProto{Name: proto.String("backbone"), Node: bb.nodes, Initializer: bb.inits, Input: []*onnxpb.ValueInfoProto{in}, Output: []*onnxpb.ValueInfoProto{out}},
+		Graph:       &onnxpb.GraphProto{Name: proto.String("backbone"), Node: bb.nodes, Initializer: bb.inits, Input: []*onnxpb.ValueInfoProto{in}, Output: outs},
 	}
 	return proto.Marshal(m)
 }
 
-// setFeatureShape checks the layer's shape as ONNX Runtime computed it.
-func (bb *backbone) setFeatureShape(shape []int64) error {
+// addFeatureShape checks the next layer's shape as ONNX Runtime computed it.
+func (bb *backbone) addFeatureShape(shape []int64) error {
+	layer := bb.layers[len(bb.layerC)]
 	if len(shape) != 4 || shape[0] != 1 {
-		return fmt.Errorf("backbone: layer %q has shape %v for a %dx%d input: want a 4-D NCHW feature map [1,C,h,w]", bb.layer, shape, bb.inW, bb.inH)
+		return fmt.Errorf("backbone: layer %q has shape %v for a %dx%d input: want a 4-D NCHW feature map [1,C,h,w]", layer, shape, bb.inW, bb.inH)
 	}
 	c, h, w := shape[1], shape[2], shape[3]
 	switch {
 	case c < 1 || c > 4096:
-		return fmt.Errorf("backbone: layer %q has %d channels: want 1..4096", bb.layer, c)
+		return fmt.Errorf("backbone: layer %q has %d channels: want 1..4096", layer, c)
 	case h < 3 || w < 3:
-		return fmt.Errorf("backbone: layer %q is only %dx%d for a %dx%d input: cut at an earlier layer or give a larger input", bb.layer, w, h, bb.inW, bb.inH)
+		return fmt.Errorf("backbone: layer %q is only %dx%d for a %dx%d input: cut at an earlier layer or give a larger input", layer, w, h, bb.inW, bb.inH)
+	case bb.featC+int(c) > 4096:
+		return fmt.Errorf("backbone: layers %v have %d channels together: want up to 4096", bb.layers, bb.featC+int(c))
 	}
-	bb.featC, bb.featH, bb.featW = int(c), int(h), int(w)
+	if len(bb.layerC) == 0 {
+		bb.featH, bb.featW = int(h), int(w)
+	}
+	bb.layerC = append(bb.layerC, int(c))
+	bb.layerHW = append(bb.layerHW, [2]int{int(h), int(w)})
+	bb.featC += int(c)
 	return nil
 }
 
@@ -368,17 +400,36 @@ func (bb *backbone) addFeatures(g *onnxgraph.Graph) {
 	g.Node("Sub", []string{src, "bb_in_mean"}, []string{"bb_in_centered"})
 	g.Node("Div", []string{"bb_in_centered", "bb_in_std"}, []string{bb.input})
 	g.Import(bb.nodes, bb.inits)
+	feat := bb.outputs[0]
+	if len(bb.outputs) > 1 {
+		// Every layer on the first one's grid, then side by side.
+		joined := []string{bb.outputs[0]}
+		for i, o := range bb.outputs[1:] {
+			if bb.layerHW[i+1] == [2]int{bb.featH, bb.featW} {
+				joined = append(joined, o)
+				continue
+			}
+			size := fmt.Sprintf("bb_join_size_%d", i+1)
+			out := fmt.Sprintf("bb_join_%d", i+1)
+			g.InitializerInt64(size, []int64{4}, []int64{1, int64(bb.layerC[i+1]), int64(bb.featH), int64(bb.featW)})
+			g.Node("Resize", []string{o, "", "", size}, []string{out},
+				onnxgraph.String("mode", "linear"), onnxgraph.String("coordinate_transformation_mode", "half_pixel"))
+			joined = append(joined, out)
+		}
+		g.Node("Concat", joined, []string{"bb_joined"}, onnxgraph.Int("axis", 1))
+		feat = "bb_joined"
+	}
 	if k := int64(bb.neighborhood); k > 1 {
-		g.Node("AveragePool", []string{bb.output}, []string{"patch"}, onnxgraph.Ints("kernel_shape", k, k),
+		g.Node("AveragePool", []string{feat}, []string{"patch"}, onnxgraph.Ints("kernel_shape", k, k),
 			onnxgraph.Ints("strides", 1, 1), onnxgraph.Ints("pads", k/2, k/2, k/2, k/2), onnxgraph.Int("count_include_pad", 0))
 		return
 	}
-	g.Node("Identity", []string{bb.output}, []string{"patch"})
+	g.Node("Identity", []string{feat}, []string{"patch"})
 }
 
 func (bb *backbone) String() string {
 	return fmt.Sprintf("backbone=%s layer=%q input=%dx%dx%d mean=%v std=%v features=%dx%dx%d neighborhood=%d",
-		bb.sha256[:12], bb.layer, bb.channels, bb.inH, bb.inW, bb.mean, bb.std, bb.featC, bb.featH, bb.featW, bb.neighborhood)
+		bb.sha256[:12], strings.Join(bb.layers, ","), bb.channels, bb.inH, bb.inW, bb.mean, bb.std, bb.featC, bb.featH, bb.featW, bb.neighborhood)
 }
 
 func perChannel(what string, v []float64, def float64, channels int) ([]float32, error) {

@@ -10,7 +10,7 @@ import (
 
 // resolveBackbone cuts o's backbone, sets its input size (aspect: width/height of the
 // training images) and runs it once in ONNX Runtime on a blank input to learn the shape of
-// its feature map, which also proves the cut graph loads and runs.
+// its feature maps, which also proves the cut graph loads and runs.
 func resolveBackbone(o BackboneOptions, aspect float64) (*backbone, error) {
 	bb, err := cutBackbone(o)
 	if err != nil {
@@ -31,21 +31,25 @@ func resolveBackbone(o BackboneOptions, aspect float64) (*backbone, error) {
 		return nil, fmt.Errorf("backbone: %w", err)
 	}
 	defer x.Destroy()
-	s, err := ort.NewDynamicAdvancedSessionWithONNXData(data, []string{bb.input}, []string{bb.output}, nil)
+	s, err := ort.NewDynamicAdvancedSessionWithONNXData(data, []string{bb.input}, bb.outputs, nil)
 	if err != nil {
-		return nil, fmt.Errorf("backbone: layer %q: load the cut model at %dx%d: %w", bb.layer, bb.inW, bb.inH, err)
+		return nil, fmt.Errorf("backbone: layer %q: load the cut model at %dx%d: %w", o.Layer, bb.inW, bb.inH, err)
 	}
 	defer s.Destroy()
-	outs := []ort.Value{nil}
+	outs := make([]ort.Value, len(bb.outputs))
 	if err := s.Run([]ort.Value{x}, outs); err != nil {
-		return nil, fmt.Errorf("backbone: layer %q: run the cut model at %dx%d: %w", bb.layer, bb.inW, bb.inH, err)
+		return nil, fmt.Errorf("backbone: layer %q: run the cut model at %dx%d: %w", o.Layer, bb.inW, bb.inH, err)
 	}
-	defer outs[0].Destroy()
-	if _, ok := outs[0].(*ort.Tensor[float32]); !ok {
-		return nil, fmt.Errorf("backbone: layer %q is not a float tensor: want a float feature map [1,C,h,w]", bb.layer)
+	for _, v := range outs {
+		defer v.Destroy()
 	}
-	if err := bb.setFeatureShape(outs[0].GetShape()); err != nil {
-		return nil, err
+	for i, v := range outs {
+		if _, ok := v.(*ort.Tensor[float32]); !ok {
+			return nil, fmt.Errorf("backbone: layer %q is not a float tensor: want a float feature map [1,C,h,w]", bb.layers[i])
+		}
+		if err := bb.addFeatureShape(v.GetShape()); err != nil {
+			return nil, err
+		}
 	}
 	return bb, nil
 }

@@ -173,6 +173,52 @@ func TestBackboneCutMatchesFullModel(t *testing.T) {
 	if worst > 1e-5 || nonzero < len(want)/10 {
 		t.Errorf("cut features differ from the full model's feat2 by up to %g (%d of %d nonzero); want <= 1e-5", worst, nonzero, len(want))
 	}
+
+	// Two layers: feat1's 8 channels on its own grid, then feat2's 16 resized to it.
+	bb2, err := resolveBackbone(BackboneOptions{ONNX: testBackbone{channels: 3, h: h, w: w}.write(t), Layer: "feat1, feat2",
+		Mean: ImageNetMean, Std: ImageNetStd, Neighborhood: 1}, 4.0/3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bb2.featC != 24 || bb2.featH != h || bb2.featW != w {
+		t.Fatalf("cut at feat1,feat2: features %dx%dx%d, want 24x%dx%d", bb2.featC, bb2.featH, bb2.featW, h, w)
+	}
+	data2, err := patchFeatureGraph(in, PatchCoreOptions{bb: bb2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined, err := runGraphAll(data2, "patch", ort.NewShape(1, 1, h, w), ort.NewShape(1, 24, h, w), 1, [][]float32{gray}, "cut")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1, err := ort.NewDynamicAdvancedSessionWithONNXData(testBackbone{channels: 3, h: h, w: w, extraOutputs: []string{"feat1"}}.write(t),
+		[]string{"input"}, []string{"feat1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1.Destroy()
+	outs1 := []ort.Value{nil}
+	if err := s1.Run([]ort.Value{x}, outs1); err != nil {
+		t.Fatal(err)
+	}
+	defer outs1[0].Destroy()
+	want1 := outs1[0].(*ort.Tensor[float32]).GetData()
+	worst = 0
+	for i := range want1 {
+		worst = max(worst, math.Abs(float64(joined[0][i]-want1[i])))
+	}
+	// feat2 resized: its mean over the grid is kept up to the border effects of bilinear.
+	var m2, mj float64
+	for _, v := range want {
+		m2 += float64(v)
+	}
+	for _, v := range joined[0][len(want1):] {
+		mj += float64(v)
+	}
+	m2, mj = m2/float64(len(want)), mj/float64(len(joined[0])-len(want1))
+	if worst > 1e-5 || math.Abs(m2-mj) > 0.05*math.Abs(m2)+1e-3 {
+		t.Errorf("joined features: feat1 part off by up to %g (want <= 1e-5); feat2 part mean %.4f, feat2's own %.4f", worst, mj, m2)
+	}
 }
 
 // TestBackboneErrors: every way a backbone can be unusable gives an error naming it.
@@ -203,6 +249,8 @@ func TestBackboneErrors(t *testing.T) {
 		{"empty graph", BackboneOptions{ONNX: mod(func(m *onnxpb.ModelProto) { m.Graph.Node = nil }), Layer: "feat2"}, "not an ONNX model"},
 		{"no layer", BackboneOptions{ONNX: ok}, "no layer given"},
 		{"layer not found", BackboneOptions{ONNX: ok, Layer: "feat"}, `layer "feat" not found among the 10 node outputs; candidates: feat1, feat2, feat3`},
+		{"second layer not found", BackboneOptions{ONNX: ok, Layer: "feat1,fest2"}, `layer "fest2" not found`},
+		{"too many layers", BackboneOptions{ONNX: ok, Layer: "feat1,feat2,feat3,conv1_out,conv2_out"}, "want 1 to 4"},
 		{"layer is an initializer", BackboneOptions{ONNX: ok, Layer: "conv1.weight"}, "candidates: conv1_out"},
 		{"layer not 4-D", BackboneOptions{ONNX: ok, Layer: "logits"}, `layer "logits" has shape [1 16]`},
 		{"input channels", BackboneOptions{ONNX: twoChannel, Layer: "feat1"}, "unsupported input shape (want 1 or 3 fixed channels"},
