@@ -85,7 +85,7 @@ type PatchCoreOptions struct {
 	// feature map of a user's ONNX model cut at a layer (see BackboneOptions). The input
 	// size is then the backbone's, and Width, Height, Sigmas, LightingSigma, Downsample,
 	// Stride and Pool do not apply; MapSigma is in input pixels (default 4).
-	Backbone BackboneOptions `yaml:"backbone"`
+	Backbone BackboneOptions `yaml:"-"`
 	// Progress, when set, is called after each cross-validation fold (done of total).
 	Progress  func(done, total int) `yaml:"-"`
 	TrainedAt time.Time             `yaml:"-"`
@@ -196,28 +196,8 @@ func patchCorePlan(good []camera.Frame, opts PatchCoreOptions) (PatchCoreOptions
 		return opts, in, fmt.Errorf("train patchcore: lighting_sigma %g: want >= 1 and a border below half of %dx%d", opts.LightingSigma, fw, fh)
 	case opts.Pool != PoolMax && opts.Pool != PoolMean:
 		return opts, in, fmt.Errorf("train patchcore: pool %q: want %q or %q", opts.Pool, PoolMax, PoolMean)
-	case opts.BankSize < 1 || opts.BankSize > 20000:
-		return opts, in, fmt.Errorf("train patchcore: bank_size %d: want 1..20000", opts.BankSize)
-	case opts.MaxCandidates < opts.BankSize:
-		return opts, in, fmt.Errorf("train patchcore: max_candidates %d: want >= bank_size %d", opts.MaxCandidates, opts.BankSize)
-	case opts.PositionWeight < 0 || opts.PositionWeight > 1000:
-		return opts, in, fmt.Errorf("train patchcore: position_weight %g: want 0..1000", opts.PositionWeight)
-	case opts.MapSigma < 0.3 || 2*blurRadius(opts.MapSigma*float64(ds)) >= min(opts.Width, opts.Height):
-		return opts, in, fmt.Errorf("train patchcore: map_sigma %g: want >= 0.3 and a border below half of %dx%d", opts.MapSigma, opts.Width, opts.Height)
-	case opts.Folds < 2 || opts.Folds > len(good):
-		return opts, in, fmt.Errorf("train patchcore: folds %d: want 2..%d (the number of good images)", opts.Folds, len(good))
-	case opts.Margin < 0 || opts.Margin > 10:
-		return opts, in, fmt.Errorf("train patchcore: margin %g: want 0..10", opts.Margin)
-	case !regionsValid(opts.Ignore):
-		return opts, in, fmt.Errorf("train patchcore: ignore: every region needs 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, got %v", opts.Ignore)
-	case opts.Threads < 0:
-		return opts, in, fmt.Errorf("train patchcore: threads %d: want >= 0", opts.Threads)
-	case opts.K < 1 || opts.K > 64 || opts.K > opts.BankSize:
-		return opts, in, fmt.Errorf("train patchcore: k %d: want 1..64 and <= bank_size", opts.K)
-	case opts.ScoreTop < 0 || opts.ScoreTop >= 1:
-		return opts, in, fmt.Errorf("train patchcore: score_top %g: want 0 (max) or a fraction below 1", opts.ScoreTop)
 	}
-	return opts, in, nil
+	return opts, in, checkBankOptions(opts, len(good))
 }
 
 func sigmasValid(ss []float64) bool {
@@ -283,29 +263,35 @@ func backbonePlan(opts PatchCoreOptions, aspect float64, images int) (PatchCoreO
 	opts.Stride = max(1, bb.inW/bb.featW)
 	opts.Sigmas, opts.LightingSigma, opts.Pool = nil, 0, ""
 	in := InputShape{Channels: 1, Height: bb.inH, Width: bb.inW}
+	return opts, in, checkBankOptions(opts, images)
+}
+
+// checkBankOptions checks the options of the memory bank and the map, shared by the filter
+// bank and a backbone (images: the number of good images).
+func checkBankOptions(opts PatchCoreOptions, images int) error {
 	switch {
 	case opts.BankSize < 1 || opts.BankSize > 20000:
-		return opts, in, fmt.Errorf("train patchcore: bank_size %d: want 1..20000", opts.BankSize)
+		return fmt.Errorf("train patchcore: bank_size %d: want 1..20000", opts.BankSize)
 	case opts.MaxCandidates < opts.BankSize:
-		return opts, in, fmt.Errorf("train patchcore: max_candidates %d: want >= bank_size %d", opts.MaxCandidates, opts.BankSize)
+		return fmt.Errorf("train patchcore: max_candidates %d: want >= bank_size %d", opts.MaxCandidates, opts.BankSize)
 	case opts.PositionWeight < 0 || opts.PositionWeight > 1000:
-		return opts, in, fmt.Errorf("train patchcore: position_weight %g: want 0..1000", opts.PositionWeight)
-	case opts.MapSigma < 0.3 || 2*blurRadius(opts.MapSigma) >= min(opts.Width, opts.Height):
-		return opts, in, fmt.Errorf("train patchcore: map_sigma %g: want >= 0.3 and a border below half of %dx%d", opts.MapSigma, opts.Width, opts.Height)
+		return fmt.Errorf("train patchcore: position_weight %g: want 0..1000", opts.PositionWeight)
+	case opts.MapSigma < 0.3 || 2*blurRadius(opts.MapSigma*float64(opts.Downsample)) >= min(opts.Width, opts.Height):
+		return fmt.Errorf("train patchcore: map_sigma %g: want >= 0.3 and a border below half of %dx%d", opts.MapSigma, opts.Width, opts.Height)
 	case opts.Folds < 2 || opts.Folds > images:
-		return opts, in, fmt.Errorf("train patchcore: folds %d: want 2..%d (the number of good images)", opts.Folds, images)
+		return fmt.Errorf("train patchcore: folds %d: want 2..%d (the number of good images)", opts.Folds, images)
 	case opts.Margin < 0 || opts.Margin > 10:
-		return opts, in, fmt.Errorf("train patchcore: margin %g: want 0..10", opts.Margin)
+		return fmt.Errorf("train patchcore: margin %g: want 0..10", opts.Margin)
 	case !regionsValid(opts.Ignore):
-		return opts, in, fmt.Errorf("train patchcore: ignore: every region needs 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, got %v", opts.Ignore)
+		return fmt.Errorf("train patchcore: ignore: every region needs 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, got %v", opts.Ignore)
 	case opts.Threads < 0:
-		return opts, in, fmt.Errorf("train patchcore: threads %d: want >= 0", opts.Threads)
+		return fmt.Errorf("train patchcore: threads %d: want >= 0", opts.Threads)
 	case opts.K < 1 || opts.K > 64 || opts.K > opts.BankSize:
-		return opts, in, fmt.Errorf("train patchcore: k %d: want 1..64 and <= bank_size", opts.K)
+		return fmt.Errorf("train patchcore: k %d: want 1..64 and <= bank_size", opts.K)
 	case opts.ScoreTop < 0 || opts.ScoreTop >= 1:
-		return opts, in, fmt.Errorf("train patchcore: score_top %g: want 0 (max) or a fraction below 1", opts.ScoreTop)
+		return fmt.Errorf("train patchcore: score_top %g: want 0 (max) or a fraction below 1", opts.ScoreTop)
 	}
-	return opts, in, nil
+	return nil
 }
 
 // patchDims is the patch grid (rows, columns) and the feature count before position.

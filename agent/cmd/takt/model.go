@@ -41,7 +41,7 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	jitter := fs.Float64("pose-jitter", def.PoseJitter, "tolerated part shift in model pixels")
 	margin := fs.Float64("margin", def.Margin, "threshold margin over the highest held-out good score (0.25 = 25%)")
 	backbone := fs.String("backbone", "", "ONNX model whose feature map, cut at --layer, replaces PatchCore's filter bank (input NCHW float, 1 or 3 channels)")
-	layer := fs.String("layer", "", "tensor of --backbone to cut at: a 4-D NCHW feature map (a node output name)")
+	layer := fs.String("layer", "", "tensor of --backbone to cut at: a 4-D NCHW feature map (a node output name); several, comma-separated, are joined on the first one's grid")
 	bbMean := fs.String("backbone-mean", "", `per-channel mean subtracted from the 0..1 gray input before --backbone: "imagenet" or comma-separated values (default 0)`)
 	bbStd := fs.String("backbone-std", "", `per-channel std the input is divided by before --backbone: "imagenet" or comma-separated values (default 1)`)
 	var ignore []string
