@@ -53,7 +53,6 @@ func TestFiguresTrainerBackbone(t *testing.T) {
 		{"texture default (filter bank, 64 px)", TexturePatchCoreOptions, false},
 		{"backbone, texture settings", TexturePatchCoreOptions, true},
 		{"backbone, position 64", func() PatchCoreOptions { o := TexturePatchCoreOptions(); o.PositionWeight = 64; return o }, true},
-		{"backbone, no position", func() PatchCoreOptions { o := TexturePatchCoreOptions(); o.PositionWeight = 0; return o }, true},
 	}
 	for _, c := range configs {
 		var aurocs []string
