@@ -261,7 +261,7 @@ const (
 	// alignMaxImages caps the images the statistic is computed from.
 	alignMaxImages = 40
 	// alignedThreshold splits parts on a fixture from textures (README "Few-shot trainer":
-	// measured 0.8-0.9 on the synthetic parts, below 0.2 on the magnetic tiles).
+	// measured 0.92-0.96 on the synthetic parts, 0.13-0.25 on the magnetic tiles).
 	alignedThreshold = 0.5
 )
 
