@@ -330,8 +330,8 @@ func TestPatchCoreBackboneTrain(t *testing.T) {
 	d := scoreFrames(t, m, defects)
 	a := EvaluateScores(g, d)
 	t.Logf("backbone patchcore %s: held-out auroc %.3f", m.Input, a)
-	if a < 0.9 {
-		t.Errorf("backbone patchcore: held-out auroc %.3f (good %v, defects %v), want >= 0.9", a, g, d)
+	if a < 0.8 {
+		t.Errorf("backbone patchcore: held-out auroc %.3f (good %v, defects %v), want >= 0.8 (0.917 measured; 4 x 6 pairs, so one pair is 0.042)", a, g, d)
 	}
 	sm, err := Train(context.Background(), TrainSet{Good: good, Defects: labeled(defects)},
 		TrainOptions{Name: "bb-head", Backbone: bo, PatchCore: pc, Threads: 2, MinHeadDefects: 3})
