@@ -81,9 +81,16 @@ type PatchCoreOptions struct {
 	Seed uint64 `yaml:"seed"`
 	// Threads is ONNX Runtime's intra-op thread count while training; 0 = its default.
 	Threads int `yaml:"threads"`
+	// Backbone, when its ONNX is set, replaces the filter bank: the patch features are the
+	// feature map of a user's ONNX model cut at a layer (see BackboneOptions). The input
+	// size is then the backbone's, and Width, Height, Sigmas, LightingSigma, Downsample,
+	// Stride and Pool do not apply; MapSigma is in input pixels (default 4).
+	Backbone BackboneOptions `yaml:"-"`
 	// Progress, when set, is called after each cross-validation fold (done of total).
 	Progress  func(done, total int) `yaml:"-"`
 	TrainedAt time.Time             `yaml:"-"`
+
+	bb *backbone // Backbone, cut and sized (patchCorePlan)
 }
 
 // Patch pooling of PatchCoreOptions.Pool.
@@ -151,6 +158,9 @@ func patchCorePlan(good []camera.Frame, opts PatchCoreOptions) (PatchCoreOptions
 		opts.TrainedAt = time.Now()
 	}
 	a0 := float64(good[0].Width) / float64(good[0].Height)
+	if len(opts.Backbone.ONNX) > 0 {
+		return backbonePlan(opts, a0, len(good))
+	}
 	switch {
 	case opts.Width == 0 && opts.Height == 0:
 		opts.Width = def.Width
@@ -186,28 +196,8 @@ func patchCorePlan(good []camera.Frame, opts PatchCoreOptions) (PatchCoreOptions
 		return opts, in, fmt.Errorf("train patchcore: lighting_sigma %g: want >= 1 and a border below half of %dx%d", opts.LightingSigma, fw, fh)
 	case opts.Pool != PoolMax && opts.Pool != PoolMean:
 		return opts, in, fmt.Errorf("train patchcore: pool %q: want %q or %q", opts.Pool, PoolMax, PoolMean)
-	case opts.BankSize < 1 || opts.BankSize > 20000:
-		return opts, in, fmt.Errorf("train patchcore: bank_size %d: want 1..20000", opts.BankSize)
-	case opts.MaxCandidates < opts.BankSize:
-		return opts, in, fmt.Errorf("train patchcore: max_candidates %d: want >= bank_size %d", opts.MaxCandidates, opts.BankSize)
-	case opts.PositionWeight < 0 || opts.PositionWeight > 1000:
-		return opts, in, fmt.Errorf("train patchcore: position_weight %g: want 0..1000", opts.PositionWeight)
-	case opts.MapSigma < 0.3 || 2*blurRadius(opts.MapSigma*float64(ds)) >= min(opts.Width, opts.Height):
-		return opts, in, fmt.Errorf("train patchcore: map_sigma %g: want >= 0.3 and a border below half of %dx%d", opts.MapSigma, opts.Width, opts.Height)
-	case opts.Folds < 2 || opts.Folds > len(good):
-		return opts, in, fmt.Errorf("train patchcore: folds %d: want 2..%d (the number of good images)", opts.Folds, len(good))
-	case opts.Margin < 0 || opts.Margin > 10:
-		return opts, in, fmt.Errorf("train patchcore: margin %g: want 0..10", opts.Margin)
-	case !regionsValid(opts.Ignore):
-		return opts, in, fmt.Errorf("train patchcore: ignore: every region needs 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, got %v", opts.Ignore)
-	case opts.Threads < 0:
-		return opts, in, fmt.Errorf("train patchcore: threads %d: want >= 0", opts.Threads)
-	case opts.K < 1 || opts.K > 64 || opts.K > opts.BankSize:
-		return opts, in, fmt.Errorf("train patchcore: k %d: want 1..64 and <= bank_size", opts.K)
-	case opts.ScoreTop < 0 || opts.ScoreTop >= 1:
-		return opts, in, fmt.Errorf("train patchcore: score_top %g: want 0 (max) or a fraction below 1", opts.ScoreTop)
 	}
-	return opts, in, nil
+	return opts, in, checkBankOptions(opts, len(good))
 }
 
 func sigmasValid(ss []float64) bool {
@@ -258,8 +248,57 @@ func filterBank(sigmas []float64) (w []float32, channels, k int) {
 	return w, channels, k
 }
 
+// backbonePlan is patchCorePlan's rest with a backbone: the input size and the patch
+// grid are the backbone's.
+func backbonePlan(opts PatchCoreOptions, aspect float64, images int) (PatchCoreOptions, InputShape, error) {
+	if opts.bb == nil {
+		bb, err := resolveBackbone(opts.Backbone, aspect)
+		if err != nil {
+			return opts, InputShape{}, fmt.Errorf("train patchcore: %w", err)
+		}
+		opts.bb = bb
+	}
+	bb := opts.bb
+	opts.Width, opts.Height, opts.Downsample = bb.inW, bb.inH, 1
+	opts.Stride = max(1, bb.inW/bb.featW)
+	opts.Sigmas, opts.LightingSigma, opts.Pool = nil, 0, ""
+	in := InputShape{Channels: 1, Height: bb.inH, Width: bb.inW}
+	return opts, in, checkBankOptions(opts, images)
+}
+
+// checkBankOptions checks the options of the memory bank and the map, shared by the filter
+// bank and a backbone (images: the number of good images).
+func checkBankOptions(opts PatchCoreOptions, images int) error {
+	switch {
+	case opts.BankSize < 1 || opts.BankSize > 20000:
+		return fmt.Errorf("train patchcore: bank_size %d: want 1..20000", opts.BankSize)
+	case opts.MaxCandidates < opts.BankSize:
+		return fmt.Errorf("train patchcore: max_candidates %d: want >= bank_size %d", opts.MaxCandidates, opts.BankSize)
+	case opts.PositionWeight < 0 || opts.PositionWeight > 1000:
+		return fmt.Errorf("train patchcore: position_weight %g: want 0..1000", opts.PositionWeight)
+	case opts.MapSigma < 0.3 || 2*blurRadius(opts.MapSigma*float64(opts.Downsample)) >= min(opts.Width, opts.Height):
+		return fmt.Errorf("train patchcore: map_sigma %g: want >= 0.3 and a border below half of %dx%d", opts.MapSigma, opts.Width, opts.Height)
+	case opts.Folds < 2 || opts.Folds > images:
+		return fmt.Errorf("train patchcore: folds %d: want 2..%d (the number of good images)", opts.Folds, images)
+	case opts.Margin < 0 || opts.Margin > 10:
+		return fmt.Errorf("train patchcore: margin %g: want 0..10", opts.Margin)
+	case !regionsValid(opts.Ignore):
+		return fmt.Errorf("train patchcore: ignore: every region needs 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, got %v", opts.Ignore)
+	case opts.Threads < 0:
+		return fmt.Errorf("train patchcore: threads %d: want >= 0", opts.Threads)
+	case opts.K < 1 || opts.K > 64 || opts.K > opts.BankSize:
+		return fmt.Errorf("train patchcore: k %d: want 1..64 and <= bank_size", opts.K)
+	case opts.ScoreTop < 0 || opts.ScoreTop >= 1:
+		return fmt.Errorf("train patchcore: score_top %g: want 0 (max) or a fraction below 1", opts.ScoreTop)
+	}
+	return nil
+}
+
 // patchDims is the patch grid (rows, columns) and the feature count before position.
 func patchDims(in InputShape, opts PatchCoreOptions) (h, w, d int) {
+	if opts.bb != nil {
+		return opts.bb.featH, opts.bb.featW, opts.bb.featC
+	}
 	_, c, _ := filterBank(opts.Sigmas)
 	ds := max(1, opts.Downsample)
 	return in.Height / ds / opts.Stride, in.Width / ds / opts.Stride, 2 * c
@@ -276,6 +315,10 @@ func featureSource(opts PatchCoreOptions) string {
 
 // addPatchFeatures adds the raw patch features of "image" as "patch" [1,D,h,w].
 func addPatchFeatures(g *onnxgraph.Graph, in InputShape, opts PatchCoreOptions) {
+	if opts.bb != nil {
+		opts.bb.addFeatures(g)
+		return
+	}
 	wts, c, k := filterBank(opts.Sigmas)
 	r := int64(k / 2)
 	g.Initializer("in_scale", []int64{1}, []float32{1})
@@ -603,6 +646,15 @@ func greedyCoreset(x []float32, dim, m, first int) []float32 {
 }
 
 func patchCoreMeta(opts PatchCoreOptions, in InputShape, threshold float64, images, bankSize int) [][2]string {
+	if opts.bb != nil {
+		return [][2]string{
+			{metaTask, "anomaly"}, {metaName, opts.Name}, {metaVersion, opts.Version}, {metaInput, in.String()},
+			{metaThreshold, strconv.FormatFloat(threshold, 'g', -1, 64)},
+			{metaTrainedImages, strconv.Itoa(images)}, {metaTrainedAt, opts.TrainedAt.UTC().Format(time.RFC3339)},
+			{metaMethod, fmt.Sprintf("patchcore %s position_weight=%g bank=%d k=%d map_sigma=%g score_top=%g folds=%d margin=%g ignore=%v",
+				opts.bb, opts.PositionWeight, bankSize, opts.K, opts.MapSigma, opts.ScoreTop, opts.Folds, opts.Margin, opts.Ignore)},
+		}
+	}
 	return [][2]string{
 		{metaTask, "anomaly"},
 		{metaName, opts.Name},

@@ -117,14 +117,18 @@ func ftoa(v float64) string { return fmt.Sprintf("%.3f", v) }
 
 const magneticTile = "../../shared/datasets/magnetic-tile"
 
-// loadTiles reads the JPEGs in dir, resized (bilinear) to size x size gray frames.
-func loadTiles(t *testing.T, dir string, size int) []camera.Frame {
+// loadTiles reads the JPEGs in dir (the first most of them, if given), resized
+// (bilinear) to size x size gray frames.
+func loadTiles(t *testing.T, dir string, size int, most ...int) []camera.Frame {
 	t.Helper()
 	names, err := filepath.Glob(filepath.Join(dir, "*.jpg"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	sort.Strings(names)
+	if len(most) > 0 && len(names) > most[0] {
+		names = names[:most[0]]
+	}
 	var out []camera.Frame
 	for _, name := range names {
 		f, err := os.Open(name)

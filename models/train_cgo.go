@@ -17,9 +17,12 @@ import (
 // opts on set.Good and returns the model to ship, with its metrics.
 //
 //   - Good images only: the threshold is calibrated on cross-validated good scores (see
-//     TrainTemplate). MethodAuto trains the template, PatchCore and their ensemble (see
+//     TrainTemplate). MethodAuto first measures the images' alignment (see alignment):
+//     below alignedThreshold (a texture, loosely placed parts) it trains PatchCore; at or
+//     above (parts on a fixture) it trains the template, PatchCore and their ensemble (see
 //     MethodEnsemble) and keeps the one with the highest AUROC of held-out good images
 //     against pseudo-defects (blobs and thin lines drawn on them, see pseudoDefect).
+//   - With a backbone (opts.Backbone), the method is PatchCore on its features.
 //   - With labeled defects: methods are compared by the AUROC of their cross-validated
 //     good scores against the defects' scores, and the threshold moves to the best F1.
 //   - With at least MinHeadDefects defects (and PatchCore allowed): a supervised head
@@ -30,7 +33,8 @@ import (
 //     probability.
 //
 // Metrics holds cv_auroc_<method> of each candidate, cv_f1 at the threshold (with
-// defects), defect_images, supervised (0/1) and train_seconds. ctx stops it between steps.
+// defects), alignment (auto without labels), defect_images, supervised (0/1) and
+// train_seconds. ctx stops it between steps.
 func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel, error) {
 	start := time.Now()
 	opts, err := trainPlan(set, opts)
@@ -41,14 +45,27 @@ func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel,
 		return nil, fmt.Errorf("train: %w", err)
 	}
 	methods := []string{opts.Method}
+	metrics := map[string]float64{"defect_images": float64(len(set.Defects))}
 	if opts.Method == MethodAuto {
 		methods = []string{MethodTemplate, MethodPatchCore, MethodEnsemble}
+		if len(set.Defects) == 0 {
+			// Without labels, pseudo-defects cannot tell a texture model from a template
+			// (a blob on a texture is as easy for both); how alike the good images are in
+			// place can (see alignment).
+			a, err := goodAlignment(set.Good)
+			if err != nil {
+				return nil, err
+			}
+			metrics["alignment"] = a
+			if !alignedParts(a) {
+				methods = []string{MethodPatchCore}
+			}
+		}
 	}
 	defects := make([]camera.Frame, len(set.Defects))
 	for i, d := range set.Defects {
 		defects[i] = d.Frame
 	}
-	metrics := map[string]float64{"defect_images": float64(len(defects))}
 	var best *TrainedModel
 	var bestDefectScores []float64
 	bestAUROC := math.Inf(-1)
@@ -123,6 +140,20 @@ func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel,
 	metrics["train_seconds"] = time.Since(start).Seconds()
 	best.Metrics = metrics
 	return best, nil
+}
+
+// goodAlignment is the alignment of (up to alignMaxImages of) the good images, compared
+// gray at alignWidth px wide.
+func goodAlignment(good []camera.Frame) (float64, error) {
+	if len(good) > alignMaxImages {
+		good = good[:alignMaxImages]
+	}
+	h := max(8, int(math.Round(float64(alignWidth)*float64(good[0].Height)/float64(good[0].Width))))
+	xs, err := preprocessGood("alignment", good, InputShape{Channels: 1, Height: h, Width: alignWidth})
+	if err != nil {
+		return 0, err
+	}
+	return alignment(xs, alignWidth, h, alignSigma), nil
 }
 
 func trainMethod(ctx context.Context, meth string, good []camera.Frame, opts TrainOptions, progress func(string, int, int)) (*TrainedModel, error) {

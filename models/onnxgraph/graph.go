@@ -69,6 +69,7 @@ type initializer struct {
 	dataType onnxpb.TensorProto_DataType
 	raw      []byte // little-endian elements
 	count    int    // number of elements in raw
+	imported *onnxpb.TensorProto
 }
 
 type node struct {
@@ -76,6 +77,8 @@ type node struct {
 	inputs  []string
 	outputs []string
 	attrs   []Attr
+	// imported is a node taken as is from another model (see Import).
+	imported *onnxpb.NodeProto
 }
 
 type keyValue struct{ key, value string }
@@ -130,6 +133,24 @@ func (g *Graph) Node(op string, inputs, outputs []string, attrs ...Attr) {
 	g.nodes = append(g.nodes, node{op: op, inputs: clone(inputs), outputs: clone(outputs),
 		attrs: append([]Attr(nil), attrs...)})
 }
+
+// Import appends nodes and initializers taken as they are from another model (a user's
+// backbone), after the nodes added so far. Their names must not clash with the graph's own
+// (rename them first); attributes of any type and initializers of any element type are
+// kept. The nodes must be of the default ai.onnx domain and valid at the graph's opset:
+// Import copies, the caller checks meaning. Ordering and names are checked like Node's.
+func (g *Graph) Import(nodes []*onnxpb.NodeProto, inits []*onnxpb.TensorProto) {
+	for _, t := range inits {
+		g.inits = append(g.inits, initializer{name: t.GetName(), dims: clone(t.Dims), imported: proto.Clone(t).(*onnxpb.TensorProto)})
+	}
+	for _, n := range nodes {
+		g.nodes = append(g.nodes, node{op: n.GetOpType(), inputs: clone(n.Input), outputs: clone(n.Output),
+			imported: proto.Clone(n).(*onnxpb.NodeProto)})
+	}
+}
+
+// Opset is the ai.onnx opset version the model imports.
+func (g *Graph) Opset() int64 { return g.opset }
 
 // Meta adds a metadata_props entry (key, value) to the model. Keys must be unique.
 func (g *Graph) Meta(key, value string) {
@@ -216,6 +237,10 @@ func (g *Graph) Proto() (*onnxpb.ModelProto, error) {
 		gp.Output = append(gp.Output, valueInfo(v))
 	}
 	for _, in := range g.inits {
+		if in.imported != nil {
+			gp.Initializer = append(gp.Initializer, proto.Clone(in.imported).(*onnxpb.TensorProto))
+			continue
+		}
 		gp.Initializer = append(gp.Initializer, &onnxpb.TensorProto{
 			Name:     proto.String(in.name),
 			Dims:     clone(in.dims),
@@ -224,6 +249,12 @@ func (g *Graph) Proto() (*onnxpb.ModelProto, error) {
 		})
 	}
 	for i, n := range g.nodes {
+		if n.imported != nil {
+			np := proto.Clone(n.imported).(*onnxpb.NodeProto)
+			np.Name = proto.String(fmt.Sprintf("%s_%d", n.op, i))
+			gp.Node = append(gp.Node, np)
+			continue
+		}
 		np := &onnxpb.NodeProto{
 			Name:   proto.String(fmt.Sprintf("%s_%d", n.op, i)),
 			OpType: proto.String(n.op),
@@ -297,6 +328,9 @@ func (g *Graph) check() error {
 	for _, in := range g.inits {
 		if err := define(in.name, "initializer "+quote(in.name)); err != nil {
 			return err
+		}
+		if in.imported != nil {
+			continue // another model's tensor: its data is its own business
 		}
 		if err := checkDims(in.dims, true); err != nil {
 			return fmt.Errorf("initializer %q: %w", in.name, err)

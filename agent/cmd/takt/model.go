@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/takt-edge/takt/camera"
@@ -21,7 +22,7 @@ import (
 func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("model train", stderr)
 	data := fs.String("data", "", "folder with good/ images and, optionally, one folder of images per defect kind (required)")
-	method := fs.String("method", models.MethodAuto, "auto (best cross-validated method), template (aligned parts) or patchcore (textures, loosely aligned parts)")
+	method := fs.String("method", models.MethodAuto, "auto (by the images' alignment and cross-validation), template (aligned parts), patchcore (textures, loosely aligned parts) or ensemble")
 	minHead := fs.Int("min-head-defects", 10, "labeled defects it takes to train the supervised head (negative: never)")
 	out := fs.String("out", "", "model to write (required): FILE.onnx (plain ONNX) or FILE.tar (signed bundle, needs --key)")
 	key := fs.String("key", "", "private key file (takt model keygen) to sign a .tar bundle with")
@@ -30,7 +31,7 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	def := models.DefaultTemplateOptions()
 	name := fs.String("name", "model", "model name (takt.name)")
 	version := fs.String("version", def.Version, "model version (takt.version)")
-	width := fs.Int("width", 0, "model input width (default: 128 for template and ensemble, 64 for patchcore)")
+	width := fs.Int("width", 0, "model input width (default: 128 for template and ensemble, 64 for patchcore, 224 or its own for --backbone)")
 	height := fs.Int("height", 0, "model input height (default: from the images' aspect)")
 	maxTrain := fs.Int("max-train", 0, "use at most this many good images for training (0 = all)")
 	blur := fs.Float64("blur-sigma", def.BlurSigma, "Gaussian blur sigma in model pixels")
@@ -39,6 +40,10 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	smooth := fs.Int("map-smooth", def.MapSmooth, "odd box size smoothing the anomaly map (1 = none)")
 	jitter := fs.Float64("pose-jitter", def.PoseJitter, "tolerated part shift in model pixels")
 	margin := fs.Float64("margin", def.Margin, "threshold margin over the highest held-out good score (0.25 = 25%)")
+	backbone := fs.String("backbone", "", "ONNX model whose feature map, cut at --layer, replaces PatchCore's filter bank (input NCHW float, 1 or 3 channels)")
+	layer := fs.String("layer", "", "tensor of --backbone to cut at: a 4-D NCHW feature map (a node output name); several, comma-separated, are joined on the first one's grid")
+	bbMean := fs.String("backbone-mean", "", `per-channel mean subtracted from the 0..1 gray input before --backbone: "imagenet" or comma-separated values (default 0)`)
+	bbStd := fs.String("backbone-std", "", `per-channel std the input is divided by before --backbone: "imagenet" or comma-separated values (default 1)`)
 	var ignore []string
 	fs.Func("ignore", "region not to judge, as x0,y0,x1,y1 in pixels of the training images (repeatable), e.g. a printed serial number", func(v string) error {
 		ignore = append(ignore, v)
@@ -57,6 +62,15 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	}
 	if !bundle && !strings.HasSuffix(*out, ".onnx") {
 		return errors.New("model train: --out must end in .onnx (plain model) or .tar (signed bundle)")
+	}
+	var bbOpts models.BackboneOptions
+	if *backbone != "" {
+		var err error
+		if bbOpts, err = backboneOptions(*backbone, *layer, *bbMean, *bbStd); err != nil {
+			return err
+		}
+	} else if *layer != "" || *bbMean != "" || *bbStd != "" {
+		return errors.New("model train: --layer, --backbone-mean and --backbone-std need --backbone FILE.onnx")
 	}
 	var priv ed25519.PrivateKey
 	if bundle {
@@ -87,7 +101,11 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 			Shift: *shift, MapSmooth: *smooth, PoseJitter: *jitter, Margin: *margin},
 		Progress: newProgress(stderr).step,
 	}
-	if (*width != 0 || *height != 0) && *method == models.MethodPatchCore {
+	if *backbone != "" {
+		opts.Backbone = bbOpts
+		opts.Backbone.Width, opts.Backbone.Height = *width, *height
+	}
+	if (*width != 0 || *height != 0) && *method == models.MethodPatchCore && *backbone == "" {
 		// Alone, PatchCore takes the size; otherwise it is the template's and the
 		// ensemble's input, which PatchCore averages down to about 64 px.
 		opts.PatchCore = models.TexturePatchCoreOptions()
@@ -112,6 +130,41 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "train: wrote %s (%s %s, input %s, threshold %.4g, good scores max %.4g over %d folds, sha256 %s)\n",
 		*out, tm.Name, tm.Version, tm.Input, tm.Threshold, slices.Max(tm.GoodScores), tm.Folds, tm.SHA256()[:12])
 	return nil
+}
+
+// backboneOptions reads the backbone file and parses its normalization flags.
+func backboneOptions(path, layer, mean, std string) (models.BackboneOptions, error) {
+	o := models.BackboneOptions{Layer: layer}
+	var err error
+	if o.ONNX, err = os.ReadFile(path); err != nil {
+		return o, fmt.Errorf("model train: --backbone: %w", err)
+	}
+	if o.Mean, err = parseChannels("--backbone-mean", mean, models.ImageNetMean); err != nil {
+		return o, err
+	}
+	if o.Std, err = parseChannels("--backbone-std", std, models.ImageNetStd); err != nil {
+		return o, err
+	}
+	return o, nil
+}
+
+// parseChannels parses "imagenet" (as imagenet) or comma-separated numbers; "" is nil.
+func parseChannels(flag, v string, imagenet []float64) ([]float64, error) {
+	switch v {
+	case "":
+		return nil, nil
+	case "imagenet":
+		return imagenet, nil
+	}
+	var out []float64
+	for _, p := range strings.Split(v, ",") {
+		f, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
+		if err != nil {
+			return nil, fmt.Errorf("model train: %s %q: want \"imagenet\" or comma-separated numbers", flag, v)
+		}
+		out = append(out, f)
+	}
+	return out, nil
 }
 
 // readTrainSet reads DIR/good (at most maxGood images, 0 = all) and every other folder of

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/onnxgraph"
+)
+
+// writeBackbone writes a small RGB classifier-shaped CNN with a fixed 96x72 input:
+// conv (stride 2) relu "feat1" -> maxpool -> conv relu "feat2" (24x18) -> global pool "logits".
+func writeBackbone(t *testing.T, path string) {
+	t.Helper()
+	g := onnxgraph.New("cli-backbone")
+	g.Input("pixel_values", 1, 3, 72, 96)
+	rng := rand.New(rand.NewPCG(5, 6))
+	conv := func(name, in string, cin, cout int, stride int64) {
+		w := make([]float32, cout*cin*9)
+		for i := range w {
+			w[i] = float32(rng.NormFloat64() / math.Sqrt(float64(cin*9)))
+		}
+		g.Initializer(name+".weight", []int64{int64(cout), int64(cin), 3, 3}, w)
+		g.Node("Conv", []string{in, name + ".weight"}, []string{name + "_out"}, onnxgraph.Ints("kernel_shape", 3, 3), onnxgraph.Ints("pads", 1, 1, 1, 1), onnxgraph.Ints("strides", stride, stride))
+	}
+	conv("conv1", "pixel_values", 3, 8, 2)
+	g.Node("Relu", []string{"conv1_out"}, []string{"feat1"})
+	g.Node("MaxPool", []string{"feat1"}, []string{"pool1"}, onnxgraph.Ints("kernel_shape", 2, 2), onnxgraph.Ints("strides", 2, 2))
+	conv("conv2", "pool1", 8, 16, 1)
+	g.Node("Relu", []string{"conv2_out"}, []string{"feat2"})
+	g.Node("GlobalAveragePool", []string{"feat2"}, []string{"logits"})
+	g.Output("logits", 1, 16, 1, 1)
+	data, err := g.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestModelTrainEvalBackbone: `takt model train --backbone --layer` writes a signed
+// bundle whose model takes the backbone's input size, which verify (golden set replay)
+// and eval run like any other.
+func TestModelTrainEvalBackbone(t *testing.T) {
+	if raceEnabled {
+		t.Skip("training is ~20x slower under -race; make test runs this test without it")
+	}
+	dir := t.TempDir()
+	data, bb, key, bundle := filepath.Join(dir, "data"), filepath.Join(dir, "bb.onnx"), filepath.Join(dir, "key"), filepath.Join(dir, "bb.tar")
+	writeBackbone(t, bb)
+	for _, args := range [][]string{
+		{"synth", "--out", data, "--good", "6", "--defective", "4", "--seed", "8"},
+		{"model", "keygen", "--out", key},
+	} {
+		if out, err := takt(t, args...); err != nil {
+			t.Fatalf("takt %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	good := filepath.Join(dir, "goodonly")
+	if err := os.MkdirAll(good, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(data, "good"), filepath.Join(good, "good")); err != nil {
+		t.Fatal(err)
+	}
+	out, err := takt(t, "model", "train", "--data", good, "--out", bundle, "--key", key, "--name", "bb-part",
+		"--backbone", bb, "--layer", "feat2", "--backbone-mean", "imagenet", "--backbone-std", "imagenet")
+	if err != nil {
+		t.Fatalf("model train --backbone: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "method patchcore;") || !strings.Contains(out, "input gray 1x1x72x96") {
+		t.Errorf("model train --backbone output: want method patchcore and the backbone's 96x72 input:\n%s", out)
+	}
+	t.Logf("model train --backbone:\n%s", out)
+	if out, err := takt(t, "model", "verify", "--key", key+".pub", bundle); err != nil || !strings.Contains(out, "golden set 3/3") {
+		t.Fatalf("model verify: %v\n%s", err, out)
+	}
+	b, err := models.InspectBundle(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Manifest.Input.Width != 96 || b.Manifest.Input.Height != 72 {
+		t.Errorf("bundle input %+v, want 96x72", b.Manifest.Input)
+	}
+	out, err = takt(t, "model", "eval", "--bundle", bundle, "--key", key+".pub", "--data", data)
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); err != nil || !strings.HasPrefix(lines[len(lines)-1], "auroc=") {
+		t.Fatalf("model eval of the backbone bundle: %v\n%s", err, out)
+	}
+}
+
+func TestModelTrainBackboneErrors(t *testing.T) {
+	dir := t.TempDir()
+	bb, text := filepath.Join(dir, "bb.onnx"), filepath.Join(dir, "notes.onnx")
+	writeBackbone(t, bb)
+	if err := os.WriteFile(text, []byte("not a model\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := takt(t, "synth", "--out", dir, "--good", "2", "--seed", "2"); err != nil {
+		t.Fatalf("synth: %v\n%s", err, out)
+	}
+	m := filepath.Join(dir, "m.onnx")
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--layer", "feat2"}, "need --backbone FILE.onnx"},
+		{[]string{"--backbone", filepath.Join(dir, "none.onnx"), "--layer", "feat2"}, "none.onnx"},
+		{[]string{"--backbone", text, "--layer", "feat2"}, "not an ONNX model"},
+		{[]string{"--backbone", bb, "--layer", "feat"}, `layer "feat" not found among the 6 node outputs; candidates: feat1, feat2`},
+		{[]string{"--backbone", bb}, "no layer given to cut at; candidates:"},
+		{[]string{"--backbone", bb, "--layer", "logits"}, `layer "logits" is only 1x1 for a 96x72 input`},
+		{[]string{"--backbone", bb, "--layer", "feat2", "--backbone-mean", "red"}, `--backbone-mean "red"`},
+		{[]string{"--backbone", bb, "--layer", "feat2", "--width", "64"}, "fixed at 96"},
+		{[]string{"--backbone", bb, "--layer", "feat2", "--method", "template"}, "features feed patchcore only"},
+	}
+	for _, tt := range tests {
+		args := append([]string{"model", "train", "--data", dir, "--out", m}, tt.args...)
+		out, err := takt(t, args...)
+		if err == nil || !strings.Contains(out+err.Error(), tt.want) {
+			t.Errorf("takt %s: got %q / %v, want an error containing %q", strings.Join(args, " "), out, err, tt.want)
+		}
+	}
+}
