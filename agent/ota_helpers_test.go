@@ -150,9 +150,9 @@ func slowGraph(t testing.TB, pairs int) []byte {
 }
 
 // brightSlowGraph scores a part by its mean gray level, like meanGraph, but its cost grows
-// with the brightness: the image is tiled 1+floor(mean*100) times through one round of
-// slowGraph's products. A black part costs one round (~2 ms), a near-white one ~100: a
-// model that passes validation on dark parts and turns slow when the parts change.
+// with the brightness: the image is tiled 1+floor(mean*100) times through three rounds of
+// slowGraph's products. A black part costs one tile (~6 ms), a near-white one ~100 (~0.5 s):
+// a model that passes validation on dark parts and turns slow when the parts change.
 func brightSlowGraph(t testing.TB) []byte {
 	const n, wide = 256, 1024
 	up := make([]float32, n*wide)
@@ -178,9 +178,14 @@ func brightSlowGraph(t testing.TB) []byte {
 		g.Node("Concat", []string{"r", "one"}, []string{"reps"}, onnxgraph.Int("axis", 0))
 		g.Node("Reshape", []string{"image", "flat"}, []string{"x"})
 		g.Node("Tile", []string{"x", "reps"}, []string{"tiled"})
-		g.Node("MatMul", []string{"tiled", "up"}, []string{"w"})
-		g.Node("MatMul", []string{"w", "down"}, []string{"y"})
-		g.Node("ReduceMean", []string{"y"}, []string{"m2"}, onnxgraph.Ints("axes", 0, 1), onnxgraph.Int("keepdims", 1))
+		y := "tiled"
+		for i := range 3 {
+			w, next := "w"+itoa(i), "y"+itoa(i)
+			g.Node("MatMul", []string{y, "up"}, []string{w})
+			g.Node("MatMul", []string{w, "down"}, []string{next})
+			y = next
+		}
+		g.Node("ReduceMean", []string{y}, []string{"m2"}, onnxgraph.Ints("axes", 0, 1), onnxgraph.Int("keepdims", 1))
 		g.Node("Reshape", []string{"m2", "vec"}, []string{"score"})
 		g.Output("score", 1)
 	})

@@ -291,7 +291,7 @@ func writeGrayParts(t *testing.T, dir string, v uint8) {
 }
 
 // TestModelUpdateWatchRollsBackSlowModel promotes a model that validates within the
-// budget on the dark parts of the moment and turns slow (~50x) when the parts turn bright
+// budget on the dark parts of the moment and turns slow (~100x) when the parts turn bright
 // after its promotion: the watch rolls it back on its latency p99 and model/status, on a
 // real Mosquitto, carries the watch's figures.
 func TestModelUpdateWatchRollsBackSlowModel(t *testing.T) {
@@ -304,7 +304,9 @@ func TestModelUpdateWatchRollsBackSlowModel(t *testing.T) {
 	cfg.Camera.Path = parts
 	cfg.MQTT = testMQTTConfig(broker.URL)
 	cfg.HTTP.Listen = "127.0.0.1:0"
-	cfg.ModelUpdate.Validate = ValidatePolicy{LatencyRuns: 10, LatencyFraction: 0.05} // 50 ms
+	// 150 ms: the dark parts' ~6 ms stays under it on a loaded machine under -race; the
+	// bright parts' ~0.5 s is over it and over 3x the configured model's p99.
+	cfg.ModelUpdate.Validate = ValidatePolicy{LatencyRuns: 10, LatencyFraction: 0.15}
 	cfg.ModelUpdate.Shadow.Parts = 0
 	cfg.ModelUpdate.Watch.Parts, cfg.ModelUpdate.Watch.MinParts = 100000, 5
 	topics, err := cloudsync.NewTopics(cfg.MQTT.Site, cfg.MQTT.Line, cfg.Station)
@@ -328,7 +330,7 @@ func TestModelUpdateWatchRollsBackSlowModel(t *testing.T) {
 	if final, steps := w.waitFinal(t, "0.5.0", 60*time.Second); final.State != cloudsync.ModelActive {
 		t.Fatalf("0.5.0: %s %q (steps %v), want active: on dark parts it is within the budget", final.State, final.Reason, steps)
 	}
-	writeGrayParts(t, parts, 250) // the parts turn bright: the new model turns ~50x slower
+	writeGrayParts(t, parts, 250) // the parts turn bright: the new model turns ~100x slower
 	var rolled cloudsync.ModelStatusMsg
 	waitFor(t, "the watch to roll 0.5.0 back", 60*time.Second, func() bool {
 		for _, s := range w.statuses("0.5.0") {
@@ -345,8 +347,8 @@ func TestModelUpdateWatchRollsBackSlowModel(t *testing.T) {
 		t.Errorf("rollback reason %q: want the watch's latency p99 and the model it went back to", rolled.Reason)
 	}
 	if fig == nil || fig.Step != cloudsync.FiguresWatch || fig.Limit != "watch.max_latency_ratio" || fig.CandidateP99Ms <= fig.BudgetMs ||
-		fig.CandidateP99Ms <= 3*fig.BaselineP99Ms || fig.BudgetMs != 50 {
-		t.Errorf("rollback figures %+v: want the watch's, limit watch.max_latency_ratio, p99 over the 50 ms budget and 3x the baseline", fig)
+		fig.CandidateP99Ms <= 3*fig.BaselineP99Ms || fig.BudgetMs != 150 {
+		t.Errorf("rollback figures %+v: want the watch's, limit watch.max_latency_ratio, p99 over the 150 ms budget and 3x the baseline", fig)
 	}
 	// A part in flight at the swap may still finish on 0.5.0; from the first part on 0.2.0
 	// on, every one is.
@@ -417,9 +419,20 @@ func TestModelUpdateWatchRollsBack(t *testing.T) {
 	if m := st.Models["fixture-part"]; m == nil || m.Active == nil || m.Active.Version != "0.5.0" {
 		t.Fatalf("state after rollback %+v: want 0.5.0 active", st.Models["fixture-part"])
 	}
+	// A part in flight at the rollback may still finish on 0.6.0; from the first part on
+	// 0.5.0 on, every one is.
 	last := r.a.live.Load().st.LastID()
-	waitFor(t, "parts after the rollback", 30*time.Second, func() bool { return len(verdictsAfter(t, r, last)) >= 3 })
-	for _, v := range verdictsAfter(t, r, last) {
+	after := func() []store.Verdict {
+		vs := verdictsAfter(t, r, last)
+		for i, v := range vs {
+			if v.Model.Version == "0.5.0" {
+				return vs[i:]
+			}
+		}
+		return nil
+	}
+	waitFor(t, "parts after the rollback", 30*time.Second, func() bool { return len(after()) >= 3 })
+	for _, v := range after() {
 		if v.Model.Version != "0.5.0" || v.Decision == store.NoDecision {
 			t.Fatalf("after the rollback: verdict on %s %s, want 0.5.0 deciding", v.Model.Version, v.Decision)
 		}
