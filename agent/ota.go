@@ -65,13 +65,22 @@ func (r installRequest) id() string {
 	return r.Name + "@" + r.Version + "@" + r.Key + r.File
 }
 
-// errRejected is a refusal of the candidate, with the reason model/status reports.
-type errRejected struct{ reason string }
+// errRejected is a refusal of the candidate, with the reason model/status reports and the
+// figures it was refused on (nil when it measured nothing).
+type errRejected struct {
+	reason string
+	fig    *cloudsync.ModelFigures
+}
 
 func (e *errRejected) Error() string { return e.reason }
 
 func rejectf(format string, args ...any) error {
 	return &errRejected{reason: fmt.Sprintf(format, args...)}
+}
+
+// rejectFig is rejectf with the figures the refusal rests on.
+func rejectFig(fig *cloudsync.ModelFigures, format string, args ...any) error {
+	return &errRejected{reason: fmt.Sprintf(format, args...), fig: fig}
 }
 
 // modelUpdater runs the model update lifecycle; see the comment above.
@@ -162,7 +171,7 @@ func (u *modelUpdater) open() error {
 		if c.Restarts > u.cfg.Watch.MaxRestarts {
 			u.st.reject(c.SHA256)
 			u.finishCandidate(cloudsync.ModelRejected, fmt.Sprintf("crash loop: the agent restarted %d times while %s %s was %s",
-				c.Restarts, c.Name, c.Version, c.Phase))
+				c.Restarts, c.Name, c.Version, c.Phase), nil)
 		}
 	}
 	for name, m := range u.st.Models {
@@ -173,7 +182,7 @@ func (u *modelUpdater) open() error {
 				u.st.reject(bad.SHA256)
 				m.Active, m.Previous, m.Watch = m.Previous, nil, nil
 				u.setLast(bad.Name, bad.Version, cloudsync.ModelRolledBack,
-					fmt.Sprintf("crash loop: the agent restarted %d times while %s %s (%s) was watched", w.Restarts, bad.Name, bad.Version, name))
+					fmt.Sprintf("crash loop: the agent restarted %d times while %s %s (%s) was watched", w.Restarts, bad.Name, bad.Version, name), nil)
 			}
 		}
 	}
@@ -214,7 +223,7 @@ func (u *modelUpdater) loadInstalled(ctx context.Context, i int) (*models.Runtim
 			bad := m.Active
 			u.st.reject(bad.SHA256)
 			m.Active, m.Previous, m.Watch = m.Previous, nil, nil
-			u.setLast(bad.Name, bad.Version, cloudsync.ModelRolledBack, "the active bundle does not load any more; serving the previous one")
+			u.setLast(bad.Name, bad.Version, cloudsync.ModelRolledBack, "the active bundle does not load any more; serving the previous one", nil)
 			if err := writeOTAState(u.dir, u.st); err != nil {
 				rt.Close()
 				return nil, "", err
@@ -224,7 +233,7 @@ func (u *modelUpdater) loadInstalled(ctx context.Context, i int) (*models.Runtim
 		return rt, filepath.Join(u.dir, b.File), nil
 	}
 	if m.Active != nil {
-		u.setLast(m.Active.Name, m.Active.Version, cloudsync.ModelRolledBack, "no installed bundle loads; serving the configured model")
+		u.setLast(m.Active.Name, m.Active.Version, cloudsync.ModelRolledBack, "no installed bundle loads; serving the configured model", nil)
 	}
 	delete(u.st.Models, name)
 	return nil, "", writeOTAState(u.dir, u.st)
@@ -363,8 +372,9 @@ func (u *modelUpdater) install(ctx context.Context, r installRequest, resume boo
 		return // promoted, or stopped: the state resumes it at the next start
 	}
 	reason := err.Error()
+	var fig *cloudsync.ModelFigures
 	if rej := (*errRejected)(nil); errors.As(err, &rej) {
-		reason = rej.reason
+		reason, fig = rej.reason, rej.fig
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -372,15 +382,15 @@ func (u *modelUpdater) install(ctx context.Context, r installRequest, resume boo
 	if c := u.st.Candidate; c != nil {
 		u.st.reject(c.BundleHash)
 	}
-	u.finishCandidate(cloudsync.ModelRejected, reason)
+	u.finishCandidate(cloudsync.ModelRejected, reason, fig)
 	if err := writeOTAState(u.dir, u.st); err != nil {
 		u.log.Error().Err(err).Msg("model update state not saved")
 	}
 }
 
-// finishCandidate drops the candidate and its staged file and reports state; u.mu held (or
-// open, before Run).
-func (u *modelUpdater) finishCandidate(state, reason string) {
+// finishCandidate drops the candidate and its staged file and reports state (with the
+// figures, if any); u.mu held (or open, before Run).
+func (u *modelUpdater) finishCandidate(state, reason string, fig *cloudsync.ModelFigures) {
 	c := u.st.Candidate
 	if c == nil {
 		return
@@ -388,13 +398,13 @@ func (u *modelUpdater) finishCandidate(state, reason string) {
 	os.Remove(filepath.Join(u.dir, c.Staged))
 	os.Remove(filepath.Join(u.dir, c.Staged) + ".part")
 	u.st.Candidate = nil
-	u.setLast(c.Name, c.Version, state, reason)
+	u.setLast(c.Name, c.Version, state, reason, fig)
 }
 
 // setLast records and publishes a status; u.mu held (or open, before Run). The state is
 // saved by the caller.
-func (u *modelUpdater) setLast(name, version, state, reason string) {
-	l := otaLast{Name: name, Version: version, State: state, Reason: reason, Time: u.now().UTC()}
+func (u *modelUpdater) setLast(name, version, state, reason string, fig *cloudsync.ModelFigures) {
+	l := otaLast{Name: name, Version: version, State: state, Reason: reason, Time: u.now().UTC(), Figures: fig}
 	u.st.Last = &l
 	ev := u.log.Info()
 	if state == cloudsync.ModelRejected || state == cloudsync.ModelRolledBack {
@@ -434,7 +444,7 @@ func (u *modelUpdater) publisher(ctx context.Context) {
 
 func (u *modelUpdater) statusMsg(l otaLast) cloudsync.ModelStatusMsg {
 	return cloudsync.ModelStatusMsg{Schema: cloudsync.MessageSchema, Station: u.station, Name: l.Name, Version: l.Version,
-		State: l.State, Reason: l.Reason, Time: l.Time}
+		State: l.State, Reason: l.Reason, Time: l.Time, Figures: l.Figures}
 }
 
 // setPublisher sets where statuses go (the MQTT role).
@@ -472,7 +482,7 @@ func (u *modelUpdater) step(phase, state, reason string) error {
 		return err
 	}
 	if state != "" {
-		u.setLast(c.Name, c.Version, state, reason)
+		u.setLast(c.Name, c.Version, state, reason, nil)
 	}
 	u.log.Debug().Str("phase", phase).Str("name", c.Name).Str("version", c.Version).Msg("model update step")
 	return nil
@@ -532,7 +542,7 @@ func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bo
 	u.mu.Lock()
 	if !resume {
 		if u.st.Candidate != nil {
-			u.finishCandidate(cloudsync.ModelRejected, "superseded by a newer request")
+			u.finishCandidate(cloudsync.ModelRejected, "superseded by a newer request", nil)
 		}
 		name := firstNonEmpty(r.Name, "bundle")
 		u.st.Candidate = &otaCandidate{Name: r.Name, Version: r.Version, Key: r.Key, Source: r.File, SHA256: r.SHA256,
@@ -605,6 +615,7 @@ func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bo
 
 	// 4. Shadow.
 	var baseline *otaBaseline
+	var shadowed *cloudsync.ModelFigures // the shadow run's figures, reported with the promotion
 	if u.cfg.Shadow.Parts > 0 {
 		if err := u.step(phaseShadow, cloudsync.ModelShadow, fmt.Sprintf("beside %s for %d parts", target.name, u.cfg.Shadow.Parts)); err != nil {
 			rt.Close()
@@ -615,16 +626,17 @@ func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bo
 			rt.Close()
 			return err
 		}
-		if why := u.judgeShadow(fig); why != "" {
+		if why, limit := u.judgeShadow(fig); why != "" {
 			rt.Close()
-			return rejectf("shadow: %s (%s)", why, fig)
+			return rejectFig(fig.wire(limit, u.latencyBudget()), "shadow: %s (%s)", why, fig)
 		}
 		u.log.Info().Str("figures", fig.String()).Msg("shadow passed")
 		baseline = &otaBaseline{Parts: fig.Compared, FailRate: fig.ActiveFailRate, InferP99: fig.ActiveP99}
+		shadowed = fig.wire("", u.latencyBudget())
 	}
 
 	// 5. Swap.
-	return u.promote(b, target.name, rt, threshold, staged, baseline)
+	return u.promote(b, target.name, rt, threshold, staged, baseline, shadowed)
 }
 
 // receive puts the bundle into staging: a download from the bucket or a copy of a file.
@@ -681,12 +693,17 @@ func (u *modelUpdater) receive(ctx context.Context, r installRequest, staged str
 // checkLatency times the candidate on a recent live frame (a gray frame before the first
 // part) and refuses it when its p99 exceeds validate.latency_fraction of the deadline. A
 // first untimed run sizes the preprocessing for the camera's frames. It stops early once
-// two runs in a row are over the budget: the p99 of more runs cannot come back under it.
+// two runs in a row are over the budget: the p99 of more runs cannot come back under it,
+// so a model 10x over the budget is refused after three runs, not latency_runs.
 func (u *modelUpdater) checkLatency(ctx context.Context, rt *models.Runtime) error {
 	f := u.sampleFrame()
 	runs := u.cfg.Validate.LatencyRuns
 	lat := make([]float64, 0, runs)
 	limit := u.latencyBudget()
+	fig := func(errs int, key string) *cloudsync.ModelFigures {
+		return &cloudsync.ModelFigures{Step: cloudsync.FiguresValidate, Parts: len(lat), Errors: errs,
+			CandidateP50Ms: quantile(lat, 0.5), CandidateP99Ms: quantile(lat, 0.99), BudgetMs: limit, Limit: key}
+	}
 	for i := -1; i < runs; i++ {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -696,10 +713,10 @@ func (u *modelUpdater) checkLatency(ctx context.Context, rt *models.Runtime) err
 		}
 		res, err := rt.Infer(ctx, f)
 		if err != nil {
-			return rejectf("validate: inference on a live frame: %v", err)
+			return rejectFig(fig(1, "validate.errors"), "validate: inference on a live frame: %v", err)
 		}
 		if math.IsNaN(res.Score) || math.IsInf(res.Score, 0) {
-			return rejectf("validate: score %v on a live frame", res.Score)
+			return rejectFig(fig(1, "validate.errors"), "validate: score %v on a live frame", res.Score)
 		}
 		if i >= 0 {
 			lat = append(lat, ms(res.Timings.Total))
@@ -707,7 +724,7 @@ func (u *modelUpdater) checkLatency(ctx context.Context, rt *models.Runtime) err
 	}
 	p99 := quantile(lat, 0.99)
 	if p99 > limit {
-		return rejectf("validate: latency p99 %.1f ms over %d runs exceeds %.0f%% of the deadline %s (%.1f ms)",
+		return rejectFig(fig(0, "validate.latency_fraction"), "validate: latency p99 %.1f ms over %d runs exceeds %.0f%% of the deadline %s (%.1f ms)",
 			p99, len(lat), u.cfg.Validate.LatencyFraction*100, u.deadline, limit)
 	}
 	u.log.Info().Float64("p99_ms", p99).Float64("limit_ms", limit).Msg("candidate latency within budget")
@@ -716,7 +733,8 @@ func (u *modelUpdater) checkLatency(ctx context.Context, rt *models.Runtime) err
 
 // promote swaps the candidate in and makes it the active bundle, the active one the
 // previous (kept for rollback), and starts the watch.
-func (u *modelUpdater) promote(b *models.Bundle, name string, rt *models.Runtime, threshold float64, staged string, baseline *otaBaseline) error {
+func (u *modelUpdater) promote(b *models.Bundle, name string, rt *models.Runtime, threshold float64, staged string, baseline *otaBaseline,
+	shadowed *cloudsync.ModelFigures) error {
 	if err := u.step(phaseSwapping, "", ""); err != nil {
 		rt.Close()
 		return err
@@ -779,7 +797,7 @@ func (u *modelUpdater) promote(b *models.Bundle, name string, rt *models.Runtime
 		u.startWatch(name, *baseline)
 		reason += fmt.Sprintf("; watched for %d parts", u.cfg.Watch.Parts)
 	}
-	u.setLast(b.Manifest.Name, b.Manifest.Version, cloudsync.ModelActive, reason)
+	u.setLast(b.Manifest.Name, b.Manifest.Version, cloudsync.ModelActive, reason, shadowed)
 	return writeOTAState(u.dir, u.st)
 }
 
@@ -803,7 +821,7 @@ func (u *modelUpdater) watchPassed(w *watchRun) {
 	}
 	m.Watch = nil
 	if a := m.Active; a != nil {
-		u.setLast(a.Name, a.Version, cloudsync.ModelActive, "watch passed: "+w.figures())
+		u.setLast(a.Name, a.Version, cloudsync.ModelActive, "watch passed: "+w.figures(), w.wire())
 	}
 	if err := writeOTAState(u.dir, u.st); err != nil {
 		u.log.Error().Err(err).Msg("model update state not saved")
@@ -883,7 +901,7 @@ func (u *modelUpdater) rollBack(ctx context.Context, reason string) {
 		back = prev.Version
 	}
 	u.mu.Lock()
-	u.setLast(bad.Name, bad.Version, cloudsync.ModelRolledBack, reason+"; back on "+back)
+	u.setLast(bad.Name, bad.Version, cloudsync.ModelRolledBack, reason+"; back on "+back, w.wire())
 	err = writeOTAState(u.dir, u.st)
 	u.mu.Unlock()
 	if err != nil {

@@ -149,6 +149,48 @@ func slowGraph(t testing.TB, pairs int) []byte {
 	})
 }
 
+// brightSlowGraph scores a part by its mean gray level, like meanGraph, but its cost grows
+// with the brightness: the image is tiled 1+floor(mean*100) times through three rounds of
+// slowGraph's products. A black part costs one tile (~6 ms), a near-white one ~100 (~0.5 s):
+// a model that passes validation on dark parts and turns slow when the parts change.
+func brightSlowGraph(t testing.TB) []byte {
+	const n, wide = 256, 1024
+	up := make([]float32, n*wide)
+	down := make([]float32, wide*n)
+	for b := range 4 {
+		for i := range n {
+			up[i*wide+b*n+i] = 0.25
+			down[(b*n+i)*n+i] = 1
+		}
+	}
+	return graph(t, func(g *onnxgraph.Graph) {
+		g.Input("image", 1, 1, 192, 256)
+		g.Initializer("up", []int64{n, wide}, up)
+		g.Initializer("down", []int64{wide, n}, down)
+		g.Initializer("k", []int64{1}, []float32{100})
+		g.InitializerInt64("one", []int64{1}, []int64{1})
+		g.InitializerInt64("flat", []int64{2}, []int64{192, n})
+		g.InitializerInt64("vec", []int64{1}, []int64{1})
+		g.Node("ReduceMean", []string{"image"}, []string{"mean"}, onnxgraph.Ints("axes", 1, 2, 3), onnxgraph.Int("keepdims", 0))
+		g.Node("Mul", []string{"mean", "k"}, []string{"mk"})
+		g.Node("Cast", []string{"mk"}, []string{"mki"}, onnxgraph.Int("to", 7)) // INT64, truncated
+		g.Node("Add", []string{"mki", "one"}, []string{"r"})
+		g.Node("Concat", []string{"r", "one"}, []string{"reps"}, onnxgraph.Int("axis", 0))
+		g.Node("Reshape", []string{"image", "flat"}, []string{"x"})
+		g.Node("Tile", []string{"x", "reps"}, []string{"tiled"})
+		y := "tiled"
+		for i := range 3 {
+			w, next := "w"+itoa(i), "y"+itoa(i)
+			g.Node("MatMul", []string{y, "up"}, []string{w})
+			g.Node("MatMul", []string{w, "down"}, []string{next})
+			y = next
+		}
+		g.Node("ReduceMean", []string{y}, []string{"m2"}, onnxgraph.Ints("axes", 0, 1), onnxgraph.Int("keepdims", 1))
+		g.Node("Reshape", []string{"m2", "vec"}, []string{"score"})
+		g.Output("score", 1)
+	})
+}
+
 func itoa(i int) string { return string(rune('a'+i/26)) + string(rune('a'+i%26)) }
 
 // tamper rewrites a signed bundle: edit changes its members (manifest.json included) and

@@ -61,6 +61,11 @@ type ShadowPolicy struct {
 	// Queue is the number of frames waiting for the shadow worker; more are dropped, never
 	// waited for. Default 2.
 	Queue int `yaml:"queue"`
+	// MaxBusy is the fraction of the time the shadow worker may spend running the
+	// candidate: after an inference of d it rests d*(1-MaxBusy)/MaxBusy, and the frames
+	// that find the queue full meanwhile are dropped (counted). It bounds what the shadow
+	// takes from the cores the active model runs on. Default 0.25; 1 never rests.
+	MaxBusy float64 `yaml:"max_busy"`
 }
 
 // WatchPolicy: after a promotion, for Parts parts, the new model's errors (NaN or inference
@@ -87,7 +92,7 @@ func defaultModelUpdateConfig() ModelUpdateConfig {
 	return ModelUpdateConfig{
 		StagingBudget: 512 << 20,
 		Validate:      ValidatePolicy{LatencyRuns: 30, LatencyFraction: 0.5},
-		Shadow:        ShadowPolicy{Parts: 200, MinParts: 20, MinAgreement: 0.95, MaxLatencyRatio: 2, Queue: 2},
+		Shadow:        ShadowPolicy{Parts: 200, MinParts: 20, MinAgreement: 0.95, MaxLatencyRatio: 2, Queue: 2, MaxBusy: 0.25},
 		Watch:         WatchPolicy{Parts: 200, MinParts: 20, MaxErrorRate: 0.02, MaxLatencyRatio: 3, MaxFailRateIncrease: 0.2, MaxRestarts: 3},
 	}
 }
@@ -133,6 +138,9 @@ func (u ModelUpdateConfig) validate(modelKeys []string) []error {
 	}
 	if s.Queue < 1 || s.Queue > 64 {
 		bad("model_update.shadow.queue: %d is not in 1..64", s.Queue)
+	}
+	if !(s.MaxBusy >= 0.01 && s.MaxBusy <= 1) {
+		bad("model_update.shadow.max_busy: %v is not in 0.01..1 (the fraction of the time the shadow may run)", s.MaxBusy)
 	}
 	w := u.Watch
 	if w.Parts < 0 {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/models"
 )
 
@@ -107,11 +108,14 @@ func (r *recentParts) baseline() otaBaseline {
 }
 
 // shadowRun scores live frames with the candidate on its own goroutine. The inspection loop
-// offers frames; a frame that finds no free buffer is dropped (counted), so the active path
-// never waits for the candidate.
+// offers frames after the part was answered; a frame that finds no free buffer is dropped
+// (counted), so the active path never waits for the candidate. The worker rests after each
+// inference so that it runs at most maxBusy of the time: on a station whose cores the active
+// model already uses, the shadow's share of them is bounded, not whatever it can take.
 type shadowRun struct {
 	rt        *models.Runtime
 	threshold float64
+	maxBusy   float64
 	q         chan shadowItem
 	free      chan []byte
 	cancel    context.CancelFunc
@@ -159,8 +163,15 @@ func (f shadowFigures) String() string {
 		f.CandScoreP50, f.ActiveScoreP50, f.CandScoreP99, f.ActiveScoreP99)
 }
 
-func newShadowRun(rt *models.Runtime, threshold float64, queue, want int) *shadowRun {
-	s := &shadowRun{rt: rt, threshold: threshold, q: make(chan shadowItem, queue), free: make(chan []byte, queue),
+// wire is f as model/status carries it; limit is the policy key crossed, "" for none.
+func (f shadowFigures) wire(limit string, budgetMs float64) *cloudsync.ModelFigures {
+	return &cloudsync.ModelFigures{Step: cloudsync.FiguresShadow, Parts: f.Compared, Agreement: f.Agreement, Dropped: f.Dropped,
+		Errors: f.CandErrors, CandidateP50Ms: f.CandP50, CandidateP99Ms: f.CandP99, BaselineP99Ms: f.ActiveP99, BudgetMs: budgetMs,
+		CandidateFailRate: f.CandFailRate, BaselineFailRate: f.ActiveFailRate, Limit: limit}
+}
+
+func newShadowRun(rt *models.Runtime, threshold, maxBusy float64, queue, want int) *shadowRun {
+	s := &shadowRun{rt: rt, threshold: threshold, maxBusy: maxBusy, q: make(chan shadowItem, queue), free: make(chan []byte, queue),
 		done: make(chan struct{}), want: want, enough: make(chan struct{})}
 	for range queue {
 		s.free <- nil
@@ -184,20 +195,33 @@ func (s *shadowRun) offer(f camera.Frame, o partOutcome) {
 	}
 }
 
-// run scores queued frames until ctx is done.
+// run scores queued frames until ctx is done, resting after each so that it is busy at
+// most maxBusy of the time.
 func (s *shadowRun) run(ctx context.Context) {
 	defer close(s.done)
+	rest := time.NewTimer(time.Hour)
+	rest.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case it := <-s.q:
+			start := time.Now()
 			res, err := s.rt.Infer(ctx, it.f)
+			busy := time.Since(start)
 			s.free <- it.buf
 			if ctx.Err() != nil {
 				return
 			}
 			s.record(it.o, res, err)
+			if s.maxBusy < 1 {
+				rest.Reset(time.Duration(float64(busy) * (1 - s.maxBusy) / s.maxBusy))
+				select {
+				case <-ctx.Done():
+					return
+				case <-rest.C:
+				}
+			}
 		}
 	}
 }
@@ -262,7 +286,7 @@ func (s *shadowRun) stop() {
 // compared or shadow.duration passed.
 func (u *modelUpdater) runShadow(ctx context.Context, name string, rt *models.Runtime, threshold float64) (shadowFigures, error) {
 	u.target.Store(&name)
-	s := newShadowRun(rt, threshold, u.cfg.Shadow.Queue, u.cfg.Shadow.Parts)
+	s := newShadowRun(rt, threshold, u.cfg.Shadow.MaxBusy, u.cfg.Shadow.Queue, u.cfg.Shadow.Parts)
 	sctx, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
 	go s.run(sctx)
@@ -286,21 +310,21 @@ func (u *modelUpdater) runShadow(ctx context.Context, name string, rt *models.Ru
 	return s.figures(), nil
 }
 
-// judgeShadow returns why the figures fail the policy, or "".
-func (u *modelUpdater) judgeShadow(f shadowFigures) string {
+// judgeShadow returns why the figures fail the policy and the policy key crossed, or "".
+func (u *modelUpdater) judgeShadow(f shadowFigures) (why, limit string) {
 	p := u.cfg.Shadow
 	switch {
 	case f.Compared < min(p.MinParts, p.Parts):
-		return fmt.Sprintf("only %d parts compared, policy needs %d", f.Compared, min(p.MinParts, p.Parts))
+		return fmt.Sprintf("only %d parts compared, policy needs %d", f.Compared, min(p.MinParts, p.Parts)), "shadow.min_parts"
 	case f.CandErrors > 0:
-		return fmt.Sprintf("the candidate failed %d of %d parts (NaN or error)", f.CandErrors, f.Compared)
+		return fmt.Sprintf("the candidate failed %d of %d parts (NaN or error)", f.CandErrors, f.Compared), "shadow.errors"
 	case f.Agreement < p.MinAgreement:
-		return fmt.Sprintf("agreement %.3f below the policy's %.3f", f.Agreement, p.MinAgreement)
+		return fmt.Sprintf("agreement %.3f below the policy's %.3f", f.Agreement, p.MinAgreement), "shadow.min_agreement"
 	case f.CandP99 > p.MaxLatencyRatio*f.ActiveP99 && f.CandP99 > u.latencyBudget():
 		return fmt.Sprintf("inference p99 %.2f ms is over %.1fx the active model's %.2f ms and over the latency budget %.1f ms",
-			f.CandP99, p.MaxLatencyRatio, f.ActiveP99, u.latencyBudget())
+			f.CandP99, p.MaxLatencyRatio, f.ActiveP99, u.latencyBudget()), "shadow.max_latency_ratio"
 	}
-	return ""
+	return "", ""
 }
 
 // watchRun counts a promoted model's parts against the previous model's baseline. add
@@ -317,6 +341,7 @@ type watchRun struct {
 	errs         int
 	lat          []float64
 	ended        bool
+	limit        string // the policy key crossed
 }
 
 func newWatchRun(name string, p WatchPolicy, base otaBaseline, floorMs float64, rollback chan<- string) *watchRun {
@@ -339,8 +364,8 @@ func (w *watchRun) add(o partOutcome) bool {
 	if o.Decision == store.Fail {
 		w.fails++
 	}
-	if why := w.crossed(); why != "" {
-		w.ended = true
+	if why, limit := w.crossed(); why != "" {
+		w.ended, w.limit = true, limit
 		select {
 		case w.rollback <- why:
 		default:
@@ -354,25 +379,27 @@ func (w *watchRun) add(o partOutcome) bool {
 	return false
 }
 
-// crossed returns the limit the watch crossed, or ""; w.mu held.
-func (w *watchRun) crossed() string {
+// crossed returns the limit the watch crossed and its policy key, or ""; w.mu held.
+func (w *watchRun) crossed() (why, limit string) {
 	n := float64(w.parts)
 	// Errors are judged from the first part (counted over at least min_parts): a model that
 	// yields NaN must not serve min_parts parts first.
 	if allowed := (w.p.MaxErrorRate + w.base.ErrorRate) * max(n, float64(w.p.MinParts)); float64(w.errs) > allowed {
-		return fmt.Sprintf("watch: %d of %d parts had a NaN score or an inference error (limit %.3f)", w.errs, w.parts, w.p.MaxErrorRate)
+		return fmt.Sprintf("watch: %d of %d parts had a NaN score or an inference error (limit %.3f)", w.errs, w.parts, w.p.MaxErrorRate),
+			"watch.max_error_rate"
 	}
 	if w.parts < w.p.MinParts {
-		return ""
+		return "", ""
 	}
 	if fr := float64(w.fails) / n; fr > w.base.FailRate+w.p.MaxFailRateIncrease {
-		return fmt.Sprintf("watch: FAIL rate %.3f over %d parts, previous model %.3f (limit +%.3f)", fr, w.parts, w.base.FailRate, w.p.MaxFailRateIncrease)
+		return fmt.Sprintf("watch: FAIL rate %.3f over %d parts, previous model %.3f (limit +%.3f)", fr, w.parts, w.base.FailRate, w.p.MaxFailRateIncrease),
+			"watch.max_fail_rate_increase"
 	}
 	if p99 := quantile(w.lat, 0.99); w.base.InferP99 > 0 && p99 > w.p.MaxLatencyRatio*w.base.InferP99 && p99 > w.floorMs {
 		return fmt.Sprintf("watch: inference p99 %.2f ms, previous model %.2f ms (limit %.1fx and the latency budget %.1f ms)",
-			p99, w.base.InferP99, w.p.MaxLatencyRatio, w.floorMs)
+			p99, w.base.InferP99, w.p.MaxLatencyRatio, w.floorMs), "watch.max_latency_ratio"
 	}
-	return ""
+	return "", ""
 }
 
 func (w *watchRun) figures() string {
@@ -381,6 +408,16 @@ func (w *watchRun) figures() string {
 	n := max(1, float64(w.parts))
 	return fmt.Sprintf("%d parts, FAIL rate %.3f (previous %.3f), errors %d, inference p99 %.2f ms (previous %.2f ms)",
 		w.parts, float64(w.fails)/n, w.base.FailRate, w.errs, quantile(w.lat, 0.99), w.base.InferP99)
+}
+
+// wire is the watch's figures as model/status carries them, with the limit it crossed.
+func (w *watchRun) wire() *cloudsync.ModelFigures {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := max(1, float64(w.parts))
+	return &cloudsync.ModelFigures{Step: cloudsync.FiguresWatch, Parts: w.parts, Errors: w.errs,
+		CandidateP50Ms: quantile(w.lat, 0.5), CandidateP99Ms: quantile(w.lat, 0.99), BaselineP99Ms: w.base.InferP99, BudgetMs: w.floorMs,
+		CandidateFailRate: float64(w.fails) / n, BaselineFailRate: w.base.FailRate, Limit: w.limit}
 }
 
 // quantile is the q-quantile (nearest rank) of xs; 0 for none.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/models"
 )
 
@@ -79,6 +80,8 @@ type otaLast struct {
 	State   string    `json:"state"`
 	Reason  string    `json:"reason,omitempty"`
 	Time    time.Time `json:"time"`
+	// Figures the step was decided on (model/status figures), nil when it measured none.
+	Figures *cloudsync.ModelFigures `json:"figures,omitempty"`
 }
 
 // otaModel is the update state of one station model (by its name: models[].name, or the

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/agent/store"
+	"github.com/takt-edge/takt/cloudsync"
 )
 
 // TestWatchLimits feeds the watch parts of promoted models against a baseline and checks
@@ -51,6 +52,9 @@ func TestWatchLimits(t *testing.T) {
 				at = i + 1
 			}
 		}
+		if fig := w.wire(); fig.Parts != p.Parts && c.want == "" || (c.want != "") != (fig.Limit != "") {
+			t.Errorf("%s: watch figures %+v: want %d parts and a limit only when one was crossed", c.name, fig, p.Parts)
+		}
 		switch {
 		case c.want == "" && (!passed || len(rb) > 0):
 			t.Errorf("%s: passed %v, rollback %v; want passed", c.name, passed, len(rb) > 0)
@@ -72,22 +76,27 @@ func TestJudgeShadow(t *testing.T) {
 	u.cfg.Shadow.Parts, u.cfg.Shadow.MinParts = 100, 20
 	good := shadowFigures{Compared: 100, Agree: 99, Agreement: 0.99, CandP99: 12, ActiveP99: 10}
 	for _, c := range []struct {
-		name string
-		edit func(f *shadowFigures)
-		want string
+		name        string
+		edit        func(f *shadowFigures)
+		want, limit string
 	}{
-		{"good", func(*shadowFigures) {}, ""},
-		{"too few parts", func(f *shadowFigures) { f.Compared = 5 }, "only 5 parts"},
-		{"errors", func(f *shadowFigures) { f.CandErrors = 1 }, "failed 1 of 100"},
-		{"disagrees", func(f *shadowFigures) { f.Agreement = 0.5 }, "agreement 0.500"},
-		{"slower, within the budget", func(f *shadowFigures) { f.CandP99 = 25 }, ""},
-		{"slow", func(f *shadowFigures) { f.CandP99 = 60 }, "inference p99 60.00 ms"},
+		{"good", func(*shadowFigures) {}, "", ""},
+		{"too few parts", func(f *shadowFigures) { f.Compared = 5 }, "only 5 parts", "shadow.min_parts"},
+		{"errors", func(f *shadowFigures) { f.CandErrors = 1 }, "failed 1 of 100", "shadow.errors"},
+		{"disagrees", func(f *shadowFigures) { f.Agreement = 0.5 }, "agreement 0.500", "shadow.min_agreement"},
+		{"slower, within the budget", func(f *shadowFigures) { f.CandP99 = 25 }, "", ""},
+		{"slow", func(f *shadowFigures) { f.CandP99 = 60 }, "inference p99 60.00 ms", "shadow.max_latency_ratio"},
 	} {
 		f := good
 		c.edit(&f)
-		got := u.judgeShadow(f)
-		if (c.want == "") != (got == "") || !strings.Contains(got, c.want) {
-			t.Errorf("%s: %q, want %q", c.name, got, c.want)
+		got, limit := u.judgeShadow(f)
+		if (c.want == "") != (got == "") || !strings.Contains(got, c.want) || limit != c.limit {
+			t.Errorf("%s: %q (limit %q), want %q (limit %q)", c.name, got, limit, c.want, c.limit)
+		}
+		// What model/status would carry is a valid message.
+		m := cloudsync.ModelStatusMsg{Schema: cloudsync.MessageSchema, Station: "s", State: cloudsync.ModelRejected, Figures: f.wire(limit, 50)}
+		if _, err := cloudsync.Encode(&m); err != nil {
+			t.Errorf("%s: figures %+v do not encode: %v", c.name, m.Figures, err)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -271,12 +272,84 @@ type ModelStatusMsg struct {
 	State   string    `json:"state"`
 	Reason  string    `json:"reason,omitempty"`
 	Time    time.Time `json:"time"`
+	// Figures are the measurements a decision was taken on (validation's latency check, a
+	// shadow run, a watch); nil for a step that measured nothing.
+	Figures *ModelFigures `json:"figures,omitempty"`
 }
 
 // Validate implements Message.
 func (m *ModelStatusMsg) Validate() error {
-	return check(m.Schema, required("station", m.Station),
-		oneOf("state", m.State, ModelDownloading, ModelValidating, ModelShadow, ModelActive, ModelRejected, ModelRolledBack))
+	errs := []error{required("station", m.Station),
+		oneOf("state", m.State, ModelDownloading, ModelValidating, ModelShadow, ModelActive, ModelRejected, ModelRolledBack)}
+	if m.Figures != nil {
+		errs = append(errs, m.Figures.validate())
+	}
+	return check(m.Schema, errs...)
+}
+
+// Steps that measure a model (ModelFigures.Step).
+const (
+	FiguresValidate = "validate" // latency on a live frame before anything else
+	FiguresShadow   = "shadow"   // the candidate beside the serving model on live parts
+	FiguresWatch    = "watch"    // the promoted model against the previous one's baseline
+)
+
+// ModelFigures are a model update's measured figures. "Candidate" is the model being
+// judged (the candidate in validate and shadow, the promoted model in watch); "baseline"
+// is what it is judged against (the serving model on the same parts in shadow, the
+// previous model in watch). Times are inference milliseconds (preprocessing included);
+// rates are fractions of Parts.
+type ModelFigures struct {
+	Step  string `json:"step"`
+	Parts int    `json:"parts"` // parts compared (shadow), watched (watch), timed runs (validate)
+	// Agreement: fraction of the parts both models decided alike (shadow).
+	Agreement float64 `json:"agreement"`
+	// Dropped: frames the shadow queue dropped because the candidate was behind.
+	Dropped int64 `json:"dropped"`
+	// Errors: parts (runs) the candidate answered with an error or a NaN/Inf score.
+	Errors            int     `json:"errors"`
+	CandidateP50Ms    float64 `json:"candidate_p50_ms"`
+	CandidateP99Ms    float64 `json:"candidate_p99_ms"`
+	BaselineP99Ms     float64 `json:"baseline_p99_ms"`
+	BudgetMs          float64 `json:"budget_ms"` // validate.latency_fraction of the deadline
+	CandidateFailRate float64 `json:"candidate_fail_rate"`
+	BaselineFailRate  float64 `json:"baseline_fail_rate"`
+	// Limit is the policy key the figures crossed ("shadow.min_agreement",
+	// "watch.max_fail_rate_increase", ...); "" when they met the policy.
+	Limit string `json:"limit,omitempty"`
+}
+
+// ModelLimits are the values of ModelFigures.Limit, each a model_update policy key.
+var ModelLimits = []string{"validate.latency_fraction", "validate.errors", "shadow.min_parts", "shadow.errors",
+	"shadow.min_agreement", "shadow.max_latency_ratio", "watch.max_error_rate", "watch.max_fail_rate_increase",
+	"watch.max_latency_ratio"}
+
+func (f *ModelFigures) validate() error {
+	errs := []error{oneOf("figures.step", f.Step, FiguresValidate, FiguresShadow, FiguresWatch)}
+	if f.Limit != "" {
+		errs = append(errs, oneOf("figures.limit", f.Limit, ModelLimits...))
+	}
+	if f.Parts < 0 || f.Dropped < 0 || f.Errors < 0 {
+		errs = append(errs, fmt.Errorf("figures: negative count (parts %d, dropped %d, errors %d)", f.Parts, f.Dropped, f.Errors))
+	}
+	for _, v := range []struct {
+		name string
+		v    float64
+		max  float64
+	}{
+		{"agreement", f.Agreement, 1}, {"candidate_fail_rate", f.CandidateFailRate, 1}, {"baseline_fail_rate", f.BaselineFailRate, 1},
+		{"candidate_p50_ms", f.CandidateP50Ms, math.MaxFloat64}, {"candidate_p99_ms", f.CandidateP99Ms, math.MaxFloat64},
+		{"baseline_p99_ms", f.BaselineP99Ms, math.MaxFloat64}, {"budget_ms", f.BudgetMs, math.MaxFloat64},
+	} {
+		if !(v.v >= 0 && v.v <= v.max) { // NaN fails too
+			want := fmt.Sprintf("0..%g", v.max)
+			if v.max == math.MaxFloat64 {
+				want = "a finite number >= 0"
+			}
+			errs = append(errs, fmt.Errorf("figures.%s: %v, want %s", v.name, v.v, want))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // FirmwareAvailableMsg announces a signed agent release (firmware/available, retained).

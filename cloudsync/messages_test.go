@@ -3,6 +3,7 @@ package cloudsync
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -77,6 +78,34 @@ func TestDecodeLabelCmd(t *testing.T) {
 	}
 }
 
+// model/status figures are decoded strictly: an unknown figure, a wrong type, a rate over 1
+// or a step or limit not in the protocol are errors naming the field.
+func TestDecodeModelStatusFigures(t *testing.T) {
+	head := `{"schema":1,"station":"st-1","name":"m","version":"1.1.0","state":"rejected","time":"2026-05-04T10:00:00Z","figures":`
+	tests := []struct {
+		figures, wantErr string
+	}{
+		{`{"step":"watch","parts":20,"agreement":0,"dropped":0,"errors":0,"candidate_p50_ms":1,"candidate_p99_ms":2,"baseline_p99_ms":1,` +
+			`"budget_ms":15,"candidate_fail_rate":0.8,"baseline_fail_rate":0,"limit":"watch.max_fail_rate_increase"}`, ""},
+		{`{"step":"shadow","parts":5,"agreement_pct":90}`, `unknown field "agreement_pct"`},
+		{`{"step":"shadow","parts":"5"}`, "parts"},
+		{`{"step":"shadow","candidate_fail_rate":1.2}`, "figures.candidate_fail_rate: 1.2, want 0..1"},
+		{`{"step":"shadow","candidate_p99_ms":-1}`, "figures.candidate_p99_ms: -1"},
+		{`{"step":"later"}`, "figures.step"},
+		{`{"step":"watch","limit":"watch.mood"}`, "figures.limit"},
+	}
+	for _, tt := range tests {
+		var m ModelStatusMsg
+		err := Decode([]byte(head+tt.figures+"}"), &m)
+		switch {
+		case tt.wantErr == "" && (err != nil || m.Figures == nil || m.Figures.Limit != "watch.max_fail_rate_increase"):
+			t.Errorf("Decode(%s): %+v, %v; want the figures", tt.figures, m.Figures, err)
+		case tt.wantErr != "" && (err == nil || !errors.Is(err, ErrBadMessage) || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("Decode(%s) error = %v, want ErrBadMessage containing %q", tt.figures, err, tt.wantErr)
+		}
+	}
+}
+
 // Every message type survives Encode and Decode, and Encode refuses what Decode would.
 func TestMessagesRoundTrip(t *testing.T) {
 	now := time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)
@@ -91,6 +120,9 @@ func TestMessagesRoundTrip(t *testing.T) {
 		&ErrorMsg{Schema: 1, Station: "st-1", Time: now, Topic: "t", Error: "bad"},
 		&ModelAvailableMsg{Schema: 1, Name: "m", Version: "1.1.0", Key: "models/m/1.1.0/bundle.tar", SHA256: sha},
 		&ModelStatusMsg{Schema: 1, Station: "st-1", Name: "m", Version: "1.1.0", State: ModelShadow, Time: now},
+		&ModelStatusMsg{Schema: 1, Station: "st-1", Name: "m", Version: "1.1.0", State: ModelRejected, Reason: "shadow: agreement", Time: now,
+			Figures: &ModelFigures{Step: FiguresShadow, Parts: 200, Agreement: 0.9, Dropped: 3, CandidateP50Ms: 2.5, CandidateP99Ms: 4,
+				BaselineP99Ms: 3, BudgetMs: 25, CandidateFailRate: 0.1, Limit: "shadow.min_agreement"}},
 		&FirmwareAvailableMsg{Schema: 1, Version: "2.0.0", Key: "firmware/2.0.0/release.tar", SHA256: sha},
 		&FirmwareStatusMsg{Schema: 1, Station: "st-1", Version: "2.0.0", State: FirmwareInstalling, Time: now},
 	}
@@ -108,6 +140,10 @@ func TestMessagesRoundTrip(t *testing.T) {
 		&AlertMsg{Schema: 1, ID: "x", Station: "s", Kind: "fail", Severity: "meh"},
 		&ModelAvailableMsg{Schema: 1, Name: "m", Version: "1", Key: "k", SHA256: "nothex"},
 		&VerdictMsg{Schema: 1, MsgID: "x", Station: "s", Verdict: "MAYBE"},
+		&ModelStatusMsg{Schema: 1, Station: "s", State: ModelRejected, Figures: &ModelFigures{Step: "guess"}},
+		&ModelStatusMsg{Schema: 1, Station: "s", State: ModelRejected, Figures: &ModelFigures{Step: FiguresWatch, CandidateP99Ms: math.NaN()}},
+		&ModelStatusMsg{Schema: 1, Station: "s", State: ModelRejected, Figures: &ModelFigures{Step: FiguresShadow, Agreement: 1.5}},
+		&ModelStatusMsg{Schema: 1, Station: "s", State: ModelRejected, Figures: &ModelFigures{Step: FiguresShadow, Limit: "shadow.vibes"}},
 	}
 	for _, m := range bad {
 		if _, err := Encode(m); !errors.Is(err, ErrBadMessage) {

@@ -16,7 +16,9 @@ var ortInit struct {
 
 // InitONNXRuntime loads the ONNX Runtime library at libPath (FindONNXRuntime when empty) and
 // creates the process-wide environment. Later calls with the same or an empty path are no-ops;
-// a different path is an error, because one process holds one ONNX Runtime.
+// a different path is an error, because one process holds one ONNX Runtime. The first load
+// also fixes glibc's mmap threshold at 1 MiB (fixMmapThreshold), so that a destroyed
+// session's memory goes back to the system.
 func InitONNXRuntime(libPath string) error {
 	ortInit.Lock()
 	defer ortInit.Unlock()
@@ -36,6 +38,7 @@ func InitONNXRuntime(libPath string) error {
 		}
 		return nil
 	}
+	fixMmapThreshold() // before the first session allocates
 	ort.SetSharedLibraryPath(libPath)
 	if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
 		return fmt.Errorf("load onnx runtime %s: %w", libPath, err)
