@@ -159,3 +159,13 @@ func (s *Store) Format() (FormatInfo, error) {
 	}
 	return fi, nil
 }
+
+// CurrentMinReader is the min_reader of a store this package migrated: the oldest format
+// that still opens it.
+func CurrentMinReader() uint64 {
+	var mr uint64
+	for _, s := range formatSteps {
+		mr = max(mr, s.minReader)
+	}
+	return mr
+}
