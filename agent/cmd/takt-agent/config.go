@@ -98,4 +98,3 @@ func versionCmd(args []string, stdout io.Writer) int {
 	fmt.Fprintf(stdout, "takt-agent %s (config_version %d, store format %d, min_reader %d)\n", v.Agent, v.ConfigVersion, v.StoreFormat, v.StoreMinReader)
 	return 0
 }
-
