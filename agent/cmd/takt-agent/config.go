@@ -75,7 +75,12 @@ func configRun(cmd, path, out string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "config %s: already %s; unchanged\n", path, change)
 		return nil
 	}
-	if err := models.WriteFileAtomic(out, migrated); err != nil {
+	// The migrated file keeps the original's mode and owner (the .deb's is root:takt 0640).
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := models.WriteFileAtomicLike(out, migrated, fi); err != nil {
 		return fmt.Errorf("config migrate: %w", err)
 	}
 	fmt.Fprintf(stdout, "config %s: %s, written to %s\n", path, change, out)
