@@ -53,6 +53,7 @@ func readString(t *testing.T, path string) string {
 // commit. 1.0.0 reads config version 1 ("position"); 1.1.x reads version 2, which renames
 // it "line_position", a key 1.0.0 refuses.
 func TestConfigAcrossUpdates(t *testing.T) {
+	t.Parallel()
 	k := newKey(t)
 	rels := t.TempDir()
 	s := newStation(t)
