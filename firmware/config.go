@@ -51,8 +51,10 @@ func (u *Updater) slotConfig(slot string) string {
 }
 
 // prepareConfig runs the new slot's agent to migrate and check the live config into
-// config/<new>.yaml and describes the result.
-func (u *Updater) prepareConfig(ctx context.Context, st State) (string, error) {
+// config/<new>.yaml and describes the result. A release whose manifest states no
+// config_version predates "takt-agent config" (its agent would take the command for a
+// normal start): the live config is kept as it is, unchecked, and the status says so.
+func (u *Updater) prepareConfig(ctx context.Context, st State, m *ReleaseManifest) (string, error) {
 	live, err := os.ReadFile(u.cfg.AgentConfig)
 	if err != nil {
 		return "", fmt.Errorf("firmware: the station's agent config: %w", err)
@@ -62,6 +64,16 @@ func (u *Updater) prepareConfig(ctx context.Context, st State) (string, error) {
 	}
 	out := u.slotConfig(st.NewSlot)
 	os.Remove(out)
+	if m.ConfigVersion == 0 {
+		info, err := os.Stat(u.cfg.AgentConfig)
+		if err != nil {
+			return "", fmt.Errorf("firmware: %w", err)
+		}
+		if err := models.WriteFileAtomicLike(out, live, info); err != nil {
+			return "", fmt.Errorf("firmware: %w", err)
+		}
+		return "release states no config_version (its agent has no config check): config kept unchecked", nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, configCheckTimeout)
 	defer cancel()
 	bin := filepath.Join(u.slotDir(st.NewSlot), filepath.FromSlash(AgentFile))

@@ -140,6 +140,19 @@ func TestConfigAcrossUpdates(t *testing.T) {
 		t.Errorf("live config mode %v (%v), want 0640 kept", fi.Mode(), err)
 	}
 
+	// A release from before config checks (no config_version in its manifest) is not asked:
+	// its agent would take "config migrate" for a normal start. The config stays as it is.
+	legacy := makeRelease(t, rels, k.priv, "1.1.2", relOpts{legacy: true, configVersion: 2})
+	if err := u.Install(ctx, legacy); err != nil {
+		t.Fatalf("legacy release: %v", err)
+	}
+	if st, _ := rec.last(StepConfigChecked); !strings.Contains(st.Config, "config kept unchecked") {
+		t.Errorf("legacy release config status %q, want kept unchecked", st.Config)
+	}
+	if got := readString(t, s.live); got != migrated || s.get(t, "/config") != migrated {
+		t.Errorf("after the legacy release: live %q, agent runs with %q; want %q", got, s.get(t, "/config"), migrated)
+	}
+
 	// A release whose store min_reader the committed release does not read is refused.
 	err = u.Install(ctx, makeRelease(t, rels, k.priv, "2.0.0", relOpts{configVersion: 2, storeFormat: 3, storeMinReader: 3}))
 	if !errors.Is(err, ErrBadRelease) || !strings.Contains(err.Error(), "a rollback could not open the store") {

@@ -92,6 +92,8 @@ type relOpts struct {
 	keys          string
 	// storeFormat and storeMinReader go into the manifest.
 	storeFormat, storeMinReader uint64
+	// legacy: the manifest states no config_version (a release from before config checks).
+	legacy bool
 }
 
 func manifestFor(version string, o relOpts) ReleaseManifest {
@@ -99,8 +101,12 @@ func manifestFor(version string, o relOpts) ReleaseManifest {
 	if arch == "" {
 		arch = goarch
 	}
+	configVersion := max(o.configVersion, 1)
+	if o.legacy {
+		configVersion = 0
+	}
 	return ReleaseManifest{Version: version, Arch: arch, ONNXRuntime: "1.24", OpenCV: "4.6",
-		Migration: "none", Rollback: o.rollback, ConfigVersion: o.configVersion,
+		Migration: "none", Rollback: o.rollback, ConfigVersion: configVersion,
 		StoreFormat: o.storeFormat, StoreMinReader: o.storeMinReader}
 }
 
@@ -129,8 +135,8 @@ func makeRelease(t *testing.T, dir string, key ed25519.PrivateKey, version strin
 	if o.rollback {
 		name += "-rollback"
 	}
-	if o.configVersion > 0 || o.keys != "" || o.storeFormat > 0 {
-		name += fmt.Sprintf("-c%d-s%d-%d", o.configVersion, o.storeFormat, o.storeMinReader)
+	if o.configVersion > 0 || o.keys != "" || o.storeFormat > 0 || o.legacy {
+		name += fmt.Sprintf("-c%d-s%d-%d-%v", o.configVersion, o.storeFormat, o.storeMinReader, o.legacy)
 	}
 	path := filepath.Join(dir, name+".tar")
 	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {

@@ -241,7 +241,7 @@ func (u *Updater) Install(ctx context.Context, path string) error {
 		return u.fail(st, err)
 	}
 	u.report(st, StepInstalled, nil)
-	note, err := u.prepareConfig(ctx, st)
+	note, err := u.prepareConfig(ctx, st, rel.Manifest)
 	if err != nil {
 		return u.fail(st, err)
 	}
