@@ -54,6 +54,10 @@ type Config struct {
 	// ModelUpdate receives, checks, shadows and swaps signed model bundles over the air; off
 	// by default (otaconfig.go).
 	ModelUpdate ModelUpdateConfig `yaml:"model_update"`
+
+	// ConfigVersion is the config format the file is written in (configversion.go): absent
+	// means 1; an older version is migrated on load, a newer one is refused.
+	ConfigVersion int `yaml:"config_version"`
 }
 
 // ModelConfig names the model and its decision threshold.
@@ -107,6 +111,8 @@ const (
 // DefaultConfig returns the defaults every key falls back to.
 func DefaultConfig() Config {
 	return Config{
+		ConfigVersion: CurrentConfigVersion(),
+
 		Station:  "station-1",
 		DataDir:  "/var/lib/takt",
 		Camera:   camera.DefaultConfig(),
@@ -130,6 +136,12 @@ func LoadConfig(path string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
+	return LoadConfigData(data, path)
+}
+
+// LoadConfigData is LoadConfig of data read from path (path names the file in errors and
+// resolves relative paths).
+func LoadConfigData(data []byte, path string) (Config, error) {
 	cfg, err := ParseConfig(data)
 	if err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
@@ -173,10 +185,15 @@ func LoadConfig(path string) (Config, error) {
 	return cfg, nil
 }
 
-// ParseConfig decodes YAML over DefaultConfig. Unknown keys are errors that name the key,
-// its line and the keys allowed there. It does not validate.
+// ParseConfig migrates YAML of an older config_version in memory (MigrateConfig) and decodes
+// it over DefaultConfig. Unknown keys are errors that name the key, its line and the keys
+// allowed there. It does not validate.
 func ParseConfig(data []byte) (Config, error) {
 	cfg := DefaultConfig()
+	data, _, err := MigrateConfig(data)
+	if err != nil {
+		return Config{}, err
+	}
 	if err := decodeStrict(data, &cfg); err != nil {
 		return Config{}, err
 	}
@@ -186,6 +203,9 @@ func ParseConfig(data []byte) (Config, error) {
 // Validate checks every key and names the first that is wrong.
 func (c Config) Validate() error {
 	var errs []error
+	if c.ConfigVersion != CurrentConfigVersion() {
+		errs = append(errs, fmt.Errorf("config_version: %d, this agent reads %d (run takt-agent config migrate)", c.ConfigVersion, CurrentConfigVersion()))
+	}
 	if strings.TrimSpace(c.Station) == "" {
 		errs = append(errs, errors.New("station: must not be empty"))
 	}

@@ -57,7 +57,8 @@ func helperMain() int {
 		}
 	})
 	sup := &Process{Root: root, Env: strings.Split(os.Getenv("TAKT_FW_AGENT_ENV"), "\n")}
-	u, err := New(Config{Root: root, HealthURL: os.Getenv("TAKT_FW_HEALTH_URL"), HealthTimeout: timeout}, keys, sup, rep)
+	u, err := New(Config{Root: root, HealthURL: os.Getenv("TAKT_FW_HEALTH_URL"), HealthTimeout: timeout,
+		AgentConfig: os.Getenv("TAKT_FW_AGENT_CONFIG")}, keys, sup, rep)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return helperFailed
@@ -83,7 +84,7 @@ func runHelper(t *testing.T, s *station, k testKey, timeout time.Duration, relea
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperUpdater$")
 	cmd.Env = append(os.Environ(), "TAKT_FW_HELPER=1", "TAKT_FW_KEY="+k.pubPath, "TAKT_FW_ROOT="+s.root,
 		"TAKT_FW_TIMEOUT="+timeout.String(), "TAKT_FW_HEALTH_URL=http://"+s.addr+"/readyz",
-		"TAKT_FW_RELEASE="+release, "TAKT_FW_CRASH_AT="+crashAt, "TAKT_FW_AGENT_ENV="+strings.Join(s.env(), "\n"))
+		"TAKT_FW_RELEASE="+release, "TAKT_FW_CRASH_AT="+crashAt, "TAKT_FW_AGENT_CONFIG="+s.live, "TAKT_FW_AGENT_ENV="+strings.Join(s.env(), "\n"))
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	err := cmd.Run()
@@ -98,12 +99,15 @@ func runHelper(t *testing.T, s *station, k testKey, timeout time.Duration, relea
 // TestCrashAtEveryStep SIGKILLs the updater process right after each step of an update
 // (and of its rollback), checks that current names a complete, signed slot, restarts the
 // updater and checks that it finishes or rolls back the update and that the right agent
-// serves.
+// serves with the station config it reads. The update migrates the station config
+// (config_version 2 renames position), so each case also checks that the live config is the
+// migrated one after a commit and the original after an abandon or a rollback.
 func TestCrashAtEveryStep(t *testing.T) {
 	k := newKey(t)
 	rels := t.TempDir()
-	good := makeRelease(t, rels, k.priv, "1.1.0", relOpts{})
-	bad := makeRelease(t, rels, k.priv, "1.1.0", relOpts{unready: true})
+	good := makeRelease(t, rels, k.priv, "1.1.0", relOpts{configVersion: 2})
+	bad := makeRelease(t, rels, k.priv, "1.1.0", relOpts{unready: true, configVersion: 2})
+	const original, migrated = "station: st-1\nposition: 4\n", "config_version: 2\nstation: st-1\nline_position: 4\n"
 	base := makeRelease(t, rels, k.priv, "1.0.0", relOpts{})
 	const timeout = time.Second
 	cases := []struct {
@@ -116,6 +120,7 @@ func TestCrashAtEveryStep(t *testing.T) {
 		{good, StepInstalling, helperCommitted, "1.0.0", StepAbandoned},
 		{good, StepExtracting, helperCommitted, "1.0.0", StepAbandoned},
 		{good, StepInstalled, helperCommitted, "1.0.0", StepAbandoned},
+		{good, StepConfigChecked, helperCommitted, "1.0.0", StepAbandoned},
 		{good, StepSwitching, helperCommitted, "1.0.0", StepAbandoned},
 		{good, StepSwitched, helperCommitted, "1.1.0", StepCommitted},
 		{good, StepRestarted, helperCommitted, "1.1.0", StepCommitted},
@@ -135,6 +140,9 @@ func TestCrashAtEveryStep(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			s := newStation(t)
+			if err := os.WriteFile(s.live, []byte(original), 0o640); err != nil {
+				t.Fatal(err)
+			}
 			u, err := New(s.config(5*time.Second), k.keys, s.sup, &recorder{})
 			if err != nil {
 				t.Fatal(err)
@@ -162,6 +170,16 @@ func TestCrashAtEveryStep(t *testing.T) {
 			}
 			if got := s.running(t); got != c.want {
 				t.Errorf("running agent %s, want %s", got, c.want)
+			}
+			wantConfig := original
+			if c.want == "1.1.0" {
+				wantConfig = migrated
+			}
+			if got, _ := os.ReadFile(s.live); string(got) != wantConfig {
+				t.Errorf("live config %q, want %q", got, wantConfig)
+			}
+			if got := s.get(t, "/config"); got != wantConfig {
+				t.Errorf("agent runs with config %q, want %q", got, wantConfig)
 			}
 			for _, left := range []string{".current.tmp", "slots/.a.new", "slots/.b.new"} {
 				if _, err := os.Lstat(filepath.Join(s.root, left)); !os.IsNotExist(err) {

@@ -23,6 +23,13 @@
 // the folder). After a power cut or SIGKILL at any step, current names a complete slot, and
 // Recover (which Install calls first) finishes the interrupted update: an update cut before
 // the switch is abandoned, one cut after it is health-checked again and committed or rolled
-// back. The updater migrates nothing: /etc/takt and the verdict store in /var/lib/takt are
-// shared by both slots, so a newer agent must keep its store readable by the older one.
+// back.
+//
+// The station config (/etc/takt/agent.yaml) and the verdict store (/var/lib/takt) are
+// shared by both slots. Before the switch the new slot's agent migrates and checks the
+// config ("takt-agent config migrate"; a refusal refuses the release); the config each
+// slot ran with is kept under <root>/config and restored on rollback (config.go). The store
+// migrates itself on open (agent/store format and min_reader); the updater refuses a
+// release whose store min_reader the committed release could not read, so a rollback
+// always opens the store the newer agent wrote.
 package firmware

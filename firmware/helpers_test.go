@@ -86,6 +86,14 @@ type relOpts struct {
 	unready  bool
 	rollback bool
 	arch     string
+	// configVersion is the station config version the release's agent reads (0: 1); keys,
+	// when set, are the only station config keys it accepts (testagent's doc).
+	configVersion int
+	keys          string
+	// storeFormat and storeMinReader go into the manifest.
+	storeFormat, storeMinReader uint64
+	// legacy: the manifest states no config_version (a release from before config checks).
+	legacy bool
 }
 
 func manifestFor(version string, o relOpts) ReleaseManifest {
@@ -93,15 +101,24 @@ func manifestFor(version string, o relOpts) ReleaseManifest {
 	if arch == "" {
 		arch = goarch
 	}
+	configVersion := max(o.configVersion, 1)
+	if o.legacy {
+		configVersion = 0
+	}
 	return ReleaseManifest{Version: version, Arch: arch, ONNXRuntime: "1.24", OpenCV: "4.6",
-		Migration: "none", Rollback: o.rollback}
+		Migration: "none", Rollback: o.rollback, ConfigVersion: configVersion,
+		StoreFormat: o.storeFormat, StoreMinReader: o.storeMinReader}
 }
 
 func filesFor(t *testing.T, version string, o relOpts) map[string][]byte {
-	return map[string][]byte{
-		AgentFile:  testAgent(t),
-		ConfigFile: fmt.Appendf(nil, "version: %s\nready: %v\n", version, !o.unready),
+	props := fmt.Sprintf("version: %s\nready: %v\n", version, !o.unready)
+	if o.configVersion > 0 {
+		props += fmt.Sprintf("config_version: %d\n", o.configVersion)
 	}
+	if o.keys != "" {
+		props += "keys: " + o.keys + "\n"
+	}
+	return map[string][]byte{AgentFile: testAgent(t), ConfigFile: []byte(props)}
 }
 
 // makeRelease writes a release signed by key into dir and returns its path.
@@ -117,6 +134,9 @@ func makeRelease(t *testing.T, dir string, key ed25519.PrivateKey, version strin
 	}
 	if o.rollback {
 		name += "-rollback"
+	}
+	if o.configVersion > 0 || o.keys != "" || o.storeFormat > 0 || o.legacy {
+		name += fmt.Sprintf("-c%d-s%d-%d-%v", o.configVersion, o.storeFormat, o.storeMinReader, o.legacy)
 	}
 	path := filepath.Join(dir, name+".tar")
 	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
@@ -135,10 +155,11 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// station is an updater root with a process supervisor running the test agent.
+// station is an updater root with a process supervisor running the test agent, and the
+// station's agent config (live), which starts as "station: st-1".
 type station struct {
-	root, addr, out string
-	sup             *Process
+	root, addr, out, live string
+	sup                   *Process
 }
 
 func newStation(t *testing.T) *station {
@@ -146,6 +167,10 @@ func newStation(t *testing.T) *station {
 	s := &station{root: t.TempDir(), addr: freeAddr(t)}
 	s.out = filepath.Join(s.root, "out")
 	if err := os.Mkdir(s.out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s.live = filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(s.live, []byte("station: st-1\n"), 0o640); err != nil {
 		t.Fatal(err)
 	}
 	s.sup = &Process{Root: s.root, Env: s.env()}
@@ -160,11 +185,11 @@ func newStation(t *testing.T) *station {
 }
 
 func (s *station) env() []string {
-	return []string{"TAKT_TEST_LISTEN=" + s.addr, "TAKT_TEST_STATE_DIR=" + s.out}
+	return []string{"TAKT_TEST_LISTEN=" + s.addr, "TAKT_TEST_STATE_DIR=" + s.out, "TAKT_TEST_CONFIG=" + s.live}
 }
 
 func (s *station) config(timeout time.Duration) Config {
-	return Config{Root: s.root, HealthURL: "http://" + s.addr + "/readyz", HealthTimeout: timeout}
+	return Config{Root: s.root, HealthURL: "http://" + s.addr + "/readyz", HealthTimeout: timeout, AgentConfig: s.live}
 }
 
 // recorder collects the steps an updater reports.
@@ -190,10 +215,16 @@ func (r *recorder) take() []string {
 // running returns the version the agent on s.addr serves, polling until it answers.
 func (s *station) running(t *testing.T) string {
 	t.Helper()
+	return s.get(t, "/version")
+}
+
+// get returns the body the agent on s.addr answers for path, polling until it answers.
+func (s *station) get(t *testing.T, path string) string {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {
-		resp, err := http.Get("http://" + s.addr + "/version")
+		resp, err := http.Get("http://" + s.addr + path)
 		if err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()

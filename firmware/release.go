@@ -55,6 +55,16 @@ type ReleaseManifest struct {
 	Migration string `json:"migration,omitempty"`
 	// Rollback allows installing the release over a higher version.
 	Rollback bool `json:"rollback,omitempty"`
+	// ConfigVersion is the agent config version the release's agent reads (informative: the
+	// updater asks the agent itself to check the station's config). 0: not stated.
+	ConfigVersion int `json:"config_version,omitempty"`
+	// StoreFormat is the verdict store format the release's agent migrates the store to, and
+	// StoreMinReader the oldest format that still opens it afterwards (agent/store). 0: not
+	// stated, read as 1 (releases before store formats). The updater refuses a release whose
+	// StoreMinReader is above the committed release's StoreFormat: after a rollback the
+	// previous agent could not open the verdict store.
+	StoreFormat    uint64 `json:"store_format,omitempty"`
+	StoreMinReader uint64 `json:"store_min_reader,omitempty"`
 	// Files maps every member but manifest.json and signature to its hex sha256.
 	Files map[string]string `json:"files"`
 }
@@ -76,6 +86,9 @@ func (m *ReleaseManifest) Validate() error {
 	}
 	if m.OpenCV == "" {
 		errs = append(errs, "opencv: empty (required OpenCV version)")
+	}
+	if m.StoreMinReader > max(m.StoreFormat, 1) {
+		errs = append(errs, fmt.Sprintf("store_min_reader %d is above store_format %d", m.StoreMinReader, m.StoreFormat))
 	}
 	for _, req := range []string{AgentFile, ConfigFile} {
 		if _, ok := m.Files[req]; !ok {
@@ -248,6 +261,21 @@ func CheckUpgrade(running string, next *ReleaseManifest) error {
 	if b.Compare(a) <= 0 && !next.Rollback {
 		return fmt.Errorf("%w: version %s is not above the committed %s (a rollback must be signed with \"rollback\": true)",
 			ErrDowngrade, next.Version, running)
+	}
+	return nil
+}
+
+// checkStoreFormat refuses next when the committed release (in slotDir, version running)
+// could not open the verdict store after next migrated it. Errors wrap ErrBadRelease.
+func checkStoreFormat(slotDir, running string, next *ReleaseManifest) error {
+	reads := uint64(1)
+	if m, err := InspectSlot(slotDir); err == nil && m.StoreFormat > 0 {
+		reads = m.StoreFormat
+	}
+	if next.StoreMinReader > reads {
+		return fmt.Errorf("%w: %s migrates the verdict store to format %d, which only agents of store format %d or later open; "+
+			"the committed %s reads format %d, so a rollback could not open the store (install a release in between that reads format %d and keeps min_reader at %d or below)",
+			ErrBadRelease, next.Version, next.StoreFormat, next.StoreMinReader, running, reads, next.StoreFormat, reads)
 	}
 	return nil
 }

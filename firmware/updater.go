@@ -26,11 +26,17 @@ type Config struct {
 	HealthTimeout time.Duration `yaml:"health_timeout"`
 	// Arch is the architecture releases must be built for. Default: the updater's GOARCH.
 	Arch string `yaml:"arch"`
+	// AgentConfig is the station's agent config, the file the agent runs with and the
+	// operator edits; the new release's agent migrates and checks it before the switch, and
+	// a rollback restores the one the previous release ran with (config.go). Default
+	// /etc/takt/agent.yaml.
+	AgentConfig string `yaml:"agent_config"`
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Root: "/opt/takt", HealthURL: "http://127.0.0.1:8080/readyz", HealthTimeout: 2 * time.Minute, Arch: goarch}
+	return Config{Root: "/opt/takt", HealthURL: "http://127.0.0.1:8080/readyz", HealthTimeout: 2 * time.Minute, Arch: goarch,
+		AgentConfig: "/etc/takt/agent.yaml"}
 }
 
 // Validate checks the keys.
@@ -41,6 +47,9 @@ func (c Config) Validate() error {
 	}
 	if !strings.HasPrefix(c.HealthURL, "http://") && !strings.HasPrefix(c.HealthURL, "https://") {
 		errs = append(errs, fmt.Errorf("firmware.health_url: %q is not an http(s) URL", c.HealthURL))
+	}
+	if c.AgentConfig == "" {
+		errs = append(errs, errors.New("firmware.agent_config: empty (the agent's config file, e.g. /etc/takt/agent.yaml)"))
 	}
 	if c.HealthTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("firmware.health_timeout: %s must be > 0", c.HealthTimeout))
@@ -67,6 +76,9 @@ type State struct {
 	NewSlot    string    `json:"new_slot,omitempty"`
 	NewVersion string    `json:"new_version,omitempty"`
 	Started    time.Time `json:"started,omitzero"`
+	// ConfigSwapped says the live agent config was replaced by the new slot's migrated one;
+	// the committed slot's is in config/<Slot>.yaml, restored on rollback or abandon.
+	ConfigSwapped bool `json:"config_swapped,omitempty"`
 	// Last is the outcome of the last update (committed, rolled-back, abandoned, failed).
 	Last     string    `json:"last,omitempty"`
 	LastErr  string    `json:"last_error,omitempty"`
@@ -96,6 +108,9 @@ func New(cfg Config, keys models.TrustedKeys, sup Supervisor, rep Reporter) (*Up
 	}
 	if cfg.Arch == "" {
 		cfg.Arch = def.Arch
+	}
+	if cfg.AgentConfig == "" {
+		cfg.AgentConfig = def.AgentConfig
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -170,7 +185,11 @@ func (u *Updater) save(st State) error {
 }
 
 func (u *Updater) report(st State, step string, err error) {
-	s := Status{Time: time.Now().UTC(), Step: step, Version: st.NewVersion, From: st.Version, Slot: st.NewSlot}
+	u.reportNote(st, step, "", err)
+}
+
+func (u *Updater) reportNote(st State, step, note string, err error) {
+	s := Status{Time: time.Now().UTC(), Step: step, Version: st.NewVersion, From: st.Version, Slot: st.NewSlot, Config: note}
 	if err != nil {
 		s.Err = err.Error()
 	}
@@ -200,6 +219,9 @@ func (u *Updater) Install(ctx context.Context, path string) error {
 	if err == nil {
 		err = CheckUpgrade(st.Version, rel.Manifest)
 	}
+	if err == nil && st.Slot != "" {
+		err = checkStoreFormat(u.slotDir(st.Slot), st.Version, rel.Manifest)
+	}
 	if err != nil {
 		u.rep.Report(Status{Time: time.Now().UTC(), Step: StepFailed, From: st.Version, Err: err.Error()})
 		return err
@@ -219,9 +241,17 @@ func (u *Updater) Install(ctx context.Context, path string) error {
 		return u.fail(st, err)
 	}
 	u.report(st, StepInstalled, nil)
+	note, err := u.prepareConfig(ctx, st, rel.Manifest)
+	if err != nil {
+		return u.fail(st, err)
+	}
+	u.reportNote(st, StepConfigChecked, note, nil)
 
 	st.Phase = PhaseSwitching
 	if err := u.save(st); err != nil {
+		return u.fail(st, err)
+	}
+	if err := u.swapConfig(&st); err != nil {
 		return u.fail(st, err)
 	}
 	if err := u.switchTo(st, st.NewSlot); err != nil {
@@ -241,6 +271,9 @@ func (u *Updater) fail(st State, cause error) error {
 	if CurrentSlot(u.cfg.Root) == st.NewSlot {
 		return cause // switched: Recover will test or roll back
 	}
+	if _, err := u.restoreConfig(st); err != nil {
+		return errors.Join(cause, err)
+	}
 	st = idle(st, StepFailed, cause)
 	if err := u.save(st); err != nil {
 		return errors.Join(cause, err)
@@ -253,7 +286,7 @@ func idle(st State, last string, cause error) State {
 	if cause != nil {
 		st.LastErr = cause.Error()
 	}
-	st.NewSlot, st.NewVersion, st.Started = "", "", time.Time{}
+	st.NewSlot, st.NewVersion, st.Started, st.ConfigSwapped = "", "", time.Time{}, false
 	return st
 }
 
@@ -301,6 +334,10 @@ func (u *Updater) rollback(ctx context.Context, st State, cause error) error {
 		}
 		return fmt.Errorf("firmware: first install %s is not healthy and has no previous slot: %w", st.Version, cause)
 	}
+	configNote, err := u.restoreConfig(st)
+	if err != nil {
+		return err
+	}
 	if err := u.switchTo(st, st.Slot); err != nil {
 		return err
 	}
@@ -314,7 +351,7 @@ func (u *Updater) rollback(ctx context.Context, st State, cause error) error {
 	if err := u.save(st); err != nil {
 		return err
 	}
-	s := Status{Time: time.Now().UTC(), Step: StepRolledBack, Version: version, From: st.Version, Slot: st.Slot, Err: reason}
+	s := Status{Time: time.Now().UTC(), Step: StepRolledBack, Version: version, From: st.Version, Slot: st.Slot, Err: reason, Config: configNote}
 	if healthErr != nil {
 		s.Err += "; previous agent not healthy either: " + healthErr.Error()
 	}
@@ -353,12 +390,16 @@ func (u *Updater) Recover(ctx context.Context) error {
 		// Cut before the switch: the new slot may be partial; current is untouched.
 		os.RemoveAll(u.slotDir("." + st.NewSlot + ".new"))
 		os.Remove(filepath.Join(u.cfg.Root, ".current.tmp"))
+		note, err := u.restoreConfig(st)
+		if err != nil {
+			return err
+		}
 		abandoned := st
 		st = idle(st, StepAbandoned, errors.New("update interrupted before the switch"))
 		if err := u.save(st); err != nil {
 			return err
 		}
-		u.report(abandoned, StepAbandoned, errors.New("update interrupted before the switch"))
+		u.reportNote(abandoned, StepAbandoned, note, errors.New("update interrupted before the switch"))
 		return nil
 	}
 }

@@ -39,15 +39,15 @@ func TestInstallUpdateRollbackCommit(t *testing.T) {
 		want    want
 	}{
 		{"install 1.0.0", makeRelease(t, rels, k.priv, "1.0.0", relOpts{}), want{nil, "a", "1.0.0", StepCommitted,
-			[]string{StepVerified, StepInstalling, StepExtracting, StepInstalled, StepSwitching, StepSwitched, StepRestarted, StepHealthy, StepCommitted}}},
+			[]string{StepVerified, StepInstalling, StepExtracting, StepInstalled, StepConfigChecked, StepSwitching, StepSwitched, StepRestarted, StepHealthy, StepCommitted}}},
 		{"unhealthy 1.1.0 rolls back", makeRelease(t, rels, k.priv, "1.1.0", relOpts{unready: true}), want{ErrRolledBack, "a", "1.0.0", StepRolledBack,
-			[]string{StepVerified, StepInstalling, StepExtracting, StepInstalled, StepSwitching, StepSwitched, StepRestarted, StepUnhealthy, StepRollingBack, StepSwitching, StepRolledBack}}},
+			[]string{StepVerified, StepInstalling, StepExtracting, StepInstalled, StepConfigChecked, StepSwitching, StepSwitched, StepRestarted, StepUnhealthy, StepRollingBack, StepSwitching, StepRolledBack}}},
 		{"update 1.1.1 commits", makeRelease(t, rels, k.priv, "1.1.1", relOpts{}), want{nil, "b", "1.1.1", StepCommitted,
-			[]string{StepVerified, StepInstalling, StepExtracting, StepInstalled, StepSwitching, StepSwitched, StepRestarted, StepHealthy, StepCommitted}}},
+			[]string{StepVerified, StepInstalling, StepExtracting, StepInstalled, StepConfigChecked, StepSwitching, StepSwitched, StepRestarted, StepHealthy, StepCommitted}}},
 		{"downgrade 1.0.5 refused", makeRelease(t, rels, k.priv, "1.0.5", relOpts{}), want{ErrDowngrade, "b", "1.1.1", StepCommitted, []string{StepFailed}}},
 		{"same version refused", filepath.Join(rels, "1.1.1.tar"), want{ErrDowngrade, "b", "1.1.1", StepCommitted, []string{StepFailed}}},
 		{"signed rollback to 1.0.0", makeRelease(t, rels, k.priv, "1.0.0", relOpts{rollback: true}), want{nil, "a", "1.0.0", StepCommitted,
-			[]string{StepVerified, StepInstalling, StepExtracting, StepInstalled, StepSwitching, StepSwitched, StepRestarted, StepHealthy, StepCommitted}}},
+			[]string{StepVerified, StepInstalling, StepExtracting, StepInstalled, StepConfigChecked, StepSwitching, StepSwitched, StepRestarted, StepHealthy, StepCommitted}}},
 	}
 	for _, step := range steps {
 		err := u.Install(ctx, step.release)

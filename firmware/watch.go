@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -206,15 +207,21 @@ func (w *Watcher) report(s Status) {
 	if s.Version != "" {
 		version = s.Version
 	}
+	errText := s.Err
+	if s.Config != "" { // what happened to the station config: migrated, restored, edits kept aside
+		errText = strings.TrimPrefix(errText+"; "+s.Config, "; ")
+	}
 	switch s.Step {
 	case StepCommitted:
 		w.publish(cloudsync.FirmwareCommitted, version, "")
 	case StepRolledBack:
-		w.publish(cloudsync.FirmwareRolledBack, version, s.Err)
+		w.publish(cloudsync.FirmwareRolledBack, version, errText)
 	case StepFailed:
 		w.publish(cloudsync.FirmwareRejected, version, s.Err)
 	case StepUnhealthy, StepRollingBack, StepRecovering, StepAbandoned:
-		w.publish(cloudsync.FirmwareInstalling, version, s.Step+": "+s.Err)
+		w.publish(cloudsync.FirmwareInstalling, version, s.Step+": "+errText)
+	case StepConfigChecked:
+		w.publish(cloudsync.FirmwareInstalling, version, s.Step+": "+s.Config)
 	default:
 		w.publish(cloudsync.FirmwareInstalling, version, s.Step)
 	}

@@ -152,6 +152,9 @@ func (r *watchRig) outcome(version string) (final cloudsync.FirmwareStatusMsg, s
 // heard again after a restart not reinstalled, then a commit.
 func TestWatchInstallsAnnouncedReleases(t *testing.T) {
 	r := newWatchRig(t)
+	if err := os.WriteFile(r.s.live, []byte("station: st-1\nposition: 4\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
 	stop := r.startWatcher()
 
 	r.announce("1.0.0", relOpts{}, true, "")
@@ -164,9 +167,10 @@ func TestWatchInstallsAnnouncedReleases(t *testing.T) {
 	}
 
 	r.publish(false, []byte(`{"schema":1,"version":"9.9.9"`)) // malformed: dropped, the watcher goes on
-	r.announce("1.1.0", relOpts{unready: true}, false, "")
-	if final, seen = r.outcome("1.1.0"); final.State != cloudsync.FirmwareRolledBack || final.Reason == "" {
-		t.Fatalf("unhealthy 1.1.0: states %v, final %+v; want rolled-back with a reason", seen, final)
+	r.announce("1.1.0", relOpts{unready: true, configVersion: 2}, false, "")
+	if final, seen = r.outcome("1.1.0"); final.State != cloudsync.FirmwareRolledBack || !strings.Contains(final.Reason, "not healthy") ||
+		!strings.Contains(final.Reason, "config restored from the snapshot slot a ran with") {
+		t.Fatalf("unhealthy 1.1.0: states %v, final %+v; want rolled-back, saying why and that the config was restored", seen, final)
 	}
 	if got := r.s.running(t); got != "1.0.0" {
 		t.Fatalf("running %s after rollback, want 1.0.0", got)
@@ -175,6 +179,10 @@ func TestWatchInstallsAnnouncedReleases(t *testing.T) {
 	r.announce("1.2.0", relOpts{}, false, strings.Repeat("ab", 32))
 	if final, _ = r.outcome("1.2.0"); final.State != cloudsync.FirmwareRejected || !strings.Contains(final.Reason, "sha256") {
 		t.Fatalf("1.2.0 announced with a wrong sha256: final %+v, want rejected naming the sha256", final)
+	}
+	r.announce("1.0.5", relOpts{keys: "station"}, false, "")
+	if final, _ = r.outcome("1.0.5"); final.State != cloudsync.FirmwareRejected || !strings.Contains(final.Reason, "unknown key position") {
+		t.Fatalf("1.0.5 refusing the station config: final %+v, want rejected naming the key", final)
 	}
 	r.announce("0.9.0", relOpts{}, false, "")
 	if final, _ = r.outcome("0.9.0"); final.State != cloudsync.FirmwareRejected || !strings.Contains(final.Reason, "downgrade") {

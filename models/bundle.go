@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 )
 
 // Names of the bundle's fixed members.
@@ -443,7 +444,28 @@ func (z *zeroTail) Read(p []byte) (int, error) {
 
 // WriteFileAtomic writes data to path: temp file in the same folder, fsync, rename, fsync
 // of the folder.
-func WriteFileAtomic(path string, data []byte) (err error) {
+func WriteFileAtomic(path string, data []byte) error {
+	return writeFileAtomic(path, data, 0o644, nil)
+}
+
+// WriteFileAtomicLike is WriteFileAtomic giving the new file like's mode and, where the
+// process may (root, or its own uid), its owner: a config file replaced by an updater keeps
+// root:takt 0640.
+func WriteFileAtomicLike(path string, data []byte, like os.FileInfo) error {
+	var chown func(string) error
+	if st, ok := like.Sys().(*syscall.Stat_t); ok {
+		chown = func(p string) error {
+			err := os.Chown(p, int(st.Uid), int(st.Gid))
+			if err != nil && int(st.Uid) == os.Getuid() {
+				return nil // not root: the file is ours already; a foreign group is not ours to give
+			}
+			return err
+		}
+	}
+	return writeFileAtomic(path, data, like.Mode().Perm(), chown)
+}
+
+func writeFileAtomic(path string, data []byte, mode os.FileMode, chown func(string) error) (err error) {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {
@@ -464,8 +486,13 @@ func WriteFileAtomic(path string, data []byte) (err error) {
 	if err = tmp.Close(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if err = os.Chmod(tmp.Name(), 0o644); err != nil {
+	if err = os.Chmod(tmp.Name(), mode); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if chown != nil {
+		if err = chown(tmp.Name()); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
 	}
 	if err = os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)

@@ -235,7 +235,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		onDegraded: opts.OnDegraded,
 		evictSlack: -1,
 	}
-	seq, err := s.init()
+	seq, fmtBefore, fmtAfter, err := s.init()
 	if err == nil {
 		// Make the entries of images/ and takt.db durable, and of dir itself
 		// when this Open created it.
@@ -252,6 +252,14 @@ func Open(dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
+	switch {
+	case fmtAfter.Format != fmtBefore.Format:
+		log.Info().Uint64("from", fmtBefore.Format).Uint64("to", fmtAfter.Format).Uint64("min_reader", fmtAfter.MinReader).
+			Msg("store format migrated")
+	case fmtAfter.Format > fmtAfter.Reader:
+		log.Warn().Uint64("format", fmtAfter.Format).Uint64("reader", fmtAfter.Reader).Uint64("min_reader", fmtAfter.MinReader).
+			Msg("store written by a newer agent in a format this one reads (a rollback?)")
+	}
 	if tmps > 0 || orphans > 0 {
 		log.Warn().Int("temp_files", tmps).Int("orphan_images", orphans).
 			Msg("removed leftovers of interrupted commits")
@@ -267,10 +275,15 @@ func Open(dir string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// init creates the buckets and returns the id the counter resumes from.
-func (s *Store) init() (uint64, error) {
-	var seq uint64
-	err := s.db.Update(func(tx *bolt.Tx) error {
+// init refuses a store of a format this package cannot read, creates the buckets, migrates
+// the store to CurrentFormat (all in one transaction) and returns the id the counter
+// resumes from and the format before and after.
+func (s *Store) init() (seq uint64, before, after FormatInfo, err error) {
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		if before, err = checkFormat(tx); err != nil {
+			return err
+		}
 		b, err := tx.CreateBucketIfNotExists(bucketVerdicts)
 		if err != nil {
 			return err
@@ -286,11 +299,14 @@ func (s *Store) init() (uint64, error) {
 			seq = max(seq, binary.BigEndian.Uint64(k))
 		}
 		if tx.Bucket(bucketStats).Get(keyIndexed) == nil {
-			return s.buildIndex(tx)
+			if err := s.buildIndex(tx); err != nil {
+				return err
+			}
 		}
-		return nil
+		after, err = migrate(tx, before, time.Now())
+		return err
 	})
-	return seq, err
+	return seq, before, after, err
 }
 
 // sweep removes image temp files, images with an id above seq (written, but

@@ -16,8 +16,15 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "model" {
-		os.Exit(modelCmd(os.Args[2:]))
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "model":
+			os.Exit(modelCmd(os.Args[2:]))
+		case "config":
+			os.Exit(configCmd(os.Args[2:], os.Stdout, os.Stderr))
+		case "version", "-version", "--version":
+			os.Exit(versionCmd(os.Args[2:], os.Stdout))
+		}
 	}
 	configPath := flag.String("config", "/etc/takt/agent.yaml", "configuration file (YAML)")
 	maxParts := flag.Int("max-parts", -1, "stop after this many parts (overrides max_parts; 0 runs until stopped)")

@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/takt-edge/takt/agent"
+	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/firmware"
 	"github.com/takt-edge/takt/models"
 )
@@ -91,6 +92,9 @@ func cmdFirmwarePack(args []string, stdout, stderr io.Writer) error {
 	notes := fs.String("migration", "", "migration notes file (optional)")
 	key := fs.String("key", "", "private key file to sign with (optional: unsigned, sign later)")
 	rollback := fs.Bool("rollback", false, "sign as a rollback (installable over a higher version)")
+	storeFormat := fs.Uint64("store-format", store.CurrentFormat(), "verdict store format the agent migrates to (default: this build's)")
+	storeMinReader := fs.Uint64("store-min-reader", store.CurrentMinReader(), "oldest store format that opens the store after it (default: this build's)")
+	configVersion := fs.Int("config-version", agent.CurrentConfigVersion(), "agent config version the agent reads (default: this build's)")
 	extra := map[string]string{}
 	fs.Func("file", "extra member NAME=PATH, e.g. share/README=README.md (repeatable)", func(v string) error {
 		name, path, ok := strings.Cut(v, "=")
@@ -118,7 +122,8 @@ func cmdFirmwarePack(args []string, stdout, stderr io.Writer) error {
 		}
 		files[name] = data
 	}
-	m := firmware.ReleaseManifest{Version: *version, Arch: *arch, ONNXRuntime: *ort, OpenCV: *opencv, Rollback: *rollback}
+	m := firmware.ReleaseManifest{Version: *version, Arch: *arch, ONNXRuntime: *ort, OpenCV: *opencv, Rollback: *rollback,
+		StoreFormat: *storeFormat, StoreMinReader: *storeMinReader, ConfigVersion: *configVersion}
 	if *notes != "" {
 		data, err := os.ReadFile(*notes)
 		if err != nil {
@@ -202,6 +207,9 @@ func cmdFirmwareVerify(args []string, stdout, stderr io.Writer) error {
 	m := rel.Manifest
 	fmt.Fprintf(stdout, "verify: ok: release %s for %s signed by key %s, %d files match their sha256; needs ONNX Runtime %s, OpenCV %s; rollback %v\n",
 		m.Version, m.Arch, rel.KeyID, len(m.Files), m.ONNXRuntime, m.OpenCV, m.Rollback)
+	if m.StoreFormat > 0 || m.ConfigVersion > 0 {
+		fmt.Fprintf(stdout, "formats: config_version %d, store format %d (min_reader %d)\n", m.ConfigVersion, m.StoreFormat, m.StoreMinReader)
+	}
 	if m.Migration != "" {
 		fmt.Fprintf(stdout, "migration notes:\n%s\n", strings.TrimRight(m.Migration, "\n"))
 	}
@@ -217,6 +225,7 @@ type updaterFlags struct {
 	supervisor *string
 	unit       *string
 	agentArgs  []string
+	config     *string
 }
 
 func addUpdaterFlags(fs *flag.FlagSet) *updaterFlags {
@@ -228,6 +237,7 @@ func addUpdaterFlags(fs *flag.FlagSet) *updaterFlags {
 	f.timeout = fs.Duration("health-timeout", def.HealthTimeout, "how long the new agent has to become healthy")
 	f.supervisor = fs.String("supervisor", "systemd", "how to restart the agent: systemd or process")
 	f.unit = fs.String("unit", "takt-agent.service", "systemd unit (--supervisor systemd)")
+	f.config = fs.String("config", def.AgentConfig, "the agent's config file: checked by the new release's agent before the switch, restored on rollback")
 	fs.Func("agent-arg", "agent argument (--supervisor process; repeatable)", func(v string) error {
 		f.agentArgs = append(f.agentArgs, v)
 		return nil
@@ -250,7 +260,7 @@ func (f *updaterFlags) updater(name string, fs *flag.FlagSet, rep firmware.Repor
 	default:
 		return nil, fmt.Errorf("%s: --supervisor %q: want systemd or process", name, *f.supervisor)
 	}
-	return firmware.New(firmware.Config{Root: *f.root, HealthURL: *f.healthURL, HealthTimeout: *f.timeout}, keys, sup, rep)
+	return firmware.New(firmware.Config{Root: *f.root, HealthURL: *f.healthURL, HealthTimeout: *f.timeout, AgentConfig: *f.config}, keys, sup, rep)
 }
 
 func firmwareLogger(stderr io.Writer) zerolog.Logger {
@@ -295,8 +305,8 @@ func cmdFirmwareInstall(args []string, recoverOnly bool, stdout, stderr io.Write
 func cmdFirmwareWatch(args []string, stdout, stderr io.Writer) error {
 	const name = "firmware watch"
 	fs := newFlags(name, stderr)
-	uf := addUpdaterFlags(fs)
-	config := fs.String("config", "/etc/takt/agent.yaml", "the agent's config: mqtt (broker, site, line), station and sync (object store)")
+	uf := addUpdaterFlags(fs) // --config: also the agent's mqtt (broker, site, line), station and sync (object store)
+	config := uf.config
 	budget := fs.Int64("max-bytes", firmware.DefaultWatchBudget, "largest release to download, bytes")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err

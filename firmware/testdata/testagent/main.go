@@ -1,7 +1,13 @@
 // Command testagent stands in for takt-agent in the firmware tests: it reads
-// <exe>/../etc/agent.yaml ("version: X" and "ready: true|false" lines), writes its version
-// to $TAKT_TEST_STATE_DIR/version, and serves GET /readyz (200 when ready, else 503) and
-// GET /version on $TAKT_TEST_LISTEN until SIGTERM.
+// <exe>/../etc/agent.yaml, its release's properties ("version: X", "ready: true|false",
+// "config_version: N" (default 1), "keys: k1 k2 ..." (the station config keys it accepts;
+// default by config_version)), writes its version to $TAKT_TEST_STATE_DIR/version, and
+// serves GET /readyz (200 when ready, else 503), GET /version and GET /config (the
+// station config it runs with) on $TAKT_TEST_LISTEN until SIGTERM.
+//
+// The station config ($TAKT_TEST_CONFIG) is checked as package stationconfig says: a
+// config it refuses stops the agent at start. "testagent config check|migrate -config FILE
+// [-out OUT]" is takt-agent's contract for the firmware updater.
 package main
 
 import (
@@ -13,9 +19,18 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/takt-edge/takt/firmware/testdata/stationconfig"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "config" {
+		if err := stationconfig.Cmd(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "testagent:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "testagent:", err)
 		os.Exit(1)
@@ -23,24 +38,15 @@ func main() {
 }
 
 func run() error {
-	exe, err := os.Executable()
+	cfg, err := stationconfig.Release()
 	if err != nil {
 		return err
 	}
-	f, err := os.Open(filepath.Join(filepath.Dir(exe), "..", "etc", "agent.yaml"))
-	if err != nil {
-		return err
-	}
-	cfg := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if ok {
-			cfg[strings.TrimSpace(k)] = strings.TrimSpace(v)
-		}
-	}
-	f.Close()
 	version, ready := cfg["version"], cfg["ready"] == "true"
+	station, err := stationconfig.Load(cfg)
+	if err != nil {
+		return err
+	}
 	if dir := os.Getenv("TAKT_TEST_STATE_DIR"); dir != "" {
 		tmp := filepath.Join(dir, fmt.Sprintf(".version.%d", os.Getpid()))
 		if err := os.WriteFile(tmp, []byte(version+"\n"), 0o644); err != nil {
@@ -54,7 +60,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	go serve(l, version, ready)
+	go serve(l, version, ready, string(station))
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
 	<-sig
@@ -63,7 +69,7 @@ func run() error {
 
 // serve answers each connection's first request (a minimal HTTP/1.1 server: net/http would
 // make the binary, which every test release carries, five times larger).
-func serve(l net.Listener, version string, ready bool) {
+func serve(l net.Listener, version string, ready bool, station string) {
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -93,6 +99,8 @@ func serve(l net.Listener, version string, ready bool) {
 				code, body = "503 Service Unavailable", "not ready"
 			case len(f) >= 2 && f[1] == "/version":
 				code, body = "200 OK", version
+			case len(f) >= 2 && f[1] == "/config":
+				code, body = "200 OK", station
 			}
 			fmt.Fprintf(c, "HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", code, len(body), body)
 		}()
