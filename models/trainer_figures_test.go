@@ -135,6 +135,16 @@ func TestFiguresTrainerMagneticTile(t *testing.T) {
 	}
 	t.Logf("magnetic-tile split %d: %d good for training, %d held-out good, %d defective", split, len(train), len(held), len(defects))
 
+	// The alignment auto chooses by: the tiles are a texture (README: auto).
+	align, err := goodAlignment(s.good[:12])
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("BENCH alignment_magnetic_tile=%.3f\n", align)
+	if alignedParts(align) {
+		t.Errorf("alignment of 12 magnetic tiles %.3f is above %g: auto would take them for parts on a fixture", align, alignedThreshold)
+	}
+
 	// Unsupervised: the texture PatchCore that Train uses.
 	start := time.Now()
 	m, err := Train(ctx, TrainSet{Good: train}, TrainOptions{Method: MethodPatchCore, Name: "tile", Threads: 2})
