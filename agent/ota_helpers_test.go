@@ -117,24 +117,31 @@ func nanGraph(t testing.TB) []byte {
 	})
 }
 
-// slowGraph computes the mean gray level through pairs rounds of [192,256]x[256,1024]x
-// [1024,256] products that give the image back exactly (about 0.2 GFLOP a round).
-func slowGraph(t testing.TB, pairs int) []byte {
+// addSlowInput adds the [192,256] gray input "image" and the products slowGraph's rounds
+// use: "up" [256,1024] = [I/4 I/4 I/4 I/4] and "down" [1024,256] = [I; I; I; I], whose
+// product is the identity, so a round gives the image back exactly.
+func addSlowInput(g *onnxgraph.Graph) {
 	const n, wide = 256, 1024
-	up := make([]float32, n*wide)   // [I/4 I/4 I/4 I/4]
-	down := make([]float32, wide*n) // [I; I; I; I]
+	up := make([]float32, n*wide)
+	down := make([]float32, wide*n)
 	for b := range 4 {
 		for i := range n {
 			up[i*wide+b*n+i] = 0.25
 			down[(b*n+i)*n+i] = 1
 		}
 	}
+	g.Input("image", 1, 1, 192, 256)
+	g.Initializer("up", []int64{n, wide}, up)
+	g.Initializer("down", []int64{wide, n}, down)
+}
+
+// slowGraph computes the mean gray level through pairs rounds of [192,256]x[256,1024]x
+// [1024,256] products that give the image back exactly (about 0.2 GFLOP a round).
+func slowGraph(t testing.TB, pairs int) []byte {
 	return graph(t, func(g *onnxgraph.Graph) {
-		g.Input("image", 1, 1, 192, 256)
-		g.Initializer("up", []int64{n, wide}, up)
-		g.Initializer("down", []int64{wide, n}, down)
-		g.InitializerInt64("flat", []int64{2}, []int64{192, n})
-		g.InitializerInt64("back", []int64{4}, []int64{1, 1, 192, n})
+		addSlowInput(g)
+		g.InitializerInt64("flat", []int64{2}, []int64{192, 256})
+		g.InitializerInt64("back", []int64{4}, []int64{1, 1, 192, 256})
 		g.Node("Reshape", []string{"image", "flat"}, []string{"x0"})
 		x := "x0"
 		for i := range pairs {
@@ -154,22 +161,11 @@ func slowGraph(t testing.TB, pairs int) []byte {
 // slowGraph's products. A black part costs one tile (~6 ms), a near-white one ~100 (~0.5 s):
 // a model that passes validation on dark parts and turns slow when the parts change.
 func brightSlowGraph(t testing.TB) []byte {
-	const n, wide = 256, 1024
-	up := make([]float32, n*wide)
-	down := make([]float32, wide*n)
-	for b := range 4 {
-		for i := range n {
-			up[i*wide+b*n+i] = 0.25
-			down[(b*n+i)*n+i] = 1
-		}
-	}
 	return graph(t, func(g *onnxgraph.Graph) {
-		g.Input("image", 1, 1, 192, 256)
-		g.Initializer("up", []int64{n, wide}, up)
-		g.Initializer("down", []int64{wide, n}, down)
+		addSlowInput(g)
 		g.Initializer("k", []int64{1}, []float32{100})
 		g.InitializerInt64("one", []int64{1}, []int64{1})
-		g.InitializerInt64("flat", []int64{2}, []int64{192, n})
+		g.InitializerInt64("flat", []int64{2}, []int64{192, 256})
 		g.InitializerInt64("vec", []int64{1}, []int64{1})
 		g.Node("ReduceMean", []string{"image"}, []string{"mean"}, onnxgraph.Ints("axes", 1, 2, 3), onnxgraph.Int("keepdims", 0))
 		g.Node("Mul", []string{"mean", "k"}, []string{"mk"})

@@ -40,6 +40,25 @@ func otaConfig(t *testing.T, line signer) Config {
 	return cfg
 }
 
+// servedBy waits for 3 parts on version after the newest verdict so far and returns the
+// parts from the first one on version on: a part in flight at a swap or rollback may still
+// finish on the model it started on.
+func servedBy(t *testing.T, r *running, version string) []store.Verdict {
+	t.Helper()
+	last := r.a.live.Load().st.LastID()
+	after := func() []store.Verdict {
+		vs := verdictsAfter(t, r, last)
+		for i, v := range vs {
+			if v.Model.Version == version {
+				return vs[i:]
+			}
+		}
+		return nil
+	}
+	waitFor(t, "parts on "+version, 30*time.Second, func() bool { return len(after()) >= 3 })
+	return after()
+}
+
 // lastVerdicts returns the verdicts committed after id.
 func verdictsAfter(t *testing.T, r *running, id uint64) []store.Verdict {
 	t.Helper()
@@ -350,20 +369,7 @@ func TestModelUpdateWatchRollsBackSlowModel(t *testing.T) {
 		fig.CandidateP99Ms <= 3*fig.BaselineP99Ms || fig.BudgetMs != 150 {
 		t.Errorf("rollback figures %+v: want the watch's, limit watch.max_latency_ratio, p99 over the 150 ms budget and 3x the baseline", fig)
 	}
-	// A part in flight at the swap may still finish on 0.5.0; from the first part on 0.2.0
-	// on, every one is.
-	last := r.a.live.Load().st.LastID()
-	after := func() []store.Verdict {
-		vs := verdictsAfter(t, r, last)
-		for i, v := range vs {
-			if v.Model.Version == "0.2.0" {
-				return vs[i:]
-			}
-		}
-		return nil
-	}
-	waitFor(t, "parts after the rollback", 30*time.Second, func() bool { return len(after()) >= 3 })
-	for _, v := range after() {
+	for _, v := range servedBy(t, r, "0.2.0") {
 		if v.Model.Version != "0.2.0" || v.Decision != store.Pass {
 			t.Fatalf("after the rollback: verdict %d %s on %s, want PASS on 0.2.0", v.ID, v.Decision, v.Model.Version)
 		}
@@ -419,20 +425,7 @@ func TestModelUpdateWatchRollsBack(t *testing.T) {
 	if m := st.Models["fixture-part"]; m == nil || m.Active == nil || m.Active.Version != "0.5.0" {
 		t.Fatalf("state after rollback %+v: want 0.5.0 active", st.Models["fixture-part"])
 	}
-	// A part in flight at the rollback may still finish on 0.6.0; from the first part on
-	// 0.5.0 on, every one is.
-	last := r.a.live.Load().st.LastID()
-	after := func() []store.Verdict {
-		vs := verdictsAfter(t, r, last)
-		for i, v := range vs {
-			if v.Model.Version == "0.5.0" {
-				return vs[i:]
-			}
-		}
-		return nil
-	}
-	waitFor(t, "parts after the rollback", 30*time.Second, func() bool { return len(after()) >= 3 })
-	for _, v := range after() {
+	for _, v := range servedBy(t, r, "0.5.0") {
 		if v.Model.Version != "0.5.0" || v.Decision == store.NoDecision {
 			t.Fatalf("after the rollback: verdict on %s %s, want 0.5.0 deciding", v.Model.Version, v.Decision)
 		}
