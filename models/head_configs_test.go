@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/camera"
-	ort "github.com/yalue/onnxruntime_go"
 )
 
 // The supervised heads compared on the magnetic tiles (README "Few-shot trainer"): the
@@ -308,54 +307,6 @@ func fitStumps(x [][]float32, y []bool, rounds int, rate float64) (*stumpModel, 
 		}
 	}
 	return m, nil
-}
-
-// runOutputs runs data on every input with use(i) and copies each output outs[j]
-// (of shapes[j]) into dst[j][i].
-func runOutputs(data []byte, in InputShape, threads int, outs []string, shapes [][]int64, xs [][]float32, use func(int) bool, dst [][][]float32) error {
-	x, err := ort.NewEmptyTensor[float32](ort.NewShape(1, 1, int64(in.Height), int64(in.Width)))
-	if err != nil {
-		return err
-	}
-	defer x.Destroy()
-	ys := make([]ort.Value, len(outs))
-	yt := make([]*ort.Tensor[float32], len(outs))
-	for j, sh := range shapes {
-		y, err := ort.NewEmptyTensor[float32](ort.NewShape(sh...))
-		if err != nil {
-			return err
-		}
-		defer y.Destroy()
-		ys[j], yt[j] = y, y
-	}
-	so, err := ort.NewSessionOptions()
-	if err != nil {
-		return err
-	}
-	defer so.Destroy()
-	if threads > 0 {
-		if err := so.SetIntraOpNumThreads(threads); err != nil {
-			return err
-		}
-	}
-	s, err := ort.NewAdvancedSessionWithONNXData(data, []string{"image"}, outs, []ort.Value{x}, ys, so)
-	if err != nil {
-		return fmt.Errorf("%v model: %w", outs, err)
-	}
-	defer s.Destroy()
-	for i, xi := range xs {
-		if !use(i) {
-			continue
-		}
-		copy(x.GetData(), xi)
-		if err := s.Run(); err != nil {
-			return fmt.Errorf("image %d: %w", i, err)
-		}
-		for j := range outs {
-			dst[j][i] = append([]float32(nil), yt[j].GetData()...)
-		}
-	}
-	return nil
 }
 
 // tileRows is what a PatchCore graph with headOut gives per image: standardized patch

@@ -422,16 +422,27 @@ func foldAUROC(scores []float64, labels []bool, folds int) float64 {
 // runOutput runs data on every input with use(i) and copies its output out (size floats)
 // into dst[i].
 func runOutput(data []byte, in InputShape, threads int, out string, size int, xs [][]float32, use func(int) bool, dst [][]float32) error {
+	return runOutputs(data, in, threads, []string{out}, [][]int64{{1, int64(size)}}, xs, use, [][][]float32{dst})
+}
+
+// runOutputs runs data on every input with use(i) and copies each output outs[j]
+// (of shapes[j]) into dst[j][i].
+func runOutputs(data []byte, in InputShape, threads int, outs []string, shapes [][]int64, xs [][]float32, use func(int) bool, dst [][][]float32) error {
 	x, err := ort.NewEmptyTensor[float32](ort.NewShape(1, 1, int64(in.Height), int64(in.Width)))
 	if err != nil {
 		return err
 	}
 	defer x.Destroy()
-	y, err := ort.NewEmptyTensor[float32](ort.NewShape(1, int64(size)))
-	if err != nil {
-		return err
+	ys := make([]ort.Value, len(outs))
+	yt := make([]*ort.Tensor[float32], len(outs))
+	for j, sh := range shapes {
+		y, err := ort.NewEmptyTensor[float32](ort.NewShape(sh...))
+		if err != nil {
+			return err
+		}
+		defer y.Destroy()
+		ys[j], yt[j] = y, y
 	}
-	defer y.Destroy()
 	so, err := ort.NewSessionOptions()
 	if err != nil {
 		return err
@@ -442,9 +453,9 @@ func runOutput(data []byte, in InputShape, threads int, out string, size int, xs
 			return err
 		}
 	}
-	s, err := ort.NewAdvancedSessionWithONNXData(data, []string{"image"}, []string{out}, []ort.Value{x}, []ort.Value{y}, so)
+	s, err := ort.NewAdvancedSessionWithONNXData(data, []string{"image"}, outs, []ort.Value{x}, ys, so)
 	if err != nil {
-		return fmt.Errorf("%s model: %w", out, err)
+		return fmt.Errorf("%v model: %w", outs, err)
 	}
 	defer s.Destroy()
 	for i, xi := range xs {
@@ -455,7 +466,9 @@ func runOutput(data []byte, in InputShape, threads int, out string, size int, xs
 		if err := s.Run(); err != nil {
 			return fmt.Errorf("image %d: %w", i, err)
 		}
-		dst[i] = append([]float32(nil), y.GetData()...)
+		for j := range outs {
+			dst[j][i] = append([]float32(nil), yt[j].GetData()...)
+		}
 	}
 	return nil
 }
