@@ -262,6 +262,16 @@ type modelWatcher struct {
 	status []cloudsync.ModelStatusMsg
 }
 
+// newStationWatcher is newModelWatcher on cfg's station topics.
+func newStationWatcher(t testing.TB, broker string, cfg Config) *modelWatcher {
+	t.Helper()
+	topics, err := cloudsync.NewTopics(cfg.MQTT.Site, cfg.MQTT.Line, cfg.Station)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newModelWatcher(t, broker, topics)
+}
+
 func newModelWatcher(t testing.TB, broker string, topics cloudsync.Topics) *modelWatcher {
 	t.Helper()
 	w := &modelWatcher{topics: topics}

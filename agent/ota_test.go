@@ -88,11 +88,7 @@ func TestModelUpdateOverMQTT(t *testing.T) {
 	bk.syncTo(&cfg)
 	cfg.ModelUpdate.TrustedKeys = []string{line.pub, retired.pub}
 	cfg.ModelUpdate.RevokedKeys = []string{retired.id}
-	topics, err := cloudsync.NewTopics(cfg.MQTT.Site, cfg.MQTT.Line, cfg.Station)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := newModelWatcher(t, broker.URL, topics)
+	w := newStationWatcher(t, broker.URL, cfg)
 	r := startAgent(t, cfg)
 	defer r.stop()
 
@@ -231,11 +227,7 @@ func TestModelUpdateRejectsSlowModel(t *testing.T) {
 	cfg.MQTT = testMQTTConfig(broker.URL)
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.ModelUpdate.Validate = ValidatePolicy{LatencyRuns: 30, LatencyFraction: 0.015} // 15 ms of the 1 s deadline
-	topics, err := cloudsync.NewTopics(cfg.MQTT.Site, cfg.MQTT.Line, cfg.Station)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := newModelWatcher(t, broker.URL, topics)
+	w := newStationWatcher(t, broker.URL, cfg)
 	r := startAgent(t, cfg)
 	defer r.stop()
 	waitFor(t, "first parts", 30*time.Second, func() bool { return len(verdictsAfter(t, r, 0)) >= 2 })
@@ -328,11 +320,7 @@ func TestModelUpdateWatchRollsBackSlowModel(t *testing.T) {
 	cfg.ModelUpdate.Validate = ValidatePolicy{LatencyRuns: 10, LatencyFraction: 0.15}
 	cfg.ModelUpdate.Shadow.Parts = 0
 	cfg.ModelUpdate.Watch.Parts, cfg.ModelUpdate.Watch.MinParts = 100000, 5
-	topics, err := cloudsync.NewTopics(cfg.MQTT.Site, cfg.MQTT.Line, cfg.Station)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := newModelWatcher(t, broker.URL, topics)
+	w := newStationWatcher(t, broker.URL, cfg)
 	r := startAgent(t, cfg)
 	defer r.stop()
 	waitFor(t, "first parts", 30*time.Second, func() bool { return len(verdictsAfter(t, r, 0)) >= 3 })
