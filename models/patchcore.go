@@ -223,16 +223,7 @@ func filterBank(sigmas []float64) (w []float32, channels, k int) {
 	r := filterRadius(sigmas)
 	k = 2*r + 1
 	for _, s := range sigmas {
-		g := make([]float64, k)
-		var sum float64
-		for i := range g {
-			x := float64(i - r)
-			g[i] = math.Exp(-x * x / (2 * s * s))
-			sum += g[i]
-		}
-		for i := range g {
-			g[i] /= sum
-		}
+		g := gaussianKernel(s, r)
 		d1 := func(i int) float64 { x := float64(i - r); return -x / (s * s) * g[i] * s }
 		d2 := func(i int) float64 { x := float64(i - r); return (x*x/(s*s*s*s) - 1/(s*s)) * g[i] * s * s }
 		g0 := func(i int) float64 { return g[i] }

@@ -353,19 +353,27 @@ func blurRadius(sigma float64) int { return int(math.Ceil(3 * sigma)) }
 
 // gaussian1D is a normalized Gaussian kernel of 2*blurRadius(sigma)+1 taps.
 func gaussian1D(sigma float64) []float32 {
-	r := blurRadius(sigma)
-	w := make([]float64, 2*r+1)
-	var sum float64
-	for i := range w {
-		x := float64(i - r)
-		w[i] = math.Exp(-x * x / (2 * sigma * sigma))
-		sum += w[i]
-	}
-	k := make([]float32, len(w))
-	for i := range w {
-		k[i] = float32(w[i] / sum)
+	g := gaussianKernel(sigma, blurRadius(sigma))
+	k := make([]float32, len(g))
+	for i, v := range g {
+		k[i] = float32(v)
 	}
 	return k
+}
+
+// gaussianKernel is a Gaussian of sigma sampled at -r..r, normalized to sum 1.
+func gaussianKernel(sigma float64, r int) []float64 {
+	g := make([]float64, 2*r+1)
+	var sum float64
+	for i := range g {
+		x := float64(i - r)
+		g[i] = math.Exp(-x * x / (2 * sigma * sigma))
+		sum += g[i]
+	}
+	for i := range g {
+		g[i] /= sum
+	}
+	return g
 }
 
 // addBlur adds the Gaussian blur of value in (shape [1,1,H,W]) as value out; prefix keeps

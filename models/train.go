@@ -313,16 +313,7 @@ func alignedParts(a float64) bool { return a >= alignedThreshold }
 // gaussBlur blurs a w x h image with a Gaussian of sigma (separable, borders clamped).
 func gaussBlur(x []float64, w, h int, sigma float64) []float64 {
 	r := blurRadius(sigma)
-	k := make([]float64, 2*r+1)
-	var s float64
-	for i := range k {
-		d := float64(i - r)
-		k[i] = math.Exp(-d * d / (2 * sigma * sigma))
-		s += k[i]
-	}
-	for i := range k {
-		k[i] /= s
-	}
+	k := gaussianKernel(sigma, r)
 	tmp := make([]float64, len(x))
 	out := make([]float64, len(x))
 	for y := range h {
