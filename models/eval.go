@@ -12,17 +12,7 @@ func EvaluateScores(good, defect []float64) (auroc float64) {
 	if len(good) == 0 || len(defect) == 0 {
 		return math.NaN()
 	}
-	type s struct {
-		v   float64
-		bad bool
-	}
-	all := make([]s, 0, len(good)+len(defect))
-	for _, v := range good {
-		all = append(all, s{v, false})
-	}
-	for _, v := range defect {
-		all = append(all, s{v, true})
-	}
+	all := labelledScores(good, defect)
 	for _, a := range all {
 		if math.IsNaN(a.v) {
 			return math.NaN()
@@ -46,6 +36,46 @@ func EvaluateScores(good, defect []float64) (auroc float64) {
 	}
 	nd, ng := float64(len(defect)), float64(len(good))
 	return (rankSum - nd*(nd+1)/2) / (nd * ng)
+}
+
+// ROCCurve is the ROC curve of the scores, (false positive rate, true positive rate) points
+// from (0,0) over every distinct score as threshold, highest first.
+func ROCCurve(good, defect []float64) [][2]float64 {
+	all := labelledScores(good, defect)
+	sort.Slice(all, func(i, j int) bool { return all[i].v > all[j].v })
+	pts := [][2]float64{{0, 0}}
+	var tp, fp int
+	for i := 0; i < len(all); {
+		j := i
+		for j < len(all) && all[j].v == all[i].v {
+			if all[j].bad {
+				tp++
+			} else {
+				fp++
+			}
+			j++
+		}
+		pts = append(pts, [2]float64{float64(fp) / float64(len(good)), float64(tp) / float64(len(defect))})
+		i = j
+	}
+	return pts
+}
+
+// labelledScore is one image's score and whether the image is a defect.
+type labelledScore struct {
+	v   float64
+	bad bool
+}
+
+func labelledScores(good, defect []float64) []labelledScore {
+	all := make([]labelledScore, 0, len(good)+len(defect))
+	for _, v := range good {
+		all = append(all, labelledScore{v, false})
+	}
+	for _, v := range defect {
+		all = append(all, labelledScore{v, true})
+	}
+	return all
 }
 
 // Confusion counts decisions at a threshold: a score above it is a defect (positive).

@@ -255,7 +255,7 @@ func (m *Manifest) Validate() error {
 			return bad("rois[%d]: empty or repeated name %q", i, r.Name)
 		}
 		names[r.Name] = true
-		if !r.valid() {
+		if !r.Valid() {
 			return bad("rois[%d] %q: %+v is not a rectangle inside the frame (fractions 0..1, x0 < x1, y0 < y1)", i, r.Name, r.Region)
 		}
 	}

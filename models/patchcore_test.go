@@ -62,15 +62,21 @@ func renderParts(t *testing.T, o synth.RenderOptions, from, n int, d synth.Defec
 	return fs
 }
 
+// markingIgnore is the region of default-size synthetic parts (o's seed) whose serial
+// number and codes change per part, as frame fractions for TrainOptions.Ignore.
+func markingIgnore(o synth.RenderOptions) []Region {
+	mr := synth.MarkingRegion(o)
+	w, h := float64(synth.DefaultWidth), float64(synth.DefaultHeight)
+	return []Region{{X0: max(0, float64(mr.Min.X)/w), Y0: max(0, float64(mr.Min.Y)/h),
+		X1: min(1, float64(mr.Max.X)/w), Y1: min(1, float64(mr.Max.Y)/h)}}
+}
+
 func TestPatchCoreSynthetic(t *testing.T) {
 	if raceEnabled {
 		t.Skip("training is ~20x slower under -race; make test runs this test without it")
 	}
 	o := synth.RenderOptions{Seed: 7}
-	mr := synth.MarkingRegion(o)
-	w, h := float64(synth.DefaultWidth), float64(synth.DefaultHeight)
-	ignore := []Region{{X0: max(0, float64(mr.Min.X)/w), Y0: max(0, float64(mr.Min.Y)/h),
-		X1: min(1, float64(mr.Max.X)/w), Y1: min(1, float64(mr.Max.Y)/h)}}
+	ignore := markingIgnore(o)
 	train := renderParts(t, o, 1, 10, synth.None)
 	heldGood := renderParts(t, o, 101, 20, synth.None)
 	var defects []camera.Frame

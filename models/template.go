@@ -75,7 +75,8 @@ type Region struct {
 	Y1 float64 `yaml:"y1"`
 }
 
-func (r Region) valid() bool {
+// Valid says whether r is a non-empty rectangle inside the frame (fractions 0..1).
+func (r Region) Valid() bool {
 	return 0 <= r.X0 && r.X0 < r.X1 && r.X1 <= 1 && 0 <= r.Y0 && r.Y0 < r.Y1 && r.Y1 <= 1
 }
 
@@ -341,7 +342,7 @@ func shiftStack(img []float32, in InputShape, shifts [][2]int) []float32 {
 
 func regionsValid(rs []Region) bool {
 	for _, r := range rs {
-		if !r.valid() {
+		if !r.Valid() {
 			return false
 		}
 	}

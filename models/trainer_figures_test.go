@@ -215,10 +215,7 @@ func TestFiguresTrainerMagneticTile(t *testing.T) {
 func TestFiguresTrainerSynthetic(t *testing.T) {
 	figuresOn(t)
 	o := synth.RenderOptions{Seed: 7}
-	mr := synth.MarkingRegion(o)
-	w, h := float64(synth.DefaultWidth), float64(synth.DefaultHeight)
-	ignore := []Region{{X0: max(0, float64(mr.Min.X)/w), Y0: max(0, float64(mr.Min.Y)/h),
-		X1: min(1, float64(mr.Max.X)/w), Y1: min(1, float64(mr.Max.Y)/h)}}
+	ignore := markingIgnore(o)
 	train := renderParts(t, o, 1, 10, synth.None)
 	held := renderParts(t, o, 101, 40, synth.None)
 	var defects []camera.Frame

@@ -253,23 +253,23 @@ func (s *Store) update(fn func(*bolt.Tx) error) error {
 	if s.isClosed() {
 		return ErrClosed
 	}
-	s.dbMu.RLock()
-	err := s.db.Update(fn)
-	s.dbMu.RUnlock()
-	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
-		return ErrClosed
-	}
-	if err == nil {
-		s.wrote()
-	}
-	return err
+	return s.write(false, fn)
 }
 
 // batch runs fn in bbolt's shared batch transaction (DB.Batch: concurrent
 // callers share one fsync'd transaction; fn may run more than once).
-func (s *Store) batch(fn func(*bolt.Tx) error) error {
+func (s *Store) batch(fn func(*bolt.Tx) error) error { return s.write(true, fn) }
+
+// write runs fn in a write transaction on the current file (compaction may swap it, hence
+// the lock) and marks the store written.
+func (s *Store) write(shared bool, fn func(*bolt.Tx) error) error {
 	s.dbMu.RLock()
-	err := s.db.Batch(fn)
+	var err error
+	if shared {
+		err = s.db.Batch(fn)
+	} else {
+		err = s.db.Update(fn)
+	}
 	s.dbMu.RUnlock()
 	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
 		return ErrClosed

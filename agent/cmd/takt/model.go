@@ -262,7 +262,7 @@ func parseRegions(specs []string, w, h int) ([]models.Region, error) {
 			return nil, fmt.Errorf("--ignore %q: want x0,y0,x1,y1 in pixels", s)
 		}
 		r := models.Region{X0: x0 / float64(w), Y0: y0 / float64(h), X1: x1 / float64(w), Y1: y1 / float64(h)}
-		if !(0 <= r.X0 && r.X0 < r.X1 && r.X1 <= 1 && 0 <= r.Y0 && r.Y0 < r.Y1 && r.Y1 <= 1) {
+		if !r.Valid() {
 			return nil, fmt.Errorf("--ignore %q: not a rectangle inside the %dx%d training images", s, w, h)
 		}
 		out = append(out, r)

@@ -241,38 +241,6 @@ func pixelAUROC(cases []evalCase) (float64, int) {
 	return models.EvaluateScores(neg, pos), masks
 }
 
-// rocPoints is the ROC curve (false positive rate, true positive rate) over all thresholds.
-func rocPoints(good, bad []float64) [][2]float64 {
-	type s struct {
-		v   float64
-		bad bool
-	}
-	all := make([]s, 0, len(good)+len(bad))
-	for _, v := range good {
-		all = append(all, s{v, false})
-	}
-	for _, v := range bad {
-		all = append(all, s{v, true})
-	}
-	sort.Slice(all, func(i, j int) bool { return all[i].v > all[j].v })
-	pts := [][2]float64{{0, 0}}
-	var tp, fp int
-	for i := 0; i < len(all); {
-		j := i
-		for j < len(all) && all[j].v == all[i].v {
-			if all[j].bad {
-				tp++
-			} else {
-				fp++
-			}
-			j++
-		}
-		pts = append(pts, [2]float64{float64(fp) / float64(len(good)), float64(tp) / float64(len(bad))})
-		i = j
-	}
-	return pts
-}
-
 // rocPNG draws the ROC curve as a 320x320 PNG: axes, the chance diagonal, the curve, and
 // the operating point at the threshold.
 func rocPNG(pts [][2]float64, op [2]float64) ([]byte, error) {
@@ -382,7 +350,7 @@ figure{display:inline-block;margin:6px;text-align:center}figcaption{font-size:12
 func writeEvalReport(path, bundle, data string, info models.Info, cases []evalCase, good, bad []float64, auroc, pix float64, masks int,
 	conf models.Confusion, worst int) error {
 	th := info.Threshold
-	roc, err := rocPNG(rocPoints(good, bad), [2]float64{float64(conf.FP) / float64(len(good)), float64(conf.TP) / float64(len(bad))})
+	roc, err := rocPNG(models.ROCCurve(good, bad), [2]float64{float64(conf.FP) / float64(len(good)), float64(conf.TP) / float64(len(bad))})
 	if err != nil {
 		return fmt.Errorf("report: roc: %w", err)
 	}
