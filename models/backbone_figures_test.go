@@ -18,7 +18,8 @@ import (
 // magnetic tiles (good images only, the splits of TestFiguresTrainerConfigs; split 3 is
 // the BENCH figure), against the texture default in the same run. The backbone is not
 // part of the repository: give it as TAKT_BACKBONE=FILE.onnx with TAKT_BACKBONE_LAYER
-// (and optionally TAKT_BACKBONE_WIDTH, default 128, the tiles' size, and
+// (and optionally TAKT_BACKBONE_WIDTH, default the backbone's fixed size or else 128, the
+// tiles' size, and
 // TAKT_BACKBONE_NORM=imagenet); without it the figure is not measured.
 func TestFiguresTrainerBackbone(t *testing.T) {
 	figuresOn(t)
@@ -30,7 +31,12 @@ func TestFiguresTrainerBackbone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bo := BackboneOptions{ONNX: data, Layer: os.Getenv("TAKT_BACKBONE_LAYER"), Width: 128}
+	bo := BackboneOptions{ONNX: data, Layer: os.Getenv("TAKT_BACKBONE_LAYER")}
+	if bb, err := cutBackbone(bo); err != nil {
+		t.Fatal(err)
+	} else if bb.fixedW == 0 {
+		bo.Width = 128 // the tiles' size, unless the backbone fixes its own
+	}
 	if w := os.Getenv("TAKT_BACKBONE_WIDTH"); w != "" {
 		if bo.Width, err = strconv.Atoi(w); err != nil {
 			t.Fatalf("TAKT_BACKBONE_WIDTH %q: %v", w, err)
@@ -82,5 +88,83 @@ func TestFiguresTrainerBackbone(t *testing.T) {
 			fmt.Printf("BENCH auroc_magnetic_tile_backbone=%.3f\n", last)
 		}
 		t.Logf("| %s | %s | %.3f | %.1f s |", c.name, strings.Join(aurocs, " | "), sum/3, took.Seconds()/3)
+	}
+}
+
+// TestFiguresTrainerBackboneSupervised measures the supervised figure with a pretrained
+// backbone (TAKT_BACKBONE, cut at TAKT_BACKBONE_LAYER; packaging/fetch-backbone.sh makes
+// an ImageNet MobileNetV2 and names its layers): per split, 100 good tiles and half of
+// each defect class (drawn per split) train `Train` with the supervised head; the other
+// good tiles and defects are scored. TAKT_BACKBONE_COMPARE lists further layer sets,
+// separated by ";", compared on the same splits. Settings are compared on splits 1-2;
+// split 3 is the BENCH figure of TAKT_BACKBONE_LAYER, never used to choose.
+func TestFiguresTrainerBackboneSupervised(t *testing.T) {
+	figuresOn(t)
+	path := os.Getenv("TAKT_BACKBONE")
+	if path == "" {
+		t.Skip("no TAKT_BACKBONE=FILE.onnx (with TAKT_BACKBONE_LAYER) given: the backbone figure needs a pretrained model from outside the repository")
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := os.Getenv("TAKT_BACKBONE_LAYER")
+	layers := []string{layer}
+	for _, l := range strings.Split(os.Getenv("TAKT_BACKBONE_COMPARE"), ";") {
+		if l = strings.TrimSpace(l); l != "" && l != layer {
+			layers = append(layers, l)
+		}
+	}
+	s := loadTileSet(t)
+	ctx := context.Background()
+	short := func(l string) string {
+		var parts []string
+		for _, p := range strings.Split(l, ",") {
+			parts = append(parts, p[strings.LastIndex(p[:max(0, strings.LastIndex(p, "/"))], "/")+1:])
+		}
+		return strings.Join(parts, " + ")
+	}
+	for _, l := range layers {
+		var aurocs []float64
+		var took time.Duration
+		var m *TrainedModel
+		var held []camera.Frame
+		for split := uint64(1); split <= 3; split++ {
+			train, h := tileSplit(s, split)
+			held = h
+			trainD, testD := defectSets(s, split)
+			start := time.Now()
+			m, err = Train(ctx, TrainSet{Good: train, Defects: trainD}, TrainOptions{Method: MethodPatchCore, Name: "tile-backbone",
+				Threads: 2, Backbone: BackboneOptions{ONNX: data, Layer: l}})
+			if err != nil {
+				t.Fatalf("%s: %v", l, err)
+			}
+			took += time.Since(start)
+			if !m.Supervised {
+				t.Errorf("%s split %d: Train kept the unsupervised model (metrics %v): want the head", l, split, m.Metrics)
+			}
+			aurocs = append(aurocs, EvaluateScores(scoreFrames(t, m, held), scoreFrames(t, m, testD)))
+		}
+		// Inference per tile, as a station runs the model (2 threads).
+		r, err := newRuntime(m.ONNX, RuntimeOptions{Threads: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ds []time.Duration
+		for i := range 40 {
+			res, err := r.Infer(ctx, held[i%len(held)])
+			if err != nil {
+				t.Fatal(err)
+			}
+			ds = append(ds, res.Timings.Total)
+		}
+		r.Close()
+		if l == layer {
+			fmt.Printf("BENCH auroc_magnetic_tile_supervised_backbone=%.3f\n", aurocs[2])
+			fmt.Printf("BENCH backbone_supervised_train_seconds=%.1f\n", took.Seconds()/3)
+			fmt.Printf("BENCH backbone_infer_p50_ms=%.1f\n", ms(median(ds)))
+		}
+		t.Logf("| %s (%s) | %.3f | %.3f | %.3f | %.3f | %.1f s | %.1f ms |", short(l), m.Input, aurocs[0], aurocs[1], (aurocs[0]+aurocs[1])/2, aurocs[2],
+			took.Seconds()/3, ms(median(ds)))
 	}
 }

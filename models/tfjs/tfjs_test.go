@@ -36,7 +36,9 @@ type ref struct {
 	v     []float32
 }
 
-func attrS(s string) map[string]any { return map[string]any{"s": base64.StdEncoding.EncodeToString([]byte(s))} }
+func attrS(s string) map[string]any {
+	return map[string]any{"s": base64.StdEncoding.EncodeToString([]byte(s))}
+}
 func attrInts(v ...int) map[string]any {
 	var s []string
 	for _, x := range v {
