@@ -14,6 +14,8 @@ set -euo pipefail
 dir=${1:-}
 [ -n "$dir" ] || { echo "usage: $0 DIR" >&2; exit 2; }
 version=4.4.0
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd -P) # backbone.env names the model by its absolute path
 onnx=$dir/mobilenet_v2_140_128.onnx
 envf=$dir/backbone.env
 if [ -s "$onnx" ] && [ -s "$envf" ]; then
@@ -22,8 +24,6 @@ fi
 for tool in npm node; do
 	command -v "$tool" >/dev/null || { echo "fetch-backbone: $tool not found (needed to fetch the npm package nsfwjs)" >&2; exit 1; }
 done
-mkdir -p "$dir"
-dir=$(cd "$dir" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 (cd "$work" && npm pack --silent "nsfwjs@$version" >/dev/null && tar -xzf "nsfwjs-$version.tgz")
