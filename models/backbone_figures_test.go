@@ -18,7 +18,8 @@ import (
 // magnetic tiles (good images only, the splits of TestFiguresTrainerConfigs; split 3 is
 // the BENCH figure), against the texture default in the same run. The backbone is not
 // part of the repository: give it as TAKT_BACKBONE=FILE.onnx with TAKT_BACKBONE_LAYER
-// (and optionally TAKT_BACKBONE_WIDTH, default 128, the tiles' size, and
+// (and optionally TAKT_BACKBONE_WIDTH, default the backbone's fixed size or else 128, the
+// tiles' size, and
 // TAKT_BACKBONE_NORM=imagenet); without it the figure is not measured.
 func TestFiguresTrainerBackbone(t *testing.T) {
 	figuresOn(t)
@@ -30,7 +31,12 @@ func TestFiguresTrainerBackbone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bo := BackboneOptions{ONNX: data, Layer: os.Getenv("TAKT_BACKBONE_LAYER"), Width: 128}
+	bo := BackboneOptions{ONNX: data, Layer: os.Getenv("TAKT_BACKBONE_LAYER")}
+	if bb, err := cutBackbone(bo); err != nil {
+		t.Fatal(err)
+	} else if bb.fixedW == 0 {
+		bo.Width = 128 // the tiles' size, unless the backbone fixes its own
+	}
 	if w := os.Getenv("TAKT_BACKBONE_WIDTH"); w != "" {
 		if bo.Width, err = strconv.Atoi(w); err != nil {
 			t.Fatalf("TAKT_BACKBONE_WIDTH %q: %v", w, err)
@@ -83,4 +89,241 @@ func TestFiguresTrainerBackbone(t *testing.T) {
 		}
 		t.Logf("| %s | %s | %.3f | %.1f s |", c.name, strings.Join(aurocs, " | "), sum/3, took.Seconds()/3)
 	}
+}
+
+// TestFiguresTrainerBackboneSupervised measures the supervised figure with a pretrained
+// backbone (TAKT_BACKBONE, cut at TAKT_BACKBONE_LAYER; packaging/fetch-backbone.sh makes
+// an ImageNet MobileNetV2 and names its layers): per split, 100 good tiles and half of
+// each defect class (drawn per split) train `Train` with the supervised head; the other
+// good tiles and defects are scored. TAKT_BACKBONE_COMPARE lists further layer sets,
+// separated by ";", compared on the same splits. Settings are compared on splits 1-2;
+// split 3 is the BENCH figure of TAKT_BACKBONE_LAYER, never used to choose.
+func TestFiguresTrainerBackboneSupervised(t *testing.T) {
+	figuresOn(t)
+	path := os.Getenv("TAKT_BACKBONE")
+	if path == "" {
+		t.Skip("no TAKT_BACKBONE=FILE.onnx (with TAKT_BACKBONE_LAYER) given: the backbone figure needs a pretrained model from outside the repository")
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := os.Getenv("TAKT_BACKBONE_LAYER")
+	layers := []string{layer}
+	for _, l := range strings.Split(os.Getenv("TAKT_BACKBONE_COMPARE"), ";") {
+		if l = strings.TrimSpace(l); l != "" && l != layer {
+			layers = append(layers, l)
+		}
+	}
+	s := loadTileSet(t)
+	ctx := context.Background()
+	for _, l := range layers {
+		var aurocs []float64
+		var took time.Duration
+		var m *TrainedModel
+		var held []camera.Frame
+		for split := uint64(1); split <= 3; split++ {
+			train, h := tileSplit(s, split)
+			held = h
+			trainD, testD := defectSets(s, split)
+			start := time.Now()
+			m, err = Train(ctx, TrainSet{Good: train, Defects: trainD}, TrainOptions{Method: MethodPatchCore, Name: "tile-backbone",
+				Threads: 2, Backbone: BackboneOptions{ONNX: data, Layer: l}})
+			if err != nil {
+				t.Fatalf("%s: %v", l, err)
+			}
+			took += time.Since(start)
+			if !m.Supervised {
+				t.Errorf("%s split %d: Train kept the unsupervised model (metrics %v): want the head", l, split, m.Metrics)
+			}
+			aurocs = append(aurocs, EvaluateScores(scoreFrames(t, m, held), scoreFrames(t, m, testD)))
+		}
+		// Inference per tile, as a station runs the model (2 threads).
+		r, err := newRuntime(m.ONNX, RuntimeOptions{Threads: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ds []time.Duration
+		for i := range 40 {
+			res, err := r.Infer(ctx, held[i%len(held)])
+			if err != nil {
+				t.Fatal(err)
+			}
+			ds = append(ds, res.Timings.Total)
+		}
+		r.Close()
+		if l == layer {
+			fmt.Printf("BENCH auroc_magnetic_tile_supervised_backbone=%.3f\n", aurocs[2])
+			fmt.Printf("BENCH backbone_supervised_train_seconds=%.1f\n", took.Seconds()/3)
+			fmt.Printf("BENCH backbone_infer_p50_ms=%.1f\n", ms(median(ds)))
+		}
+		t.Logf("| %s (%s) | %.3f | %.3f | %.3f | %.3f | %.1f s | %.1f ms |", backboneLayerName(l), m.Input, aurocs[0], aurocs[1], (aurocs[0]+aurocs[1])/2, aurocs[2],
+			took.Seconds()/3, ms(median(ds)))
+	}
+}
+
+// headRowsFor computes the supervised head's input rows as Train does, with 5 folds:
+// train (good then defects) from fold banks that did not see the image, test from the
+// bank of all good training images.
+func headRowsFor(t *testing.T, po PatchCoreOptions, train, trainD, test []camera.Frame) (trows, terows [][]float32, d int) {
+	t.Helper()
+	po, in, err := patchCorePlan(train, po)
+	if err != nil {
+		t.Fatal(err)
+	}
+	po.Threads = 2
+	prep := func(fs []camera.Frame) [][]float32 {
+		xs, err := preprocessGood("figures", fs, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return xs
+	}
+	xs, ds, tx := prep(train), prep(trainD), prep(test)
+	h, w, d := patchDims(in, po)
+	feats, err := patchFeaturesAll(in, po, xs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := append(append([][]float32(nil), xs...), ds...)
+	trows = make([][]float32, len(all))
+	const folds = 5
+	for k := range folds {
+		bank := buildBank(feats, h, w, d, func(i int) bool { return i%folds != k }, po)
+		data, err := patchCoreHeadGraph(in, po, bank, nil, true, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held := func(i int) bool {
+			if i < len(xs) {
+				return i%folds == k
+			}
+			return (i-len(xs))%folds == k
+		}
+		if err := runOutput(data, in, 2, "head_in", headDim(d), all, held, trows); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bank := buildBank(feats, h, w, d, func(int) bool { return true }, po)
+	data, err := patchCoreHeadGraph(in, po, bank, nil, true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	terows = make([][]float32, len(tx))
+	if err := runOutput(data, in, 2, "head_in", headDim(d), tx, func(int) bool { return true }, terows); err != nil {
+		t.Fatal(err)
+	}
+	return trows, terows, d
+}
+
+// TestFiguresTrainerBackboneHeads compares, on the same head rows, what the supervised
+// head makes of a backbone's features (TAKT_BACKBONE at TAKT_BACKBONE_LAYER and the layer
+// sets of TAKT_BACKBONE_COMPARE): its L2 penalty, its pooled features alone, and the
+// backbone's vector beside the filter bank's (the shipped head's inputs of both, one
+// logistic regression). Rows as in TestFiguresTrainerSupervisedConfigs (5-fold banks;
+// defect halves drawn per split); settings compared on splits 1-2, split 3 shown.
+func TestFiguresTrainerBackboneHeads(t *testing.T) {
+	figuresOn(t)
+	path := os.Getenv("TAKT_BACKBONE")
+	if path == "" {
+		t.Skip("no TAKT_BACKBONE=FILE.onnx (with TAKT_BACKBONE_LAYER) given: the backbone figure needs a pretrained model from outside the repository")
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := InitONNXRuntime(""); err != nil {
+		t.Fatal(err)
+	}
+	layers := []string{os.Getenv("TAKT_BACKBONE_LAYER")}
+	for _, l := range strings.Split(os.Getenv("TAKT_BACKBONE_COMPARE"), ";") {
+		if l = strings.TrimSpace(l); l != "" && l != layers[0] {
+			layers = append(layers, l)
+		}
+	}
+	s := loadTileSet(t)
+	res := map[string][]float64{}
+	var order []string
+	add := func(name string, v float64) {
+		if _, ok := res[name]; !ok {
+			order = append(order, name)
+		}
+		res[name] = append(res[name], v)
+	}
+	for split := uint64(1); split <= 3; split++ {
+		train, held := tileSplit(s, split)
+		trD, testD := defectSets(s, split)
+		var trainD []camera.Frame
+		for _, d := range trD {
+			trainD = append(trainD, d.Frame)
+		}
+		test := append(append([]camera.Frame(nil), held...), testD...)
+		nh := len(held)
+		lab := make([]bool, len(train)+len(trainD))
+		for i := len(train); i < len(lab); i++ {
+			lab[i] = true
+		}
+		eval := func(name string, tr, te [][]float32, lambda float64) {
+			lh, err := fitHead(tr, lab, lambda)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sc []float64
+			for _, x := range te {
+				sc = append(sc, lh.prob(x))
+			}
+			add(name, EvaluateScores(sc[:nh], sc[nh:]))
+		}
+		handTr, handTe, _ := headRowsFor(t, TexturePatchCoreOptions(), train, trainD, test)
+		eval("filter bank, shipped head (L2 0.01)", handTr, handTe, 0.01)
+		for _, l := range layers {
+			po := TexturePatchCoreOptions()
+			po.Backbone = BackboneOptions{ONNX: data, Layer: l}
+			tr, te, d := headRowsFor(t, po, train, trainD, test)
+			name := backboneLayerName(l)
+			var sc []float64
+			for _, r := range te {
+				sc = append(sc, float64(r[2*d])) // the map score
+			}
+			add(name+": map score (no head)", EvaluateScores(sc[:nh], sc[nh:]))
+			for _, lambda := range []float64{0.01, 0.1, 1} {
+				eval(fmt.Sprintf("%s: head, L2 %g", name, lambda), tr, te, lambda)
+			}
+			pooled := func(rs [][]float32) (out [][]float32) {
+				for _, r := range rs {
+					out = append(out, r[:2*d])
+				}
+				return out
+			}
+			eval(name+": pooled features only (max, mean), L2 0.1", pooled(tr), pooled(te), 0.1)
+			both := func(a, b [][]float32) (out [][]float32) {
+				for i := range a {
+					out = append(out, cat(a[i], b[i]))
+				}
+				return out
+			}
+			for _, lambda := range []float64{0.01, 0.1, 1} {
+				eval(fmt.Sprintf("%s + filter bank head vectors, L2 %g", name, lambda), both(tr, handTr), both(te, handTe), lambda)
+			}
+		}
+	}
+	for _, name := range order {
+		v := res[name]
+		t.Logf("| %s | %.3f | %.3f | %.3f | %.3f |", name, v[0], v[1], v[2], (v[0]+v[1])/2)
+	}
+}
+
+// backboneLayerName shortens TF-style layer paths to their last two parts
+// (".../expanded_conv_12/add" -> "expanded_conv_12/add"), joined with " + ".
+func backboneLayerName(l string) string {
+	var parts []string
+	for _, p := range strings.Split(l, ",") {
+		if i := strings.LastIndex(p, "/"); i > 0 {
+			if j := strings.LastIndex(p[:i], "/"); j >= 0 {
+				p = p[j+1:]
+			}
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, " + ")
 }

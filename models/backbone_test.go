@@ -315,6 +315,9 @@ func TestPatchCoreBackboneTrain(t *testing.T) {
 	bo := BackboneOptions{ONNX: symbolic(t, testBackbone{channels: 1, h: 8, w: 8}.write(t)), Layer: "feat2", Width: 128}
 	pc := TexturePatchCoreOptions()
 	pc.Folds, pc.BankSize = 2, 1000
+	if o, err := trainPlan(TrainSet{Good: good}, TrainOptions{Backbone: bo, PatchCore: pc}); err != nil || o.HeadLambda != 0.1 {
+		t.Errorf("trainPlan with a backbone: head lambda %g (%v), want the backbone's default 0.1", o.HeadLambda, err)
+	}
 	m, err := Train(context.Background(), TrainSet{Good: good}, TrainOptions{Name: "bb", Backbone: bo, PatchCore: pc, Threads: 2})
 	if err != nil {
 		t.Fatal(err)

@@ -559,15 +559,13 @@ func TestFiguresTrainerSupervisedConfigs(t *testing.T) {
 		train, held := tileSplit(s, split)
 		var trainD, testD []camera.Frame
 		var trainM [][]bool
-		seen := map[string]int{}
-		for i, ld := range s.defects {
-			if seen[ld.Label]%2 == 0 {
-				trainD = append(trainD, ld.Frame)
-				trainM = append(trainM, s.masks[i])
-			} else {
-				testD = append(testD, ld.Frame)
-			}
-			seen[ld.Label]++
+		trIdx, teIdx := defectHalves(s, split)
+		for _, i := range trIdx {
+			trainD = append(trainD, s.defects[i].Frame)
+			trainM = append(trainM, s.masks[i])
+		}
+		for _, i := range teIdx {
+			testD = append(testD, s.defects[i].Frame)
 		}
 		po, in, err := patchCorePlan(train, TexturePatchCoreOptions())
 		if err != nil {

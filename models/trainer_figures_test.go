@@ -78,6 +78,42 @@ func tileSplit(s tileSet, split uint64) (train, held []camera.Frame) {
 	return good[:n], good[n:]
 }
 
+// defectHalves splits every defect class in two with seed split, so the labelled defects
+// a supervised figure trains on vary with the split as the good tiles do: the first
+// ceil(n/2) of each class's shuffle train (trainIdx, indices into s.defects), the rest
+// are held out.
+func defectHalves(s tileSet, split uint64) (trainIdx, testIdx []int) {
+	byClass := map[string][]int{}
+	var classes []string
+	for i, d := range s.defects {
+		if _, ok := byClass[d.Label]; !ok {
+			classes = append(classes, d.Label)
+		}
+		byClass[d.Label] = append(byClass[d.Label], i)
+	}
+	rng := rand.New(rand.NewPCG(split, 3))
+	for _, c := range classes {
+		idx := byClass[c]
+		rng.Shuffle(len(idx), func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
+		n := (len(idx) + 1) / 2
+		trainIdx = append(trainIdx, idx[:n]...)
+		testIdx = append(testIdx, idx[n:]...)
+	}
+	return trainIdx, testIdx
+}
+
+// defectSets is defectHalves as labelled training defects and held-out frames.
+func defectSets(s tileSet, split uint64) (train []LabeledFrame, test []camera.Frame) {
+	tr, te := defectHalves(s, split)
+	for _, i := range tr {
+		train = append(train, s.defects[i])
+	}
+	for _, i := range te {
+		test = append(test, s.defects[i].Frame)
+	}
+	return train, test
+}
+
 // mapsOf scores frames and keeps their anomaly maps.
 func mapsOf(t *testing.T, m *TrainedModel, frames []camera.Frame) (scores []float64, maps [][]float32) {
 	t.Helper()
@@ -162,22 +198,12 @@ func TestFiguresTrainerMagneticTile(t *testing.T) {
 	t.Logf("unsupervised %s: train %v, auroc %.3f, pixel auroc %.3f, f1 at threshold %.3f, best f1 %.3f",
 		m.Input, took.Round(time.Millisecond), auroc, pix, F1AtThreshold(g, d, m.Threshold), bestF1)
 
-	// Supervised: half of each defect class (even index within the class) for training,
-	// the image labels only (no masks). Splits 1 and 2 chose the head's inputs; split 3 is
-	// the figure.
-	var trainD []LabeledFrame
-	var testD []camera.Frame
-	seen := map[string]int{}
-	for _, ld := range s.defects {
-		if seen[ld.Label]%2 == 0 {
-			trainD = append(trainD, ld)
-		} else {
-			testD = append(testD, ld.Frame)
-		}
-		seen[ld.Label]++
-	}
+	// Supervised: half of each defect class (drawn per split, like the good tiles) for
+	// training, the image labels only (no masks). Splits 1 and 2 chose the head's inputs;
+	// split 3 is the figure.
 	for sp := uint64(1); sp <= split; sp++ {
 		train, held := tileSplit(s, sp)
+		trainD, testD := defectSets(s, sp)
 		start = time.Now()
 		sm, err := Train(ctx, TrainSet{Good: train, Defects: trainD}, TrainOptions{Method: MethodPatchCore, Name: "tile-supervised", Threads: 2})
 		if err != nil {

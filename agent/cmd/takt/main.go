@@ -18,6 +18,7 @@ commands:
   model eval     image/pixel AUROC, precision/recall/F1 and an HTML report of a model on labeled images
   model inspect  show a model's or bundle's inputs, outputs, manifest and Takt metadata
   model keygen   make an ed25519 key pair for signing model bundles
+  model import-tfjs  convert a TensorFlow.js graph model to ONNX (a --backbone for model train)
   model sign     sign a manifest, an ONNX model and golden images into a bundle
   model verify   check a bundle's signature, sha256 sums, model and golden set
   store counts   verdict counts of a station's store
@@ -78,6 +79,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdModelInspect(rest, stdout, stderr)
 	case "model keygen":
 		return cmdModelKeygen(rest, stdout, stderr)
+	case "model import-tfjs":
+		return cmdModelImportTFJS(rest, stdout, stderr)
 	case "model sign":
 		return cmdModelSign(rest, stdout, stderr)
 	case "model verify":
