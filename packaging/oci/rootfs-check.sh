@@ -91,6 +91,12 @@ EOF
 
 # stage NAME: a fresh copy of the base for a stage.
 stage() {
+    # Never rm -rf through a mount a killed run left behind (the host's Go module cache).
+    if awk -v d="$WORK/$1/" 'index($2, d) == 1 {found = 1} END {exit !found}' /proc/mounts; then
+        echo "rootfs-check: mounts left under $WORK/$1 (umount them first):" >&2
+        grep " $WORK/$1/" /proc/mounts >&2
+        exit 1
+    fi
     rm -rf "${WORK:?}/$1"
     cp -a "$WORK/base" "$WORK/$1"
     rm -f "$WORK/$1/.done"
@@ -151,7 +157,7 @@ build_stage() {
     in_root "$r" sh -c 'cp /opt/opencv/ld.so.conf /etc/ld.so.conf.d/opencv.conf && ldconfig'
     mkdir -p "$r/usr/local/go" "$r/go/pkg/mod" "$r/src"
     mnt --bind -o ro "$GOROOT_HOST" "$r/usr/local/go"
-    mnt --bind "$("$GOROOT_HOST/bin/go" env GOMODCACHE)" "$r/go/pkg/mod"
+    mnt --bind -o ro "$("$GOROOT_HOST/bin/go" env GOMODCACHE)" "$r/go/pkg/mod"
     # COPY go.mod go.sum agent camera cloudsync models firmware ./ (the committed tree).
     git -C "$REPO" archive HEAD go.mod go.sum agent camera cloudsync models firmware | tar -x -C "$r/src"
     say "build: go build takt-agent, takt, takt-cloud against /opt/opencv"
@@ -163,17 +169,36 @@ build_stage() {
     cleanup
 }
 
-# FROM debian:12.12-slim (the runtime stage): runtime packages, the OpenCV libraries, the
-# takt user, ONNX Runtime; the binaries are added per image.
+# FROM debian:12.12-slim (the runtime stage): the runtime packages and the OpenCV libraries,
+# the layers Containerfile.cpu and Containerfile.cloud share; each image's root is a copy.
 runtime_common() {
-    local r=$1
-    stage "$(basename "$r")"
+    local r=$WORK/runtime-common
+    stage runtime-common
     in_root "$r" sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         ca-certificates $(runtime_packages) >/dev/null && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb"
     mkdir -p "$r/opt/opencv"
     cp -a "$WORK/opencv/opt/opencv/lib" "$r/opt/opencv/lib"
     cp "$WORK/opencv/opt/opencv/ld.so.conf" "$r/etc/ld.so.conf.d/opencv.conf"
     in_root "$r" ldconfig
+    COMMON_KB=$(size_kb "$r")
+    say "runtime-common: slim base + runtime packages + /opt/opencv/lib: $(mb "$COMMON_KB")"
+}
+
+# For the README's "biggest parts": the same runtime packages without FFmpeg's four, whose
+# Debian builds link every codec library (x265, codec2, Intel Media SDK, librsvg, ...).
+runtime_without_ffmpeg() {
+    local r=$WORK/runtime-no-ffmpeg
+    stage runtime-no-ffmpeg
+    in_root "$r" sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        ca-certificates $(runtime_packages | tr ' ' '\n' | grep -vE '^lib(avcodec|avformat|avutil|swscale)[0-9]' | xargs) >/dev/null \
+        && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb"
+}
+
+# image_root NAME: a copy of the shared runtime layers, with ONNX Runtime.
+image_root() {
+    local r=$WORK/$1
+    rm -rf "${r:?}"
+    cp -a "$WORK/runtime-common" "$r"
     install -D -m 0644 "$ORT_LIB" "$r/opt/takt/lib/libonnxruntime.so.1"
 }
 
@@ -206,7 +231,7 @@ ldd_check() {
 
 cpu_runtime() {
     local r=$WORK/runtime-cpu
-    runtime_common "$r"
+    image_root runtime-cpu
     in_root "$r" sh -c 'groupadd --system takt && useradd --system --gid takt --home-dir /var/lib/takt takt \
         && install -d -o takt -g takt -m 0750 /var/lib/takt'
     install -D -m 0755 "$WORK/build/out/takt-agent" "$r/opt/takt/slots/a/bin/takt-agent"
@@ -214,15 +239,19 @@ cpu_runtime() {
     install -D -m 0644 "$REPO/packaging/deb/agent.yaml" "$r/etc/takt/agent.yaml"
     ln -s slots/a "$r/opt/takt/current"
     ldd_check "$r" /opt/takt/current/bin/takt-agent /usr/bin/takt /opt/opencv/lib/libopencv_videoio.so.406
+    ADDED_CPU_KB=$(( $(size_kb "$r") - COMMON_KB ))
+    say "runtime-cpu: takt-agent, takt, ONNX Runtime, config add $(mb "$ADDED_CPU_KB")"
 }
 
 cloud_runtime() {
     local r=$WORK/runtime-cloud
-    runtime_common "$r"
+    image_root runtime-cloud
     in_root "$r" sh -c 'groupadd --system --gid 10001 takt && useradd --system --uid 10001 --gid takt --home-dir /var/lib/takt-cloud takt \
         && install -d -o takt -g takt -m 0750 /var/lib/takt-cloud'
     install -D -m 0755 "$WORK/build/out/takt-cloud" "$r/usr/bin/takt-cloud"
     ldd_check "$r" /usr/bin/takt-cloud
+    ADDED_CLOUD_KB=$(( $(size_kb "$r") - COMMON_KB ))
+    say "runtime-cloud: takt-cloud, ONNX Runtime add $(mb "$ADDED_CLOUD_KB")"
 }
 
 # as_takt ROOT CMD...: a command as the image's USER takt with the image's ENV.
@@ -262,6 +291,9 @@ model:
   path: model.onnx
   name: check-part
 deadline: 2s
+images:
+  keep: all
+  format: jpg
 log:
   level: error
   format: console
@@ -278,7 +310,12 @@ EOF
         # inference failed; the 4 defective parts must not all pass.
         grep -qE '^parts=20 pass=[0-9]+ fail=([1-9]|1[0-9]|20) no_decision=0$' <<<"$counts" ||
             { echo "rootfs-check: want 20 verdicts, some FAIL, no NO_DECISION from the $kind camera" >&2; exit 1; }
+        local jpgs
+        jpgs=$(find "$r$c/data-$kind" -name '*.jpg' | wc -l)
+        say "cpu: $kind camera: $jpgs part images kept as JPEG (imgcodecs, libjpeg)"
+        [ "$jpgs" = 20 ] || { echo "rootfs-check: want 20 kept JPEG images" >&2; exit 1; }
     done
+    rm -rf "${r:?}$c" # the image holds no parts; sizes are measured after this
 }
 
 cloud_checks() {
@@ -311,7 +348,14 @@ main() {
     opencv_stage
     say "opencv prefix: $(mb "$(du -sxk "$WORK/opencv/opt/opencv/lib" | cut -f1)") in /opt/opencv/lib"
     check_package_list
+    # Independent stages run side by side, as BuildKit and buildah run them.
+    runtime_common &
+    local common=$!
+    runtime_without_ffmpeg >/dev/null 2>&1 &
+    local noff=$!
     build_stage
+    wait "$common" || { echo "rootfs-check: the runtime stage failed" >&2; exit 1; }
+    COMMON_KB=$(size_kb "$WORK/runtime-common")
     cpu_runtime
     cpu_checks
     report "$WORK/runtime-cpu"
@@ -320,6 +364,14 @@ main() {
     report "$WORK/runtime-cloud"
     debian_before
     report "$WORK/runtime-debian-opencv"
+    local before
+    before=$(size_kb "$WORK/runtime-debian-opencv")
+    say "before (Debian's OpenCV packages): CPU image $(mb $((before + ADDED_CPU_KB))), cloud image $(mb $((before + ADDED_CLOUD_KB))) (the same binaries and ONNX Runtime added)"
+    wait "$noff" || { echo "rootfs-check: the root without FFmpeg failed" >&2; exit 1; }
+    local noff_kb
+    noff_kb=$(size_kb "$WORK/runtime-no-ffmpeg")
+    say "Debian's FFmpeg 5.1 libraries and their dependencies: $(mb $((COMMON_KB - $(du -sxk "$WORK/runtime-common/opt/opencv" | cut -f1) - noff_kb))) of the runtime packages (the same root without libavcodec59, libavformat59, libavutil57, libswscale6: $(mb "$noff_kb"))"
+    say "now (slim OpenCV stage): CPU image $(mb "$(size_kb "$WORK/runtime-cpu")"), cloud image $(mb "$(size_kb "$WORK/runtime-cloud")")"
     say "ok"
 }
 
