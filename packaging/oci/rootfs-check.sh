@@ -320,7 +320,7 @@ EOF
 
 cloud_checks() {
     local r=$WORK/runtime-cloud
-    say "cloud: $(as_takt "$r" /usr/bin/takt-cloud help | head -1)"
+    say "cloud: $(as_takt "$r" /usr/bin/takt-cloud help | sed -n 1,2p | xargs)"
 }
 
 # report ROOT: total size and its biggest parts.
@@ -333,12 +333,13 @@ report() {
         [ -e "$r/$p" ] && say "  $p: $(mb "$(du -sxk "$r/$p" | cut -f1)")"
     done
     say "  biggest Debian packages (Installed-Size):"
-    chroot "$r" dpkg-query -Wf '${Installed-Size} ${Package}\n' | sort -rn | head -10 |
+    chroot "$r" dpkg-query -Wf '${Installed-Size} ${Package}\n' | sort -rn | sed -n 1,10p |
         while read -r k p; do say "    $p $(mb "$k")"; done
     say "  biggest shared libraries:"
-    # (one line per inode: Mesa's DRI drivers are hard links to one file)
+    # (one line per inode: Mesa's DRI drivers are hard links to one file; sed, not head, reads
+    # to the end, so no SIGPIPE fails the pipeline)
     find "$r/usr/lib/x86_64-linux-gnu" "$r/opt" -name '*.so*' -type f -printf '%i %s %P\n' |
-        sort -k1,1n -u | cut -d' ' -f2- | sort -rn | head -10 | while read -r s f; do say "    $f $(( (s + 524288) / 1048576 )) MB"; done
+        sort -k1,1n -u | cut -d' ' -f2- | sort -rn | sed -n 1,10p | while read -r s f; do say "    $f $(( (s + 524288) / 1048576 )) MB"; done
 }
 
 main() {
