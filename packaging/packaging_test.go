@@ -297,3 +297,108 @@ func TestContainerfiles(t *testing.T) {
 		}
 	}
 }
+
+// stagesOf splits a Containerfile's instructions by stage name (the FROM ... AS name; the
+// last, unnamed stage is "").
+func stagesOf(t *testing.T, path string) (map[string][]string, []string) {
+	t.Helper()
+	byStage := map[string][]string{}
+	var order []string
+	cur := ""
+	for _, in := range instructions(t, path) {
+		if op, _, _ := strings.Cut(in, " "); strings.EqualFold(op, "FROM") {
+			cur = ""
+			if m := fromRE.FindStringSubmatch(in); m != nil {
+				cur = m[2]
+			}
+			order = append(order, cur)
+		}
+		byStage[cur] = append(byStage[cur], in)
+	}
+	return byStage, order
+}
+
+// TestSlimOpenCV checks that the CPU and cloud images build OpenCV in their own stage with the
+// shared script and install only the runtime packages from the shared list (the same files
+// rootfs-check.sh runs), and that the script keeps what the agent needs and leaves out what
+// made the Debian packages large.
+func TestSlimOpenCV(t *testing.T) {
+	pkgs, err := os.ReadFile("oci/opencv-runtime-packages")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	pkgRE := regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
+	for _, line := range strings.Split(string(pkgs), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		for _, p := range strings.Fields(line) {
+			switch {
+			case !pkgRE.MatchString(p):
+				t.Errorf("opencv-runtime-packages: %q is not a Debian package name", p)
+			case strings.HasSuffix(p, "-dev"), strings.HasPrefix(p, "libopencv"):
+				t.Errorf("opencv-runtime-packages: %q does not belong in a runtime image", p)
+			case slices.Contains(names, p):
+				t.Errorf("opencv-runtime-packages: %q listed twice", p)
+			}
+			names = append(names, p)
+		}
+	}
+	for _, want := range []string{"libavcodec59", "libavformat59", "libgstreamer1.0-0", "libjpeg62-turbo", "libpng16-16", "libtiff6", "libwebp7"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("opencv-runtime-packages lacks %s (videoio/imgcodecs link it)", want)
+		}
+	}
+
+	for _, f := range []string{"oci/Containerfile.cpu", "oci/Containerfile.cloud"} {
+		st, order := stagesOf(t, f)
+		if len(order) == 0 || order[0] != "opencv" {
+			t.Errorf("%s: stages %q, want the opencv stage first", f, order)
+			continue
+		}
+		if got := strings.Join(st["opencv"], "\n"); !strings.Contains(got, "RUN opencv-build.sh /opt/opencv") {
+			t.Errorf("%s: the opencv stage does not run opencv-build.sh /opt/opencv:\n%s", f, got)
+		}
+		if got := strings.Join(st["build"], "\n"); !strings.Contains(got, "PKG_CONFIG_PATH=/opt/opencv/lib/pkgconfig") ||
+			!strings.Contains(got, "COPY --from=opencv /opt/opencv /opt/opencv") {
+			t.Errorf("%s: the build stage does not compile against /opt/opencv:\n%s", f, got)
+		}
+		final := strings.Join(st[""], "\n")
+		for _, want := range []string{"COPY --from=opencv /opt/opencv/lib /opt/opencv/lib", "COPY packaging/oci/opencv-runtime-packages", "RUN ldconfig"} {
+			if !strings.Contains(final, want) {
+				t.Errorf("%s: the runtime stage lacks %q", f, want)
+			}
+		}
+		if strings.Contains(final, "libopencv-") {
+			t.Errorf("%s: the runtime stage installs Debian's OpenCV packages (they pull Qt, Mesa, GDAL)", f)
+		}
+	}
+
+	script, err := os.ReadFile("oci/opencv-build.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(script)
+	if !regexp.MustCompile(`OPENCV_DSC_SHA256=[0-9a-f]{64}\n`).MatchString(s) || !strings.Contains(s, "sha256sum -c") {
+		t.Error("opencv-build.sh: the source is not checked against a pinned .dsc sha256")
+	}
+	for _, flag := range []string{"WITH_QT=OFF", "WITH_GTK=OFF", "WITH_GDAL=OFF", "WITH_OPENEXR=OFF", "WITH_VTK=OFF", "BUILD_JAVA=OFF", "BUILD_opencv_python3=OFF",
+		"WITH_FFMPEG=ON", "WITH_GSTREAMER=ON", "WITH_V4L=ON", "WITH_JPEG=ON", "WITH_PNG=ON", "WITH_TIFF=ON", "WITH_WEBP=ON", "OPENCV_GENERATE_PKGCONFIG=ON"} {
+		if !strings.Contains(s, "-D"+flag) {
+			t.Errorf("opencv-build.sh: -D%s missing", flag)
+		}
+	}
+	check, err := os.ReadFile("oci/rootfs-check.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"opencv-build.sh /opt/opencv", "opencv-runtime-packages"} {
+		if !strings.Contains(string(check), want) {
+			t.Errorf("rootfs-check.sh does not use %s: it would check something else than the images build", want)
+		}
+	}
+	for _, c := range [][]string{{"sh", "-n", "oci/opencv-build.sh"}, {"bash", "-n", "oci/rootfs-check.sh"}} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Errorf("%s: %v\n%s", strings.Join(c, " "), err, out)
+		}
+	}
+}
