@@ -24,7 +24,14 @@ OPENCV_DSC_SHA256=66d014c59f65ed670ee05d5695e5c0a500fa7ce2539a32bfa15ef5a9da2a4f
 JOBS=${JOBS:-$(nproc)}
 
 export DEBIAN_FRONTEND=noninteractive
-echo 'deb-src http://deb.debian.org/debian bookworm main' >/etc/apt/sources.list.d/opencv-src.list
+# Source packages: debian:12-slim lists its sources in deb822 form with Signed-By, and a
+# separate deb-src line without it would conflict ("Conflicting values set for option
+# Signed-By"), so the release's entry gets deb-src; a one-line sources.list gets a line.
+if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+	sed -i '0,/^Types: deb$/s//Types: deb deb-src/' /etc/apt/sources.list.d/debian.sources
+else
+	echo 'deb-src http://deb.debian.org/debian bookworm main' >/etc/apt/sources.list.d/opencv-src.list
+fi
 apt-get update
 # Build tools, and the -dev packages of exactly the libraries the runtime stage installs
 # (packaging/oci/opencv-runtime-packages); protobuf is Debian's, as in Debian's own build
