@@ -133,9 +133,10 @@ func checkNoPartLost(t *testing.T, log *swapCommits) {
 // camera runs at full speed: no part is dropped or answered twice, every replaced runtime
 // is closed once its last part released it, and (without -race, whose shadow memory
 // swamps the figure) memory returns to its warm level: the lowest and highest RSS sampled in
-// the last half of the swaps stay within 8 and 16 MB of the first half's (a leaked session
-// would add ~12 MB a swap; glibc keeping the freed sessions' pages, before trimHeapSoon,
-// added ~1.3 MB, 60 MB over the halves).
+// the last half of the swaps stay within 24 and 32 MB of the first half's (a leaked session
+// would add ~12 MB a swap, 600 MB over the halves; glibc keeping the freed sessions' pages,
+// before trimHeapSoon, added ~1.3 MB, 60 MB; on a quiet machine the floor moves ~1.3 MB, on
+// a loaded one it has moved 18 MB without a leak).
 func TestModelSwapsUnderLoad(t *testing.T) {
 	swaps := 100
 	if raceEnabled {
@@ -174,8 +175,8 @@ func TestModelSwapsUnderLoad(t *testing.T) {
 	t.Logf("RSS every 5 swaps: %.1f", rss)
 	t.Logf("%d swaps over %d parts; RSS %.1f MB after %d swaps, %.1f MB after the last, %.1f MB stopped; floor %+.1f MB, peak %+.1f MB from the first half to the second (%+.3f MB a swap)",
 		swaps, log.len(), rss[0], warm, rss[len(rss)-1], end, floorGrow, peakGrow, perSwap)
-	if floorGrow > 8 || peakGrow > 16 {
-		t.Errorf("RSS floor %+.1f MB (want < 8), peak %+.1f MB (want < 16) from the first %d swaps to the last: memory does not return to its warm level",
+	if floorGrow > 24 || peakGrow > 32 {
+		t.Errorf("RSS floor %+.1f MB (want < 24), peak %+.1f MB (want < 32) from the first %d swaps to the last: memory does not return to its warm level",
 			floorGrow, peakGrow, 5*half)
 	}
 }
