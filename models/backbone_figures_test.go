@@ -23,14 +23,7 @@ import (
 // TAKT_BACKBONE_NORM=imagenet); without it the figure is not measured.
 func TestFiguresTrainerBackbone(t *testing.T) {
 	figuresOn(t)
-	path := os.Getenv("TAKT_BACKBONE")
-	if path == "" {
-		t.Skip("no TAKT_BACKBONE=FILE.onnx (with TAKT_BACKBONE_LAYER) given: the backbone figure needs a pretrained model from outside the repository")
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := backboneFromEnv(t)
 	bo := BackboneOptions{ONNX: data, Layer: os.Getenv("TAKT_BACKBONE_LAYER")}
 	if bb, err := cutBackbone(bo); err != nil {
 		t.Fatal(err)
@@ -38,6 +31,7 @@ func TestFiguresTrainerBackbone(t *testing.T) {
 		bo.Width = 128 // the tiles' size, unless the backbone fixes its own
 	}
 	if w := os.Getenv("TAKT_BACKBONE_WIDTH"); w != "" {
+		var err error
 		if bo.Width, err = strconv.Atoi(w); err != nil {
 			t.Fatalf("TAKT_BACKBONE_WIDTH %q: %v", w, err)
 		}
@@ -100,14 +94,7 @@ func TestFiguresTrainerBackbone(t *testing.T) {
 // split 3 is the BENCH figure of TAKT_BACKBONE_LAYER, never used to choose.
 func TestFiguresTrainerBackboneSupervised(t *testing.T) {
 	figuresOn(t)
-	path := os.Getenv("TAKT_BACKBONE")
-	if path == "" {
-		t.Skip("no TAKT_BACKBONE=FILE.onnx (with TAKT_BACKBONE_LAYER) given: the backbone figure needs a pretrained model from outside the repository")
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := backboneFromEnv(t)
 	layer := os.Getenv("TAKT_BACKBONE_LAYER")
 	layers := []string{layer}
 	for _, l := range strings.Split(os.Getenv("TAKT_BACKBONE_COMPARE"), ";") {
@@ -127,6 +114,7 @@ func TestFiguresTrainerBackboneSupervised(t *testing.T) {
 			held = h
 			trainD, testD := defectSets(s, split)
 			start := time.Now()
+			var err error
 			m, err = Train(ctx, TrainSet{Good: train, Defects: trainD}, TrainOptions{Method: MethodPatchCore, Name: "tile-backbone",
 				Threads: 2, Backbone: BackboneOptions{ONNX: data, Layer: l}})
 			if err != nil {
@@ -224,14 +212,7 @@ func headRowsFor(t *testing.T, po PatchCoreOptions, train, trainD, test []camera
 // defect halves drawn per split); settings compared on splits 1-2, split 3 shown.
 func TestFiguresTrainerBackboneHeads(t *testing.T) {
 	figuresOn(t)
-	path := os.Getenv("TAKT_BACKBONE")
-	if path == "" {
-		t.Skip("no TAKT_BACKBONE=FILE.onnx (with TAKT_BACKBONE_LAYER) given: the backbone figure needs a pretrained model from outside the repository")
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := backboneFromEnv(t)
 	if err := InitONNXRuntime(""); err != nil {
 		t.Fatal(err)
 	}
@@ -326,4 +307,19 @@ func backboneLayerName(l string) string {
 		parts = append(parts, p)
 	}
 	return strings.Join(parts, " + ")
+}
+
+// backboneFromEnv is the ONNX backbone named by TAKT_BACKBONE; without it the figure is
+// skipped (the model comes from outside the repository: packaging/fetch-backbone.sh).
+func backboneFromEnv(t *testing.T) []byte {
+	t.Helper()
+	path := os.Getenv("TAKT_BACKBONE")
+	if path == "" {
+		t.Skip("no TAKT_BACKBONE=FILE.onnx (with TAKT_BACKBONE_LAYER) given: the backbone figure needs a pretrained model from outside the repository")
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }

@@ -396,7 +396,8 @@ func TestSlimOpenCV(t *testing.T) {
 			t.Errorf("rootfs-check.sh does not use %s: it would check something else than the images build", want)
 		}
 	}
-	for _, c := range [][]string{{"sh", "-n", "oci/opencv-build.sh"}, {"bash", "-n", "oci/rootfs-check.sh"}} {
+	for _, c := range [][]string{{"sh", "-n", "oci/opencv-build.sh"}, {"bash", "-n", "oci/rootfs-check.sh"},
+		{"sh", "-n", "oci/slim-root.sh"}, {"sh", "-n", "oci/build-local.sh"}, {"sh", "-n", "deb/install-check.sh"}} {
 		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
 			t.Errorf("%s: %v\n%s", strings.Join(c, " "), err, out)
 		}

@@ -4,9 +4,8 @@
 #
 # Where the base images cannot be pulled (no registry access), it first makes stand-ins under
 # the same names from Debian's own packages, so the Containerfiles build unchanged:
-#   docker.io/library/debian:12.12-slim     debootstrap --variant=minbase bookworm, with the
-#                                           slim image's trimming (no docs, man pages, locales,
-#                                           apt lists)
+#   docker.io/library/debian:12.12-slim     slim-root.sh: debootstrap --variant=minbase
+#                                           bookworm with the slim image's trimming and sources
 #   docker.io/library/golang:1.26.8-bookworm  that + gcc, g++, make, pkg-config, git, curl and
 #                                           this machine's Go toolchain in /usr/local/go
 # (both with this machine's local CA certificates). They are labelled takt.stand-in=true.
@@ -57,41 +56,11 @@ stand_in_slim() {
 	say "no registry: making a stand-in for $slim with debootstrap"
 	root="$work/slim-root"
 	rm -rf "$root"
-	debootstrap --variant=minbase bookworm "$root" "$mirror" >"$work/slim-debootstrap.log" 2>&1 ||
-		fail "debootstrap failed, see $work/slim-debootstrap.log"
-	# The slim image's apt sources: the release, its updates and security.
-	rm -f "$root/etc/apt/sources.list"
-	cat >"$root/etc/apt/sources.list.d/debian.sources" <<'EOF'
-Types: deb
-URIs: http://deb.debian.org/debian
-Suites: bookworm bookworm-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-
-Types: deb
-URIs: http://deb.debian.org/debian-security
-Suites: bookworm-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
+	packaging/oci/slim-root.sh "$root" "$mirror"
 	# This machine's own CAs (e.g. an egress proxy's), so the builds' TLS downloads (Go
 	# modules, npm) verify here; ca-certificates takes them in when a stage installs it.
 	mkdir -p "$root/usr/local/share/ca-certificates"
 	cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/" 2>/dev/null || true
-	# What the slim image leaves out, and keeps leaving out on later apt-get installs.
-	cat >"$root/etc/dpkg/dpkg.cfg.d/slim" <<'EOF'
-path-exclude /usr/share/doc/*
-path-include /usr/share/doc/*/copyright
-path-exclude /usr/share/man/*
-path-exclude /usr/share/info/*
-path-exclude /usr/share/locale/*
-path-include /usr/share/locale/locale.alias
-path-exclude /usr/share/lintian/*
-EOF
-	find "$root/usr/share/doc" -mindepth 2 ! -name copyright ! -type d -delete
-	rm -rf "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/var/lib/apt/lists/* \
-		"$root"/var/cache/apt/*.bin "$root"/var/log/*.log
-	find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
 	tar -C "$root" --exclude=./proc/* --exclude=./sys/* --exclude=./dev/* -c . |
 		podman import -q --change 'CMD ["bash"]' --change 'LABEL takt.stand-in=true' - "$slim" >/dev/null
 	rm -rf "$root"

@@ -68,23 +68,8 @@ base() {
     local b=$WORK/base
     [ -f "$b/.done" ] && return
     rm -rf "$b"
-    say "base: debootstrap --variant=minbase bookworm"
-    debootstrap --variant=minbase bookworm "$b" "$MIRROR" >"$WORK/debootstrap.log" 2>&1
-    cat >"$b/etc/dpkg/dpkg.cfg.d/docker" <<'EOF'
-path-exclude /usr/share/doc/*
-path-include /usr/share/doc/*/copyright
-path-exclude /usr/share/groff/*
-path-exclude /usr/share/info/*
-path-exclude /usr/share/linda/*
-path-exclude /usr/share/lintian/*
-path-exclude /usr/share/locale/*
-path-exclude /usr/share/man/*
-EOF
-    find "$b/usr/share/doc" -mindepth 2 -not -name copyright -not -type d -delete
-    find "$b/usr/share/doc" -mindepth 1 -type d -empty -delete
-    rm -rf "$b"/usr/share/{groff,info,linda,lintian,locale,man}/*
-    rm -rf "$b"/var/lib/apt/lists/* "$b"/var/cache/apt/*.bin "$b"/var/cache/apt/archives/*.deb
-    echo "deb $MIRROR bookworm main" >"$b/etc/apt/sources.list"
+    say "base: debootstrap --variant=minbase bookworm, slimmed (slim-root.sh)"
+    "$REPO/packaging/oci/slim-root.sh" "$b" "$MIRROR"
     cp /etc/resolv.conf "$b/etc/resolv.conf"
     touch "$b/.done"
 }
