@@ -131,14 +131,7 @@ func TestFiguresTrainerBackboneSupervised(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var ds []time.Duration
-		for i := range 40 {
-			res, err := r.Infer(ctx, held[i%len(held)])
-			if err != nil {
-				t.Fatal(err)
-			}
-			ds = append(ds, res.Timings.Total)
-		}
+		ds := inferTimes(t, r, held, 40)
 		r.Close()
 		if l == layer {
 			fmt.Printf("BENCH auroc_magnetic_tile_supervised_backbone=%.3f\n", aurocs[2])
@@ -160,14 +153,7 @@ func headRowsFor(t *testing.T, po PatchCoreOptions, train, trainD, test []camera
 		t.Fatal(err)
 	}
 	po.Threads = 2
-	prep := func(fs []camera.Frame) [][]float32 {
-		xs, err := preprocessGood("figures", fs, in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return xs
-	}
-	xs, ds, tx := prep(train), prep(trainD), prep(test)
+	xs, ds, tx := preprocessed(t, in, train), preprocessed(t, in, trainD), preprocessed(t, in, test)
 	h, w, d := patchDims(in, po)
 	feats, err := patchFeaturesAll(in, po, xs)
 	if err != nil {

@@ -164,6 +164,27 @@ func addHead(g *onnxgraph.Graph, h *linearHead) {
 	g.Node("Reshape", []string{"head_p", "head_shape"}, []string{"score"})
 }
 
+// inputStats is the mean and standard deviation (at least 1e-4) of each of f inputs over n
+// rows, at(i, j) being row i's input j; a NaN or infinite input is an error naming it.
+func inputStats(n, f int, at func(i, j int) float32) (mean, std []float32, err error) {
+	mean, std = make([]float32, f), make([]float32, f)
+	for j := range f {
+		var s, sq float64
+		for i := range n {
+			v := float64(at(i, j))
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				return nil, nil, fmt.Errorf("row %d input %d is %v", i, j, v)
+			}
+			s += v
+			sq += v * v
+		}
+		m := s / float64(n)
+		mean[j] = float32(m)
+		std[j] = float32(math.Sqrt(max(sq/float64(n)-m*m, 1e-8)))
+	}
+	return mean, std, nil
+}
+
 // fitHead fits a logistic regression with an L2 penalty lambda on rows x (each of equal
 // length) with labels y (true = defect), classes weighted to balance, by full-batch
 // gradient descent on standardized inputs (a few hundred rows of ~80 values: milliseconds).
@@ -181,22 +202,12 @@ func fitHead(x [][]float32, y []bool, lambda float64) (*linearHead, error) {
 	if pos == 0 || pos == n {
 		return nil, fmt.Errorf("fit head: need both good and defective rows, got %d of %d defective", pos, n)
 	}
-	h := &linearHead{mean: make([]float32, f), std: make([]float32, f), w: make([]float32, f)}
-	xs := make([][]float64, n)
-	for j := range f {
-		var s, sq float64
-		for i := range n {
-			v := float64(x[i][j])
-			if math.IsNaN(v) || math.IsInf(v, 0) {
-				return nil, fmt.Errorf("fit head: row %d input %d is %v", i, j, v)
-			}
-			s += v
-			sq += v * v
-		}
-		m := s / float64(n)
-		h.mean[j] = float32(m)
-		h.std[j] = float32(math.Sqrt(max(sq/float64(n)-m*m, 1e-8)))
+	mean, std, err := inputStats(n, f, func(i, j int) float32 { return x[i][j] })
+	if err != nil {
+		return nil, fmt.Errorf("fit head: %w", err)
 	}
+	h := &linearHead{mean: mean, std: std, w: make([]float32, f)}
+	xs := make([][]float64, n)
 	for i := range n {
 		xs[i] = make([]float64, f)
 		for j := range f {

@@ -69,21 +69,11 @@ func fitPatchHead(x []float32, in int, y, wt []float32, fit patchFit) (*patchHea
 	if n == 0 || len(x) != n*in || len(wt) != n {
 		return nil, fmt.Errorf("fit patch head: %d rows of %d, %d values, %d weights", n, in, len(x), len(wt))
 	}
-	p := &patchHead{in: in, mean: make([]float32, in), std: make([]float32, in), hidden: fit.hidden}
-	for j := range in {
-		var s, sq float64
-		for i := range n {
-			v := float64(x[i*in+j])
-			if math.IsNaN(v) || math.IsInf(v, 0) {
-				return nil, fmt.Errorf("fit patch head: row %d input %d is %v", i, j, v)
-			}
-			s += v
-			sq += v * v
-		}
-		m := s / float64(n)
-		p.mean[j] = float32(m)
-		p.std[j] = float32(math.Sqrt(max(sq/float64(n)-m*m, 1e-8)))
+	mean, std, err := inputStats(n, in, func(i, j int) float32 { return x[i*in+j] })
+	if err != nil {
+		return nil, fmt.Errorf("fit patch head: %w", err)
 	}
+	p := &patchHead{in: in, mean: mean, std: std, hidden: fit.hidden}
 	xs := make([]float64, len(x))
 	for i := range n {
 		for j := range in {
@@ -572,14 +562,7 @@ func TestFiguresTrainerSupervisedConfigs(t *testing.T) {
 			t.Fatal(err)
 		}
 		po.Threads = 2
-		prep := func(fs []camera.Frame) [][]float32 {
-			xs, err := preprocessGood("configs", fs, in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return xs
-		}
-		xs, ds, hx, tx := prep(train), prep(trainD), prep(held), prep(testD)
+		xs, ds, hx, tx := preprocessed(t, in, train), preprocessed(t, in, trainD), preprocessed(t, in, held), preprocessed(t, in, testD)
 		h, w, d := patchDims(in, po)
 		feats, err := patchFeaturesAll(in, po, xs)
 		if err != nil {
@@ -710,4 +693,14 @@ func TestFiguresTrainerSupervisedConfigs(t *testing.T) {
 		v := res[name]
 		t.Logf("| %s | %.3f | %.3f | %.3f | %.3f |", name, v[0], v[1], v[2], (v[0]+v[1])/2)
 	}
+}
+
+// preprocessed is frames as the trainer feeds them to a model of input in.
+func preprocessed(t *testing.T, in InputShape, frames []camera.Frame) [][]float32 {
+	t.Helper()
+	xs, err := preprocessGood("figures", frames, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return xs
 }

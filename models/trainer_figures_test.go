@@ -288,15 +288,7 @@ func TestFiguresTrainerSynthetic(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	ctx := context.Background()
-	var ds []time.Duration
-	for i := range 200 {
-		res, err := r.Infer(ctx, held[i%len(held)])
-		if err != nil {
-			t.Fatal(err)
-		}
-		ds = append(ds, res.Timings.Total)
-	}
+	ds := inferTimes(t, r, held, 200)
 	fmt.Printf("BENCH trained_model_infer_p50_ms=%.3f\n", ms(median(ds)))
 	t.Logf("trained model %s: Infer p50 %v p99 %v on 640x480 frames", m.Input, median(ds), pct(ds, 0.99))
 }
@@ -359,3 +351,17 @@ func TestFiguresTrainerConfigs(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// inferTimes runs r on n frames taken in turn from frames and returns each total time.
+func inferTimes(t *testing.T, r *Runtime, frames []camera.Frame, n int) []time.Duration {
+	t.Helper()
+	ds := make([]time.Duration, 0, n)
+	for i := range n {
+		res, err := r.Infer(context.Background(), frames[i%len(frames)])
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, res.Timings.Total)
+	}
+	return ds
+}

@@ -9,8 +9,7 @@
 #   docker.io/library/golang:1.26.8-bookworm  that + gcc, g++, make, pkg-config, git, curl and
 #                                           this machine's Go toolchain in /usr/local/go
 # (both with this machine's local CA certificates). They are labelled takt.stand-in=true.
-# Sizes measured on stand-ins are close to, not equal to, the registry images' (the real
-# debian:12-slim layer is about 75 MB).
+# Sizes measured on stand-ins are close to, not equal to, the registry images'.
 #
 # Then, in the built images: takt-agent version, a real inspection (takt synth renders parts
 # and a video, takt model train trains, the agent inspects the video through OpenCV's FFmpeg
