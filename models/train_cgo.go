@@ -3,10 +3,12 @@
 package models
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/takt-edge/takt/camera"
@@ -107,7 +109,7 @@ func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel,
 		}
 	}
 	if opts.MinHeadDefects > 0 && len(defects) >= opts.MinHeadDefects && opts.Method != MethodTemplate {
-		hm, auroc, mapAUROC, err := trainPatchCoreHead(ctx, set.Good, defects, opts)
+		hm, auroc, mapAUROC, err := trainPatchCoreHead(ctx, set.Good, set.Defects, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -283,7 +285,13 @@ func scoreRaw(data []byte, in InputShape, threads int, frames []camera.Frame) ([
 // the folds' AUROCs: the five fold heads' probabilities are not on one scale, and
 // pooling them understates the head against the single score it competes with (README
 // "Few-shot trainer"). The threshold (best F1) comes from the pooled probabilities.
-func trainPatchCoreHead(ctx context.Context, good, defects []camera.Frame, opts TrainOptions) (*TrainedModel, float64, float64, error) {
+func trainPatchCoreHead(ctx context.Context, good []camera.Frame, labeled []LabeledFrame, opts TrainOptions) (*TrainedModel, float64, float64, error) {
+	defects := make([]camera.Frame, len(labeled))
+	kinds := make([]string, len(good), len(good)+len(labeled))
+	for i, d := range labeled {
+		defects[i] = d.Frame
+		kinds = append(kinds, cmp.Or(d.Label, "defect"))
+	}
 	po, in, err := patchCorePlan(good, opts.PatchCore)
 	if err != nil {
 		return nil, 0, 0, err
@@ -336,12 +344,13 @@ func trainPatchCoreHead(ctx context.Context, good, defects []camera.Frame, opts 
 	for k := range headFolds {
 		var tx [][]float32
 		var ty []bool
+		var tk []string
 		for i := range all {
 			if i%headFolds != k {
-				tx, ty = append(tx, rows[i]), append(ty, labels[i])
+				tx, ty, tk = append(tx, rows[i]), append(ty, labels[i]), append(tk, kinds[i])
 			}
 		}
-		hd, err := fitHead(tx, ty, opts.HeadLambda)
+		hd, err := fitKindHeads(tx, ty, tk, opts.HeadLambda)
 		if err != nil {
 			return nil, 0, 0, fmt.Errorf("train patchcore head: %w", err)
 		}
@@ -362,7 +371,7 @@ func trainPatchCoreHead(ctx context.Context, good, defects []camera.Frame, opts 
 	if !(th > 0 && th < 1) {
 		th = 0.5
 	}
-	head, err := fitHead(rows, labels, opts.HeadLambda)
+	head, err := fitKindHeads(rows, labels, kinds, opts.HeadLambda)
 	if err != nil {
 		return nil, 0, 0, fmt.Errorf("train patchcore head: %w", err)
 	}
@@ -371,7 +380,7 @@ func trainPatchCoreHead(ctx context.Context, good, defects []camera.Frame, opts 
 		meta := patchCoreMeta(po, in, threshold, len(good), bank.size())
 		for i := range meta {
 			if meta[i][0] == metaMethod {
-				meta[i][1] += fmt.Sprintf(" head=logistic defects=%d lambda=%g", len(defects), opts.HeadLambda)
+				meta[i][1] += fmt.Sprintf(" head=logistic defects=%d kinds=%s lambda=%g", len(defects), strings.Join(head.kinds, ","), opts.HeadLambda)
 			}
 		}
 		return patchCoreHeadGraph(in, po, bank, head, false, meta)
