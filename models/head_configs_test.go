@@ -15,7 +15,7 @@ import (
 )
 
 // The supervised heads compared on the magnetic tiles (README "Few-shot trainer"): the
-// shipped one is the image-level logistic regression of head.go; the per-patch head and
+// shipped one is the image-level logistic regressions of head.go, one per defect kind; the per-patch head and
 // the boosted stumps below lost the comparison and live here, with the figures test that
 // measures them.
 
@@ -675,8 +675,8 @@ func TestFiguresTrainerSupervisedConfigs(t *testing.T) {
 		}{
 			{"image head: feature max/mean + map (before)", func(r *tileRows, _ [][]float32, i int) []float32 { return r.headIn[i][:before] }},
 			{"image head: + brightness statistics", func(r *tileRows, _ [][]float32, i int) []float32 { return r.headIn[i][:bright] }},
-			{"image head: + brightness + border/interior max (shipped)", func(r *tileRows, _ [][]float32, i int) []float32 { return r.headIn[i] }},
-			{"image head: shipped + patch head top-3", func(r *tileRows, top [][]float32, i int) []float32 { return cat(r.headIn[i], top[i]) }},
+			{"image head: + brightness + border/interior max (the shipped inputs)", func(r *tileRows, _ [][]float32, i int) []float32 { return r.headIn[i] }},
+			{"image head: shipped inputs + patch head top-3", func(r *tileRows, top [][]float32, i int) []float32 { return cat(r.headIn[i], top[i]) }},
 		}
 		for _, v := range vecs {
 			var tr, te [][]float32
@@ -724,7 +724,7 @@ func TestFiguresTrainerSupervisedConfigs(t *testing.T) {
 			return auroc(sc)
 		}
 		for _, lambda := range []float64{0.001, 0.003, 0.01, 0.03} {
-			add(fmt.Sprintf("image head, shipped inputs, a head per defect kind, L2 %g", lambda), kindAUROC(rows.headIn, lab, kinds, lambda))
+			add(fmt.Sprintf("shipped inputs, a head per defect kind, L2 %g", lambda), kindAUROC(rows.headIn, lab, kinds, lambda))
 		}
 		pLab, pKinds := slices.Clone(lab), slices.Clone(kinds)
 		pAll := slices.Clone(rows.headIn)
@@ -740,7 +740,7 @@ func TestFiguresTrainerSupervisedConfigs(t *testing.T) {
 		for _, x := range trows.headIn {
 			sc = append(sc, one.prob(x))
 		}
-		add(fmt.Sprintf("image head, shipped, + %d pasted defects per training defect, logistic", pastesPerDefect), auroc(sc))
+		add(fmt.Sprintf("shipped inputs, one head, + %d pasted defects per training defect", pastesPerDefect), auroc(sc))
 		add(fmt.Sprintf("a head per defect kind, L2 0.001, + %d pasted per defect", pastesPerDefect), kindAUROC(pAll, pLab, pKinds, 0.001))
 	}
 	for _, name := range order {
