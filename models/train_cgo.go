@@ -50,7 +50,12 @@ func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel,
 	metrics := map[string]float64{"defect_images": float64(len(set.Defects))}
 	if opts.Method == MethodAuto {
 		methods = []string{MethodTemplate, MethodPatchCore, MethodEnsemble}
-		if len(set.Defects) == 0 {
+		switch {
+		case !oneView(set.Good):
+			// Images of differing aspect are not one camera's view of parts on a fixture:
+			// the template cannot take them, the texture model stretches each to its input.
+			methods = []string{MethodPatchCore}
+		case len(set.Defects) == 0:
 			// Without labels, pseudo-defects cannot tell a texture model from a template
 			// (a blob on a texture is as easy for both); how alike the good images are in
 			// place can (see alignment).
