@@ -21,18 +21,32 @@ import (
 	"github.com/takt-edge/takt/models"
 )
 
-// trainerImage builds testdata/contract-trainer as a static binary and
-// imports it, with the model it hands over (writeWorseModel's), as a local
-// image into pod's storage. It returns the image and the model's bytes.
-func trainerImage(t *testing.T, pod *cloudtest.Podman) (ref string, model []byte) {
+// buildTrainer starts building testdata/contract-trainer as a static
+// binary into dir; wait returns its path. (It builds while podman starts.)
+func buildTrainer(t *testing.T, dir string) (wait func() string) {
 	t.Helper()
-	dir := t.TempDir()
 	bin := filepath.Join(dir, "trainer")
+	var out bytes.Buffer
 	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./testdata/contract-trainer")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the contract trainer: %v\n%s", err, out)
+	build.Stdout, build.Stderr = &out, &out
+	if err := build.Start(); err != nil {
+		t.Fatal(err)
 	}
+	return func() string {
+		t.Helper()
+		if err := build.Wait(); err != nil {
+			t.Fatalf("build the contract trainer: %v\n%s", err, out.Bytes())
+		}
+		return bin
+	}
+}
+
+// trainerImage imports the contract trainer and the model it hands over
+// (writeWorseModel's) as a local image into pod's storage. It returns the
+// image and the model's bytes.
+func trainerImage(t *testing.T, pod *cloudtest.Podman, dir, bin string) (ref string, model []byte) {
+	t.Helper()
 	prog, err := os.ReadFile(bin)
 	if err != nil {
 		t.Fatal(err)
@@ -55,8 +69,10 @@ func trainerImage(t *testing.T, pod *cloudtest.Podman) (ref string, model []byte
 // Go program following the contract (testdata/contract-trainer), imported
 // from a tar.
 func TestDockerTrainerWithPodman(t *testing.T) {
+	dir := t.TempDir()
+	built := buildTrainer(t, dir)
 	pod := cloudtest.StartPodman(t)
-	ref, model := trainerImage(t, pod)
+	ref, model := trainerImage(t, pod, dir, built())
 	t.Run("job", func(t *testing.T) { testPodmanJob(t, pod, ref, model) })
 	t.Run("cancel", func(t *testing.T) { testPodmanCancel(t, pod, ref) })
 }
@@ -77,8 +93,11 @@ func testPodmanJob(t *testing.T, pod *cloudtest.Podman, ref string, model []byte
 			Command: []string{"--data", "{data}", "--out", "{out}"}, Env: map[string]string{"MODEL_FILE": "/model.onnx"}},
 		{Name: "podman-fails", Trainer: TrainerDocker, Runtime: pod.Bin, Image: ref,
 			Env: map[string]string{"MODEL_FILE": "/model.onnx", "FAIL_EXIT": "3"}},
-		{Name: "podman-missing", Trainer: TrainerDocker, Runtime: RuntimePodman, Image: "localhost/takt-no-such-trainer:0"},
+		// A short name: with no unqualified-search registries (the test's
+		// registries.conf) the pull fails at once.
+		{Name: "podman-missing", Trainer: TrainerDocker, Runtime: RuntimePodman, Image: "takt-no-such-trainer:0"},
 	}
+	cfg.Training.Parallel = 3
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -124,8 +143,8 @@ func testPodmanJob(t *testing.T, pod *cloudtest.Podman, ref string, model []byte
 	}{
 		{"podman-fails", []string{"the trainer in " + ref + " exited with status 3", "exit status 3",
 			"last output: contract-trainer: giving up on purpose with status 3"}},
-		{"podman-missing", []string{"image localhost/takt-no-such-trainer:0 is neither in podman's local images nor could it be pulled",
-			"make its registry reachable"}},
+		{"podman-missing", []string{"image takt-no-such-trainer:0 is neither in podman's local images nor could it be pulled",
+			"make its registry reachable", "exit status 125", `short-name "takt-no-such-trainer:0" did not resolve`}},
 	} {
 		x := exp[tc.exp]
 		if x.State != JobFailed {
@@ -143,7 +162,7 @@ func testPodmanJob(t *testing.T, pod *cloudtest.Podman, ref string, model []byte
 		`[podman] args: ["--data" "/data" "--out" "/out"]`,
 		"[podman] /data is read-only",
 		"[podman-fails] contract-trainer: giving up on purpose with status 3",
-		"[podman-missing] image localhost/takt-no-such-trainer:0 is not in podman's local images: pulling it",
+		"[podman-missing] image takt-no-such-trainer:0 is not in podman's local images: pulling it",
 	} {
 		if !strings.Contains(log, w) {
 			t.Errorf("job log does not hold %q; log:\n%s", w, log)
