@@ -12,6 +12,8 @@
 #                        -good (RTP) and -ugly (x264enc)
 #   versitygw v1.8.0     S3 server for tests, `go install` into .deps/bin
 #   Chromium             Debian chromium (+ fonts-dejavu-core), headless, for the operator page test
+#   podman, runc         Debian podman (4.3 tested) and runc: takt-cloud's docker trainer runs real
+#                        containers in its test (crun refuses cgroup v1/hybrid hosts; runc works)
 #
 # Idempotent: a second run only checks. `--check` reports what is missing and installs nothing.
 # Project-local files go to .deps/ (ignored by git).
@@ -56,6 +58,7 @@ have_camera_streams() {
 }
 have_versitygw() { [[ -x "$DEPS/bin/versitygw" ]] || command -v versitygw >/dev/null 2>&1; }
 have_chromium() { command -v chromium >/dev/null 2>&1 && [[ -d /usr/share/fonts/truetype/dejavu ]]; }
+have_podman() { command -v podman >/dev/null 2>&1 && { command -v runc >/dev/null 2>&1 || [[ -x /usr/sbin/runc ]]; }; }
 # The Makefile points ONNXRUNTIME_LIB at the project-local copy; only another path is the
 # user's own library.
 if [[ "${ONNXRUNTIME_LIB:-}" == "$DEPS/lib/libonnxruntime.so.1" ]]; then
@@ -80,10 +83,11 @@ have_camera_streams || missing+=(camera-test-streams)
 have_ort || missing+=(onnxruntime)
 have_versitygw || missing+=(versitygw)
 have_chromium || missing+=(chromium)
+have_podman || missing+=(podman)
 have_pkgtools || missing+=(packaging-tools)
 
 if [[ ${#missing[@]} -eq 0 ]]; then
-	say "all present: OpenCV $(pkg-config --modversion opencv4), ONNX Runtime at $(ort_lib_path), mosquitto, versitygw"
+	say "all present: OpenCV $(pkg-config --modversion opencv4), ONNX Runtime at $(ort_lib_path), mosquitto, versitygw, podman"
 	exit 0
 fi
 if [[ $CHECK_ONLY -eq 1 ]]; then
@@ -95,6 +99,7 @@ apt_packages=()
 have_opencv || apt_packages+=(libopencv-dev pkg-config)
 have_mosquitto || apt_packages+=(mosquitto)
 have_chromium || apt_packages+=(chromium fonts-dejavu-core)
+have_podman || apt_packages+=(podman runc)
 # packaging tests: dpkg-deb inspects the .deb, systemd-analyze verifies the unit.
 have_pkgtools || apt_packages+=(dpkg systemd)
 have_camera_streams || apt_packages+=(ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly)
@@ -113,6 +118,7 @@ if [[ ${#apt_packages[@]} -gt 0 ]]; then
 	have_opencv || die "libopencv-dev installed but pkg-config does not find opencv4"
 	have_mosquitto || die "mosquitto installed but not found on PATH or in /usr/sbin"
 	have_chromium || die "chromium installed but not found on PATH"
+	have_podman || die "podman and runc installed but podman or runc not found on PATH (or runc in /usr/sbin)"
 	have_pkgtools || die "dpkg and systemd installed but dpkg-deb or systemd-analyze not found on PATH"
 	have_camera_streams || die "camera test packages installed but ffmpeg, GstRtspServer-1.0.typelib or the GStreamer videotestsrc/rtp/x264 plugins are still missing"
 fi
@@ -159,4 +165,4 @@ if ! have_versitygw; then
 		die "go install github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION failed; check access to the Go module proxy (GOPROXY)"
 fi
 
-say "done: OpenCV $(pkg-config --modversion opencv4), ONNX Runtime at $(ort_lib_path), mosquitto, versitygw"
+say "done: OpenCV $(pkg-config --modversion opencv4), ONNX Runtime at $(ort_lib_path), mosquitto, versitygw, podman"

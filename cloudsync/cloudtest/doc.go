@@ -1,6 +1,7 @@
 // Package cloudtest starts the real servers that Takt's tests talk to: a
 // Mosquitto MQTT broker ([StartMosquitto]) and a versitygw S3 gateway
-// ([StartS3]). Use it only from tests.
+// ([StartS3]); and it gives a test podman with its own image storage
+// ([StartPodman], for the container trainers). Use it only from tests.
 //
 // # Basics
 //
@@ -29,6 +30,8 @@
 //   - versitygw: $TAKT_VERSITYGW, else versitygw on PATH, else
 //     .deps/bin/versitygw under the repository root (v1.8.0, installed with
 //     go install by packaging/install-deps.sh).
+//   - podman: $TAKT_PODMAN, else podman on PATH (Debian packages podman and
+//     runc; 4.3 tested, rootful as root).
 //
 // A missing binary fails the test; it never skips. Run
 // packaging/install-deps.sh, or make test which runs it first:

@@ -202,6 +202,12 @@ type ExperimentConfig struct {
 	Command []string `yaml:"command"`
 	// Image is the container image (docker, kubernetes).
 	Image string `yaml:"image"`
+	// Runtime is the container engine's command of the docker trainer:
+	// "docker" (default), "podman", or an absolute path to either (or to
+	// another docker-compatible CLI). The command line is the same for all;
+	// a rootless podman (takt-cloud not root) gets --userns keep-id so the
+	// trainer writes /out as takt-cloud's own user.
+	Runtime string `yaml:"runtime"`
 	// Env is passed to the trainer.
 	Env map[string]string `yaml:"env"`
 	// Kubernetes: the Job's namespace, service account and resources.
@@ -493,13 +499,39 @@ func (e ExperimentConfig) validate() error {
 		if e.Trainer == TrainerKubernetes && e.DatasetClaim == "" {
 			return errors.New("dataset_claim: missing (the PVC holding the companion's state, mounted by the Job)")
 		}
+		if e.Trainer == TrainerDocker {
+			if err := validRuntime(e.Runtime); err != nil {
+				return err
+			}
+		}
 	default:
 		return fmt.Errorf("trainer: %q is not one of builtin, command, docker, kubernetes", e.Trainer)
 	}
 	if e.Trainer != TrainerBuiltin && (hasOptions || e.Method != "") {
 		return errors.New("method, options: only for the builtin trainer")
 	}
+	if e.Trainer != TrainerDocker && e.Runtime != "" {
+		return errors.New("runtime: only for the docker trainer")
+	}
 	return nil
+}
+
+// Container engines the docker trainer names by command; any other runtime
+// is an absolute path.
+const (
+	RuntimeDocker = "docker"
+	RuntimePodman = "podman"
+)
+
+// validRuntime checks the docker trainer's runtime key.
+func validRuntime(r string) error {
+	switch {
+	case r == "" || r == RuntimeDocker || r == RuntimePodman:
+		return nil
+	case filepath.IsAbs(r) && filepath.Base(r) != "/":
+		return nil
+	}
+	return fmt.Errorf("runtime: %q is not docker, podman or an absolute path to a docker-compatible command", r)
 }
 
 func validName(s string) bool {

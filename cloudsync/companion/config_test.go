@@ -53,6 +53,9 @@ func TestConfigFiles(t *testing.T) {
 	if c := m.Experiments[2].Command[0]; c != filepath.Join(abs, "train-anomalib.sh") {
 		t.Errorf("relative command = %q, want it resolved against the config folder", c)
 	}
+	if r := m.Experiments[3].Runtime; r != RuntimePodman {
+		t.Errorf("docker experiment runtime = %q, want podman", r)
+	}
 	b, err := builtinTrainer(m.Experiments[0])
 	if err != nil || b.template.Width != 128 || len(b.template.Ignore) != 1 || b.template.Ignore[0].X1 != 0.8 {
 		t.Errorf("template options = %+v, %v", b.template, err)

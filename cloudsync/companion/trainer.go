@@ -129,6 +129,8 @@ func substitute(args []string, data, out string) []string {
 }
 
 // runLogged runs argv with env added, its output into log; ctx kills it.
+// A failure names the program, its exit status (an *exec.ExitError in the
+// chain) and its last line of output.
 func runLogged(ctx context.Context, argv []string, env map[string]string, dir string, log io.Writer) error {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Dir = dir
@@ -136,16 +138,44 @@ func runLogged(ctx context.Context, argv []string, env map[string]string, dir st
 	for _, k := range slices.Sorted(maps.Keys(env)) {
 		cmd.Env = append(cmd.Env, k+"="+env[k])
 	}
-	cmd.Stdout, cmd.Stderr = log, log
+	tail := &tailWriter{}
+	w := io.MultiWriter(log, tail)
+	cmd.Stdout, cmd.Stderr = w, w
 	cmd.WaitDelay = 5 * time.Second
 	fmt.Fprintf(log, "$ %s\n", strings.Join(argv, " "))
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if last := tail.lastLine(); last != "" {
+			return fmt.Errorf("%s: %w (last output: %s)", filepath.Base(argv[0]), err, last)
+		}
 		return fmt.Errorf("%s: %w", filepath.Base(argv[0]), err)
 	}
 	return nil
+}
+
+// tailWriter keeps the end of a program's output for its error message.
+type tailWriter struct{ buf []byte }
+
+const tailKeep = 4 << 10
+
+func (w *tailWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	if len(w.buf) > tailKeep {
+		w.buf = append(w.buf[:0], w.buf[len(w.buf)-tailKeep:]...)
+	}
+	return len(p), nil
+}
+
+// lastLine is the last line that is not blank, at most 300 bytes.
+func (w *tailWriter) lastLine() string {
+	lines := strings.Split(strings.TrimSpace(string(w.buf)), "\n")
+	last := strings.TrimSpace(lines[len(lines)-1])
+	if len(last) > 300 {
+		last = last[:300] + "..."
+	}
+	return last
 }
 
 // commandTrainer runs a local command (the external trainer contract).
@@ -174,23 +204,49 @@ func contractEnv(job TrainInput, data, out string) map[string]string {
 		"TAKT_MODEL_VERSION": job.Version, "TAKT_JOB": job.Job}
 }
 
-// dockerTrainer runs the trainer image with docker: the dataset mounted
-// read-only at /data, the output folder at /out.
+// dockerTrainer runs the trainer image with a docker-compatible engine
+// (docker, podman): the dataset mounted read-only at /data, the output
+// folder at /out, the trainer running as the companion's own uid:gid so
+// that takt-cloud can read and later remove what it wrote.
 type dockerTrainer struct {
 	image   string
 	args    []string
 	env     map[string]string
-	runtime string // "docker" (or podman: same command line)
+	runtime string // RuntimeDocker, RuntimePodman or an absolute path
+	uid     int    // the companion's, for --user
+	gid     int
 }
 
 var _ Trainer = (*dockerTrainer)(nil)
 
-// argv is the docker command line for job.
+func newDockerTrainer(e ExperimentConfig) *dockerTrainer {
+	rt := e.Runtime
+	if rt == "" {
+		rt = RuntimeDocker
+	}
+	return &dockerTrainer{image: e.Image, args: e.Command, env: e.Env, runtime: rt, uid: os.Getuid(), gid: os.Getgid()}
+}
+
+// engine is the runtime's name for messages ("docker", "podman").
+func (t *dockerTrainer) engine() string { return filepath.Base(t.runtime) }
+
+// containerName is the job's container, unique per job and experiment.
+func containerName(job TrainInput) string {
+	return "takt-train-" + job.Job + "-" + filepath.Base(job.Out)
+}
+
+// argv is the engine's command line for job.
 func (t *dockerTrainer) argv(job TrainInput) []string {
-	argv := []string{t.runtime, "run", "--rm", "--name", "takt-train-" + job.Job + "-" + filepath.Base(job.Out),
+	argv := []string{t.runtime, "run", "--rm", "--name", containerName(job),
 		"--network", "none",
 		"-v", job.Data + ":/data:ro", "-v", job.Out + ":/out",
-		"--user", fmt.Sprintf("%d:%d", os.Getuid(), os.Getgid())}
+		"--user", fmt.Sprintf("%d:%d", t.uid, t.gid)}
+	if t.uid != 0 && strings.Contains(t.engine(), "podman") {
+		// Podman run by a user other than root is rootless: without
+		// keep-id the container's uids are the user's subordinate ids, and
+		// --user's uid could not write /out (owned by the companion).
+		argv = append(argv, "--userns", "keep-id")
+	}
 	env := maps.Clone(t.env)
 	if env == nil {
 		env = map[string]string{}
@@ -203,15 +259,79 @@ func (t *dockerTrainer) argv(job TrainInput) []string {
 	return append(argv, substitute(t.args, "/data", "/out")...)
 }
 
+// Exit statuses docker run and podman run give for their own failures
+// (docker-run(1), podman-run(1)); any other is the trainer's.
+const (
+	exitEngine   = 125 // the engine failed: bad flag, no image, no daemon
+	exitNotExec  = 126 // the image's command cannot be invoked
+	exitNotFound = 127 // the image's command does not exist
+)
+
 func (t *dockerTrainer) Train(ctx context.Context, job TrainInput, log io.Writer) (*Candidate, error) {
-	argv := t.argv(job)
-	if _, err := exec.LookPath(argv[0]); err != nil {
-		return nil, fmt.Errorf("docker trainer: %w (install docker, or use the command or kubernetes trainer)", err)
+	if _, err := exec.LookPath(t.runtime); err != nil {
+		return nil, fmt.Errorf("docker trainer: runtime %s: %w (install docker or podman and set the experiment's runtime, or use the command or kubernetes trainer)", t.runtime, err)
 	}
-	if err := runLogged(ctx, argv, nil, job.Out, log); err != nil {
+	if err := t.ensureImage(ctx, job.Out, log); err != nil {
 		return nil, err
 	}
-	return readExternalOutput(job.Out)
+	err := runLogged(ctx, t.argv(job), nil, job.Out, log)
+	if ctx.Err() != nil {
+		// Killing the engine's CLI leaves the container running: stop it.
+		t.remove(containerName(job), log)
+		return nil, ctx.Err()
+	}
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return readExternalOutput(job.Out)
+	case !errors.As(err, &exit):
+		return nil, fmt.Errorf("docker trainer: %w", err)
+	case exit.ExitCode() == exitEngine:
+		return nil, fmt.Errorf("docker trainer: %s could not run %s: %w", t.engine(), t.image, err)
+	case exit.ExitCode() == exitNotExec || exit.ExitCode() == exitNotFound:
+		return nil, fmt.Errorf("docker trainer: the command of %s could not be started (exit status %d: not executable or not found): %w",
+			t.image, exit.ExitCode(), err)
+	default:
+		return nil, fmt.Errorf("docker trainer: the trainer in %s exited with status %d: %w", t.image, exit.ExitCode(), err)
+	}
+}
+
+// ensureImage pulls the image when the engine does not have it, so that a
+// missing image fails with the pull's reason instead of as a trainer that
+// exited.
+func (t *dockerTrainer) ensureImage(ctx context.Context, dir string, log io.Writer) error {
+	inspect := exec.CommandContext(ctx, t.runtime, "image", "inspect", "--format", "{{.Id}}", t.image)
+	if inspect.Run() == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	fmt.Fprintf(log, "image %s is not in %s's local images: pulling it\n", t.image, t.engine())
+	if err := runLogged(ctx, []string{t.runtime, "pull", t.image}, nil, dir, log); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("docker trainer: image %s is neither in %s's local images nor could it be pulled "+
+			"(build or load it on this host, or make its registry reachable): %w", t.image, t.engine(), err)
+	}
+	return nil
+}
+
+// remove kills and removes a container whose run was cancelled; its CLI
+// was killed, but the engine keeps the container running. SIGKILL, as a
+// trainer running as PID 1 may ignore SIGTERM.
+func (t *dockerTrainer) remove(name string, log io.Writer) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kill, killErr := exec.CommandContext(ctx, t.runtime, "kill", name).CombinedOutput()
+	rm, rmErr := exec.CommandContext(ctx, t.runtime, "rm", "-f", name).CombinedOutput()
+	if killErr != nil && rmErr != nil {
+		fmt.Fprintf(log, "stopping container %s: %s kill: %v %s; rm -f: %v %s\n", name, t.engine(),
+			killErr, bytes.TrimSpace(kill), rmErr, bytes.TrimSpace(rm))
+		return
+	}
+	fmt.Fprintf(log, "container %s stopped and removed\n", name)
 }
 
 // newTrainer builds the trainer of an experiment; stateDir is the
@@ -224,7 +344,7 @@ func newTrainer(e ExperimentConfig, stateDir string, timeout time.Duration) (Tra
 	case TrainerCommand:
 		return &commandTrainer{argv: e.Command, env: e.Env}, nil
 	case TrainerDocker:
-		return &dockerTrainer{image: e.Image, args: e.Command, env: e.Env, runtime: "docker"}, nil
+		return newDockerTrainer(e), nil
 	case TrainerKubernetes:
 		return &kubeTrainer{exp: e, stateDir: stateDir, timeout: timeout}, nil
 	}

@@ -2,6 +2,7 @@ package companion
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -13,22 +14,42 @@ import (
 )
 
 // The docker backend's command line mounts the dataset read-only at /data
-// and the output at /out, passes the contract's variables, runs without a
-// network, and substitutes {data} and {out} in the arguments. (No container
-// engine runs here: the command line is what is tested.)
+// and the output at /out, runs as the companion's uid:gid without a
+// network, passes the contract's variables, and substitutes {data} and
+// {out} in the arguments; the same for docker and podman, but a rootless
+// podman (not root) maps the companion's uid into the container with
+// keep-id. (TestDockerTrainerWithPodman runs it with podman.)
 func TestDockerTrainerCommandLine(t *testing.T) {
-	tr := &dockerTrainer{image: "ghcr.io/example/trainer:1.0", args: []string{"--data", "{data}", "--out", "{out}/x"},
-		env: map[string]string{"EPOCHS": "3"}, runtime: "docker"}
 	job := TrainInput{Data: "/state/jobs/000007/work/data", Out: "/state/jobs/000007/work/out-a", Name: "bracket", Version: "1.2.3", Job: "000007"}
-	got := strings.Join(tr.argv(job), " ")
-	for _, want := range []string{
-		"docker run --rm --name takt-train-000007-out-a --network none",
-		"-v /state/jobs/000007/work/data:/data:ro -v /state/jobs/000007/work/out-a:/out",
-		"-e EPOCHS=3 -e TAKT_DATA=/data -e TAKT_JOB=000007 -e TAKT_MODEL_NAME=bracket -e TAKT_MODEL_VERSION=1.2.3 -e TAKT_OUT=/out",
-		"ghcr.io/example/trainer:1.0 --data /data --out /out/x",
+	for _, tc := range []struct {
+		runtime  string
+		uid, gid int
+		want     string
+		userns   bool
+	}{
+		{"", 0, 0, "docker run --rm", false},
+		{"docker", 1000, 1001, "docker run --rm", false},
+		{"podman", 0, 0, "podman run --rm", false},
+		{"podman", 1000, 1001, "podman run --rm", true},
+		{"/opt/podman/bin/podman", 1000, 1001, "/opt/podman/bin/podman run --rm", true},
 	} {
-		if !strings.Contains(got, want) {
-			t.Errorf("docker command line\n%s\ndoes not hold\n%s", got, want)
+		tr := newDockerTrainer(ExperimentConfig{Image: "ghcr.io/example/trainer:1.0", Runtime: tc.runtime,
+			Command: []string{"--data", "{data}", "--out", "{out}/x"}, Env: map[string]string{"EPOCHS": "3"}})
+		tr.uid, tr.gid = tc.uid, tc.gid
+		got := strings.Join(tr.argv(job), " ")
+		for _, want := range []string{
+			tc.want + " --name takt-train-000007-out-a --network none",
+			"-v /state/jobs/000007/work/data:/data:ro -v /state/jobs/000007/work/out-a:/out",
+			fmt.Sprintf("--user %d:%d", tc.uid, tc.gid),
+			"-e EPOCHS=3 -e TAKT_DATA=/data -e TAKT_JOB=000007 -e TAKT_MODEL_NAME=bracket -e TAKT_MODEL_VERSION=1.2.3 -e TAKT_OUT=/out",
+			"ghcr.io/example/trainer:1.0 --data /data --out /out/x",
+		} {
+			if !strings.HasPrefix(got, tc.want) || !strings.Contains(got, want) {
+				t.Errorf("runtime %q uid %d: command line\n%s\ndoes not hold\n%s", tc.runtime, tc.uid, got, want)
+			}
+		}
+		if userns := strings.Contains(got, "--userns keep-id"); userns != tc.userns {
+			t.Errorf("runtime %q uid %d: --userns keep-id %v, want %v:\n%s", tc.runtime, tc.uid, userns, tc.userns, got)
 		}
 	}
 }
