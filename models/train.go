@@ -64,6 +64,12 @@ type TrainOptions struct {
 	// cut at a layer instead of the filter bank (see BackboneOptions); the method is then
 	// PatchCore (auto) and template or ensemble are refused.
 	Backbone BackboneOptions
+	// WithFilterBank, with a Backbone and at least MinHeadDefects labeled defects, builds
+	// one model with both feature extractors: the filter-bank PatchCore (the texture
+	// default, on the backbone's input averaged down to about 64 px) and the backbone
+	// PatchCore, each with its own memory bank, and the supervised head over both head
+	// vectors (see comboGraph). Its HeadLambda defaults to comboHeadLambda.
+	WithFilterBank bool
 	// Threads is ONNX Runtime's intra-op thread count while training; 0 = its default.
 	Threads int
 	// Seed drives the pseudo-defects and the coreset.
@@ -84,6 +90,11 @@ type TrainOptions struct {
 func TexturePatchCoreOptions() PatchCoreOptions {
 	return PatchCoreOptions{Width: 64, LightingSigma: 2, PositionWeight: 256, MapSigma: 2, K: 3, ScoreTop: 0.03}
 }
+
+// comboHeadLambda is the head's L2 penalty with WithFilterBank: the two head vectors
+// together have several hundred inputs for a few hundred rows (README "Few-shot
+// trainer": chosen on splits 1-2 of the magnetic tiles).
+const comboHeadLambda = 1.0
 
 // trainTemplateWidth is the template's input width in Train when none is given.
 const trainTemplateWidth = 128
@@ -129,10 +140,22 @@ func trainPlan(set TrainSet, opts TrainOptions) (TrainOptions, error) {
 	if opts.MinHeadDefects == 0 {
 		opts.MinHeadDefects = 10
 	}
+	if opts.WithFilterBank {
+		switch {
+		case !backbone:
+			return opts, fmt.Errorf("train: with_filter_bank needs a backbone (--backbone FILE.onnx --layer L): the filter bank alone is the default model")
+		case opts.MinHeadDefects < 0 || len(set.Defects) < opts.MinHeadDefects:
+			return opts, fmt.Errorf("train: with_filter_bank builds a supervised head over both feature extractors: it needs at least %d labeled defects (min_head_defects), got %d",
+				opts.MinHeadDefects, len(set.Defects))
+		}
+	}
 	if opts.HeadLambda == 0 {
 		opts.HeadLambda = 0.01
 		if backbone {
 			opts.HeadLambda = 0.1
+		}
+		if opts.WithFilterBank {
+			opts.HeadLambda = comboHeadLambda
 		}
 	}
 	if opts.HeadLambda < 0 {
@@ -190,6 +213,11 @@ func trainPlan(set TrainSet, opts TrainOptions) (TrainOptions, error) {
 			return opts, fmt.Errorf("train: %w", err)
 		}
 		opts.PatchCore.bb = bb
+		if opts.WithFilterBank {
+			if _, err := comboFilterBankOptions(opts.PatchCore, InputShape{Channels: 1, Height: bb.inH, Width: bb.inW}); err != nil {
+				return opts, fmt.Errorf("train: %w", err)
+			}
+		}
 	}
 	for _, o := range []struct {
 		name, version *string
