@@ -31,7 +31,7 @@ func comboParts(t *testing.T) (good, held, defects, heldDefects []camera.Frame, 
 	return good, held, defects, heldDefects, bo
 }
 
-// TestPatchCoreWithFilterBank: Train with a backbone and WithFilterBank builds one graph
+// TestPatchCoreWithFilterBank: Train with a backbone and labeled defects builds one graph
 // with both extractors that ONNX Runtime runs as a station does (from a signed bundle):
 // the head reads both head vectors (its input length is the sum), the map is the filter
 // bank's, and the filter-bank half computes the standalone filter bank's features.
@@ -43,12 +43,15 @@ func TestPatchCoreWithFilterBank(t *testing.T) {
 	pc := TexturePatchCoreOptions()
 	pc.Folds, pc.BankSize = 2, 300
 	m, err := Train(context.Background(), TrainSet{Good: good, Defects: labeled(defects)},
-		TrainOptions{Name: "combo", Backbone: bo, WithFilterBank: true, PatchCore: pc, Threads: 2, MinHeadDefects: 3})
+		TrainOptions{Name: "combo", Backbone: bo, PatchCore: pc, Threads: 2, MinHeadDefects: 3}) // the default with a backbone and labels
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !m.Supervised || m.Method != MethodPatchCore || m.Input.Width != 128 || m.Input.Height != 96 {
 		t.Fatalf("Train with filter bank: supervised %v method %s input %s: want a supervised patchcore at 128x96", m.Supervised, m.Method, m.Input)
+	}
+	if m.Metrics["with_filter_bank"] != 1 {
+		t.Errorf("metrics %v: want with_filter_bank 1, the default with a backbone and enough labeled defects", m.Metrics)
 	}
 	for _, k := range []string{"cv_auroc_patchcore_head", "cv_auroc_patchcore_folds", "cv_auroc_backbone_folds", "cv_auroc", "cv_f1", "train_seconds"} {
 		if v, ok := m.Metrics[k]; !ok || math.IsNaN(v) {
@@ -185,14 +188,31 @@ func TestWithFilterBankErrors(t *testing.T) {
 		{"size", TrainSet{Good: good, Defects: labeled(defects)}, TrainOptions{Backbone: func() BackboneOptions { o := bo; o.Width, o.Height = 100, 76; return o }(),
 			WithFilterBank: true, MinHeadDefects: 3}, "input 100x76 is not a multiple of 8"},
 		{"template", TrainSet{Good: good, Defects: labeled(defects)}, TrainOptions{Method: MethodTemplate, Backbone: bo, WithFilterBank: true, MinHeadDefects: 3}, "method template with a backbone"},
+		{"both", TrainSet{Good: good, Defects: labeled(defects)}, TrainOptions{Backbone: bo, WithFilterBank: true, BackboneAlone: true, MinHeadDefects: 3}, "with_filter_bank and backbone_alone both set"},
 	}
 	for _, tt := range tests {
 		if _, err := trainPlan(tt.set, tt.opts); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: trainPlan error %v, want one containing %q", tt.name, err, tt.want)
 		}
 	}
-	o, err := trainPlan(TrainSet{Good: good, Defects: labeled(defects)}, TrainOptions{Backbone: bo, WithFilterBank: true, MinHeadDefects: 3})
-	if err != nil || o.HeadLambda != comboHeadLambda {
-		t.Errorf("trainPlan with filter bank: head lambda %g (%v), want %g", o.HeadLambda, err, comboHeadLambda)
+	// The default: beside a backbone whenever the head is trained and the size fits.
+	for _, tt := range []struct {
+		name    string
+		defects int
+		opts    TrainOptions
+		want    bool
+		lambda  float64
+	}{
+		{"enough defects", 3, TrainOptions{Backbone: bo, MinHeadDefects: 3}, true, comboHeadLambda},
+		{"too few defects", 2, TrainOptions{Backbone: bo, MinHeadDefects: 3}, false, 0.1},
+		{"backbone alone", 6, TrainOptions{Backbone: bo, BackboneAlone: true, MinHeadDefects: 3}, false, 0.1},
+		{"size off the filter bank's step", 6, TrainOptions{Backbone: func() BackboneOptions { o := bo; o.Width, o.Height = 100, 76; return o }(), MinHeadDefects: 3}, false, 0.1},
+		{"no head", 6, TrainOptions{Backbone: bo, MinHeadDefects: -1}, false, 0.1},
+		{"own lambda", 6, TrainOptions{Backbone: bo, MinHeadDefects: 3, HeadLambda: 0.3}, true, 0.3},
+	} {
+		o, err := trainPlan(TrainSet{Good: good, Defects: labeled(defects[:tt.defects])}, tt.opts)
+		if err != nil || o.WithFilterBank != tt.want || o.HeadLambda != tt.lambda {
+			t.Errorf("%s: trainPlan with_filter_bank %v head lambda %g (%v), want %v and %g", tt.name, o.WithFilterBank, o.HeadLambda, err, tt.want, tt.lambda)
+		}
 	}
 }

@@ -68,8 +68,15 @@ type TrainOptions struct {
 	// one model with both feature extractors: the filter-bank PatchCore (the texture
 	// default, on the backbone's input averaged down to about 64 px) and the backbone
 	// PatchCore, each with its own memory bank, and the supervised head over both head
-	// vectors (see comboGraph). Its HeadLambda defaults to comboHeadLambda.
+	// vectors (see comboGraph); its HeadLambda defaults to comboHeadLambda. It is the
+	// default whenever a backbone and enough defects for the head are given (and the
+	// backbone's input is a multiple of the filter bank's patch step): on the magnetic
+	// tiles it beat the backbone alone and the filter bank alone (README "Few-shot
+	// trainer"). Set, it is required: too few defects are an error.
 	WithFilterBank bool
+	// BackboneAlone keeps the filter bank out of a backbone model (the head, if any, on
+	// the backbone's features only).
+	BackboneAlone bool
 	// Threads is ONNX Runtime's intra-op thread count while training; 0 = its default.
 	Threads int
 	// Seed drives the pseudo-defects and the coreset.
@@ -140,27 +147,6 @@ func trainPlan(set TrainSet, opts TrainOptions) (TrainOptions, error) {
 	if opts.MinHeadDefects == 0 {
 		opts.MinHeadDefects = 10
 	}
-	if opts.WithFilterBank {
-		switch {
-		case !backbone:
-			return opts, fmt.Errorf("train: with_filter_bank needs a backbone (--backbone FILE.onnx --layer L): the filter bank alone is the default model")
-		case opts.MinHeadDefects < 0 || len(set.Defects) < opts.MinHeadDefects:
-			return opts, fmt.Errorf("train: with_filter_bank builds a supervised head over both feature extractors: it needs at least %d labeled defects (min_head_defects), got %d",
-				opts.MinHeadDefects, len(set.Defects))
-		}
-	}
-	if opts.HeadLambda == 0 {
-		opts.HeadLambda = 0.01
-		if backbone {
-			opts.HeadLambda = 0.1
-		}
-		if opts.WithFilterBank {
-			opts.HeadLambda = comboHeadLambda
-		}
-	}
-	if opts.HeadLambda < 0 {
-		return opts, fmt.Errorf("train: head_lambda %g: want >= 0", opts.HeadLambda)
-	}
 	if opts.TrainedAt.IsZero() {
 		opts.TrainedAt = time.Now()
 	}
@@ -213,11 +199,37 @@ func trainPlan(set TrainSet, opts TrainOptions) (TrainOptions, error) {
 			return opts, fmt.Errorf("train: %w", err)
 		}
 		opts.PatchCore.bb = bb
-		if opts.WithFilterBank {
-			if _, err := comboFilterBankOptions(opts.PatchCore, InputShape{Channels: 1, Height: bb.inH, Width: bb.inW}); err != nil {
-				return opts, fmt.Errorf("train: %w", err)
-			}
+		_, sizeErr := comboFilterBankOptions(opts.PatchCore, InputShape{Channels: 1, Height: bb.inH, Width: bb.inW})
+		if !opts.WithFilterBank && !opts.BackboneAlone && sizeErr == nil && opts.MinHeadDefects > 0 && len(set.Defects) >= opts.MinHeadDefects {
+			opts.WithFilterBank = true
 		}
+		if opts.WithFilterBank && sizeErr != nil {
+			return opts, fmt.Errorf("train: %w", sizeErr)
+		}
+	}
+	if opts.WithFilterBank && opts.BackboneAlone {
+		return opts, fmt.Errorf("train: with_filter_bank and backbone_alone both set: choose one")
+	}
+	if opts.WithFilterBank {
+		switch {
+		case !backbone:
+			return opts, fmt.Errorf("train: with_filter_bank needs a backbone (--backbone FILE.onnx --layer L): the filter bank alone is the default model")
+		case opts.MinHeadDefects < 0 || len(set.Defects) < opts.MinHeadDefects:
+			return opts, fmt.Errorf("train: with_filter_bank builds a supervised head over both feature extractors: it needs at least %d labeled defects (min_head_defects), got %d",
+				opts.MinHeadDefects, len(set.Defects))
+		}
+	}
+	if opts.HeadLambda == 0 {
+		opts.HeadLambda = 0.01
+		if backbone {
+			opts.HeadLambda = 0.1
+		}
+		if opts.WithFilterBank {
+			opts.HeadLambda = comboHeadLambda
+		}
+	}
+	if opts.HeadLambda < 0 {
+		return opts, fmt.Errorf("train: head_lambda %g: want >= 0", opts.HeadLambda)
 	}
 	for _, o := range []struct {
 		name, version *string

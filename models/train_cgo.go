@@ -23,9 +23,11 @@ import (
 //     MethodEnsemble) and keeps the one with the highest AUROC of held-out good images
 //     against pseudo-defects (blobs and thin lines drawn on them, see pseudoDefect).
 //   - With a backbone (opts.Backbone), the method is PatchCore on its features.
-//   - With a backbone, opts.WithFilterBank and at least MinHeadDefects defects: one model
-//     with the filter-bank and the backbone PatchCore side by side and the supervised head
-//     over both (see comboGraph); no unsupervised candidate is trained.
+//   - With a backbone and at least MinHeadDefects defects (opts.WithFilterBank, the
+//     default unless BackboneAlone): one model with the filter-bank and the backbone
+//     PatchCore side by side and the supervised head over both (see comboGraph); no
+//     unsupervised candidate is trained. Metrics: with_filter_bank (0/1, with a backbone)
+//     and cv_auroc_backbone_folds, the backbone's map score on the head's folds.
 //   - With labeled defects: methods are compared by the AUROC of their cross-validated
 //     good scores against the defects' scores, and the threshold moves to the best F1.
 //   - With at least MinHeadDefects defects (and PatchCore allowed): a supervised head
@@ -62,6 +64,7 @@ func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel,
 		metrics["cv_auroc_patchcore_head"] = res.auroc
 		metrics["cv_auroc_patchcore_folds"] = res.fbMapAUROC
 		metrics["cv_auroc_backbone_folds"] = res.bbMapAUROC
+		metrics["with_filter_bank"] = 1
 		metrics["cv_auroc"] = res.auroc
 		metrics["cv_f1"] = m.Metrics["cv_f1"]
 		metrics["supervised"] = 1
@@ -157,6 +160,9 @@ func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel,
 		metrics["cv_auroc"] = bestAUROC
 	}
 	metrics["supervised"] = map[bool]float64{true: 1}[best.Supervised]
+	if opts.PatchCore.bb != nil {
+		metrics["with_filter_bank"] = 0
+	}
 	metrics["train_seconds"] = time.Since(start).Seconds()
 	best.Metrics = metrics
 	return best, nil
