@@ -166,18 +166,9 @@ func TestFiguresTrainerBackboneSupervised(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	joint, err := patchFeaturesAll(in, fbO, preprocessed(t, in, train))
-	if err != nil {
-		t.Fatal(err)
-	}
-	single, err := patchFeaturesAll(aloneIn, alone, preprocessed(t, aloneIn, train))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _, d := patchDims(aloneIn, alone)
-	worst, mean := featureAgreement(joint, single, d)
-	t.Logf("filter-bank half (%s, downsample %d) against the standalone filter bank (%s) on %d tiles: %.4f feature standard deviations at most, %.5f on average",
-		in, fbO.Downsample, aloneIn, len(train), worst, mean)
+	worst, mean, exact := filterBankHalfAgreement(t, train, in, fbO, aloneIn, alone)
+	t.Logf("filter-bank half (%s, downsample %d) against the standalone filter bank (%s) on %d tiles: %.4f feature standard deviations at most, %.5f on average; on the same input (2x2 average without 8-bit rounding) %.2g at most",
+		in, fbO.Downsample, aloneIn, len(train), worst, mean, exact)
 	bestMean := -1.0
 	var bench []string
 	for _, c := range configs {

@@ -130,22 +130,54 @@ func TestPatchCoreWithFilterBank(t *testing.T) {
 	if aloneIn.Width != 64 || aloneIn.Height != 48 {
 		t.Fatalf("standalone filter bank input %s: want 64x48", aloneIn)
 	}
-	joint, err := patchFeaturesAll(in, fbO, preprocessed(t, in, good[:3]))
+	worst, mean, exact := filterBankHalfAgreement(t, good[:3], in, fbO, aloneIn, alone)
+	t.Logf("filter-bank half against the standalone filter bank: difference %.4f feature standard deviations at most, %.5f on average; %.2g at most on the same 64x48 input", worst, mean, exact)
+	// The two differ only in where 8-bit rounding happens: the preprocessing resizes to
+	// 128x96 (rounded) before the graph averages 2x2, or straight to 64x48 (rounded).
+	// Given the 2x2 average itself, the standalone filter bank computes the same.
+	if worst > 0.1 || mean > 0.01 || exact > 1e-3 {
+		t.Errorf("filter-bank half differs from the standalone filter bank by %.4f feature standard deviations at most, %.5f on average, %.2g on the same input; want <= 0.1, 0.01 and 1e-3", worst, mean, exact)
+	}
+}
+
+// filterBankHalfAgreement compares the joint model's filter-bank half (fbO at in) with
+// the standalone filter bank (alone at aloneIn, half the size) on frames: the largest and
+// mean difference of their patch features (see featureAgreement) with each input made by
+// the preprocessing, and the largest when the standalone one gets the joint input
+// averaged 2x2 in float (no 8-bit rounding between).
+func filterBankHalfAgreement(t *testing.T, frames []camera.Frame, in InputShape, fbO PatchCoreOptions, aloneIn InputShape, alone PatchCoreOptions) (worst, mean, exact float64) {
+	t.Helper()
+	if fbO.Downsample != 2 || aloneIn.Width*2 != in.Width || aloneIn.Height*2 != in.Height {
+		t.Fatalf("filter-bank half at %s downsample %d against %s: want half the size", in, fbO.Downsample, aloneIn)
+	}
+	xs := preprocessed(t, in, frames)
+	joint, err := patchFeaturesAll(in, fbO, xs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	single, err := patchFeaturesAll(aloneIn, alone, preprocessed(t, aloneIn, good[:3]))
+	single, err := patchFeaturesAll(aloneIn, alone, preprocessed(t, aloneIn, frames))
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, _, d := patchDims(aloneIn, alone)
-	worst, mean := featureAgreement(joint, single, d)
-	t.Logf("filter-bank half against the standalone filter bank: difference %.4f feature standard deviations at most, %.5f on average", worst, mean)
-	// The two differ only in where 8-bit rounding happens: the preprocessing resizes to
-	// 128x96 (rounded) before the graph averages 2x2, or straight to 64x48 (rounded).
-	if worst > 0.1 || mean > 0.01 {
-		t.Errorf("filter-bank half differs from the standalone filter bank by %.4f feature standard deviations at most, %.5f on average; want <= 0.1 and 0.01", worst, mean)
+	worst, mean = featureAgreement(joint, single, d)
+	halves := make([][]float32, len(xs))
+	for i, x := range xs {
+		h := make([]float32, aloneIn.Len())
+		for y := range aloneIn.Height {
+			for xx := range aloneIn.Width {
+				at := func(dy, dx int) float32 { return x[(2*y+dy)*in.Width+2*xx+dx] }
+				h[y*aloneIn.Width+xx] = (at(0, 0) + at(0, 1) + at(1, 0) + at(1, 1)) / 4
+			}
+		}
+		halves[i] = h
 	}
+	same, err := patchFeaturesAll(aloneIn, alone, halves)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exact, _ = featureAgreement(joint, same, d)
+	return worst, mean, exact
 }
 
 // featureAgreement is the largest and the mean absolute difference between two sets of
