@@ -216,7 +216,7 @@ func TestWithFilterBankErrors(t *testing.T) {
 	}{
 		{"no backbone", TrainSet{Good: good, Defects: labeled(defects)}, TrainOptions{WithFilterBank: true, MinHeadDefects: 3}, "with_filter_bank needs a backbone"},
 		{"too few defects", TrainSet{Good: good, Defects: labeled(defects[:2])}, TrainOptions{Backbone: bo, WithFilterBank: true, MinHeadDefects: 3}, "needs at least 3 labeled defects (min_head_defects), got 2"},
-		{"no head", TrainSet{Good: good, Defects: labeled(defects)}, TrainOptions{Backbone: bo, WithFilterBank: true, MinHeadDefects: -1}, "needs at least -1 labeled defects"},
+		{"no head", TrainSet{Good: good, Defects: labeled(defects)}, TrainOptions{Backbone: bo, WithFilterBank: true, MinHeadDefects: -1}, "min_head_defects -1 turns the head off"},
 		{"size", TrainSet{Good: good, Defects: labeled(defects)}, TrainOptions{Backbone: func() BackboneOptions { o := bo; o.Width, o.Height = 100, 76; return o }(),
 			WithFilterBank: true, MinHeadDefects: 3}, "input 100x76 is not a multiple of 8"},
 		{"template", TrainSet{Good: good, Defects: labeled(defects)}, TrainOptions{Method: MethodTemplate, Backbone: bo, WithFilterBank: true, MinHeadDefects: 3}, "method template with a backbone"},

@@ -216,7 +216,9 @@ func trainPlan(set TrainSet, opts TrainOptions) (TrainOptions, error) {
 		switch {
 		case !backbone:
 			return opts, fmt.Errorf("train: with_filter_bank needs a backbone (--backbone FILE.onnx --layer L): the filter bank alone is the default model")
-		case opts.MinHeadDefects < 0 || len(set.Defects) < opts.MinHeadDefects:
+		case opts.MinHeadDefects < 0:
+			return opts, fmt.Errorf("train: with_filter_bank builds a supervised head over both feature extractors, and min_head_defects %d turns the head off", opts.MinHeadDefects)
+		case len(set.Defects) < opts.MinHeadDefects:
 			return opts, fmt.Errorf("train: with_filter_bank builds a supervised head over both feature extractors: it needs at least %d labeled defects (min_head_defects), got %d",
 				opts.MinHeadDefects, len(set.Defects))
 		}
