@@ -18,10 +18,11 @@ import (
 //	  -> fb/: AveragePool (Downsample) -> the filter-bank PatchCore at about 64 px
 //	          (TexturePatchCoreOptions, as the default model) -> fb/head_in, fb/anomaly_map
 //	  -> bk/: the backbone PatchCore (BackboneOptions)          -> bk/head_in
-//	head_in = Concat(fb/head_in, bk/head_in)  -> the supervised head -> score (a probability)
+//	head_in = Concat(fb/head_in, bk/head_in)  -> the supervised heads -> score (a probability)
 //	anomaly_map = fb/anomaly_map
 //
-// and the supervised head (head.go) reads both head vectors side by side. The anomaly map
+// and the supervised heads (head.go: one per defect kind) read both head vectors side by
+// side. The anomaly map
 // is the filter bank's: its distances alone separate the magnetic tiles better than the
 // backbone's (map score AUROC 0.82 against 0.72-0.78, README "Few-shot trainer"), its grid
 // is finer (a 4 px step at 64 px, 8 input pixels, against the backbone's 16 at
@@ -61,7 +62,7 @@ func comboFilterBankOptions(po PatchCoreOptions, in InputShape) (PatchCoreOption
 // backbone PatchCore bbO with bbBank on one input in; with head, score is the head's
 // probability over both head vectors, else the filter bank's map score; with headOut it
 // also outputs "head_in" [1, headDim(fb)+headDim(bb)] (for training the head).
-func comboGraph(in InputShape, fbO PatchCoreOptions, fbBank *patchBank, bbO PatchCoreOptions, bbBank *patchBank, head *linearHead, headOut bool, meta [][2]string) ([]byte, error) {
+func comboGraph(in InputShape, fbO PatchCoreOptions, fbBank *patchBank, bbO PatchCoreOptions, bbBank *patchBank, head *kindHeads, headOut bool, meta [][2]string) ([]byte, error) {
 	if bbO.bb == nil || fbO.bb != nil {
 		return nil, fmt.Errorf("with filter bank: want a filter-bank and a backbone PatchCore")
 	}
@@ -107,8 +108,8 @@ func comboGraph(in InputShape, fbO PatchCoreOptions, fbBank *patchBank, bbO Patc
 	}
 	g.Node("Concat", []string{comboPrefixFB + "head_in", comboPrefixBB + "head_in"}, []string{"head_in"}, onnxgraph.Int("axis", 1))
 	if head != nil {
-		if len(head.w) != size {
-			return nil, fmt.Errorf("with filter bank: head has %d inputs, the two head vectors %d", len(head.w), size)
+		if n := len(head.heads[0].w); n != size {
+			return nil, fmt.Errorf("with filter bank: head has %d inputs, the two head vectors %d", n, size)
 		}
 		addHead(g, head)
 	} else {
@@ -128,12 +129,12 @@ func comboGraph(in InputShape, fbO PatchCoreOptions, fbBank *patchBank, bbO Patc
 
 // comboMeta is the joint model's metadata: the backbone PatchCore's, with the filter
 // bank's settings and the head appended to takt.method.
-func comboMeta(fbO, bbO PatchCoreOptions, in InputShape, threshold float64, images, fbBank, bbBank, defects int, lambda float64) [][2]string {
+func comboMeta(fbO, bbO PatchCoreOptions, in InputShape, threshold float64, images, fbBank, bbBank, defects int, kinds []string, lambda float64) [][2]string {
 	meta := patchCoreMeta(bbO, in, threshold, images, bbBank)
 	for i := range meta {
 		if meta[i][0] == metaMethod {
-			meta[i][1] += fmt.Sprintf(" with_filter_bank downsample=%d sigmas=%v lighting_sigma=%g stride=%d pool=%s bank=%d head=logistic defects=%d lambda=%g map=filter_bank",
-				fbO.Downsample, fbO.Sigmas, fbO.LightingSigma, fbO.Stride, fbO.Pool, fbBank, defects, lambda)
+			meta[i][1] += fmt.Sprintf(" with_filter_bank downsample=%d sigmas=%v lighting_sigma=%g stride=%d pool=%s bank=%d head=logistic defects=%d kinds=%s lambda=%g map=filter_bank",
+				fbO.Downsample, fbO.Sigmas, fbO.LightingSigma, fbO.Stride, fbO.Pool, fbBank, defects, strings.Join(kinds, ","), lambda)
 		}
 	}
 	return meta

@@ -3,6 +3,7 @@
 package models
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 
@@ -21,7 +22,11 @@ type comboHead struct {
 // defects of the fold, and the head cross-validated over those rows as
 // trainPatchCoreHead does; the final model has both banks built from every good image.
 // opts is planned (trainPlan) with a backbone.
-func trainComboHead(ctx context.Context, good, defects []camera.Frame, opts TrainOptions) (*TrainedModel, comboHead, error) {
+func trainComboHead(ctx context.Context, good []camera.Frame, labeled []LabeledFrame, opts TrainOptions) (*TrainedModel, comboHead, error) {
+	defects := make([]camera.Frame, len(labeled))
+	for i, d := range labeled {
+		defects[i] = d.Frame
+	}
 	var res comboHead
 	fail := func(err error) (*TrainedModel, comboHead, error) {
 		return nil, res, fmt.Errorf("train with filter bank: %w", err)
@@ -94,7 +99,11 @@ func trainComboHead(ctx context.Context, good, defects []camera.Frame, opts Trai
 			opts.Progress("head", k+1, folds)
 		}
 	}
-	hf, err := fitHeadRows(rows, len(xs), opts.HeadLambda)
+	kinds := make([]string, len(xs), len(all))
+	for _, d := range labeled {
+		kinds = append(kinds, cmp.Or(d.Label, "defect"))
+	}
+	hf, err := fitHeadRows(rows, len(xs), kinds, opts.HeadLambda)
 	if err != nil {
 		return fail(err)
 	}
@@ -103,7 +112,7 @@ func trainComboHead(ctx context.Context, good, defects []camera.Frame, opts Trai
 	res.bbMapAUROC = hf.columnAUROC(rows, headDim(halves[0].d)+2*halves[1].d)
 	final := func(threshold float64) ([]byte, error) {
 		fb, bb := banks(func(int) bool { return true })
-		meta := comboMeta(fbO, bbO, in, threshold, len(good), fb.size(), bb.size(), len(defects), opts.HeadLambda)
+		meta := comboMeta(fbO, bbO, in, threshold, len(good), fb.size(), bb.size(), len(defects), hf.head.kinds, opts.HeadLambda)
 		return comboGraph(in, fbO, fb, bbO, bb, hf.head, false, meta)
 	}
 	onnx, err := final(hf.threshold)

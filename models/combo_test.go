@@ -62,7 +62,7 @@ func TestPatchCoreWithFilterBank(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if meth := desc.meta[metaMethod]; !strings.Contains(meth, `layer="feat2"`) || !strings.Contains(meth, "with_filter_bank downsample=2") || !strings.Contains(meth, "lambda=1 ") {
+	if meth := desc.meta[metaMethod]; !strings.Contains(meth, `layer="feat2"`) || !strings.Contains(meth, "with_filter_bank downsample=2") || !strings.Contains(meth, "kinds=defect lambda=1 ") {
 		t.Errorf("takt.method %q: want the backbone's layer, the filter bank at downsample 2 and the default lambda 1", meth)
 	}
 	// The head's input: the filter bank's 36 features (3 sigmas x 6 filters, and their

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"testing"
 	"time"
@@ -14,7 +15,7 @@ import (
 )
 
 // The supervised heads compared on the magnetic tiles (README "Few-shot trainer"): the
-// shipped one is the image-level logistic regression of head.go; the per-patch head and
+// shipped one is the image-level logistic regressions of head.go, one per defect kind; the per-patch head and
 // the boosted stumps below lost the comparison and live here, with the figures test that
 // measures them.
 
@@ -557,12 +558,26 @@ func TestFiguresTrainerSupervisedConfigs(t *testing.T) {
 		for _, i := range teIdx {
 			testD = append(testD, s.defects[i].Frame)
 		}
+		// Copy-paste augmentation: each training defect pasted by its mask onto two random
+		// training good tiles.
+		rng := rand.New(rand.NewPCG(split, 9))
+		const pastesPerDefect = 2
+		var pasted []camera.Frame
+		var pasteBg []int
+		for _, i := range trIdx {
+			for range pastesPerDefect {
+				g := rng.IntN(len(train))
+				pasted, pasteBg = append(pasted, pasteDefect(train[g], s.defects[i].Frame, s.masks[i], 2)), append(pasteBg, g)
+			}
+		}
 		po, in, err := patchCorePlan(train, TexturePatchCoreOptions())
 		if err != nil {
 			t.Fatal(err)
 		}
 		po.Threads = 2
 		xs, ds, hx, tx := preprocessed(t, in, train), preprocessed(t, in, trainD), preprocessed(t, in, held), preprocessed(t, in, testD)
+		px := preprocessed(t, in, pasted)
+		prows := newRows(len(px))
 		h, w, d := patchDims(in, po)
 		feats, err := patchFeaturesAll(in, po, xs)
 		if err != nil {
@@ -584,6 +599,8 @@ func TestFiguresTrainerSupervisedConfigs(t *testing.T) {
 				}
 				return (i-nGood)%folds == k
 			}, rows)
+			// A pasted image's row comes from the fold that did not see its background.
+			headRowsOf(t, data, in, d, h, w, px, func(i int) bool { return pasteBg[i]%folds == k }, prows)
 		}
 		bank := buildBank(feats, h, w, d, func(int) bool { return true }, po)
 		data, err := patchCoreHeadGraph(in, po, bank, nil, true, nil)
@@ -658,8 +675,8 @@ func TestFiguresTrainerSupervisedConfigs(t *testing.T) {
 		}{
 			{"image head: feature max/mean + map (before)", func(r *tileRows, _ [][]float32, i int) []float32 { return r.headIn[i][:before] }},
 			{"image head: + brightness statistics", func(r *tileRows, _ [][]float32, i int) []float32 { return r.headIn[i][:bright] }},
-			{"image head: + brightness + border/interior max (shipped)", func(r *tileRows, _ [][]float32, i int) []float32 { return r.headIn[i] }},
-			{"image head: shipped + patch head top-3", func(r *tileRows, top [][]float32, i int) []float32 { return cat(r.headIn[i], top[i]) }},
+			{"image head: + brightness + border/interior max (the shipped inputs)", func(r *tileRows, _ [][]float32, i int) []float32 { return r.headIn[i] }},
+			{"image head: shipped inputs + patch head top-3", func(r *tileRows, top [][]float32, i int) []float32 { return cat(r.headIn[i], top[i]) }},
 		}
 		for _, v := range vecs {
 			var tr, te [][]float32
@@ -688,11 +705,119 @@ func TestFiguresTrainerSupervisedConfigs(t *testing.T) {
 			}
 			add(v.name+", 200 boosted stumps", auroc(sc))
 		}
+
+		// The shipped inputs with one head per defect kind (the image's probability the
+		// largest of theirs), and with the pasted defects added to the training rows.
+		kinds := make([]string, len(all))
+		for j, i := range trIdx {
+			kinds[nGood+j] = s.defects[i].Label
+		}
+		kindAUROC := func(tr [][]float32, y []bool, k []string, lambda float64) float64 {
+			kh, err := fitKindHeads(tr, y, k, lambda)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sc []float64
+			for _, x := range trows.headIn {
+				sc = append(sc, kh.prob(x))
+			}
+			return auroc(sc)
+		}
+		for _, lambda := range []float64{0.001, 0.003, 0.01, 0.03} {
+			add(fmt.Sprintf("shipped inputs, a head per defect kind, L2 %g", lambda), kindAUROC(rows.headIn, lab, kinds, lambda))
+		}
+		pLab, pKinds := slices.Clone(lab), slices.Clone(kinds)
+		pAll := slices.Clone(rows.headIn)
+		for j := range px {
+			pAll, pLab = append(pAll, prows.headIn[j]), append(pLab, true)
+			pKinds = append(pKinds, s.defects[trIdx[j/pastesPerDefect]].Label)
+		}
+		one, err := fitHead(pAll, pLab, 0.01)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sc []float64
+		for _, x := range trows.headIn {
+			sc = append(sc, one.prob(x))
+		}
+		add(fmt.Sprintf("shipped inputs, one head, + %d pasted defects per training defect", pastesPerDefect), auroc(sc))
+		add(fmt.Sprintf("a head per defect kind, L2 0.001, + %d pasted per defect", pastesPerDefect), kindAUROC(pAll, pLab, pKinds, 0.001))
 	}
 	for _, name := range order {
 		v := res[name]
 		t.Logf("| %s | %.3f | %.3f | %.3f | %.3f |", name, v[0], v[1], v[2], (v[0]+v[1])/2)
 	}
+}
+
+// pasteDefect puts defect d's masked pixels (mask at tileMaskSize, dilated by grow pixels
+// at the frame's size, feathered) onto good tile g, scaled by the ratio of the two tiles'
+// brightness around the defect so the pasted region carries the defect, not its tile's
+// light.
+func pasteDefect(g, d camera.Frame, mask []bool, grow int) camera.Frame {
+	n := g.Width
+	m := make([]float64, n*n)
+	for y := range n {
+		for x := range n {
+			if mask[(y*tileMaskSize/n)*tileMaskSize+x*tileMaskSize/n] {
+				m[y*n+x] = 1
+			}
+		}
+	}
+	dil := func(src []float64, r int) []float64 {
+		out := make([]float64, n*n)
+		for y := range n {
+			for x := range n {
+				v := 0.0
+				for dy := -r; dy <= r; dy++ {
+					for dx := -r; dx <= r; dx++ {
+						yy, xx := y+dy, x+dx
+						if yy >= 0 && yy < n && xx >= 0 && xx < n && src[yy*n+xx] > v {
+							v = src[yy*n+xx]
+						}
+					}
+				}
+				out[y*n+x] = v
+			}
+		}
+		return out
+	}
+	core := dil(m, grow)
+	ring := dil(core, 8)
+	var gs, ds, c float64
+	for i := range ring {
+		if ring[i] > 0 && core[i] == 0 {
+			gs += float64(g.Pix[i])
+			ds += float64(d.Pix[i])
+			c++
+		}
+	}
+	ratio := 1.0
+	if c > 0 && ds > 0 {
+		ratio = gs / ds
+	}
+	// feather: 3x3 box blur of the core
+	alpha := make([]float64, n*n)
+	for y := range n {
+		for x := range n {
+			s, k := 0.0, 0.0
+			for dy := -1; dy <= 1; dy++ {
+				for dx := -1; dx <= 1; dx++ {
+					yy, xx := y+dy, x+dx
+					if yy >= 0 && yy < n && xx >= 0 && xx < n {
+						s += core[yy*n+xx]
+						k++
+					}
+				}
+			}
+			alpha[y*n+x] = s / k
+		}
+	}
+	out := camera.Frame{Width: n, Height: n, Channels: 1, Pix: make([]byte, n*n)}
+	for i := range out.Pix {
+		v := alpha[i]*float64(d.Pix[i])*ratio + (1-alpha[i])*float64(g.Pix[i])
+		out.Pix[i] = clampByte(v)
+	}
+	return out
 }
 
 // preprocessed is frames as the trainer feeds them to a model of input in.

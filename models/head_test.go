@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/takt-edge/takt/camera"
@@ -151,5 +152,36 @@ func TestPatchCoreSupervisedHeadBeatsMap(t *testing.T) {
 	t.Logf("held-out AUROC: PatchCore %.3f, with the supervised head %.3f; metrics %v", ua, sa, sm.Metrics)
 	if sa < 0.95 || sa < ua+0.1 {
 		t.Errorf("held-out AUROC with the head %.3f, PatchCore alone %.3f: want the head >= 0.95 and 0.1 above", sa, ua)
+	}
+}
+
+// TestPatchCoreAutoMixedAspects: good images of differing aspect (the magnetic tiles are
+// 120 to 620 pixels a side) are no camera view of parts on a fixture; auto trains the
+// texture model on them instead of failing in the template.
+func TestPatchCoreAutoMixedAspects(t *testing.T) {
+	if raceEnabled {
+		t.Skip("training is ~20x slower under -race; make test runs this test without it")
+	}
+	rng := rand.New(rand.NewPCG(9, 10))
+	var good []camera.Frame
+	for i := range 8 {
+		w, h := 64, 64
+		if i%2 == 1 {
+			w, h = 96, 40
+		}
+		good = append(good, textureFrame(rng, w, h, 0))
+	}
+	opts := TrainOptions{Threads: 2}
+	opts.PatchCore = TexturePatchCoreOptions()
+	opts.PatchCore.Folds, opts.PatchCore.BankSize = 2, 200
+	m, err := Train(context.Background(), TrainSet{Good: good}, opts)
+	if err != nil {
+		t.Fatalf("Train auto on mixed aspects: %v", err)
+	}
+	if m.Method != MethodPatchCore {
+		t.Errorf("auto on mixed aspects chose %s, want %s", m.Method, MethodPatchCore)
+	}
+	if _, err := Train(context.Background(), TrainSet{Good: good}, TrainOptions{Method: MethodTemplate}); err == nil || !strings.Contains(err.Error(), "one camera view") {
+		t.Errorf("template on mixed aspects: %v, want an error asking for one camera view", err)
 	}
 }

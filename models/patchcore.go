@@ -375,7 +375,7 @@ func patchCoreGraph(in InputShape, opts PatchCoreOptions, bank *patchBank, meta 
 // outputs the head's input vector "head_in" [1,headDim] (for training the head), and the
 // standardized patch features "patch_std" [1,D,h,w] and their bank distances
 // "dist_grid" [1,1,h,w] (for comparing heads in the tests).
-func patchCoreHeadGraph(in InputShape, opts PatchCoreOptions, bank *patchBank, head *linearHead, headOut bool, meta [][2]string) ([]byte, error) {
+func patchCoreHeadGraph(in InputShape, opts PatchCoreOptions, bank *patchBank, head *kindHeads, headOut bool, meta [][2]string) ([]byte, error) {
 	g := onnxgraph.New(opts.Name)
 	g.SetDoc("Takt PatchCore-like anomaly model: filter-bank patch features, nearest-neighbour distance to a coreset memory bank.")
 	dims := []int64{1, 1, int64(in.Height), int64(in.Width)}

@@ -216,8 +216,25 @@ func (m *TrainedModel) WriteFile(path string) (err error) {
 	return nil
 }
 
-// maxAspectDiff is how far (relative) a good image's aspect ratio may be from the first's.
+// maxAspectDiff is how far (relative) a good image's aspect ratio may be from the first's
+// for the images to be one camera view.
 const maxAspectDiff = 0.10
+
+func aspectOf(f camera.Frame) float64 { return float64(f.Width) / float64(f.Height) }
+
+// otherView is the index of the first image whose aspect ratio is more than maxAspectDiff
+// from image 0's, or 0 when all are one view.
+func otherView(good []camera.Frame) int {
+	for i, f := range good {
+		if f.Height > 0 && good[0].Height > 0 && math.Abs(aspectOf(f)-aspectOf(good[0]))/aspectOf(good[0]) > maxAspectDiff {
+			return i
+		}
+	}
+	return 0
+}
+
+// oneView says whether the good images share one aspect ratio (within maxAspectDiff).
+func oneView(good []camera.Frame) bool { return otherView(good) == 0 }
 
 // templatePlan checks the training set and options and fills in the defaults.
 func templatePlan(good []camera.Frame, opts TemplateOptions) (TemplateOptions, InputShape, error) {
@@ -229,13 +246,10 @@ func templatePlan(good []camera.Frame, opts TemplateOptions) (TemplateOptions, I
 			return opts, InputShape{}, fmt.Errorf("train template: good image %d: %w", i, err)
 		}
 	}
-	aspect := func(f camera.Frame) float64 { return float64(f.Width) / float64(f.Height) }
-	a0 := aspect(good[0])
-	for i, f := range good[1:] {
-		if a := aspect(f); math.Abs(a-a0)/a0 > maxAspectDiff {
-			return opts, InputShape{}, fmt.Errorf("train template: good image %d is %dx%d (aspect %.2f) but image 0 is %dx%d (aspect %.2f): train on images of one camera view",
-				i+1, f.Width, f.Height, a, good[0].Width, good[0].Height, a0)
-		}
+	if i := otherView(good); i > 0 {
+		f := good[i]
+		return opts, InputShape{}, fmt.Errorf("train template: good image %d is %dx%d (aspect %.2f) but image 0 is %dx%d (aspect %.2f): train on images of one camera view, or use method patchcore",
+			i, f.Width, f.Height, aspectOf(f), good[0].Width, good[0].Height, aspectOf(good[0]))
 	}
 	def := DefaultTemplateOptions()
 	if opts.Name == "" {
@@ -262,6 +276,7 @@ func templatePlan(good []camera.Frame, opts TemplateOptions) (TemplateOptions, I
 	if opts.TrainedAt.IsZero() {
 		opts.TrainedAt = time.Now()
 	}
+	a0 := aspectOf(good[0])
 	switch {
 	case opts.Width == 0 && opts.Height == 0:
 		opts.Width = defaultTemplateWidth

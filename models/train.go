@@ -55,7 +55,9 @@ type TrainOptions struct {
 	// MinHeadDefects is how many labeled defects it takes to train the supervised head;
 	// default 10; negative: never.
 	MinHeadDefects int
-	// HeadLambda is the head's L2 penalty; default 0.01, or 0.1 with a Backbone: a
+	// HeadLambda is the heads' L2 penalty; default 0.001 (with a head per defect kind,
+	// each sees a few labels against all good rows; 0.001 beat 0.003, 0.01 and 0.03 on
+	// the magnetic tiles' splits 1-2), or 0.1 with a Backbone: a
 	// backbone's hundreds of channels give the head several hundred inputs for a few
 	// hundred rows, and on the magnetic tiles the stronger penalty did better on every
 	// split the settings were compared on (README "Few-shot trainer"); comboHeadLambda
@@ -99,10 +101,11 @@ func TexturePatchCoreOptions() PatchCoreOptions {
 	return PatchCoreOptions{Width: 64, LightingSigma: 2, PositionWeight: 256, MapSigma: 2, K: 3, ScoreTop: 0.03}
 }
 
-// comboHeadLambda is the head's L2 penalty with WithFilterBank: the two head vectors
+// comboHeadLambda is the heads' L2 penalty with WithFilterBank: the two head vectors
 // together have over 700 inputs (at MobileNetV2's expanded_conv_12) for about 150 rows;
-// on splits 1-2 of the magnetic tiles 1 beat 0.1 (0.897 against 0.889) and 3 collapsed
-// (0.743) (README "Few-shot trainer").
+// on splits 1-2 of the magnetic tiles 1 beat 0.1 with heads per kind (0.914 against
+// 0.911) and with one head (0.897 against 0.889), and 3 collapsed (0.743) (README
+// "Few-shot trainer").
 const comboHeadLambda = 1.0
 
 // trainTemplateWidth is the template's input width in Train when none is given.
@@ -224,7 +227,7 @@ func trainPlan(set TrainSet, opts TrainOptions) (TrainOptions, error) {
 		}
 	}
 	if opts.HeadLambda == 0 {
-		opts.HeadLambda = 0.01
+		opts.HeadLambda = 0.001
 		if backbone {
 			opts.HeadLambda = 0.1
 		}

@@ -3,10 +3,12 @@
 package models
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/takt-edge/takt/camera"
@@ -57,7 +59,7 @@ func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel,
 	if opts.WithFilterBank {
 		// The joint model is a head; PatchCore alone on either extractor would only be
 		// replaced by it (as below), so it is not trained first.
-		m, res, err := trainComboHead(ctx, set.Good, defects, opts)
+		m, res, err := trainComboHead(ctx, set.Good, set.Defects, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -75,7 +77,12 @@ func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel,
 	methods := []string{opts.Method}
 	if opts.Method == MethodAuto {
 		methods = []string{MethodTemplate, MethodPatchCore, MethodEnsemble}
-		if len(set.Defects) == 0 {
+		switch {
+		case !oneView(set.Good):
+			// Images of differing aspect are not one camera's view of parts on a fixture:
+			// the template cannot take them, the texture model stretches each to its input.
+			methods = []string{MethodPatchCore}
+		case len(set.Defects) == 0:
 			// Without labels, pseudo-defects cannot tell a texture model from a template
 			// (a blob on a texture is as easy for both); how alike the good images are in
 			// place can (see alignment).
@@ -130,7 +137,7 @@ func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel,
 		}
 	}
 	if opts.MinHeadDefects > 0 && len(defects) >= opts.MinHeadDefects && opts.Method != MethodTemplate {
-		hm, auroc, mapAUROC, err := trainPatchCoreHead(ctx, set.Good, defects, opts)
+		hm, auroc, mapAUROC, err := trainPatchCoreHead(ctx, set.Good, set.Defects, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -309,7 +316,13 @@ func scoreRaw(data []byte, in InputShape, threads int, frames []camera.Frame) ([
 // the folds' AUROCs: the five fold heads' probabilities are not on one scale, and
 // pooling them understates the head against the single score it competes with (README
 // "Few-shot trainer"). The threshold (best F1) comes from the pooled probabilities.
-func trainPatchCoreHead(ctx context.Context, good, defects []camera.Frame, opts TrainOptions) (*TrainedModel, float64, float64, error) {
+func trainPatchCoreHead(ctx context.Context, good []camera.Frame, labeled []LabeledFrame, opts TrainOptions) (*TrainedModel, float64, float64, error) {
+	defects := make([]camera.Frame, len(labeled))
+	kinds := make([]string, len(good), len(good)+len(labeled))
+	for i, d := range labeled {
+		defects[i] = d.Frame
+		kinds = append(kinds, cmp.Or(d.Label, "defect"))
+	}
 	po, in, err := patchCorePlan(good, opts.PatchCore)
 	if err != nil {
 		return nil, 0, 0, err
@@ -352,7 +365,7 @@ func trainPatchCoreHead(ctx context.Context, good, defects []camera.Frame, opts 
 			opts.Progress("head", k+1, folds)
 		}
 	}
-	hf, err := fitHeadRows(rows, len(xs), opts.HeadLambda)
+	hf, err := fitHeadRows(rows, len(xs), kinds, opts.HeadLambda)
 	if err != nil {
 		return nil, 0, 0, fmt.Errorf("train patchcore head: %w", err)
 	}
@@ -364,7 +377,7 @@ func trainPatchCoreHead(ctx context.Context, good, defects []camera.Frame, opts 
 		meta := patchCoreMeta(po, in, threshold, len(good), bank.size())
 		for i := range meta {
 			if meta[i][0] == metaMethod {
-				meta[i][1] += fmt.Sprintf(" head=logistic defects=%d lambda=%g", len(defects), opts.HeadLambda)
+				meta[i][1] += fmt.Sprintf(" head=logistic defects=%d kinds=%s lambda=%g", len(defects), strings.Join(head.kinds, ","), opts.HeadLambda)
 			}
 		}
 		return patchCoreHeadGraph(in, po, bank, head, false, meta)
@@ -390,18 +403,19 @@ const headFolds = 5
 // headFit is a supervised head fitted on rows (good images first, then defects) with the
 // figures it was judged by.
 type headFit struct {
-	head   *linearHead // fitted on every row
-	probs  []float64   // per row, from a head fitted without the row's fold
-	labels []bool      // per row: a defect
-	auroc  float64     // of probs, the mean of the folds' AUROCs (see foldAUROC)
+	head   *kindHeads // fitted on every row
+	probs  []float64  // per row, from a head fitted without the row's fold
+	labels []bool     // per row: a defect
+	auroc  float64    // of probs, the mean of the folds' AUROCs (see foldAUROC)
 	// threshold is the best-F1 threshold on probs (0.5 when none is inside 0..1), f1 its F1.
 	threshold, f1 float64
 }
 
-// fitHeadRows cross-validates the head in headFolds folds over rows (the first nGood are
-// good images, the rest defects; each row from a fold model whose bank did not see the
-// image) and fits the final head on all of them with L2 penalty lambda.
-func fitHeadRows(rows [][]float32, nGood int, lambda float64) (*headFit, error) {
+// fitHeadRows cross-validates the heads (see kindHeads) in headFolds folds over rows (the
+// first nGood are good images, the rest defects; each row from a fold model whose bank
+// did not see the image; kinds[i] is row i's defect kind) and fits the final heads on all
+// of them with L2 penalty lambda.
+func fitHeadRows(rows [][]float32, nGood int, kinds []string, lambda float64) (*headFit, error) {
 	labels := make([]bool, len(rows))
 	for i := nGood; i < len(rows); i++ {
 		labels[i] = true
@@ -410,12 +424,13 @@ func fitHeadRows(rows [][]float32, nGood int, lambda float64) (*headFit, error) 
 	for k := range headFolds {
 		var tx [][]float32
 		var ty []bool
+		var tk []string
 		for i := range rows {
 			if i%headFolds != k {
-				tx, ty = append(tx, rows[i]), append(ty, labels[i])
+				tx, ty, tk = append(tx, rows[i]), append(ty, labels[i]), append(tk, kinds[i])
 			}
 		}
-		hd, err := fitHead(tx, ty, lambda)
+		hd, err := fitKindHeads(tx, ty, tk, lambda)
 		if err != nil {
 			return nil, err
 		}
@@ -429,7 +444,7 @@ func fitHeadRows(rows [][]float32, nGood int, lambda float64) (*headFit, error) 
 	if !(th > 0 && th < 1) {
 		th = 0.5
 	}
-	head, err := fitHead(rows, labels, lambda)
+	head, err := fitKindHeads(rows, labels, kinds, lambda)
 	if err != nil {
 		return nil, err
 	}

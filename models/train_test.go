@@ -102,7 +102,7 @@ func TestTrainOptionsErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Method != MethodAuto || o.Template.Width != 128 || o.PatchCore.K != 3 || o.PatchCore.Name != "n" || len(o.Template.Ignore) != 1 || o.HeadLambda != 0.01 {
+	if o.Method != MethodAuto || o.Template.Width != 128 || o.PatchCore.K != 3 || o.PatchCore.Name != "n" || len(o.Template.Ignore) != 1 || o.HeadLambda != 0.001 {
 		t.Errorf("defaults: method %q template width %d patchcore k %d name %q ignore %v head lambda %g", o.Method, o.Template.Width, o.PatchCore.K, o.PatchCore.Name, o.Template.Ignore, o.HeadLambda)
 	}
 }
