@@ -56,7 +56,7 @@ bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
 	@packaging/fetch-backbone.sh $(DEPS)/backbone || echo "bench: no backbone (packaging/fetch-backbone.sh failed): the backbone figures are not measured"
 	@set -a; [ ! -f $(DEPS)/backbone/backbone.env ] || . $(DEPS)/backbone/backbone.env; set +a; \
-		TAKT_FIGURES=1 $(GO) test -run '^TestFigures' -count=1 -timeout 60m -v ./... | grep -E '^BENCH ' || { echo "bench: no figures printed"; exit 1; }
+		TAKT_FIGURES=1 $(GO) test -run '^TestFigures' -count=1 -timeout 90m -v ./... | grep -E '^BENCH ' || { echo "bench: no figures printed"; exit 1; }
 
 # demo: synthetic parts -> starter model trained from good parts -> the agent inspects a
 # production run (an operator labels its mistakes) -> takt-cloud ingests the uploads, the

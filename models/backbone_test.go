@@ -337,11 +337,11 @@ func TestPatchCoreBackboneTrain(t *testing.T) {
 		t.Errorf("backbone patchcore: held-out auroc %.3f (good %v, defects %v), want >= 0.8 (0.917 measured; 4 x 6 pairs, so one pair is 0.042)", a, g, d)
 	}
 	sm, err := Train(context.Background(), TrainSet{Good: good, Defects: labeled(defects)},
-		TrainOptions{Name: "bb-head", Backbone: bo, PatchCore: pc, Threads: 2, MinHeadDefects: 3})
+		TrainOptions{Name: "bb-head", Backbone: bo, BackboneAlone: true, PatchCore: pc, Threads: 2, MinHeadDefects: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := sm.Metrics["cv_auroc_patchcore_head"]; !ok || sm.Method != MethodPatchCore {
+	if _, ok := sm.Metrics["cv_auroc_patchcore_head"]; !ok || sm.Method != MethodPatchCore || sm.Metrics["with_filter_bank"] != 0 {
 		t.Errorf("Train with a backbone and labels: method %s metrics %v; want patchcore with a head tried", sm.Method, sm.Metrics)
 	}
 	scoreFrames(t, sm, held[:1])

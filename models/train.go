@@ -60,12 +60,26 @@ type TrainOptions struct {
 	// the magnetic tiles' splits 1-2), or 0.1 with a Backbone: a
 	// backbone's hundreds of channels give the head several hundred inputs for a few
 	// hundred rows, and on the magnetic tiles the stronger penalty did better on every
-	// split the settings were compared on (README "Few-shot trainer").
+	// split the settings were compared on (README "Few-shot trainer"); comboHeadLambda
+	// (1) with the filter bank beside a backbone (WithFilterBank).
 	HeadLambda float64
 	// Backbone, when its ONNX is set, gives PatchCore the features of a user's ONNX model
 	// cut at a layer instead of the filter bank (see BackboneOptions); the method is then
 	// PatchCore (auto) and template or ensemble are refused.
 	Backbone BackboneOptions
+	// WithFilterBank, with a Backbone and at least MinHeadDefects labeled defects, builds
+	// one model with both feature extractors: the filter-bank PatchCore (the texture
+	// default, on the backbone's input averaged down to about 64 px) and the backbone
+	// PatchCore, each with its own memory bank, and the supervised head over both head
+	// vectors (see comboGraph); its HeadLambda defaults to comboHeadLambda. It is the
+	// default whenever a backbone and enough defects for the head are given (and the
+	// backbone's input is a multiple of the filter bank's patch step): on the magnetic
+	// tiles it beat the backbone alone and the filter bank alone (README "Few-shot
+	// trainer"). Set, it is required: too few defects are an error.
+	WithFilterBank bool
+	// BackboneAlone keeps the filter bank out of a backbone model (the head, if any, on
+	// the backbone's features only).
+	BackboneAlone bool
 	// Threads is ONNX Runtime's intra-op thread count while training; 0 = its default.
 	Threads int
 	// Seed drives the pseudo-defects and the coreset.
@@ -86,6 +100,13 @@ type TrainOptions struct {
 func TexturePatchCoreOptions() PatchCoreOptions {
 	return PatchCoreOptions{Width: 64, LightingSigma: 2, PositionWeight: 256, MapSigma: 2, K: 3, ScoreTop: 0.03}
 }
+
+// comboHeadLambda is the heads' L2 penalty with WithFilterBank: the two head vectors
+// together have over 700 inputs (at MobileNetV2's expanded_conv_12) for about 150 rows;
+// on splits 1-2 of the magnetic tiles 1 beat 0.1 with heads per kind (0.914 against
+// 0.911) and with one head (0.897 against 0.889), and 3 collapsed (0.743) (README
+// "Few-shot trainer").
+const comboHeadLambda = 1.0
 
 // trainTemplateWidth is the template's input width in Train when none is given.
 const trainTemplateWidth = 128
@@ -130,15 +151,6 @@ func trainPlan(set TrainSet, opts TrainOptions) (TrainOptions, error) {
 	}
 	if opts.MinHeadDefects == 0 {
 		opts.MinHeadDefects = 10
-	}
-	if opts.HeadLambda == 0 {
-		opts.HeadLambda = 0.001
-		if backbone {
-			opts.HeadLambda = 0.1
-		}
-	}
-	if opts.HeadLambda < 0 {
-		return opts, fmt.Errorf("train: head_lambda %g: want >= 0", opts.HeadLambda)
 	}
 	if opts.TrainedAt.IsZero() {
 		opts.TrainedAt = time.Now()
@@ -192,6 +204,39 @@ func trainPlan(set TrainSet, opts TrainOptions) (TrainOptions, error) {
 			return opts, fmt.Errorf("train: %w", err)
 		}
 		opts.PatchCore.bb = bb
+		_, sizeErr := comboFilterBankOptions(opts.PatchCore, InputShape{Channels: 1, Height: bb.inH, Width: bb.inW})
+		if !opts.WithFilterBank && !opts.BackboneAlone && sizeErr == nil && opts.MinHeadDefects > 0 && len(set.Defects) >= opts.MinHeadDefects {
+			opts.WithFilterBank = true
+		}
+		if opts.WithFilterBank && sizeErr != nil {
+			return opts, fmt.Errorf("train: %w", sizeErr)
+		}
+	}
+	if opts.WithFilterBank && opts.BackboneAlone {
+		return opts, fmt.Errorf("train: with_filter_bank and backbone_alone both set: choose one")
+	}
+	if opts.WithFilterBank {
+		switch {
+		case !backbone:
+			return opts, fmt.Errorf("train: with_filter_bank needs a backbone (--backbone FILE.onnx --layer L): the filter bank alone is the default model")
+		case opts.MinHeadDefects < 0:
+			return opts, fmt.Errorf("train: with_filter_bank builds a supervised head over both feature extractors, and min_head_defects %d turns the head off", opts.MinHeadDefects)
+		case len(set.Defects) < opts.MinHeadDefects:
+			return opts, fmt.Errorf("train: with_filter_bank builds a supervised head over both feature extractors: it needs at least %d labeled defects (min_head_defects), got %d",
+				opts.MinHeadDefects, len(set.Defects))
+		}
+	}
+	if opts.HeadLambda == 0 {
+		opts.HeadLambda = 0.001
+		if backbone {
+			opts.HeadLambda = 0.1
+		}
+		if opts.WithFilterBank {
+			opts.HeadLambda = comboHeadLambda
+		}
+	}
+	if opts.HeadLambda < 0 {
+		return opts, fmt.Errorf("train: head_lambda %g: want >= 0", opts.HeadLambda)
 	}
 	for _, o := range []struct {
 		name, version *string

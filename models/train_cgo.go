@@ -25,6 +25,11 @@ import (
 //     MethodEnsemble) and keeps the one with the highest AUROC of held-out good images
 //     against pseudo-defects (blobs and thin lines drawn on them, see pseudoDefect).
 //   - With a backbone (opts.Backbone), the method is PatchCore on its features.
+//   - With a backbone and at least MinHeadDefects defects (opts.WithFilterBank, the
+//     default unless BackboneAlone): one model with the filter-bank and the backbone
+//     PatchCore side by side and the supervised head over both (see comboGraph); no
+//     unsupervised candidate is trained. Metrics: with_filter_bank (0/1, with a backbone)
+//     and cv_auroc_backbone_folds, the backbone's map score on the head's folds.
 //   - With labeled defects: methods are compared by the AUROC of their cross-validated
 //     good scores against the defects' scores, and the threshold moves to the best F1.
 //   - With at least MinHeadDefects defects (and PatchCore allowed): a supervised head
@@ -46,8 +51,30 @@ func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel,
 	if err := InitONNXRuntime(""); err != nil {
 		return nil, fmt.Errorf("train: %w", err)
 	}
-	methods := []string{opts.Method}
 	metrics := map[string]float64{"defect_images": float64(len(set.Defects))}
+	defects := make([]camera.Frame, len(set.Defects))
+	for i, d := range set.Defects {
+		defects[i] = d.Frame
+	}
+	if opts.WithFilterBank {
+		// The joint model is a head; PatchCore alone on either extractor would only be
+		// replaced by it (as below), so it is not trained first.
+		m, res, err := trainComboHead(ctx, set.Good, set.Defects, opts)
+		if err != nil {
+			return nil, err
+		}
+		metrics["cv_auroc_patchcore_head"] = res.auroc
+		metrics["cv_auroc_patchcore_folds"] = res.fbMapAUROC
+		metrics["cv_auroc_backbone_folds"] = res.bbMapAUROC
+		metrics["with_filter_bank"] = 1
+		metrics["cv_auroc"] = res.auroc
+		metrics["cv_f1"] = m.Metrics["cv_f1"]
+		metrics["supervised"] = 1
+		metrics["train_seconds"] = time.Since(start).Seconds()
+		m.Metrics = metrics
+		return m, nil
+	}
+	methods := []string{opts.Method}
 	if opts.Method == MethodAuto {
 		methods = []string{MethodTemplate, MethodPatchCore, MethodEnsemble}
 		switch {
@@ -68,10 +95,6 @@ func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel,
 				methods = []string{MethodPatchCore}
 			}
 		}
-	}
-	defects := make([]camera.Frame, len(set.Defects))
-	for i, d := range set.Defects {
-		defects[i] = d.Frame
 	}
 	var best *TrainedModel
 	var bestDefectScores []float64
@@ -144,6 +167,9 @@ func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel,
 		metrics["cv_auroc"] = bestAUROC
 	}
 	metrics["supervised"] = map[bool]float64{true: 1}[best.Supervised]
+	if opts.PatchCore.bb != nil {
+		metrics["with_filter_bank"] = 0
+	}
 	metrics["train_seconds"] = time.Since(start).Seconds()
 	best.Metrics = metrics
 	return best, nil
@@ -339,47 +365,13 @@ func trainPatchCoreHead(ctx context.Context, good []camera.Frame, labeled []Labe
 			opts.Progress("head", k+1, folds)
 		}
 	}
-	labels := make([]bool, len(all))
-	for i := len(xs); i < len(all); i++ {
-		labels[i] = true
-	}
-	// Held-out probabilities of the head itself, 5 folds over the rows.
-	probs := make([]float64, len(all))
-	const headFolds = 5
-	for k := range headFolds {
-		var tx [][]float32
-		var ty []bool
-		var tk []string
-		for i := range all {
-			if i%headFolds != k {
-				tx, ty, tk = append(tx, rows[i]), append(ty, labels[i]), append(tk, kinds[i])
-			}
-		}
-		hd, err := fitKindHeads(tx, ty, tk, opts.HeadLambda)
-		if err != nil {
-			return nil, 0, 0, fmt.Errorf("train patchcore head: %w", err)
-		}
-		for i := range all {
-			if i%headFolds == k {
-				probs[i] = hd.prob(rows[i])
-			}
-		}
-	}
-	goodP, defectP := probs[:len(xs)], probs[len(xs):]
-	mapScores := make([]float64, len(all))
-	for i, r := range rows {
-		mapScores[i] = float64(r[2*d]) // the map score's place in the head vector
-	}
-	auroc := foldAUROC(probs, labels, headFolds)
-	mapAUROC := foldAUROC(mapScores, labels, headFolds)
-	th, f1 := BestF1Threshold(goodP, defectP)
-	if !(th > 0 && th < 1) {
-		th = 0.5
-	}
-	head, err := fitKindHeads(rows, labels, kinds, opts.HeadLambda)
+	hf, err := fitHeadRows(rows, len(xs), kinds, opts.HeadLambda)
 	if err != nil {
 		return nil, 0, 0, fmt.Errorf("train patchcore head: %w", err)
 	}
+	mapAUROC := hf.columnAUROC(rows, 2*d) // the map score's place in the head vector
+	head, th, f1, goodP := hf.head, hf.threshold, hf.f1, hf.probs[:len(xs)]
+	auroc := hf.auroc
 	final := func(threshold float64) ([]byte, error) {
 		bank := buildBank(feats, h, w, d, func(int) bool { return true }, po)
 		meta := patchCoreMeta(po, in, threshold, len(good), bank.size())
@@ -403,6 +395,70 @@ func trainPatchCoreHead(ctx context.Context, good []camera.Frame, labeled []Labe
 		GoodScores: append([]float64(nil), goodP...), TrainScores: trainScores, Folds: folds, TrainedAt: po.TrainedAt,
 		Method: MethodPatchCore, Supervised: true, Metrics: map[string]float64{"cv_f1": f1}, regraph: final,
 	}, auroc, mapAUROC, nil
+}
+
+// headFolds is how many folds the supervised head is cross-validated in, over its rows.
+const headFolds = 5
+
+// headFit is a supervised head fitted on rows (good images first, then defects) with the
+// figures it was judged by.
+type headFit struct {
+	head   *kindHeads // fitted on every row
+	probs  []float64  // per row, from a head fitted without the row's fold
+	labels []bool     // per row: a defect
+	auroc  float64    // of probs, the mean of the folds' AUROCs (see foldAUROC)
+	// threshold is the best-F1 threshold on probs (0.5 when none is inside 0..1), f1 its F1.
+	threshold, f1 float64
+}
+
+// fitHeadRows cross-validates the heads (see kindHeads) in headFolds folds over rows (the
+// first nGood are good images, the rest defects; each row from a fold model whose bank
+// did not see the image; kinds[i] is row i's defect kind) and fits the final heads on all
+// of them with L2 penalty lambda.
+func fitHeadRows(rows [][]float32, nGood int, kinds []string, lambda float64) (*headFit, error) {
+	labels := make([]bool, len(rows))
+	for i := nGood; i < len(rows); i++ {
+		labels[i] = true
+	}
+	probs := make([]float64, len(rows))
+	for k := range headFolds {
+		var tx [][]float32
+		var ty []bool
+		var tk []string
+		for i := range rows {
+			if i%headFolds != k {
+				tx, ty, tk = append(tx, rows[i]), append(ty, labels[i]), append(tk, kinds[i])
+			}
+		}
+		hd, err := fitKindHeads(tx, ty, tk, lambda)
+		if err != nil {
+			return nil, err
+		}
+		for i := range rows {
+			if i%headFolds == k {
+				probs[i] = hd.prob(rows[i])
+			}
+		}
+	}
+	th, f1 := BestF1Threshold(probs[:nGood], probs[nGood:])
+	if !(th > 0 && th < 1) {
+		th = 0.5
+	}
+	head, err := fitKindHeads(rows, labels, kinds, lambda)
+	if err != nil {
+		return nil, err
+	}
+	return &headFit{head: head, probs: probs, labels: labels, auroc: foldAUROC(probs, labels, headFolds), threshold: th, f1: f1}, nil
+}
+
+// columnAUROC is the AUROC of the rows' input at (a map score: what PatchCore alone
+// scores), over the head's folds as its own AUROC is.
+func (hf *headFit) columnAUROC(rows [][]float32, at int) float64 {
+	s := make([]float64, len(rows))
+	for i, r := range rows {
+		s[i] = float64(r[at])
+	}
+	return foldAUROC(s, hf.labels, headFolds)
 }
 
 // foldAUROC is the mean over folds (row i in fold i%folds) of the AUROC of scores, good

@@ -91,6 +91,25 @@ func TestModelTrainEvalBackbone(t *testing.T) {
 	if lines := strings.Split(strings.TrimSpace(out), "\n"); err != nil || !strings.HasPrefix(lines[len(lines)-1], "auroc=") {
 		t.Fatalf("model eval of the backbone bundle: %v\n%s", err, out)
 	}
+
+	// With the labeled defects and --with-filter-bank: one model with both extractors and
+	// the supervised head, verified and evaluated like any other.
+	combo := filepath.Join(dir, "combo.tar")
+	out, err = takt(t, "model", "train", "--data", data, "--out", combo, "--key", key, "--name", "bb-fb-part",
+		"--backbone", bb, "--layer", "feat2", "--with-filter-bank", "--min-head-defects", "3")
+	if err != nil {
+		t.Fatalf("model train --with-filter-bank: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "method patchcore + supervised head;") || !strings.Contains(out, "cv_auroc_backbone_folds=") || !strings.Contains(out, "input gray 1x1x72x96") {
+		t.Errorf("model train --with-filter-bank output: want the supervised patchcore with both extractors' figures at 96x72:\n%s", out)
+	}
+	if out, err := takt(t, "model", "verify", "--key", key+".pub", combo); err != nil || !strings.Contains(out, "golden set 3/3") {
+		t.Fatalf("model verify --with-filter-bank bundle: %v\n%s", err, out)
+	}
+	out, err = takt(t, "model", "eval", "--bundle", combo, "--key", key+".pub", "--data", data)
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); err != nil || !strings.HasPrefix(lines[len(lines)-1], "auroc=") {
+		t.Fatalf("model eval of the --with-filter-bank bundle: %v\n%s", err, out)
+	}
 }
 
 func TestModelTrainBackboneErrors(t *testing.T) {
@@ -117,6 +136,8 @@ func TestModelTrainBackboneErrors(t *testing.T) {
 		{[]string{"--backbone", bb, "--layer", "feat2", "--backbone-mean", "red"}, `--backbone-mean "red"`},
 		{[]string{"--backbone", bb, "--layer", "feat2", "--width", "64"}, "fixed at 96"},
 		{[]string{"--backbone", bb, "--layer", "feat2", "--method", "template"}, "features feed patchcore only"},
+		{[]string{"--with-filter-bank"}, "need --backbone FILE.onnx"},
+		{[]string{"--backbone", bb, "--layer", "feat2", "--with-filter-bank"}, "needs at least 10 labeled defects (min_head_defects), got 0"},
 	}
 	for _, tt := range tests {
 		args := append([]string{"model", "train", "--data", dir, "--out", m}, tt.args...)

@@ -44,6 +44,8 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	layer := fs.String("layer", "", "tensor of --backbone to cut at: a 4-D NCHW feature map (a node output name); several, comma-separated, are joined on the first one's grid")
 	bbMean := fs.String("backbone-mean", "", `per-channel mean subtracted from the 0..1 gray input before --backbone: "imagenet" or comma-separated values (default 0)`)
 	bbStd := fs.String("backbone-std", "", `per-channel std the input is divided by before --backbone: "imagenet" or comma-separated values (default 1)`)
+	withFB := fs.Bool("with-filter-bank", false, "require the filter bank beside --backbone: one model with both PatchCore extractors and the supervised head over both (the default when --min-head-defects labeled defects exist); fewer defects are an error")
+	bbAlone := fs.Bool("backbone-alone", false, "keep the filter bank out of a --backbone model, even with labeled defects")
 	var ignore []string
 	fs.Func("ignore", "region not to judge, as x0,y0,x1,y1 in pixels of the training images (repeatable), e.g. a printed serial number", func(v string) error {
 		ignore = append(ignore, v)
@@ -69,8 +71,8 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 		if bbOpts, err = backboneOptions(*backbone, *layer, *bbMean, *bbStd); err != nil {
 			return err
 		}
-	} else if *layer != "" || *bbMean != "" || *bbStd != "" {
-		return errors.New("model train: --layer, --backbone-mean and --backbone-std need --backbone FILE.onnx")
+	} else if *layer != "" || *bbMean != "" || *bbStd != "" || *withFB || *bbAlone {
+		return errors.New("model train: --layer, --backbone-mean, --backbone-std, --with-filter-bank and --backbone-alone need --backbone FILE.onnx")
 	}
 	var priv ed25519.PrivateKey
 	if bundle {
@@ -104,6 +106,7 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	if *backbone != "" {
 		opts.Backbone = bbOpts
 		opts.Backbone.Width, opts.Backbone.Height = *width, *height
+		opts.WithFilterBank, opts.BackboneAlone = *withFB, *bbAlone
 	}
 	if (*width != 0 || *height != 0) && *method == models.MethodPatchCore && *backbone == "" {
 		// Alone, PatchCore takes the size; otherwise it is the template's and the
