@@ -157,8 +157,8 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 }
 
 // inspect scores one frame with the station's models (or records why it could not) and
-// commits the verdict. The commit is not cancelled with ctx: a part that was captured is
-// recorded.
+// commits the verdict. Neither is cancelled with ctx: a part that was captured is judged
+// and recorded.
 func (a *Agent) inspect(ctx context.Context, set *modelSet, st *store.Store, frame camera.Frame,
 	frameErr error) (store.Verdict, *heatmap, time.Duration, error) {
 	captured := frame.Time
@@ -175,7 +175,9 @@ func (a *Agent) inspect(ctx context.Context, set *modelSet, st *store.Store, fra
 		v.Threshold, v.Provider = m.threshold, m.info.Provider
 		v.Model = m.record()
 	} else {
-		heat = set.score(ctx, frame, a.cfg.Deadline, a.cfg.HTTP.Listen != "", &v)
+		// A part captured before a stop is still judged, within its own deadline: stopping
+		// the agent must not turn the last part on the belt into a NO_DECISION.
+		heat = set.score(context.WithoutCancel(ctx), frame, a.cfg.Deadline, a.cfg.HTTP.Listen != "", &v)
 	}
 
 	var img *store.Image
