@@ -287,14 +287,8 @@ func TestFiguresTrainerBackboneHeads(t *testing.T) {
 		}
 	}
 	s := loadTileSet(t)
-	res := map[string][]float64{}
-	var order []string
-	add := func(name string, v float64) {
-		if _, ok := res[name]; !ok {
-			order = append(order, name)
-		}
-		res[name] = append(res[name], v)
-	}
+	var table splitTable
+	add := table.add
 	for split := uint64(1); split <= 3; split++ {
 		train, held := tileSplit(s, split)
 		trD, testD := defectSets(s, split)
@@ -352,10 +346,7 @@ func TestFiguresTrainerBackboneHeads(t *testing.T) {
 			}
 		}
 	}
-	for _, name := range order {
-		v := res[name]
-		t.Logf("| %s | %.3f | %.3f | %.3f | %.3f |", name, v[0], v[1], v[2], (v[0]+v[1])/2)
-	}
+	table.log(t)
 }
 
 // backboneLayerName shortens TF-style layer paths to their last two parts

@@ -3,7 +3,6 @@
 package models
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 
@@ -23,10 +22,7 @@ type comboHead struct {
 // trainPatchCoreHead does; the final model has both banks built from every good image.
 // opts is planned (trainPlan) with a backbone.
 func trainComboHead(ctx context.Context, good []camera.Frame, labeled []LabeledFrame, opts TrainOptions) (*TrainedModel, comboHead, error) {
-	defects := make([]camera.Frame, len(labeled))
-	for i, d := range labeled {
-		defects[i] = d.Frame
-	}
+	defects, kinds := headKinds(len(good), labeled)
 	var res comboHead
 	fail := func(err error) (*TrainedModel, comboHead, error) {
 		return nil, res, fmt.Errorf("train with filter bank: %w", err)
@@ -74,34 +70,13 @@ func trainComboHead(ctx context.Context, good []camera.Frame, labeled []LabeledF
 		return b[0], b[1]
 	}
 	dim := headDim(halves[0].d) + headDim(halves[1].d)
-	all := append(append([][]float32(nil), xs...), ds...)
-	rows := make([][]float32, len(all))
 	folds := bbO.Folds
-	for k := range folds {
-		if err := ctx.Err(); err != nil {
-			return fail(err)
-		}
-		fb, bb := banks(func(i int) bool { return i%folds != k })
-		data, err := comboGraph(in, fbO, fb, bbO, bb, nil, true, nil)
-		if err != nil {
-			return fail(fmt.Errorf("fold %d: %w", k, err))
-		}
-		held := func(i int) bool {
-			if i < len(xs) {
-				return i%folds == k
-			}
-			return (i-len(xs))%folds == k
-		}
-		if err := runOutput(data, in, bbO.Threads, "head_in", dim, all, held, rows); err != nil {
-			return fail(fmt.Errorf("fold %d: %w", k, err))
-		}
-		if opts.Progress != nil {
-			opts.Progress("head", k+1, folds)
-		}
-	}
-	kinds := make([]string, len(xs), len(all))
-	for _, d := range labeled {
-		kinds = append(kinds, cmp.Or(d.Label, "defect"))
+	rows, err := foldHeadRows(ctx, xs, ds, folds, in, bbO.Threads, dim, opts.Progress, func(use func(int) bool) ([]byte, error) {
+		fb, bb := banks(use)
+		return comboGraph(in, fbO, fb, bbO, bb, nil, true, nil)
+	})
+	if err != nil {
+		return fail(err)
 	}
 	hf, err := fitHeadRows(rows, len(xs), kinds, opts.HeadLambda)
 	if err != nil {

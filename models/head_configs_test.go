@@ -538,14 +538,8 @@ func TestFiguresTrainerSupervisedConfigs(t *testing.T) {
 	s := loadTileSet(t)
 	patchMLP := patchHeadConfig{"patch head: MLP 16 on features + distance, masks, top-3", true, false, patchFit{hidden: 16, lambda: 1e-3, epochs: 15}, 0.05}
 	patchLin := patchHeadConfig{"patch head: logistic on features + distance + 3x3 context, masks, top-8", true, true, patchFit{hidden: 0, lambda: 1e-3, epochs: 10}, 0.05}
-	res := map[string][]float64{}
-	var order []string
-	add := func(name string, v float64) {
-		if _, ok := res[name]; !ok {
-			order = append(order, name)
-		}
-		res[name] = append(res[name], v)
-	}
+	var table splitTable
+	add := table.add
 	for split := uint64(1); split <= 3; split++ {
 		train, held := tileSplit(s, split)
 		var trainD, testD []camera.Frame
@@ -712,8 +706,8 @@ func TestFiguresTrainerSupervisedConfigs(t *testing.T) {
 		for j, i := range trIdx {
 			kinds[nGood+j] = s.defects[i].Label
 		}
-		kindAUROC := func(tr [][]float32, y []bool, k []string, lambda float64) float64 {
-			kh, err := fitKindHeads(tr, y, k, lambda)
+		kindAUROC := func(tr [][]float32, k []string, lambda float64) float64 {
+			kh, err := fitKindHeads(tr, k, lambda)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -724,7 +718,7 @@ func TestFiguresTrainerSupervisedConfigs(t *testing.T) {
 			return auroc(sc)
 		}
 		for _, lambda := range []float64{0.001, 0.003, 0.01, 0.03} {
-			add(fmt.Sprintf("shipped inputs, a head per defect kind, L2 %g", lambda), kindAUROC(rows.headIn, lab, kinds, lambda))
+			add(fmt.Sprintf("shipped inputs, a head per defect kind, L2 %g", lambda), kindAUROC(rows.headIn, kinds, lambda))
 		}
 		pLab, pKinds := slices.Clone(lab), slices.Clone(kinds)
 		pAll := slices.Clone(rows.headIn)
@@ -741,12 +735,9 @@ func TestFiguresTrainerSupervisedConfigs(t *testing.T) {
 			sc = append(sc, one.prob(x))
 		}
 		add(fmt.Sprintf("shipped inputs, one head, + %d pasted defects per training defect", pastesPerDefect), auroc(sc))
-		add(fmt.Sprintf("a head per defect kind, L2 0.001, + %d pasted per defect", pastesPerDefect), kindAUROC(pAll, pLab, pKinds, 0.001))
+		add(fmt.Sprintf("a head per defect kind, L2 0.001, + %d pasted per defect", pastesPerDefect), kindAUROC(pAll, pKinds, 0.001))
 	}
-	for _, name := range order {
-		v := res[name]
-		t.Logf("| %s | %.3f | %.3f | %.3f | %.3f |", name, v[0], v[1], v[2], (v[0]+v[1])/2)
-	}
+	table.log(t)
 }
 
 // pasteDefect puts defect d's masked pixels (mask at tileMaskSize, dilated by grow pixels
@@ -818,6 +809,30 @@ func pasteDefect(g, d camera.Frame, mask []bool, grow int) camera.Frame {
 		out.Pix[i] = clampByte(v)
 	}
 	return out
+}
+
+// splitTable collects a figure per configuration and split (1, 2, 3) in the order the
+// configurations first appear, and logs them as README rows with the mean of splits 1-2.
+type splitTable struct {
+	res   map[string][]float64
+	order []string
+}
+
+func (st *splitTable) add(name string, v float64) {
+	if st.res == nil {
+		st.res = map[string][]float64{}
+	}
+	if _, ok := st.res[name]; !ok {
+		st.order = append(st.order, name)
+	}
+	st.res[name] = append(st.res[name], v)
+}
+
+func (st *splitTable) log(t *testing.T) {
+	for _, name := range st.order {
+		v := st.res[name]
+		t.Logf("| %s | %.3f | %.3f | %.3f | %.3f |", name, v[0], v[1], v[2], (v[0]+v[1])/2)
+	}
 }
 
 // preprocessed is frames as the trainer feeds them to a model of input in.

@@ -43,7 +43,7 @@ func kindRows(rng *rand.Rand) (x [][]float32, defect []bool, kind []string) {
 func TestKindHeadsSeparateOppositeKinds(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	x, defect, kind := kindRows(rng)
-	kh, err := fitKindHeads(x, defect, kind, 0.01)
+	kh, err := fitKindHeads(x, kind, 0.01)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,17 +71,16 @@ func TestKindHeadsSeparateOppositeKinds(t *testing.T) {
 
 	// One kind only: the single head, under its kind's name.
 	var sx [][]float32
-	var sd []bool
 	var sk []string
 	for i := range x {
 		if kind[i] == "" || kind[i] == "bright" {
-			sx, sd, sk = append(sx, x[i]), append(sd, defect[i]), append(sk, kind[i])
+			sx, sk = append(sx, x[i]), append(sk, kind[i])
 		}
 	}
-	if s, err := fitKindHeads(sx, sd, sk, 0.01); err != nil || !slices.Equal(s.kinds, []string{"bright"}) {
+	if s, err := fitKindHeads(sx, sk, 0.01); err != nil || !slices.Equal(s.kinds, []string{"bright"}) {
 		t.Errorf("one kind: heads %v (%v), want [bright]", s, err)
 	}
-	if _, err := fitKindHeads(x[:80], defect[:80], kind[:80], 0.01); err == nil {
+	if _, err := fitKindHeads(x[:80], kind[:80], 0.01); err == nil {
 		t.Error("no defect rows: want an error")
 	}
 }
@@ -93,8 +92,8 @@ func TestKindHeadsGraph(t *testing.T) {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(5, 6))
-	x, defect, kind := kindRows(rng)
-	kh, err := fitKindHeads(x, defect, kind, 0.01)
+	x, _, kind := kindRows(rng)
+	kh, err := fitKindHeads(x, kind, 0.01)
 	if err != nil {
 		t.Fatal(err)
 	}

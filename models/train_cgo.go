@@ -317,12 +317,7 @@ func scoreRaw(data []byte, in InputShape, threads int, frames []camera.Frame) ([
 // pooling them understates the head against the single score it competes with (README
 // "Few-shot trainer"). The threshold (best F1) comes from the pooled probabilities.
 func trainPatchCoreHead(ctx context.Context, good []camera.Frame, labeled []LabeledFrame, opts TrainOptions) (*TrainedModel, float64, float64, error) {
-	defects := make([]camera.Frame, len(labeled))
-	kinds := make([]string, len(good), len(good)+len(labeled))
-	for i, d := range labeled {
-		defects[i] = d.Frame
-		kinds = append(kinds, cmp.Or(d.Label, "defect"))
-	}
+	defects, kinds := headKinds(len(good), labeled)
 	po, in, err := patchCorePlan(good, opts.PatchCore)
 	if err != nil {
 		return nil, 0, 0, err
@@ -340,30 +335,12 @@ func trainPatchCoreHead(ctx context.Context, good []camera.Frame, labeled []Labe
 	if err != nil {
 		return nil, 0, 0, fmt.Errorf("train patchcore head: %w", err)
 	}
-	all := append(append([][]float32(nil), xs...), ds...)
-	rows := make([][]float32, len(all))
 	folds := po.Folds
-	for k := range folds {
-		if err := ctx.Err(); err != nil {
-			return nil, 0, 0, fmt.Errorf("train patchcore head: %w", err)
-		}
-		bank := buildBank(feats, h, w, d, func(i int) bool { return i%folds != k }, po)
-		data, err := patchCoreHeadGraph(in, po, bank, nil, true, nil)
-		if err != nil {
-			return nil, 0, 0, fmt.Errorf("train patchcore head: fold %d: %w", k, err)
-		}
-		held := func(i int) bool {
-			if i < len(xs) {
-				return i%folds == k
-			}
-			return (i-len(xs))%folds == k
-		}
-		if err := runOutput(data, in, po.Threads, "head_in", headDim(d), all, held, rows); err != nil {
-			return nil, 0, 0, fmt.Errorf("train patchcore head: fold %d: %w", k, err)
-		}
-		if opts.Progress != nil {
-			opts.Progress("head", k+1, folds)
-		}
+	rows, err := foldHeadRows(ctx, xs, ds, folds, in, po.Threads, headDim(d), opts.Progress, func(use func(int) bool) ([]byte, error) {
+		return patchCoreHeadGraph(in, po, buildBank(feats, h, w, d, use, po), nil, true, nil)
+	})
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("train patchcore head: %w", err)
 	}
 	hf, err := fitHeadRows(rows, len(xs), kinds, opts.HeadLambda)
 	if err != nil {
@@ -397,6 +374,51 @@ func trainPatchCoreHead(ctx context.Context, good []camera.Frame, labeled []Labe
 	}, auroc, mapAUROC, nil
 }
 
+// headKinds splits labeled defects into their frames and the kinds of the head's rows
+// (good images first, nGood of kind "", then the defects; an unlabeled defect is of kind
+// "defect").
+func headKinds(nGood int, labeled []LabeledFrame) (defects []camera.Frame, kinds []string) {
+	defects = make([]camera.Frame, len(labeled))
+	kinds = make([]string, nGood, nGood+len(labeled))
+	for i, d := range labeled {
+		defects[i] = d.Frame
+		kinds = append(kinds, cmp.Or(d.Label, "defect"))
+	}
+	return defects, kinds
+}
+
+// foldHeadRows computes the head input ("head_in", dim values) of every good image xs and
+// defect ds with folds fold models: graph(use) builds the model whose banks hold the good
+// images i with use(i), and a fold's model scores the good images and the share of the
+// defects it left out, so no row comes from a bank that saw its image.
+func foldHeadRows(ctx context.Context, xs, ds [][]float32, folds int, in InputShape, threads, dim int,
+	progress func(step string, done, total int), graph func(use func(int) bool) ([]byte, error)) ([][]float32, error) {
+	all := append(append([][]float32(nil), xs...), ds...)
+	rows := make([][]float32, len(all))
+	for k := range folds {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		data, err := graph(func(i int) bool { return i%folds != k })
+		if err != nil {
+			return nil, fmt.Errorf("fold %d: %w", k, err)
+		}
+		held := func(i int) bool {
+			if i < len(xs) {
+				return i%folds == k
+			}
+			return (i-len(xs))%folds == k
+		}
+		if err := runOutput(data, in, threads, "head_in", dim, all, held, rows); err != nil {
+			return nil, fmt.Errorf("fold %d: %w", k, err)
+		}
+		if progress != nil {
+			progress("head", k+1, folds)
+		}
+	}
+	return rows, nil
+}
+
 // headFolds is how many folds the supervised head is cross-validated in, over its rows.
 const headFolds = 5
 
@@ -413,7 +435,7 @@ type headFit struct {
 
 // fitHeadRows cross-validates the heads (see kindHeads) in headFolds folds over rows (the
 // first nGood are good images, the rest defects; each row from a fold model whose bank
-// did not see the image; kinds[i] is row i's defect kind) and fits the final heads on all
+// did not see the image; kinds as headKinds gives them) and fits the final heads on all
 // of them with L2 penalty lambda.
 func fitHeadRows(rows [][]float32, nGood int, kinds []string, lambda float64) (*headFit, error) {
 	labels := make([]bool, len(rows))
@@ -423,14 +445,13 @@ func fitHeadRows(rows [][]float32, nGood int, kinds []string, lambda float64) (*
 	probs := make([]float64, len(rows))
 	for k := range headFolds {
 		var tx [][]float32
-		var ty []bool
 		var tk []string
 		for i := range rows {
 			if i%headFolds != k {
-				tx, ty, tk = append(tx, rows[i]), append(ty, labels[i]), append(tk, kinds[i])
+				tx, tk = append(tx, rows[i]), append(tk, kinds[i])
 			}
 		}
-		hd, err := fitKindHeads(tx, ty, tk, lambda)
+		hd, err := fitKindHeads(tx, tk, lambda)
 		if err != nil {
 			return nil, err
 		}
@@ -444,7 +465,7 @@ func fitHeadRows(rows [][]float32, nGood int, kinds []string, lambda float64) (*
 	if !(th > 0 && th < 1) {
 		th = 0.5
 	}
-	head, err := fitKindHeads(rows, labels, kinds, lambda)
+	head, err := fitKindHeads(rows, kinds, lambda)
 	if err != nil {
 		return nil, err
 	}
