@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/takt-edge/takt/agent/ota"
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/cloudsync"
@@ -28,7 +29,7 @@ type Agent struct {
 	// uploader is the S3 uploader while Run runs with sync enabled, for status and metrics.
 	uploader atomic.Pointer[cloudsync.Uploader]
 	// ota runs model updates while Run runs with model_update.enabled; nil otherwise.
-	ota *modelUpdater
+	ota *ota.Updater
 }
 
 // Summary counts what a Run did.
@@ -139,7 +140,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		}
 		svc.committed(v, frame, lat, heat)
 		if a.ota != nil {
-			a.ota.observe(frame, &v)
+			a.ota.Observe(frame, &v)
 		}
 		src.Recycle(frame)
 		latencies = append(latencies, lat)

@@ -3,6 +3,8 @@ package agent
 import (
 	"net/http"
 	"path/filepath"
+
+	"github.com/takt-edge/takt/agent/ota"
 )
 
 // modelInstallRequest is the body of POST /model/install: a bundle file on the station or
@@ -34,11 +36,11 @@ func (l *live) postModelInstall(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, "file %q: give an absolute path on the station", req.File)
 		return
 	}
-	if err := u.request(installRequest{File: req.File, Key: req.Key, SHA256: req.SHA256, Rollback: req.Rollback, From: "http"}); err != nil {
+	if err := u.Request(ota.InstallRequest{File: req.File, Key: req.Key, SHA256: req.SHA256, Rollback: req.Rollback, From: "http"}); err != nil {
 		httpError(w, http.StatusUnprocessableEntity, "%v", err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, map[string]string{"queued": firstNonEmpty(req.File, req.Key)})
+	writeJSON(w, http.StatusAccepted, map[string]string{"queued": req.File + req.Key}) // one of them is set
 }
 
 // getModelUpdate shows the update state: active, previous, candidate, watch, last status.
@@ -48,5 +50,5 @@ func (l *live) getModelUpdate(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusConflict, "%v", errUpdatesOff)
 		return
 	}
-	writeJSON(w, http.StatusOK, u.snapshot())
+	writeJSON(w, http.StatusOK, u.Snapshot())
 }

@@ -98,14 +98,14 @@ func (l *live) startMQTT(context.Context) (func(context.Context) error, error) {
 		hooks.trigger = nil
 	}
 	if u := l.a.ota; u != nil {
-		hooks.modelAvailable, hooks.modelStatus = u.onAvailable, u.lastStatus
+		hooks.modelAvailable, hooks.modelStatus = u.OnAvailable, u.LastStatus
 	}
 	r, err := newMQTTRole(l.cfg.MQTT, l.cfg.Station, l.st, hooks, l.log)
 	if err != nil {
 		return nil, err
 	}
 	if u := l.a.ota; u != nil {
-		u.setPublisher(func(m cloudsync.ModelStatusMsg) { r.publishModelStatus(context.Background(), m) })
+		u.SetPublisher(func(m cloudsync.ModelStatusMsg) { r.publishModelStatus(context.Background(), m) })
 	}
 	l.mqtt = r
 	l.setLink("mqtt", cloudsync.ConnConnecting)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/takt-edge/takt/agent/ota"
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
@@ -193,7 +194,7 @@ func TestModelUpdateOverMQTT(t *testing.T) {
 			t.Fatalf("verdict %d: model %s %s %q, want 0.9.0 deciding", v.ID, v.Model.Version, v.Decision, v.Reason)
 		}
 	}
-	st := r.a.ota.snapshot()
+	st := r.a.ota.Snapshot()
 	m := st.Models["fixture-part"]
 	if m == nil || m.Active == nil || m.Active.Version != "0.9.0" || m.Previous != nil || st.Candidate != nil {
 		t.Fatalf("state %+v: want 0.9.0 active over the configured model, no candidate", st)
@@ -277,7 +278,7 @@ func TestModelUpdateRejectsSlowModel(t *testing.T) {
 			t.Fatalf("verdict %d: %s on %s, want PASS on 0.2.0", v.ID, v.Decision, v.Model.Version)
 		}
 	}
-	if st := r.a.ota.snapshot(); st.Candidate != nil || st.Last == nil || st.Last.Figures == nil || st.Last.State != cloudsync.ModelRejected {
+	if st := r.a.ota.Snapshot(); st.Candidate != nil || st.Last == nil || st.Last.Figures == nil || st.Last.State != cloudsync.ModelRejected {
 		t.Errorf("state %+v: want no candidate and the rejection with its figures", st)
 	}
 }
@@ -389,8 +390,8 @@ func TestModelUpdateWatchRollsBack(t *testing.T) {
 			t.Fatalf("InstallModel: %v", err)
 		}
 	}
-	state := func() otaState {
-		var st otaState
+	state := func() ota.State {
+		var st ota.State
 		getJSON(t, http.DefaultClient, r.base+"/model/update", http.StatusOK, &st)
 		return st
 	}

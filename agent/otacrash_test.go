@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/takt-edge/takt/agent/ota"
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
@@ -56,15 +57,15 @@ func TestCrashDuringModelUpdate(t *testing.T) {
 	w := newModelWatcher(t, broker.URL, topics)
 	w.announce(t, true, cloudsync.ModelAvailableMsg{Name: "fixture-part", Version: "0.9.0", Key: key, SHA256: sha256Of(buf), Size: int64(len(buf))})
 
-	phases := []string{phaseDownloading, phaseVerifying, phaseValidating, phaseShadow, phaseSwapping}
+	phases := []string{ota.PhaseDownloading, ota.PhaseVerifying, ota.PhaseValidating, ota.PhaseShadow, ota.PhaseSwapping}
 	if raceEnabled && os.Getenv("TAKT_SOAK") != "1" {
-		phases = []string{phaseDownloading, phaseSwapping}
+		phases = []string{ota.PhaseDownloading, ota.PhaseSwapping}
 	}
 	for _, phase := range phases {
 		t.Run(phase, func(t *testing.T) {
 			dataDir := filepath.Join(t.TempDir(), "data")
 			rate := "0"
-			if phase == phaseDownloading {
+			if phase == ota.PhaseDownloading {
 				rate = "2MiB" // slow enough to be cut in the middle
 			}
 			cfgPath := filepath.Join(t.TempDir(), "agent.yaml")
@@ -122,7 +123,7 @@ model_update:
 					if until(l.Message, l.Phase, l.State, l.Version) {
 						met = true
 						if kill {
-							if phase == phaseDownloading {
+							if phase == ota.PhaseDownloading {
 								time.Sleep(300 * time.Millisecond) // part of the bundle is on disk
 							}
 							cmd.Process.Signal(syscall.SIGKILL)
@@ -137,7 +138,7 @@ model_update:
 				}
 			}
 			run(func(msg, p, _, _ string) bool { return msg == "model update step" && p == phase }, true)
-			st, err := readOTAState(filepath.Join(dataDir, "models"))
+			st, err := ota.ReadState(filepath.Join(dataDir, "models"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -146,7 +147,7 @@ model_update:
 				return msg == "model update" && state == cloudsync.ModelActive && version == "0.9.0" ||
 					msg == "serving an installed model bundle" && version == "0.9.0"
 			}, false)
-			st, err = readOTAState(filepath.Join(dataDir, "models"))
+			st, err = ota.ReadState(filepath.Join(dataDir, "models"))
 			if err != nil {
 				t.Fatal(err)
 			}

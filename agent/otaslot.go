@@ -3,19 +3,29 @@ package agent
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 
+	"github.com/takt-edge/takt/agent/ota"
+	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/models"
 )
 
-var _ modelSlot = (*activeModels)(nil)
+var _ ota.Slot = (*activeModels)(nil)
 
-// serving lists the station models serving now.
-func (h *activeModels) serving() []*stationModel { return h.snapshot() }
+// Serving lists the station models serving now.
+func (h *activeModels) Serving() []ota.Served {
+	ms := h.snapshot()
+	out := make([]ota.Served, len(ms))
+	for i, m := range ms {
+		out[i] = ota.Served{Name: m.name, Version: m.info.Model.Version}
+	}
+	return out
+}
 
-// swapIn wraps rt as the station model name and puts it in place of the model of that name
+// SwapIn wraps rt as the station model name and puts it in place of the model of that name
 // at the next frame boundary (replace); the replaced runtime closes after its last part.
 // On an error rt is closed.
-func (h *activeModels) swapIn(name, source string, rt *models.Runtime, threshold float64) error {
+func (h *activeModels) SwapIn(name, source string, rt *models.Runtime, threshold float64) error {
 	m, err := newStationModel(name, source, rt, threshold)
 	if err != nil {
 		rt.Close()
@@ -35,15 +45,13 @@ func (a *Agent) openModelUpdates() error {
 	if !a.cfg.ModelUpdate.Enabled {
 		return nil
 	}
-	u, err := newModelUpdater(a.cfg, a.log)
+	cfg, err := a.updaterConfig()
 	if err != nil {
 		return err
 	}
-	if err := u.open(); err != nil {
+	u := ota.New(cfg, a.log)
+	if err := u.Open(); err != nil {
 		return err
-	}
-	u.configured = func(ctx context.Context, i int) (*models.Runtime, error) {
-		return a.loadModel(ctx, a.cfg.ModelConfigs()[i], fmt.Sprintf("model %d", i))
 	}
 	a.ota = u
 	return nil
@@ -55,7 +63,7 @@ func (a *Agent) loadInstalledModel(ctx context.Context, i int) (*models.Runtime,
 	if a.ota == nil {
 		return nil, "", nil
 	}
-	return a.ota.loadInstalled(ctx, i)
+	return a.ota.LoadInstalled(ctx, i)
 }
 
 // runModelUpdates runs the updater beside the inspection loop and returns the func that
@@ -76,4 +84,36 @@ func (a *Agent) runModelUpdates(ctx context.Context, active *activeModels) func(
 		cancel()
 		<-done
 	}
+}
+
+// updaterConfig is the model updater's part of the configuration, with the trusted keys
+// loaded; it does no network I/O.
+func (a *Agent) updaterConfig() (ota.Config, error) {
+	cfg, u := a.cfg, a.cfg.ModelUpdate
+	keys, err := models.LoadTrustedKeys(u.keys(cfg.modelKeys())...)
+	if err != nil {
+		return ota.Config{}, fmt.Errorf("model_update.trusted_keys: %w", err)
+	}
+	policy, err := models.NewTrustPolicy(keys, u.RevokedKeys)
+	if err != nil {
+		return ota.Config{}, fmt.Errorf("model_update: %w", err)
+	}
+	oc := ota.Config{
+		Dir: filepath.Join(cfg.DataDir, "models"), Station: cfg.Station, Deadline: cfg.Deadline, AgentVersion: Version,
+		Named: len(cfg.Models) > 0, Policy: policy, StagingBudget: int64(u.StagingBudget),
+		Validate: ota.ValidatePolicy(u.Validate), Shadow: ota.ShadowPolicy(u.Shadow), Watch: ota.WatchPolicy(u.Watch),
+		LoadConfigured: func(ctx context.Context, i int) (*models.Runtime, error) {
+			return a.loadModel(ctx, a.cfg.ModelConfigs()[i], fmt.Sprintf("model %d", i))
+		},
+	}
+	for _, m := range cfg.ModelConfigs() {
+		oc.Models = append(oc.Models, ota.Configured{Name: m.Name, Source: m.Path + m.Bundle, Threshold: m.Threshold,
+			Providers: m.providerOptions(cfg.DataDir)})
+	}
+	if cfg.Sync.Enabled() {
+		if oc.Fetcher, err = cloudsync.NewFetcher(cfg.Sync); err != nil {
+			return ota.Config{}, err
+		}
+	}
+	return oc, nil
 }

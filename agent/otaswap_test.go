@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/takt-edge/takt/agent/ota"
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models"
@@ -68,7 +70,7 @@ func startSwapAgent(t *testing.T) (*running, *swapCommits) {
 func swapLoop(t *testing.T, r *running, n int, each func(i int)) ([]time.Time, []*stationModel) {
 	t.Helper()
 	l := r.a.live.Load()
-	name := l.models.serving()[0].name
+	name := l.models.snapshot()[0].name
 	var at []time.Time
 	var replaced []*stationModel
 	for i := range n {
@@ -76,8 +78,8 @@ func swapLoop(t *testing.T, r *running, n int, each func(i int)) ([]time.Time, [
 		if err != nil {
 			t.Fatal(err)
 		}
-		replaced = append(replaced, l.models.serving()[0])
-		if err := l.models.swapIn(name, "swap-"+strconv.Itoa(i), rt, 0); err != nil {
+		replaced = append(replaced, l.models.snapshot()[0])
+		if err := l.models.SwapIn(name, "swap-"+strconv.Itoa(i), rt, 0); err != nil {
 			t.Fatalf("swap %d: %v", i, err)
 		}
 		at = append(at, time.Now())
@@ -245,20 +247,13 @@ func TestFiguresModelUpdate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cand.Close()
-	u.cfg.Shadow.Parts = 1 << 30
-	shadowed := func(maxBusy float64) (float64, shadowFigures) {
-		u.cfg.Shadow.MaxBusy = maxBusy
+	shadowed := func(maxBusy float64) (float64, ota.ShadowFigures) {
 		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			u.runShadow(ctx, r.a.live.Load().models.serving()[0].name, cand, cand.Info().Threshold)
-		}()
-		waitFor(t, "the shadow run", 10*time.Second, func() bool { return u.shadow.Load() != nil })
+		figures, wait := u.MeasureShadow(ctx, r.a.live.Load().models.snapshot()[0].name, cand, cand.Info().Threshold, maxBusy)
 		on := p50(log.len())
-		s := u.shadow.Load().figures()
+		s := figures()
 		cancel()
-		<-done
+		wait()
 		return on, s
 	}
 	busy := defaultModelUpdateConfig().Shadow.MaxBusy
@@ -273,4 +268,14 @@ func TestFiguresModelUpdate(t *testing.T) {
 	}
 	fmt.Printf("BENCH shadow_overhead_ratio=%.2f\n", quantile(pacedR, 0.5))
 	fmt.Printf("BENCH shadow_overhead_ratio_unpaced=%.2f\n", quantile(unpacedR, 0.5))
+}
+
+// quantile is the q-quantile of xs (nearest rank); 0 for none.
+func quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[max(0, int(math.Ceil(q*float64(len(s))))-1)]
 }

@@ -1,4 +1,4 @@
-package agent
+package ota
 
 import (
 	"math"
@@ -72,20 +72,22 @@ func TestWatchLimits(t *testing.T) {
 }
 
 func TestJudgeShadow(t *testing.T) {
-	u := &modelUpdater{cfg: defaultModelUpdateConfig(), deadline: 100 * time.Millisecond} // budget 50 ms
+	u := &Updater{cfg: Config{Deadline: 100 * time.Millisecond, // budget 50 ms
+		Validate: ValidatePolicy{LatencyRuns: 30, LatencyFraction: 0.5},
+		Shadow:   ShadowPolicy{Parts: 200, MinParts: 20, MinAgreement: 0.95, MaxLatencyRatio: 2, Queue: 2, MaxBusy: 0.25}}}
 	u.cfg.Shadow.Parts, u.cfg.Shadow.MinParts = 100, 20
-	good := shadowFigures{Compared: 100, Agree: 99, Agreement: 0.99, CandP99: 12, ActiveP99: 10}
+	good := ShadowFigures{Compared: 100, Agree: 99, Agreement: 0.99, CandP99: 12, ActiveP99: 10}
 	for _, c := range []struct {
 		name        string
-		edit        func(f *shadowFigures)
+		edit        func(f *ShadowFigures)
 		want, limit string
 	}{
-		{"good", func(*shadowFigures) {}, "", ""},
-		{"too few parts", func(f *shadowFigures) { f.Compared = 5 }, "only 5 parts", "shadow.min_parts"},
-		{"errors", func(f *shadowFigures) { f.CandErrors = 1 }, "failed 1 of 100", "shadow.errors"},
-		{"disagrees", func(f *shadowFigures) { f.Agreement = 0.5 }, "agreement 0.500", "shadow.min_agreement"},
-		{"slower, within the budget", func(f *shadowFigures) { f.CandP99 = 25 }, "", ""},
-		{"slow", func(f *shadowFigures) { f.CandP99 = 60 }, "inference p99 60.00 ms", "shadow.max_latency_ratio"},
+		{"good", func(*ShadowFigures) {}, "", ""},
+		{"too few parts", func(f *ShadowFigures) { f.Compared = 5 }, "only 5 parts", "shadow.min_parts"},
+		{"errors", func(f *ShadowFigures) { f.CandErrors = 1 }, "failed 1 of 100", "shadow.errors"},
+		{"disagrees", func(f *ShadowFigures) { f.Agreement = 0.5 }, "agreement 0.500", "shadow.min_agreement"},
+		{"slower, within the budget", func(f *ShadowFigures) { f.CandP99 = 25 }, "", ""},
+		{"slow", func(f *ShadowFigures) { f.CandP99 = 60 }, "inference p99 60.00 ms", "shadow.max_latency_ratio"},
 	} {
 		f := good
 		c.edit(&f)

@@ -1,4 +1,4 @@
-package agent
+package ota
 
 import (
 	"encoding/json"
@@ -14,7 +14,7 @@ import (
 
 // The model update's durable state lives in <data_dir>/models/:
 //
-//	state.json           otaState, written atomically (temp, fsync, rename, fsync dir)
+//	state.json           State, written atomically (temp, fsync, rename, fsync dir)
 //	bundles/*.tar        the active bundle and the previous one (kept for rollback)
 //	staging/*.tar[.part] the candidate being downloaded or checked
 //
@@ -23,11 +23,11 @@ import (
 
 // Phases of a candidate (otaCandidate.Phase), in order.
 const (
-	phaseDownloading = "downloading"
-	phaseVerifying   = "verifying"
-	phaseValidating  = "validating"
-	phaseShadow      = "shadow"
-	phaseSwapping    = "swapping"
+	PhaseDownloading = "downloading"
+	PhaseVerifying   = "verifying"
+	PhaseValidating  = "validating"
+	PhaseShadow      = "shadow"
+	PhaseSwapping    = "swapping"
 )
 
 // otaBundle is an installed bundle.
@@ -96,8 +96,8 @@ type otaModel struct {
 	Watch *otaWatch `json:"watch,omitempty"`
 }
 
-// otaState is state.json.
-type otaState struct {
+// State is state.json.
+type State struct {
 	Models    map[string]*otaModel `json:"models,omitempty"`
 	Candidate *otaCandidate        `json:"candidate,omitempty"`
 	// Rejected are the bundle sha256s (or name@version when none was announced) refused or
@@ -106,22 +106,23 @@ type otaState struct {
 	Last     *otaLast `json:"last,omitempty"`
 }
 
-func readOTAState(dir string) (otaState, error) {
+// ReadState reads the update state in dir (<data_dir>/models); a missing file is the empty state.
+func ReadState(dir string) (State, error) {
 	data, err := os.ReadFile(filepath.Join(dir, "state.json"))
 	if errors.Is(err, os.ErrNotExist) {
-		return otaState{}, nil
+		return State{}, nil
 	}
 	if err != nil {
-		return otaState{}, fmt.Errorf("model update state: %w", err)
+		return State{}, fmt.Errorf("model update state: %w", err)
 	}
-	var st otaState
+	var st State
 	if err := json.Unmarshal(data, &st); err != nil {
-		return otaState{}, fmt.Errorf("model update state %s: %w", filepath.Join(dir, "state.json"), err)
+		return State{}, fmt.Errorf("model update state %s: %w", filepath.Join(dir, "state.json"), err)
 	}
 	return st, nil
 }
 
-func writeOTAState(dir string, st otaState) error {
+func writeOTAState(dir string, st State) error {
 	data, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
@@ -130,7 +131,7 @@ func writeOTAState(dir string, st otaState) error {
 }
 
 // model returns the state of the station model named name, creating it.
-func (st *otaState) model(name string) *otaModel {
+func (st *State) model(name string) *otaModel {
 	if st.Models == nil {
 		st.Models = map[string]*otaModel{}
 	}
@@ -143,7 +144,7 @@ func (st *otaState) model(name string) *otaModel {
 }
 
 // clone copies st deeply, for readers outside the updater's lock.
-func (st otaState) clone() otaState {
+func (st State) clone() State {
 	cp := func(b *otaBundle) *otaBundle {
 		if b == nil {
 			return nil
@@ -151,7 +152,7 @@ func (st otaState) clone() otaState {
 		c := *b
 		return &c
 	}
-	out := otaState{Rejected: append([]string(nil), st.Rejected...)}
+	out := State{Rejected: append([]string(nil), st.Rejected...)}
 	if st.Models != nil {
 		out.Models = map[string]*otaModel{}
 		for k, m := range st.Models {
@@ -174,7 +175,7 @@ func (st otaState) clone() otaState {
 	return out
 }
 
-func (st *otaState) rejected(id string) bool {
+func (st *State) rejected(id string) bool {
 	for _, r := range st.Rejected {
 		if r == id {
 			return true
@@ -183,7 +184,7 @@ func (st *otaState) rejected(id string) bool {
 	return false
 }
 
-func (st *otaState) reject(id string) {
+func (st *State) reject(id string) {
 	if id == "" || st.rejected(id) {
 		return
 	}

@@ -1,4 +1,4 @@
-package agent
+package ota
 
 import (
 	"context"
@@ -23,32 +23,19 @@ import (
 	"github.com/takt-edge/takt/models"
 )
 
-// Over-the-air model updates, station side. One goroutine (modelUpdater.Run) takes install
-// requests (model/available on MQTT, POST /model/install) one at a time through these steps,
-// recording each in <data_dir>/models/state.json before it acts, so that a restart at any
-// point resumes or discards the step, and reporting each on model/status:
-//
-//	downloading -> verifying -> validating -> shadow -> swapping -> active (watched)
-//	      |             |             |           |                     |
-//	   rejected      rejected      rejected    rejected             rolled-back
-//
-// The inspection loop never waits for the updater: it hands it each part's outcome
-// (observe), which feeds the shadow worker through a bounded queue that drops rather than
-// blocks, and the watch after a promotion. A candidate replaces the station model of its
-// manifest's name (models[].name or model.name, else the serving model's own name).
-
-// modelSlot is what the updater needs of the inference path (activeModels).
-type modelSlot interface {
-	// serving lists the station models serving now.
-	serving() []*stationModel
-	// swapIn makes rt (deciding with threshold) the model named name from the next frame
+// Slot is what the updater needs of the station's inference path. Both methods are safe to
+// call while the inspection loop runs and never block on it.
+type Slot interface {
+	// Serving lists the station models serving now, in config order.
+	Serving() []Served
+	// SwapIn makes rt (deciding with threshold) the model named name from the next frame
 	// on; the runtime it replaces closes once no inference uses it. On an error rt is
 	// closed.
-	swapIn(name, source string, rt *models.Runtime, threshold float64) error
+	SwapIn(name, source string, rt *models.Runtime, threshold float64) error
 }
 
-// installRequest is one bundle to install: an object key in the bucket or a local file.
-type installRequest struct {
+// InstallRequest is one bundle to install: an object key in the bucket or a local file.
+type InstallRequest struct {
 	Name, Version string
 	Key           string // object key (model/available, or POST /model/install {"key"})
 	File          string // local bundle file (POST /model/install {"file"})
@@ -58,7 +45,7 @@ type installRequest struct {
 	From          string // mqtt, http, resume: for the log
 }
 
-func (r installRequest) id() string {
+func (r InstallRequest) id() string {
 	if r.SHA256 != "" {
 		return r.SHA256
 	}
@@ -83,30 +70,85 @@ func rejectFig(fig *cloudsync.ModelFigures, format string, args ...any) error {
 	return &errRejected{reason: fmt.Sprintf(format, args...), fig: fig}
 }
 
-// modelUpdater runs the model update lifecycle; see the comment above.
-type modelUpdater struct {
-	cfg      ModelUpdateConfig
-	dir      string // <data_dir>/models
-	dataDir  string
-	station  string
-	deadline time.Duration
-	configs  []ModelConfig // the configured models, to load one back and for its providers
-	named    bool          // models: list (names from the config)
-	policy   models.TrustPolicy
-	fetcher  *cloudsync.Fetcher // nil without sync.endpoint: object keys cannot be fetched
-	log      zerolog.Logger
-	now      func() time.Time
+// Served is one station model serving now, as the updater sees it.
+type Served struct {
+	Name    string // the station model's name (models[].name or model.name)
+	Version string // the version of the model serving under that name
+}
 
-	reqs     chan installRequest // cap 1: the newest request waits, an older one is replaced
+// Configured is one model as the station's configuration names it: what a rollback falls
+// back to when no installed bundle loads.
+type Configured struct {
+	Name      string
+	Source    string // the configured bundle or model path
+	Threshold float64
+	Providers models.ProviderOptions
+}
+
+// Config is what the updater needs of the station's configuration (model_update and the
+// configured models); the agent fills it.
+type Config struct {
+	Dir          string // <data_dir>/models
+	Station      string
+	Deadline     time.Duration
+	AgentVersion string       // a bundle's minimum agent version is checked against it
+	Models       []Configured // the configured models in config order
+	Named        bool         // models: list (names from the config)
+	Policy       models.TrustPolicy
+	// Fetcher downloads object keys; nil without an object store, when only local bundle
+	// files install.
+	Fetcher       *cloudsync.Fetcher
+	StagingBudget int64
+	Validate      ValidatePolicy
+	Shadow        ShadowPolicy
+	Watch         WatchPolicy
+	// LoadConfigured loads configured model i (bundle or path), the last resort of a
+	// rollback.
+	LoadConfigured func(ctx context.Context, i int) (*models.Runtime, error)
+}
+
+// ValidatePolicy: see the agent's model_update.validate.
+type ValidatePolicy struct {
+	LatencyRuns     int
+	LatencyFraction float64
+}
+
+// ShadowPolicy: see the agent's model_update.shadow.
+type ShadowPolicy struct {
+	Parts           int
+	Duration        time.Duration
+	MinParts        int
+	MinAgreement    float64
+	MaxLatencyRatio float64
+	Queue           int
+	MaxBusy         float64
+}
+
+// WatchPolicy: see the agent's model_update.watch.
+type WatchPolicy struct {
+	Parts               int
+	MinParts            int
+	MaxErrorRate        float64
+	MaxLatencyRatio     float64
+	MaxFailRateIncrease float64
+	MaxRestarts         int
+}
+
+// Updater runs the model update lifecycle; see the package comment.
+type Updater struct {
+	cfg Config
+	dir string // <data_dir>/models
+	log zerolog.Logger
+	now func() time.Time
+
+	reqs     chan InstallRequest // cap 1: the newest request waits, an older one is replaced
 	rollback chan string         // cap 1: the watch asks for a rollback, with the reason
 	pubq     chan cloudsync.ModelStatusMsg
 
 	mu      sync.Mutex // guards st, publish, slot
-	st      otaState
+	st      State
 	publish func(cloudsync.ModelStatusMsg)
-	slot    modelSlot
-	// configured loads configured model i (bundle or path), the last resort of a rollback.
-	configured func(ctx context.Context, i int) (*models.Runtime, error)
+	slot    Slot
 
 	target atomic.Pointer[string] // the station model the shadow and the watch follow
 	shadow atomic.Pointer[shadowRun]
@@ -117,53 +159,37 @@ type modelUpdater struct {
 	lastFrame frameCopy // a recent live frame, for the latency check
 }
 
-// newModelUpdater validates the update settings of cfg and loads the trusted keys; it does
-// no network I/O.
-func newModelUpdater(cfg Config, log zerolog.Logger) (*modelUpdater, error) {
-	u := cfg.ModelUpdate
-	keys, err := models.LoadTrustedKeys(u.keys(cfg.modelKeys())...)
-	if err != nil {
-		return nil, fmt.Errorf("model_update.trusted_keys: %w", err)
-	}
-	policy, err := models.NewTrustPolicy(keys, u.RevokedKeys)
-	if err != nil {
-		return nil, fmt.Errorf("model_update: %w", err)
-	}
-	m := &modelUpdater{
-		cfg: u, dir: filepath.Join(cfg.DataDir, "models"), dataDir: cfg.DataDir, station: cfg.Station, deadline: cfg.Deadline,
-		configs: cfg.ModelConfigs(), named: len(cfg.Models) > 0, policy: policy,
+// New makes the updater of cfg; it does no I/O.
+func New(cfg Config, log zerolog.Logger) *Updater {
+	u := &Updater{
+		cfg: cfg, dir: cfg.Dir,
 		log: log.With().Str("component", "model-update").Logger(), now: time.Now,
-		reqs: make(chan installRequest, 1), rollback: make(chan string, 1), pubq: make(chan cloudsync.ModelStatusMsg, 16),
+		reqs: make(chan InstallRequest, 1), rollback: make(chan string, 1), pubq: make(chan cloudsync.ModelStatusMsg, 16),
 	}
-	m.recent.init(max(u.Watch.Parts, 50))
-	if cfg.Sync.Enabled() {
-		if m.fetcher, err = cloudsync.NewFetcher(cfg.Sync); err != nil {
-			return nil, err
-		}
-	}
-	return m, nil
+	u.recent.init(max(cfg.Watch.Parts, 50))
+	return u
 }
 
 // rtOpts are the runtime options of configured model i (its provider chain).
-func (u *modelUpdater) rtOpts(i int) models.RuntimeOptions {
-	return models.RuntimeOptions{Providers: u.configs[i].providerOptions(u.dataDir), Logger: u.log}
+func (u *Updater) rtOpts(i int) models.RuntimeOptions {
+	return models.RuntimeOptions{Providers: u.cfg.Models[i].Providers, Logger: u.log}
 }
 
-// open reads the state and removes what an interrupted step left behind, and counts this
+// Open reads the state and removes what an interrupted step left behind, and counts this
 // start against a candidate or a watched promotion (crash loops). Call it once, before
 // loadInstalled.
-func (u *modelUpdater) open() error {
+func (u *Updater) Open() error {
 	for _, d := range []string{u.dir, filepath.Join(u.dir, "bundles"), filepath.Join(u.dir, "staging")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("model update: %w", err)
 		}
 	}
-	st, err := readOTAState(u.dir)
+	st, err := ReadState(u.dir)
 	if err != nil {
 		// A state that does not parse cannot be trusted for anything: start over on the
 		// configured models rather than not at all.
 		u.log.Error().Err(err).Msg("model update state unreadable; starting from the configured models")
-		st = otaState{}
+		st = State{}
 	}
 	u.st = st
 	if c := u.st.Candidate; c != nil {
@@ -194,9 +220,9 @@ func (u *modelUpdater) open() error {
 // else the previous one. It returns nil without error when the configured model should
 // serve. It never fails for a bad bundle (the station must inspect, on the best model it
 // has); only a state that cannot be saved is an error.
-func (u *modelUpdater) loadInstalled(ctx context.Context, i int) (*models.Runtime, string, error) {
-	name := u.configs[i].Name
-	if !u.named {
+func (u *Updater) LoadInstalled(ctx context.Context, i int) (*models.Runtime, string, error) {
+	name := u.cfg.Models[i].Name
+	if !u.cfg.Named {
 		// A single model: its entry is the only one, whatever the model's name.
 		for n := range u.st.Models {
 			name = n
@@ -240,7 +266,7 @@ func (u *modelUpdater) loadInstalled(ctx context.Context, i int) (*models.Runtim
 }
 
 // cleanFiles removes every staged or installed file the state does not name.
-func (u *modelUpdater) cleanFiles() {
+func (u *Updater) cleanFiles() {
 	keep := map[string]bool{}
 	if c := u.st.Candidate; c != nil {
 		keep[filepath.Join(u.dir, c.Staged)] = true
@@ -265,12 +291,12 @@ func (u *modelUpdater) cleanFiles() {
 
 // load verifies the bundle file with the trust policy and loads it on the provider chain
 // (golden set replayed).
-func (u *modelUpdater) load(ctx context.Context, path string, opts models.RuntimeOptions) (*models.Runtime, *models.Bundle, error) {
-	b, err := u.policy.OpenBundle(path)
+func (u *Updater) load(ctx context.Context, path string, opts models.RuntimeOptions) (*models.Runtime, *models.Bundle, error) {
+	b, err := u.cfg.Policy.OpenBundle(path)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := b.Manifest.CheckAgent(Version); err != nil {
+	if err := b.Manifest.CheckAgent(u.cfg.AgentVersion); err != nil {
 		return nil, nil, err
 	}
 	rt, err := models.NewRuntime(ctx, b, opts)
@@ -282,11 +308,11 @@ func (u *modelUpdater) load(ctx context.Context, path string, opts models.Runtim
 
 // request queues an install. A request waiting behind the current install is replaced by a
 // newer one. It never blocks.
-func (u *modelUpdater) request(r installRequest) error {
+func (u *Updater) Request(r InstallRequest) error {
 	if r.Key == "" && r.File == "" {
 		return errors.New("model install: give a bundle file or an object key")
 	}
-	if r.Key != "" && u.fetcher == nil {
+	if r.Key != "" && u.cfg.Fetcher == nil {
 		return errors.New("model install: an object key needs the object store (sync.endpoint)")
 	}
 	for {
@@ -304,7 +330,7 @@ func (u *modelUpdater) request(r installRequest) error {
 }
 
 // onAvailable handles a model/available announcement.
-func (u *modelUpdater) onAvailable(m cloudsync.ModelAvailableMsg) {
+func (u *Updater) OnAvailable(m cloudsync.ModelAvailableMsg) {
 	u.mu.Lock()
 	seen := u.st.rejected(m.SHA256)
 	busy := u.st.Candidate != nil && u.st.Candidate.SHA256 == m.SHA256
@@ -326,7 +352,7 @@ func (u *modelUpdater) onAvailable(m cloudsync.ModelAvailableMsg) {
 	case busy || serving:
 		return // the retained announcement of what is being installed or serves
 	}
-	if err := u.request(installRequest{Name: m.Name, Version: m.Version, Key: m.Key, SHA256: m.SHA256, Size: m.Size,
+	if err := u.Request(InstallRequest{Name: m.Name, Version: m.Version, Key: m.Key, SHA256: m.SHA256, Size: m.Size,
 		Rollback: m.Rollback, From: "mqtt"}); err != nil {
 		u.log.Warn().Err(err).Msg("model/available ignored")
 	}
@@ -334,7 +360,7 @@ func (u *modelUpdater) onAvailable(m cloudsync.ModelAvailableMsg) {
 
 // Run takes install requests until ctx is done. It first resumes a candidate an earlier run
 // left in flight and the watch of a promotion it was watching. slot is the inference path.
-func (u *modelUpdater) Run(ctx context.Context, slot modelSlot) error {
+func (u *Updater) Run(ctx context.Context, slot Slot) error {
 	u.mu.Lock()
 	u.slot = slot
 	c := u.st.Candidate
@@ -348,7 +374,7 @@ func (u *modelUpdater) Run(ctx context.Context, slot modelSlot) error {
 	if c != nil {
 		u.log.Info().Str("name", c.Name).Str("version", c.Version).Str("phase", c.Phase).Int("restarts", c.Restarts).
 			Msg("resuming a model update interrupted by a restart")
-		u.install(ctx, installRequest{Name: c.Name, Version: c.Version, Key: c.Key, File: c.Source, SHA256: c.SHA256,
+		u.install(ctx, InstallRequest{Name: c.Name, Version: c.Version, Key: c.Key, File: c.Source, SHA256: c.SHA256,
 			Size: c.Size, Rollback: c.Rollback, From: "resume"}, true)
 	}
 	for {
@@ -364,7 +390,7 @@ func (u *modelUpdater) Run(ctx context.Context, slot modelSlot) error {
 }
 
 // install runs one request through the steps; a refusal is reported, not returned.
-func (u *modelUpdater) install(ctx context.Context, r installRequest, resume bool) {
+func (u *Updater) install(ctx context.Context, r InstallRequest, resume bool) {
 	u.log.Info().Str("from", r.From).Str("name", r.Name).Str("version", r.Version).Str("source", firstNonEmpty(r.Key, r.File)).
 		Msg("model install")
 	err := u.runSteps(ctx, r, resume)
@@ -390,7 +416,7 @@ func (u *modelUpdater) install(ctx context.Context, r installRequest, resume boo
 
 // finishCandidate drops the candidate and its staged file and reports state (with the
 // figures, if any); u.mu held (or open, before Run).
-func (u *modelUpdater) finishCandidate(state, reason string, fig *cloudsync.ModelFigures) {
+func (u *Updater) finishCandidate(state, reason string, fig *cloudsync.ModelFigures) {
 	c := u.st.Candidate
 	if c == nil {
 		return
@@ -403,7 +429,7 @@ func (u *modelUpdater) finishCandidate(state, reason string, fig *cloudsync.Mode
 
 // setLast records and publishes a status; u.mu held (or open, before Run). The state is
 // saved by the caller.
-func (u *modelUpdater) setLast(name, version, state, reason string, fig *cloudsync.ModelFigures) {
+func (u *Updater) setLast(name, version, state, reason string, fig *cloudsync.ModelFigures) {
 	l := otaLast{Name: name, Version: version, State: state, Reason: reason, Time: u.now().UTC(), Figures: fig}
 	u.st.Last = &l
 	ev := u.log.Info()
@@ -426,7 +452,7 @@ func (u *modelUpdater) setLast(name, version, state, reason string, fig *cloudsy
 }
 
 // publisher publishes statuses in order until ctx is done.
-func (u *modelUpdater) publisher(ctx context.Context) {
+func (u *Updater) publisher(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -442,27 +468,27 @@ func (u *modelUpdater) publisher(ctx context.Context) {
 	}
 }
 
-func (u *modelUpdater) statusMsg(l otaLast) cloudsync.ModelStatusMsg {
-	return cloudsync.ModelStatusMsg{Schema: cloudsync.MessageSchema, Station: u.station, Name: l.Name, Version: l.Version,
+func (u *Updater) statusMsg(l otaLast) cloudsync.ModelStatusMsg {
+	return cloudsync.ModelStatusMsg{Schema: cloudsync.MessageSchema, Station: u.cfg.Station, Name: l.Name, Version: l.Version,
 		State: l.State, Reason: l.Reason, Time: l.Time, Figures: l.Figures}
 }
 
 // setPublisher sets where statuses go (the MQTT role).
-func (u *modelUpdater) setPublisher(p func(cloudsync.ModelStatusMsg)) {
+func (u *Updater) SetPublisher(p func(cloudsync.ModelStatusMsg)) {
 	u.mu.Lock()
 	u.publish = p
 	u.mu.Unlock()
 }
 
 // snapshot is a copy of the state, for GET /model/update.
-func (u *modelUpdater) snapshot() otaState {
+func (u *Updater) Snapshot() State {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.st.clone()
 }
 
 // lastStatus is the status to repeat at every MQTT connect; nil before any update.
-func (u *modelUpdater) lastStatus() *cloudsync.ModelStatusMsg {
+func (u *Updater) LastStatus() *cloudsync.ModelStatusMsg {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.st.Last == nil {
@@ -473,7 +499,7 @@ func (u *modelUpdater) lastStatus() *cloudsync.ModelStatusMsg {
 }
 
 // step records the candidate's new phase durably, then reports it (state "" reports nothing).
-func (u *modelUpdater) step(phase, state, reason string) error {
+func (u *Updater) step(phase, state, reason string) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	c := u.st.Candidate
@@ -490,23 +516,23 @@ func (u *modelUpdater) step(phase, state, reason string) error {
 
 // targetOf finds the serving model a bundle of model name replaces: the one of that name
 // (models[].name or model.name, else the model's own name).
-func (u *modelUpdater) targetOf(name string) (*stationModel, int, error) {
-	serving := u.slot.serving()
+func (u *Updater) targetOf(name string) (Served, int, error) {
+	serving := u.slot.Serving()
 	for _, m := range serving {
-		if m.name == name {
-			return m, u.configIndex(m.name, serving), nil
+		if m.Name == name {
+			return m, u.configIndex(m.Name, serving), nil
 		}
 	}
 	names := make([]string, len(serving))
 	for i, m := range serving {
-		names[i] = m.name
+		names[i] = m.Name
 	}
-	return nil, 0, rejectf("verify: the station has no model named %q (models: %s)", name, strings.Join(names, ", "))
+	return Served{}, 0, rejectf("verify: the station has no model named %q (models: %s)", name, strings.Join(names, ", "))
 }
 
-func (u *modelUpdater) configIndex(name string, serving []*stationModel) int {
+func (u *Updater) configIndex(name string, serving []Served) int {
 	for i, m := range serving {
-		if m.name == name && i < len(u.configs) {
+		if m.Name == name && i < len(u.cfg.Models) {
 			return i
 		}
 	}
@@ -514,15 +540,15 @@ func (u *modelUpdater) configIndex(name string, serving []*stationModel) int {
 }
 
 // serves reports whether a station model is named name (nil slot: not known yet, yes).
-func (u *modelUpdater) serves(name string) bool {
+func (u *Updater) serves(name string) bool {
 	u.mu.Lock()
 	slot := u.slot
 	u.mu.Unlock()
 	if slot == nil {
 		return true
 	}
-	for _, m := range slot.serving() {
-		if m.name == name {
+	for _, m := range slot.Serving() {
+		if m.Name == name {
 			return true
 		}
 	}
@@ -531,14 +557,14 @@ func (u *modelUpdater) serves(name string) bool {
 
 // runningManifest is what anti-rollback compares with: the serving model's name and
 // version (nil for a plain ONNX model without a semantic version).
-func runningManifest(m *stationModel, name string) *models.Manifest {
-	if _, err := models.ParseSemver(m.info.Model.Version); err != nil {
+func runningManifest(m Served, name string) *models.Manifest {
+	if _, err := models.ParseSemver(m.Version); err != nil {
 		return nil
 	}
-	return &models.Manifest{Name: name, Version: m.info.Model.Version}
+	return &models.Manifest{Name: name, Version: m.Version}
 }
 
-func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bool) error {
+func (u *Updater) runSteps(ctx context.Context, r InstallRequest, resume bool) error {
 	u.mu.Lock()
 	if !resume {
 		if u.st.Candidate != nil {
@@ -546,7 +572,7 @@ func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bo
 		}
 		name := firstNonEmpty(r.Name, "bundle")
 		u.st.Candidate = &otaCandidate{Name: r.Name, Version: r.Version, Key: r.Key, Source: r.File, SHA256: r.SHA256,
-			Size: r.Size, Rollback: r.Rollback, Started: u.now().UTC(), Phase: phaseDownloading,
+			Size: r.Size, Rollback: r.Rollback, Started: u.now().UTC(), Phase: PhaseDownloading,
 			Staged: filepath.Join("staging", safeName(name+"-"+r.Version+"-"+shortHash(r.id()))+".tar")}
 	}
 	c := u.st.Candidate
@@ -558,8 +584,8 @@ func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bo
 	staged := filepath.Join(u.dir, c.Staged)
 
 	// 1. Receive.
-	if c.Phase == phaseDownloading {
-		if err := u.step(phaseDownloading, cloudsync.ModelDownloading, "from "+firstNonEmpty(r.Key, r.File)); err != nil {
+	if c.Phase == PhaseDownloading {
+		if err := u.step(PhaseDownloading, cloudsync.ModelDownloading, "from "+firstNonEmpty(r.Key, r.File)); err != nil {
 			return err
 		}
 		if err := u.receive(ctx, r, staged); err != nil {
@@ -567,10 +593,10 @@ func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bo
 		}
 	}
 	// 2. Verify (again after a restart: the staged file is re-read, never trusted blindly).
-	if err := u.step(phaseVerifying, cloudsync.ModelValidating, "verifying signature, files and version"); err != nil {
+	if err := u.step(PhaseVerifying, cloudsync.ModelValidating, "verifying signature, files and version"); err != nil {
 		return err
 	}
-	b, err := u.policy.OpenBundle(staged)
+	b, err := u.cfg.Policy.OpenBundle(staged)
 	if err != nil {
 		return rejectf("verify: %v", err)
 	}
@@ -585,19 +611,19 @@ func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bo
 	if err != nil {
 		return err
 	}
-	if err := models.CheckInstall(runningManifest(target, b.Manifest.Name), b.Manifest, Version); err != nil {
+	if err := models.CheckInstall(runningManifest(target, b.Manifest.Name), b.Manifest, u.cfg.AgentVersion); err != nil {
 		return rejectf("verify: %v", err)
 	}
 	if r.Rollback && !b.Manifest.Rollback {
 		return rejectf("verify: announced as a rollback, but the signed manifest does not say \"rollback\": true")
 	}
 	u.mu.Lock()
-	c.Target = target.name
+	c.Target = target.Name
 	u.mu.Unlock()
 
 	// 3. Validate.
 	opts := u.rtOpts(idx)
-	if err := u.step(phaseValidating, cloudsync.ModelValidating, "golden set and latency on "+providerChain(opts)); err != nil {
+	if err := u.step(PhaseValidating, cloudsync.ModelValidating, "golden set and latency on "+providerChain(opts)); err != nil {
 		return err
 	}
 	rt, err := models.NewRuntime(ctx, b, opts)
@@ -617,11 +643,11 @@ func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bo
 	var baseline *otaBaseline
 	var shadowed *cloudsync.ModelFigures // the shadow run's figures, reported with the promotion
 	if u.cfg.Shadow.Parts > 0 {
-		if err := u.step(phaseShadow, cloudsync.ModelShadow, fmt.Sprintf("beside %s for %d parts", target.name, u.cfg.Shadow.Parts)); err != nil {
+		if err := u.step(PhaseShadow, cloudsync.ModelShadow, fmt.Sprintf("beside %s for %d parts", target.Name, u.cfg.Shadow.Parts)); err != nil {
 			rt.Close()
 			return err
 		}
-		fig, err := u.runShadow(ctx, target.name, rt, threshold)
+		fig, err := u.runShadow(ctx, target.Name, rt, threshold)
 		if err != nil {
 			rt.Close()
 			return err
@@ -636,17 +662,17 @@ func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bo
 	}
 
 	// 5. Swap.
-	return u.promote(b, target.name, rt, threshold, staged, baseline, shadowed)
+	return u.promote(b, target.Name, rt, threshold, staged, baseline, shadowed)
 }
 
 // receive puts the bundle into staging: a download from the bucket or a copy of a file.
-func (u *modelUpdater) receive(ctx context.Context, r installRequest, staged string) error {
-	budget := int64(u.cfg.StagingBudget)
+func (u *Updater) receive(ctx context.Context, r InstallRequest, staged string) error {
+	budget := u.cfg.StagingBudget
 	if r.Key != "" {
-		if u.fetcher == nil {
+		if u.cfg.Fetcher == nil {
 			return rejectf("download %s: no object store configured (sync.endpoint)", r.Key)
 		}
-		err := u.fetcher.Fetch(ctx, cloudsync.FetchRequest{Key: r.Key, Path: staged, Size: r.Size, SHA256: r.SHA256, MaxBytes: budget}, nil)
+		err := u.cfg.Fetcher.Fetch(ctx, cloudsync.FetchRequest{Key: r.Key, Path: staged, Size: r.Size, SHA256: r.SHA256, MaxBytes: budget}, nil)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -695,7 +721,7 @@ func (u *modelUpdater) receive(ctx context.Context, r installRequest, staged str
 // first untimed run sizes the preprocessing for the camera's frames. It stops early once
 // two runs in a row are over the budget: the p99 of more runs cannot come back under it,
 // so a model 10x over the budget is refused after three runs, not latency_runs.
-func (u *modelUpdater) checkLatency(ctx context.Context, rt *models.Runtime) error {
+func (u *Updater) checkLatency(ctx context.Context, rt *models.Runtime) error {
 	f := u.sampleFrame()
 	runs := u.cfg.Validate.LatencyRuns
 	lat := make([]float64, 0, runs)
@@ -725,7 +751,7 @@ func (u *modelUpdater) checkLatency(ctx context.Context, rt *models.Runtime) err
 	p99 := quantile(lat, 0.99)
 	if p99 > limit {
 		return rejectFig(fig(0, "validate.latency_fraction"), "validate: latency p99 %.1f ms over %d runs exceeds %.0f%% of the deadline %s (%.1f ms)",
-			p99, len(lat), u.cfg.Validate.LatencyFraction*100, u.deadline, limit)
+			p99, len(lat), u.cfg.Validate.LatencyFraction*100, u.cfg.Deadline, limit)
 	}
 	u.log.Info().Float64("p99_ms", p99).Float64("limit_ms", limit).Msg("candidate latency within budget")
 	return nil
@@ -733,9 +759,9 @@ func (u *modelUpdater) checkLatency(ctx context.Context, rt *models.Runtime) err
 
 // promote swaps the candidate in and makes it the active bundle, the active one the
 // previous (kept for rollback), and starts the watch.
-func (u *modelUpdater) promote(b *models.Bundle, name string, rt *models.Runtime, threshold float64, staged string, baseline *otaBaseline,
+func (u *Updater) promote(b *models.Bundle, name string, rt *models.Runtime, threshold float64, staged string, baseline *otaBaseline,
 	shadowed *cloudsync.ModelFigures) error {
-	if err := u.step(phaseSwapping, "", ""); err != nil {
+	if err := u.step(PhaseSwapping, "", ""); err != nil {
 		rt.Close()
 		return err
 	}
@@ -776,12 +802,12 @@ func (u *modelUpdater) promote(b *models.Bundle, name string, rt *models.Runtime
 	os.Remove(staged)
 	// The state says the new bundle is active: from here a crash boots on it.
 	from := ""
-	for _, s := range slot.serving() {
-		if s.name == name {
-			from = s.info.Model.Version
+	for _, s := range slot.Serving() {
+		if s.Name == name {
+			from = s.Version
 		}
 	}
-	if err := slot.swapIn(name, filepath.Join(u.dir, file), rt, threshold); err != nil {
+	if err := slot.SwapIn(name, filepath.Join(u.dir, file), rt, threshold); err != nil {
 		return err // the next start serves the new bundle
 	}
 	if old != nil && old.File != m.Active.File && (m.Previous == nil || old.File != m.Previous.File) {
@@ -802,14 +828,14 @@ func (u *modelUpdater) promote(b *models.Bundle, name string, rt *models.Runtime
 }
 
 // startWatch watches the station model name against baseline; u.mu held.
-func (u *modelUpdater) startWatch(name string, baseline otaBaseline) {
+func (u *Updater) startWatch(name string, baseline otaBaseline) {
 	u.target.Store(&name)
 	u.recent.reset()
 	u.watch.Store(newWatchRun(name, u.cfg.Watch, baseline, u.latencyBudget(), u.rollback))
 }
 
 // watchPassed ends a watch that saw its parts without crossing a limit.
-func (u *modelUpdater) watchPassed(w *watchRun) {
+func (u *Updater) watchPassed(w *watchRun) {
 	if !u.watch.CompareAndSwap(w, nil) {
 		return
 	}
@@ -830,7 +856,7 @@ func (u *modelUpdater) watchPassed(w *watchRun) {
 
 // rollBack puts the previous bundle (or the configured model) back after the watch crossed
 // a limit.
-func (u *modelUpdater) rollBack(ctx context.Context, reason string) {
+func (u *Updater) rollBack(ctx context.Context, reason string) {
 	w := u.watch.Swap(nil)
 	if w == nil {
 		return
@@ -848,7 +874,7 @@ func (u *modelUpdater) rollBack(ctx context.Context, reason string) {
 		return
 	}
 	idx := 0
-	for i, c := range u.configs {
+	for i, c := range u.cfg.Models {
 		if c.Name == name {
 			idx = i
 		}
@@ -866,16 +892,16 @@ func (u *modelUpdater) rollBack(ctx context.Context, reason string) {
 		}
 	}
 	if rt == nil {
-		if u.configured == nil {
+		if u.cfg.LoadConfigured == nil {
 			u.log.Error().Msg("rollback impossible: no configured model loader")
 			return
 		}
-		r, err := u.configured(ctx, idx)
+		r, err := u.cfg.LoadConfigured(ctx, idx)
 		if err != nil {
 			u.log.Error().Err(err).Msg("rollback impossible: the configured model does not load; keeping the new one")
 			return
 		}
-		rt, source, threshold = r, u.configs[idx].Path+u.configs[idx].Bundle, u.configs[idx].Threshold
+		rt, source, threshold = r, u.cfg.Models[idx].Source, u.cfg.Models[idx].Threshold
 	}
 	u.mu.Lock()
 	u.st.reject(bad.SHA256)
@@ -890,7 +916,7 @@ func (u *modelUpdater) rollBack(ctx context.Context, reason string) {
 		u.log.Error().Err(err).Msg("rollback: state not saved")
 		return
 	}
-	if err := slot.swapIn(name, source, rt, threshold); err != nil {
+	if err := slot.SwapIn(name, source, rt, threshold); err != nil {
 		u.log.Error().Err(err).Msg("rollback: swap refused")
 		return
 	}
@@ -912,7 +938,7 @@ func (u *modelUpdater) rollBack(ctx context.Context, reason string) {
 // observe hands the updater one committed part, with its frame still valid (the loop
 // recycles it after). It never blocks: the shadow run copies the frame into a buffer of its
 // own bounded pool or drops it.
-func (u *modelUpdater) observe(f camera.Frame, v *store.Verdict) {
+func (u *Updater) Observe(f camera.Frame, v *store.Verdict) {
 	t := u.target.Load()
 	if t == nil {
 		serving := ""
@@ -967,8 +993,8 @@ func outcomeOf(v *store.Verdict, name string) (partOutcome, bool) {
 
 // latencyBudget is validate.latency_fraction of the deadline, in ms: a model within it is
 // never refused or rolled back for its latency alone.
-func (u *modelUpdater) latencyBudget() float64 {
-	return u.cfg.Validate.LatencyFraction * ms(u.deadline)
+func (u *Updater) latencyBudget() float64 {
+	return u.cfg.Validate.LatencyFraction * ms(u.cfg.Deadline)
 }
 
 func providerChain(o models.RuntimeOptions) string {
@@ -1013,3 +1039,5 @@ func firstNonEmpty(ss ...string) string {
 	}
 	return ""
 }
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -1,4 +1,4 @@
-package agent
+package ota
 
 import (
 	"context"
@@ -26,7 +26,7 @@ type partOutcome struct {
 }
 
 // sampleFrame returns a recent live frame, or a mid-gray 640x480 frame before the first part.
-func (u *modelUpdater) sampleFrame() camera.Frame {
+func (u *Updater) sampleFrame() camera.Frame {
 	u.frameMu.Lock()
 	defer u.frameMu.Unlock()
 	if u.lastFrame.f.Pix != nil {
@@ -124,7 +124,7 @@ type shadowRun struct {
 	dropped   atomic.Int64
 
 	mu  sync.Mutex
-	fig shadowFigures
+	fig ShadowFigures
 	lat []float64 // candidate inference ms
 	act []float64 // active inference ms
 	cs  []float64 // candidate scores
@@ -139,8 +139,8 @@ type shadowItem struct {
 	o   partOutcome
 }
 
-// shadowFigures are the outcome of a shadow run, as model/status reports it.
-type shadowFigures struct {
+// ShadowFigures are the outcome of a shadow run, as model/status reports it.
+type ShadowFigures struct {
 	Compared       int
 	Agree          int
 	Dropped        int64
@@ -157,14 +157,14 @@ type shadowFigures struct {
 	ActiveScoreP99 float64
 }
 
-func (f shadowFigures) String() string {
+func (f ShadowFigures) String() string {
 	return fmt.Sprintf("parts %d, agreement %.3f, candidate errors %d, dropped %d, infer p99 %.2f ms vs %.2f ms, FAIL rate %.3f vs %.3f, score p50 %.4g vs %.4g, p99 %.4g vs %.4g",
 		f.Compared, f.Agreement, f.CandErrors, f.Dropped, f.CandP99, f.ActiveP99, f.CandFailRate, f.ActiveFailRate,
 		f.CandScoreP50, f.ActiveScoreP50, f.CandScoreP99, f.ActiveScoreP99)
 }
 
 // wire is f as model/status carries it; limit is the policy key crossed, "" for none.
-func (f shadowFigures) wire(limit string, budgetMs float64) *cloudsync.ModelFigures {
+func (f ShadowFigures) wire(limit string, budgetMs float64) *cloudsync.ModelFigures {
 	return &cloudsync.ModelFigures{Step: cloudsync.FiguresShadow, Parts: f.Compared, Agreement: f.Agreement, Dropped: f.Dropped,
 		Errors: f.CandErrors, CandidateP50Ms: f.CandP50, CandidateP99Ms: f.CandP99, BaselineP99Ms: f.ActiveP99, BudgetMs: budgetMs,
 		CandidateFailRate: f.CandFailRate, BaselineFailRate: f.ActiveFailRate, Limit: limit}
@@ -261,7 +261,7 @@ func (s *shadowRun) record(o partOutcome, res models.Result, err error) {
 }
 
 // figures computes the figures so far.
-func (s *shadowRun) figures() shadowFigures {
+func (s *shadowRun) figures() ShadowFigures {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f := s.fig
@@ -284,7 +284,7 @@ func (s *shadowRun) stop() {
 
 // runShadow runs the candidate beside the active model until shadow.parts parts were
 // compared or shadow.duration passed.
-func (u *modelUpdater) runShadow(ctx context.Context, name string, rt *models.Runtime, threshold float64) (shadowFigures, error) {
+func (u *Updater) runShadow(ctx context.Context, name string, rt *models.Runtime, threshold float64) (ShadowFigures, error) {
 	u.target.Store(&name)
 	s := newShadowRun(rt, threshold, u.cfg.Shadow.MaxBusy, u.cfg.Shadow.Queue, u.cfg.Shadow.Parts)
 	sctx, cancel := context.WithCancel(ctx)
@@ -305,13 +305,13 @@ func (u *modelUpdater) runShadow(ctx context.Context, name string, rt *models.Ru
 	u.shadow.CompareAndSwap(s, nil)
 	s.stop()
 	if ctx.Err() != nil {
-		return shadowFigures{}, ctx.Err()
+		return ShadowFigures{}, ctx.Err()
 	}
 	return s.figures(), nil
 }
 
 // judgeShadow returns why the figures fail the policy and the policy key crossed, or "".
-func (u *modelUpdater) judgeShadow(f shadowFigures) (why, limit string) {
+func (u *Updater) judgeShadow(f ShadowFigures) (why, limit string) {
 	p := u.cfg.Shadow
 	switch {
 	case f.Compared < min(p.MinParts, p.Parts):
@@ -428,4 +428,25 @@ func quantile(xs []float64, q float64) float64 {
 	s := slices.Clone(xs)
 	slices.Sort(s)
 	return s[max(0, int(math.Ceil(q*float64(len(s))))-1)]
+}
+
+// MeasureShadow runs rt in shadow beside station model name, at maxBusy and without a part
+// limit, until ctx is done; wait returns after it stopped. It is there for the shadow's
+// overhead figures (make bench); it must not run beside an install.
+func (u *Updater) MeasureShadow(ctx context.Context, name string, rt *models.Runtime, threshold, maxBusy float64) (figures func() ShadowFigures, wait func()) {
+	u.cfg.Shadow.Parts, u.cfg.Shadow.MaxBusy = 1<<30, maxBusy
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		u.runShadow(ctx, name, rt, threshold)
+	}()
+	for u.shadow.Load() == nil && ctx.Err() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	return func() ShadowFigures {
+		if s := u.shadow.Load(); s != nil {
+			return s.figures()
+		}
+		return ShadowFigures{}
+	}, func() { <-done }
 }
