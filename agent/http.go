@@ -312,7 +312,7 @@ func (l *live) postLabel(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, `body needs "label": %q, %q or "" (clear)`, LabelFalseReject, LabelFalseAccept)
 		return
 	}
-	err := l.label(r.Context(), id, *req.Label)
+	err := l.Label(r.Context(), id, *req.Label)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		httpError(w, http.StatusNotFound, "no verdict %d", id)
@@ -371,7 +371,7 @@ func (l *live) postTrigger(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, "serial of %d bytes, want at most 64", len(req.Serial))
 		return
 	}
-	ch, cancel, err := l.trigger(req.Serial, time.Now())
+	ch, cancel, err := l.Trigger(req.Serial, time.Now())
 	if err != nil {
 		httpError(w, http.StatusConflict, "%v", err)
 		return

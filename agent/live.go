@@ -13,6 +13,8 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/takt-edge/takt/agent/station"
+	"github.com/takt-edge/takt/agent/stationmqtt"
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/cloudsync"
@@ -21,20 +23,20 @@ import (
 // Operator labels a verdict can get (Agent.Label, POST /verdicts/{id}/label, MQTT cmd/label).
 const (
 	// LabelFalseReject: the part was FAILed (or got NO_DECISION) but is good.
-	LabelFalseReject = "false_reject"
+	LabelFalseReject = station.LabelFalseReject
 	// LabelFalseAccept: the part PASSed but is defective.
-	LabelFalseAccept = "false_accept"
+	LabelFalseAccept = station.LabelFalseAccept
 )
 
-// Errors of the station's live operations (Label, Trigger).
+// Errors of the station's live operations (Label, Trigger); see package station.
 var (
 	// ErrNotRunning: the agent is not inside Run (or is shutting down).
-	ErrNotRunning = errors.New("agent is not running")
+	ErrNotRunning = station.ErrNotRunning
 	// ErrBadLabel: the label is not one of the known labels or does not fit the verdict.
-	ErrBadLabel = errors.New("bad label")
+	ErrBadLabel = station.ErrBadLabel
 	// ErrNoTrigger: the camera cannot be triggered (not in triggered mode, too many
 	// triggers waiting, closed).
-	ErrNoTrigger = errors.New("camera cannot take a trigger")
+	ErrNoTrigger = station.ErrNoTrigger
 )
 
 // hooks is the part of Agent that the services (HTTP, PLC, systemd) reach through while
@@ -72,11 +74,11 @@ type live struct {
 	lastCam camera.State
 	links   sync.Map // link name -> state string (mqtt, s3)
 
-	httpAddr atomic.Value  // string: the address the HTTP server listens on
-	plc      *plc          // nil when plc.mode is off
-	mqtt     *mqttRole     // nil when mqtt.broker is empty
-	alertq   chan alertReq // alerts raised where the caller must not block (store, PLC)
-	stopped  chan struct{} // closed by stop
+	httpAddr atomic.Value      // string: the address the HTTP server listens on
+	plc      *plc              // nil when plc.mode is off
+	mqtt     *stationmqtt.Role // nil when mqtt.broker is empty
+	alertq   chan alertReq     // alerts raised where the caller must not block (store, PLC)
+	stopped  chan struct{}     // closed by stop
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -282,10 +284,10 @@ func (a *Agent) Label(ctx context.Context, id uint64, label string) error {
 	if l == nil {
 		return ErrNotRunning
 	}
-	return l.label(ctx, id, label)
+	return l.Label(ctx, id, label)
 }
 
-func (l *live) label(ctx context.Context, id uint64, label string) error {
+func (l *live) Label(ctx context.Context, id uint64, label string) error {
 	v, err := l.st.Get(id)
 	if err != nil {
 		return err
@@ -327,7 +329,7 @@ func (a *Agent) Trigger(ctx context.Context, serial string) (store.Verdict, erro
 	if l == nil {
 		return store.Verdict{}, ErrNotRunning
 	}
-	ch, cancel, err := l.trigger(serial, time.Now())
+	ch, cancel, err := l.Trigger(serial, time.Now())
 	if err != nil {
 		return store.Verdict{}, err
 	}
@@ -345,7 +347,7 @@ func (a *Agent) Trigger(ctx context.Context, serial string) (store.Verdict, erro
 
 // trigger queues a camera trigger and returns the channel its verdict arrives on (closed
 // if the agent stops first) and a cancel that forgets the waiter.
-func (l *live) trigger(serial string, at time.Time) (<-chan store.Verdict, func(), error) {
+func (l *live) Trigger(serial string, at time.Time) (<-chan store.Verdict, func(), error) {
 	if l.trig == nil {
 		return nil, nil, fmt.Errorf("%w: the camera source has no trigger", ErrNoTrigger)
 	}

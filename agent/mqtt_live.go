@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/takt-edge/takt/agent/stationmqtt"
 	"github.com/takt-edge/takt/cloudsync"
 )
 
@@ -30,7 +31,7 @@ func (l *live) raiseAlert(ctx context.Context, kind, message string) error {
 	if err := cloudsync.ValidLevel(kind); err != nil {
 		return fmt.Errorf("alert kind: %w", err)
 	}
-	return l.mqtt.raise(ctx, kind, message)
+	return l.mqtt.Raise(ctx, kind, message)
 }
 
 // alertReq is an alert waiting for the alert goroutine.
@@ -78,34 +79,22 @@ func (l *live) startAlerts(context.Context) (func(context.Context) error, error)
 
 // startMQTT starts the station's MQTT roles (mqtt.broker is set).
 func (l *live) startMQTT(context.Context) (func(context.Context) error, error) {
-	hooks := mqttHooks{
-		trigger: l.trigger,
-		label:   l.label,
-		camera:  l.cameraState,
-		link:    func(state string) { l.setLink("mqtt", state) },
-		status: func(m *cloudsync.StatusMsg) {
-			mi := l.primary().info.Model
-			m.Model = &cloudsync.ModelRef{Name: mi.Name, Version: mi.Version, SHA256: mi.SHA256}
-			m.Provider = l.provider()
-			m.AgentVersion = Version
-			m.Camera = l.cameraState()
-		},
+	deps := stationmqtt.Deps{
+		Store: l.st, Station: l, CanTrigger: l.trig != nil, Camera: l.cameraState,
+		Link: func(state string) { l.setLink("mqtt", state) },
 	}
 	if l.cfg.Sync.Enabled() {
-		hooks.syncBacklog = l.st.Backlog
-	}
-	if l.trig == nil {
-		hooks.trigger = nil
+		deps.SyncBacklog = l.st.Backlog
 	}
 	if u := l.a.ota; u != nil {
-		hooks.modelAvailable, hooks.modelStatus = u.OnAvailable, u.LastStatus
+		deps.Models = u
 	}
-	r, err := newMQTTRole(l.cfg.MQTT, l.cfg.Station, l.st, hooks, l.log)
+	r, err := stationmqtt.New(l.cfg.MQTT.roleConfig(l.cfg.Station), l.cfg.Station, deps, l.log)
 	if err != nil {
 		return nil, err
 	}
 	if u := l.a.ota; u != nil {
-		u.SetPublisher(func(m cloudsync.ModelStatusMsg) { r.publishModelStatus(context.Background(), m) })
+		u.SetPublisher(func(m cloudsync.ModelStatusMsg) { r.PublishModelStatus(context.Background(), m) })
 	}
 	l.mqtt = r
 	l.setLink("mqtt", cloudsync.ConnConnecting)
@@ -126,9 +115,29 @@ func (l *live) startMQTT(context.Context) (func(context.Context) error, error) {
 	}, nil
 }
 
+var _ stationmqtt.Station = (*live)(nil)
+
+// Status fills the station's part of the MQTT status message.
+func (l *live) Status(m *cloudsync.StatusMsg) {
+	mi := l.primary().info.Model
+	m.Model = &cloudsync.ModelRef{Name: mi.Name, Version: mi.Version, SHA256: mi.SHA256}
+	m.Provider = l.provider()
+	m.AgentVersion = Version
+	m.Camera = l.cameraState()
+}
+
+// roleConfig is the MQTT roles' part of the mqtt settings of station.
+func (m MQTTConfig) roleConfig(station string) stationmqtt.Config {
+	return stationmqtt.Config{
+		Conn: m.conn(station), Site: m.Site, Line: m.Line, Verdicts: m.Verdicts, StatusInterval: m.StatusInterval,
+		AlertBurst: m.AlertBurst, AlertWindow: m.AlertWindow, SyncBacklogAge: m.SyncBacklogAge, OutboxMax: m.OutboxMax,
+		DrainTimeout: m.DrainTimeout, PublishTimeout: m.PublishTimeout,
+	}
+}
+
 // mqttCommitted is called by committed for every verdict; it does not block.
 func (l *live) mqttCommitted() {
 	if l.mqtt != nil {
-		l.mqtt.verdictCommitted()
+		l.mqtt.VerdictCommitted()
 	}
 }

@@ -197,7 +197,7 @@ func (p *plc) write(off int, vals []uint16) {
 		return
 	}
 	at := time.Now()
-	ch, cancel, err := p.l.trigger(serial, at)
+	ch, cancel, err := p.l.Trigger(serial, at)
 	if err != nil {
 		p.log.Warn().Err(err).Uint16("trigger_seq", seq).Str("serial", serial).Msg("trigger rejected; fail-safe answered")
 		p.l.alertAsync("plc", fmt.Sprintf("trigger %d (%s) rejected: %v", seq, serial, err))

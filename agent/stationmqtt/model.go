@@ -1,4 +1,4 @@
-package agent
+package stationmqtt
 
 import (
 	"context"
@@ -12,8 +12,8 @@ import (
 // broker always holds the station's latest step).
 
 // modelSubscriptions adds the model/available subscriptions when updates are on.
-func (r *mqttRole) modelSubscriptions(subs map[string]func(cloudsync.Received)) {
-	if r.hooks.modelAvailable == nil {
+func (r *Role) modelSubscriptions(subs map[string]func(cloudsync.Received)) {
+	if r.deps.Models == nil {
 		return
 	}
 	subs[r.topics.Topic(cloudsync.TopicModelAvailable)] = r.onModelAvailable
@@ -22,7 +22,7 @@ func (r *mqttRole) modelSubscriptions(subs map[string]func(cloudsync.Received)) 
 
 // onModelAvailable decodes an announcement and hands it to the updater. A malformed one is
 // answered on error; an empty retained message (an announcement withdrawn) is ignored.
-func (r *mqttRole) onModelAvailable(msg cloudsync.Received) {
+func (r *Role) onModelAvailable(msg cloudsync.Received) {
 	if len(msg.Payload) == 0 {
 		return
 	}
@@ -32,11 +32,11 @@ func (r *mqttRole) onModelAvailable(msg cloudsync.Received) {
 		return
 	}
 	r.log.Info().Str("topic", msg.Topic).Str("name", m.Name).Str("version", m.Version).Str("key", m.Key).Msg("model available")
-	r.hooks.modelAvailable(m)
+	r.deps.Models.OnAvailable(m)
 }
 
-// publishModelStatus publishes m on model/status, retained.
-func (r *mqttRole) publishModelStatus(ctx context.Context, m cloudsync.ModelStatusMsg) {
+// PublishModelStatus publishes m on model/status, retained.
+func (r *Role) PublishModelStatus(ctx context.Context, m cloudsync.ModelStatusMsg) {
 	data, err := cloudsync.Encode(&m)
 	if err == nil {
 		pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
@@ -49,11 +49,11 @@ func (r *mqttRole) publishModelStatus(ctx context.Context, m cloudsync.ModelStat
 }
 
 // onConnectModel repeats the last model update status after a (re)connect.
-func (r *mqttRole) onConnectModel(ctx context.Context) {
-	if r.hooks.modelStatus == nil {
+func (r *Role) onConnectModel(ctx context.Context) {
+	if r.deps.Models == nil {
 		return
 	}
-	if m := r.hooks.modelStatus(); m != nil {
-		r.publishModelStatus(ctx, *m)
+	if m := r.deps.Models.LastStatus(); m != nil {
+		r.PublishModelStatus(ctx, *m)
 	}
 }

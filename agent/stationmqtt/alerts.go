@@ -1,4 +1,4 @@
-package agent
+package stationmqtt
 
 import (
 	"crypto/rand"

@@ -1,4 +1,4 @@
-package agent
+package stationmqtt
 
 import (
 	"context"
@@ -13,27 +13,10 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/takt-edge/takt/agent/station"
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/cloudsync"
 )
-
-// The station's MQTT roles:
-//
-//   - status: retained; "online" at every connect (birth), refreshed every
-//     mqtt.status_interval, "offline" as the last will and when the agent stops.
-//   - verdict and alert: through the store's MQTT outbox. The enqueuer turns
-//     committed verdicts into verdict messages (and fail / no_decision alerts)
-//     reading the store from a durable cursor, so a verdict committed right
-//     before a crash is still announced after the restart; raise adds other
-//     alerts. The sender publishes the outbox with QoS 1 and removes a message
-//     only after the broker's PUBACK. Every message carries a unique id;
-//     those of verdicts and their alerts are derived from the verdict, so a
-//     message sent twice has the same id.
-//   - cmd/trigger and cmd/label in; a rejected command is answered on error.
-//
-// paho.mqtt.golang speaks MQTT 3.1.1, which has no response topic or
-// correlation data (MQTT 5): the trigger's correlation_id comes back as a
-// field of the verdict message.
 
 const (
 	mqttBatch          = 64               // outbox messages published at once
@@ -41,34 +24,67 @@ const (
 	mqttWatchInterval  = time.Second      // degraded-state checks
 )
 
-// mqttHooks is what the MQTT roles need of the running station.
-type mqttHooks struct {
-	// trigger asks the camera for a part with serial (see live.trigger).
-	trigger func(serial string, at time.Time) (<-chan store.Verdict, func(), error)
-	// label sets an operator label (see live.label).
-	label func(ctx context.Context, id uint64, label string) error
-	// status fills the station's part of the status message.
-	status func(m *cloudsync.StatusMsg)
-	// camera returns the camera state ("connected", "stalled", ...).
-	camera func() string
-	// syncBacklog returns the upload backlog; nil when sync is off.
-	syncBacklog func() (cloudsync.Backlog, error)
-	// link reports the connection state ("connected", "disconnected: ...").
-	link func(state string)
-	// modelAvailable takes model/available announcements; nil: updates are off.
-	modelAvailable func(cloudsync.ModelAvailableMsg)
-	// modelStatus is the last model update status, repeated at each connect; nil: none.
-	modelStatus func() *cloudsync.ModelStatusMsg
+// Station is what the roles need of the running station. The roles call it from their
+// own goroutines, concurrently with the inspection loop; no method may block for long.
+type Station interface {
+	// Trigger asks the camera for the part in place now, named serial, and returns the
+	// channel its verdict arrives on once committed (closed if the station stops first)
+	// and a cancel that forgets the request. Its error is answered on error.
+	Trigger(serial string, at time.Time) (<-chan store.Verdict, func(), error)
+	// Label sets the operator label of verdict id ("" clears it). Its error is answered
+	// on error.
+	Label(ctx context.Context, id uint64, label string) error
+	// Status fills the station's part of the online status message: model, execution
+	// provider, agent version, camera state.
+	Status(m *cloudsync.StatusMsg)
 }
 
-// mqttRole runs the station's MQTT roles. Create it with newMQTTRole, run it
-// with Run; raise and verdictCommitted may be called from any goroutine.
-type mqttRole struct {
-	cfg     MQTTConfig
+// ModelUpdates is the model updater as the roles see it (nil when updates are off).
+type ModelUpdates interface {
+	// OnAvailable takes a model/available announcement; it must not block.
+	OnAvailable(cloudsync.ModelAvailableMsg)
+	// LastStatus is the last model update status, repeated at each connect; nil: none.
+	LastStatus() *cloudsync.ModelStatusMsg
+}
+
+// Config is the roles' part of the station's mqtt settings.
+type Config struct {
+	Conn           cloudsync.MQTTConfig // the broker connection
+	Site, Line     string               // topic levels above the station
+	Verdicts       bool                 // one message per part on verdict
+	StatusInterval time.Duration        // how often the retained status is refreshed
+	AlertBurst     int                  // alerts of one kind sent per AlertWindow
+	AlertWindow    time.Duration
+	SyncBacklogAge time.Duration // a sync_backlog alert when the oldest upload waits longer
+	OutboxMax      int           // messages kept for the broker
+	DrainTimeout   time.Duration // how long a stopping station keeps sending
+	PublishTimeout time.Duration
+}
+
+// Deps are what the roles work with besides their configuration.
+type Deps struct {
+	Store   *store.Store // the verdicts to announce and the outbox
+	Station Station
+	// CanTrigger is false when the camera source has no trigger: cmd/trigger is refused.
+	CanTrigger bool
+	// Camera returns the camera state ("connected", "stalled", ...); nil: not watched.
+	Camera func() string
+	// SyncBacklog returns the upload backlog; nil when sync is off.
+	SyncBacklog func() (cloudsync.Backlog, error)
+	// Link reports the broker connection's state ("connected", "disconnected: ...").
+	Link func(state string)
+	// Models is the model updater; nil when updates are off.
+	Models ModelUpdates
+}
+
+// Role runs the station's MQTT roles. Create it with New, run it with Run; Raise and
+// VerdictCommitted may be called from any goroutine.
+type Role struct {
+	cfg     Config
 	station string
 	topics  cloudsync.Topics
 	st      *store.Store
-	hooks   mqttHooks
+	deps    Deps
 	log     zerolog.Logger
 	conn    *cloudsync.Conn
 	limiter *alertLimiter
@@ -89,13 +105,14 @@ type mqttRole struct {
 	onAcked func(ids []string)
 }
 
-func newMQTTRole(cfg MQTTConfig, station string, st *store.Store, hooks mqttHooks, log zerolog.Logger) (*mqttRole, error) {
+// New builds the roles of station; it does no I/O.
+func New(cfg Config, station string, deps Deps, log zerolog.Logger) (*Role, error) {
 	topics, err := cloudsync.NewTopics(cfg.Site, cfg.Line, station)
 	if err != nil {
 		return nil, fmt.Errorf("mqtt: %w", err)
 	}
-	r := &mqttRole{
-		cfg: cfg, station: station, topics: topics, st: st, hooks: hooks,
+	r := &Role{
+		cfg: cfg, station: station, topics: topics, st: deps.Store, deps: deps,
 		log:      log.With().Str("component", "mqtt").Logger(),
 		limiter:  newAlertLimiter(cfg.AlertBurst, cfg.AlertWindow),
 		now:      time.Now,
@@ -112,7 +129,7 @@ func newMQTTRole(cfg MQTTConfig, station string, st *store.Store, hooks mqttHook
 		topics.Topic(cloudsync.TopicCmdLabel):   r.onLabel,
 	}
 	r.modelSubscriptions(subs)
-	r.conn, err = cloudsync.NewConn(cfg.conn(station), cloudsync.ConnOptions{
+	r.conn, err = cloudsync.NewConn(cfg.Conn, cloudsync.ConnOptions{
 		Will:          &cloudsync.Will{Topic: topics.Topic(cloudsync.TopicStatus), Payload: will, Retained: true},
 		Subscriptions: subs,
 		OnConnect: func(ctx context.Context) {
@@ -129,7 +146,7 @@ func newMQTTRole(cfg MQTTConfig, station string, st *store.Store, hooks mqttHook
 
 // Run connects and runs the roles until ctx is done; then it sends what it
 // can within mqtt.drain_timeout, publishes "offline" and disconnects.
-func (r *mqttRole) Run(ctx context.Context) error {
+func (r *Role) Run(ctx context.Context) error {
 	if count, cursor, err := r.st.MQTTBacklog(); err != nil {
 		return err
 	} else if cursor == 0 {
@@ -170,7 +187,7 @@ func (r *mqttRole) Run(ctx context.Context) error {
 }
 
 // drain sends the outbox while the broker is connected, for up to drain_timeout.
-func (r *mqttRole) drain() {
+func (r *Role) drain() {
 	deadline := time.Now().Add(r.cfg.DrainTimeout)
 	for time.Now().Before(deadline) && r.conn.State().State == cloudsync.ConnConnected {
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
@@ -182,25 +199,25 @@ func (r *mqttRole) drain() {
 	}
 }
 
-// verdictCommitted tells the enqueuer that the store has new verdicts. It
+// VerdictCommitted tells the enqueuer that the store has new verdicts. It
 // never blocks.
-func (r *mqttRole) verdictCommitted() {
+func (r *Role) VerdictCommitted() {
 	select {
 	case r.verdicts <- struct{}{}:
 	default:
 	}
 }
 
-func (r *mqttRole) wakeSender() {
+func (r *Role) wakeSender() {
 	select {
 	case r.wake <- struct{}{}:
 	default:
 	}
 }
 
-// raise queues an alert of kind (rate-limited per kind) and returns once it is
+// Raise queues an alert of kind (rate-limited per kind) and returns once it is
 // durable in the outbox, or folded.
-func (r *mqttRole) raise(ctx context.Context, kind, message string) error {
+func (r *Role) Raise(ctx context.Context, kind, message string) error {
 	now := r.now().UTC()
 	ok, sum := r.limiter.allow(kind, now)
 	var msgs []store.MQTTMessage
@@ -223,7 +240,7 @@ func (r *mqttRole) raise(ctx context.Context, kind, message string) error {
 	return r.enqueue(ctx, msgs, 0)
 }
 
-func (r *mqttRole) summary(f folded, now time.Time) (store.MQTTMessage, error) {
+func (r *Role) summary(f folded, now time.Time) (store.MQTTMessage, error) {
 	since := f.since.UTC()
 	a := cloudsync.AlertMsg{Schema: cloudsync.MessageSchema, ID: newAlertID(r.station), Station: r.station, Kind: f.kind,
 		Severity: severityOf(f.kind), Time: now, Folded: f.n, Since: &since,
@@ -232,7 +249,7 @@ func (r *mqttRole) summary(f folded, now time.Time) (store.MQTTMessage, error) {
 	return r.alertMessage(&a)
 }
 
-func (r *mqttRole) alertMessage(a *cloudsync.AlertMsg) (store.MQTTMessage, error) {
+func (r *Role) alertMessage(a *cloudsync.AlertMsg) (store.MQTTMessage, error) {
 	data, err := cloudsync.Encode(a)
 	if err != nil {
 		return store.MQTTMessage{}, err
@@ -240,7 +257,7 @@ func (r *mqttRole) alertMessage(a *cloudsync.AlertMsg) (store.MQTTMessage, error
 	return store.MQTTMessage{ID: a.ID, Kind: store.MQTTAlert, Topic: r.topics.Topic(cloudsync.TopicAlert), Payload: data}, nil
 }
 
-func (r *mqttRole) enqueue(ctx context.Context, msgs []store.MQTTMessage, cursor uint64) error {
+func (r *Role) enqueue(ctx context.Context, msgs []store.MQTTMessage, cursor uint64) error {
 	if len(msgs) == 0 && cursor == 0 {
 		return nil
 	}
@@ -259,7 +276,7 @@ func (r *mqttRole) enqueue(ctx context.Context, msgs []store.MQTTMessage, cursor
 }
 
 // enqueuer turns committed verdicts into outbox messages until ctx is done.
-func (r *mqttRole) enqueuer(ctx context.Context) error {
+func (r *Role) enqueuer(ctx context.Context) error {
 	for {
 		if n := r.enqueueVerdicts(ctx); n > 0 {
 			continue
@@ -274,7 +291,7 @@ func (r *mqttRole) enqueuer(ctx context.Context) error {
 
 // enqueueVerdicts queues the messages of the verdicts after the cursor (up to
 // 256) and returns how many verdicts it took.
-func (r *mqttRole) enqueueVerdicts(ctx context.Context) int {
+func (r *Role) enqueueVerdicts(ctx context.Context) int {
 	_, cursor, err := r.st.MQTTBacklog()
 	if err != nil {
 		return 0
@@ -345,7 +362,7 @@ func (r *mqttRole) enqueueVerdicts(ctx context.Context) int {
 }
 
 // sender publishes the outbox while connected until ctx is done.
-func (r *mqttRole) sender(ctx context.Context) error {
+func (r *Role) sender(ctx context.Context) error {
 	retry := 100 * time.Millisecond
 	for {
 		if err := r.conn.WaitConnected(ctx); err != nil {
@@ -380,7 +397,7 @@ func (r *mqttRole) sender(ctx context.Context) error {
 
 // sendBatch publishes the oldest outbox messages and removes the acknowledged
 // ones. It returns how many were acknowledged and the first failure.
-func (r *mqttRole) sendBatch(ctx context.Context) (int, error) {
+func (r *Role) sendBatch(ctx context.Context) (int, error) {
 	msgs, err := r.st.PendingMQTT(mqttBatch)
 	if err != nil || len(msgs) == 0 {
 		return 0, err
@@ -416,7 +433,7 @@ func (r *mqttRole) sendBatch(ctx context.Context) (int, error) {
 
 // ticker refreshes the status, sends rate-limit summaries and watches the
 // station for degraded states until ctx is done.
-func (r *mqttRole) ticker(ctx context.Context) {
+func (r *Role) ticker(ctx context.Context) {
 	tick := time.NewTicker(min(mqttWatchInterval, r.cfg.AlertWindow))
 	defer tick.Stop()
 	lastStatus := time.Now()
@@ -435,8 +452,8 @@ func (r *mqttRole) ticker(ctx context.Context) {
 		if st.Err != nil {
 			state += ": " + st.Err.Error()
 		}
-		if state != lastState && r.hooks.link != nil {
-			r.hooks.link(state)
+		if state != lastState && r.deps.Link != nil {
+			r.deps.Link(state)
 		}
 		lastState = state
 		var msgs []store.MQTTMessage
@@ -448,15 +465,15 @@ func (r *mqttRole) ticker(ctx context.Context) {
 		if err := r.enqueue(ctx, msgs, 0); err != nil && ctx.Err() == nil {
 			r.log.Error().Err(err).Msg("mqtt: cannot queue alert summaries")
 		}
-		if r.hooks.camera != nil {
-			cam := r.hooks.camera()
+		if r.deps.Camera != nil {
+			cam := r.deps.Camera()
 			if cam != lastCam && lastCam != "" && (cam == "stalled" || cam == "reconnecting") {
 				r.raiseLogged(ctx, cloudsync.AlertCameraStalled, "camera is "+cam)
 			}
 			lastCam = cam
 		}
-		if r.hooks.syncBacklog != nil {
-			if b, err := r.hooks.syncBacklog(); err == nil {
+		if r.deps.SyncBacklog != nil {
+			if b, err := r.deps.SyncBacklog(); err == nil {
 				old := b.Age(time.Now()) > r.cfg.SyncBacklogAge
 				if old && !syncAlerted {
 					r.raiseLogged(ctx, cloudsync.AlertSyncBacklog, fmt.Sprintf("%d verdicts wait for upload; the oldest for %s (limit %s)",
@@ -480,23 +497,21 @@ func (r *mqttRole) ticker(ctx context.Context) {
 	}
 }
 
-func (r *mqttRole) raiseLogged(ctx context.Context, kind, msg string) {
-	if err := r.raise(ctx, kind, msg); err != nil && ctx.Err() == nil {
+func (r *Role) raiseLogged(ctx context.Context, kind, msg string) {
+	if err := r.Raise(ctx, kind, msg); err != nil && ctx.Err() == nil {
 		r.log.Error().Err(err).Str("kind", kind).Msg("mqtt: cannot queue alert")
 	}
 }
 
 // publishStatus publishes the retained status (not through the outbox: only
 // the latest matters).
-func (r *mqttRole) publishStatus(ctx context.Context, state string) {
+func (r *Role) publishStatus(ctx context.Context, state string) {
 	m := cloudsync.StatusMsg{Schema: cloudsync.MessageSchema, Station: r.station, State: state, Time: r.now().UTC()}
 	if state == cloudsync.StateOnline {
-		if r.hooks.status != nil {
-			r.hooks.status(&m)
-		}
+		r.deps.Station.Status(&m)
 		m.OutboxBacklog, _, _ = r.st.MQTTBacklog()
-		if r.hooks.syncBacklog != nil {
-			if b, err := r.hooks.syncBacklog(); err == nil {
+		if r.deps.SyncBacklog != nil {
+			if b, err := r.deps.SyncBacklog(); err == nil {
 				m.SyncBacklog = b.Count
 			}
 		}
@@ -514,14 +529,14 @@ func (r *mqttRole) publishStatus(ctx context.Context, state string) {
 
 // onTrigger handles cmd/trigger: the camera takes a part, whose verdict message
 // carries the command's correlation_id.
-func (r *mqttRole) onTrigger(msg cloudsync.Received) {
+func (r *Role) onTrigger(msg cloudsync.Received) {
 	cmd, err := cloudsync.DecodeTriggerCmd(msg.Payload)
 	if err != nil {
 		r.reject(msg, "", err)
 		return
 	}
-	if r.hooks.trigger == nil {
-		r.reject(msg, cmd.CorrelationID, fmt.Errorf("%w: this station cannot be triggered", ErrNoTrigger))
+	if !r.deps.CanTrigger {
+		r.reject(msg, cmd.CorrelationID, fmt.Errorf("%w: this station cannot be triggered", station.ErrNoTrigger))
 		return
 	}
 	if cmd.CorrelationID != "" && r.seen(cmd.CorrelationID) {
@@ -537,7 +552,7 @@ func (r *mqttRole) onTrigger(msg cloudsync.Received) {
 		r.corr[serial] = cmd.CorrelationID
 		r.corrMu.Unlock()
 	}
-	ch, cancel, err := r.hooks.trigger(serial, r.now())
+	ch, cancel, err := r.deps.Station.Trigger(serial, r.now())
 	if err != nil {
 		r.takeCorrelation(serial)
 		r.reject(msg, cmd.CorrelationID, err)
@@ -561,14 +576,11 @@ func (r *mqttRole) onTrigger(msg cloudsync.Received) {
 }
 
 // onLabel handles cmd/label.
-func (r *mqttRole) onLabel(msg cloudsync.Received) {
+func (r *Role) onLabel(msg cloudsync.Received) {
 	cmd, err := cloudsync.DecodeLabelCmd(msg.Payload)
-	if err == nil && r.hooks.label == nil {
-		err = ErrNotRunning
-	}
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err = r.hooks.label(ctx, cmd.VerdictID, cmd.Label)
+		err = r.deps.Station.Label(ctx, cmd.VerdictID, cmd.Label)
 		cancel()
 	}
 	if err != nil {
@@ -579,7 +591,7 @@ func (r *mqttRole) onLabel(msg cloudsync.Received) {
 }
 
 // reject logs why a command was refused and answers on error.
-func (r *mqttRole) reject(msg cloudsync.Received, corr string, why error) {
+func (r *Role) reject(msg cloudsync.Received, corr string, why error) {
 	r.log.Warn().Str("topic", msg.Topic).Str("correlation_id", corr).Err(why).Msg("mqtt command rejected")
 	payload := msg.Payload
 	if len(payload) > 256 {
@@ -599,7 +611,7 @@ func (r *mqttRole) reject(msg cloudsync.Received, corr string, why error) {
 }
 
 // takeCorrelation returns and forgets the correlation id waiting for serial.
-func (r *mqttRole) takeCorrelation(serial string) string {
+func (r *Role) takeCorrelation(serial string) string {
 	r.corrMu.Lock()
 	defer r.corrMu.Unlock()
 	c, ok := r.corr[serial]
@@ -610,7 +622,7 @@ func (r *mqttRole) takeCorrelation(serial string) string {
 }
 
 // seen records a correlation id and reports whether it was among the last 256.
-func (r *mqttRole) seen(corr string) bool {
+func (r *Role) seen(corr string) bool {
 	r.corrMu.Lock()
 	defer r.corrMu.Unlock()
 	for _, c := range r.seenCorr {

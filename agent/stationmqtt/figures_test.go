@@ -1,4 +1,4 @@
-package agent
+package stationmqtt
 
 import (
 	"context"
@@ -30,7 +30,7 @@ func TestFiguresMQTT(t *testing.T) {
 	b := cloudtest.StartMosquitto(t)
 	st := openStore(t, t.TempDir())
 	cfg := testMQTTConfig(b.URL)
-	r, err := newMQTTRole(cfg, "st-1", st, mqttHooks{}, testLogger(t).Level(3))
+	r, err := New(cfg, "st-1", Deps{Store: st, Station: testStation{}}, testLogger(t).Level(3))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestFiguresMQTT(t *testing.T) {
 	var lat []time.Duration
 	for i := range n {
 		start := time.Now()
-		if err := r.raise(ctx, cloudsync.AlertDegraded, fmt.Sprintf("figure %d", i)); err != nil {
+		if err := r.Raise(ctx, cloudsync.AlertDegraded, fmt.Sprintf("figure %d", i)); err != nil {
 			t.Fatal(err)
 		}
 		select {
@@ -90,7 +90,7 @@ func TestFiguresMQTT(t *testing.T) {
 			msgs = nil
 		}
 	}
-	r2, err := newMQTTRole(cfg, "st-1", st, mqttHooks{}, testLogger(t).Level(3))
+	r2, err := New(cfg, "st-1", Deps{Store: st, Station: testStation{}}, testLogger(t).Level(3))
 	if err != nil {
 		t.Fatal(err)
 	}

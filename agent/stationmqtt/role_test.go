@@ -1,0 +1,428 @@
+package stationmqtt
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/rs/zerolog"
+
+	"github.com/takt-edge/takt/agent/station"
+	"github.com/takt-edge/takt/agent/store"
+	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/cloudtest"
+)
+
+func TestAlertLimiter(t *testing.T) {
+	l := newAlertLimiter(2, time.Minute)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var allowed []bool
+	for i := range 5 {
+		ok, sum := l.allow("camera_stalled", t0.Add(time.Duration(i)*time.Second))
+		if sum.n != 0 {
+			t.Errorf("summary inside the window: %+v", sum)
+		}
+		allowed = append(allowed, ok)
+	}
+	if got, want := fmt.Sprint(allowed), "[true true false false false]"; got != want {
+		t.Errorf("allowed = %s, want %s", got, want)
+	}
+	if ok, _ := l.allow("fail", t0); !ok {
+		t.Error("another kind was limited, want its own budget")
+	}
+	if s := l.flush(t0.Add(59 * time.Second)); len(s) != 0 {
+		t.Errorf("flush before the window ended = %+v, want none", s)
+	}
+	s := l.flush(t0.Add(time.Minute))
+	if len(s) != 1 || s[0].kind != "camera_stalled" || s[0].n != 3 || !s[0].since.Equal(t0) {
+		t.Fatalf("flush = %+v, want one summary: camera_stalled, 3 folded since %v", s, t0)
+	}
+	// A new window starts with the full budget; an alert after a window with
+	// folded alerts brings that window's summary along.
+	l.allow("disk_quota", t0)
+	l.allow("disk_quota", t0)
+	l.allow("disk_quota", t0)
+	ok, sum := l.allow("disk_quota", t0.Add(2*time.Minute))
+	if !ok || sum.n != 1 || sum.kind != "disk_quota" {
+		t.Errorf("allow after the window = %v, %+v; want true and a summary of 1", ok, sum)
+	}
+}
+
+// subscriber is an independent MQTT client (paho, auto-reconnect) that
+// collects what the station publishes.
+type subscriber struct {
+	mu       sync.Mutex
+	alerts   map[string]cloudsync.AlertMsg // by id
+	dupes    int
+	verdicts map[string]cloudsync.VerdictMsg // by msg_id
+	errs     []cloudsync.ErrorMsg
+	status   []cloudsync.StatusMsg
+	statusAt []time.Time
+	bad      []string
+	c        mqtt.Client
+}
+
+func newSubscriber(t *testing.T, url, id string, persistent bool) *subscriber {
+	t.Helper()
+	s := &subscriber{alerts: map[string]cloudsync.AlertMsg{}, verdicts: map[string]cloudsync.VerdictMsg{}}
+	handler := func(_ mqtt.Client, m mqtt.Message) { s.add(m.Topic(), m.Payload()) }
+	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID(id).SetCleanSession(!persistent).
+		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(100 * time.Millisecond).
+		SetMaxReconnectInterval(200 * time.Millisecond).SetResumeSubs(true).SetOrderMatters(false).
+		SetDefaultPublishHandler(handler)
+	s.c = mqtt.NewClient(opts)
+	if tok := s.c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscriber connect: %v", tok.Error())
+	}
+	if tok := s.c.Subscribe("takt/v1/#", 1, handler); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	t.Cleanup(func() { s.c.Disconnect(100) })
+	return s
+}
+
+func (s *subscriber) add(topic string, payload []byte) {
+	_, name, err := cloudsync.ParseTopic(topic)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.bad = append(s.bad, topic)
+		return
+	}
+	switch name {
+	case cloudsync.TopicAlert:
+		var a cloudsync.AlertMsg
+		if err := cloudsync.Decode(payload, &a); err != nil {
+			s.bad = append(s.bad, fmt.Sprintf("%s: %v", payload, err))
+			return
+		}
+		if _, ok := s.alerts[a.ID]; ok {
+			s.dupes++
+		}
+		s.alerts[a.ID] = a
+	case cloudsync.TopicVerdict:
+		var v cloudsync.VerdictMsg
+		if err := cloudsync.Decode(payload, &v); err != nil {
+			s.bad = append(s.bad, fmt.Sprintf("%s: %v", payload, err))
+			return
+		}
+		s.verdicts[v.MsgID] = v
+	case cloudsync.TopicError:
+		var e cloudsync.ErrorMsg
+		if err := cloudsync.Decode(payload, &e); err != nil {
+			s.bad = append(s.bad, fmt.Sprintf("%s: %v", payload, err))
+			return
+		}
+		s.errs = append(s.errs, e)
+	case cloudsync.TopicStatus:
+		var st cloudsync.StatusMsg
+		if err := cloudsync.Decode(payload, &st); err != nil {
+			s.bad = append(s.bad, fmt.Sprintf("%s: %v", payload, err))
+			return
+		}
+		s.status = append(s.status, st)
+		s.statusAt = append(s.statusAt, time.Now())
+	}
+}
+
+// alertTexts returns the messages of the distinct alerts received.
+func (s *subscriber) alertTexts() map[string]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]bool{}
+	for _, a := range s.alerts {
+		out[a.Message] = true
+	}
+	return out
+}
+
+func (s *subscriber) lastStatus() (cloudsync.StatusMsg, time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.status) == 0 {
+		return cloudsync.StatusMsg{}, time.Time{}, false
+	}
+	return s.status[len(s.status)-1], s.statusAt[len(s.statusAt)-1], true
+}
+
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %v", what, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func testMQTTConfig(broker string) Config {
+	conn := cloudsync.DefaultMQTTConfig()
+	conn.Broker, conn.ClientID = broker, "takt-st-1"
+	conn.KeepAlive, conn.ReconnectMin, conn.ReconnectMax = 2*time.Second, 50*time.Millisecond, 300*time.Millisecond
+	conn.ConnectTimeout, conn.PublishTimeout = 3*time.Second, 3*time.Second
+	return Config{Conn: conn, Site: "plant", Line: "line-1", Verdicts: true, StatusInterval: 30 * time.Second,
+		AlertBurst: 10000, AlertWindow: time.Minute, SyncBacklogAge: time.Hour, OutboxMax: 100000,
+		DrainTimeout: 2 * time.Second, PublishTimeout: 3 * time.Second}
+}
+
+// testStation is a station whose trigger and label the test sets; nil trigger: the
+// station cannot be triggered.
+type testStation struct {
+	trigger func(serial string, at time.Time) (<-chan store.Verdict, func(), error)
+	label   func(ctx context.Context, id uint64, label string) error
+}
+
+func (s testStation) Trigger(serial string, at time.Time) (<-chan store.Verdict, func(), error) {
+	return s.trigger(serial, at)
+}
+
+func (s testStation) Label(ctx context.Context, id uint64, label string) error {
+	if s.label == nil {
+		return station.ErrNotRunning
+	}
+	return s.label(ctx, id, label)
+}
+
+func (testStation) Status(*cloudsync.StatusMsg) {}
+
+func testLogger(t *testing.T) zerolog.Logger {
+	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+}
+
+func openStore(t *testing.T, dir string) *store.Store {
+	t.Helper()
+	st, err := store.Open(dir, store.Options{})
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// startRole runs the station's MQTT roles on a store in dir until the test ends
+// (or stop is called).
+func startRole(t *testing.T, cfg Config, st *store.Store, s testStation) (*Role, func()) {
+	t.Helper()
+	r, err := New(cfg, "st-1", Deps{Store: st, Station: s, CanTrigger: s.trigger != nil}, testLogger(t))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("mqtt role Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return r, stop
+}
+
+// Alerts raised while the broker is down wait in the outbox and all arrive at
+// a persistent-session subscriber after the broker is back: 0 lost.
+func TestMQTTAlertsSurviveBrokerOutage(t *testing.T) {
+	b := cloudtest.StartMosquitto(t)
+	sub := newSubscriber(t, b.URL, "console-1", true)
+	st := openStore(t, t.TempDir())
+	r, _ := startRole(t, testMQTTConfig(b.URL), st, testStation{})
+	ctx := context.Background()
+	if err := r.conn.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	raise := func(i int) {
+		text := fmt.Sprintf("alert %03d", i)
+		want[text] = true
+		if err := r.Raise(ctx, cloudsync.AlertDegraded, text); err != nil {
+			t.Fatalf("raise: %v", err)
+		}
+	}
+	for i := range 10 {
+		raise(i)
+	}
+	waitUntil(t, 10*time.Second, "first 10 alerts at the subscriber", func() bool { return len(sub.alertTexts()) == 10 })
+
+	b.Stop()
+	for i := 10; i < 40; i++ {
+		raise(i)
+	}
+	if n, _, _ := st.MQTTBacklog(); n < 30 {
+		t.Errorf("outbox holds %d messages while the broker is down, want >= 30", n)
+	}
+	b.Start()
+	waitUntil(t, 20*time.Second, "all 40 alerts at the subscriber", func() bool { return len(sub.alertTexts()) == len(want) })
+	got := sub.alertTexts()
+	for text := range want {
+		if !got[text] {
+			t.Errorf("alert %q lost", text)
+		}
+	}
+	waitUntil(t, 10*time.Second, "outbox empty", func() bool { n, _, _ := st.MQTTBacklog(); return n == 0 })
+	sub.mu.Lock()
+	t.Logf("40 alerts raised, %d distinct received, %d duplicates (de-duplicated by id)", len(sub.alerts), sub.dupes)
+	if len(sub.bad) > 0 {
+		t.Errorf("undecodable messages: %q", sub.bad)
+	}
+	sub.mu.Unlock()
+}
+
+// The rate limit lets alert_burst alerts of a kind through per window and
+// then sends one summary saying how many were folded.
+func TestMQTTAlertRateLimitSummary(t *testing.T) {
+	b := cloudtest.StartMosquitto(t)
+	sub := newSubscriber(t, b.URL, "console-rl", false)
+	cfg := testMQTTConfig(b.URL)
+	cfg.AlertBurst, cfg.AlertWindow = 3, 400*time.Millisecond
+	r, _ := startRole(t, cfg, openStore(t, t.TempDir()), testStation{})
+	for i := range 10 {
+		if err := r.Raise(context.Background(), cloudsync.AlertCameraStalled, fmt.Sprintf("stall %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, 10*time.Second, "3 alerts and a summary", func() bool { return len(sub.alertTexts()) == 4 })
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	var folded, plain int
+	for _, a := range sub.alerts {
+		if a.Folded > 0 {
+			folded += a.Folded
+			if !strings.Contains(a.Message, "7 more camera_stalled alerts") || a.Since == nil {
+				t.Errorf("summary = %+v, want it to say 7 more camera_stalled alerts and since", a)
+			}
+		} else {
+			plain++
+		}
+		if a.Severity != cloudsync.SeverityCritical {
+			t.Errorf("severity = %q, want critical", a.Severity)
+		}
+	}
+	if plain != 3 || folded != 7 {
+		t.Errorf("got %d alerts and %d folded, want 3 and 7", plain, folded)
+	}
+}
+
+// cmd/trigger answers on verdict with the correlation id; cmd/label labels the
+// verdict in the store; malformed commands get a reply on error and change
+// nothing.
+func TestMQTTCommands(t *testing.T) {
+	b := cloudtest.StartMosquitto(t)
+	sub := newSubscriber(t, b.URL, "mes-1", false)
+	st := openStore(t, t.TempDir())
+	var r *Role
+	station := testStation{
+		trigger: func(serial string, at time.Time) (<-chan store.Verdict, func(), error) {
+			if serial == "refuse" {
+				return nil, nil, fmt.Errorf("%w: camera is stalled", station.ErrNoTrigger)
+			}
+			ch := make(chan store.Verdict, 1)
+			go func() {
+				v := store.Verdict{Station: "st-1", CameraID: "cam0", Serial: serial, Time: at, Decision: store.Fail, Reason: "score over threshold"}
+				if err := st.Commit(context.Background(), &v, nil); err != nil {
+					t.Error(err)
+				}
+				ch <- v
+				r.VerdictCommitted()
+			}()
+			return ch, func() {}, nil
+		},
+		label: func(ctx context.Context, id uint64, label string) error { return st.SetLabel(ctx, id, label) },
+	}
+	r, _ = startRole(t, testMQTTConfig(b.URL), st, station)
+	if err := r.conn.WaitConnected(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	pub := func(name, payload string) {
+		t.Helper()
+		tok := sub.c.Publish(r.topics.Topic(name), 1, false, payload)
+		if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %s: %v", name, tok.Error())
+		}
+	}
+	pub(cloudsync.TopicCmdTrigger, `{"schema":1,"serial":"SN-77","correlation_id":"job-1"}`)
+	var got cloudsync.VerdictMsg
+	waitUntil(t, 10*time.Second, "verdict with correlation id job-1", func() bool {
+		sub.mu.Lock()
+		defer sub.mu.Unlock()
+		for _, v := range sub.verdicts {
+			if v.CorrelationID == "job-1" {
+				got = v
+				return true
+			}
+		}
+		return false
+	})
+	if got.Serial != "SN-77" || got.Verdict != "FAIL" || got.ID == 0 {
+		t.Errorf("verdict = %+v, want serial SN-77, FAIL and an id", got)
+	}
+	waitUntil(t, 10*time.Second, "fail alert for SN-77", func() bool {
+		sub.mu.Lock()
+		defer sub.mu.Unlock()
+		for _, a := range sub.alerts {
+			if a.Kind == cloudsync.AlertFail && a.VerdictID == got.ID && a.Serial == "SN-77" {
+				return true
+			}
+		}
+		return false
+	})
+
+	pub(cloudsync.TopicCmdLabel, fmt.Sprintf(`{"schema":1,"verdict_id":%d,"label":"false_reject"}`, got.ID))
+	waitUntil(t, 10*time.Second, "label in the store", func() bool {
+		v, err := st.Get(got.ID)
+		return err == nil && v.Label == "false_reject"
+	})
+
+	bad := []struct{ topic, payload, wantErr string }{
+		{cloudsync.TopicCmdTrigger, `{"schema":1,"serial":5}`, "serial: number is not a string"},
+		{cloudsync.TopicCmdTrigger, `not json`, "want one JSON object"},
+		{cloudsync.TopicCmdTrigger, `{"schema":1,"serial":"refuse","correlation_id":"job-2"}`, "camera is stalled"},
+		{cloudsync.TopicCmdLabel, `{"schema":1,"verdict_id":999999,"label":"false_reject"}`, "verdict not found"},
+		{cloudsync.TopicCmdLabel, `{"schema":1,"label":"x","extra":1}`, `unknown field "extra"`},
+		{cloudsync.TopicCmdLabel, string([]byte{0xff, 0xfe, 0x00}), "want one JSON object"},
+	}
+	for _, c := range bad {
+		pub(c.topic, c.payload)
+	}
+	waitUntil(t, 10*time.Second, "an error reply per malformed command", func() bool {
+		sub.mu.Lock()
+		defer sub.mu.Unlock()
+		return len(sub.errs) >= len(bad)
+	})
+	sub.mu.Lock()
+	for _, c := range bad {
+		found := false
+		for _, e := range sub.errs {
+			found = found || (strings.HasSuffix(e.Topic, c.topic) && strings.Contains(e.Error, c.wantErr))
+		}
+		if !found {
+			t.Errorf("no error reply on %s containing %q; got %+v", c.topic, c.wantErr, sub.errs)
+		}
+	}
+	for _, e := range sub.errs {
+		if strings.Contains(e.Error, "camera is stalled") && e.CorrelationID != "job-2" {
+			t.Errorf("error reply correlation_id = %q, want job-2", e.CorrelationID)
+		}
+	}
+	sub.mu.Unlock()
+	// Still serving after the bad input.
+	pub(cloudsync.TopicCmdTrigger, `{"schema":1,"correlation_id":"job-3"}`)
+	waitUntil(t, 10*time.Second, "verdict for job-3", func() bool {
+		sub.mu.Lock()
+		defer sub.mu.Unlock()
+		for _, v := range sub.verdicts {
+			if v.CorrelationID == "job-3" && strings.HasPrefix(v.Serial, "M") {
+				return true
+			}
+		}
+		return false
+	})
+}
