@@ -23,6 +23,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/takt-edge/takt/agent/plc"
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/models"
 )
@@ -170,7 +171,7 @@ type verdictJSON struct {
 }
 
 func (l *live) verdictJSON(v store.Verdict) verdictJSON {
-	out := verdictJSON{Verdict: v, ResultCode: resultCode(v)}
+	out := verdictJSON{Verdict: v, ResultCode: plc.ResultCode(v)}
 	p, cached := l.recent.get(v.ID)
 	if (v.ImageRef != "" && !v.ImageEvicted) || p.Image != nil {
 		out.ImageURL = fmt.Sprintf("/verdicts/%d/image", v.ID)

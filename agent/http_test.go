@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/rs/zerolog"
 
+	"github.com/takt-edge/takt/agent/plc"
 	"github.com/takt-edge/takt/agent/store"
 )
 
@@ -211,9 +212,9 @@ func TestHTTPAPIMetricsAndHealth(t *testing.T) {
 	})
 	var got verdictJSON
 	getJSON(t, c, fmt.Sprintf("%s/verdicts/%d", r.base, fail.ID), 200, &got)
-	if got.ID != fail.ID || got.Serial != fail.Serial || got.ResultCode != ResultDefect || got.ImageURL == "" {
+	if got.ID != fail.ID || got.Serial != fail.Serial || got.ResultCode != plc.ResultDefect || got.ImageURL == "" {
 		t.Fatalf("GET /verdicts/%d: got id=%d serial=%s result_code=%d image_url=%q, want id=%d serial=%s result_code=%d and an image",
-			fail.ID, got.ID, got.Serial, got.ResultCode, got.ImageURL, fail.ID, fail.Serial, ResultDefect)
+			fail.ID, got.ID, got.Serial, got.ResultCode, got.ImageURL, fail.ID, fail.Serial, plc.ResultDefect)
 	}
 	img := getBytes(t, r.base+got.ImageURL, "image/jpeg")
 	heat := getBytes(t, r.base+got.HeatmapURL, "image/jpeg")

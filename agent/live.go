@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/takt-edge/takt/agent/plc"
 	"github.com/takt-edge/takt/agent/station"
 	"github.com/takt-edge/takt/agent/stationmqtt"
 	"github.com/takt-edge/takt/agent/store"
@@ -75,7 +76,7 @@ type live struct {
 	links   sync.Map // link name -> state string (mqtt, s3)
 
 	httpAddr atomic.Value      // string: the address the HTTP server listens on
-	plc      *plc              // nil when plc.mode is off
+	plc      *plc.Handshake    // nil when plc.mode is off
 	mqtt     *stationmqtt.Role // nil when mqtt.broker is empty
 	alertq   chan alertReq     // alerts raised where the caller must not block (store, PLC)
 	stopped  chan struct{}     // closed by stop
@@ -455,20 +456,4 @@ func (l *live) dbBytes() int64 {
 		return 0
 	}
 	return fi.Size()
-}
-
-// resultCode classifies a verdict for the PLC and the page.
-func resultCode(v store.Verdict) uint16 {
-	switch {
-	case v.Decision == store.Pass:
-		return ResultOK
-	case v.Decision == store.Fail:
-		return ResultDefect
-	case strings.HasPrefix(v.Reason, "no frame"):
-		return ResultNoFrame
-	case strings.HasPrefix(v.Reason, "over deadline"):
-		return ResultLate
-	default:
-		return ResultError
-	}
 }

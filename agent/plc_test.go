@@ -10,6 +10,7 @@ import (
 
 	"github.com/simonvetter/modbus"
 
+	plcreg "github.com/takt-edge/takt/agent/plc"
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/camera"
 )
@@ -87,7 +88,7 @@ func dialPLC(t *testing.T, addr string, in, out int) *testPLC {
 
 func (p *testPLC) outs() []uint16 {
 	p.t.Helper()
-	regs, err := p.c.ReadRegisters(p.out, plcOutLen, modbus.HOLDING_REGISTER)
+	regs, err := p.c.ReadRegisters(p.out, plcreg.OutLen, modbus.HOLDING_REGISTER)
 	if err != nil {
 		p.t.Fatalf("read out block: %v", err)
 	}
@@ -103,12 +104,12 @@ func (p *testPLC) trigger(serial string, timeout time.Duration) ([]uint16, time.
 		p.seq = 1
 	}
 	start := time.Now()
-	if err := p.c.WriteRegisters(p.in, append([]uint16{p.seq}, EncodeSerial(serial)...)); err != nil {
+	if err := p.c.WriteRegisters(p.in, append([]uint16{p.seq}, plcreg.EncodeSerial(serial)...)); err != nil {
 		p.t.Fatalf("write trigger: %v", err)
 	}
 	for {
 		o := p.outs()
-		if o[RegResultSeq] == p.seq {
+		if o[plcreg.RegResultSeq] == p.seq {
 			return o, time.Since(start), true
 		}
 		if time.Since(start) > timeout {
@@ -121,11 +122,11 @@ func (p *testPLC) trigger(serial string, timeout time.Duration) ([]uint16, time.
 func verdictCode(decision string) uint16 {
 	switch decision {
 	case store.Pass:
-		return VerdictOK
+		return plcreg.VerdictOK
 	case store.Fail:
-		return VerdictNG
+		return plcreg.VerdictNG
 	}
-	return VerdictNoDecision
+	return plcreg.VerdictNoDecision
 }
 
 // The PLC triggers 1,000 parts; every one is answered within plc.answer_timeout with the
@@ -146,8 +147,8 @@ func TestPLCServerThousandTriggers(t *testing.T) {
 	}
 	r := startAgentWith(t, a)
 	plc := dialPLC(t, cfg.PLC.Listen, cfg.PLC.InBase, cfg.PLC.OutBase)
-	waitFor(t, "ready register", 10*time.Second, func() bool { return plc.outs()[RegReady] == 1 })
-	hb := plc.outs()[RegHeartbeat]
+	waitFor(t, "ready register", 10*time.Second, func() bool { return plc.outs()[plcreg.RegReady] == 1 })
+	hb := plc.outs()[plcreg.RegHeartbeat]
 	timeout := cfg.PLC.AnswerTimeout
 
 	n := 1000
@@ -164,10 +165,10 @@ func TestPLCServerThousandTriggers(t *testing.T) {
 			t.Fatalf("trigger %d (%s): answered=%v after %s, want an answer within %s", i, serial, ok, took, timeout)
 		}
 		lat = append(lat, took)
-		if o[RegResultCode] == ResultTimeout || o[RegResultCode] == ResultRejected {
-			t.Fatalf("trigger %d: fail-safe answer (result code %d), want a verdict", i, o[RegResultCode])
+		if o[plcreg.RegResultCode] == plcreg.ResultTimeout || o[plcreg.RegResultCode] == plcreg.ResultRejected {
+			t.Fatalf("trigger %d: fail-safe answer (result code %d), want a verdict", i, o[plcreg.RegResultCode])
 		}
-		id := uint64(o[RegVerdictID])<<16 | uint64(o[RegVerdictID+1])
+		id := uint64(o[plcreg.RegVerdictID])<<16 | uint64(o[plcreg.RegVerdictID+1])
 		v, err := st.Get(id)
 		if err != nil || v.Serial != serial {
 			t.Fatalf("trigger %d: verdict id %d in the registers: store has serial %q (%v), want %s", i, id, v.Serial, err, serial)
@@ -179,36 +180,36 @@ func TestPLCServerThousandTriggers(t *testing.T) {
 		if !known {
 			t.Fatalf("trigger %d: the camera took %q, not an image of the run", i, img)
 		}
-		if got := o[RegVerdict]; got != verdictCode(exp) || got != verdictCode(v.Decision) || o[RegResultCode] != resultCode(v) {
+		if got := o[plcreg.RegVerdict]; got != verdictCode(exp) || got != verdictCode(v.Decision) || o[plcreg.RegResultCode] != plcreg.ResultCode(v) {
 			t.Fatalf("trigger %d (%s, image %s): registers verdict=%d result=%d, want verdict %d (%s) result %d; store says %s",
-				i, serial, fileBase(img), got, o[RegResultCode], verdictCode(exp), exp, resultCode(v), v.Decision)
+				i, serial, fileBase(img), got, o[plcreg.RegResultCode], verdictCode(exp), exp, plcreg.ResultCode(v), v.Decision)
 		}
-		if o[RegScore] == 65535 || (exp == store.Fail) != (o[RegScore] > 1000) {
-			t.Fatalf("trigger %d: score register %d does not match %s (1000 = threshold)", i, o[RegScore], exp)
+		if o[plcreg.RegScore] == 65535 || (exp == store.Fail) != (o[plcreg.RegScore] > 1000) {
+			t.Fatalf("trigger %d: score register %d does not match %s (1000 = threshold)", i, o[plcreg.RegScore], exp)
 		}
-		counts[o[RegVerdict]]++
+		counts[o[plcreg.RegVerdict]]++
 	}
 	o := plc.outs()
-	if o[RegBusy] != 0 || o[RegReady] != 1 || o[RegHold] != 0 {
-		t.Errorf("after the run: busy=%d ready=%d hold=%d, want 0 1 0", o[RegBusy], o[RegReady], o[RegHold])
+	if o[plcreg.RegBusy] != 0 || o[plcreg.RegReady] != 1 || o[plcreg.RegHold] != 0 {
+		t.Errorf("after the run: busy=%d ready=%d hold=%d, want 0 1 0", o[plcreg.RegBusy], o[plcreg.RegReady], o[plcreg.RegHold])
 	}
-	if o[RegHeartbeat] == hb {
+	if o[plcreg.RegHeartbeat] == hb {
 		t.Errorf("heartbeat register stayed at %d", hb)
 	}
 	slices.Sort(lat)
-	t.Logf("%d triggers: OK=%d NG=%d NO_DECISION=%d; answer p50=%s p99=%s max=%s", n, counts[VerdictOK], counts[VerdictNG],
-		counts[VerdictNoDecision], lat[n/2], lat[n*99/100], lat[n-1])
-	if counts[VerdictOK] == 0 || counts[VerdictNG] == 0 {
+	t.Logf("%d triggers: OK=%d NG=%d NO_DECISION=%d; answer p50=%s p99=%s max=%s", n, counts[plcreg.VerdictOK], counts[plcreg.VerdictNG],
+		counts[plcreg.VerdictNoDecision], lat[n/2], lat[n*99/100], lat[n-1])
+	if counts[plcreg.VerdictOK] == 0 || counts[plcreg.VerdictNG] == 0 {
 		t.Errorf("got %v verdicts, want both OK and NG parts", counts)
 	}
 	// The out block is read-only for the PLC, and outside the map is no register.
-	if err := plc.c.WriteRegister(uint16(cfg.PLC.OutBase)+RegVerdict, 1); err != modbus.ErrIllegalDataAddress {
+	if err := plc.c.WriteRegister(uint16(cfg.PLC.OutBase)+plcreg.RegVerdict, 1); err != modbus.ErrIllegalDataAddress {
 		t.Errorf("write to the out block: got %v, want illegal data address", err)
 	}
 	if _, err := plc.c.ReadRegisters(50, 2, modbus.HOLDING_REGISTER); err != modbus.ErrIllegalDataAddress {
 		t.Errorf("read outside the map: got %v, want illegal data address", err)
 	}
-	if in, err := plc.c.ReadRegisters(uint16(cfg.PLC.OutBase), plcOutLen, modbus.INPUT_REGISTER); err != nil || in[RegResultSeq] != plc.seq {
+	if in, err := plc.c.ReadRegisters(uint16(cfg.PLC.OutBase), plcreg.OutLen, modbus.INPUT_REGISTER); err != nil || in[plcreg.RegResultSeq] != plc.seq {
 		t.Errorf("out block as input registers: got %v (%v), want result_seq %d", in, err, plc.seq)
 	}
 }
@@ -242,18 +243,18 @@ func TestPLCFailSafe(t *testing.T) {
 		{"ng when the camera has no frame in time", func(c *Config) {
 			c.Camera.FPS, c.Camera.TriggerWindow, c.Camera.ReadTimeout = 0.1, 0, 20*time.Second
 			c.PLC.AnswerTimeout = 150 * time.Millisecond
-		}, VerdictNG, ResultTimeout, 0, time.Second},
+		}, plcreg.VerdictNG, plcreg.ResultTimeout, 0, time.Second},
 		{"hold when the camera has no frame in time", func(c *Config) {
 			c.Camera.FPS, c.Camera.TriggerWindow, c.Camera.ReadTimeout = 0.1, 0, 20*time.Second
 			c.PLC.AnswerTimeout, c.PLC.FailSafe = 150*time.Millisecond, FailSafeHold
-		}, VerdictNoDecision, ResultTimeout, 1, time.Second},
+		}, plcreg.VerdictNoDecision, plcreg.ResultTimeout, 1, time.Second},
 		{"ng when the camera cannot be triggered", func(c *Config) {
 			c.Camera.Mode, c.Camera.TriggerWindow, c.Camera.FPS = camera.ModeStream, 0, 5
-		}, VerdictNG, ResultRejected, 0, time.Second},
+		}, plcreg.VerdictNG, plcreg.ResultRejected, 0, time.Second},
 		{"NO_DECISION from the agent when the trigger gets no frame", func(c *Config) {
 			c.Camera.FPS, c.Camera.TriggerWindow, c.Camera.ReadTimeout = 0.1, 0, 200*time.Millisecond
 			c.PLC.AnswerTimeout = 3 * time.Second
-		}, VerdictNoDecision, ResultNoFrame, 0, 2 * time.Second},
+		}, plcreg.VerdictNoDecision, plcreg.ResultNoFrame, 0, 2 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := plcConfig(t)
@@ -265,22 +266,22 @@ func TestPLCFailSafe(t *testing.T) {
 			if !ok || took > tc.maxTaken {
 				t.Fatalf("answered=%v after %s, want an answer within %s", ok, took, tc.maxTaken)
 			}
-			if o[RegVerdict] != tc.verdict || o[RegResultCode] != tc.result || o[RegHold] != tc.hold {
-				t.Fatalf("got verdict=%d result=%d hold=%d, want %d %d %d", o[RegVerdict], o[RegResultCode], o[RegHold], tc.verdict, tc.result, tc.hold)
+			if o[plcreg.RegVerdict] != tc.verdict || o[plcreg.RegResultCode] != tc.result || o[plcreg.RegHold] != tc.hold {
+				t.Fatalf("got verdict=%d result=%d hold=%d, want %d %d %d", o[plcreg.RegVerdict], o[plcreg.RegResultCode], o[plcreg.RegHold], tc.verdict, tc.result, tc.hold)
 			}
 			if tc.hold == 1 {
-				if o[RegReady] != 0 {
-					t.Fatalf("ready=%d during hold, want 0", o[RegReady])
+				if o[plcreg.RegReady] != 0 {
+					t.Fatalf("ready=%d during hold, want 0", o[plcreg.RegReady])
 				}
 				// The next trigger releases the hold.
 				plc.seq++
 				plc.c.WriteRegister(uint16(cfg.PLC.InBase), plc.seq)
-				if o := plc.outs(); o[RegHold] != 0 || o[RegBusy] != 1 {
-					t.Fatalf("after a new trigger: hold=%d busy=%d, want 0 1", o[RegHold], o[RegBusy])
+				if o := plc.outs(); o[plcreg.RegHold] != 0 || o[plcreg.RegBusy] != 1 {
+					t.Fatalf("after a new trigger: hold=%d busy=%d, want 0 1", o[plcreg.RegHold], o[plcreg.RegBusy])
 				}
 			}
 			fs, _ := sample(scrapeLive(t, r), "takt_plc_fail_safe_total", nil)
-			if wantFS := tc.result == ResultTimeout || tc.result == ResultRejected; (fs >= 1) != wantFS {
+			if wantFS := tc.result == plcreg.ResultTimeout || tc.result == plcreg.ResultRejected; (fs >= 1) != wantFS {
 				t.Fatalf("takt_plc_fail_safe_total = %v, want fail-safe counted: %v", fs, wantFS)
 			}
 		})
@@ -305,7 +306,7 @@ func TestPLCClientMode(t *testing.T) {
 	cfg.PLC.Mode, cfg.PLC.Address, cfg.PLC.InBase, cfg.PLC.OutBase = PLCClient, plcAddr, 1000, 1100
 	cfg.PLC.Poll = 5 * time.Millisecond
 	r := startAgent(t, cfg)
-	waitFor(t, "the agent to write ready to the PLC", 10*time.Second, func() bool { return bank.get(1100+RegReady, 1)[0] == 1 })
+	waitFor(t, "the agent to write ready to the PLC", 10*time.Second, func() bool { return bank.get(1100+plcreg.RegReady, 1)[0] == 1 })
 	if got := r.a.live.Load().plcStatus(); got != "connected to "+plcAddr {
 		t.Fatalf("plc status %q, want connected", got)
 	}
@@ -313,14 +314,14 @@ func TestPLCClientMode(t *testing.T) {
 	for i := 1; i <= 30; i++ {
 		seq++
 		serial := fmt.Sprintf("C%03d", i)
-		bank.set(1001, EncodeSerial(serial))
+		bank.set(1001, plcreg.EncodeSerial(serial))
 		start := time.Now()
 		bank.set(1000, []uint16{seq})
-		waitFor(t, fmt.Sprintf("answer to trigger %d", i), cfg.PLC.AnswerTimeout, func() bool { return bank.get(1100+RegResultSeq, 1)[0] == seq })
-		o := bank.get(1100, plcOutLen)
-		id := uint64(o[RegVerdictID])<<16 | uint64(o[RegVerdictID+1])
+		waitFor(t, fmt.Sprintf("answer to trigger %d", i), cfg.PLC.AnswerTimeout, func() bool { return bank.get(1100+plcreg.RegResultSeq, 1)[0] == seq })
+		o := bank.get(1100, plcreg.OutLen)
+		id := uint64(o[plcreg.RegVerdictID])<<16 | uint64(o[plcreg.RegVerdictID+1])
 		v, err := r.a.live.Load().st.Get(id)
-		if err != nil || v.Serial != serial || o[RegVerdict] != verdictCode(v.Decision) {
+		if err != nil || v.Serial != serial || o[plcreg.RegVerdict] != verdictCode(v.Decision) {
 			t.Fatalf("trigger %d after %s: registers %v, store %+v (%v)", i, time.Since(start), o, v, err)
 		}
 	}
@@ -363,17 +364,6 @@ func (b *regBank) HandleCoils(*modbus.CoilsRequest) ([]bool, error) {
 }
 func (b *regBank) HandleDiscreteInputs(*modbus.DiscreteInputsRequest) ([]bool, error) {
 	return nil, modbus.ErrIllegalFunction
-}
-
-func TestSerialRoundTrip(t *testing.T) {
-	for _, s := range []string{"", "A", "AB", "SN-2026-000123", "12345678901234567890"} {
-		if got := decodeSerial(EncodeSerial(s)); got != s {
-			t.Errorf("decodeSerial(EncodeSerial(%q)) = %q", s, got)
-		}
-	}
-	if got := decodeSerial(EncodeSerial("123456789012345678901234")); got != "12345678901234567890" {
-		t.Errorf("long serial: got %q, want the first 20 characters", got)
-	}
 }
 
 func TestPLCConfigValidation(t *testing.T) {

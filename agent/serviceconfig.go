@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/takt-edge/takt/agent/plc"
 )
 
 // HTTPConfig configures the operator page, the HTTP API, /metrics and the health endpoints.
@@ -175,14 +177,14 @@ func (c PLCConfig) validate() error {
 		errs = append(errs, fmt.Errorf("plc.unit_id: %d is not in 0..247", c.UnitID))
 	}
 	in, out := c.InBase, c.OutBase
-	if in < 0 || in+plcInLen > 65536 {
-		errs = append(errs, fmt.Errorf("plc.in_base: %d is not in 0..%d", in, 65536-plcInLen))
+	if in < 0 || in+plc.InLen > 65536 {
+		errs = append(errs, fmt.Errorf("plc.in_base: %d is not in 0..%d", in, 65536-plc.InLen))
 	}
-	if out < 0 || out+plcOutLen > 65536 {
-		errs = append(errs, fmt.Errorf("plc.out_base: %d is not in 0..%d", out, 65536-plcOutLen))
+	if out < 0 || out+plc.OutLen > 65536 {
+		errs = append(errs, fmt.Errorf("plc.out_base: %d is not in 0..%d", out, 65536-plc.OutLen))
 	}
-	if in < out+plcOutLen && out < in+plcInLen {
-		errs = append(errs, fmt.Errorf("plc.out_base: registers %d..%d overlap the in block %d..%d", out, out+plcOutLen-1, in, in+plcInLen-1))
+	if in < out+plc.OutLen && out < in+plc.InLen {
+		errs = append(errs, fmt.Errorf("plc.out_base: registers %d..%d overlap the in block %d..%d", out, out+plc.OutLen-1, in, in+plc.InLen-1))
 	}
 	if c.AnswerTimeout < 0 {
 		errs = append(errs, fmt.Errorf("plc.answer_timeout: %v must be >= 0 (0 is deadline + 500ms)", c.AnswerTimeout))

@@ -1,10 +1,10 @@
-package agent
+package plc
 
 import (
 	"bytes"
 	"context"
 	"fmt"
-	"log"
+	stdlog "log"
 	"math"
 	"strings"
 	"sync"
@@ -16,16 +16,12 @@ import (
 	"github.com/takt-edge/takt/agent/store"
 )
 
-// The PLC handshake over Modbus TCP. All registers are 16-bit holding registers (function
-// codes 3, 6 and 16); the out block is also readable as input registers (function code 4)
-// at the same addresses. Addresses are offsets from plc.in_base and plc.out_base.
-//
 // In block (PLC -> agent), in_base + ...:
 const (
 	RegTriggerSeq = 0 // PLC writes a new non-zero value (e.g. +1) to trigger one inspection
 	RegSerial     = 1 // 10 registers: the part serial, ASCII, 2 characters per register, high byte first, NUL padded
 	plcSerialRegs = 10
-	plcInLen      = RegSerial + plcSerialRegs
+	InLen         = RegSerial + plcSerialRegs // registers in the in block
 )
 
 // Out block (agent -> PLC, read-only for the PLC), out_base + ...:
@@ -40,7 +36,7 @@ const (
 	RegHold       = 7  // 1: fail-safe hold; the line must stop until the next trigger
 	RegVerdictID  = 8  // 2 registers: the verdict id in the store (uint32, high word first), 0 for none
 	RegLatency    = 10 // trigger to answer in milliseconds (saturates at 65535)
-	plcOutLen     = 11
+	OutLen        = 11 // registers in the out block
 )
 
 // Verdict codes in RegVerdict.
@@ -62,17 +58,56 @@ const (
 	ResultRejected = 6 // fail-safe: the trigger could not be queued (camera not triggered, busy, stopped)
 )
 
-// plc is the agent's side of the handshake; the same register logic serves the server
-// (the PLC reads and writes our registers) and the client (we poll the PLC's).
-type plc struct {
-	l       *live
-	cfg     PLCConfig
+// Station is what the handshake needs of the running station. Its methods are called
+// from the handshake's goroutines (the Modbus server's, the client's poll loop), not from
+// the inspection loop; none may block.
+type Station interface {
+	// Ready reports whether the station can take a trigger: model loaded, store answering,
+	// camera producing, loop not stuck.
+	Ready() bool
+	// Trigger asks the camera for the part in place now, named serial, and returns the
+	// channel its verdict arrives on once committed (closed if the station stops first)
+	// and a cancel that forgets the request. An error is answered with the fail-safe.
+	Trigger(serial string, at time.Time) (<-chan store.Verdict, func(), error)
+	// Alert raises an alert of kind without blocking.
+	Alert(kind, message string)
+}
+
+// Config is the station's plc settings (see the agent's plc section).
+type Config struct {
+	Server  bool   // the PLC connects to the station (else the station polls the PLC)
+	Listen  string // server address
+	Address string // the PLC's host:port (client)
+	UnitID  int
+	InBase  int
+	OutBase int
+	// AnswerTimeout is how long after a trigger the PLC gets its verdict at the latest.
+	AnswerTimeout time.Duration
+	FailSafe      string // FailSafeNG or FailSafeHold
+	Heartbeat     time.Duration
+	Poll          time.Duration
+}
+
+// Fail-safes: what the PLC is told when the station cannot answer a trigger in time.
+const (
+	FailSafeNG   = "ng"   // answer NG: the part is rejected
+	FailSafeHold = "hold" // answer NO_DECISION and raise the hold register: stop the line
+)
+
+// Handshake is the station's side of the handshake; the same register logic serves the
+// server (the PLC reads and writes our registers) and the client (we poll the PLC's).
+type Handshake struct {
+	st      Station
+	cfg     Config
 	timeout time.Duration
 	log     zerolog.Logger
+	// answered, when set, sees every answer: kind "verdict" or "fail_safe", and the time
+	// from the trigger.
+	answered func(kind string, took time.Duration)
 
 	mu       sync.Mutex
-	in       [plcInLen]uint16
-	out      [plcOutLen]uint16
+	in       [InLen]uint16
+	out      [OutLen]uint16
 	lastSeq  uint16
 	primed   bool // client: the first read adopts the PLC's trigger_seq without triggering
 	pending  int
@@ -81,14 +116,11 @@ type plc struct {
 	outGen   uint64 // bumped on every change of out (client writes when it moved)
 }
 
-func (l *live) plcStatus() string {
-	if l.plc == nil {
-		return PLCOff
-	}
-	p := l.plc
+// State is "listening" or "connected" for a server and the connection state of a client.
+func (p *Handshake) State() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cfg.Mode == PLCServer {
+	if p.cfg.Server {
 		if !p.lastSeen.IsZero() && time.Since(p.lastSeen) < 5*time.Second {
 			return "connected"
 		}
@@ -97,25 +129,30 @@ func (l *live) plcStatus() string {
 	return p.state
 }
 
-func (l *live) startPLC(ctx context.Context) (func(context.Context) error, error) {
-	p := &plc{l: l, cfg: l.cfg.PLC, timeout: l.cfg.PLC.answerTimeout(l.cfg.Deadline),
-		log: l.log.With().Str("component", "plc").Logger(), state: "connecting"}
+// Start binds the server (or makes the client) and returns the func that runs the handshake
+// until its context is done. answered, when not nil, sees every answer: kind "verdict" or
+// "fail_safe", and the time since the trigger.
+func Start(cfg Config, st Station, answered func(kind string, took time.Duration), log zerolog.Logger) (*Handshake, func(context.Context) error, error) {
+	p := &Handshake{st: st, cfg: cfg, timeout: cfg.AnswerTimeout, answered: answered,
+		log: log.With().Str("component", "plc").Logger(), state: "connecting"}
+	if p.answered == nil {
+		p.answered = func(string, time.Duration) {}
+	}
 	p.out[RegScore] = math.MaxUint16
-	p.primed = p.cfg.Mode == PLCServer // a client adopts the PLC's trigger_seq on its first read
+	p.primed = p.cfg.Server // a client adopts the PLC's trigger_seq on its first read
 	p.refreshReady()
-	l.plc = p
-	mlog := log.New(logWriter{p.log}, "", 0)
-	if p.cfg.Mode == PLCServer {
+	mlog := stdlog.New(logWriter{p.log}, "", 0)
+	if p.cfg.Server {
 		srv, err := modbus.NewServer(&modbus.ServerConfiguration{URL: "tcp://" + p.cfg.Listen, Timeout: time.Minute, MaxClients: 8, Logger: mlog}, p)
 		if err != nil {
-			return nil, fmt.Errorf("plc.listen %s: %w", p.cfg.Listen, err)
+			return nil, nil, fmt.Errorf("plc.listen %s: %w", p.cfg.Listen, err)
 		}
 		if err := srv.Start(); err != nil {
-			return nil, fmt.Errorf("plc.listen %s: %w", p.cfg.Listen, err)
+			return nil, nil, fmt.Errorf("plc.listen %s: %w", p.cfg.Listen, err)
 		}
 		p.log.Info().Str("listen", p.cfg.Listen).Int("in_base", p.cfg.InBase).Int("out_base", p.cfg.OutBase).
 			Str("fail_safe", p.cfg.FailSafe).Dur("answer_timeout", p.timeout).Msg("Modbus server for the PLC")
-		return func(ctx context.Context) error {
+		return p, func(ctx context.Context) error {
 			p.heartbeat(ctx, nil)
 			srv.Stop()
 			return nil
@@ -123,12 +160,12 @@ func (l *live) startPLC(ctx context.Context) (func(context.Context) error, error
 	}
 	cl, err := modbus.NewClient(&modbus.ClientConfiguration{URL: "tcp://" + p.cfg.Address, Timeout: time.Second, Logger: mlog})
 	if err != nil {
-		return nil, fmt.Errorf("plc.address %s: %w", p.cfg.Address, err)
+		return nil, nil, fmt.Errorf("plc.address %s: %w", p.cfg.Address, err)
 	}
 	if p.cfg.UnitID > 0 {
 		cl.SetUnitId(uint8(p.cfg.UnitID))
 	}
-	return func(ctx context.Context) error {
+	return p, func(ctx context.Context) error {
 		p.runClient(ctx, cl)
 		return nil
 	}, nil
@@ -136,7 +173,7 @@ func (l *live) startPLC(ctx context.Context) (func(context.Context) error, error
 
 // heartbeat bumps the heartbeat register and refreshes ready until ctx is done; tick, if not
 // nil, is called on every beat too.
-func (p *plc) heartbeat(ctx context.Context, tick func()) {
+func (p *Handshake) heartbeat(ctx context.Context, tick func()) {
 	t := time.NewTicker(p.cfg.Heartbeat)
 	defer t.Stop()
 	for {
@@ -156,8 +193,8 @@ func (p *plc) heartbeat(ctx context.Context, tick func()) {
 	}
 }
 
-func (p *plc) refreshReady() {
-	ok, _ := p.l.readiness()
+func (p *Handshake) refreshReady() {
+	ok := p.st.Ready()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	r := uint16(0)
@@ -172,7 +209,7 @@ func (p *plc) refreshReady() {
 
 // write applies values written by the PLC to the in block at offset off and starts the
 // inspections they trigger.
-func (p *plc) write(off int, vals []uint16) {
+func (p *Handshake) write(off int, vals []uint16) {
 	p.mu.Lock()
 	copy(p.in[off:], vals)
 	seq := p.in[RegTriggerSeq]
@@ -197,17 +234,17 @@ func (p *plc) write(off int, vals []uint16) {
 		return
 	}
 	at := time.Now()
-	ch, cancel, err := p.l.Trigger(serial, at)
+	ch, cancel, err := p.st.Trigger(serial, at)
 	if err != nil {
 		p.log.Warn().Err(err).Uint16("trigger_seq", seq).Str("serial", serial).Msg("trigger rejected; fail-safe answered")
-		p.l.alertAsync("plc", fmt.Sprintf("trigger %d (%s) rejected: %v", seq, serial, err))
+		p.st.Alert("plc", fmt.Sprintf("trigger %d (%s) rejected: %v", seq, serial, err))
 		p.failSafe(seq, at, ResultRejected)
 		return
 	}
 	go p.wait(seq, at, ch, cancel)
 }
 
-func (p *plc) wait(seq uint16, at time.Time, ch <-chan store.Verdict, cancel func()) {
+func (p *Handshake) wait(seq uint16, at time.Time, ch <-chan store.Verdict, cancel func()) {
 	t := time.NewTimer(time.Until(at.Add(p.timeout)))
 	defer t.Stop()
 	select {
@@ -220,12 +257,12 @@ func (p *plc) wait(seq uint16, at time.Time, ch <-chan store.Verdict, cancel fun
 	case <-t.C:
 		cancel()
 		p.log.Warn().Uint16("trigger_seq", seq).Dur("answer_timeout", p.timeout).Msg("no verdict in time; fail-safe answered")
-		p.l.alertAsync("plc", fmt.Sprintf("trigger %d: no verdict within %s, fail-safe %s", seq, p.timeout, p.cfg.FailSafe))
+		p.st.Alert("plc", fmt.Sprintf("trigger %d: no verdict within %s, fail-safe %s", seq, p.timeout, p.cfg.FailSafe))
 		p.failSafe(seq, at, ResultTimeout)
 	}
 }
 
-func (p *plc) answer(seq uint16, at time.Time, v store.Verdict) {
+func (p *Handshake) answer(seq uint16, at time.Time, v store.Verdict) {
 	code := uint16(VerdictNoDecision)
 	switch v.Decision {
 	case store.Pass:
@@ -237,21 +274,20 @@ func (p *plc) answer(seq uint16, at time.Time, v store.Verdict) {
 	if v.Score != nil && v.Threshold > 0 {
 		score = uint16(min(max(*v.Score/v.Threshold*1000, 0), math.MaxUint16-1))
 	}
-	p.set(seq, at, code, resultCode(v), score, v.ID, false)
-	p.l.m.plcAns.WithLabelValues("verdict").Observe(time.Since(at).Seconds())
+	p.set(seq, at, code, ResultCode(v), score, v.ID, false)
+	p.answered("verdict", time.Since(at))
 }
 
-func (p *plc) failSafe(seq uint16, at time.Time, result uint16) {
+func (p *Handshake) failSafe(seq uint16, at time.Time, result uint16) {
 	code, hold := uint16(VerdictNG), false
 	if p.cfg.FailSafe == FailSafeHold {
 		code, hold = VerdictNoDecision, true
 	}
 	p.set(seq, at, code, result, math.MaxUint16, 0, hold)
-	p.l.m.plcFail.Inc()
-	p.l.m.plcAns.WithLabelValues("fail_safe").Observe(time.Since(at).Seconds())
+	p.answered("fail_safe", time.Since(at))
 }
 
-func (p *plc) set(seq uint16, at time.Time, verdict, result, score uint16, id uint64, hold bool) {
+func (p *Handshake) set(seq uint16, at time.Time, verdict, result, score uint16, id uint64, hold bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.out[RegVerdict], p.out[RegResultCode], p.out[RegScore] = verdict, result, score
@@ -270,7 +306,7 @@ func (p *plc) set(seq uint16, at time.Time, verdict, result, score uint16, id ui
 
 // HandleHoldingRegisters serves the PLC (server mode): reads of either block, writes of the
 // in block only.
-func (p *plc) HandleHoldingRegisters(req *modbus.HoldingRegistersRequest) ([]uint16, error) {
+func (p *Handshake) HandleHoldingRegisters(req *modbus.HoldingRegistersRequest) ([]uint16, error) {
 	if p.cfg.UnitID != 0 && int(req.UnitId) != p.cfg.UnitID {
 		return nil, modbus.ErrGWTargetFailedToRespond
 	}
@@ -280,7 +316,7 @@ func (p *plc) HandleHoldingRegisters(req *modbus.HoldingRegistersRequest) ([]uin
 	addr, n := int(req.Addr), int(req.Quantity)
 	in, out := p.cfg.InBase, p.cfg.OutBase
 	switch {
-	case addr >= in && addr+n <= in+plcInLen:
+	case addr >= in && addr+n <= in+InLen:
 		if req.IsWrite {
 			p.write(addr-in, req.Args)
 			return nil, nil
@@ -288,7 +324,7 @@ func (p *plc) HandleHoldingRegisters(req *modbus.HoldingRegistersRequest) ([]uin
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		return append([]uint16(nil), p.in[addr-in:addr-in+n]...), nil
-	case addr >= out && addr+n <= out+plcOutLen:
+	case addr >= out && addr+n <= out+OutLen:
 		if req.IsWrite {
 			return nil, modbus.ErrIllegalDataAddress
 		}
@@ -300,23 +336,23 @@ func (p *plc) HandleHoldingRegisters(req *modbus.HoldingRegistersRequest) ([]uin
 }
 
 // HandleInputRegisters serves the out block as input registers (function code 4).
-func (p *plc) HandleInputRegisters(req *modbus.InputRegistersRequest) ([]uint16, error) {
+func (p *Handshake) HandleInputRegisters(req *modbus.InputRegistersRequest) ([]uint16, error) {
 	return p.HandleHoldingRegisters(&modbus.HoldingRegistersRequest{UnitId: req.UnitId, Addr: req.Addr, Quantity: req.Quantity})
 }
 
 // HandleCoils: the map has no coils.
-func (p *plc) HandleCoils(*modbus.CoilsRequest) ([]bool, error) {
+func (p *Handshake) HandleCoils(*modbus.CoilsRequest) ([]bool, error) {
 	return nil, modbus.ErrIllegalFunction
 }
 
 // HandleDiscreteInputs: the map has no discrete inputs.
-func (p *plc) HandleDiscreteInputs(*modbus.DiscreteInputsRequest) ([]bool, error) {
+func (p *Handshake) HandleDiscreteInputs(*modbus.DiscreteInputsRequest) ([]bool, error) {
 	return nil, modbus.ErrIllegalFunction
 }
 
 // runClient polls the PLC's in block and writes the out block to it whenever it changed,
 // reconnecting with backoff.
-func (p *plc) runClient(ctx context.Context, cl *modbus.ModbusClient) {
+func (p *Handshake) runClient(ctx context.Context, cl *modbus.ModbusClient) {
 	beat, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go p.heartbeat(beat, nil)
@@ -344,12 +380,12 @@ func (p *plc) runClient(ctx context.Context, cl *modbus.ModbusClient) {
 	}
 }
 
-func (p *plc) poll(ctx context.Context, cl *modbus.ModbusClient) error {
+func (p *Handshake) poll(ctx context.Context, cl *modbus.ModbusClient) error {
 	t := time.NewTicker(p.cfg.Poll)
 	defer t.Stop()
 	written := ^uint64(0)
 	for {
-		vals, err := cl.ReadRegisters(uint16(p.cfg.InBase), plcInLen, modbus.HOLDING_REGISTER)
+		vals, err := cl.ReadRegisters(uint16(p.cfg.InBase), InLen, modbus.HOLDING_REGISTER)
 		if err != nil {
 			return fmt.Errorf("read in block at %d: %w", p.cfg.InBase, err)
 		}
@@ -371,7 +407,7 @@ func (p *plc) poll(ctx context.Context, cl *modbus.ModbusClient) error {
 	}
 }
 
-func (p *plc) setState(s string) {
+func (p *Handshake) setState(s string) {
 	p.mu.Lock()
 	p.state = s
 	p.mu.Unlock()
@@ -409,4 +445,21 @@ type logWriter struct{ log zerolog.Logger }
 func (w logWriter) Write(b []byte) (int, error) {
 	w.log.Debug().Msg(strings.TrimSpace(string(b)))
 	return len(b), nil
+}
+
+// ResultCode classifies a verdict for the PLC and the page (RegResultCode, the HTTP API's
+// result_code).
+func ResultCode(v store.Verdict) uint16 {
+	switch {
+	case v.Decision == store.Pass:
+		return ResultOK
+	case v.Decision == store.Fail:
+		return ResultDefect
+	case strings.HasPrefix(v.Reason, "no frame"):
+		return ResultNoFrame
+	case strings.HasPrefix(v.Reason, "over deadline"):
+		return ResultLate
+	default:
+		return ResultError
+	}
 }
