@@ -30,6 +30,7 @@ import (
 
 	"github.com/takt-edge/takt/agent/plc"
 	"github.com/takt-edge/takt/agent/store"
+	"github.com/takt-edge/takt/agent/web"
 )
 
 // running is an agent inside Run, for tests of its servers.
@@ -182,7 +183,7 @@ func TestHTTPAPIMetricsAndHealth(t *testing.T) {
 	r := startAgent(t, cfg)
 	c := http.DefaultClient
 
-	var vs []verdictJSON
+	var vs []web.VerdictJSON
 	waitFor(t, "10 verdicts over the API", 30*time.Second, func() bool {
 		getJSON(t, c, r.base+"/verdicts?since=0&limit=100", 200, &vs)
 		return len(vs) >= 10
@@ -192,14 +193,14 @@ func TestHTTPAPIMetricsAndHealth(t *testing.T) {
 			t.Fatalf("GET /verdicts: ids not ascending: %d after %d", v.ID, vs[i-1].ID)
 		}
 	}
-	var after []verdictJSON
+	var after []web.VerdictJSON
 	getJSON(t, c, fmt.Sprintf("%s/verdicts?since=%d", r.base, vs[4].ID), 200, &after)
 	if len(after) == 0 || after[0].ID != vs[5].ID {
 		t.Fatalf("GET /verdicts?since=%d: got %d verdicts starting %v, want from id %d", vs[4].ID, len(after), after, vs[5].ID)
 	}
 
 	// A FAIL part: its verdict with image and heatmap, the heatmap different from the image.
-	var fail *verdictJSON
+	var fail *web.VerdictJSON
 	waitFor(t, "a FAIL part with a heatmap", 30*time.Second, func() bool {
 		getJSON(t, c, r.base+"/verdicts?limit=40", 200, &vs)
 		for i := range vs {
@@ -210,7 +211,7 @@ func TestHTTPAPIMetricsAndHealth(t *testing.T) {
 		}
 		return false
 	})
-	var got verdictJSON
+	var got web.VerdictJSON
 	getJSON(t, c, fmt.Sprintf("%s/verdicts/%d", r.base, fail.ID), 200, &got)
 	if got.ID != fail.ID || got.Serial != fail.Serial || got.ResultCode != plc.ResultDefect || got.ImageURL == "" {
 		t.Fatalf("GET /verdicts/%d: got id=%d serial=%s result_code=%d image_url=%q, want id=%d serial=%s result_code=%d and an image",
@@ -232,7 +233,7 @@ func TestHTTPAPIMetricsAndHealth(t *testing.T) {
 		t.Fatalf("store after label: got label %q (%v), want %s", v.Label, err, LabelFalseReject)
 	}
 
-	var status Status
+	var status web.Status
 	getJSON(t, c, r.base+"/status", 200, &status)
 	if status.Station != "st-test" || status.Model.Name != "fixture-part" || status.Model.Provider != "cpu" ||
 		status.Camera.State != "connected" || status.Totals.Total == 0 || len(status.Yield) != 9 || status.Yield[0].Parts == 0 {
@@ -243,8 +244,8 @@ func TestHTTPAPIMetricsAndHealth(t *testing.T) {
 	}
 	getJSON(t, c, r.base+"/healthz", 200, nil)
 	var ready struct {
-		OK     bool    `json:"ok"`
-		Checks []check `json:"checks"`
+		OK     bool        `json:"ok"`
+		Checks []web.Check `json:"checks"`
 	}
 	getJSON(t, c, r.base+"/readyz", 200, &ready)
 	if !ready.OK || len(ready.Checks) != 4 {
@@ -429,7 +430,7 @@ func TestHTTPAuthOverTLS(t *testing.T) {
 	if !strings.HasPrefix(r.base, "https://") {
 		t.Fatalf("base %s, want https", r.base)
 	}
-	var vs []verdictJSON
+	var vs []web.VerdictJSON
 	waitFor(t, "a FAIL verdict", 30*time.Second, func() bool {
 		getJSON(t, c, r.base+"/verdicts?limit=40", 200, &vs) // reads need no login
 		for _, v := range vs {

@@ -17,6 +17,8 @@ import (
 	"github.com/takt-edge/takt/agent/station"
 	"github.com/takt-edge/takt/agent/stationmqtt"
 	"github.com/takt-edge/takt/agent/store"
+	"github.com/takt-edge/takt/agent/web"
+	"github.com/takt-edge/takt/agent/yield"
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/cloudsync"
 )
@@ -61,9 +63,9 @@ type live struct {
 	started time.Time
 
 	m      *metrics
-	recent *recent
-	yield  *yieldBook
-	alerts *alertLog
+	recent *web.Recent
+	yield  *yield.Book
+	alerts *web.AlertLog
 
 	busySince  atomic.Int64 // unix nanos when the loop took a frame; 0 while it waits for one
 	lastCommit atomic.Int64 // unix nanos of the last commit
@@ -76,6 +78,7 @@ type live struct {
 	links   sync.Map // link name -> state string (mqtt, s3)
 
 	httpAddr atomic.Value      // string: the address the HTTP server listens on
+	http     *web.Server       // nil when http.listen is empty
 	plc      *plc.Handshake    // nil when plc.mode is off
 	mqtt     *stationmqtt.Role // nil when mqtt.broker is empty
 	alertq   chan alertReq     // alerts raised where the caller must not block (store, PLC)
@@ -106,10 +109,10 @@ func (a *Agent) startServices(ctx context.Context, active *activeModels, st *sto
 		l.trig = func(t camera.Trigger) error { return s.Trigger("", t) }
 	}
 	l.m = newMetrics(l)
-	l.recent = newRecent(a.cfg.HTTP.Recent)
+	l.recent = web.NewRecent(a.cfg.HTTP.Recent)
 	shifts, _ := parseShifts(a.cfg.HTTP.Shifts) // validated
-	l.yield = newYieldBook(shifts)
-	l.alerts = newAlertLog(20)
+	l.yield = yield.NewBook(shifts)
+	l.alerts = web.NewAlertLog(20)
 	l.seedYield()
 	l.links.Store("mqtt", "not configured")
 	l.links.Store("s3", "not configured")
@@ -187,9 +190,9 @@ func (l *live) committed(v store.Verdict, f camera.Frame, total time.Duration, h
 	l.busySince.Store(0)
 	l.lastCommit.Store(now.UnixNano())
 	l.m.observe(v, total)
-	l.yield.add(v.Time, v.Decision)
+	l.yield.Add(v.Time, v.Decision)
 	if v.Decision == store.NoDecision {
-		l.alerts.add("no_decision", fmt.Sprintf("part %s: %s", v.Serial, v.Reason)) // MQTT raises its own per verdict
+		l.alerts.Add("no_decision", fmt.Sprintf("part %s: %s", v.Serial, v.Reason)) // MQTT raises its own per verdict
 	}
 	if h := l.a.onCommit; h != nil {
 		h(v, f)
@@ -204,7 +207,7 @@ func (l *live) committed(v store.Verdict, f camera.Frame, total time.Duration, h
 	} else {
 		f.Pix = nil
 	}
-	l.recent.add(v, f, heat.values, heat.width, heat.height)
+	l.recent.Add(v, f, heat.values, heat.width, heat.height)
 }
 
 // healthy reports whether the loop is not wedged: no part has been in inspection for
@@ -224,29 +227,22 @@ func (l *live) healthy() (bool, string) {
 // wedgeAfter is how long one part may take before the loop counts as wedged.
 func (l *live) wedgeAfter() time.Duration { return max(10*l.cfg.Deadline, 10*time.Second) }
 
-// check is one readiness check.
-type check struct {
-	Name string `json:"name"`
-	OK   bool   `json:"ok"`
-	Note string `json:"note"`
-}
-
 // readiness checks that the model is loaded, the store answers and the camera produces.
-func (l *live) readiness() (bool, []check) {
+func (l *live) readiness() (bool, []web.Check) {
 	var notes []string
 	for _, m := range l.models.snapshot() {
 		notes = append(notes, m.info.Model.Name+" "+m.info.Model.Version+" on "+m.provider())
 	}
-	cs := []check{{Name: "model", OK: len(notes) > 0, Note: strings.Join(notes, ", ")}}
+	cs := []web.Check{{Name: "model", OK: len(notes) > 0, Note: strings.Join(notes, ", ")}}
 	if _, err := l.st.Counts(); err != nil {
-		cs = append(cs, check{Name: "store", Note: err.Error()})
+		cs = append(cs, web.Check{Name: "store", Note: err.Error()})
 	} else {
-		cs = append(cs, check{Name: "store", OK: true, Note: l.cfg.DataDir})
+		cs = append(cs, web.Check{Name: "store", OK: true, Note: l.cfg.DataDir})
 	}
 	state := l.cameraState()
-	cs = append(cs, check{Name: "camera", OK: state == string(camera.StateConnected), Note: state})
+	cs = append(cs, web.Check{Name: "camera", OK: state == string(camera.StateConnected), Note: state})
 	ok, why := l.healthy()
-	cs = append(cs, check{Name: "loop", OK: ok, Note: why})
+	cs = append(cs, web.Check{Name: "loop", OK: ok, Note: why})
 	all := true
 	for _, c := range cs {
 		all = all && c.OK
@@ -310,7 +306,7 @@ func (l *live) Label(ctx context.Context, id uint64, label string) error {
 		return err
 	}
 	l.m.labels.WithLabelValues(labelName(label)).Inc()
-	l.recent.setLabel(id, label)
+	l.recent.SetLabel(id, label)
 	l.log.Info().Uint64("id", id).Str("serial", v.Serial).Str("label", label).Msg("verdict labelled")
 	return nil
 }
@@ -442,7 +438,7 @@ func (l *live) seedYield() {
 		}
 		for _, v := range vs {
 			if v.Time.After(cutoff) {
-				l.yield.add(v.Time, v.Decision)
+				l.yield.Add(v.Time, v.Decision)
 			}
 			after = v.ID
 		}

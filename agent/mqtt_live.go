@@ -24,7 +24,7 @@ func (a *Agent) RaiseAlert(ctx context.Context, kind, message string) error {
 }
 
 func (l *live) raiseAlert(ctx context.Context, kind, message string) error {
-	l.alerts.add(kind, message)
+	l.alerts.Add(kind, message)
 	if l.mqtt == nil {
 		return nil
 	}
@@ -45,7 +45,7 @@ func (l *live) alertAsync(kind, message string) {
 	select {
 	case l.alertq <- alertReq{kind, message}:
 	default:
-		l.alerts.add(kind, message)
+		l.alerts.Add(kind, message)
 		l.log.Warn().Str("kind", kind).Str("alert", message).Msg("alert queue full: shown on the page only")
 	}
 }
@@ -117,8 +117,8 @@ func (l *live) startMQTT(context.Context) (func(context.Context) error, error) {
 
 var _ stationmqtt.Station = (*live)(nil)
 
-// Status fills the station's part of the MQTT status message.
-func (l *live) Status(m *cloudsync.StatusMsg) {
+// FillStatus fills the station's part of the MQTT status message.
+func (l *live) FillStatus(m *cloudsync.StatusMsg) {
 	mi := l.primary().info.Model
 	m.Model = &cloudsync.ModelRef{Name: mi.Name, Version: mi.Version, SHA256: mi.SHA256}
 	m.Provider = l.provider()

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/takt-edge/takt/agent/web"
 )
 
 // InstallModel asks the agent running with cfg, through its HTTP API (http.listen), to
@@ -21,13 +23,13 @@ import (
 // sync bucket (models/{name}/{version}/bundle.tar). It returns once the request is queued;
 // ModelUpdateState shows its progress. It is what `takt-agent model install` runs.
 func InstallModel(ctx context.Context, cfg Config, bundle string) error {
-	req := modelInstallRequest{Key: bundle}
+	req := web.ModelInstallRequest{Key: bundle}
 	if _, err := os.Stat(bundle); err == nil || strings.HasSuffix(bundle, ".tar") && !strings.HasPrefix(bundle, "models/") {
 		abs, err := filepath.Abs(bundle)
 		if err != nil {
 			return err
 		}
-		req = modelInstallRequest{File: abs}
+		req = web.ModelInstallRequest{File: abs}
 	}
 	body, err := json.Marshal(req)
 	if err != nil {
@@ -84,7 +86,7 @@ func agentAPI(ctx context.Context, cfg Config, method, path string, body []byte)
 	defer resp.Body.Close()
 	out, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode/100 != 2 {
-		var e apiError
+		var e web.APIError
 		if json.Unmarshal(out, &e) == nil && e.Error != "" {
 			return nil, fmt.Errorf("agent API %s %s: %s", method, path, e.Error)
 		}

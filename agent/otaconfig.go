@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
 	"path/filepath"
 	"regexp"
@@ -179,8 +178,6 @@ func (u *ModelUpdateConfig) resolvePaths(base string) {
 		}
 	}
 }
-
-var errUpdatesOff = errors.New("model updates are off: set model_update.enabled")
 
 // modelKeys lists the trusted key files of every configured model, without repeats.
 func (c Config) modelKeys() []string {

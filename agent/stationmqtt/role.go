@@ -34,9 +34,9 @@ type Station interface {
 	// Label sets the operator label of verdict id ("" clears it). Its error is answered
 	// on error.
 	Label(ctx context.Context, id uint64, label string) error
-	// Status fills the station's part of the online status message: model, execution
+	// FillStatus fills the station's part of the online status message: model, execution
 	// provider, agent version, camera state.
-	Status(m *cloudsync.StatusMsg)
+	FillStatus(m *cloudsync.StatusMsg)
 }
 
 // ModelUpdates is the model updater as the roles see it (nil when updates are off).
@@ -508,7 +508,7 @@ func (r *Role) raiseLogged(ctx context.Context, kind, msg string) {
 func (r *Role) publishStatus(ctx context.Context, state string) {
 	m := cloudsync.StatusMsg{Schema: cloudsync.MessageSchema, Station: r.station, State: state, Time: r.now().UTC()}
 	if state == cloudsync.StateOnline {
-		r.deps.Station.Status(&m)
+		r.deps.Station.FillStatus(&m)
 		m.OutboxBacklog, _, _ = r.st.MQTTBacklog()
 		if r.deps.SyncBacklog != nil {
 			if b, err := r.deps.SyncBacklog(); err == nil {

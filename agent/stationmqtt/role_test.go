@@ -188,7 +188,7 @@ func (s testStation) Label(ctx context.Context, id uint64, label string) error {
 	return s.label(ctx, id, label)
 }
 
-func (testStation) Status(*cloudsync.StatusMsg) {}
+func (testStation) FillStatus(*cloudsync.StatusMsg) {}
 
 func testLogger(t *testing.T) zerolog.Logger {
 	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)

@@ -1,15 +1,16 @@
-package agent
+package web
 
 import (
+	"errors"
 	"net/http"
 	"path/filepath"
 
 	"github.com/takt-edge/takt/agent/ota"
 )
 
-// modelInstallRequest is the body of POST /model/install: a bundle file on the station or
+// ModelInstallRequest is the body of POST /model/install: a bundle file on the station or
 // an object key in the sync bucket (as model/available names it).
-type modelInstallRequest struct {
+type ModelInstallRequest struct {
 	File     string `json:"file,omitempty"`
 	Key      string `json:"key,omitempty"`
 	SHA256   string `json:"sha256,omitempty"`
@@ -18,13 +19,13 @@ type modelInstallRequest struct {
 
 // postModelInstall queues a model install; 202 when queued. Its progress is on GET
 // /model/update and model/status.
-func (l *live) postModelInstall(w http.ResponseWriter, r *http.Request) {
-	u := l.a.ota
+func (l *Server) postModelInstall(w http.ResponseWriter, r *http.Request) {
+	u := l.deps.Models
 	if u == nil {
 		httpError(w, http.StatusConflict, "%v", errUpdatesOff)
 		return
 	}
-	var req modelInstallRequest
+	var req ModelInstallRequest
 	if !decodeBody(w, r, &req) {
 		return
 	}
@@ -44,11 +45,13 @@ func (l *live) postModelInstall(w http.ResponseWriter, r *http.Request) {
 }
 
 // getModelUpdate shows the update state: active, previous, candidate, watch, last status.
-func (l *live) getModelUpdate(w http.ResponseWriter, r *http.Request) {
-	u := l.a.ota
+func (l *Server) getModelUpdate(w http.ResponseWriter, r *http.Request) {
+	u := l.deps.Models
 	if u == nil {
 		httpError(w, http.StatusConflict, "%v", errUpdatesOff)
 		return
 	}
 	writeJSON(w, http.StatusOK, u.Snapshot())
 }
+
+var errUpdatesOff = errors.New("model updates are off: set model_update.enabled")

@@ -1,19 +1,18 @@
-package agent
+package web
 
 import (
 	"context"
 	"math"
 	"sync"
-	"time"
 
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/camera"
 )
 
-// recent keeps the last parts for the live view: the verdict, and once the renderer got to
+// Recent keeps the last parts for the live view: the verdict, and once the renderer got to
 // them a JPEG of the frame and of the heatmap overlay. It fans part events out to the
 // page's server-sent-event subscribers.
-type recent struct {
+type Recent struct {
 	mu    sync.Mutex
 	parts []*part // oldest first, at most max
 	max   int
@@ -43,11 +42,15 @@ type event struct {
 	data any
 }
 
-func newRecent(n int) *recent {
-	return &recent{max: n, subs: map[chan event]struct{}{}, work: make(chan renderJob, 4)}
+// NewRecent keeps the last n parts.
+func NewRecent(n int) *Recent {
+	return &Recent{max: n, subs: map[chan event]struct{}{}, work: make(chan renderJob, 4)}
 }
 
-func (r *recent) add(v store.Verdict, f camera.Frame, amap []float32, mw, mh int) {
+// Add records a committed part with its frame (whose pixels the caller gives up) and
+// anomaly map (nil when none). It never blocks: when the renderer is behind, the part
+// shows its stored image only.
+func (r *Recent) Add(v store.Verdict, f camera.Frame, amap []float32, mw, mh int) {
 	r.mu.Lock()
 	r.parts = append(r.parts, &part{V: v})
 	if len(r.parts) > r.max {
@@ -66,7 +69,7 @@ func (r *recent) add(v store.Verdict, f camera.Frame, amap []float32, mw, mh int
 	r.publish(event{name: "part", data: v})
 }
 
-func (r *recent) get(id uint64) (part, bool) {
+func (r *Recent) get(id uint64) (part, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, p := range r.parts {
@@ -77,7 +80,8 @@ func (r *recent) get(id uint64) (part, bool) {
 	return part{}, false
 }
 
-func (r *recent) setLabel(id uint64, label string) {
+// SetLabel updates the label of a recent part and tells the page.
+func (r *Recent) SetLabel(id uint64, label string) {
 	r.mu.Lock()
 	var v store.Verdict
 	found := false
@@ -93,7 +97,7 @@ func (r *recent) setLabel(id uint64, label string) {
 	}
 }
 
-func (r *recent) subscribe() (chan event, func()) {
+func (r *Recent) subscribe() (chan event, func()) {
 	ch := make(chan event, 32)
 	r.mu.Lock()
 	r.subs[ch] = struct{}{}
@@ -107,7 +111,7 @@ func (r *recent) subscribe() (chan event, func()) {
 
 // publish sends e to every subscriber; a subscriber too slow to keep up misses it (the
 // page reloads the list when it reconnects).
-func (r *recent) publish(e event) {
+func (r *Recent) publish(e event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for ch := range r.subs {
@@ -118,26 +122,19 @@ func (r *recent) publish(e event) {
 	}
 }
 
-// startRenderer runs the goroutine that encodes recent parts' images and heatmaps, and
-// watches the camera state for the alert log.
-func (l *live) startRenderer(context.Context) (func(context.Context) error, error) {
-	return func(ctx context.Context) error {
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return nil
-			case j := <-l.recent.work:
-				l.render(j)
-			case <-tick.C:
-				l.watchCamera()
-			}
+// Run encodes recent parts' images and heatmaps until ctx is done.
+func (r *Recent) Run(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case j := <-r.work:
+			r.render(j)
 		}
-	}, nil
+	}
 }
 
-func (l *live) render(j renderJob) {
+func (r *Recent) render(j renderJob) {
 	img, err := camera.Encode(j.frame, "jpg", 85)
 	if err != nil {
 		img = nil
@@ -148,7 +145,6 @@ func (l *live) render(j renderJob) {
 			heat, _ = camera.Encode(f, "jpg", 85)
 		}
 	}
-	r := l.recent
 	r.mu.Lock()
 	var v store.Verdict
 	for _, p := range r.parts {
@@ -160,21 +156,6 @@ func (l *live) render(j renderJob) {
 	r.mu.Unlock()
 	if v.ID != 0 {
 		r.publish(event{name: "part", data: v})
-	}
-}
-
-func (l *live) watchCamera() {
-	st := camera.State(l.cameraState())
-	l.trigMu.Lock()
-	prev := l.lastCam
-	l.lastCam = st
-	l.trigMu.Unlock()
-	if prev != "" && prev != st {
-		kind := "camera"
-		if st != camera.StateConnected {
-			kind = "degraded"
-		}
-		l.alerts.add(kind, "camera "+l.cfg.Camera.ID+" is "+string(st))
 	}
 }
 

@@ -1,4 +1,11 @@
-package agent
+// Package yield counts a station's verdicts per minute over the last day, for the yield
+// (PASS / parts) per hour and per shift that the operator page shows.
+//
+// # Caveats
+//
+// The book keeps 26 hours of minutes in memory; older verdicts drop out, and a restart
+// starts empty unless the caller replays the store's recent verdicts with Add.
+package yield
 
 import (
 	"sync"
@@ -7,8 +14,8 @@ import (
 	"github.com/takt-edge/takt/agent/store"
 )
 
-// yieldBook counts verdicts per minute over the last day, for yield per hour and shift.
-type yieldBook struct {
+// Book counts verdicts per minute over the last day, for yield per hour and shift.
+type Book struct {
 	mu     sync.Mutex
 	shifts []int // shift starts, minutes after local midnight, ascending
 	b      [yieldMinutes]minuteCount
@@ -38,9 +45,12 @@ type Span struct {
 	Counts
 }
 
-func newYieldBook(shifts []int) *yieldBook { return &yieldBook{shifts: shifts, now: time.Now} }
+// NewBook makes a book for shifts starting at the given minutes after local midnight
+// (ascending, at least one).
+func NewBook(shifts []int) *Book { return &Book{shifts: shifts, now: time.Now} }
 
-func (y *yieldBook) add(t time.Time, decision string) {
+// Add counts a verdict captured at t with decision.
+func (y *Book) Add(t time.Time, decision string) {
 	m := t.Unix() / 60
 	y.mu.Lock()
 	defer y.mu.Unlock()
@@ -63,7 +73,7 @@ func (y *yieldBook) add(t time.Time, decision string) {
 }
 
 // sum counts the verdicts captured in [from, to).
-func (y *yieldBook) sum(from, to time.Time) Counts {
+func (y *Book) sum(from, to time.Time) Counts {
 	var c Counts
 	y.mu.Lock()
 	defer y.mu.Unlock()
@@ -83,9 +93,9 @@ func (y *yieldBook) sum(from, to time.Time) Counts {
 	return c
 }
 
-// spans returns the current shift and the current and previous hours (local time), newest
+// Spans returns the current shift and the current and previous hours (local time), newest
 // first after the shift.
-func (y *yieldBook) spans(hours int) []Span {
+func (y *Book) Spans(hours int) []Span {
 	now := y.now()
 	var out []Span
 	start := y.shiftStart(now)
@@ -99,7 +109,7 @@ func (y *yieldBook) spans(hours int) []Span {
 }
 
 // shiftStart is the start of the shift that t falls in (local time).
-func (y *yieldBook) shiftStart(t time.Time) time.Time {
+func (y *Book) shiftStart(t time.Time) time.Time {
 	midnight := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, t.Location())
 	m := t.Hour()*60 + t.Minute()
 	last := -1
@@ -112,40 +122,4 @@ func (y *yieldBook) shiftStart(t time.Time) time.Time {
 		return midnight.AddDate(0, 0, -1).Add(time.Duration(y.shifts[len(y.shifts)-1]) * time.Minute)
 	}
 	return midnight.Add(time.Duration(last) * time.Minute)
-}
-
-// alertLog keeps the station's recent local alerts for the page.
-type alertLog struct {
-	mu   sync.Mutex
-	max  int
-	list []Alert // newest last
-}
-
-// Alert is one local alert shown on the operator page.
-type Alert struct {
-	Time    time.Time `json:"time"`
-	Kind    string    `json:"kind"` // no_decision, degraded, camera, plc
-	Message string    `json:"message"`
-}
-
-func newAlertLog(n int) *alertLog { return &alertLog{max: n} }
-
-func (a *alertLog) add(kind, msg string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.list = append(a.list, Alert{Time: time.Now().UTC(), Kind: kind, Message: msg})
-	if len(a.list) > a.max {
-		a.list = a.list[len(a.list)-a.max:]
-	}
-}
-
-// recent returns the alerts, newest first.
-func (a *alertLog) recent() []Alert {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	out := make([]Alert, len(a.list))
-	for i, x := range a.list {
-		out[len(out)-1-i] = x
-	}
-	return out
 }

@@ -1,4 +1,4 @@
-package agent
+package web
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"html/template"
 	"io"
-	"io/fs"
 	"mime"
 	"net"
 	"net/http"
@@ -21,24 +20,98 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
 
+	"github.com/takt-edge/takt/agent/ota"
 	"github.com/takt-edge/takt/agent/plc"
+	"github.com/takt-edge/takt/agent/station"
 	"github.com/takt-edge/takt/agent/store"
-	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/agent/yield"
 )
 
-//go:embed web
-var webFS embed.FS
+//go:embed index.html part.html style.css app.js
+var assets embed.FS
 
-var pageTmpl = template.Must(template.ParseFS(webFS, "web/*.html"))
+var pageTmpl = template.Must(template.ParseFS(assets, "*.html"))
 
-// startHTTP binds http.listen and returns the server's run function.
-func (l *live) startHTTP(context.Context) (func(context.Context) error, error) {
-	c := l.cfg.HTTP
-	ln, err := net.Listen("tcp", c.listenAddr())
+// Station is what the HTTP side needs of the running station. Its methods are called from
+// request goroutines, concurrently with the inspection loop.
+type Station interface {
+	// Status is the station's status as GET /status and the page's header show it.
+	Status() Status
+	// Label sets the operator label of verdict id ("" clears it). Errors: ErrBadLabel (and
+	// store.ErrInvalid) for a label that does not fit, store.ErrNotFound, else the
+	// station is not serving.
+	Label(ctx context.Context, id uint64, label string) error
+	// Trigger asks the camera for the part in place now, named serial (made up when
+	// empty), and returns the channel its verdict arrives on once committed (closed if the
+	// station stops first) and a cancel that forgets the request.
+	Trigger(serial string, at time.Time) (<-chan store.Verdict, func(), error)
+}
+
+// ModelUpdates is the model updater as the API sees it.
+type ModelUpdates interface {
+	// Request queues an install; it never blocks.
+	Request(ota.InstallRequest) error
+	// Snapshot is a copy of the update state.
+	Snapshot() ota.State
+}
+
+// Config is the HTTP side's settings (the agent's http section, resolved).
+type Config struct {
+	Listen          string // host:port
+	TLSCert, TLSKey string // PEM files; with both set the server speaks HTTPS only
+	// Token and User/Password guard state changes; none set: no auth.
+	Token, User, Password string
+	Station               string
+	Recent                int    // recent parts kept with their images (for messages)
+	ImagesKeep            string // images.keep (for messages)
+	// TriggerWait is how long POST /trigger waits for its verdict.
+	TriggerWait time.Duration
+}
+
+func (c Config) authOn() bool { return c.Token != "" || c.User != "" }
+
+// Deps are what the HTTP side works with besides its configuration and the station.
+type Deps struct {
+	Store  *store.Store
+	Recent *Recent
+	// Metrics serves GET /metrics.
+	Metrics http.Handler
+	// Healthy reports whether the inspection loop is not stuck, with a note.
+	Healthy func() (bool, string)
+	// Ready runs the readiness checks.
+	Ready func() (bool, []Check)
+	// Models is the model updater; nil when updates are off.
+	Models ModelUpdates
+	// Done is closed when the station stops: event streams end.
+	Done <-chan struct{}
+}
+
+// Server is the operator page and HTTP API of one running station.
+type Server struct {
+	cfg  Config
+	st   Station
+	deps Deps
+	log  zerolog.Logger
+	addr string
+}
+
+// Check is one readiness check.
+type Check struct {
+	Name string `json:"name"`
+	OK   bool   `json:"ok"`
+	Note string `json:"note"`
+}
+
+// Start binds cfg.Listen and returns the server and its run function, which serves until
+// its context is done.
+func Start(cfg Config, st Station, deps Deps, log zerolog.Logger) (*Server, func(context.Context) error, error) {
+	l := &Server{cfg: cfg, st: st, deps: deps, log: log}
+	c := cfg
+	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("http.listen: %w", err)
+		return nil, nil, fmt.Errorf("http.listen: %w", err)
 	}
 	srv := &http.Server{
 		Handler:           l.routes(),
@@ -50,15 +123,15 @@ func (l *live) startHTTP(context.Context) (func(context.Context) error, error) {
 		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
 		if err != nil {
 			ln.Close()
-			return nil, fmt.Errorf("http.tls_cert: %w", err)
+			return nil, nil, fmt.Errorf("http.tls_cert: %w", err)
 		}
 		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		ln = tls.NewListener(ln, srv.TLSConfig)
 		scheme = "https"
 	}
 	l.log.Info().Str("url", fmt.Sprintf("%s://%s/", scheme, ln.Addr())).Bool("auth", c.authOn()).Msg("operator page")
-	l.httpAddr.Store(ln.Addr().String())
-	return func(ctx context.Context) error {
+	l.addr = ln.Addr().String()
+	return l, func(ctx context.Context) error {
 		errc := make(chan error, 1)
 		go func() { errc <- srv.Serve(ln) }()
 		select {
@@ -74,19 +147,12 @@ func (l *live) startHTTP(context.Context) (func(context.Context) error, error) {
 	}, nil
 }
 
-// HTTPAddr returns the address the HTTP server listens on while Run is running, or "".
-func (a *Agent) HTTPAddr() string {
-	if l := a.live.Load(); l != nil {
-		s, _ := l.httpAddr.Load().(string)
-		return s
-	}
-	return ""
-}
+// Addr is the address the server listens on.
+func (l *Server) Addr() string { return l.addr }
 
-func (l *live) routes() http.Handler {
+func (l *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	static, _ := fs.Sub(webFS, "web")
-	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(assets)))
 	mux.HandleFunc("GET /{$}", l.page)
 	mux.HandleFunc("GET /parts/{id}", l.partPage)
 	mux.HandleFunc("GET /events", l.events)
@@ -99,7 +165,7 @@ func (l *live) routes() http.Handler {
 	mux.HandleFunc("POST /trigger", l.auth(l.postTrigger))
 	mux.HandleFunc("POST /model/install", l.auth(l.postModelInstall))
 	mux.HandleFunc("GET /model/update", l.getModelUpdate)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(l.m.reg, promhttp.HandlerOpts{Registry: l.m.reg}))
+	mux.Handle("GET /metrics", l.deps.Metrics)
 	mux.HandleFunc("GET /healthz", l.healthz)
 	mux.HandleFunc("GET /readyz", l.readyz)
 	return mux
@@ -107,8 +173,8 @@ func (l *live) routes() http.Handler {
 
 // auth guards a state change: with http.token or http.user set it needs the token (Bearer)
 // or basic auth; always it refuses requests sent by a page of another origin.
-func (l *live) auth(h http.HandlerFunc) http.HandlerFunc {
-	c := l.cfg.HTTP
+func (l *Server) auth(h http.HandlerFunc) http.HandlerFunc {
+	c := l.cfg
 	return func(w http.ResponseWriter, r *http.Request) {
 		if o := r.Header.Get("Origin"); o != "" {
 			if u, err := url.Parse(o); err != nil || u.Host != r.Host {
@@ -129,8 +195,8 @@ func (l *live) auth(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-func (l *live) authorized(r *http.Request) bool {
-	c := l.cfg.HTTP
+func (l *Server) authorized(r *http.Request) bool {
+	c := l.cfg
 	eq := func(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
 	if c.Token != "" {
 		if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && eq(tok, c.Token) {
@@ -145,12 +211,13 @@ func (l *live) authorized(r *http.Request) bool {
 	return false
 }
 
-type apiError struct {
+// APIError is the body of every error answer of the API.
+type APIError struct {
 	Error string `json:"error"`
 }
 
 func httpError(w http.ResponseWriter, code int, format string, args ...any) {
-	writeJSON(w, code, apiError{Error: fmt.Sprintf(format, args...)})
+	writeJSON(w, code, APIError{Error: fmt.Sprintf(format, args...)})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -162,17 +229,17 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc.Encode(v)
 }
 
-// verdictJSON is a verdict as the API shows it, with links to its images.
-type verdictJSON struct {
+// VerdictJSON is a verdict as the API shows it, with links to its images.
+type VerdictJSON struct {
 	store.Verdict
 	ResultCode uint16 `json:"result_code"`
 	ImageURL   string `json:"image_url,omitempty"`
 	HeatmapURL string `json:"heatmap_url,omitempty"`
 }
 
-func (l *live) verdictJSON(v store.Verdict) verdictJSON {
-	out := verdictJSON{Verdict: v, ResultCode: plc.ResultCode(v)}
-	p, cached := l.recent.get(v.ID)
+func (l *Server) verdictJSON(v store.Verdict) VerdictJSON {
+	out := VerdictJSON{Verdict: v, ResultCode: plc.ResultCode(v)}
+	p, cached := l.deps.Recent.get(v.ID)
 	if (v.ImageRef != "" && !v.ImageEvicted) || p.Image != nil {
 		out.ImageURL = fmt.Sprintf("/verdicts/%d/image", v.ID)
 	}
@@ -194,7 +261,7 @@ func pathID(w http.ResponseWriter, r *http.Request) (uint64, bool) {
 
 // GET /verdicts?since=ID&limit=N: verdicts with an id above since, ascending; without since
 // the latest limit verdicts.
-func (l *live) listVerdicts(w http.ResponseWriter, r *http.Request) {
+func (l *Server) listVerdicts(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	for k := range q {
 		if k != "since" && k != "limit" {
@@ -219,27 +286,27 @@ func (l *live) listVerdicts(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		since = n
-	} else if c, err := l.st.Counts(); err == nil && c.Total > uint64(limit) {
+	} else if c, err := l.deps.Store.Counts(); err == nil && c.Total > uint64(limit) {
 		since = c.Total - uint64(limit)
 	}
-	vs, err := l.st.List(since, limit)
+	vs, err := l.deps.Store.List(since, limit)
 	if err != nil {
 		httpError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
-	out := make([]verdictJSON, 0, len(vs))
+	out := make([]VerdictJSON, 0, len(vs))
 	for _, v := range vs {
 		out = append(out, l.verdictJSON(v))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (l *live) lookup(w http.ResponseWriter, r *http.Request) (store.Verdict, bool) {
+func (l *Server) lookup(w http.ResponseWriter, r *http.Request) (store.Verdict, bool) {
 	id, ok := pathID(w, r)
 	if !ok {
 		return store.Verdict{}, false
 	}
-	v, err := l.st.Get(id)
+	v, err := l.deps.Store.Get(id)
 	if errors.Is(err, store.ErrNotFound) {
 		httpError(w, http.StatusNotFound, "no verdict %d", id)
 		return v, false
@@ -251,19 +318,19 @@ func (l *live) lookup(w http.ResponseWriter, r *http.Request) (store.Verdict, bo
 	return v, true
 }
 
-func (l *live) getVerdict(w http.ResponseWriter, r *http.Request) {
+func (l *Server) getVerdict(w http.ResponseWriter, r *http.Request) {
 	if v, ok := l.lookup(w, r); ok {
 		writeJSON(w, http.StatusOK, l.verdictJSON(v))
 	}
 }
 
 // GET /verdicts/{id}/image: the kept image, else the live view's copy of a recent part.
-func (l *live) image(w http.ResponseWriter, r *http.Request) {
+func (l *Server) image(w http.ResponseWriter, r *http.Request) {
 	v, ok := l.lookup(w, r)
 	if !ok {
 		return
 	}
-	if p := l.st.ImagePath(v); p != "" && !v.ImageEvicted {
+	if p := l.deps.Store.ImagePath(v); p != "" && !v.ImageEvicted {
 		if f, err := os.Open(p); err == nil {
 			defer f.Close()
 			w.Header().Set("Content-Type", mime.TypeByExtension(filepath.Ext(p)))
@@ -272,27 +339,27 @@ func (l *live) image(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if p, ok := l.recent.get(v.ID); ok && p.Image != nil {
+	if p, ok := l.deps.Recent.get(v.ID); ok && p.Image != nil {
 		w.Header().Set("Content-Type", "image/jpeg")
 		w.Write(p.Image)
 		return
 	}
-	httpError(w, http.StatusNotFound, "verdict %d has no image (images.keep is %s, or it was evicted)", v.ID, l.cfg.Images.Keep)
+	httpError(w, http.StatusNotFound, "verdict %d has no image (images.keep is %s, or it was evicted)", v.ID, l.cfg.ImagesKeep)
 }
 
 // GET /verdicts/{id}/heatmap: the frame with the anomaly map overlaid, for recent parts.
-func (l *live) heatmap(w http.ResponseWriter, r *http.Request) {
+func (l *Server) heatmap(w http.ResponseWriter, r *http.Request) {
 	id, ok := pathID(w, r)
 	if !ok {
 		return
 	}
-	if p, ok := l.recent.get(id); ok && p.Heatmap != nil {
+	if p, ok := l.deps.Recent.get(id); ok && p.Heatmap != nil {
 		w.Header().Set("Content-Type", "image/jpeg")
 		w.Header().Set("Cache-Control", "max-age=3600")
 		w.Write(p.Heatmap)
 		return
 	}
-	httpError(w, http.StatusNotFound, "no heatmap for verdict %d: heatmaps are kept for the last %d parts only", id, l.cfg.HTTP.Recent)
+	httpError(w, http.StatusNotFound, "no heatmap for verdict %d: heatmaps are kept for the last %d parts only", id, l.cfg.Recent)
 }
 
 type labelRequest struct {
@@ -300,7 +367,7 @@ type labelRequest struct {
 }
 
 // POST /verdicts/{id}/label {"label": "false_reject" | "false_accept" | ""}
-func (l *live) postLabel(w http.ResponseWriter, r *http.Request) {
+func (l *Server) postLabel(w http.ResponseWriter, r *http.Request) {
 	id, ok := pathID(w, r)
 	if !ok {
 		return
@@ -310,19 +377,19 @@ func (l *live) postLabel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Label == nil {
-		httpError(w, http.StatusBadRequest, `body needs "label": %q, %q or "" (clear)`, LabelFalseReject, LabelFalseAccept)
+		httpError(w, http.StatusBadRequest, `body needs "label": %q, %q or "" (clear)`, station.LabelFalseReject, station.LabelFalseAccept)
 		return
 	}
-	err := l.Label(r.Context(), id, *req.Label)
+	err := l.st.Label(r.Context(), id, *req.Label)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		httpError(w, http.StatusNotFound, "no verdict %d", id)
-	case errors.Is(err, ErrBadLabel), errors.Is(err, store.ErrInvalid):
+	case errors.Is(err, station.ErrBadLabel), errors.Is(err, store.ErrInvalid):
 		httpError(w, http.StatusUnprocessableEntity, "%v", err)
 	case err != nil:
 		httpError(w, http.StatusServiceUnavailable, "%v", err)
 	default:
-		v, err := l.st.Get(id)
+		v, err := l.deps.Store.Get(id)
 		if err != nil {
 			httpError(w, http.StatusInternalServerError, "%v", err)
 			return
@@ -363,7 +430,7 @@ type triggerRequest struct {
 }
 
 // POST /trigger {"serial": "...", "wait": true}: one part, inspected now.
-func (l *live) postTrigger(w http.ResponseWriter, r *http.Request) {
+func (l *Server) postTrigger(w http.ResponseWriter, r *http.Request) {
 	var req triggerRequest
 	if r.ContentLength != 0 && !decodeBody(w, r, &req) {
 		return
@@ -372,7 +439,7 @@ func (l *live) postTrigger(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, "serial of %d bytes, want at most 64", len(req.Serial))
 		return
 	}
-	ch, cancel, err := l.Trigger(req.Serial, time.Now())
+	ch, cancel, err := l.st.Trigger(req.Serial, time.Now())
 	if err != nil {
 		httpError(w, http.StatusConflict, "%v", err)
 		return
@@ -382,7 +449,7 @@ func (l *live) postTrigger(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusAccepted, map[string]string{"status": "triggered", "serial": req.Serial})
 		return
 	}
-	wait := l.cfg.PLC.answerTimeout(l.cfg.Deadline) + l.cfg.Camera.ReadTimeout + 2*time.Second
+	wait := l.cfg.TriggerWait
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
@@ -400,8 +467,8 @@ func (l *live) postTrigger(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (l *live) healthz(w http.ResponseWriter, _ *http.Request) {
-	ok, why := l.healthy()
+func (l *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	ok, why := l.deps.Healthy()
 	code := http.StatusOK
 	if !ok {
 		code = http.StatusServiceUnavailable
@@ -409,8 +476,8 @@ func (l *live) healthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, code, map[string]any{"ok": ok, "note": why})
 }
 
-func (l *live) readyz(w http.ResponseWriter, _ *http.Request) {
-	ok, cs := l.readiness()
+func (l *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	ok, cs := l.deps.Ready()
 	code := http.StatusOK
 	if !ok {
 		code = http.StatusServiceUnavailable
@@ -438,20 +505,6 @@ type EngineBuildStatus struct {
 	CacheDir       string  `json:"cache_dir"`
 }
 
-func engineBuildStatus(b models.BuildStatus) *EngineBuildStatus {
-	if b.Started.IsZero() {
-		return nil
-	}
-	st := &EngineBuildStatus{State: "building", ElapsedSeconds: b.Elapsed.Seconds(), Error: b.Err, CacheDir: b.CacheDir}
-	switch {
-	case b.Err != "":
-		st.State = "failed"
-	case b.Done:
-		st.State = "done"
-	}
-	return st
-}
-
 // Status is what GET /status and the page's header show.
 type Status struct {
 	Station string    `json:"station"`
@@ -459,7 +512,7 @@ type Status struct {
 	Started time.Time `json:"started"`
 	Ready   bool      `json:"ready"`
 	Healthy bool      `json:"healthy"`
-	Checks  []check   `json:"checks"`
+	Checks  []Check   `json:"checks"`
 	// Model is the first (or only) model; Models lists every model that scores each frame.
 	Model  ModelStatus   `json:"model"`
 	Models []ModelStatus `json:"models"`
@@ -473,7 +526,7 @@ type Status struct {
 		Reconnects uint64 `json:"reconnects"`
 	} `json:"camera"`
 	Totals  store.Counts `json:"totals"`
-	Yield   []Span       `json:"yield"`
+	Yield   []yield.Span `json:"yield"`
 	Backlog *struct {
 		Count  int       `json:"count"`
 		Bytes  int64     `json:"bytes"`
@@ -487,56 +540,19 @@ type Status struct {
 	Auth     bool    `json:"auth"`
 }
 
-func (l *live) statusNow() Status {
-	var s Status
-	s.Station, s.Time, s.Started = l.cfg.Station, time.Now().UTC(), l.started.UTC()
-	s.Ready, s.Checks = l.readiness()
-	s.Healthy, _ = l.healthy()
-	for _, m := range l.models.snapshot() {
-		s.Models = append(s.Models, ModelStatus{Name: m.info.Model.Name, Version: m.info.Model.Version, SHA256: m.info.Model.SHA256,
-			Provider: m.provider(), Threshold: m.threshold, Station: m.name, EngineBuild: engineBuildStatus(m.rt.EngineBuild())})
-	}
-	s.Model = s.Models[0]
-	s.Camera.State = l.cameraState()
-	var ids, kinds, modes []string
-	for _, c := range l.cams {
-		st, cc := c.Stats(), c.Config()
-		ids, kinds, modes = append(ids, cc.ID), append(kinds, cc.Kind), append(modes, cc.Mode)
-		s.Camera.Frames += st.Frames
-		s.Camera.Stalls += st.Stalls
-		s.Camera.Reconnects += st.Reconnects
-	}
-	s.Camera.ID, s.Camera.Kind, s.Camera.Mode = strings.Join(ids, ", "), strings.Join(kinds, ", "), strings.Join(modes, ", ")
-	s.Totals, _ = l.st.Counts()
-	s.Yield = l.yield.spans(8)
-	if b, err := l.st.Backlog(); err == nil {
-		s.Backlog = &struct {
-			Count  int       `json:"count"`
-			Bytes  int64     `json:"bytes"`
-			Oldest time.Time `json:"oldest"`
-		}{b.Count, b.Bytes, b.Oldest}
-	}
-	s.Sync, s.MQTT = l.link("s3"), l.link("mqtt")
-	s.PLC = l.plcStatus()
-	s.Alerts = l.alerts.recent()
-	s.AlertsTo = "local only (MQTT " + l.link("mqtt") + ")"
-	s.Auth = l.cfg.HTTP.authOn()
-	return s
-}
-
-func (l *live) status(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, l.statusNow())
+func (l *Server) status(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, l.st.Status())
 }
 
 // GET /events: server-sent events "part" and "label" (a verdict as in the API) and "status"
 // every 2 s.
-func (l *live) events(w http.ResponseWriter, r *http.Request) {
+func (l *Server) events(w http.ResponseWriter, r *http.Request) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
 		httpError(w, http.StatusInternalServerError, "streaming unsupported")
 		return
 	}
-	ch, unsub := l.recent.subscribe()
+	ch, unsub := l.deps.Recent.subscribe()
 	defer unsub()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
@@ -547,7 +563,7 @@ func (l *live) events(w http.ResponseWriter, r *http.Request) {
 		fl.Flush()
 		return err == nil
 	}
-	if !send("status", l.statusNow()) {
+	if !send("status", l.st.Status()) {
 		return
 	}
 	tick := time.NewTicker(2 * time.Second)
@@ -557,7 +573,7 @@ func (l *live) events(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-l.done():
+		case <-l.deps.Done:
 			return
 		case e := <-ch:
 			v, _ := e.data.(store.Verdict)
@@ -565,7 +581,7 @@ func (l *live) events(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		case <-tick.C:
-			if !send("status", l.statusNow()) {
+			if !send("status", l.st.Status()) {
 				return
 			}
 		}
@@ -575,17 +591,17 @@ func (l *live) events(w http.ResponseWriter, r *http.Request) {
 type pageData struct {
 	Station string
 	Auth    bool
-	Part    *verdictJSON
+	Part    *VerdictJSON
 	Score   string
 }
 
-func (l *live) page(w http.ResponseWriter, _ *http.Request) {
+func (l *Server) page(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	pageTmpl.ExecuteTemplate(w, "index.html", pageData{Station: l.cfg.Station, Auth: l.cfg.HTTP.authOn()})
+	pageTmpl.ExecuteTemplate(w, "index.html", pageData{Station: l.cfg.Station, Auth: l.cfg.authOn()})
 }
 
 // GET /parts/{id}: the part detail view.
-func (l *live) partPage(w http.ResponseWriter, r *http.Request) {
+func (l *Server) partPage(w http.ResponseWriter, r *http.Request) {
 	v, ok := l.lookup(w, r)
 	if !ok {
 		return
@@ -596,5 +612,5 @@ func (l *live) partPage(w http.ResponseWriter, r *http.Request) {
 		score = strconv.FormatFloat(*v.Score, 'g', 4, 64)
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	pageTmpl.ExecuteTemplate(w, "part.html", pageData{Station: l.cfg.Station, Auth: l.cfg.HTTP.authOn(), Part: &vj, Score: score})
+	pageTmpl.ExecuteTemplate(w, "part.html", pageData{Station: l.cfg.Station, Auth: l.cfg.authOn(), Part: &vj, Score: score})
 }
