@@ -139,9 +139,6 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			return err
 		}
 		svc.committed(v, frame, lat, heat)
-		if a.ota != nil {
-			a.ota.Observe(frame, &v)
-		}
 		src.Recycle(frame)
 		latencies = append(latencies, lat)
 		a.summary.Parts++

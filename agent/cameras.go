@@ -7,12 +7,36 @@ import (
 	"github.com/takt-edge/takt/camera"
 )
 
-// frameSource is what Run reads parts from: a *camera.Camera for one camera, a *camera.Set
-// for a `cameras:` list. Recycle gives a frame's pixels back once its part is committed.
+// frameSource is what Run reads parts from: one camera, or a set for a `cameras:` list.
+// Recycle gives a frame's pixels back once its part is committed.
 type frameSource interface {
 	camera.Source
 	Recycle(camera.Frame)
+	cameraControl
 }
+
+// cameraControl is what the services reach of the frame source.
+type cameraControl interface {
+	// Cameras lists the cameras behind the source, for the status and the health checks.
+	Cameras() []*camera.Camera
+	// Trigger asks for the part in place now (triggered mode; else camera.ErrNotTriggered).
+	Trigger(camera.Trigger) error
+}
+
+// oneCamera is the frame source of a station with one camera.
+type oneCamera struct{ *camera.Camera }
+
+func (c oneCamera) Cameras() []*camera.Camera { return []*camera.Camera{c.Camera} }
+
+// cameraSet is the frame source of a `cameras:` list; a trigger goes to every camera.
+type cameraSet struct{ *camera.Set }
+
+func (s cameraSet) Trigger(t camera.Trigger) error { return s.Set.Trigger("", t) }
+
+var (
+	_ frameSource = oneCamera{}
+	_ frameSource = cameraSet{}
+)
 
 // CameraConfigs returns the station's cameras: the `cameras:` list if given, else `camera:`.
 func (c Config) CameraConfigs() []camera.Config {
@@ -46,12 +70,19 @@ func (c Config) validateCameras() error {
 	return errors.Join(errs...)
 }
 
-// openCameras opens the station's cameras: the *camera.Camera itself for one camera (what
-// triggers and the camera health check reach), a *camera.Set for several.
+// openCameras opens the station's cameras: one camera, or a set for several.
 func (a *Agent) openCameras() (frameSource, error) {
 	cfgs := a.cfg.CameraConfigs()
 	if len(cfgs) == 1 {
-		return camera.Open(cfgs[0], camera.WithLogger(a.log))
+		c, err := camera.Open(cfgs[0], camera.WithLogger(a.log))
+		if err != nil {
+			return nil, err
+		}
+		return oneCamera{c}, nil
 	}
-	return camera.OpenSet(cfgs, camera.WithLogger(a.log))
+	s, err := camera.OpenSet(cfgs, camera.WithLogger(a.log))
+	if err != nil {
+		return nil, err
+	}
+	return cameraSet{s}, nil
 }

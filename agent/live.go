@@ -84,6 +84,8 @@ type live struct {
 	alertq   chan alertReq     // alerts raised where the caller must not block (store, PLC)
 	stopped  chan struct{}     // closed by stop
 
+	observers []partObserver // of committed parts, registered while wiring; the loop calls them
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -96,17 +98,11 @@ type waiter struct {
 // startServices makes the live view of this Run and starts the configured servers. The
 // servers bind here, so a bad address fails Run at once. stop must be called before the
 // store, model and camera close.
-func (a *Agent) startServices(ctx context.Context, active *activeModels, st *store.Store, src any) (*live, error) {
+func (a *Agent) startServices(ctx context.Context, active *activeModels, st *store.Store, src cameraControl) (*live, error) {
 	l := &live{
 		a: a, log: a.log, cfg: a.cfg, models: active, st: st,
 		started: time.Now(), stopped: make(chan struct{}),
-	}
-	switch s := src.(type) {
-	case *camera.Camera:
-		l.cams, l.trig = []*camera.Camera{s}, s.Trigger
-	case *camera.Set:
-		l.cams = s.Cameras()
-		l.trig = func(t camera.Trigger) error { return s.Trigger("", t) }
+		cams: src.Cameras(), trig: src.Trigger,
 	}
 	l.m = newMetrics(l)
 	l.recent = web.NewRecent(a.cfg.HTTP.Recent)
@@ -114,6 +110,7 @@ func (a *Agent) startServices(ctx context.Context, active *activeModels, st *sto
 	l.yield = yield.NewBook(shifts)
 	l.alerts = web.NewAlertLog(20)
 	l.seedYield()
+	l.observeParts()
 	l.links.Store("mqtt", "not configured")
 	l.links.Store("s3", "not configured")
 	if a.cfg.Sync.Enabled() {
@@ -152,6 +149,10 @@ func (a *Agent) startServices(ctx context.Context, active *activeModels, st *sto
 			}
 		}()
 	}
+	l.observeRecent()
+	if u := a.ota; u != nil {
+		l.observe(func(v store.Verdict, f camera.Frame, _ time.Duration, _ *heatmap) { u.Observe(f, &v) })
+	}
 	a.live.Store(l)
 	for _, m := range active.snapshot() {
 		if m.info.Degraded {
@@ -183,31 +184,57 @@ func (l *live) done() <-chan struct{} { return l.stopped }
 // begin is called by the loop when it has a frame and starts inspecting it.
 func (l *live) begin() { l.busySince.Store(time.Now().UnixNano()) }
 
-// committed is called by the loop after each commit, with the part's frame and the deciding
-// model's anomaly map (nil when none). It must not block: the loop calls it between parts.
-func (l *live) committed(v store.Verdict, f camera.Frame, total time.Duration, heat *heatmap) {
-	now := time.Now()
-	l.busySince.Store(0)
-	l.lastCommit.Store(now.UnixNano())
-	l.m.observe(v, total)
-	l.yield.Add(v.Time, v.Decision)
-	if v.Decision == store.NoDecision {
-		l.alerts.Add("no_decision", fmt.Sprintf("part %s: %s", v.Serial, v.Reason)) // MQTT raises its own per verdict
-	}
+// partObserver sees each committed part: its verdict, its frame, the capture-to-commit
+// time and the deciding model's anomaly map (nil when none). Observers run on the
+// inspection loop, between parts, in the order they were registered: they must not block,
+// and must not keep the frame's pixels past the call (the loop recycles the buffer).
+type partObserver func(v store.Verdict, f camera.Frame, total time.Duration, heat *heatmap)
+
+// observe registers o for every committed part. Call it only while the services are wired
+// (startServices), before the loop runs.
+func (l *live) observe(o partObserver) { l.observers = append(l.observers, o) }
+
+// observeParts registers the station's own observers of committed parts: metrics, yield,
+// the page's alert log, trigger waiters and the recent parts of the live view. The MQTT
+// roles and the model updater register theirs when they are wired.
+func (l *live) observeParts() {
+	l.observe(func(v store.Verdict, _ camera.Frame, total time.Duration, _ *heatmap) { l.m.observe(v, total) })
+	l.observe(func(v store.Verdict, _ camera.Frame, _ time.Duration, _ *heatmap) {
+		l.yield.Add(v.Time, v.Decision)
+		if v.Decision == store.NoDecision {
+			l.alerts.Add("no_decision", fmt.Sprintf("part %s: %s", v.Serial, v.Reason)) // MQTT raises its own per verdict
+		}
+	})
 	if h := l.a.onCommit; h != nil {
-		h(v, f)
+		l.observe(func(v store.Verdict, f camera.Frame, _ time.Duration, _ *heatmap) { h(v, f) })
 	}
-	l.deliver(v)
-	l.mqttCommitted()
-	if heat == nil {
-		heat = &heatmap{}
+	l.observe(func(v store.Verdict, _ camera.Frame, _ time.Duration, _ *heatmap) { l.deliver(v) })
+}
+
+// observeRecent registers the live view's recent parts, last: the frame is copied for the
+// renderer only when the page is served.
+func (l *live) observeRecent() {
+	l.observe(func(v store.Verdict, f camera.Frame, _ time.Duration, heat *heatmap) {
+		if heat == nil {
+			heat = &heatmap{}
+		}
+		if f.Pix != nil && l.cfg.HTTP.Listen != "" {
+			f.Pix = append([]byte(nil), f.Pix...) // the loop recycles the frame's buffer after this call
+		} else {
+			f.Pix = nil
+		}
+		l.recent.Add(v, f, heat.values, heat.width, heat.height)
+	})
+}
+
+// committed is called by the loop after each commit; it hands the part to every observer.
+// It must not block: the loop calls it between parts.
+func (l *live) committed(v store.Verdict, f camera.Frame, total time.Duration, heat *heatmap) {
+	l.busySince.Store(0)
+	l.lastCommit.Store(time.Now().UnixNano())
+	for _, o := range l.observers {
+		o(v, f, total, heat)
 	}
-	if f.Pix != nil && l.cfg.HTTP.Listen != "" {
-		f.Pix = append([]byte(nil), f.Pix...) // the loop recycles the frame's buffer after this call
-	} else {
-		f.Pix = nil
-	}
-	l.recent.Add(v, f, heat.values, heat.width, heat.height)
 }
 
 // healthy reports whether the loop is not wedged: no part has been in inspection for

@@ -3,8 +3,11 @@ package agent
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/takt-edge/takt/agent/stationmqtt"
+	"github.com/takt-edge/takt/agent/store"
+	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/cloudsync"
 )
 
@@ -97,6 +100,7 @@ func (l *live) startMQTT(context.Context) (func(context.Context) error, error) {
 		u.SetPublisher(func(m cloudsync.ModelStatusMsg) { r.PublishModelStatus(context.Background(), m) })
 	}
 	l.mqtt = r
+	l.observe(func(store.Verdict, camera.Frame, time.Duration, *heatmap) { r.VerdictCommitted() })
 	l.setLink("mqtt", cloudsync.ConnConnecting)
 	// The roles stop when the inspection loop has stopped (stop closes l.stopped),
 	// not when Run's context ends, so the last verdict committed while the loop
@@ -132,12 +136,5 @@ func (m MQTTConfig) roleConfig(station string) stationmqtt.Config {
 		Conn: m.conn(station), Site: m.Site, Line: m.Line, Verdicts: m.Verdicts, StatusInterval: m.StatusInterval,
 		AlertBurst: m.AlertBurst, AlertWindow: m.AlertWindow, SyncBacklogAge: m.SyncBacklogAge, OutboxMax: m.OutboxMax,
 		DrainTimeout: m.DrainTimeout, PublishTimeout: m.PublishTimeout,
-	}
-}
-
-// mqttCommitted is called by committed for every verdict; it does not block.
-func (l *live) mqttCommitted() {
-	if l.mqtt != nil {
-		l.mqtt.VerdictCommitted()
 	}
 }
