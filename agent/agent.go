@@ -38,7 +38,8 @@ type Summary struct {
 	Pass       int
 	Fail       int
 	NoDecision int
-	// LatencyP50 and LatencyP99 are capture-to-commit times over the run.
+	// LatencyP50 and LatencyP99 are capture-to-commit times over the run (estimated from a
+	// uniform sample of latencySample parts once the run has more).
 	LatencyP50 time.Duration
 	LatencyP99 time.Duration
 	Elapsed    time.Duration
@@ -106,10 +107,10 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	a.log.Info().Int("models", len(loaded)).Str("camera", a.cfg.Camera.ID).Str("source", a.cfg.Camera.Path).
 		Str("data_dir", a.cfg.DataDir).Msg("inspecting")
 
-	var latencies []time.Duration
+	var latencies latencyStats
 	defer func() {
 		a.summary.Elapsed = time.Since(start)
-		a.summary.LatencyP50, a.summary.LatencyP99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
+		a.summary.LatencyP50, a.summary.LatencyP99 = latencies.percentile(0.50), latencies.percentile(0.99)
 		s := a.summary
 		a.log.Info().Int("parts", s.Parts).Int("pass", s.Pass).Int("fail", s.Fail).Int("no_decision", s.NoDecision).
 			Dur("latency_p50", s.LatencyP50).Dur("latency_p99", s.LatencyP99).Dur("elapsed", s.Elapsed).Msg("summary")
@@ -140,7 +141,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		}
 		svc.committed(v, frame, lat, heat)
 		src.Recycle(frame)
-		latencies = append(latencies, lat)
+		latencies.add(lat)
 		a.summary.Parts++
 		switch v.Decision {
 		case store.Pass:

@@ -41,3 +41,23 @@ func TestDecide(t *testing.T) {
 		})
 	}
 }
+
+// The run's latency statistics hold a bounded sample and are exact for short runs.
+func TestLatencyStatsBounded(t *testing.T) {
+	var s latencyStats
+	for i := range 100 {
+		s.add(time.Duration(i+1) * time.Millisecond)
+	}
+	if p50, p99 := s.percentile(0.5), s.percentile(0.99); p50 != 50*time.Millisecond || p99 != 99*time.Millisecond {
+		t.Errorf("100 parts: p50, p99 = %s, %s; want 50ms, 99ms", p50, p99)
+	}
+	for range 10 * latencySample {
+		s.add(time.Millisecond)
+	}
+	if len(s.sample) != latencySample {
+		t.Errorf("sample holds %d latencies, want at most %d", len(s.sample), latencySample)
+	}
+	if p50 := s.percentile(0.5); p50 != time.Millisecond {
+		t.Errorf("p50 after a long run of 1ms parts = %s, want 1ms", p50)
+	}
+}
