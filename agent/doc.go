@@ -12,10 +12,13 @@
 // # Line and operators
 //
 // While Run runs, and as configured, it serves the operator page, the HTTP API, /metrics,
-// /healthz and /readyz (http.go, web/), answers the PLC over Modbus TCP (plc.go) and talks
-// to systemd (sdnotify.go). They see the loop through one hook per part (live.go):
-// Agent.Label and Agent.Trigger are the one path for labels and triggers from the page,
-// the API, the PLC and MQTT.
+// /healthz and /readyz (package agent/web), answers the PLC over Modbus TCP (agent/plc),
+// runs the MQTT roles (agent/stationmqtt) and model updates (agent/ota) and talks to
+// systemd (agent/sdnotify). Each reaches the running station (live.go) through a small
+// interface of its own; Agent.Label and Agent.Trigger are the one path for labels and
+// triggers from the page, the API, the PLC and MQTT. Every committed part goes to the
+// observers registered while the services are wired (metrics, yield, alerts, waiting
+// triggers, MQTT, the page's recent parts, the model updater), in that order.
 //
 // # Caveats
 //
