@@ -143,10 +143,10 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		src.Recycle(frame)
 		latencies.add(lat)
 		a.summary.Parts++
-		switch v.Decision {
-		case store.Pass:
+		switch decision(v.Decision) {
+		case pass:
 			a.summary.Pass++
-		case store.Fail:
+		case fail:
 			a.summary.Fail++
 		default:
 			a.summary.NoDecision++
@@ -170,7 +170,7 @@ func (a *Agent) inspect(ctx context.Context, set *modelSet, st *store.Store, fra
 	var heat *heatmap
 	if frameErr != nil {
 		m := set.models[0]
-		v.Decision, v.Reason = store.NoDecision, "no frame: "+frameErr.Error()
+		v.Decision, v.Reason = string(noDecision), "no frame: "+frameErr.Error()
 		v.Threshold, v.Provider = m.threshold, m.info.Provider
 		v.Model = m.record()
 	} else {
@@ -180,7 +180,7 @@ func (a *Agent) inspect(ctx context.Context, set *modelSet, st *store.Store, fra
 	}
 
 	var img *store.Image
-	if frameErr == nil && a.keepImage(v.Decision) {
+	if frameErr == nil && a.keepImage(decision(v.Decision)) {
 		data, err := camera.Encode(frame, a.cfg.Images.Format, a.cfg.Images.JPEGQuality)
 		if err != nil {
 			return v, nil, 0, err
@@ -208,12 +208,12 @@ func (a *Agent) inspect(ctx context.Context, set *modelSet, st *store.Store, fra
 	return v, heat, total, nil
 }
 
-func (a *Agent) keepImage(decision string) bool {
+func (a *Agent) keepImage(d decision) bool {
 	switch a.cfg.Images.Keep {
 	case KeepAll:
 		return true
 	case KeepFail:
-		return decision != store.Pass
+		return d != pass
 	}
 	return false
 }

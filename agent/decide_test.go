@@ -35,7 +35,7 @@ func TestDecide(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, reason := decide(tt.score, tt.err, 2.0, tt.elapsed, deadline)
-			if got != tt.want || !strings.Contains(reason, tt.wantReason) {
+			if string(got) != tt.want || !strings.Contains(reason, tt.wantReason) { // the wire form stays PASS, FAIL, NO_DECISION
 				t.Fatalf("decide: got %s (%q), want %s (%q)", got, reason, tt.want, tt.wantReason)
 			}
 		})

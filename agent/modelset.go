@@ -185,7 +185,8 @@ func (s *modelSet) score(ctx context.Context, f camera.Frame, deadline time.Dura
 		if res.Provider != "" {
 			o.Provider = res.Provider // changes when a background TensorRT build completes
 		}
-		o.Decision, o.Reason = decide(res.Score, err, m.threshold, elapsed, deadline)
+		d, reason := decide(res.Score, err, m.threshold, elapsed, deadline)
+		o.Decision, o.Reason = string(d), reason
 		if err == nil && !math.IsNaN(res.Score) && !math.IsInf(res.Score, 0) {
 			score := res.Score
 			o.Score = &score
