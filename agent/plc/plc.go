@@ -351,7 +351,9 @@ func (p *Handshake) HandleDiscreteInputs(*modbus.DiscreteInputsRequest) ([]bool,
 }
 
 // runClient polls the PLC's in block and writes the out block to it whenever it changed,
-// reconnecting with backoff.
+// reconnecting with backoff (doubling from 250ms to 5s). The uploader and the MQTT
+// connection back off alike inside cloudsync; were that backoff exported, this link would
+// use it too.
 func (p *Handshake) runClient(ctx context.Context, cl *modbus.ModbusClient) {
 	beat, cancel := context.WithCancel(ctx)
 	defer cancel()
