@@ -1,5 +1,5 @@
 // Command takt-agent is the station agent: it inspects every part the camera sees and
-// records each verdict durably. See the README for the configuration reference.
+// records each verdict durably. See agent/README.md for the configuration reference.
 //
 // Without a command it runs the agent; "model", "config" and "version" are its tools. It
 // exits 0 on success and on help, 1 when the agent or a command fails, 2 on a usage error.
