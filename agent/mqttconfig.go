@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // MQTTConfig is the `mqtt:` section: the station's MQTT roles (status, verdict
@@ -101,7 +102,7 @@ func (m MQTTConfig) validate(station string) error {
 		return nil
 	}
 	errs := []error{m.conn(station).Validate()}
-	if _, err := cloudsync.NewTopics(m.Site, m.Line, station); err != nil {
+	if _, err := wire.NewTopics(m.Site, m.Line, station); err != nil {
 		errs = append(errs, fmt.Errorf("mqtt: topic levels: %w (mqtt.site, mqtt.line and station may not hold '/', '+', '#' or spaces)", err))
 	}
 	if m.StatusInterval < time.Second {
@@ -128,7 +129,7 @@ func (m MQTTConfig) validate(station string) error {
 // MQTTConn is the station's broker connection settings, for tools that talk to the same
 // broker beside the agent (takt firmware watch), and its topics. Such a tool must use its
 // own client id.
-func (c Config) MQTTConn() (cloudsync.MQTTConfig, cloudsync.Topics, error) {
-	topics, err := cloudsync.NewTopics(c.MQTT.Site, c.MQTT.Line, c.Station)
+func (c Config) MQTTConn() (cloudsync.MQTTConfig, wire.Topics, error) {
+	topics, err := wire.NewTopics(c.MQTT.Site, c.MQTT.Line, c.Station)
 	return c.MQTT.conn(c.Station), topics, err
 }

@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // limiter is a token bucket of bytes per second shared by all uploads; nil
@@ -19,7 +21,7 @@ type limiter struct {
 	last   time.Time
 }
 
-func newLimiter(bytesPerSecond ByteSize) *limiter {
+func newLimiter(bytesPerSecond wire.ByteSize) *limiter {
 	if bytesPerSecond <= 0 {
 		return nil
 	}

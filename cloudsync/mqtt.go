@@ -19,6 +19,8 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
 	"github.com/rs/zerolog"
+
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // MQTTConfig configures a [Conn]: the broker, the client's identity and
@@ -514,7 +516,7 @@ func (c *Conn) connectError(err error) error {
 // route hands a received message to the handler of the first matching filter.
 func (c *Conn) route(m mqtt.Message) {
 	for filter, h := range c.opts.Subscriptions {
-		if !MatchTopic(filter, m.Topic()) {
+		if !wire.MatchTopic(filter, m.Topic()) {
 			continue
 		}
 		defer func() {
@@ -526,21 +528,6 @@ func (c *Conn) route(m mqtt.Message) {
 		return
 	}
 	c.log.Debug().Str("topic", m.Topic()).Msg("mqtt message without a handler")
-}
-
-// MatchTopic reports whether topic matches the subscription filter (with the
-// + and # wildcards).
-func MatchTopic(filter, topic string) bool {
-	f, t := strings.Split(filter, "/"), strings.Split(topic, "/")
-	for i, p := range f {
-		if p == "#" {
-			return true
-		}
-		if i >= len(t) || (p != "+" && p != t[i]) {
-			return false
-		}
-	}
-	return len(f) == len(t)
 }
 
 // Publish publishes one message with QoS 1 and returns after the broker's

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 	"github.com/takt-edge/takt/models"
 )
 
@@ -673,9 +674,9 @@ func (c *Companion) announce(ctx context.Context, mc ModelConfig, version string
 		l.Printf("no targets configured: not announced")
 		return
 	}
-	msg := &cloudsync.ModelAvailableMsg{Schema: cloudsync.MessageSchema, Name: mc.Name, Version: version,
+	msg := &wire.ModelAvailableMsg{Schema: wire.MessageSchema, Name: mc.Name, Version: version,
 		Key: BundleKey(mc.Name, version), SHA256: sha256Hex(bundle), Size: int64(len(bundle))}
-	payload, err := cloudsync.Encode(msg)
+	payload, err := wire.Encode(msg)
 	if err != nil {
 		l.Printf("announce: %v", err)
 		return

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/camera/synth"
-	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 	"github.com/takt-edge/takt/models"
 )
 
@@ -340,8 +340,8 @@ func TestTrainPromoteAnnounceAndRefuseWorse(t *testing.T) {
 		t.Errorf("manifest = %+v; want version 0.9.1, baseline deciles and a golden set", b.Manifest)
 	}
 	msg := sub.next(t, 10*time.Second)
-	var av cloudsync.ModelAvailableMsg
-	if err := cloudsync.Decode(msg.Payload, &av); err != nil || av.Version != "0.9.1" || av.Key != BundleKey("part", "0.9.1") ||
+	var av wire.ModelAvailableMsg
+	if err := wire.Decode(msg.Payload, &av); err != nil || av.Version != "0.9.1" || av.Key != BundleKey("part", "0.9.1") ||
 		av.SHA256 != idx.Versions[0].SHA256 {
 		t.Errorf("model/available = %s, %v; want 0.9.1 with the bundle's key and sha256", msg.Payload, err)
 	}
@@ -470,7 +470,7 @@ func TestIngestSeveralModelsPerPart(t *testing.T) {
 		`"model":{"name":"holes","version":"2.0.0"},"models":[` +
 		`{"name":"a","model":{"name":"surface","version":"1.1.0"},"decision":"PASS","score":0.2,"threshold":1,"provider":"cpu"},` +
 		`{"name":"b","model":{"name":"holes","version":"2.0.0"},"decision":"FAIL","score":3,"threshold":1,"provider":"cpu"}]}` + "\n"
-	if _, err := e.bucket.PutNew(ctx, cloudsync.VerdictBatchKey("st-m", day, 7, 7), []byte(batch), "application/x-ndjson"); err != nil {
+	if _, err := e.bucket.PutNew(ctx, wire.VerdictBatchKey("st-m", day, 7, 7), []byte(batch), "application/x-ndjson"); err != nil {
 		t.Fatal(err)
 	}
 	e.label("st-m", day, 7, 1, "false_reject")

@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // Config is takt-cloud's config file. Every key has a default in
@@ -108,7 +109,7 @@ type TrainingConfig struct {
 // set needs (README "Image cache").
 type CacheConfig struct {
 	// MaxBytes caps the cache's size; 0 = no size limit. Default 10GiB.
-	MaxBytes cloudsync.ByteSize `yaml:"max_bytes"`
+	MaxBytes wire.ByteSize `yaml:"max_bytes"`
 	// MaxAge removes images not used for this long; 0 = no age limit.
 	// Default 720h (30 days).
 	MaxAge time.Duration `yaml:"max_age"`
@@ -136,11 +137,11 @@ type Target struct {
 
 // Topic is the model/available topic of the target.
 func (t Target) Topic() string {
-	tp := cloudsync.Topics{Site: t.Site, Line: t.Line, Station: t.Station}
+	tp := wire.Topics{Site: t.Site, Line: t.Line, Station: t.Station}
 	if t.Station == "" {
 		return tp.LineModelAvailable()
 	}
-	return tp.Topic(cloudsync.TopicModelAvailable)
+	return tp.Topic(wire.TopicModelAvailable)
 }
 
 // TriggersConfig says when a model is retrained by itself.
@@ -425,7 +426,7 @@ func (c Config) Validate() error {
 	names := map[string]bool{}
 	for i, m := range c.Models {
 		p := fmt.Sprintf("models[%d]", i)
-		if err := cloudsync.ValidLevel(m.Name); err != nil {
+		if err := wire.ValidLevel(m.Name); err != nil {
 			bad("%s.name: %v", p, err)
 		} else if names[m.Name] {
 			bad("%s.name: %q is configured twice", p, m.Name)
@@ -433,12 +434,12 @@ func (c Config) Validate() error {
 		names[m.Name] = true
 		for j, tg := range m.Targets {
 			for _, lv := range []struct{ k, v string }{{"site", tg.Site}, {"line", tg.Line}} {
-				if err := cloudsync.ValidLevel(lv.v); err != nil {
+				if err := wire.ValidLevel(lv.v); err != nil {
 					bad("%s.targets[%d].%s: %v", p, j, lv.k, err)
 				}
 			}
 			if tg.Station != "" {
-				if err := cloudsync.ValidLevel(tg.Station); err != nil {
+				if err := wire.ValidLevel(tg.Station); err != nil {
 					bad("%s.targets[%d].station: %v", p, j, err)
 				}
 			}
