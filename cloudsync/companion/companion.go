@@ -22,6 +22,8 @@ import (
 	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/cloudsync/wire"
 	"github.com/takt-edge/takt/models"
+
+	"github.com/takt-edge/takt/cloudsync/companion/trainer"
 )
 
 // ErrBusy: the model already has a queued or running job.
@@ -38,7 +40,7 @@ type Companion struct {
 	bucket   *cloudsync.Bucket
 	key      ed25519.PrivateKey
 	keys     models.TrustedKeys
-	trainers map[string]map[string]Trainer // model -> experiment -> trainer
+	trainers map[string]map[string]trainer.Trainer // model -> experiment -> trainer
 	index    *index
 	jobs     *jobStore
 	conn     *cloudsync.Conn
@@ -82,14 +84,14 @@ func New(cfg Config, log zerolog.Logger) (*Companion, error) {
 	}
 	c := &Companion{
 		cfg: cfg, log: log.With().Str("component", "cloud").Logger(), bucket: bucket, key: key, keys: keys,
-		trainers: map[string]map[string]Trainer{},
+		trainers: map[string]map[string]trainer.Trainer{},
 		queue:    make(chan string, 1024), sem: make(chan struct{}, cfg.Training.Parallel),
 		ready: make(chan struct{}), pinned: map[string]int{},
 	}
 	for _, m := range cfg.Models {
-		c.trainers[m.Name] = map[string]Trainer{}
+		c.trainers[m.Name] = map[string]trainer.Trainer{}
 		for _, e := range m.Experiments {
-			t, err := newTrainer(e, cfg.StateDir, cfg.Training.Timeout)
+			t, err := trainer.New(e, cfg.StateDir, cfg.Training.Timeout)
 			if err != nil {
 				return nil, fmt.Errorf("models %s experiment %s: %w", m.Name, e.Name, err)
 			}
@@ -444,7 +446,7 @@ func (c *Companion) runJob(ctx context.Context, j Job) {
 // trained is one experiment's signed candidate and score.
 type trained struct {
 	exp    string
-	cand   *Candidate
+	cand   *trainer.Candidate
 	bundle []byte
 	score  Score
 }
@@ -639,7 +641,7 @@ func fmtAUROC(v float64) string {
 }
 
 // experiment trains, signs and evaluates one experiment.
-func (c *Companion) experiment(ctx context.Context, j *Job, e ExperimentConfig, data, val, dataset string, l *jobLog) (*trained, error) {
+func (c *Companion) experiment(ctx context.Context, j *Job, e trainer.ExperimentConfig, data, val, dataset string, l *jobLog) (*trained, error) {
 	out := filepath.Join(filepath.Dir(data), "out-"+e.Name)
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return nil, err
@@ -647,7 +649,7 @@ func (c *Companion) experiment(ctx context.Context, j *Job, e ExperimentConfig, 
 	tctx, cancel := context.WithTimeout(ctx, c.cfg.Training.Timeout)
 	defer cancel()
 	threads := max(1, 2/cap(c.sem))
-	cand, err := c.trainers[j.Model][e.Name].Train(tctx, TrainInput{Data: data, Out: out, Name: j.Model, Version: j.Version,
+	cand, err := c.trainers[j.Model][e.Name].Train(tctx, trainer.TrainInput{Data: data, Out: out, Name: j.Model, Version: j.Version,
 		Job: j.ID, Threads: threads}, l)
 	if err != nil {
 		if errors.Is(tctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {

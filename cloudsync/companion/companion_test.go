@@ -18,6 +18,8 @@ import (
 	"github.com/takt-edge/takt/camera/synth"
 	"github.com/takt-edge/takt/cloudsync/wire"
 	"github.com/takt-edge/takt/models"
+
+	"github.com/takt-edge/takt/cloudsync/companion/trainer"
 )
 
 var day = time.Date(2026, 11, 20, 8, 0, 0, 0, time.UTC)
@@ -357,7 +359,7 @@ func TestTrainPromoteAnnounceAndRefuseWorse(t *testing.T) {
 	bad := filepath.Join(e.dir, "bad.onnx")
 	writeWorseModel(t, bad)
 	script, _ := filepath.Abs("testdata/copy-trainer.sh")
-	cfg.Models[0].Experiments = []ExperimentConfig{{Name: "external", Trainer: TrainerCommand, Command: []string{script, "{data}", "{out}"},
+	cfg.Models[0].Experiments = []trainer.ExperimentConfig{{Name: "external", Trainer: trainer.TrainerCommand, Command: []string{script, "{data}", "{out}"},
 		Env: map[string]string{"MODEL_FILE": bad}}}
 	c = e.newCompanion(cfg)
 	if jobs := c.Jobs(); len(jobs) != 1 || jobs[0].ID != j.ID || jobs[0].State != JobSucceeded {
@@ -412,7 +414,7 @@ func writeWorseModel(t *testing.T, path string) {
 			t.Fatal(err)
 		}
 	}
-	frames, err := readImages(dir)
+	frames, err := trainer.ReadImages(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -489,7 +491,7 @@ func TestIngestSeveralModelsPerPart(t *testing.T) {
 		}
 		ss, _ := c.index.samples(tc.model)
 		if len(ss) != 1 || ss[0].Decision != tc.decision || ss[0].Version != tc.version || ss[0].Label != "false_reject" ||
-			classOf(ss[0], true) != classGood {
+			classOf(ss[0], true) != trainer.ClassGood {
 			t.Errorf("samples of %s = %+v; want the part as %s %s, labelled false_reject, so good", tc.model, ss, tc.decision, tc.version)
 		}
 	}

@@ -4,14 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"math"
-	"os"
 	"path/filepath"
 
-	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/cloudsync/companion/trainer"
 	"github.com/takt-edge/takt/models"
 )
 
@@ -88,7 +85,7 @@ func evaluateBundle(ctx context.Context, bundle []byte, keys models.TrustedKeys,
 	}
 	defer rt.Close()
 	score := func(dir string) ([]float64, error) {
-		frames, err := readImages(dir)
+		frames, err := trainer.ReadImages(dir)
 		if err != nil {
 			return nil, err
 		}
@@ -105,11 +102,11 @@ func evaluateBundle(ctx context.Context, bundle []byte, keys models.TrustedKeys,
 		}
 		return out, nil
 	}
-	good, err := score(filepath.Join(val, classGood))
+	good, err := score(filepath.Join(val, trainer.ClassGood))
 	if err != nil {
 		return Score{}, err
 	}
-	defect, err := score(filepath.Join(val, classDefect))
+	defect, err := score(filepath.Join(val, trainer.ClassDefect))
 	if err != nil {
 		return Score{}, err
 	}
@@ -127,48 +124,6 @@ func evaluateBundle(ctx context.Context, bundle []byte, keys models.TrustedKeys,
 		}
 	}
 	return s, nil
-}
-
-// readImages reads every image of dir in name order; a missing or empty
-// folder gives none.
-func readImages(dir string) ([]camera.Frame, error) {
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) || err == nil && len(entries) == 0 {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	src, err := camera.Open(camera.Config{ID: "dataset", Kind: camera.KindFolder, Path: dir})
-	if err != nil {
-		return nil, err
-	}
-	defer src.Close()
-	var frames []camera.Frame
-	for {
-		f, err := src.Read(context.Background())
-		if errors.Is(err, io.EOF) {
-			return frames, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", dir, err)
-		}
-		frames = append(frames, f)
-	}
-}
-
-// modelOpset loads model.onnx (which also checks that ONNX Runtime accepts
-// it) and returns its ai.onnx opset.
-func modelOpset(path string) (int, error) {
-	if err := models.InitONNXRuntime(""); err != nil {
-		return 0, err
-	}
-	rt, err := models.LoadRuntime(path, models.RuntimeOptions{Warmup: -1, Threads: 1})
-	if err != nil {
-		return 0, err
-	}
-	defer rt.Close()
-	return rt.Info().Opset, nil
 }
 
 type scoreJSON struct {

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/camera/synth"
@@ -22,6 +22,8 @@ import (
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
 	"github.com/takt-edge/takt/cloudsync/wire"
 	"github.com/takt-edge/takt/models"
+
+	"github.com/takt-edge/takt/cloudsync/companion/trainer"
 )
 
 // env is a test's cloud: a real versitygw bucket, optionally a real
@@ -73,16 +75,16 @@ func testModel(name string) ModelConfig {
 	m := defaultModel()
 	m.Name = name
 	m.Targets = []Target{{Site: "plant", Line: "line1"}}
-	m.Experiments = []ExperimentConfig{builtinExp("template-64", "template", map[string]any{"width": 64, "ignore": []map[string]float64{markingFractions()}})}
+	m.Experiments = []trainer.ExperimentConfig{builtinExp("template-64", "template", map[string]any{"width": 64, "ignore": []map[string]float64{markingFractions()}})}
 	return m
 }
 
-func builtinExp(name, method string, opts map[string]any) ExperimentConfig {
+func builtinExp(name, method string, opts map[string]any) trainer.ExperimentConfig {
 	var n yaml.Node
 	if err := n.Encode(opts); err != nil {
 		panic(err)
 	}
-	return ExperimentConfig{Name: name, Trainer: TrainerBuiltin, Method: method, Options: n}
+	return trainer.ExperimentConfig{Name: name, Trainer: trainer.TrainerBuiltin, Method: method, Options: n}
 }
 
 const partW, partH = 256, 192
