@@ -448,7 +448,7 @@ type trained struct {
 	exp    string
 	cand   *trainer.Candidate
 	bundle []byte
-	score  Score
+	score  trainer.Score
 }
 
 // train builds the dataset, trains every experiment (training.parallel at
@@ -553,7 +553,7 @@ func (c *Companion) train(ctx context.Context, j *Job, l *jobLog) error {
 	}
 	var best *trained
 	for _, r := range results {
-		if r != nil && (best == nil || compareScores(r.score, best.score) > 0) {
+		if r != nil && (best == nil || trainer.CompareScores(r.score, best.score) > 0) {
 			best = r
 		}
 	}
@@ -571,14 +571,14 @@ func (c *Companion) train(ctx context.Context, j *Job, l *jobLog) error {
 	promote := true
 	j.Decision = "no version promoted yet"
 	if curBundle != nil {
-		cur, err := evaluateBundle(ctx, curBundle, c.keys, val)
+		cur, err := trainer.Evaluate(ctx, curBundle, c.keys, val)
 		if err != nil {
 			return fmt.Errorf("evaluate the promoted version %s: %w", curEntry.Version, err)
 		}
 		j.CurrentVersion, j.Current = curEntry.Version, &cur
 		l.Printf("promoted %s on the same set: auroc %s f1 %.3f fpr %.3f margin %.3f",
 			curEntry.Version, fmtAUROC(cur.AUROC), cur.F1, cur.FPR, cur.Margin)
-		if compareScores(best.score, cur) >= 0 {
+		if trainer.CompareScores(best.score, cur) >= 0 {
 			j.Decision = fmt.Sprintf("%s is at least as good as %s on the validation set", best.exp, curEntry.Version)
 		} else {
 			promote = false
@@ -591,7 +591,7 @@ func (c *Companion) train(ctx context.Context, j *Job, l *jobLog) error {
 	if len(baseScores) < 10 {
 		baseScores = append(slices.Clone(baseScores), best.score.GoodScores...)
 	}
-	metrics := best.score.metrics()
+	metrics := best.score.Metrics()
 	var baseline []float64
 	if b, err := deciles(baseScores); err == nil {
 		baseline = b
@@ -661,7 +661,7 @@ func (c *Companion) experiment(ctx context.Context, j *Job, e trainer.Experiment
 	if err != nil {
 		return nil, fmt.Errorf("bundle: %w", err)
 	}
-	s, err := evaluateBundle(ctx, bundle, c.keys, val)
+	s, err := trainer.Evaluate(ctx, bundle, c.keys, val)
 	if err != nil {
 		return nil, fmt.Errorf("validation: %w", err)
 	}

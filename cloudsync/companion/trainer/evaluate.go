@@ -1,4 +1,4 @@
-package companion
+package trainer
 
 import (
 	"bytes"
@@ -8,7 +8,6 @@ import (
 	"math"
 	"path/filepath"
 
-	"github.com/takt-edge/takt/cloudsync/companion/trainer"
 	"github.com/takt-edge/takt/models"
 )
 
@@ -31,8 +30,8 @@ type Score struct {
 	GoodScores []float64 `json:"-"`
 }
 
-// metrics are the score as manifest metrics (no AUROC without defects).
-func (s Score) metrics() map[string]float64 {
+// Metrics are the score as manifest metrics (no AUROC without defects).
+func (s Score) Metrics() map[string]float64 {
 	m := map[string]float64{"val_f1": s.F1, "val_fpr": s.FPR, "val_margin": s.Margin,
 		"val_good": float64(s.Good), "val_defect": float64(s.Defect)}
 	if !math.IsNaN(s.AUROC) {
@@ -41,10 +40,10 @@ func (s Score) metrics() map[string]float64 {
 	return m
 }
 
-// compareScores orders two results on the same validation set: higher AUROC
+// CompareScores orders two results on the same validation set: higher AUROC
 // (when there are defects), then higher F1, then lower FPR, then lower
 // margin. It returns > 0 when a is better, 0 when equal.
-func compareScores(a, b Score) int {
+func CompareScores(a, b Score) int {
 	const eps = 1e-9
 	cmp := func(x, y float64) int {
 		switch {
@@ -69,9 +68,9 @@ func compareScores(a, b Score) int {
 	return cmp(b.Margin, a.Margin)
 }
 
-// evaluateBundle runs a signed bundle on the validation folder (good/ and
+// Evaluate runs a signed bundle on the validation folder (good/ and
 // defect/) on the CPU and scores it.
-func evaluateBundle(ctx context.Context, bundle []byte, keys models.TrustedKeys, val string) (Score, error) {
+func Evaluate(ctx context.Context, bundle []byte, keys models.TrustedKeys, val string) (Score, error) {
 	b, err := models.ReadBundle(bytes.NewReader(bundle), keys)
 	if err != nil {
 		return Score{}, err
@@ -85,7 +84,7 @@ func evaluateBundle(ctx context.Context, bundle []byte, keys models.TrustedKeys,
 	}
 	defer rt.Close()
 	score := func(dir string) ([]float64, error) {
-		frames, err := trainer.ReadImages(dir)
+		frames, err := ReadImages(dir)
 		if err != nil {
 			return nil, err
 		}
@@ -102,11 +101,11 @@ func evaluateBundle(ctx context.Context, bundle []byte, keys models.TrustedKeys,
 		}
 		return out, nil
 	}
-	good, err := score(filepath.Join(val, trainer.ClassGood))
+	good, err := score(filepath.Join(val, ClassGood))
 	if err != nil {
 		return Score{}, err
 	}
-	defect, err := score(filepath.Join(val, trainer.ClassDefect))
+	defect, err := score(filepath.Join(val, ClassDefect))
 	if err != nil {
 		return Score{}, err
 	}
