@@ -15,8 +15,8 @@
 // state folder (index.db, jobs/); Run(ctx) ingests, watches the triggers,
 // runs jobs, serves the HTTP API and keeps the MQTT connection. Trainers sit
 // behind the Trainer interface of package trainer: the builtin one calls the
-// models package, external ones run a command, a
-// container or a Kubernetes Job on the dataset folder contract.
+// models package, external ones run a command, a container or a Kubernetes
+// Job on the dataset folder contract.
 //
 // # Caveats
 //

@@ -126,7 +126,7 @@ func TestBuiltinOptions(t *testing.T) {
 		t.Errorf("template options = %+v, %v", b.template, err)
 	}
 	e.Options.Content[0].Value = "widht"
-	if _, err := builtinTrainer(e); err == nil || !strings.Contains(err.Error(), "patchcore: line 1: field widht not found") {
-		t.Errorf("misspelt option: got %v, want patchcore: line 1: field widht not found", err)
+	if _, err := builtinTrainer(e); err == nil || !strings.Contains(err.Error(), "patchcore: line 1: unknown key widht") {
+		t.Errorf("misspelt option: got %v, want patchcore: line 1: unknown key widht", err)
 	}
 }
