@@ -109,7 +109,7 @@ type TrainingConfig struct {
 // jobs and for the image statistics of the drift watch. Images are pruned
 // least recently used first (a job or the drift watch using an image marks
 // it used), never one that a running job or a model's current validation
-// set needs (README "Image cache").
+// set needs (cloudsync/README.md, "Image cache").
 type CacheConfig struct {
 	// MaxBytes caps the cache's size; 0 = no size limit. Default 10GiB.
 	MaxBytes wire.ByteSize `yaml:"max_bytes"`
@@ -163,7 +163,7 @@ type TriggersConfig struct {
 // of the recent PASS scores of the promoted version against the decile
 // baseline of its good scores in the registry, and of each image statistic
 // of the recent PASS images against the promoted version's image baseline
-// (README "Triggers and drift").
+// (cloudsync/README.md, "Triggers and drift").
 type DriftConfig struct {
 	// Threshold on the scores' PSI; 0 turns score drift off. Default 0.25 (a
 	// common reading: < 0.1 stable, 0.1-0.25 moderate, > 0.25 shifted).

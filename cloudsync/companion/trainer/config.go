@@ -23,7 +23,8 @@ type ExperimentConfig struct {
 	Options yaml.Node `yaml:"options"`
 	// Command is the external trainer's command line (command backend) or
 	// the container's arguments (docker, kubernetes). {data} and {out} are
-	// replaced by the dataset and output folders (the contract, README).
+	// replaced by the dataset and output folders (the contract:
+	// cloudsync/README.md, "External trainers").
 	Command []string `yaml:"command"`
 	// Image is the container image (docker, kubernetes).
 	Image string `yaml:"image"`
