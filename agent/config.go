@@ -39,7 +39,7 @@ type Config struct {
 	// MaxParts stops the agent after this many parts; 0 runs until stopped or the source ends.
 	MaxParts int `yaml:"max_parts"`
 	// ONNXRuntimeLib is the path of libonnxruntime.so; empty searches the usual places
-	// ($ONNXRUNTIME_LIB, next to the binary, /opt/takt/lib, /usr/lib).
+	// ($ONNXRUNTIME_LIB, next to the binary, /usr/lib/takt/lib, /usr/lib).
 	ONNXRuntimeLib string `yaml:"onnxruntime_lib"`
 	// Log sets the log level and format.
 	Log LogConfig `yaml:"log"`

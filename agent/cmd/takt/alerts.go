@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/cli"
 	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
@@ -56,7 +57,7 @@ func cmdAlerts(args []string, stdout, stderr io.Writer) error {
 	}
 	if !cfg.Enabled() {
 		fs.Usage()
-		return fmt.Errorf("alerts: --broker is required")
+		return cli.Usagef("alerts: --broker is required")
 	}
 	for _, p := range []struct{ name, v string }{{"site", *site}, {"line", *line}, {"station", *station}} {
 		if p.v != "" {
