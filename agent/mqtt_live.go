@@ -9,6 +9,7 @@ import (
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // RaiseAlert reports a degraded state of the station: it is shown on the
@@ -31,7 +32,7 @@ func (l *live) raiseAlert(ctx context.Context, kind, message string) error {
 	if l.mqtt == nil {
 		return nil
 	}
-	if err := cloudsync.ValidLevel(kind); err != nil {
+	if err := wire.ValidLevel(kind); err != nil {
 		return fmt.Errorf("alert kind: %w", err)
 	}
 	return l.mqtt.Raise(ctx, kind, message)
@@ -97,7 +98,7 @@ func (l *live) startMQTT(context.Context) (func(context.Context) error, error) {
 		return nil, err
 	}
 	if u := l.a.ota; u != nil {
-		u.SetPublisher(func(m cloudsync.ModelStatusMsg) { r.PublishModelStatus(context.Background(), m) })
+		u.SetPublisher(func(m wire.ModelStatusMsg) { r.PublishModelStatus(context.Background(), m) })
 	}
 	l.mqtt = r
 	l.observe(func(store.Verdict, camera.Frame, time.Duration, *heatmap) { r.VerdictCommitted() })
@@ -122,9 +123,9 @@ func (l *live) startMQTT(context.Context) (func(context.Context) error, error) {
 var _ stationmqtt.Station = (*live)(nil)
 
 // FillStatus fills the station's part of the MQTT status message.
-func (l *live) FillStatus(m *cloudsync.StatusMsg) {
+func (l *live) FillStatus(m *wire.StatusMsg) {
 	mi := l.primary().info.Model
-	m.Model = &cloudsync.ModelRef{Name: mi.Name, Version: mi.Version, SHA256: mi.SHA256}
+	m.Model = &wire.ModelRef{Name: mi.Name, Version: mi.Version, SHA256: mi.SHA256}
 	m.Provider = l.provider()
 	m.AgentVersion = Version
 	m.Camera = l.cameraState()

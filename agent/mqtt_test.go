@@ -16,19 +16,19 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/takt-edge/takt/agent/store"
-	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // subscriber is an independent MQTT client (paho, auto-reconnect) that
 // collects what the station publishes.
 type subscriber struct {
 	mu       sync.Mutex
-	alerts   map[string]cloudsync.AlertMsg // by id
+	alerts   map[string]wire.AlertMsg // by id
 	dupes    int
-	verdicts map[string]cloudsync.VerdictMsg // by msg_id
-	errs     []cloudsync.ErrorMsg
-	status   []cloudsync.StatusMsg
+	verdicts map[string]wire.VerdictMsg // by msg_id
+	errs     []wire.ErrorMsg
+	status   []wire.StatusMsg
 	statusAt []time.Time
 	bad      []string
 	c        mqtt.Client
@@ -36,7 +36,7 @@ type subscriber struct {
 
 func newSubscriber(t *testing.T, url, id string, persistent bool) *subscriber {
 	t.Helper()
-	s := &subscriber{alerts: map[string]cloudsync.AlertMsg{}, verdicts: map[string]cloudsync.VerdictMsg{}}
+	s := &subscriber{alerts: map[string]wire.AlertMsg{}, verdicts: map[string]wire.VerdictMsg{}}
 	handler := func(_ mqtt.Client, m mqtt.Message) { s.add(m.Topic(), m.Payload()) }
 	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID(id).SetCleanSession(!persistent).
 		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(100 * time.Millisecond).
@@ -54,7 +54,7 @@ func newSubscriber(t *testing.T, url, id string, persistent bool) *subscriber {
 }
 
 func (s *subscriber) add(topic string, payload []byte) {
-	_, name, err := cloudsync.ParseTopic(topic)
+	_, name, err := wire.ParseTopic(topic)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
@@ -62,9 +62,9 @@ func (s *subscriber) add(topic string, payload []byte) {
 		return
 	}
 	switch name {
-	case cloudsync.TopicAlert:
-		var a cloudsync.AlertMsg
-		if err := cloudsync.Decode(payload, &a); err != nil {
+	case wire.TopicAlert:
+		var a wire.AlertMsg
+		if err := wire.Decode(payload, &a); err != nil {
 			s.bad = append(s.bad, fmt.Sprintf("%s: %v", payload, err))
 			return
 		}
@@ -72,23 +72,23 @@ func (s *subscriber) add(topic string, payload []byte) {
 			s.dupes++
 		}
 		s.alerts[a.ID] = a
-	case cloudsync.TopicVerdict:
-		var v cloudsync.VerdictMsg
-		if err := cloudsync.Decode(payload, &v); err != nil {
+	case wire.TopicVerdict:
+		var v wire.VerdictMsg
+		if err := wire.Decode(payload, &v); err != nil {
 			s.bad = append(s.bad, fmt.Sprintf("%s: %v", payload, err))
 			return
 		}
 		s.verdicts[v.MsgID] = v
-	case cloudsync.TopicError:
-		var e cloudsync.ErrorMsg
-		if err := cloudsync.Decode(payload, &e); err != nil {
+	case wire.TopicError:
+		var e wire.ErrorMsg
+		if err := wire.Decode(payload, &e); err != nil {
 			s.bad = append(s.bad, fmt.Sprintf("%s: %v", payload, err))
 			return
 		}
 		s.errs = append(s.errs, e)
-	case cloudsync.TopicStatus:
-		var st cloudsync.StatusMsg
-		if err := cloudsync.Decode(payload, &st); err != nil {
+	case wire.TopicStatus:
+		var st wire.StatusMsg
+		if err := wire.Decode(payload, &st); err != nil {
 			s.bad = append(s.bad, fmt.Sprintf("%s: %v", payload, err))
 			return
 		}
@@ -108,11 +108,11 @@ func (s *subscriber) alertTexts() map[string]bool {
 	return out
 }
 
-func (s *subscriber) lastStatus() (cloudsync.StatusMsg, time.Time, bool) {
+func (s *subscriber) lastStatus() (wire.StatusMsg, time.Time, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.status) == 0 {
-		return cloudsync.StatusMsg{}, time.Time{}, false
+		return wire.StatusMsg{}, time.Time{}, false
 	}
 	return s.status[len(s.status)-1], s.statusAt[len(s.statusAt)-1], true
 }
@@ -312,7 +312,7 @@ func TestMQTTLastWill(t *testing.T) {
 	p := startAgentProc(t, writeAgentConfig(t, filepath.Join(t.TempDir(), "data"), b.URL))
 	waitUntil(t, 30*time.Second, "status online", func() bool {
 		s, _, ok := sub.lastStatus()
-		return ok && s.State == cloudsync.StateOnline
+		return ok && s.State == wire.StateOnline
 	})
 	if s, _, _ := sub.lastStatus(); s.Station != "st-mqtt" || s.Model == nil || s.Model.Name == "" || s.Provider == "" {
 		t.Errorf("birth status = %+v, want station st-mqtt, model and provider", s)
@@ -322,7 +322,7 @@ func TestMQTTLastWill(t *testing.T) {
 	const keepalive = 2 * time.Second
 	waitUntil(t, keepalive*3/2, "status offline (last will)", func() bool {
 		s, _, ok := sub.lastStatus()
-		return ok && s.State == cloudsync.StateOffline
+		return ok && s.State == wire.StateOffline
 	})
 	_, at, _ := sub.lastStatus()
 	t.Logf("offline %v after SIGKILL (keepalive %v)", at.Sub(killed).Round(time.Millisecond), keepalive)

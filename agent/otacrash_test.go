@@ -14,8 +14,8 @@ import (
 
 	"github.com/takt-edge/takt/agent/ota"
 	"github.com/takt-edge/takt/agent/store"
-	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
+	"github.com/takt-edge/takt/cloudsync/wire"
 	"github.com/takt-edge/takt/models"
 )
 
@@ -53,9 +53,9 @@ func TestCrashDuringModelUpdate(t *testing.T) {
 	}
 	key := "models/fixture-part/0.9.0/bundle.tar"
 	bk.put(t, key, buf)
-	topics, _ := cloudsync.NewTopics("plant", "line-1", "st-crash")
+	topics, _ := wire.NewTopics("plant", "line-1", "st-crash")
 	w := newModelWatcher(t, broker.URL, topics)
-	w.announce(t, true, cloudsync.ModelAvailableMsg{Name: "fixture-part", Version: "0.9.0", Key: key, SHA256: sha256Of(buf), Size: int64(len(buf))})
+	w.announce(t, true, wire.ModelAvailableMsg{Name: "fixture-part", Version: "0.9.0", Key: key, SHA256: sha256Of(buf), Size: int64(len(buf))})
 
 	phases := []string{ota.PhaseDownloading, ota.PhaseVerifying, ota.PhaseValidating, ota.PhaseShadow, ota.PhaseSwapping}
 	if raceEnabled && os.Getenv("TAKT_SOAK") != "1" {
@@ -144,7 +144,7 @@ model_update:
 			}
 			t.Logf("killed in %s: candidate %+v", phase, st.Candidate)
 			run(func(msg, _, state, version string) bool {
-				return msg == "model update" && state == cloudsync.ModelActive && version == "0.9.0" ||
+				return msg == "model update" && state == wire.ModelActive && version == "0.9.0" ||
 					msg == "serving an installed model bundle" && version == "0.9.0"
 			}, false)
 			st, err = ota.ReadState(filepath.Join(dataDir, "models"))

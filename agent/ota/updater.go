@@ -20,6 +20,7 @@ import (
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 	"github.com/takt-edge/takt/models"
 )
 
@@ -56,7 +57,7 @@ func (r InstallRequest) id() string {
 // figures it was refused on (nil when it measured nothing).
 type errRejected struct {
 	reason string
-	fig    *cloudsync.ModelFigures
+	fig    *wire.ModelFigures
 }
 
 func (e *errRejected) Error() string { return e.reason }
@@ -66,7 +67,7 @@ func rejectf(format string, args ...any) error {
 }
 
 // rejectFig is rejectf with the figures the refusal rests on.
-func rejectFig(fig *cloudsync.ModelFigures, format string, args ...any) error {
+func rejectFig(fig *wire.ModelFigures, format string, args ...any) error {
 	return &errRejected{reason: fmt.Sprintf(format, args...), fig: fig}
 }
 
@@ -143,11 +144,11 @@ type Updater struct {
 
 	reqs     chan InstallRequest // cap 1: the newest request waits, an older one is replaced
 	rollback chan string         // cap 1: the watch asks for a rollback, with the reason
-	pubq     chan cloudsync.ModelStatusMsg
+	pubq     chan wire.ModelStatusMsg
 
 	mu      sync.Mutex // guards st, publish, slot
 	st      State
-	publish func(cloudsync.ModelStatusMsg)
+	publish func(wire.ModelStatusMsg)
 	slot    Slot
 
 	target atomic.Pointer[string] // the station model the shadow and the watch follow
@@ -164,7 +165,7 @@ func New(cfg Config, log zerolog.Logger) *Updater {
 	u := &Updater{
 		cfg: cfg, dir: cfg.Dir,
 		log: log.With().Str("component", "model-update").Logger(), now: time.Now,
-		reqs: make(chan InstallRequest, 1), rollback: make(chan string, 1), pubq: make(chan cloudsync.ModelStatusMsg, 16),
+		reqs: make(chan InstallRequest, 1), rollback: make(chan string, 1), pubq: make(chan wire.ModelStatusMsg, 16),
 	}
 	u.recent.init(max(cfg.Watch.Parts, 50))
 	return u
@@ -196,7 +197,7 @@ func (u *Updater) Open() error {
 		c.Restarts++
 		if c.Restarts > u.cfg.Watch.MaxRestarts {
 			u.st.reject(c.SHA256)
-			u.finishCandidate(cloudsync.ModelRejected, fmt.Sprintf("crash loop: the agent restarted %d times while %s %s was %s",
+			u.finishCandidate(wire.ModelRejected, fmt.Sprintf("crash loop: the agent restarted %d times while %s %s was %s",
 				c.Restarts, c.Name, c.Version, c.Phase), nil)
 		}
 	}
@@ -207,7 +208,7 @@ func (u *Updater) Open() error {
 				bad := m.Active
 				u.st.reject(bad.SHA256)
 				m.Active, m.Previous, m.Watch = m.Previous, nil, nil
-				u.setLast(bad.Name, bad.Version, cloudsync.ModelRolledBack,
+				u.setLast(bad.Name, bad.Version, wire.ModelRolledBack,
 					fmt.Sprintf("crash loop: the agent restarted %d times while %s %s (%s) was watched", w.Restarts, bad.Name, bad.Version, name), nil)
 			}
 		}
@@ -249,7 +250,7 @@ func (u *Updater) LoadInstalled(ctx context.Context, i int) (*models.Runtime, st
 			bad := m.Active
 			u.st.reject(bad.SHA256)
 			m.Active, m.Previous, m.Watch = m.Previous, nil, nil
-			u.setLast(bad.Name, bad.Version, cloudsync.ModelRolledBack, "the active bundle does not load any more; serving the previous one", nil)
+			u.setLast(bad.Name, bad.Version, wire.ModelRolledBack, "the active bundle does not load any more; serving the previous one", nil)
 			if err := writeOTAState(u.dir, u.st); err != nil {
 				rt.Close()
 				return nil, "", err
@@ -259,7 +260,7 @@ func (u *Updater) LoadInstalled(ctx context.Context, i int) (*models.Runtime, st
 		return rt, filepath.Join(u.dir, b.File), nil
 	}
 	if m.Active != nil {
-		u.setLast(m.Active.Name, m.Active.Version, cloudsync.ModelRolledBack, "no installed bundle loads; serving the configured model", nil)
+		u.setLast(m.Active.Name, m.Active.Version, wire.ModelRolledBack, "no installed bundle loads; serving the configured model", nil)
 	}
 	delete(u.st.Models, name)
 	return nil, "", writeOTAState(u.dir, u.st)
@@ -330,7 +331,7 @@ func (u *Updater) Request(r InstallRequest) error {
 }
 
 // onAvailable handles a model/available announcement.
-func (u *Updater) OnAvailable(m cloudsync.ModelAvailableMsg) {
+func (u *Updater) OnAvailable(m wire.ModelAvailableMsg) {
 	u.mu.Lock()
 	seen := u.st.rejected(m.SHA256)
 	busy := u.st.Candidate != nil && u.st.Candidate.SHA256 == m.SHA256
@@ -398,7 +399,7 @@ func (u *Updater) install(ctx context.Context, r InstallRequest, resume bool) {
 		return // promoted, or stopped: the state resumes it at the next start
 	}
 	reason := err.Error()
-	var fig *cloudsync.ModelFigures
+	var fig *wire.ModelFigures
 	if rej := (*errRejected)(nil); errors.As(err, &rej) {
 		reason, fig = rej.reason, rej.fig
 	}
@@ -408,7 +409,7 @@ func (u *Updater) install(ctx context.Context, r InstallRequest, resume bool) {
 	if c := u.st.Candidate; c != nil {
 		u.st.reject(c.BundleHash)
 	}
-	u.finishCandidate(cloudsync.ModelRejected, reason, fig)
+	u.finishCandidate(wire.ModelRejected, reason, fig)
 	if err := writeOTAState(u.dir, u.st); err != nil {
 		u.log.Error().Err(err).Msg("model update state not saved")
 	}
@@ -416,7 +417,7 @@ func (u *Updater) install(ctx context.Context, r InstallRequest, resume bool) {
 
 // finishCandidate drops the candidate and its staged file and reports state (with the
 // figures, if any); u.mu held (or open, before Run).
-func (u *Updater) finishCandidate(state, reason string, fig *cloudsync.ModelFigures) {
+func (u *Updater) finishCandidate(state, reason string, fig *wire.ModelFigures) {
 	c := u.st.Candidate
 	if c == nil {
 		return
@@ -429,11 +430,11 @@ func (u *Updater) finishCandidate(state, reason string, fig *cloudsync.ModelFigu
 
 // setLast records and publishes a status; u.mu held (or open, before Run). The state is
 // saved by the caller.
-func (u *Updater) setLast(name, version, state, reason string, fig *cloudsync.ModelFigures) {
+func (u *Updater) setLast(name, version, state, reason string, fig *wire.ModelFigures) {
 	l := otaLast{Name: name, Version: version, State: state, Reason: reason, Time: u.now().UTC(), Figures: fig}
 	u.st.Last = &l
 	ev := u.log.Info()
-	if state == cloudsync.ModelRejected || state == cloudsync.ModelRolledBack {
+	if state == wire.ModelRejected || state == wire.ModelRolledBack {
 		ev = u.log.Warn()
 	}
 	ev.Str("name", name).Str("version", version).Str("state", state).Str("reason", reason).Msg("model update")
@@ -468,13 +469,13 @@ func (u *Updater) publisher(ctx context.Context) {
 	}
 }
 
-func (u *Updater) statusMsg(l otaLast) cloudsync.ModelStatusMsg {
-	return cloudsync.ModelStatusMsg{Schema: cloudsync.MessageSchema, Station: u.cfg.Station, Name: l.Name, Version: l.Version,
+func (u *Updater) statusMsg(l otaLast) wire.ModelStatusMsg {
+	return wire.ModelStatusMsg{Schema: wire.MessageSchema, Station: u.cfg.Station, Name: l.Name, Version: l.Version,
 		State: l.State, Reason: l.Reason, Time: l.Time, Figures: l.Figures}
 }
 
 // setPublisher sets where statuses go (the MQTT role).
-func (u *Updater) SetPublisher(p func(cloudsync.ModelStatusMsg)) {
+func (u *Updater) SetPublisher(p func(wire.ModelStatusMsg)) {
 	u.mu.Lock()
 	u.publish = p
 	u.mu.Unlock()
@@ -488,7 +489,7 @@ func (u *Updater) Snapshot() State {
 }
 
 // lastStatus is the status to repeat at every MQTT connect; nil before any update.
-func (u *Updater) LastStatus() *cloudsync.ModelStatusMsg {
+func (u *Updater) LastStatus() *wire.ModelStatusMsg {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.st.Last == nil {
@@ -568,7 +569,7 @@ func (u *Updater) runSteps(ctx context.Context, r InstallRequest, resume bool) e
 	u.mu.Lock()
 	if !resume {
 		if u.st.Candidate != nil {
-			u.finishCandidate(cloudsync.ModelRejected, "superseded by a newer request", nil)
+			u.finishCandidate(wire.ModelRejected, "superseded by a newer request", nil)
 		}
 		name := firstNonEmpty(r.Name, "bundle")
 		u.st.Candidate = &otaCandidate{Name: r.Name, Version: r.Version, Key: r.Key, Source: r.File, SHA256: r.SHA256,
@@ -585,7 +586,7 @@ func (u *Updater) runSteps(ctx context.Context, r InstallRequest, resume bool) e
 
 	// 1. Receive.
 	if c.Phase == PhaseDownloading {
-		if err := u.step(PhaseDownloading, cloudsync.ModelDownloading, "from "+firstNonEmpty(r.Key, r.File)); err != nil {
+		if err := u.step(PhaseDownloading, wire.ModelDownloading, "from "+firstNonEmpty(r.Key, r.File)); err != nil {
 			return err
 		}
 		if err := u.receive(ctx, r, staged); err != nil {
@@ -593,7 +594,7 @@ func (u *Updater) runSteps(ctx context.Context, r InstallRequest, resume bool) e
 		}
 	}
 	// 2. Verify (again after a restart: the staged file is re-read, never trusted blindly).
-	if err := u.step(PhaseVerifying, cloudsync.ModelValidating, "verifying signature, files and version"); err != nil {
+	if err := u.step(PhaseVerifying, wire.ModelValidating, "verifying signature, files and version"); err != nil {
 		return err
 	}
 	b, err := u.cfg.Policy.OpenBundle(staged)
@@ -623,7 +624,7 @@ func (u *Updater) runSteps(ctx context.Context, r InstallRequest, resume bool) e
 
 	// 3. Validate.
 	opts := u.rtOpts(idx)
-	if err := u.step(PhaseValidating, cloudsync.ModelValidating, "golden set and latency on "+providerChain(opts)); err != nil {
+	if err := u.step(PhaseValidating, wire.ModelValidating, "golden set and latency on "+providerChain(opts)); err != nil {
 		return err
 	}
 	rt, err := models.NewRuntime(ctx, b, opts)
@@ -641,9 +642,9 @@ func (u *Updater) runSteps(ctx context.Context, r InstallRequest, resume bool) e
 
 	// 4. Shadow.
 	var baseline *otaBaseline
-	var shadowed *cloudsync.ModelFigures // the shadow run's figures, reported with the promotion
+	var shadowed *wire.ModelFigures // the shadow run's figures, reported with the promotion
 	if u.cfg.Shadow.Parts > 0 {
-		if err := u.step(PhaseShadow, cloudsync.ModelShadow, fmt.Sprintf("beside %s for %d parts", target.Name, u.cfg.Shadow.Parts)); err != nil {
+		if err := u.step(PhaseShadow, wire.ModelShadow, fmt.Sprintf("beside %s for %d parts", target.Name, u.cfg.Shadow.Parts)); err != nil {
 			rt.Close()
 			return err
 		}
@@ -726,8 +727,8 @@ func (u *Updater) checkLatency(ctx context.Context, rt *models.Runtime) error {
 	runs := u.cfg.Validate.LatencyRuns
 	lat := make([]float64, 0, runs)
 	limit := u.latencyBudget()
-	fig := func(errs int, key string) *cloudsync.ModelFigures {
-		return &cloudsync.ModelFigures{Step: cloudsync.FiguresValidate, Parts: len(lat), Errors: errs,
+	fig := func(errs int, key string) *wire.ModelFigures {
+		return &wire.ModelFigures{Step: wire.FiguresValidate, Parts: len(lat), Errors: errs,
 			CandidateP50Ms: quantile(lat, 0.5), CandidateP99Ms: quantile(lat, 0.99), BudgetMs: limit, Limit: key}
 	}
 	for i := -1; i < runs; i++ {
@@ -760,7 +761,7 @@ func (u *Updater) checkLatency(ctx context.Context, rt *models.Runtime) error {
 // promote swaps the candidate in and makes it the active bundle, the active one the
 // previous (kept for rollback), and starts the watch.
 func (u *Updater) promote(b *models.Bundle, name string, rt *models.Runtime, threshold float64, staged string, baseline *otaBaseline,
-	shadowed *cloudsync.ModelFigures) error {
+	shadowed *wire.ModelFigures) error {
 	if err := u.step(PhaseSwapping, "", ""); err != nil {
 		rt.Close()
 		return err
@@ -823,7 +824,7 @@ func (u *Updater) promote(b *models.Bundle, name string, rt *models.Runtime, thr
 		u.startWatch(name, *baseline)
 		reason += fmt.Sprintf("; watched for %d parts", u.cfg.Watch.Parts)
 	}
-	u.setLast(b.Manifest.Name, b.Manifest.Version, cloudsync.ModelActive, reason, shadowed)
+	u.setLast(b.Manifest.Name, b.Manifest.Version, wire.ModelActive, reason, shadowed)
 	return writeOTAState(u.dir, u.st)
 }
 
@@ -847,7 +848,7 @@ func (u *Updater) watchPassed(w *watchRun) {
 	}
 	m.Watch = nil
 	if a := m.Active; a != nil {
-		u.setLast(a.Name, a.Version, cloudsync.ModelActive, "watch passed: "+w.figures(), w.wire())
+		u.setLast(a.Name, a.Version, wire.ModelActive, "watch passed: "+w.figures(), w.wire())
 	}
 	if err := writeOTAState(u.dir, u.st); err != nil {
 		u.log.Error().Err(err).Msg("model update state not saved")
@@ -927,7 +928,7 @@ func (u *Updater) rollBack(ctx context.Context, reason string) {
 		back = prev.Version
 	}
 	u.mu.Lock()
-	u.setLast(bad.Name, bad.Version, cloudsync.ModelRolledBack, reason+"; back on "+back, w.wire())
+	u.setLast(bad.Name, bad.Version, wire.ModelRolledBack, reason+"; back on "+back, w.wire())
 	err = writeOTAState(u.dir, u.st)
 	u.mu.Unlock()
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/takt-edge/takt/agent/station"
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 const (
@@ -36,15 +37,15 @@ type Station interface {
 	Label(ctx context.Context, id uint64, label string) error
 	// FillStatus fills the station's part of the online status message: model, execution
 	// provider, agent version, camera state.
-	FillStatus(m *cloudsync.StatusMsg)
+	FillStatus(m *wire.StatusMsg)
 }
 
 // ModelUpdates is the model updater as the roles see it (nil when updates are off).
 type ModelUpdates interface {
 	// OnAvailable takes a model/available announcement; it must not block.
-	OnAvailable(cloudsync.ModelAvailableMsg)
+	OnAvailable(wire.ModelAvailableMsg)
 	// LastStatus is the last model update status, repeated at each connect; nil: none.
-	LastStatus() *cloudsync.ModelStatusMsg
+	LastStatus() *wire.ModelStatusMsg
 }
 
 // Config is the roles' part of the station's mqtt settings.
@@ -70,7 +71,7 @@ type Deps struct {
 	// Camera returns the camera state ("connected", "stalled", ...); nil: not watched.
 	Camera func() string
 	// SyncBacklog returns the upload backlog; nil when sync is off.
-	SyncBacklog func() (cloudsync.Backlog, error)
+	SyncBacklog func() (wire.Backlog, error)
 	// Link reports the broker connection's state ("connected", "disconnected: ...").
 	Link func(state string)
 	// Models is the model updater; nil when updates are off.
@@ -82,7 +83,7 @@ type Deps struct {
 type Role struct {
 	cfg     Config
 	station string
-	topics  cloudsync.Topics
+	topics  wire.Topics
 	st      *store.Store
 	deps    Deps
 	log     zerolog.Logger
@@ -107,7 +108,7 @@ type Role struct {
 
 // New builds the roles of station; it does no I/O.
 func New(cfg Config, station string, deps Deps, log zerolog.Logger) (*Role, error) {
-	topics, err := cloudsync.NewTopics(cfg.Site, cfg.Line, station)
+	topics, err := wire.NewTopics(cfg.Site, cfg.Line, station)
 	if err != nil {
 		return nil, fmt.Errorf("mqtt: %w", err)
 	}
@@ -120,20 +121,20 @@ func New(cfg Config, station string, deps Deps, log zerolog.Logger) (*Role, erro
 		verdicts: make(chan struct{}, 1),
 		corr:     map[string]string{},
 	}
-	will, err := cloudsync.Encode(&cloudsync.StatusMsg{Schema: cloudsync.MessageSchema, Station: station, State: cloudsync.StateOffline, Time: time.Now().UTC()})
+	will, err := wire.Encode(&wire.StatusMsg{Schema: wire.MessageSchema, Station: station, State: wire.StateOffline, Time: time.Now().UTC()})
 	if err != nil {
 		return nil, err
 	}
 	subs := map[string]func(cloudsync.Received){
-		topics.Topic(cloudsync.TopicCmdTrigger): r.onTrigger,
-		topics.Topic(cloudsync.TopicCmdLabel):   r.onLabel,
+		topics.Topic(wire.TopicCmdTrigger): r.onTrigger,
+		topics.Topic(wire.TopicCmdLabel):   r.onLabel,
 	}
 	r.modelSubscriptions(subs)
 	r.conn, err = cloudsync.NewConn(cfg.Conn, cloudsync.ConnOptions{
-		Will:          &cloudsync.Will{Topic: topics.Topic(cloudsync.TopicStatus), Payload: will, Retained: true},
+		Will:          &cloudsync.Will{Topic: topics.Topic(wire.TopicStatus), Payload: will, Retained: true},
 		Subscriptions: subs,
 		OnConnect: func(ctx context.Context) {
-			r.publishStatus(ctx, cloudsync.StateOnline)
+			r.publishStatus(ctx, wire.StateOnline)
 			r.onConnectModel(ctx)
 		},
 		Logger: log,
@@ -179,7 +180,7 @@ func (r *Role) Run(ctx context.Context) error {
 	r.drain()
 	if r.conn.State().State == cloudsync.ConnConnected {
 		pctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		r.publishStatus(pctx, cloudsync.StateOffline)
+		r.publishStatus(pctx, wire.StateOffline)
 		cancel()
 	}
 	stopConn()
@@ -229,7 +230,7 @@ func (r *Role) Raise(ctx context.Context, kind, message string) error {
 		msgs = append(msgs, m)
 	}
 	if ok {
-		a := cloudsync.AlertMsg{Schema: cloudsync.MessageSchema, ID: newAlertID(r.station), Station: r.station, Kind: kind,
+		a := wire.AlertMsg{Schema: wire.MessageSchema, ID: newAlertID(r.station), Station: r.station, Kind: kind,
 			Severity: severityOf(kind), Message: message, Time: now}
 		m, err := r.alertMessage(&a)
 		if err != nil {
@@ -242,19 +243,19 @@ func (r *Role) Raise(ctx context.Context, kind, message string) error {
 
 func (r *Role) summary(f folded, now time.Time) (store.MQTTMessage, error) {
 	since := f.since.UTC()
-	a := cloudsync.AlertMsg{Schema: cloudsync.MessageSchema, ID: newAlertID(r.station), Station: r.station, Kind: f.kind,
+	a := wire.AlertMsg{Schema: wire.MessageSchema, ID: newAlertID(r.station), Station: r.station, Kind: f.kind,
 		Severity: severityOf(f.kind), Time: now, Folded: f.n, Since: &since,
 		Message: fmt.Sprintf("%d more %s alerts since %s were folded (rate limit %d per %s)",
 			f.n, f.kind, since.Format(time.RFC3339), r.cfg.AlertBurst, r.cfg.AlertWindow)}
 	return r.alertMessage(&a)
 }
 
-func (r *Role) alertMessage(a *cloudsync.AlertMsg) (store.MQTTMessage, error) {
-	data, err := cloudsync.Encode(a)
+func (r *Role) alertMessage(a *wire.AlertMsg) (store.MQTTMessage, error) {
+	data, err := wire.Encode(a)
 	if err != nil {
 		return store.MQTTMessage{}, err
 	}
-	return store.MQTTMessage{ID: a.ID, Kind: store.MQTTAlert, Topic: r.topics.Topic(cloudsync.TopicAlert), Payload: data}, nil
+	return store.MQTTMessage{ID: a.ID, Kind: store.MQTTAlert, Topic: r.topics.Topic(wire.TopicAlert), Payload: data}, nil
 }
 
 func (r *Role) enqueue(ctx context.Context, msgs []store.MQTTMessage, cursor uint64) error {
@@ -308,26 +309,26 @@ func (r *Role) enqueueVerdicts(ctx context.Context) int {
 	for _, v := range vs {
 		vid := fmt.Sprintf("%s-v%d-%d", r.station, v.ID, v.Time.UnixMilli())
 		if r.cfg.Verdicts {
-			m := cloudsync.VerdictMsg{Schema: cloudsync.MessageSchema, MsgID: vid, ID: v.ID, Station: v.Station,
+			m := wire.VerdictMsg{Schema: wire.MessageSchema, MsgID: vid, ID: v.ID, Station: v.Station,
 				CameraID: v.CameraID, Serial: v.Serial, Time: v.Time, Verdict: v.Decision, Reason: v.Reason, Score: v.Score,
-				Threshold: v.Threshold, Model: cloudsync.ModelRef{Name: v.Model.Name, Version: v.Model.Version, SHA256: v.Model.SHA256},
+				Threshold: v.Threshold, Model: wire.ModelRef{Name: v.Model.Name, Version: v.Model.Version, SHA256: v.Model.SHA256},
 				Provider: v.Provider, LatencyMs: v.Latency.TotalMs, CorrelationID: r.takeCorrelation(v.Serial)}
 			if m.Station == "" {
 				m.Station = r.station
 			}
-			data, err := cloudsync.Encode(&m)
+			data, err := wire.Encode(&m)
 			if err != nil {
 				r.log.Warn().Err(err).Uint64("id", v.ID).Msg("mqtt: verdict message not encodable; skipped")
 			} else {
-				msgs = append(msgs, store.MQTTMessage{ID: vid, Kind: store.MQTTVerdict, Topic: r.topics.Topic(cloudsync.TopicVerdict), Payload: data})
+				msgs = append(msgs, store.MQTTMessage{ID: vid, Kind: store.MQTTVerdict, Topic: r.topics.Topic(wire.TopicVerdict), Payload: data})
 			}
 		}
 		kind := ""
 		switch v.Decision {
 		case store.Fail:
-			kind = cloudsync.AlertFail
+			kind = wire.AlertFail
 		case store.NoDecision:
-			kind = cloudsync.AlertNoDecision
+			kind = wire.AlertNoDecision
 		}
 		if kind == "" {
 			continue
@@ -348,7 +349,7 @@ func (r *Role) enqueueVerdicts(ctx context.Context) int {
 		case v.Score != nil:
 			text += fmt.Sprintf(" (score %.3g, threshold %.3g)", *v.Score, v.Threshold)
 		}
-		a := cloudsync.AlertMsg{Schema: cloudsync.MessageSchema, ID: vid + "-" + kind, Station: r.station, Kind: kind,
+		a := wire.AlertMsg{Schema: wire.MessageSchema, ID: vid + "-" + kind, Station: r.station, Kind: kind,
 			Severity: severityOf(kind), Message: text, Time: v.Time, VerdictID: v.ID, Serial: v.Serial}
 		if m, err := r.alertMessage(&a); err == nil {
 			msgs = append(msgs, m)
@@ -468,7 +469,7 @@ func (r *Role) ticker(ctx context.Context) {
 		if r.deps.Camera != nil {
 			cam := r.deps.Camera()
 			if cam != lastCam && lastCam != "" && (cam == "stalled" || cam == "reconnecting") {
-				r.raiseLogged(ctx, cloudsync.AlertCameraStalled, "camera is "+cam)
+				r.raiseLogged(ctx, wire.AlertCameraStalled, "camera is "+cam)
 			}
 			lastCam = cam
 		}
@@ -476,7 +477,7 @@ func (r *Role) ticker(ctx context.Context) {
 			if b, err := r.deps.SyncBacklog(); err == nil {
 				old := b.Age(time.Now()) > r.cfg.SyncBacklogAge
 				if old && !syncAlerted {
-					r.raiseLogged(ctx, cloudsync.AlertSyncBacklog, fmt.Sprintf("%d verdicts wait for upload; the oldest for %s (limit %s)",
+					r.raiseLogged(ctx, wire.AlertSyncBacklog, fmt.Sprintf("%d verdicts wait for upload; the oldest for %s (limit %s)",
 						b.Count, b.Age(time.Now()).Round(time.Second), r.cfg.SyncBacklogAge))
 				}
 				syncAlerted = old
@@ -484,14 +485,14 @@ func (r *Role) ticker(ctx context.Context) {
 		}
 		if d := r.dropped.Load(); d > dropped {
 			if !dropAlerted {
-				r.raiseLogged(ctx, cloudsync.AlertDiskQuota, fmt.Sprintf("mqtt outbox full (%d messages): %d oldest messages dropped", r.cfg.OutboxMax, d-dropped))
+				r.raiseLogged(ctx, wire.AlertDiskQuota, fmt.Sprintf("mqtt outbox full (%d messages): %d oldest messages dropped", r.cfg.OutboxMax, d-dropped))
 			}
 			dropped, dropAlerted = d, true
 		} else {
 			dropAlerted = false
 		}
 		if time.Since(lastStatus) >= r.cfg.StatusInterval && st.State == cloudsync.ConnConnected {
-			r.publishStatus(ctx, cloudsync.StateOnline)
+			r.publishStatus(ctx, wire.StateOnline)
 			lastStatus = time.Now()
 		}
 	}
@@ -506,8 +507,8 @@ func (r *Role) raiseLogged(ctx context.Context, kind, msg string) {
 // publishStatus publishes the retained status (not through the outbox: only
 // the latest matters).
 func (r *Role) publishStatus(ctx context.Context, state string) {
-	m := cloudsync.StatusMsg{Schema: cloudsync.MessageSchema, Station: r.station, State: state, Time: r.now().UTC()}
-	if state == cloudsync.StateOnline {
+	m := wire.StatusMsg{Schema: wire.MessageSchema, Station: r.station, State: state, Time: r.now().UTC()}
+	if state == wire.StateOnline {
 		r.deps.Station.FillStatus(&m)
 		m.OutboxBacklog, _, _ = r.st.MQTTBacklog()
 		if r.deps.SyncBacklog != nil {
@@ -516,10 +517,10 @@ func (r *Role) publishStatus(ctx context.Context, state string) {
 			}
 		}
 	}
-	data, err := cloudsync.Encode(&m)
+	data, err := wire.Encode(&m)
 	if err == nil {
 		pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
-		err = r.conn.Publish(pctx, cloudsync.Publication{Topic: r.topics.Topic(cloudsync.TopicStatus), Payload: data, Retained: true})
+		err = r.conn.Publish(pctx, cloudsync.Publication{Topic: r.topics.Topic(wire.TopicStatus), Payload: data, Retained: true})
 		cancel()
 	}
 	if err != nil && ctx.Err() == nil {
@@ -530,7 +531,7 @@ func (r *Role) publishStatus(ctx context.Context, state string) {
 // onTrigger handles cmd/trigger: the camera takes a part, whose verdict message
 // carries the command's correlation_id.
 func (r *Role) onTrigger(msg cloudsync.Received) {
-	cmd, err := cloudsync.DecodeTriggerCmd(msg.Payload)
+	cmd, err := wire.DecodeTriggerCmd(msg.Payload)
 	if err != nil {
 		r.reject(msg, "", err)
 		return
@@ -577,7 +578,7 @@ func (r *Role) onTrigger(msg cloudsync.Received) {
 
 // onLabel handles cmd/label.
 func (r *Role) onLabel(msg cloudsync.Received) {
-	cmd, err := cloudsync.DecodeLabelCmd(msg.Payload)
+	cmd, err := wire.DecodeLabelCmd(msg.Payload)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err = r.deps.Station.Label(ctx, cmd.VerdictID, cmd.Label)
@@ -597,12 +598,12 @@ func (r *Role) reject(msg cloudsync.Received, corr string, why error) {
 	if len(payload) > 256 {
 		payload = payload[:256]
 	}
-	m := cloudsync.ErrorMsg{Schema: cloudsync.MessageSchema, Station: r.station, Time: r.now().UTC(), Topic: msg.Topic,
+	m := wire.ErrorMsg{Schema: wire.MessageSchema, Station: r.station, Time: r.now().UTC(), Topic: msg.Topic,
 		CorrelationID: corr, Error: why.Error(), Payload: strings.ToValidUTF8(string(payload), string(utf8.RuneError))}
-	data, err := cloudsync.Encode(&m)
+	data, err := wire.Encode(&m)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.PublishTimeout)
-		err = r.conn.Publish(ctx, cloudsync.Publication{Topic: r.topics.Topic(cloudsync.TopicError), Payload: data})
+		err = r.conn.Publish(ctx, cloudsync.Publication{Topic: r.topics.Topic(wire.TopicError), Payload: data})
 		cancel()
 	}
 	if err != nil {
