@@ -19,6 +19,7 @@ import (
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/camera/synth"
 	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // fixture is a trained starter model and a production run of synthetic parts, made once.
@@ -74,7 +75,7 @@ func makeFixture(dir string) error {
 	// The serial number and 2D code change on every part: the model must not judge them.
 	m := synth.MarkingRegion(synth.RenderOptions{Seed: 11})
 	w, h := float64(good[0].Width), float64(good[0].Height)
-	ignore := []models.Region{{X0: float64(m.Min.X) / w, Y0: float64(m.Min.Y) / h, X1: float64(m.Max.X) / w, Y1: float64(m.Max.Y) / h}}
+	ignore := []bundle.Region{{X0: float64(m.Min.X) / w, Y0: float64(m.Min.Y) / h, X1: float64(m.Max.X) / w, Y1: float64(m.Max.Y) / h}}
 	tm, err := models.TrainTemplate(context.Background(), good, models.TemplateOptions{Name: "fixture-part", Version: "0.1.0", Ignore: ignore})
 	if err != nil {
 		return err

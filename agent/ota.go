@@ -21,6 +21,7 @@ import (
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // Over-the-air model updates, station side. One goroutine (modelUpdater.Run) takes install
@@ -92,7 +93,7 @@ type modelUpdater struct {
 	deadline time.Duration
 	configs  []ModelConfig // the configured models, to load one back and for its providers
 	named    bool          // models: list (names from the config)
-	policy   models.TrustPolicy
+	policy   bundle.TrustPolicy
 	fetcher  *cloudsync.Fetcher // nil without sync.endpoint: object keys cannot be fetched
 	log      zerolog.Logger
 	now      func() time.Time
@@ -121,11 +122,11 @@ type modelUpdater struct {
 // no network I/O.
 func newModelUpdater(cfg Config, log zerolog.Logger) (*modelUpdater, error) {
 	u := cfg.ModelUpdate
-	keys, err := models.LoadTrustedKeys(u.keys(cfg.modelKeys())...)
+	keys, err := bundle.LoadTrustedKeys(u.keys(cfg.modelKeys())...)
 	if err != nil {
 		return nil, fmt.Errorf("model_update.trusted_keys: %w", err)
 	}
-	policy, err := models.NewTrustPolicy(keys, u.RevokedKeys)
+	policy, err := bundle.NewTrustPolicy(keys, u.RevokedKeys)
 	if err != nil {
 		return nil, fmt.Errorf("model_update: %w", err)
 	}
@@ -265,7 +266,7 @@ func (u *modelUpdater) cleanFiles() {
 
 // load verifies the bundle file with the trust policy and loads it on the provider chain
 // (golden set replayed).
-func (u *modelUpdater) load(ctx context.Context, path string, opts models.RuntimeOptions) (*models.Runtime, *models.Bundle, error) {
+func (u *modelUpdater) load(ctx context.Context, path string, opts models.RuntimeOptions) (*models.Runtime, *bundle.Bundle, error) {
 	b, err := u.policy.OpenBundle(path)
 	if err != nil {
 		return nil, nil, err
@@ -531,11 +532,11 @@ func (u *modelUpdater) serves(name string) bool {
 
 // runningManifest is what anti-rollback compares with: the serving model's name and
 // version (nil for a plain ONNX model without a semantic version).
-func runningManifest(m *stationModel, name string) *models.Manifest {
-	if _, err := models.ParseSemver(m.info.Model.Version); err != nil {
+func runningManifest(m *stationModel, name string) *bundle.Manifest {
+	if _, err := bundle.ParseSemver(m.info.Model.Version); err != nil {
 		return nil
 	}
-	return &models.Manifest{Name: name, Version: m.info.Model.Version}
+	return &bundle.Manifest{Name: name, Version: m.info.Model.Version}
 }
 
 func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bool) error {
@@ -585,7 +586,7 @@ func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bo
 	if err != nil {
 		return err
 	}
-	if err := models.CheckInstall(runningManifest(target, b.Manifest.Name), b.Manifest, Version); err != nil {
+	if err := bundle.CheckInstall(runningManifest(target, b.Manifest.Name), b.Manifest, Version); err != nil {
 		return rejectf("verify: %v", err)
 	}
 	if r.Rollback && !b.Manifest.Rollback {
@@ -733,7 +734,7 @@ func (u *modelUpdater) checkLatency(ctx context.Context, rt *models.Runtime) err
 
 // promote swaps the candidate in and makes it the active bundle, the active one the
 // previous (kept for rollback), and starts the watch.
-func (u *modelUpdater) promote(b *models.Bundle, name string, rt *models.Runtime, threshold float64, staged string, baseline *otaBaseline,
+func (u *modelUpdater) promote(b *bundle.Bundle, name string, rt *models.Runtime, threshold float64, staged string, baseline *otaBaseline,
 	shadowed *cloudsync.ModelFigures) error {
 	if err := u.step(phaseSwapping, "", ""); err != nil {
 		rt.Close()

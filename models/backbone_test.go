@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
 	"github.com/takt-edge/takt/models/onnxgraph"
 	"github.com/takt-edge/takt/models/onnxpb"
 	ort "github.com/yalue/onnxruntime_go"
@@ -120,7 +121,7 @@ func TestBackboneCutMatchesFullModel(t *testing.T) {
 		}
 	}
 	opts := PatchCoreOptions{bb: bb}
-	in := InputShape{Channels: 1, Height: h, Width: w}
+	in := bundle.InputShape{Channels: 1, Height: h, Width: w}
 	data, err := patchFeatureGraph(in, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -322,12 +323,12 @@ func TestPatchCoreBackboneTrain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	desc, err := inspectModel(m.ONNX)
+	desc, err := bundle.InspectModel(m.ONNX)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Method != MethodPatchCore || m.Input.Width != 128 || m.Input.Height != 96 || !strings.Contains(desc.meta[metaMethod], `layer="feat2"`) {
-		t.Fatalf("Train with a backbone: method %s input %s meta %q; want patchcore 128x96 naming the layer", m.Method, m.Input, desc.meta[metaMethod])
+	if m.Method != MethodPatchCore || m.Input.Width != 128 || m.Input.Height != 96 || !strings.Contains(desc.Meta()[bundle.MetaMethod], `layer="feat2"`) {
+		t.Fatalf("Train with a backbone: method %s input %s meta %q; want patchcore 128x96 naming the layer", m.Method, m.Input, desc.Meta()[bundle.MetaMethod])
 	}
 	g := scoreFrames(t, m, held)
 	d := scoreFrames(t, m, defects)

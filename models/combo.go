@@ -5,6 +5,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/takt-edge/takt/models/bundle"
 	"github.com/takt-edge/takt/models/onnxgraph"
 	"github.com/takt-edge/takt/models/onnxpb"
 	"google.golang.org/protobuf/proto"
@@ -39,7 +40,7 @@ const (
 // comboFilterBankOptions is the filter-bank half's options for a joint model of input
 // size in (the backbone's): the texture settings of po (PatchCore options as Train
 // planned them, with the backbone) on the input averaged down to about their width.
-func comboFilterBankOptions(po PatchCoreOptions, in InputShape) (PatchCoreOptions, error) {
+func comboFilterBankOptions(po PatchCoreOptions, in bundle.InputShape) (PatchCoreOptions, error) {
 	fb := TexturePatchCoreOptions()
 	// The bank, map and score settings are the ones Train gives the backbone (the same
 	// texture defaults unless a caller changed them); the feature settings are the
@@ -62,7 +63,7 @@ func comboFilterBankOptions(po PatchCoreOptions, in InputShape) (PatchCoreOption
 // backbone PatchCore bbO with bbBank on one input in; with head, score is the head's
 // probability over both head vectors, else the filter bank's map score; with headOut it
 // also outputs "head_in" [1, headDim(fb)+headDim(bb)] (for training the head).
-func comboGraph(in InputShape, fbO PatchCoreOptions, fbBank *patchBank, bbO PatchCoreOptions, bbBank *patchBank, head *kindHeads, headOut bool, meta [][2]string) ([]byte, error) {
+func comboGraph(in bundle.InputShape, fbO PatchCoreOptions, fbBank *patchBank, bbO PatchCoreOptions, bbBank *patchBank, head *kindHeads, headOut bool, meta [][2]string) ([]byte, error) {
 	if bbO.bb == nil || fbO.bb != nil {
 		return nil, fmt.Errorf("with filter bank: want a filter-bank and a backbone PatchCore")
 	}
@@ -129,10 +130,10 @@ func comboGraph(in InputShape, fbO PatchCoreOptions, fbBank *patchBank, bbO Patc
 
 // comboMeta is the joint model's metadata: the backbone PatchCore's, with the filter
 // bank's settings and the head appended to takt.method.
-func comboMeta(fbO, bbO PatchCoreOptions, in InputShape, threshold float64, images, fbBank, bbBank, defects int, kinds []string, lambda float64) [][2]string {
+func comboMeta(fbO, bbO PatchCoreOptions, in bundle.InputShape, threshold float64, images, fbBank, bbBank, defects int, kinds []string, lambda float64) [][2]string {
 	meta := patchCoreMeta(bbO, in, threshold, images, bbBank)
 	for i := range meta {
-		if meta[i][0] == metaMethod {
+		if meta[i][0] == bundle.MetaMethod {
 			meta[i][1] += fmt.Sprintf(" with_filter_bank downsample=%d sigmas=%v lighting_sigma=%g stride=%d pool=%s bank=%d head=logistic defects=%d kinds=%s lambda=%g map=filter_bank",
 				fbO.Downsample, fbO.Sigmas, fbO.LightingSigma, fbO.Stride, fbO.Pool, fbBank, defects, strings.Join(kinds, ","), lambda)
 		}

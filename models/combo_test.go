@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
 	"github.com/takt-edge/takt/models/onnxpb"
 	"google.golang.org/protobuf/proto"
 )
@@ -58,11 +59,11 @@ func TestPatchCoreWithFilterBank(t *testing.T) {
 			t.Errorf("metrics %v: want %s", m.Metrics, k)
 		}
 	}
-	desc, err := inspectModel(m.ONNX)
+	desc, err := bundle.InspectModel(m.ONNX)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if meth := desc.meta[metaMethod]; !strings.Contains(meth, `layer="feat2"`) || !strings.Contains(meth, "with_filter_bank downsample=2") || !strings.Contains(meth, "kinds=defect lambda=1 ") {
+	if meth := desc.Meta()[bundle.MetaMethod]; !strings.Contains(meth, `layer="feat2"`) || !strings.Contains(meth, "with_filter_bank downsample=2") || !strings.Contains(meth, "kinds=defect lambda=1 ") {
 		t.Errorf("takt.method %q: want the backbone's layer, the filter bank at downsample 2 and the default lambda 1", meth)
 	}
 	// The head's input: the filter bank's 36 features (3 sigmas x 6 filters, and their
@@ -145,7 +146,7 @@ func TestPatchCoreWithFilterBank(t *testing.T) {
 // mean difference of their patch features (see featureAgreement) with each input made by
 // the preprocessing, and the largest when the standalone one gets the joint input
 // averaged 2x2 in float (no 8-bit rounding between).
-func filterBankHalfAgreement(t *testing.T, frames []camera.Frame, in InputShape, fbO PatchCoreOptions, aloneIn InputShape, alone PatchCoreOptions) (worst, mean, exact float64) {
+func filterBankHalfAgreement(t *testing.T, frames []camera.Frame, in bundle.InputShape, fbO PatchCoreOptions, aloneIn bundle.InputShape, alone PatchCoreOptions) (worst, mean, exact float64) {
 	t.Helper()
 	if fbO.Downsample != 2 || aloneIn.Width*2 != in.Width || aloneIn.Height*2 != in.Height {
 		t.Fatalf("filter-bank half at %s downsample %d against %s: want half the size", in, fbO.Downsample, aloneIn)

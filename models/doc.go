@@ -38,12 +38,8 @@
 //
 // # Bundles
 //
-// A bundle is a tar of manifest.json, model.onnx, optional golden/ files and signature (an
-// ed25519 signature of manifest.json, which lists the sha256 of every other file).
-// OpenBundle verifies, in order: a complete tar of clean regular files, the signature by
-// a TrustedKeys key, the manifest (strict JSON, every key checked), every file's sha256,
-// and the model against the manifest. BuildBundle and WriteBundleFile make one;
-// WriteKeyPair makes a key pair.
+// The bundle format, signing and trust live in package models/bundle (pure Go);
+// NewRuntime takes a verified bundle.Bundle and replays its golden set.
 //
 // # Template anomaly model
 //
@@ -90,7 +86,7 @@
 // # Caveats
 //
 // ONNX Runtime and OpenCV are cgo; without cgo the constructors return ErrNoCgo; bundles,
-// manifests and keys work without cgo.
+// manifests and keys (package bundle) work without cgo.
 //
 // Concurrency: a Runtime is for one goroutine at a time (it reuses its tensors and OpenCV
 // buffers; AdvancedSession is not for sharing): run one Runtime per worker, each with a

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/takt-edge/takt/models/bundle"
 	"github.com/takt-edge/takt/models/onnxpb"
 	"google.golang.org/protobuf/proto"
 )
@@ -101,10 +102,10 @@ func mergeEnsemble(a, b []byte, thA, thB float64, meta [][2]string) ([]byte, err
 }
 
 // ensembleMeta is the metadata of an ensemble of a template and a PatchCore model.
-func ensembleMeta(name, version string, in InputShape, threshold float64, images int, trainedAt string, thA, thB float64, methodA, methodB string) [][2]string {
+func ensembleMeta(name, version string, in bundle.InputShape, threshold float64, images int, trainedAt string, thA, thB float64, methodA, methodB string) [][2]string {
 	return [][2]string{
-		{metaTask, "anomaly"}, {metaName, name}, {metaVersion, version}, {metaInput, in.String()},
-		{metaThreshold, fmt.Sprintf("%g", threshold)}, {metaTrainedImages, fmt.Sprint(images)}, {metaTrainedAt, trainedAt},
-		{metaMethod, fmt.Sprintf("ensemble max(template/%g, patchcore/%g); template: %s; patchcore: %s", thA, thB, methodA, methodB)},
+		{bundle.MetaTask, "anomaly"}, {bundle.MetaName, name}, {bundle.MetaVersion, version}, {bundle.MetaInput, in.String()},
+		{bundle.MetaThreshold, fmt.Sprintf("%g", threshold)}, {bundle.MetaTrainedImages, fmt.Sprint(images)}, {bundle.MetaTrainedAt, trainedAt},
+		{bundle.MetaMethod, fmt.Sprintf("ensemble max(template/%g, patchcore/%g); template: %s; patchcore: %s", thA, thB, methodA, methodB)},
 	}
 }

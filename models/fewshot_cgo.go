@@ -7,18 +7,19 @@ import (
 	"fmt"
 
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // preprocessGood turns good images into model inputs (gray, stretched to in, 0..1) through
 // the same preprocessor as Runtime.Infer. what names the trainer in errors.
-func preprocessGood(what string, good []camera.Frame, in InputShape) ([][]float32, error) {
+func preprocessGood(what string, good []camera.Frame, in bundle.InputShape) ([][]float32, error) {
 	xs := make([][]float32, len(good))
 	pre := newPreprocessor()
 	defer pre.close()
-	ps := newPrepSpec(in, false, ColorGray, [3]float64{}, [3]float64{1, 1, 1}, ResizeStretch)
+	ps := newPrepSpec(in, false, bundle.ColorGray, [3]float64{}, [3]float64{1, 1, 1}, bundle.ResizeStretch)
 	for i, f := range good {
 		xs[i] = make([]float32, in.Len())
-		if err := pre.run(f, Region{}, ps, xs[i]); err != nil {
+		if err := pre.run(f, bundle.Region{}, ps, xs[i]); err != nil {
 			return nil, fmt.Errorf("train %s: good image %d: %w", what, i, err)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
 	ort "github.com/yalue/onnxruntime_go"
 	"gocv.io/x/gocv"
 )
@@ -269,7 +270,7 @@ func ensureNodeORT(t *testing.T) string {
 	return root
 }
 
-func figuresNode(t *testing.T, tm *TrainedModel, frame camera.Frame, taktP50 time.Duration, input []float32, in InputShape) {
+func figuresNode(t *testing.T, tm *TrainedModel, frame camera.Frame, taktP50 time.Duration, input []float32, in bundle.InputShape) {
 	root := ensureNodeORT(t)
 	dir := t.TempDir()
 	modelPath := filepath.Join(dir, "model.onnx")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // The supervised heads compared on the magnetic tiles (README "Few-shot trainer"): the
@@ -307,7 +308,7 @@ type tileRows struct {
 	score             []float64
 }
 
-func headRowsOf(t *testing.T, data []byte, in InputShape, d, h, w int, xs [][]float32, use func(int) bool, r *tileRows) {
+func headRowsOf(t *testing.T, data []byte, in bundle.InputShape, d, h, w int, xs [][]float32, use func(int) bool, r *tileRows) {
 	t.Helper()
 	dst := [][][]float32{r.std, r.dist, r.headIn, make([][]float32, len(xs))}
 	err := runOutputs(data, in, 2, []string{"patch_std", "dist_grid", "head_in", "score"},
@@ -836,7 +837,7 @@ func (st *splitTable) log(t *testing.T) {
 }
 
 // preprocessed is frames as the trainer feeds them to a model of input in.
-func preprocessed(t *testing.T, in InputShape, frames []camera.Frame) [][]float32 {
+func preprocessed(t *testing.T, in bundle.InputShape, frames []camera.Frame) [][]float32 {
 	t.Helper()
 	xs, err := preprocessGood("figures", frames, in)
 	if err != nil {

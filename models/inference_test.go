@@ -19,25 +19,26 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
 	"github.com/takt-edge/takt/models/onnxgraph"
 	"github.com/takt-edge/takt/models/onnxpb"
 	"google.golang.org/protobuf/proto"
 )
 
 // bundleOf signs m and onnx with a fresh key and reads the bundle back, verified.
-func bundleOf(t testing.TB, m Manifest, onnx []byte) *Bundle {
+func bundleOf(t testing.TB, m bundle.Manifest, onnx []byte) *bundle.Bundle {
 	t.Helper()
 	pub, priv := newKey(t)
-	keys := TrustedKeys{}
+	keys := bundle.TrustedKeys{}
 	keys.Add(pub)
-	b, err := ReadBundle(bytes.NewReader(buildBundle(t, m, onnx, nil, priv)), keys)
+	b, err := bundle.ReadBundle(bytes.NewReader(buildBundle(t, m, onnx, nil, priv)), keys)
 	if err != nil {
 		t.Fatalf("ReadBundle: %v", err)
 	}
 	return b
 }
 
-func runtimeOf(t testing.TB, m Manifest, onnx []byte, opts RuntimeOptions) *Runtime {
+func runtimeOf(t testing.TB, m bundle.Manifest, onnx []byte, opts RuntimeOptions) *Runtime {
 	t.Helper()
 	if opts.Threads == 0 {
 		opts.Threads = 1
@@ -87,11 +88,11 @@ func anomalibModel(t testing.TB, h, w int64, dynamic bool) []byte {
 	return data
 }
 
-func anomalibManifest() Manifest {
-	return Manifest{Name: "padim", Version: "2.0.0", Task: TaskAnomaly,
-		Input:      InputSpec{Layout: LayoutNCHW, Color: ColorRGB, Mean: imagenetMean, Std: imagenetStd},
-		Outputs:    OutputSpec{Score: "pred_score", Map: "anomaly_map"},
-		Thresholds: Thresholds{Fail: 3}, Opset: 17}
+func anomalibManifest() bundle.Manifest {
+	return bundle.Manifest{Name: "padim", Version: "2.0.0", Task: bundle.TaskAnomaly,
+		Input:      bundle.InputSpec{Layout: bundle.LayoutNCHW, Color: bundle.ColorRGB, Mean: imagenetMean, Std: imagenetStd},
+		Outputs:    bundle.OutputSpec{Score: "pred_score", Map: "anomaly_map"},
+		Thresholds: bundle.Thresholds{Fail: 3}, Opset: 17}
 }
 
 func TestAnomalibExportLoadsWithManifestOnly(t *testing.T) {
@@ -117,7 +118,7 @@ func TestAnomalibExportLoadsWithManifestOnly(t *testing.T) {
 			m.Input.Width, m.Input.Height = tt.w, tt.h
 			rt := runtimeOf(t, m, tt.onnx, RuntimeOptions{ReturnMap: true})
 			info := rt.Info()
-			if info.MapWidth != tt.wantMap[0] || info.MapHeight != tt.wantMap[1] || info.Color != ColorRGB {
+			if info.MapWidth != tt.wantMap[0] || info.MapHeight != tt.wantMap[1] || info.Color != bundle.ColorRGB {
 				t.Fatalf("Info: map %dx%d color %s, want %dx%d rgb", info.MapWidth, info.MapHeight, info.Color, tt.wantMap[0], tt.wantMap[1])
 			}
 			res, err := rt.Infer(context.Background(), uniform(64, 48, byte(b), byte(g), byte(r)))
@@ -161,11 +162,11 @@ func classifierModel(t testing.TB, softmax bool) []byte {
 	})
 }
 
-func classifierManifest(softmaxInGraph bool) Manifest {
-	m := Manifest{Name: "cls", Version: "1.0.0", Task: TaskClassification,
-		Input:      InputSpec{Layout: LayoutNCHW, Color: ColorRGB},
-		Outputs:    OutputSpec{Score: "probs", Labels: []string{"good", "scratch", "dent"}, OKLabel: "good"},
-		Thresholds: Thresholds{Fail: 0.5}, Opset: 17}
+func classifierManifest(softmaxInGraph bool) bundle.Manifest {
+	m := bundle.Manifest{Name: "cls", Version: "1.0.0", Task: bundle.TaskClassification,
+		Input:      bundle.InputSpec{Layout: bundle.LayoutNCHW, Color: bundle.ColorRGB},
+		Outputs:    bundle.OutputSpec{Score: "probs", Labels: []string{"good", "scratch", "dent"}, OKLabel: "good"},
+		Thresholds: bundle.Thresholds{Fail: 0.5}, Opset: 17}
 	if !softmaxInGraph {
 		m.Outputs.Score, m.Outputs.Softmax = "logits", true
 	}
@@ -178,7 +179,7 @@ func TestClassifierLoadsWithManifestOnly(t *testing.T) {
 	for _, softmaxInGraph := range []bool{true, false} {
 		t.Run("softmax in graph "+strconv.FormatBool(softmaxInGraph), func(t *testing.T) {
 			rt := runtimeOf(t, classifierManifest(softmaxInGraph), classifierModel(t, softmaxInGraph), RuntimeOptions{})
-			if info := rt.Info(); info.Classes != 3 || info.Task != TaskClassification || info.MapWidth != 0 {
+			if info := rt.Info(); info.Classes != 3 || info.Task != bundle.TaskClassification || info.MapWidth != 0 {
 				t.Fatalf("Info: %+v, want 3 classes, classification, no map", info)
 			}
 			tests := []struct {
@@ -207,9 +208,9 @@ func TestClassifierLoadsWithManifestOnly(t *testing.T) {
 	// A classifier whose class count disagrees with the labels is refused.
 	m := classifierManifest(true)
 	m.Outputs.Labels = []string{"good", "bad"}
-	h, _ := inspectModel(classifierModel(t, true))
-	m.Format, m.Files = BundleFormat, map[string]string{"model.onnx": strings.Repeat("0", 64)}
-	if _, err := manifestSpec(h, &m); !errors.Is(err, ErrUnsupportedModel) || !strings.Contains(err.Error(), `want float32 [1,2] or [2], one score per label ["good" "bad"]`) {
+	h, _ := bundle.InspectModel(classifierModel(t, true))
+	m.Format, m.Files = bundle.BundleFormat, map[string]string{"model.onnx": strings.Repeat("0", 64)}
+	if _, err := bundle.ManifestSpec(h, &m); !errors.Is(err, bundle.ErrUnsupportedModel) || !strings.Contains(err.Error(), `want float32 [1,2] or [2], one score per label ["good" "bad"]`) {
 		t.Errorf("2 labels for 3 classes: got %v, want ErrUnsupportedModel naming the labels", err)
 	}
 }
@@ -223,9 +224,9 @@ func TestPreprocessLayoutsAndResizeModes(t *testing.T) {
 			g.Node("ReduceMean", []string{"xw"}, []string{"score"}, onnxgraph.Ints("axes", 1, 2, 3), onnxgraph.Int("keepdims", 0))
 			g.Output("score", 1)
 		})
-		m := Manifest{Name: "nhwc", Version: "1.0.0", Task: TaskAnomaly, Opset: 17,
-			Input:   InputSpec{Layout: LayoutNHWC, Color: ColorBGR, Mean: []float64{0.1, 0.2, 0.3}, Std: []float64{0.5, 0.25, 0.125}},
-			Outputs: OutputSpec{Score: "score"}, Thresholds: Thresholds{Fail: 1}}
+		m := bundle.Manifest{Name: "nhwc", Version: "1.0.0", Task: bundle.TaskAnomaly, Opset: 17,
+			Input:   bundle.InputSpec{Layout: bundle.LayoutNHWC, Color: bundle.ColorBGR, Mean: []float64{0.1, 0.2, 0.3}, Std: []float64{0.5, 0.25, 0.125}},
+			Outputs: bundle.OutputSpec{Score: "score"}, Thresholds: bundle.Thresholds{Fail: 1}}
 		rt := runtimeOf(t, m, onnx, RuntimeOptions{})
 		res, err := rt.Infer(context.Background(), uniform(8, 8, 10, 20, 30))
 		if err != nil {
@@ -236,7 +237,7 @@ func TestPreprocessLayoutsAndResizeModes(t *testing.T) {
 		if math.Abs(res.Score-want) > 1e-4 {
 			t.Errorf("score: got %.6f, want %.6f", res.Score, want)
 		}
-		if rt.Info().Layout != LayoutNHWC {
+		if rt.Info().Layout != bundle.LayoutNHWC {
 			t.Errorf("Info.Layout: got %s, want NHWC", rt.Info().Layout)
 		}
 	})
@@ -252,9 +253,9 @@ func TestPreprocessLayoutsAndResizeModes(t *testing.T) {
 		resize string
 		want   []float32 // the 4x4 input, row-major
 	}{
-		{ResizeStretch, []float32{0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1}},
-		{ResizeCrop, []float32{0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1}}, // center 4x4: columns 2..5
-		{ResizeLetterbox, []float32{0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0}},
+		{bundle.ResizeStretch, []float32{0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1}},
+		{bundle.ResizeCrop, []float32{0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1}}, // center 4x4: columns 2..5
+		{bundle.ResizeLetterbox, []float32{0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0}},
 	}
 	for _, tt := range tests {
 		t.Run("resize "+tt.resize, func(t *testing.T) {
@@ -276,7 +277,7 @@ func TestPreprocessLayoutsAndResizeModes(t *testing.T) {
 
 func TestROIs(t *testing.T) {
 	m := meanManifest()
-	m.ROIs = []ROI{{Name: "left", Region: Region{0, 0, 0.5, 1}}, {Name: "right", Region: Region{0.5, 0, 1, 1}}, {Name: "middle", Region: Region{0.25, 0, 0.75, 1}}}
+	m.ROIs = []bundle.ROI{{Name: "left", Region: bundle.Region{X0: 0, Y0: 0, X1: 0.5, Y1: 1}}, {Name: "right", Region: bundle.Region{X0: 0.5, Y0: 0, X1: 1, Y1: 1}}, {Name: "middle", Region: bundle.Region{X0: 0.25, Y0: 0, X1: 0.75, Y1: 1}}}
 	rt := runtimeOf(t, m, tinyModel(t, meanModel(4, 4)), RuntimeOptions{ReturnMap: true})
 	frame := camera.Frame{Width: 16, Height: 8, Channels: 3, Pix: make([]byte, 16*8*3)}
 	for y := range 8 {
@@ -512,11 +513,11 @@ func TestInferZeroAllocs(t *testing.T) {
 	}
 	defer plain.Close()
 	m := classifierManifest(false)
-	m.Input.Layout = LayoutNCHW
-	m.ROIs = []ROI{{Name: "a", Region: Region{0, 0, 0.6, 1}}, {Name: "b", Region: Region{0.4, 0, 1, 1}}}
+	m.Input.Layout = bundle.LayoutNCHW
+	m.ROIs = []bundle.ROI{{Name: "a", Region: bundle.Region{X0: 0, Y0: 0, X1: 0.6, Y1: 1}}, {Name: "b", Region: bundle.Region{X0: 0.4, Y0: 0, X1: 1, Y1: 1}}}
 	cls := runtimeOf(t, m, classifierModel(t, false), RuntimeOptions{})
 	ab := anomalibManifest()
-	ab.Input.Resize = ResizeLetterbox
+	ab.Input.Resize = bundle.ResizeLetterbox
 	anomalib := runtimeOf(t, ab, anomalibModel(t, 24, 32, false), RuntimeOptions{})
 	// The agent's case: a part deadline on the context, so the terminate watcher runs.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
@@ -630,7 +631,7 @@ func TestHeatmap(t *testing.T) {
 	if frame.Pix[0] != 128 {
 		t.Errorf("Heatmap changed its input frame")
 	}
-	jpg, err := HeatmapJPEG(frame, m, HeatmapOptions{ROI: Region{0.5, 0.5, 1, 1}}, 80)
+	jpg, err := HeatmapJPEG(frame, m, HeatmapOptions{ROI: bundle.Region{X0: 0.5, Y0: 0.5, X1: 1, Y1: 1}}, 80)
 	if err != nil || len(jpg) < 4 || jpg[0] != 0xFF || jpg[1] != 0xD8 {
 		t.Fatalf("HeatmapJPEG: %d bytes, %v, want a JPEG", len(jpg), err)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
 	"github.com/takt-edge/takt/models/onnxgraph"
 )
 
@@ -76,7 +77,7 @@ type PatchCoreOptions struct {
 	// Margin over the highest cross-validated good score; default 0.25.
 	Margin float64 `yaml:"margin"`
 	// Ignore lists regions the model must not judge, as fractions of the frame.
-	Ignore []Region `yaml:"ignore"`
+	Ignore []bundle.Region `yaml:"ignore"`
 	// Seed drives the coreset's first pick and the candidate subset.
 	Seed uint64 `yaml:"seed"`
 	// Threads is ONNX Runtime's intra-op thread count while training; 0 = its default.
@@ -105,13 +106,13 @@ func DefaultPatchCoreOptions() PatchCoreOptions {
 		Stride: 4, Pool: PoolMax, BankSize: 2000, MaxCandidates: 30000, Margin: 0.25}
 }
 
-func patchCorePlan(good []camera.Frame, opts PatchCoreOptions) (PatchCoreOptions, InputShape, error) {
+func patchCorePlan(good []camera.Frame, opts PatchCoreOptions) (PatchCoreOptions, bundle.InputShape, error) {
 	if len(good) < 2 {
-		return opts, InputShape{}, fmt.Errorf("train patchcore: %d good images, need at least 2", len(good))
+		return opts, bundle.InputShape{}, fmt.Errorf("train patchcore: %d good images, need at least 2", len(good))
 	}
 	for i, f := range good {
 		if err := checkFrame(f); err != nil {
-			return opts, InputShape{}, fmt.Errorf("train patchcore: good image %d: %w", i, err)
+			return opts, bundle.InputShape{}, fmt.Errorf("train patchcore: good image %d: %w", i, err)
 		}
 	}
 	def := DefaultPatchCoreOptions()
@@ -152,7 +153,7 @@ func patchCorePlan(good []camera.Frame, opts PatchCoreOptions) (PatchCoreOptions
 		opts.Downsample = 1
 	}
 	if opts.Downsample < 1 || opts.Downsample > 8 {
-		return opts, InputShape{}, fmt.Errorf("train patchcore: downsample %d: want 1..8", opts.Downsample)
+		return opts, bundle.InputShape{}, fmt.Errorf("train patchcore: downsample %d: want 1..8", opts.Downsample)
 	}
 	if opts.TrainedAt.IsZero() {
 		opts.TrainedAt = time.Now()
@@ -179,7 +180,7 @@ func patchCorePlan(good []camera.Frame, opts PatchCoreOptions) (PatchCoreOptions
 	if opts.LightingSigma == 0 {
 		opts.LightingSigma = float64(opts.Width/ds) / 16
 	}
-	in := InputShape{Channels: 1, Height: opts.Height, Width: opts.Width}
+	in := bundle.InputShape{Channels: 1, Height: opts.Height, Width: opts.Width}
 	r := filterRadius(opts.Sigmas)
 	// Checks of the feature stage are on the averaged size (fw x fh).
 	fw, fh := opts.Width/ds, opts.Height/ds
@@ -241,11 +242,11 @@ func filterBank(sigmas []float64) (w []float32, channels, k int) {
 
 // backbonePlan is patchCorePlan's rest with a backbone: the input size and the patch
 // grid are the backbone's.
-func backbonePlan(opts PatchCoreOptions, aspect float64, images int) (PatchCoreOptions, InputShape, error) {
+func backbonePlan(opts PatchCoreOptions, aspect float64, images int) (PatchCoreOptions, bundle.InputShape, error) {
 	if opts.bb == nil {
 		bb, err := resolveBackbone(opts.Backbone, aspect)
 		if err != nil {
-			return opts, InputShape{}, fmt.Errorf("train patchcore: %w", err)
+			return opts, bundle.InputShape{}, fmt.Errorf("train patchcore: %w", err)
 		}
 		opts.bb = bb
 	}
@@ -253,7 +254,7 @@ func backbonePlan(opts PatchCoreOptions, aspect float64, images int) (PatchCoreO
 	opts.Width, opts.Height, opts.Downsample = bb.inW, bb.inH, 1
 	opts.Stride = max(1, bb.inW/bb.featW)
 	opts.Sigmas, opts.LightingSigma, opts.Pool = nil, 0, ""
-	in := InputShape{Channels: 1, Height: bb.inH, Width: bb.inW}
+	in := bundle.InputShape{Channels: 1, Height: bb.inH, Width: bb.inW}
 	return opts, in, checkBankOptions(opts, images)
 }
 
@@ -286,7 +287,7 @@ func checkBankOptions(opts PatchCoreOptions, images int) error {
 }
 
 // patchDims is the patch grid (rows, columns) and the feature count before position.
-func patchDims(in InputShape, opts PatchCoreOptions) (h, w, d int) {
+func patchDims(in bundle.InputShape, opts PatchCoreOptions) (h, w, d int) {
 	if opts.bb != nil {
 		return opts.bb.featH, opts.bb.featW, opts.bb.featC
 	}
@@ -305,7 +306,7 @@ func featureSource(opts PatchCoreOptions) string {
 }
 
 // addPatchFeatures adds the raw patch features of "image" as "patch" [1,D,h,w].
-func addPatchFeatures(g *onnxgraph.Graph, in InputShape, opts PatchCoreOptions) {
+func addPatchFeatures(g *onnxgraph.Graph, in bundle.InputShape, opts PatchCoreOptions) {
 	if opts.bb != nil {
 		opts.bb.addFeatures(g)
 		return
@@ -346,7 +347,7 @@ func addPatchFeatures(g *onnxgraph.Graph, in InputShape, opts PatchCoreOptions) 
 }
 
 // patchFeatureGraph outputs only "patch" [1,D,h,w].
-func patchFeatureGraph(in InputShape, opts PatchCoreOptions) ([]byte, error) {
+func patchFeatureGraph(in bundle.InputShape, opts PatchCoreOptions) ([]byte, error) {
 	g := onnxgraph.New("patchcore_features")
 	g.Input("image", 1, 1, int64(in.Height), int64(in.Width))
 	addPatchFeatures(g, in, opts)
@@ -366,7 +367,7 @@ type patchBank struct {
 func (b *patchBank) size() int { return len(b.vectors) / b.dim }
 
 // patchCoreGraph is the scoring model for bank.
-func patchCoreGraph(in InputShape, opts PatchCoreOptions, bank *patchBank, meta [][2]string) ([]byte, error) {
+func patchCoreGraph(in bundle.InputShape, opts PatchCoreOptions, bank *patchBank, meta [][2]string) ([]byte, error) {
 	return patchCoreHeadGraph(in, opts, bank, nil, false, meta)
 }
 
@@ -375,7 +376,7 @@ func patchCoreGraph(in InputShape, opts PatchCoreOptions, bank *patchBank, meta 
 // outputs the head's input vector "head_in" [1,headDim] (for training the head), and the
 // standardized patch features "patch_std" [1,D,h,w] and their bank distances
 // "dist_grid" [1,1,h,w] (for comparing heads in the tests).
-func patchCoreHeadGraph(in InputShape, opts PatchCoreOptions, bank *patchBank, head *kindHeads, headOut bool, meta [][2]string) ([]byte, error) {
+func patchCoreHeadGraph(in bundle.InputShape, opts PatchCoreOptions, bank *patchBank, head *kindHeads, headOut bool, meta [][2]string) ([]byte, error) {
 	g := onnxgraph.New(opts.Name)
 	g.SetDoc("Takt PatchCore-like anomaly model: filter-bank patch features, nearest-neighbour distance to a coreset memory bank.")
 	dims := []int64{1, 1, int64(in.Height), int64(in.Width)}
@@ -463,7 +464,7 @@ func patchCoreHeadGraph(in InputShape, opts PatchCoreOptions, bank *patchBank, h
 
 // addImageScore reduces the map to the image score: its maximum, or with top in (0,1) the
 // mean of its highest top fraction of pixels.
-func addImageScore(g *onnxgraph.Graph, in InputShape, top float64, mapName, out string) {
+func addImageScore(g *onnxgraph.Graph, in bundle.InputShape, top float64, mapName, out string) {
 	n := int64(in.Height * in.Width)
 	k := int64(math.Round(top * float64(n)))
 	if top <= 0 || k <= 1 {
@@ -636,25 +637,25 @@ func greedyCoreset(x []float32, dim, m, first int) []float32 {
 	return out
 }
 
-func patchCoreMeta(opts PatchCoreOptions, in InputShape, threshold float64, images, bankSize int) [][2]string {
+func patchCoreMeta(opts PatchCoreOptions, in bundle.InputShape, threshold float64, images, bankSize int) [][2]string {
 	if opts.bb != nil {
 		return [][2]string{
-			{metaTask, "anomaly"}, {metaName, opts.Name}, {metaVersion, opts.Version}, {metaInput, in.String()},
-			{metaThreshold, strconv.FormatFloat(threshold, 'g', -1, 64)},
-			{metaTrainedImages, strconv.Itoa(images)}, {metaTrainedAt, opts.TrainedAt.UTC().Format(time.RFC3339)},
-			{metaMethod, fmt.Sprintf("patchcore %s position_weight=%g bank=%d k=%d map_sigma=%g score_top=%g folds=%d margin=%g ignore=%v",
+			{bundle.MetaTask, "anomaly"}, {bundle.MetaName, opts.Name}, {bundle.MetaVersion, opts.Version}, {bundle.MetaInput, in.String()},
+			{bundle.MetaThreshold, strconv.FormatFloat(threshold, 'g', -1, 64)},
+			{bundle.MetaTrainedImages, strconv.Itoa(images)}, {bundle.MetaTrainedAt, opts.TrainedAt.UTC().Format(time.RFC3339)},
+			{bundle.MetaMethod, fmt.Sprintf("patchcore %s position_weight=%g bank=%d k=%d map_sigma=%g score_top=%g folds=%d margin=%g ignore=%v",
 				opts.bb, opts.PositionWeight, bankSize, opts.K, opts.MapSigma, opts.ScoreTop, opts.Folds, opts.Margin, opts.Ignore)},
 		}
 	}
 	return [][2]string{
-		{metaTask, "anomaly"},
-		{metaName, opts.Name},
-		{metaVersion, opts.Version},
-		{metaInput, in.String()},
-		{metaThreshold, strconv.FormatFloat(threshold, 'g', -1, 64)},
-		{metaTrainedImages, strconv.Itoa(images)},
-		{metaTrainedAt, opts.TrainedAt.UTC().Format(time.RFC3339)},
-		{metaMethod, fmt.Sprintf("patchcore downsample=%d sigmas=%v lighting_sigma=%g stride=%d pool=%s position_weight=%g bank=%d k=%d map_sigma=%g score_top=%g folds=%d margin=%g ignore=%v",
+		{bundle.MetaTask, "anomaly"},
+		{bundle.MetaName, opts.Name},
+		{bundle.MetaVersion, opts.Version},
+		{bundle.MetaInput, in.String()},
+		{bundle.MetaThreshold, strconv.FormatFloat(threshold, 'g', -1, 64)},
+		{bundle.MetaTrainedImages, strconv.Itoa(images)},
+		{bundle.MetaTrainedAt, opts.TrainedAt.UTC().Format(time.RFC3339)},
+		{bundle.MetaMethod, fmt.Sprintf("patchcore downsample=%d sigmas=%v lighting_sigma=%g stride=%d pool=%s position_weight=%g bank=%d k=%d map_sigma=%g score_top=%g folds=%d margin=%g ignore=%v",
 			opts.Downsample, opts.Sigmas, opts.LightingSigma, opts.Stride, opts.Pool, opts.PositionWeight, bankSize, opts.K, opts.MapSigma, opts.ScoreTop, opts.Folds, opts.Margin, opts.Ignore)},
 	}
 }

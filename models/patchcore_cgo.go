@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
 	ort "github.com/yalue/onnxruntime_go"
 )
 
@@ -52,7 +53,7 @@ func TrainPatchCore(ctx context.Context, good []camera.Frame, opts PatchCoreOpti
 
 // patchFeaturesAll runs the feature graph in ONNX Runtime on every input; each result is
 // [D][h*w] floats.
-func patchFeaturesAll(in InputShape, opts PatchCoreOptions, xs [][]float32) ([][]float32, error) {
+func patchFeaturesAll(in bundle.InputShape, opts PatchCoreOptions, xs [][]float32) ([][]float32, error) {
 	data, err := patchFeatureGraph(in, opts)
 	if err != nil {
 		return nil, err

@@ -17,6 +17,7 @@ import (
 
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/camera/synth"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // scoreFrames loads model data in ONNX Runtime (as a station would) and scores frames.
@@ -64,10 +65,10 @@ func renderParts(t *testing.T, o synth.RenderOptions, from, n int, d synth.Defec
 
 // markingIgnore is the region of default-size synthetic parts (o's seed) whose serial
 // number and codes change per part, as frame fractions for TrainOptions.Ignore.
-func markingIgnore(o synth.RenderOptions) []Region {
+func markingIgnore(o synth.RenderOptions) []bundle.Region {
 	mr := synth.MarkingRegion(o)
 	w, h := float64(synth.DefaultWidth), float64(synth.DefaultHeight)
-	return []Region{{X0: max(0, float64(mr.Min.X)/w), Y0: max(0, float64(mr.Min.Y)/h),
+	return []bundle.Region{{X0: max(0, float64(mr.Min.X)/w), Y0: max(0, float64(mr.Min.Y)/h),
 		X1: min(1, float64(mr.Max.X)/w), Y1: min(1, float64(mr.Max.Y)/h)}}
 }
 
@@ -212,7 +213,7 @@ func TestPatchCoreOptionsErrors(t *testing.T) {
 		{"bank", PatchCoreOptions{BankSize: 100, MaxCandidates: 10}, "max_candidates 10"},
 		{"sigma", PatchCoreOptions{Sigmas: []float64{20}}, "sigmas"},
 		{"folds", PatchCoreOptions{Folds: 3}, "folds 3"},
-		{"ignore", PatchCoreOptions{Ignore: []Region{{X0: 0.5, X1: 0.2, Y1: 1}}}, "ignore"},
+		{"ignore", PatchCoreOptions{Ignore: []bundle.Region{{X0: 0.5, X1: 0.2, Y1: 1}}}, "ignore"},
 	}
 	for _, tt := range tests {
 		_, _, err := patchCorePlan(good, tt.opts)

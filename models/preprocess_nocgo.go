@@ -2,7 +2,10 @@
 
 package models
 
-import "github.com/takt-edge/takt/camera"
+import (
+	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
+)
 
 // Preprocess fails without cgo: resizing and color conversion use OpenCV.
-func Preprocess(f camera.Frame, in InputShape, dst []float32) error { return ErrNoCgo }
+func Preprocess(f camera.Frame, in bundle.InputShape, dst []float32) error { return ErrNoCgo }

@@ -6,6 +6,7 @@ import (
 	"context"
 
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // Runtime needs ONNX Runtime, a C library; without cgo it cannot be created.
@@ -15,7 +16,7 @@ type Runtime struct{}
 func LoadRuntime(path string, opts RuntimeOptions) (*Runtime, error) { return nil, ErrNoCgo }
 
 // NewRuntime fails without cgo.
-func NewRuntime(ctx context.Context, b *Bundle, opts RuntimeOptions) (*Runtime, error) {
+func NewRuntime(ctx context.Context, b *bundle.Bundle, opts RuntimeOptions) (*Runtime, error) {
 	return nil, ErrNoCgo
 }
 
@@ -43,7 +44,7 @@ func (r *Runtime) Close() error { return nil }
 type HeatmapOptions struct {
 	Lo, Hi float64
 	Alpha  float64
-	ROI    Region
+	ROI    bundle.Region
 }
 
 // Heatmap fails without cgo.

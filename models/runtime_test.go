@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
 	"github.com/takt-edge/takt/models/onnxgraph"
 	"github.com/takt-edge/takt/models/onnxpb"
 	"google.golang.org/protobuf/proto"
@@ -69,13 +70,13 @@ func TestLoadRuntimeMatchesTrainer(t *testing.T) {
 	wantInfo := Info{
 		Model:     ModelInfo{Name: "bracket", Version: "1.2.0", SHA256: hex.EncodeToString(sum[:])},
 		Task:      "anomaly",
-		Input:     InputShape{Channels: 1, Height: 96, Width: 128},
+		Input:     bundle.InputShape{Channels: 1, Height: 96, Width: 128},
 		MapWidth:  128,
 		MapHeight: 96,
 		Threshold: m.Threshold,
 		Provider:  "cpu",
-		Layout:    LayoutNCHW,
-		Color:     ColorGray,
+		Layout:    bundle.LayoutNCHW,
+		Color:     bundle.ColorGray,
 		Opset:     17,
 	}
 	got := r.Info()
@@ -190,49 +191,49 @@ func TestLoadRuntimeErrors(t *testing.T) {
 		wantMsg string
 	}{
 		{"missing file", nil, fs.ErrNotExist, "no such file"},
-		{"empty file", []byte{}, ErrInvalidModel, "empty file"},
-		{"garbage bytes", garbage, ErrInvalidModel, "not a valid ONNX model"},
-		{"text file", []byte("threshold: 0.5\n"), ErrInvalidModel, "not a valid ONNX model"},
-		{"truncated model", m.ONNX[:len(m.ONNX)/2], ErrInvalidModel, "truncated"},
-		{"dynamic input dims", dynamic(), ErrUnsupportedModel, `input "image" float32 [1,1,?,?] has dynamic dims`},
+		{"empty file", []byte{}, bundle.ErrInvalidModel, "empty file"},
+		{"garbage bytes", garbage, bundle.ErrInvalidModel, "not a valid ONNX model"},
+		{"text file", []byte("threshold: 0.5\n"), bundle.ErrInvalidModel, "not a valid ONNX model"},
+		{"truncated model", m.ONNX[:len(m.ONNX)/2], bundle.ErrInvalidModel, "truncated"},
+		{"dynamic input dims", dynamic(), bundle.ErrUnsupportedModel, `input "image" float32 [1,1,?,?] has dynamic dims`},
 		{"rank 2 input", tinyModel(t, func(g *onnxgraph.Graph) {
 			g.Input("image", 1, 16)
 			g.Node("ReduceMax", []string{"image"}, []string{"score"}, onnxgraph.Ints("axes", 1), onnxgraph.Int("keepdims", 0))
 			g.Output("score", 1)
-		}), ErrUnsupportedModel, "has rank 2"},
-		{"two channels", tinyModel(t, maxScore(2, 8, 8)), ErrUnsupportedModel, `input "image" float32 [1,2,8,8]`},
+		}), bundle.ErrUnsupportedModel, "has rank 2"},
+		{"two channels", tinyModel(t, maxScore(2, 8, 8)), bundle.ErrUnsupportedModel, `input "image" float32 [1,2,8,8]`},
 		{"no score output", tinyModel(t, func(g *onnxgraph.Graph) {
 			g.Input("image", 1, 1, 8, 8)
 			g.Node("ReduceMax", []string{"image"}, []string{"out"}, onnxgraph.Ints("axes", 1, 2, 3), onnxgraph.Int("keepdims", 0))
 			g.Output("out", 1)
-		}), ErrUnsupportedModel, `no output "score" (outputs: ["out"])`},
+		}), bundle.ErrUnsupportedModel, `no output "score" (outputs: ["out"])`},
 		{"score with many values", tinyModel(t, func(g *onnxgraph.Graph) {
 			g.Input("image", 1, 1, 8, 8)
 			g.Node("ReduceMax", []string{"image"}, []string{"score"}, onnxgraph.Ints("axes", 1, 2), onnxgraph.Int("keepdims", 0))
 			g.Output("score", 1, 8)
-		}), ErrUnsupportedModel, `score output "score" float32 [1,8]`},
+		}), bundle.ErrUnsupportedModel, `score output "score" float32 [1,8]`},
 		{"map of the wrong rank", tinyModel(t, func(g *onnxgraph.Graph) {
 			maxScore(1, 8, 8)(g)
 			g.Node("Flatten", []string{"image"}, []string{"anomaly_map"})
 			g.Output("anomaly_map", 1, 64)
-		}), ErrUnsupportedModel, `anomaly map output "anomaly_map" float32 [1,64]`},
+		}), bundle.ErrUnsupportedModel, `anomaly map output "anomaly_map" float32 [1,64]`},
 		{"two inputs", tinyModel(t, func(g *onnxgraph.Graph) {
 			maxScore(1, 8, 8)(g)
 			g.Input("other", 1)
-		}), ErrUnsupportedModel, "2 inputs, want exactly 1"},
+		}), bundle.ErrUnsupportedModel, "2 inputs, want exactly 1"},
 		{"bad threshold metadata", tinyModel(t, func(g *onnxgraph.Graph) {
 			maxScore(1, 8, 8)(g)
 			g.Meta("takt.threshold", "high")
-		}), ErrUnsupportedModel, `takt.threshold="high"`},
+		}), bundle.ErrUnsupportedModel, `takt.threshold="high"`},
 		{"input metadata disagrees", tinyModel(t, func(g *onnxgraph.Graph) {
 			maxScore(1, 8, 8)(g)
 			g.Meta("takt.input", "gray 1x1x96x128 scale=1/255")
-		}), ErrUnsupportedModel, `does not match the model input`},
+		}), bundle.ErrUnsupportedModel, `does not match the model input`},
 		{"operator onnx runtime does not know", tinyModel(t, func(g *onnxgraph.Graph) {
 			g.Input("image", 1, 1, 8, 8)
 			g.Node("NoSuchOp", []string{"image"}, []string{"score"})
 			g.Output("score", 1)
-		}), ErrInvalidModel, "onnx runtime rejected it"},
+		}), bundle.ErrInvalidModel, "onnx runtime rejected it"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -275,7 +276,7 @@ func TestRuntimeForeignModels(t *testing.T) {
 		}
 		defer r.Close()
 		info := r.Info()
-		if info.Input != (InputShape{3, 4, 4}) || info.Threshold != 0 || info.Model.Name != "tiny" || info.MapWidth != 0 {
+		if info.Input != (bundle.InputShape{Channels: 3, Height: 4, Width: 4}) || info.Threshold != 0 || info.Model.Name != "tiny" || info.MapWidth != 0 {
 			t.Errorf("Info: got %+v, want input 3x4x4, threshold 0, name tiny, no map", info)
 		}
 		tests := []struct {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
 	"github.com/takt-edge/takt/models/onnxgraph"
 )
 
@@ -58,7 +59,7 @@ type TemplateOptions struct {
 	// Ignore lists regions the model must not judge, such as printed serial numbers or date
 	// codes that differ on every part, as fractions of the frame (0..1), so they hold for
 	// any frame and model size.
-	Ignore []Region `yaml:"ignore"`
+	Ignore []bundle.Region `yaml:"ignore"`
 	// Threads is ONNX Runtime's intra-op thread count while training; 0 = its default.
 	Threads int `yaml:"threads"`
 	// Progress, when set, is called after each cross-validation fold (done of total).
@@ -67,21 +68,8 @@ type TemplateOptions struct {
 	TrainedAt time.Time `yaml:"-"`
 }
 
-// Region is a rectangle in fractions of the frame: X0 <= x < X1, Y0 <= y < Y1, all in 0..1.
-type Region struct {
-	X0 float64 `yaml:"x0"`
-	Y0 float64 `yaml:"y0"`
-	X1 float64 `yaml:"x1"`
-	Y1 float64 `yaml:"y1"`
-}
-
-// Valid says whether r is a non-empty rectangle inside the frame (fractions 0..1).
-func (r Region) Valid() bool {
-	return 0 <= r.X0 && r.X0 < r.X1 && r.X1 <= 1 && 0 <= r.Y0 && r.Y0 < r.Y1 && r.Y1 <= 1
-}
-
 // ignoreMask is 1 where the model judges and 0 inside any of the regions, at the model size.
-func ignoreMask(in InputShape, regions []Region) []float32 {
+func ignoreMask(in bundle.InputShape, regions []bundle.Region) []float32 {
 	mask := make([]float32, in.Height*in.Width)
 	for y := range in.Height {
 		for x := range in.Width {
@@ -111,7 +99,7 @@ type TrainedModel struct {
 	ONNX      []byte // the serialized ONNX model
 	Name      string
 	Version   string
-	Input     InputShape
+	Input     bundle.InputShape
 	Threshold float64 // as stored in takt.threshold; a score above it is anomalous
 	// GoodScores are the cross-validated scores of the good images, in input order: each
 	// from a model that did not see the image. The threshold is calibrated on them.
@@ -144,21 +132,21 @@ func (m *TrainedModel) SHA256() string {
 // Manifest is the bundle manifest of the trained model (without files and golden set, which
 // BuildBundle and the caller add): gray NCHW input scaled to 0..1, stretched, outputs score
 // and anomaly_map, thresholds.fail from the calibration.
-func (m *TrainedModel) Manifest() (Manifest, error) {
-	h, err := inspectModel(m.ONNX)
+func (m *TrainedModel) Manifest() (bundle.Manifest, error) {
+	h, err := bundle.InspectModel(m.ONNX)
 	if err != nil {
-		return Manifest{}, err
+		return bundle.Manifest{}, err
 	}
-	return Manifest{
-		Format:  BundleFormat,
+	return bundle.Manifest{
+		Format:  bundle.BundleFormat,
 		Name:    m.Name,
 		Version: m.Version,
-		Task:    TaskAnomaly,
-		Input: InputSpec{Name: "image", Width: m.Input.Width, Height: m.Input.Height, Layout: LayoutNCHW,
-			Color: ColorGray, Resize: ResizeStretch},
-		Outputs:    OutputSpec{Score: "score", Map: "anomaly_map"},
-		Thresholds: Thresholds{Fail: m.Threshold},
-		Opset:      int(h.opset),
+		Task:    bundle.TaskAnomaly,
+		Input: bundle.InputSpec{Name: "image", Width: m.Input.Width, Height: m.Input.Height, Layout: bundle.LayoutNCHW,
+			Color: bundle.ColorGray, Resize: bundle.ResizeStretch},
+		Outputs:    bundle.OutputSpec{Score: "score", Map: "anomaly_map"},
+		Thresholds: bundle.Thresholds{Fail: m.Threshold},
+		Opset:      int(h.Opset()),
 		Metrics:    m.manifestMetrics(),
 	}, nil
 }
@@ -237,18 +225,18 @@ func otherView(good []camera.Frame) int {
 func oneView(good []camera.Frame) bool { return otherView(good) == 0 }
 
 // templatePlan checks the training set and options and fills in the defaults.
-func templatePlan(good []camera.Frame, opts TemplateOptions) (TemplateOptions, InputShape, error) {
+func templatePlan(good []camera.Frame, opts TemplateOptions) (TemplateOptions, bundle.InputShape, error) {
 	if len(good) < 2 {
-		return opts, InputShape{}, fmt.Errorf("train template: %d good images, need at least 2 (10 or more for a steady threshold)", len(good))
+		return opts, bundle.InputShape{}, fmt.Errorf("train template: %d good images, need at least 2 (10 or more for a steady threshold)", len(good))
 	}
 	for i, f := range good {
 		if err := checkFrame(f); err != nil {
-			return opts, InputShape{}, fmt.Errorf("train template: good image %d: %w", i, err)
+			return opts, bundle.InputShape{}, fmt.Errorf("train template: good image %d: %w", i, err)
 		}
 	}
 	if i := otherView(good); i > 0 {
 		f := good[i]
-		return opts, InputShape{}, fmt.Errorf("train template: good image %d is %dx%d (aspect %.2f) but image 0 is %dx%d (aspect %.2f): train on images of one camera view, or use method patchcore",
+		return opts, bundle.InputShape{}, fmt.Errorf("train template: good image %d is %dx%d (aspect %.2f) but image 0 is %dx%d (aspect %.2f): train on images of one camera view, or use method patchcore",
 			i, f.Width, f.Height, aspectOf(f), good[0].Width, good[0].Height, aspectOf(good[0]))
 	}
 	def := DefaultTemplateOptions()
@@ -293,7 +281,7 @@ func templatePlan(good []camera.Frame, opts TemplateOptions) (TemplateOptions, I
 	if opts.Shift == 0 {
 		opts.Shift = max(1, int(math.Round(float64(opts.Width)/85)))
 	}
-	in := InputShape{Channels: 1, Height: opts.Height, Width: opts.Width}
+	in := bundle.InputShape{Channels: 1, Height: opts.Height, Width: opts.Width}
 	r := blurRadius(opts.BlurSigma)
 	switch {
 	case opts.Width < 8 || opts.Height < 8 || opts.Width > 2048 || opts.Height > 2048:
@@ -340,7 +328,7 @@ func shiftOffsets(r int) [][2]int {
 }
 
 // shiftStack stacks img (in.Height x in.Width) shifted by each offset, edges replicated.
-func shiftStack(img []float32, in InputShape, shifts [][2]int) []float32 {
+func shiftStack(img []float32, in bundle.InputShape, shifts [][2]int) []float32 {
 	w, h := in.Width, in.Height
 	out := make([]float32, 0, len(shifts)*w*h)
 	for _, d := range shifts {
@@ -355,7 +343,7 @@ func shiftStack(img []float32, in InputShape, shifts [][2]int) []float32 {
 	return out
 }
 
-func regionsValid(rs []Region) bool {
+func regionsValid(rs []bundle.Region) bool {
 	for _, r := range rs {
 		if !r.Valid() {
 			return false
@@ -426,7 +414,7 @@ func addFeatures(g *onnxgraph.Graph, in, out string, opts TemplateOptions) {
 
 // blurGraph is a model with only the template model's features: input "image", output
 // "blurred", both [1,1,H,W].
-func blurGraph(in InputShape, opts TemplateOptions) ([]byte, error) {
+func blurGraph(in bundle.InputShape, opts TemplateOptions) ([]byte, error) {
 	g := onnxgraph.New("template_features")
 	dims := []int64{1, 1, int64(in.Height), int64(in.Width)}
 	g.Input("image", dims...)
@@ -436,7 +424,7 @@ func blurGraph(in InputShape, opts TemplateOptions) ([]byte, error) {
 }
 
 // templateGraph is the scoring model for the given per-pixel mean and std (len H*W).
-func templateGraph(in InputShape, opts TemplateOptions, mean, std []float32, meta [][2]string) ([]byte, error) {
+func templateGraph(in bundle.InputShape, opts TemplateOptions, mean, std []float32, meta [][2]string) ([]byte, error) {
 	g := onnxgraph.New(opts.Name)
 	g.SetDoc("Takt template anomaly model: score = max(BoxMean(|GaussianBlur(image) - mean| / std)), in standard deviations.")
 	dims := []int64{1, 1, int64(in.Height), int64(in.Width)}
@@ -487,16 +475,16 @@ func templateGraph(in InputShape, opts TemplateOptions, mean, std []float32, met
 }
 
 // templateMeta is the metadata of a trained template model.
-func templateMeta(opts TemplateOptions, in InputShape, threshold float64, images int) [][2]string {
+func templateMeta(opts TemplateOptions, in bundle.InputShape, threshold float64, images int) [][2]string {
 	return [][2]string{
-		{metaTask, "anomaly"},
-		{metaName, opts.Name},
-		{metaVersion, opts.Version},
-		{metaInput, in.String()},
-		{metaThreshold, strconv.FormatFloat(threshold, 'g', -1, 64)},
-		{metaTrainedImages, strconv.Itoa(images)},
-		{metaTrainedAt, opts.TrainedAt.UTC().Format(time.RFC3339)},
-		{metaMethod, fmt.Sprintf("template blur_sigma=%g lighting_sigma=%g min_std=%g pose_jitter=%g shift=%d map_smooth=%d margin=%g ignore=%v",
+		{bundle.MetaTask, "anomaly"},
+		{bundle.MetaName, opts.Name},
+		{bundle.MetaVersion, opts.Version},
+		{bundle.MetaInput, in.String()},
+		{bundle.MetaThreshold, strconv.FormatFloat(threshold, 'g', -1, 64)},
+		{bundle.MetaTrainedImages, strconv.Itoa(images)},
+		{bundle.MetaTrainedAt, opts.TrainedAt.UTC().Format(time.RFC3339)},
+		{bundle.MetaMethod, fmt.Sprintf("template blur_sigma=%g lighting_sigma=%g min_std=%g pose_jitter=%g shift=%d map_smooth=%d margin=%g ignore=%v",
 			opts.BlurSigma, opts.LightingSigma, opts.MinStd, opts.PoseJitter, opts.Shift, opts.MapSmooth, opts.Margin, opts.Ignore)},
 	}
 }
@@ -509,7 +497,7 @@ func templateMeta(opts TemplateOptions, in InputShape, threshold float64, images
 // with s the sample std (0 for one image) and grad the central-difference gradient of the
 // mean image: a shift of the part by jitter pixels changes a pixel by about
 // jitter*|grad mean|.
-func pixelStats(blurred [][]float32, in InputShape, use func(i int) bool, minStd, jitter float64) (mean, std []float32) {
+func pixelStats(blurred [][]float32, in bundle.InputShape, use func(i int) bool, minStd, jitter float64) (mean, std []float32) {
 	n := len(blurred[0])
 	sum := make([]float64, n)
 	sq := make([]float64, n)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
 	ort "github.com/yalue/onnxruntime_go"
 )
 
@@ -79,7 +80,7 @@ func scoreWith(data []byte, opts RuntimeOptions, xs [][]float32, use func(int) b
 }
 
 // blurAll runs the template model's blur in ONNX Runtime on every input.
-func blurAll(in InputShape, opts TemplateOptions, xs [][]float32) ([][]float32, error) {
+func blurAll(in bundle.InputShape, opts TemplateOptions, xs [][]float32) ([][]float32, error) {
 	data, err := blurGraph(in, opts)
 	if err != nil {
 		return nil, err

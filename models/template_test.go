@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
+	"github.com/takt-edge/takt/models/onnxpb"
+	"google.golang.org/protobuf/proto"
 )
 
 var trainedAt = time.Date(2025, 3, 14, 9, 26, 53, 0, time.UTC)
@@ -90,7 +93,7 @@ func TestTrainTemplateSeparatesGoodFromDefects(t *testing.T) {
 
 func TestTrainTemplateMetadata(t *testing.T) {
 	_, m := trainedFixture(t)
-	h, err := inspectModel(m.ONNX)
+	h, err := bundle.InspectModel(m.ONNX)
 	if err != nil {
 		t.Fatalf("inspectModel: %v", err)
 	}
@@ -104,15 +107,19 @@ func TestTrainTemplateMetadata(t *testing.T) {
 		"takt.trained_at":     "2025-03-14T09:26:53Z",
 	}
 	for k, v := range want {
-		if got := h.meta[k]; got != v {
+		if got := h.Meta()[k]; got != v {
 			t.Errorf("metadata %s: got %q, want %q", k, got, v)
 		}
 	}
-	if got := (InputShape{1, 96, 128}); m.Input != got {
+	if got := (bundle.InputShape{Channels: 1, Height: 96, Width: 128}); m.Input != got {
 		t.Errorf("input: got %v, want %v", m.Input, got)
 	}
-	if h.graphName != "bracket" || h.irVersion != 8 {
-		t.Errorf("graph name %q, IR version %d: want bracket, 8", h.graphName, h.irVersion)
+	var mp onnxpb.ModelProto
+	if err := proto.Unmarshal(m.ONNX, &mp); err != nil {
+		t.Fatalf("unmarshal model: %v", err)
+	}
+	if mp.GetGraph().GetName() != "bracket" || mp.GetIrVersion() != 8 {
+		t.Errorf("graph name %q, IR version %d: want bracket, 8", mp.GetGraph().GetName(), mp.GetIrVersion())
 	}
 	hi := 0.0
 	for _, s := range m.GoodScores {
@@ -147,7 +154,7 @@ func TestTrainTemplateSmallSets(t *testing.T) {
 			if m.Folds != tt.wantFolds {
 				t.Errorf("folds: got %d, want %d", m.Folds, tt.wantFolds)
 			}
-			if m.Input != (InputShape{1, 48, 64}) {
+			if m.Input != (bundle.InputShape{Channels: 1, Height: 48, Width: 64}) {
 				t.Errorf("input: got %v, want 1x48x64", m.Input)
 			}
 			if !(m.Threshold >= MinThreshold) {
@@ -254,13 +261,13 @@ func TestPixelStats(t *testing.T) {
 	}
 	// Two pixels, three images used, a fourth ignored; no jitter term.
 	blurred := [][]float32{{0.5, 0.1}, {0.5, 0.3}, {0.5, 0.5}, {9, 9}}
-	mean, std := pixelStats(blurred, InputShape{1, 1, 2}, func(i int) bool { return i < 3 }, 0.02, 0)
+	mean, std := pixelStats(blurred, bundle.InputShape{Channels: 1, Height: 1, Width: 2}, func(i int) bool { return i < 3 }, 0.02, 0)
 	if !near(mean, 0.5, 0.3) || !near(std, 0.02, 0.2) {
 		t.Errorf("mean, std: got %v, %v, want [0.5 0.3], [0.02 (floor) 0.2]", mean, std)
 	}
 	// A ramp, identical images: std is the floor combined with jitter * gradient.
 	ramp := [][]float32{{0, 0.5, 1}, {0, 0.5, 1}}
-	_, std = pixelStats(ramp, InputShape{1, 1, 3}, func(int) bool { return true }, 0.02, 2)
+	_, std = pixelStats(ramp, bundle.InputShape{Channels: 1, Height: 1, Width: 3}, func(int) bool { return true }, 0.02, 2)
 	if !near(std, math.Sqrt(0.0004+4*0.0625), math.Sqrt(0.0004+4*0.25), math.Sqrt(0.0004+4*0.0625)) {
 		t.Errorf("std of a ramp with jitter 2: got %v, want sqrt(0.02^2 + 2^2 * gradient^2) with gradients 0.25, 0.5, 0.25", std)
 	}

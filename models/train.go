@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // Trainer methods of TrainOptions.Method.
@@ -51,7 +52,7 @@ type TrainOptions struct {
 	Template  TemplateOptions
 	PatchCore PatchCoreOptions
 	// Ignore lists regions the model must not judge, as fractions of the frame.
-	Ignore []Region
+	Ignore []bundle.Region
 	// MinHeadDefects is how many labeled defects it takes to train the supervised head;
 	// default 10; negative: never.
 	MinHeadDefects int
@@ -204,7 +205,7 @@ func trainPlan(set TrainSet, opts TrainOptions) (TrainOptions, error) {
 			return opts, fmt.Errorf("train: %w", err)
 		}
 		opts.PatchCore.bb = bb
-		_, sizeErr := comboFilterBankOptions(opts.PatchCore, InputShape{Channels: 1, Height: bb.inH, Width: bb.inW})
+		_, sizeErr := comboFilterBankOptions(opts.PatchCore, bundle.InputShape{Channels: 1, Height: bb.inH, Width: bb.inW})
 		if !opts.WithFilterBank && !opts.BackboneAlone && sizeErr == nil && opts.MinHeadDefects > 0 && len(set.Defects) >= opts.MinHeadDefects {
 			opts.WithFilterBank = true
 		}
@@ -240,7 +241,7 @@ func trainPlan(set TrainSet, opts TrainOptions) (TrainOptions, error) {
 	}
 	for _, o := range []struct {
 		name, version *string
-		ignore        *[]Region
+		ignore        *[]bundle.Region
 		threads       *int
 		at            *time.Time
 	}{

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
 	ort "github.com/yalue/onnxruntime_go"
 )
 
@@ -182,7 +183,7 @@ func goodAlignment(good []camera.Frame) (float64, error) {
 		good = good[:alignMaxImages]
 	}
 	h := max(8, int(math.Round(float64(alignWidth)*float64(good[0].Height)/float64(good[0].Width))))
-	xs, err := preprocessGood("alignment", good, InputShape{Channels: 1, Height: h, Width: alignWidth})
+	xs, err := preprocessGood("alignment", good, bundle.InputShape{Channels: 1, Height: h, Width: alignWidth})
 	if err != nil {
 		return 0, err
 	}
@@ -229,11 +230,11 @@ func ensembleOf(tm, pm *TrainedModel, opts TrainOptions) (*TrainedModel, error) 
 		return nil, fmt.Errorf("train ensemble: template input %s and patchcore input %s differ", tm.Input, pm.Input)
 	}
 	methodOf := func(m *TrainedModel) string {
-		h, err := inspectModel(m.ONNX)
+		h, err := bundle.InspectModel(m.ONNX)
 		if err != nil {
 			return m.Method
 		}
-		return h.meta[metaMethod]
+		return h.Meta()[bundle.MetaMethod]
 	}
 	final := func(threshold float64) ([]byte, error) {
 		meta := ensembleMeta(opts.Name, opts.Version, tm.Input, threshold, len(tm.GoodScores), opts.TrainedAt.UTC().Format(time.RFC3339),
@@ -299,7 +300,7 @@ func pseudoAUROC(ctx context.Context, meth string, good []camera.Frame, opts Tra
 }
 
 // scoreRaw scores frames with model data as Runtime.Infer would.
-func scoreRaw(data []byte, in InputShape, threads int, frames []camera.Frame) ([]float64, error) {
+func scoreRaw(data []byte, in bundle.InputShape, threads int, frames []camera.Frame) ([]float64, error) {
 	xs, err := preprocessGood("scoring", frames, in)
 	if err != nil {
 		return nil, err
@@ -353,7 +354,7 @@ func trainPatchCoreHead(ctx context.Context, good []camera.Frame, labeled []Labe
 		bank := buildBank(feats, h, w, d, func(int) bool { return true }, po)
 		meta := patchCoreMeta(po, in, threshold, len(good), bank.size())
 		for i := range meta {
-			if meta[i][0] == metaMethod {
+			if meta[i][0] == bundle.MetaMethod {
 				meta[i][1] += fmt.Sprintf(" head=logistic defects=%d kinds=%s lambda=%g", len(defects), strings.Join(head.kinds, ","), opts.HeadLambda)
 			}
 		}
@@ -391,7 +392,7 @@ func headKinds(nGood int, labeled []LabeledFrame) (defects []camera.Frame, kinds
 // defect ds with folds fold models: graph(use) builds the model whose banks hold the good
 // images i with use(i), and a fold's model scores the good images and the share of the
 // defects it left out, so no row comes from a bank that saw its image.
-func foldHeadRows(ctx context.Context, xs, ds [][]float32, folds int, in InputShape, threads, dim int,
+func foldHeadRows(ctx context.Context, xs, ds [][]float32, folds int, in bundle.InputShape, threads, dim int,
 	progress func(step string, done, total int), graph func(use func(int) bool) ([]byte, error)) ([][]float32, error) {
 	all := append(append([][]float32(nil), xs...), ds...)
 	rows := make([][]float32, len(all))
@@ -512,13 +513,13 @@ func foldAUROC(scores []float64, labels []bool, folds int) float64 {
 
 // runOutput runs data on every input with use(i) and copies its output out (size floats)
 // into dst[i].
-func runOutput(data []byte, in InputShape, threads int, out string, size int, xs [][]float32, use func(int) bool, dst [][]float32) error {
+func runOutput(data []byte, in bundle.InputShape, threads int, out string, size int, xs [][]float32, use func(int) bool, dst [][]float32) error {
 	return runOutputs(data, in, threads, []string{out}, [][]int64{{1, int64(size)}}, xs, use, [][][]float32{dst})
 }
 
 // runOutputs runs data on every input with use(i) and copies each output outs[j]
 // (of shapes[j]) into dst[j][i].
-func runOutputs(data []byte, in InputShape, threads int, outs []string, shapes [][]int64, xs [][]float32, use func(int) bool, dst [][][]float32) error {
+func runOutputs(data []byte, in bundle.InputShape, threads int, outs []string, shapes [][]int64, xs [][]float32, use func(int) bool, dst [][][]float32) error {
 	x, err := ort.NewEmptyTensor[float32](ort.NewShape(1, 1, int64(in.Height), int64(in.Width)))
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 func TestFitHeadSeparates(t *testing.T) {
@@ -98,7 +99,7 @@ func TestTrainOptionsErrors(t *testing.T) {
 			t.Errorf("%s: trainPlan error %v, want one containing %q", tt.name, err, tt.want)
 		}
 	}
-	o, err := trainPlan(TrainSet{Good: good}, TrainOptions{Name: "n", Ignore: []Region{{X0: 0, Y0: 0, X1: 0.5, Y1: 0.5}}})
+	o, err := trainPlan(TrainSet{Good: good}, TrainOptions{Name: "n", Ignore: []bundle.Region{{X0: 0, Y0: 0, X1: 0.5, Y1: 0.5}}})
 	if err != nil {
 		t.Fatal(err)
 	}

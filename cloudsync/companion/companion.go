@@ -20,7 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/takt-edge/takt/cloudsync"
-	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // ErrBusy: the model already has a queued or running job.
@@ -36,7 +36,7 @@ type Companion struct {
 	log      zerolog.Logger
 	bucket   *cloudsync.Bucket
 	key      ed25519.PrivateKey
-	keys     models.TrustedKeys
+	keys     bundle.TrustedKeys
 	trainers map[string]map[string]Trainer // model -> experiment -> trainer
 	index    *index
 	jobs     *jobStore
@@ -69,11 +69,11 @@ func New(cfg Config, log zerolog.Logger) (*Companion, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	key, err := models.ReadPrivateKey(cfg.SigningKey)
+	key, err := bundle.ReadPrivateKey(cfg.SigningKey)
 	if err != nil {
 		return nil, fmt.Errorf("signing_key: %w", err)
 	}
-	keys := models.TrustedKeys{}
+	keys := bundle.TrustedKeys{}
 	keys.Add(key.Public().(ed25519.PublicKey))
 	bucket, err := cloudsync.OpenBucket(cfg.S3.syncConfig())
 	if err != nil {

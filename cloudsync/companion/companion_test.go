@@ -18,6 +18,7 @@ import (
 	"github.com/takt-edge/takt/camera/synth"
 	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 var day = time.Date(2026, 11, 20, 8, 0, 0, 0, time.UTC)
@@ -331,8 +332,8 @@ func TestTrainPromoteAnnounceAndRefuseWorse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, _ := models.LoadTrustedKeys(cfg.SigningKey + ".pub")
-	b, err := models.ReadBundle(bytes.NewReader(data), pub)
+	pub, _ := bundle.LoadTrustedKeys(cfg.SigningKey + ".pub")
+	b, err := bundle.ReadBundle(bytes.NewReader(data), pub)
 	if err != nil {
 		t.Fatalf("bundle does not verify: %v", err)
 	}

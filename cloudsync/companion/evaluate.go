@@ -13,6 +13,7 @@ import (
 
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // Score is a model's result on a job's validation set.
@@ -74,8 +75,8 @@ func compareScores(a, b Score) int {
 
 // evaluateBundle runs a signed bundle on the validation folder (good/ and
 // defect/) on the CPU and scores it.
-func evaluateBundle(ctx context.Context, bundle []byte, keys models.TrustedKeys, val string) (Score, error) {
-	b, err := models.ReadBundle(bytes.NewReader(bundle), keys)
+func evaluateBundle(ctx context.Context, data []byte, keys bundle.TrustedKeys, val string) (Score, error) {
+	b, err := bundle.ReadBundle(bytes.NewReader(data), keys)
 	if err != nil {
 		return Score{}, err
 	}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/takt-edge/takt/agent"
 	"github.com/takt-edge/takt/agent/store"
-	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 const configUsage = `usage:
@@ -80,7 +80,7 @@ func configRun(cmd, path, out string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	if err := models.WriteFileAtomicLike(out, migrated, fi); err != nil {
+	if err := bundle.WriteFileAtomicLike(out, migrated, fi); err != nil {
 		return fmt.Errorf("config migrate: %w", err)
 	}
 	fmt.Fprintf(stdout, "config %s: %s, written to %s\n", path, change, out)

@@ -22,7 +22,7 @@ import (
 	"github.com/takt-edge/takt/agent"
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/firmware"
-	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 const firmwareUsage = `usage: takt firmware <command> [flags]
@@ -73,12 +73,12 @@ func keyFlag(fs *flag.FlagSet, keyFiles *[]string) {
 	})
 }
 
-func loadKeys(fs *flag.FlagSet, keyFiles []string) (models.TrustedKeys, error) {
+func loadKeys(fs *flag.FlagSet, keyFiles []string) (bundle.TrustedKeys, error) {
 	if len(keyFiles) == 0 {
 		fs.Usage()
 		return nil, fmt.Errorf("%s: give at least one --key KEYFILE.pub", fs.Name())
 	}
-	return models.LoadTrustedKeys(keyFiles...)
+	return bundle.LoadTrustedKeys(keyFiles...)
 }
 
 func cmdFirmwarePack(args []string, stdout, stderr io.Writer) error {
@@ -134,7 +134,7 @@ func cmdFirmwarePack(args []string, stdout, stderr io.Writer) error {
 	var k ed25519.PrivateKey
 	if *key != "" {
 		var err error
-		if k, err = models.ReadPrivateKey(*key); err != nil {
+		if k, err = bundle.ReadPrivateKey(*key); err != nil {
 			return err
 		}
 	}
@@ -142,7 +142,7 @@ func cmdFirmwarePack(args []string, stdout, stderr io.Writer) error {
 	if err := firmware.BuildRelease(&buf, m, files, k); err != nil {
 		return err
 	}
-	if err := models.WriteFileAtomic(fs.Arg(0), buf.Bytes()); err != nil {
+	if err := bundle.WriteFileAtomic(fs.Arg(0), buf.Bytes()); err != nil {
 		return err
 	}
 	state := "unsigned (run takt firmware sign)"
@@ -165,7 +165,7 @@ func cmdFirmwareSign(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errors.New("firmware sign: --key is required")
 	}
-	k, err := models.ReadPrivateKey(*key)
+	k, err := bundle.ReadPrivateKey(*key)
 	if err != nil {
 		return err
 	}
@@ -181,11 +181,11 @@ func cmdFirmwareSign(args []string, stdout, stderr io.Writer) error {
 	if dst == "" {
 		dst = fs.Arg(0)
 	}
-	if err := models.WriteFileAtomic(dst, buf.Bytes()); err != nil {
+	if err := bundle.WriteFileAtomic(dst, buf.Bytes()); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "sign: %s: release %s signed by key %s (rollback %v)\n", dst, rel.Manifest.Version,
-		models.KeyID(k.Public().(ed25519.PublicKey)), rel.Manifest.Rollback || *rollback)
+		bundle.KeyID(k.Public().(ed25519.PublicKey)), rel.Manifest.Rollback || *rollback)
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
@@ -58,11 +59,11 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errors.New("model train: --data and --out are required")
 	}
-	bundle := strings.HasSuffix(*out, ".tar")
-	if bundle && *key == "" {
+	signed := strings.HasSuffix(*out, ".tar")
+	if signed && *key == "" {
 		return errors.New("model train: --out " + *out + " is a bundle: give --key KEYFILE to sign it (takt model keygen)")
 	}
-	if !bundle && !strings.HasSuffix(*out, ".onnx") {
+	if !signed && !strings.HasSuffix(*out, ".onnx") {
 		return errors.New("model train: --out must end in .onnx (plain model) or .tar (signed bundle)")
 	}
 	var bbOpts models.BackboneOptions
@@ -75,9 +76,9 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 		return errors.New("model train: --layer, --backbone-mean, --backbone-std, --with-filter-bank and --backbone-alone need --backbone FILE.onnx")
 	}
 	var priv ed25519.PrivateKey
-	if bundle {
+	if signed {
 		var err error
-		if priv, err = models.ReadPrivateKey(*key); err != nil {
+		if priv, err = bundle.ReadPrivateKey(*key); err != nil {
 			return err
 		}
 	}
@@ -118,7 +119,7 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if bundle {
+	if signed {
 		if err := writeTrainedBundle(*out, tm, good, *goldenN, *dataset, priv); err != nil {
 			return err
 		}
@@ -257,14 +258,14 @@ func formatMetrics(m map[string]float64) string {
 }
 
 // parseRegions turns "x0,y0,x1,y1" pixel rectangles of a w x h image into frame fractions.
-func parseRegions(specs []string, w, h int) ([]models.Region, error) {
-	var out []models.Region
+func parseRegions(specs []string, w, h int) ([]bundle.Region, error) {
+	var out []bundle.Region
 	for _, s := range specs {
 		var x0, y0, x1, y1 float64
 		if n, err := fmt.Sscanf(s, "%g,%g,%g,%g", &x0, &y0, &x1, &y1); n != 4 || err != nil {
 			return nil, fmt.Errorf("--ignore %q: want x0,y0,x1,y1 in pixels", s)
 		}
-		r := models.Region{X0: x0 / float64(w), Y0: y0 / float64(h), X1: x1 / float64(w), Y1: y1 / float64(h)}
+		r := bundle.Region{X0: x0 / float64(w), Y0: y0 / float64(h), X1: x1 / float64(w), Y1: y1 / float64(h)}
 		if !r.Valid() {
 			return nil, fmt.Errorf("--ignore %q: not a rectangle inside the %dx%d training images", s, w, h)
 		}
@@ -304,7 +305,7 @@ func writeTrainedBundle(path string, tm *models.TrainedModel, good []camera.Fram
 	m.Dataset = dataset
 	files := map[string][]byte{}
 	if n > 0 {
-		m.Golden = &models.GoldenSet{}
+		m.Golden = &bundle.GoldenSet{}
 		for i, f := range good[:min(n, len(good))] {
 			png, err := camera.Encode(f, "png", 0)
 			if err != nil {
@@ -312,10 +313,10 @@ func writeTrainedBundle(path string, tm *models.TrainedModel, good []camera.Fram
 			}
 			name := fmt.Sprintf("golden/%04d.png", i+1)
 			files[name] = png
-			m.Golden.Cases = append(m.Golden.Cases, models.GoldenCase{File: name, Score: tm.TrainScores[i]})
+			m.Golden.Cases = append(m.Golden.Cases, bundle.GoldenCase{File: name, Score: tm.TrainScores[i]})
 		}
 	}
-	return models.WriteBundleFile(path, m, tm.ONNX, files, key)
+	return bundle.WriteBundleFile(path, m, tm.ONNX, files, key)
 }
 
 func cmdModelKeygen(args []string, stdout, stderr io.Writer) error {
@@ -328,11 +329,11 @@ func cmdModelKeygen(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errors.New("model keygen: --out is required")
 	}
-	pub, err := models.WriteKeyPair(*out)
+	pub, err := bundle.WriteKeyPair(*out)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "keygen: private key %s (keep it secret), public key %s.pub, key id %s\n", *out, *out, models.KeyID(pub))
+	fmt.Fprintf(stdout, "keygen: private key %s (keep it secret), public key %s.pub, key id %s\n", *out, *out, bundle.KeyID(pub))
 	return nil
 }
 
@@ -354,7 +355,7 @@ func cmdModelSign(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var m models.Manifest
+	var m bundle.Manifest
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&m); err != nil {
@@ -380,15 +381,15 @@ func cmdModelSign(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}
-	priv, err := models.ReadPrivateKey(*key)
+	priv, err := bundle.ReadPrivateKey(*key)
 	if err != nil {
 		return err
 	}
-	if err := models.WriteBundleFile(*out, m, onnx, files, priv); err != nil {
+	if err := bundle.WriteBundleFile(*out, m, onnx, files, priv); err != nil {
 		return fmt.Errorf("model sign: %w", err)
 	}
 	fmt.Fprintf(stdout, "sign: wrote %s (%s %s, %d golden files, key id %s)\n", *out, m.Name, m.Version, len(files),
-		models.KeyID(priv.Public().(ed25519.PublicKey)))
+		bundle.KeyID(priv.Public().(ed25519.PublicKey)))
 	return nil
 }
 
@@ -407,11 +408,11 @@ func cmdModelVerify(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errors.New("model verify: give at least one --key KEYFILE.pub")
 	}
-	keys, err := models.LoadTrustedKeys(keyFiles...)
+	keys, err := bundle.LoadTrustedKeys(keyFiles...)
 	if err != nil {
 		return err
 	}
-	b, err := models.OpenBundle(fs.Arg(0), keys)
+	b, err := bundle.OpenBundle(fs.Arg(0), keys)
 	if err != nil {
 		return err
 	}
@@ -450,7 +451,7 @@ func cmdModelInspect(args []string, stdout, stderr io.Writer) error {
 	}
 	var info models.Info
 	if strings.HasSuffix(path, ".tar") {
-		b, err := models.InspectBundle(path)
+		b, err := bundle.InspectBundle(path)
 		if err != nil {
 			return err
 		}

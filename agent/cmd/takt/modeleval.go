@@ -20,6 +20,7 @@ import (
 
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // evalCase is one scored image of takt model eval.
@@ -59,7 +60,7 @@ func cmdModelEval(args []string, stdout, stderr io.Writer) error {
 	}
 	defer rt.Close()
 	info := rt.Info()
-	if info.Task != models.TaskAnomaly && info.Task != "" {
+	if info.Task != bundle.TaskAnomaly && info.Task != "" {
 		return fmt.Errorf("model eval: %s is a %s model: want an anomaly model", *bundlePath, info.Task)
 	}
 	if info.Threshold <= 0 {
@@ -125,16 +126,16 @@ func openModel(path string, keyFiles []string) (*models.Runtime, error) {
 	if !strings.HasSuffix(path, ".tar") {
 		return models.LoadRuntime(path, opts)
 	}
-	var b *models.Bundle
+	var b *bundle.Bundle
 	var err error
 	if len(keyFiles) > 0 {
-		keys, kerr := models.LoadTrustedKeys(keyFiles...)
+		keys, kerr := bundle.LoadTrustedKeys(keyFiles...)
 		if kerr != nil {
 			return nil, kerr
 		}
-		b, err = models.OpenBundle(path, keys)
+		b, err = bundle.OpenBundle(path, keys)
 	} else {
-		b, err = models.InspectBundle(path)
+		b, err = bundle.InspectBundle(path)
 	}
 	if err != nil {
 		return nil, err

@@ -1,4 +1,4 @@
-package models
+package bundle
 
 import (
 	"fmt"
@@ -11,19 +11,19 @@ import (
 
 // Metadata keys (ONNX metadata_props) Takt writes into its models and reads back.
 const (
-	metaTask          = "takt.task"           // "anomaly" | "classification"
-	metaName          = "takt.name"           // model name
-	metaVersion       = "takt.version"        // model version, semantic
-	metaInput         = "takt.input"          // InputShape.String()
-	metaThreshold     = "takt.threshold"      // score above it is anomalous; "0" or absent: config decides
-	metaTrainedImages = "takt.trained_images" // number of good images
-	metaTrainedAt     = "takt.trained_at"     // RFC 3339 UTC
-	metaMethod        = "takt.method"         // how the model was made, with its parameters
+	MetaTask          = "takt.task"           // "anomaly" | "classification"
+	MetaName          = "takt.name"           // model name
+	MetaVersion       = "takt.version"        // model version, semantic
+	MetaInput         = "takt.input"          // InputShape.String()
+	MetaThreshold     = "takt.threshold"      // score above it is anomalous; "0" or absent: config decides
+	MetaTrainedImages = "takt.trained_images" // number of good images
+	MetaTrainedAt     = "takt.trained_at"     // RFC 3339 UTC
+	MetaMethod        = "takt.method"         // how the model was made, with its parameters
 )
 
-// modelHeader is what Takt needs to know about an ONNX file before running it: read with
+// ModelHeader is what Takt needs to know about an ONNX file before running it: read with
 // protowire so that weights (initializers, nodes) are skipped, not copied.
-type modelHeader struct {
+type ModelHeader struct {
 	irVersion    int64
 	modelVersion int64
 	graphName    string
@@ -32,6 +32,12 @@ type modelHeader struct {
 	meta         map[string]string
 	opset        int64 // ai.onnx opset import; 0 when the model imports none
 }
+
+// Opset is the model's ai.onnx opset import; 0 when it imports none.
+func (h *ModelHeader) Opset() int64 { return h.opset }
+
+// Meta is the model's metadata_props (takt.* keys among them); the caller must not modify it.
+func (h *ModelHeader) Meta() map[string]string { return h.meta }
 
 // valueSpec is one graph input or output. dims holds -1 for a dynamic or unknown dim.
 type valueSpec struct {
@@ -71,13 +77,13 @@ func elemName(t onnxpb.TensorProto_DataType) string {
 	return onnxpb.TensorProto_DataType_name[int32(t)]
 }
 
-// inspectModel reads the header of a serialized ONNX ModelProto. Errors wrap
+// InspectModel reads the header of a serialized ONNX ModelProto. Errors wrap
 // ErrInvalidModel.
-func inspectModel(data []byte) (*modelHeader, error) {
+func InspectModel(data []byte) (*ModelHeader, error) {
 	if len(data) == 0 {
 		return nil, fmt.Errorf("%w: empty file", ErrInvalidModel)
 	}
-	h := &modelHeader{meta: map[string]string{}}
+	h := &ModelHeader{meta: map[string]string{}}
 	var graph []byte
 	haveGraph := false
 	err := walkFields(data, func(num protowire.Number, typ protowire.Type, v uint64, b []byte) error {

@@ -1,6 +1,6 @@
 //go:build cgo
 
-package models
+package bundle
 
 import (
 	"crypto/ed25519"

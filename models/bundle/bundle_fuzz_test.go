@@ -1,4 +1,4 @@
-package models
+package bundle
 
 import (
 	"bytes"
@@ -10,7 +10,7 @@ import (
 
 // Outside input: manifests and bundle tars must never panic, only fail with an error.
 func FuzzParseManifest(f *testing.F) {
-	f.Add([]byte(`{"format":"takt-bundle/1","name":"a","version":"1.0.0","task":"anomaly","input":{"layout":"NCHW","color":"gray"},"outputs":{"score":"score"},"thresholds":{"fail":1},"opset":17,"files":{"model.onnx":"` + sha256Hex64(nil) + `"}}`))
+	f.Add([]byte(`{"format":"takt-bundle/1","name":"a","version":"1.0.0","task":"anomaly","input":{"layout":"NCHW","color":"gray"},"outputs":{"score":"score"},"thresholds":{"fail":1},"opset":17,"files":{"model.onnx":"` + SHA256Hex(nil) + `"}}`))
 	f.Add([]byte(`{"rois":[{"name":"a","x0":0,"y0":0,"x1":2,"y1":1}],"golden":{"cases":[]}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := ParseManifest(data)

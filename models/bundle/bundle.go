@@ -1,4 +1,4 @@
-package models
+package bundle
 
 import (
 	"archive/tar"
@@ -182,12 +182,12 @@ func writeNew(path string, data []byte, mode os.FileMode) error {
 // (paths such as golden/001.png), validates m against the model, signs it with key and
 // writes the tar to w: manifest.json, model.onnx, the extra files in name order, signature.
 func BuildBundle(w io.Writer, m Manifest, onnx []byte, files map[string][]byte, key ed25519.PrivateKey) error {
-	m.Files = map[string]string{modelFile: sha256Hex64(onnx)}
+	m.Files = map[string]string{modelFile: SHA256Hex(onnx)}
 	for name, data := range files {
 		if name == modelFile || name == manifestFile || name == signatureFile {
 			return fmt.Errorf("bundle: extra file %q has a reserved name", name)
 		}
-		m.Files[name] = sha256Hex64(data)
+		m.Files[name] = SHA256Hex(data)
 	}
 	if m.Format == "" {
 		m.Format = BundleFormat
@@ -195,11 +195,11 @@ func BuildBundle(w io.Writer, m Manifest, onnx []byte, files map[string][]byte, 
 	if err := m.Validate(); err != nil {
 		return err
 	}
-	h, err := inspectModel(onnx)
+	h, err := InspectModel(onnx)
 	if err != nil {
 		return fmt.Errorf("bundle: model.onnx: %w", err)
 	}
-	if _, err := manifestSpec(h, &m); err != nil {
+	if _, err := ManifestSpec(h, &m); err != nil {
 		return fmt.Errorf("bundle: model.onnx does not match the manifest: %w", err)
 	}
 	manifest, err := json.MarshalIndent(&m, "", "  ")
@@ -231,7 +231,7 @@ func WriteBundleFile(path string, m Manifest, onnx []byte, files map[string][]by
 	return WriteFileAtomic(path, buf.Bytes())
 }
 
-func sha256Hex64(data []byte) string {
+func SHA256Hex(data []byte) string {
 	sum := sha256.Sum256(data)
 	return hex.EncodeToString(sum[:])
 }
@@ -314,7 +314,7 @@ func readBundle(r io.Reader, keys TrustedKeys, verify bool) (*Bundle, error) {
 		if !listed {
 			return nil, fmt.Errorf("%w: %s is in the bundle but not listed in the manifest", ErrBadBundle, name)
 		}
-		if got := sha256Hex64(data); got != want {
+		if got := SHA256Hex(data); got != want {
 			return nil, fmt.Errorf("%w: %s: sha256 %s, manifest says %s", ErrBadBundle, name, got, want)
 		}
 		if name == modelFile {
@@ -328,11 +328,11 @@ func readBundle(r io.Reader, keys TrustedKeys, verify bool) (*Bundle, error) {
 			return nil, fmt.Errorf("%w: %s is listed in the manifest but missing from the bundle", ErrBadBundle, name)
 		}
 	}
-	h, err := inspectModel(b.ONNX)
+	h, err := InspectModel(b.ONNX)
 	if err != nil {
 		return nil, fmt.Errorf("model.onnx: %w", err)
 	}
-	if _, err := manifestSpec(h, m); err != nil {
+	if _, err := ManifestSpec(h, m); err != nil {
 		return nil, fmt.Errorf("model.onnx: %w", err)
 	}
 	return b, nil

@@ -1,4 +1,4 @@
-package models
+package bundle
 
 import (
 	"errors"
@@ -27,15 +27,15 @@ func FuzzInspectModel(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte("\x08\x08:\x00"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		h, err := inspectModel(data)
+		h, err := InspectModel(data)
 		if err != nil {
 			if !errors.Is(err, ErrInvalidModel) {
-				t.Fatalf("inspectModel error %v does not wrap ErrInvalidModel", err)
+				t.Fatalf("InspectModel error %v does not wrap ErrInvalidModel", err)
 			}
 			return
 		}
-		if _, err := runSpecOf(h, "score", "anomaly_map"); err != nil && !errors.Is(err, ErrUnsupportedModel) {
-			t.Fatalf("runSpecOf error %v does not wrap ErrUnsupportedModel", err)
+		if _, err := RunSpecOf(h, "score", "anomaly_map"); err != nil && !errors.Is(err, ErrUnsupportedModel) {
+			t.Fatalf("RunSpecOf error %v does not wrap ErrUnsupportedModel", err)
 		}
 	})
 }

@@ -1,4 +1,4 @@
-package models
+package bundle
 
 import (
 	"fmt"
@@ -9,43 +9,43 @@ import (
 	"github.com/takt-edge/takt/models/onnxpb"
 )
 
-// runSpec is how a Runtime runs a model, derived from its header and, for a bundle, its
+// RunSpec is how a Runtime runs a model, derived from its header and, for a bundle, its
 // manifest.
-type runSpec struct {
-	inputName string
-	input     InputShape // what is fed: channels, height, width
-	inDims    []int64    // the input tensor: [1,C,H,W] or [1,H,W,C]
-	nhwc      bool
-	color     string     // ColorGray, ColorRGB or ColorBGR
-	mean, std [3]float64 // per tensor channel
-	resize    string     // ResizeStretch, ResizeCrop or ResizeLetterbox
+type RunSpec struct {
+	InputName string
+	Input     InputShape // what is fed: channels, height, width
+	InDims    []int64    // the input tensor: [1,C,H,W] or [1,H,W,C]
+	NHWC      bool
+	Color     string     // ColorGray, ColorRGB or ColorBGR
+	Mean, Std [3]float64 // per tensor channel
+	Resize    string     // ResizeStretch, ResizeCrop or ResizeLetterbox
 
-	task      string
-	scoreName string
-	scoreDims []int64 // dynamic (batch) dims set to 1
-	labels    []string
-	okIndex   int
-	softmax   bool
-	mapName   string  // "" without an anomaly map
-	mapDims   []int64 // [1,1,h,w] or [1,h,w]
-	mapH      int
-	mapW      int
+	Task      string
+	ScoreName string
+	ScoreDims []int64 // dynamic (batch) dims set to 1
+	Labels    []string
+	OKIndex   int
+	Softmax   bool
+	MapName   string  // "" without an anomaly map
+	MapDims   []int64 // [1,1,h,w] or [1,h,w]
+	MapH      int
+	MapW      int
 
-	name      string
-	version   string
-	threshold float64
-	rois      []ROI
-	opset     int64
+	Name      string
+	Version   string
+	Threshold float64
+	ROIs      []ROI
+	Opset     int64
 }
 
-// classes is the number of class scores of a classifier, 0 for an anomaly model.
-func (s *runSpec) classes() int { return len(s.labels) }
+// Classes is the number of class scores of a classifier, 0 for an anomaly model.
+func (s *RunSpec) Classes() int { return len(s.Labels) }
 
 func unsupported(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrUnsupportedModel}, args...)...)
 }
 
-func checkOpset(h *modelHeader) error {
+func checkOpset(h *ModelHeader) error {
 	if h.opset < MinOpset || h.opset > MaxOpset {
 		if h.opset == 0 {
 			return unsupported("the model imports no ai.onnx opset")
@@ -55,12 +55,12 @@ func checkOpset(h *modelHeader) error {
 	return nil
 }
 
-// runSpecOf checks that Takt can run a plain ONNX model (no manifest) and how: one float32
+// RunSpecOf checks that Takt can run a plain ONNX model (no manifest) and how: one float32
 // NCHW input [1,1,H,W] (gray) or [1,3,H,W] (RGB) with fixed C, H and W (a dynamic batch dim
 // is fed as 1), pixels scaled to 0..1, an anomaly score output scoreOutput (an anomalib
 // export's pred_score when the model has no output "score") and optionally an anomaly map.
 // Errors wrap ErrUnsupportedModel.
-func runSpecOf(h *modelHeader, scoreOutput, mapOutput string) (*runSpec, error) {
+func RunSpecOf(h *ModelHeader, scoreOutput, mapOutput string) (*RunSpec, error) {
 	if len(h.inputs) != 1 {
 		return nil, unsupported("%d inputs, want exactly 1 image input", len(h.inputs))
 	}
@@ -79,48 +79,48 @@ func runSpecOf(h *modelHeader, scoreOutput, mapOutput string) (*runSpec, error) 
 	if err := checkOpset(h); err != nil {
 		return nil, err
 	}
-	s := &runSpec{
-		inputName: in.name,
-		input:     InputShape{Channels: int(in.dims[1]), Height: int(in.dims[2]), Width: int(in.dims[3])},
-		color:     ColorGray,
-		std:       [3]float64{1, 1, 1},
-		resize:    ResizeStretch,
-		task:      h.meta[metaTask],
-		name:      h.graphName,
-		opset:     h.opset,
+	s := &RunSpec{
+		InputName: in.name,
+		Input:     InputShape{Channels: int(in.dims[1]), Height: int(in.dims[2]), Width: int(in.dims[3])},
+		Color:     ColorGray,
+		Std:       [3]float64{1, 1, 1},
+		Resize:    ResizeStretch,
+		Task:      h.meta[MetaTask],
+		Name:      h.graphName,
+		Opset:     h.opset,
 	}
-	if s.input.Channels == 3 {
-		s.color = ColorRGB
+	if s.Input.Channels == 3 {
+		s.Color = ColorRGB
 	}
-	s.inDims = []int64{1, int64(s.input.Channels), int64(s.input.Height), int64(s.input.Width)}
+	s.InDims = []int64{1, int64(s.Input.Channels), int64(s.Input.Height), int64(s.Input.Width)}
 	if scoreOutput == "score" && outputNamed(h, "score") == nil && outputNamed(h, "pred_score") != nil {
 		scoreOutput = "pred_score" // anomalib
 	}
 	if err := s.setOutputs(h, scoreOutput, mapOutput, false); err != nil {
 		return nil, err
 	}
-	if v, ok := h.meta[metaName]; ok && v != "" {
-		s.name = v
+	if v, ok := h.meta[MetaName]; ok && v != "" {
+		s.Name = v
 	}
-	if v, ok := h.meta[metaVersion]; ok {
-		s.version = v
+	if v, ok := h.meta[MetaVersion]; ok {
+		s.Version = v
 	} else if h.modelVersion != 0 {
-		s.version = strconv.FormatInt(h.modelVersion, 10)
+		s.Version = strconv.FormatInt(h.modelVersion, 10)
 	}
-	if v, ok := h.meta[metaInput]; ok && v != s.input.String() {
-		return nil, unsupported("metadata %s=%q does not match the model input %v (want %q)", metaInput, v, in, s.input.String())
+	if v, ok := h.meta[MetaInput]; ok && v != s.Input.String() {
+		return nil, unsupported("metadata %s=%q does not match the model input %v (want %q)", MetaInput, v, in, s.Input.String())
 	}
-	if v, ok := h.meta[metaThreshold]; ok {
+	if v, ok := h.meta[MetaThreshold]; ok {
 		th, err := strconv.ParseFloat(v, 64)
 		if err != nil || math.IsNaN(th) || math.IsInf(th, 0) || th < 0 {
-			return nil, unsupported("metadata %s=%q: want a finite number >= 0", metaThreshold, v)
+			return nil, unsupported("metadata %s=%q: want a finite number >= 0", MetaThreshold, v)
 		}
-		s.threshold = th
+		s.Threshold = th
 	}
 	return s, nil
 }
 
-func outputNamed(h *modelHeader, name string) *valueSpec {
+func outputNamed(h *ModelHeader, name string) *valueSpec {
 	for i := range h.outputs {
 		if h.outputs[i].name == name {
 			return &h.outputs[i]
@@ -130,7 +130,7 @@ func outputNamed(h *modelHeader, name string) *valueSpec {
 }
 
 // setOutputs finds and checks the score (or class scores) and map outputs.
-func (s *runSpec) setOutputs(h *modelHeader, scoreName, mapName string, mapRequired bool) error {
+func (s *RunSpec) setOutputs(h *ModelHeader, scoreName, mapName string, mapRequired bool) error {
 	var names []string
 	for _, out := range h.outputs {
 		names = append(names, strconv.Quote(out.name))
@@ -139,28 +139,28 @@ func (s *runSpec) setOutputs(h *modelHeader, scoreName, mapName string, mapRequi
 	if out == nil {
 		return unsupported("no output %q (outputs: %v)", scoreName, names)
 	}
-	s.scoreName = scoreName
+	s.ScoreName = scoreName
 	if !out.tensor || out.elemType != onnxpb.TensorProto_FLOAT || !out.ranked || len(out.dims) < 1 || len(out.dims) > 2 {
-		if k := s.classes(); k > 0 {
+		if k := s.Classes(); k > 0 {
 			return unsupported("class score output %v: want float32 [1,%d] or [%d]", out, k, k)
 		}
 		return unsupported("score output %v: want float32 [1] or [1,1] (a dynamic batch dim is fine)", out)
 	}
-	if k := s.classes(); k > 0 {
+	if k := s.Classes(); k > 0 {
 		last := out.dims[len(out.dims)-1]
 		if last != int64(k) || (len(out.dims) == 2 && out.dims[0] > 1) {
-			return unsupported("class score output %v: want float32 [1,%d] or [%d], one score per label %q", out, k, k, s.labels)
+			return unsupported("class score output %v: want float32 [1,%d] or [%d], one score per label %q", out, k, k, s.Labels)
 		}
 		for range out.dims[:len(out.dims)-1] {
-			s.scoreDims = append(s.scoreDims, 1)
+			s.ScoreDims = append(s.ScoreDims, 1)
 		}
-		s.scoreDims = append(s.scoreDims, int64(k))
+		s.ScoreDims = append(s.ScoreDims, int64(k))
 	} else {
 		for _, d := range out.dims {
 			if d > 1 {
 				return unsupported("score output %v: want float32 [1] or [1,1] (a dynamic batch dim is fine)", out)
 			}
-			s.scoreDims = append(s.scoreDims, 1)
+			s.ScoreDims = append(s.ScoreDims, 1)
 		}
 	}
 	m := outputNamed(h, mapName)
@@ -178,19 +178,19 @@ func (s *runSpec) setOutputs(h *modelHeader, scoreName, mapName string, mapRequi
 	hgt, wid := m.dims[len(m.dims)-2], m.dims[len(m.dims)-1]
 	if hgt < 0 || wid < 0 {
 		// anomalib maps of a model with dynamic input are input-sized.
-		hgt, wid = int64(s.input.Height), int64(s.input.Width)
+		hgt, wid = int64(s.Input.Height), int64(s.Input.Width)
 	}
-	s.mapName, s.mapH, s.mapW = m.name, int(hgt), int(wid)
-	s.mapDims = []int64{1, 1, hgt, wid}
+	s.MapName, s.MapH, s.MapW = m.name, int(hgt), int(wid)
+	s.MapDims = []int64{1, 1, hgt, wid}
 	if len(m.dims) == 3 {
-		s.mapDims = []int64{1, hgt, wid}
+		s.MapDims = []int64{1, hgt, wid}
 	}
 	return nil
 }
 
-// manifestSpec checks a model against its bundle manifest and says how to run it. Errors
+// ManifestSpec checks a model against its bundle manifest and says how to run it. Errors
 // wrap ErrUnsupportedModel.
-func manifestSpec(h *modelHeader, m *Manifest) (*runSpec, error) {
+func ManifestSpec(h *ModelHeader, m *Manifest) (*RunSpec, error) {
 	if err := checkOpset(h); err != nil {
 		return nil, err
 	}
@@ -253,39 +253,39 @@ func manifestSpec(h *modelHeader, m *Manifest) (*runSpec, error) {
 	} else if H < 0 || W < 0 {
 		return nil, unsupported("input %v has dynamic axes (height, width) not covered by the manifest: give input.width and input.height", in)
 	}
-	s := &runSpec{
-		inputName: in.name,
-		input:     InputShape{Channels: channels, Height: int(H), Width: int(W)},
-		nhwc:      m.Input.Layout == LayoutNHWC,
-		color:     m.Input.Color,
-		std:       [3]float64{1, 1, 1},
-		resize:    m.Input.Resize,
-		task:      m.Task,
-		name:      m.Name,
-		version:   m.Version,
-		threshold: m.Thresholds.Fail,
-		rois:      m.ROIs,
-		opset:     h.opset,
-		softmax:   m.Outputs.Softmax,
+	s := &RunSpec{
+		InputName: in.name,
+		Input:     InputShape{Channels: channels, Height: int(H), Width: int(W)},
+		NHWC:      m.Input.Layout == LayoutNHWC,
+		Color:     m.Input.Color,
+		Std:       [3]float64{1, 1, 1},
+		Resize:    m.Input.Resize,
+		Task:      m.Task,
+		Name:      m.Name,
+		Version:   m.Version,
+		Threshold: m.Thresholds.Fail,
+		ROIs:      m.ROIs,
+		Opset:     h.opset,
+		Softmax:   m.Outputs.Softmax,
 	}
-	if s.resize == "" {
-		s.resize = ResizeStretch
+	if s.Resize == "" {
+		s.Resize = ResizeStretch
 	}
 	for c := range channels {
 		if n := len(m.Input.Mean); n > 0 {
-			s.mean[c] = m.Input.Mean[min(c, n-1)]
+			s.Mean[c] = m.Input.Mean[min(c, n-1)]
 		}
 		if n := len(m.Input.Std); n > 0 {
-			s.std[c] = m.Input.Std[min(c, n-1)]
+			s.Std[c] = m.Input.Std[min(c, n-1)]
 		}
 	}
-	s.inDims = []int64{1, int64(channels), H, W}
-	if s.nhwc {
-		s.inDims = []int64{1, H, W, int64(channels)}
+	s.InDims = []int64{1, int64(channels), H, W}
+	if s.NHWC {
+		s.InDims = []int64{1, H, W, int64(channels)}
 	}
 	if m.Task == TaskClassification {
-		s.labels = m.Outputs.Labels
-		s.okIndex = slices.Index(s.labels, m.Outputs.OKLabel)
+		s.Labels = m.Outputs.Labels
+		s.OKIndex = slices.Index(s.Labels, m.Outputs.OKLabel)
 	}
 	if err := s.setOutputs(h, m.Outputs.Score, m.Outputs.Map, m.Outputs.Map != ""); err != nil {
 		return nil, err
