@@ -28,7 +28,7 @@ type HeatmapOptions struct {
 // over the frame. It returns a new BGR frame (encode it with camera.Encode); f is not
 // changed. It allocates and is meant for the operator page, not the per-part hot path.
 func Heatmap(f camera.Frame, m *AnomalyMap, opts HeatmapOptions) (camera.Frame, error) {
-	if err := checkFrame(f); err != nil {
+	if err := CheckFrame(f); err != nil {
 		return camera.Frame{}, err
 	}
 	if m == nil || m.Width < 1 || m.Height < 1 || len(m.Values) != m.Width*m.Height {

@@ -6,8 +6,8 @@ import (
 	"github.com/takt-edge/takt/camera"
 )
 
-// checkFrame reports a Frame whose fields disagree with its pixel buffer.
-func checkFrame(f camera.Frame) error {
+// CheckFrame reports a Frame whose fields disagree with its pixel buffer.
+func CheckFrame(f camera.Frame) error {
 	if f.Channels != 1 && f.Channels != 3 {
 		return fmt.Errorf("%w: %d channels, want 1 (gray) or 3 (BGR)", ErrBadFrame, f.Channels)
 	}

@@ -28,6 +28,23 @@ func Preprocess(f camera.Frame, in bundle.InputShape, dst []float32) error {
 	return p.run(f, bundle.Region{}, newPrepSpec(in, false, color, [3]float64{}, [3]float64{1, 1, 1}, bundle.ResizeStretch), dst)
 }
 
+// PreprocessGray is Preprocess of many frames into gray inputs stretched to in, with one set
+// of OpenCV buffers: the trainers feed good images this way so that they see them as
+// Runtime.Infer does. Errors name the frame's index.
+func PreprocessGray(frames []camera.Frame, in bundle.InputShape) ([][]float32, error) {
+	xs := make([][]float32, len(frames))
+	pre := newPreprocessor()
+	defer pre.close()
+	ps := newPrepSpec(in, false, bundle.ColorGray, [3]float64{}, [3]float64{1, 1, 1}, bundle.ResizeStretch)
+	for i, f := range frames {
+		xs[i] = make([]float32, in.Len())
+		if err := pre.run(f, bundle.Region{}, ps, xs[i]); err != nil {
+			return nil, fmt.Errorf("image %d: %w", i, err)
+		}
+	}
+	return xs, nil
+}
+
 // preprocessor keeps its OpenCV buffers across frames so that a Runtime does not allocate
 // per frame once the frame (or ROI) size is stable. It is not safe for concurrent use.
 type preprocessor struct {
@@ -51,7 +68,7 @@ func (p *preprocessor) close() {
 //	resize OpenCV INTER_AREA into a reused Mat (stretch, crop or letterbox)
 //	write  one pass: byte -> (b/255 - mean)/std by lookup table, NCHW or NHWC, into dst
 func (p *preprocessor) run(f camera.Frame, roi bundle.Region, s *prepSpec, dst []float32) error {
-	if err := checkFrame(f); err != nil {
+	if err := CheckFrame(f); err != nil {
 		return err
 	}
 	in := s.in

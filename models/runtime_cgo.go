@@ -68,7 +68,7 @@ func LoadRuntime(path string, opts RuntimeOptions) (*Runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load model: %w", err)
 	}
-	r, err := newRuntime(data, opts)
+	r, err := LoadRuntimeData(data, opts)
 	if err != nil {
 		return nil, fmt.Errorf("load model %s: %w", path, err)
 	}
@@ -98,9 +98,9 @@ func NewRuntime(ctx context.Context, b *bundle.Bundle, opts RuntimeOptions) (*Ru
 	return r, nil
 }
 
-// newRuntime builds a Runtime from a serialized plain ONNX model; the trainer uses it to
+// LoadRuntimeData builds a Runtime from a serialized plain ONNX model; the trainer uses it to
 // score with the exact code path of Infer.
-func newRuntime(data []byte, opts RuntimeOptions) (*Runtime, error) {
+func LoadRuntimeData(data []byte, opts RuntimeOptions) (*Runtime, error) {
 	opts = opts.withDefaults()
 	h, err := bundle.InspectModel(data)
 	if err != nil {
@@ -310,8 +310,8 @@ func (r *Runtime) CopyMap(dst []float32) []float32 {
 	return append(dst[:0], r.amap.GetData()...)
 }
 
-// scoreInput runs the model on an already preprocessed input (len Info().Input.Len()).
-func (r *Runtime) scoreInput(x []float32) (float64, error) {
+// ScoreInput runs the model on an already preprocessed input (len Info().Input.Len()).
+func (r *Runtime) ScoreInput(x []float32) (float64, error) {
 	copy(r.input.GetData(), x)
 	if err := r.run(context.Background()); err != nil {
 		return 0, err

@@ -15,10 +15,16 @@ type Runtime struct{}
 // LoadRuntime fails without cgo.
 func LoadRuntime(path string, opts RuntimeOptions) (*Runtime, error) { return nil, ErrNoCgo }
 
+// LoadRuntimeData fails without cgo.
+func LoadRuntimeData(data []byte, opts RuntimeOptions) (*Runtime, error) { return nil, ErrNoCgo }
+
 // NewRuntime fails without cgo.
 func NewRuntime(ctx context.Context, b *bundle.Bundle, opts RuntimeOptions) (*Runtime, error) {
 	return nil, ErrNoCgo
 }
+
+// ScoreInput fails without cgo.
+func (r *Runtime) ScoreInput(x []float32) (float64, error) { return 0, ErrNoCgo }
 
 // Info is empty without cgo.
 func (r *Runtime) Info() Info { return Info{} }

@@ -17,8 +17,8 @@ import (
 
 	"github.com/takt-edge/takt/camera/synth"
 	"github.com/takt-edge/takt/cloudsync"
-	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
+	"github.com/takt-edge/takt/models/train"
 )
 
 var day = time.Date(2026, 11, 20, 8, 0, 0, 0, time.UTC)
@@ -417,7 +417,7 @@ func writeWorseModel(t *testing.T, path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tm, err := models.TrainTemplate(context.Background(), frames, models.TemplateOptions{Width: 48, Name: "x", Version: "0.0.1"})
+	tm, err := train.TrainTemplate(context.Background(), frames, train.TemplateOptions{Width: 48, Name: "x", Version: "0.0.1"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
+	"github.com/takt-edge/takt/models/train"
 )
 
 // Score is a model's result on a job's validation set.
@@ -116,9 +117,9 @@ func evaluateBundle(ctx context.Context, data []byte, keys bundle.TrustedKeys, v
 	}
 	th := rt.Info().Threshold
 	s := Score{AUROC: math.NaN(), Threshold: th, Good: len(good), Defect: len(defect), GoodScores: good}
-	c := models.ConfusionAt(good, defect, th)
+	c := train.ConfusionAt(good, defect, th)
 	if len(defect) > 0 {
-		s.AUROC = models.EvaluateScores(good, defect)
+		s.AUROC = train.EvaluateScores(good, defect)
 		s.F1 = c.F1()
 	}
 	if len(good) > 0 {
