@@ -59,7 +59,7 @@ var heapTrims atomic.Int32
 
 // trimHeapSoon returns the C heap's free pages to the system on a goroutine of its own:
 // ONNX Runtime frees a closed session's memory to glibc, which keeps it, so without a trim
-// RSS grows about a megabyte a swap; the trim takes ~8 ms and the last release may be the
+// RSS grows with every swap; the trim takes milliseconds and the last release may be the
 // inspection loop's. Requests made while a trim runs fold into one more run.
 func trimHeapSoon() {
 	if heapTrims.Add(1) > 1 {

@@ -159,7 +159,7 @@ func slowGraph(t testing.TB, pairs int) []byte {
 
 // brightSlowGraph scores a part by its mean gray level, like meanGraph, but its cost grows
 // with the brightness: the image is tiled 1+floor(mean*100) times through three rounds of
-// slowGraph's products. A black part costs one tile (~6 ms), a near-white one ~100 (~0.5 s):
+// slowGraph's products. A black part costs one tile, a near-white one about a hundred:
 // a model that passes validation on dark parts and turns slow when the parts change.
 func brightSlowGraph(t testing.TB) []byte {
 	return graph(t, func(g *onnxgraph.Graph) {

@@ -32,8 +32,8 @@ func otaConfig(t *testing.T, line signer) Config {
 	cfg.Camera.Loop = true
 	cfg.Deadline = time.Second
 	cfg.ModelUpdate.Enabled = true
-	// The latency budget is 300 ms: the mean model takes well under 1 ms (spikes to ~150 ms
-	// on a loaded 2-core machine), the slow one ~0.6 s (~1.4 s under -race).
+	// The latency budget is 300 ms: the mean model takes well under it even with the spikes
+	// of a loaded machine, the slow one well over it (more so under -race).
 	cfg.ModelUpdate.Validate = ValidatePolicy{LatencyRuns: 10, LatencyFraction: 0.3}
 	cfg.ModelUpdate.Shadow.Parts, cfg.ModelUpdate.Shadow.MinParts = 8, 8
 	cfg.ModelUpdate.Watch.Parts, cfg.ModelUpdate.Watch.MinParts = 8, 4
@@ -232,7 +232,7 @@ func TestModelUpdateRejectsSlowModel(t *testing.T) {
 	defer r.stop()
 	waitFor(t, "first parts", 30*time.Second, func() bool { return len(verdictsAfter(t, r, 0)) >= 2 })
 
-	// 150 rounds of ~0.2 GFLOP: ~250 ms on one quiet core of this machine, slower when loaded.
+	// 150 rounds of ~0.2 GFLOP: far over the 15 ms budget on any core, slower when loaded.
 	slow := buildTestBundle(t, graphManifest("0.4.0", 0.5), slowGraph(t, 150), line.priv)
 	path := filepath.Join(t.TempDir(), "slow.tar")
 	if err := bundle.WriteFileAtomic(path, slow); err != nil {
@@ -315,8 +315,8 @@ func TestModelUpdateWatchRollsBackSlowModel(t *testing.T) {
 	cfg.Camera.Path = parts
 	cfg.MQTT = testMQTTConfig(broker.URL)
 	cfg.HTTP.Listen = "127.0.0.1:0"
-	// 150 ms: the dark parts' ~6 ms stays under it on a loaded machine under -race; the
-	// bright parts' ~0.5 s is over it and over 3x the configured model's p99.
+	// 150 ms: the dark parts stay under it on a loaded machine under -race; the bright
+	// parts, a hundred times dearer, are over it and over 3x the configured model's p99.
 	cfg.ModelUpdate.Validate = ValidatePolicy{LatencyRuns: 10, LatencyFraction: 0.15}
 	cfg.ModelUpdate.Shadow.Parts = 0
 	cfg.ModelUpdate.Watch.Parts, cfg.ModelUpdate.Watch.MinParts = 100000, 5

@@ -12,7 +12,7 @@ import (
 
 // ModelUpdateConfig configures over-the-air model updates (model_update): which keys a
 // bundle must be signed by, how much disk staging may use, and the policies of the
-// validate, shadow and watch steps. See the README "Model updates".
+// validate, shadow and watch steps. See agent/README.md, "Over-the-air model updates".
 type ModelUpdateConfig struct {
 	// Enabled accepts model/available announcements and install requests. Default false.
 	Enabled bool `yaml:"enabled"`

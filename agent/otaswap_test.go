@@ -134,9 +134,9 @@ func checkNoPartLost(t *testing.T, log *swapCommits) {
 // is closed once its last part released it, and (without -race, whose shadow memory
 // swamps the figure) memory returns to its warm level: the lowest and highest RSS sampled in
 // the last half of the swaps stay within 24 and 32 MB of the first half's (a leaked session
-// would add ~12 MB a swap, 600 MB over the halves; glibc keeping the freed sessions' pages,
-// before trimHeapSoon, added ~1.3 MB, 60 MB; on a quiet machine the floor moves ~1.3 MB, on
-// a loaded one it has moved 18 MB without a leak).
+// would add a whole session a swap; glibc keeping the freed sessions' pages, before
+// trimHeapSoon, added about a tenth of that; a loaded machine moves the floor a little
+// without a leak).
 func TestModelSwapsUnderLoad(t *testing.T) {
 	swaps := 100
 	if raceEnabled {
@@ -166,7 +166,7 @@ func TestModelSwapsUnderLoad(t *testing.T) {
 	}
 	end := settledRSS(t)
 	// A sample lands with one session alive or two (the next model loads while the old one
-	// serves), ~40 MB apart, so a fitted slope is mostly noise. Compare the halves' floors
+	// serves), a session's size apart, so a fitted slope is mostly noise. Compare the halves' floors
 	// (one session) and peaks (two) instead: a leak lifts both.
 	half := len(rss) / 2
 	floorGrow := slices.Min(rss[half:]) - slices.Min(rss[:half])

@@ -47,8 +47,8 @@ const (
 	FailSafeHold = "hold" // answer NO_DECISION and raise the hold register: stop the line
 )
 
-// PLCConfig configures the Modbus TCP handshake with the line's PLC (see the README's
-// register map).
+// PLCConfig configures the Modbus TCP handshake with the line's PLC (see the register
+// map in agent/README.md, "PLC handshake over Modbus TCP").
 type PLCConfig struct {
 	// Mode is off (default), server (the PLC connects to the agent) or client (the agent
 	// connects to the PLC and polls its registers).

@@ -16,7 +16,7 @@ func TestStopJudgesThePartInFlight(t *testing.T) {
 	keys := t.TempDir()
 	line := newSigner(t, keys, "line")
 	path := filepath.Join(t.TempDir(), "slow.tar")
-	// 40 rounds of ~0.2 GFLOP: ~70 ms a part on a quiet core, seconds under -race; the
+	// 40 rounds of ~0.2 GFLOP: tens of milliseconds a part, seconds under -race; the
 	// agent spends nearly all its time inside inference, where the stop lands.
 	if err := bundle.WriteBundleFile(path, graphManifest("0.3.0", 1), slowGraph(t, 40), nil, line.priv); err != nil {
 		t.Fatal(err)

@@ -189,7 +189,7 @@ func TestHTTPMJPEGFreeRun(t *testing.T) {
 }
 
 // OpenCV's GStreamer backend runs the pipeline; videotestsrc stands in for aravissrc and
-// nvarguscamerasrc, whose pipelines the README gives.
+// nvarguscamerasrc, whose pipelines camera/README.md gives.
 func TestGStreamerPipeline(t *testing.T) {
 	cam, err := Open(Config{ID: "gige", Kind: KindGStreamer,
 		Pipeline: "videotestsrc is-live=true ! video/x-raw,width=160,height=120,framerate=30/1 ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=2 sync=false"},

@@ -22,7 +22,7 @@ const mmapThreshold = 1 << 20
 // fixMmapThreshold stops glibc from raising its mmap threshold. By default the first large
 // block freed (a session's weights, ONNX Runtime's arena chunks) raises the threshold up to
 // 32 MiB, so the next sessions' buffers come from glibc's arenas, which keep the pages
-// after a session is destroyed: RSS grew ~1.3 MB a model swap, for good. With the
+// after a session is destroyed: RSS grew with every model swap, for good. With the
 // threshold fixed at 1 MiB those buffers are mapped and unmapped with their session.
 // (mallopt with M_MMAP_THRESHOLD disables the dynamic adjustment; a no-op outside glibc.)
 func fixMmapThreshold() { C.takt_mmap_threshold(mmapThreshold) }

@@ -75,7 +75,7 @@ ort_lib_path() {
 have_ort() { [[ -f "$(ort_lib_path)" ]]; }
 have_pkgtools() { command -v dpkg-deb >/dev/null 2>&1 && command -v systemd-analyze >/dev/null 2>&1; }
 
-command -v go >/dev/null 2>&1 || die "Go is not installed; install Go 1.22 or newer (https://go.dev/dl) and run again"
+command -v go >/dev/null 2>&1 || die "Go is not installed; install Go 1.26 or newer (https://go.dev/dl) and run again"
 
 have_opencv || missing+=(opencv)
 have_mosquitto || missing+=(mosquitto)

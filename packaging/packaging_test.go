@@ -263,7 +263,7 @@ func lint(t *testing.T, path string) []string {
 				problems = append(problems, "download without a sha256 check: "+in)
 			}
 			// A layer keeps what its RUN leaves; the registry's slim image deletes the .debs
-			// by its own apt config, a plain Debian base does not (67 MB in the CPU image).
+			// by its own apt config, a plain Debian base does not (tens of MB in the CPU image).
 			if strings.Contains(args, "apt-get install") && !strings.Contains(args, "apt-get clean") {
 				unclean = append(unclean, in)
 			}

@@ -38,7 +38,8 @@ import (
 // write ran between the snapshot and the rename. The pause the commits see is
 // step 2 only: a rename and a folder fsync, measured in Stats.CompactPause*.
 // The old file is closed (and its blocks freed: it is unlinked) after the
-// lock is released; with the lock held that took 200 ms for a 180 MB file.
+// lock is released: with the lock held, freeing a large file's blocks would
+// lengthen the pause.
 //
 // During step 1 a long read transaction is open: bbolt cannot reuse pages
 // freed meanwhile, and a commit that must grow the memory map waits for the

@@ -53,7 +53,7 @@ const groupCommitWriters = 16
 // goroutines, and the speedup over the same store committing one fsync'd
 // transaction per verdict (maxBatch 1: same Commit path, same record encoding
 // and outbox entries) from the same goroutines in the same run. The disk of a
-// shared machine changes speed by 2-4x within seconds, so the two modes run
+// shared machine changes speed several-fold within seconds, so the two modes run
 // in short alternating rounds (the order flips every round) on their own
 // stores, after one warm-up round each (a fresh bbolt file grows, with an
 // extra fsync, on most early transactions); the speedup is the median of the

@@ -354,8 +354,8 @@ func TestSyncOutageTCPCut(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	close(halt)
 	n := <-produced
-	// The soak's 3-minute outage leaves ~9000 verdicts with images; under
-	// -race on a busy 2-core machine they drain at ~60/s.
+	// The soak's 3-minute outage leaves thousands of verdicts with images, which
+	// drain slowly under -race on a busy machine.
 	drainFrom := time.Now()
 	waitDrained(t, s, u, soakOr(60*time.Second, 10*time.Minute))
 	t.Logf("backlog drained in %v", time.Since(drainFrom).Round(time.Millisecond))

@@ -105,7 +105,7 @@ type TrainingConfig struct {
 // jobs and for the image statistics of the drift watch. Images are pruned
 // least recently used first (a job or the drift watch using an image marks
 // it used), never one that a running job or a model's current validation
-// set needs (README "Image cache").
+// set needs (cloudsync/README.md, "Image cache").
 type CacheConfig struct {
 	// MaxBytes caps the cache's size; 0 = no size limit. Default 10GiB.
 	MaxBytes cloudsync.ByteSize `yaml:"max_bytes"`
@@ -159,7 +159,7 @@ type TriggersConfig struct {
 // of the recent PASS scores of the promoted version against the decile
 // baseline of its good scores in the registry, and of each image statistic
 // of the recent PASS images against the promoted version's image baseline
-// (README "Triggers and drift").
+// (cloudsync/README.md, "Triggers and drift").
 type DriftConfig struct {
 	// Threshold on the scores' PSI; 0 turns score drift off. Default 0.25 (a
 	// common reading: < 0.1 stable, 0.1-0.25 moderate, > 0.25 shifted).
@@ -198,7 +198,8 @@ type ExperimentConfig struct {
 	Options yaml.Node `yaml:"options"`
 	// Command is the external trainer's command line (command backend) or
 	// the container's arguments (docker, kubernetes). {data} and {out} are
-	// replaced by the dataset and output folders (the contract, README).
+	// replaced by the dataset and output folders (the contract:
+	// cloudsync/README.md, "External trainers").
 	Command []string `yaml:"command"`
 	// Image is the container image (docker, kubernetes).
 	Image string `yaml:"image"`

@@ -7,7 +7,7 @@ import (
 	"slices"
 )
 
-// The drift statistic (README "Drift").
+// The drift statistic (cloudsync/README.md, "Triggers and drift").
 //
 // A version's baseline is the deciles of its good-image scores at training:
 // scores of good images the model did not train on (the cross-validated

@@ -12,7 +12,7 @@ import (
 	"os"
 )
 
-// Image statistics (README "Drift"): three numbers per image that move when
+// Image statistics (cloudsync/README.md, "Triggers and drift"): three numbers per image that move when
 // the light, the camera or the material changes, whatever the model scores.
 //
 //	brightness  mean gray level (0..255; gray = luma of the image)
@@ -35,8 +35,7 @@ import (
 // tolerance: synthetic or well-lit training sets vary by a fraction of a
 // gray level, and without it a change too small to matter (or a window that
 // happens to be even more uniform) would read as drift. A lamp that loses
-// 30% of its light moves the brightness by some 15 tolerances: PSI in the
-// tens.
+// a good part of its light moves the brightness by many tolerances.
 
 // Image statistic names, as in the registry, the manifest metrics and the
 // drift status.

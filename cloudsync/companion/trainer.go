@@ -29,7 +29,7 @@ type Trainer interface {
 }
 
 // TrainInput is one experiment's work: the dataset folder (the contract,
-// README "External trainers"), an empty output folder, and what to call the
+// cloudsync/README.md, "External trainers"), an empty output folder, and what to call the
 // model.
 type TrainInput struct {
 	Data    string // good/, defect/, labels.json

@@ -46,7 +46,7 @@ const (
 
 // Manifest describes a model bundle: what the model is, how to feed it, how to read its
 // outputs, how to decide, and the sha256 of every other file of the bundle. It is what the
-// bundle's signature signs. See DESIGN.md "Model bundle" and the README.
+// bundle's signature signs. See models/README.md, "Bundles".
 type Manifest struct {
 	Format  string `json:"format"`  // BundleFormat
 	Name    string `json:"name"`    // model name

@@ -25,7 +25,7 @@ import (
 // and the supervised heads (head.go: one per defect kind) read both head vectors side by
 // side. The anomaly map
 // is the filter bank's: its distances alone separate the magnetic tiles better than the
-// backbone's (map score AUROC 0.82 against 0.72-0.78, README "Few-shot trainer"), its grid
+// backbone's (models/README.md, "Trainer results"), its grid
 // is finer (a 4 px step at 64 px, 8 input pixels, against the backbone's 16 at
 // expanded_conv_12), and it is what the filter-bank model shows, so a station's heatmaps
 // mean the same with or without the backbone. The head's probability is an image-level

@@ -22,10 +22,10 @@ import (
 // texture is like overall (a crack and a stain can be equally far from the bank but differ
 // in their filter responses), and the low-frequency light the patch features divide out
 // on purpose: uneven tiles and stains are brightness over tens of pixels, which the
-// unsupervised model must forgive but labels can tell apart (README "Few-shot trainer":
-// +0.02 to +0.03 AUROC on the magnetic tiles). The border ring (headRing) is where breaks
+// unsupervised model must forgive but labels can tell apart (models/README.md, "Trainer
+// results"). The border ring (headRing) is where breaks
 // and frayed edges are, and where the tile's own chamfers are; pooling it apart keeps an
-// edge defect from hiding behind a strong response elsewhere (+0.03). It is standardized,
+// edge defect from hiding behind a strong response elsewhere. It is standardized,
 // then
 // score = Sigmoid(v . w + b).
 
@@ -157,8 +157,8 @@ const minKindDefects = 3
 // (the good images against that kind's), and the image's defect probability the largest
 // of theirs. Defect kinds look nothing alike on the tiles (an uneven tile is light over
 // half the image, a crack a thin line, a break a missing corner): one hyperplane for all
-// of them must trade one kind against another, one per kind need not (README "Few-shot
-// trainer": +0.014 on splits 1-2, +0.055 on split 3). With rare kinds (fewer than
+// of them must trade one kind against another, one per kind need not (models/README.md,
+// "Trainer results"). With rare kinds (fewer than
 // minKindDefects images) or no kind of its own, a head over all defects is added: with
 // labels of one kind only, it is the single head.
 type kindHeads struct {

@@ -16,7 +16,7 @@ import (
 	"github.com/takt-edge/takt/models/bundle"
 )
 
-// The supervised heads compared on the magnetic tiles (README "Few-shot trainer"): the
+// The supervised heads compared on the magnetic tiles (models/README.md, "Trainer results"): the
 // shipped one is the image-level logistic regressions of head.go, one per defect kind; the per-patch head and
 // the boosted stumps below lost the comparison and live here, with the figures test that
 // measures them.
@@ -528,7 +528,7 @@ func cat(vs ...[]float32) []float32 {
 }
 
 // TestFiguresTrainerSupervisedConfigs compares supervised heads on the magnetic tiles
-// (README "Few-shot trainer"): per split, 100 good tiles and half of each defect class
+// (models/README.md, "Trainer results"): per split, 100 good tiles and half of each defect class
 // (with masks) train; the other 50 good tiles and the other defects are scored. Head rows
 // of the training images come from 5-fold banks (Train uses 10) that did not see them.
 // Settings were chosen on splits 1 and 2; split 3 is shown, not used to choose.
@@ -814,7 +814,7 @@ func pasteDefect(g, d camera.Frame, mask []bool, grow int) camera.Frame {
 }
 
 // splitTable collects a figure per configuration and split (1, 2, 3) in the order the
-// configurations first appear, and logs them as README rows with the mean of splits 1-2.
+// configurations first appear, and logs them as rows of models/README.md with the mean of splits 1-2.
 type splitTable struct {
 	res   map[string][]float64
 	order []string

@@ -63,7 +63,7 @@ type TrainOptions struct {
 	// the magnetic tiles' splits 1-2), or 0.1 with a Backbone: a
 	// backbone's hundreds of channels give the head several hundred inputs for a few
 	// hundred rows, and on the magnetic tiles the stronger penalty did better on every
-	// split the settings were compared on (README "Few-shot trainer"); comboHeadLambda
+	// split the settings were compared on (models/README.md, "Trainer results"); comboHeadLambda
 	// (1) with the filter bank beside a backbone (WithFilterBank).
 	HeadLambda float64
 	// Backbone, when its ONNX is set, gives PatchCore the features of a user's ONNX model
@@ -77,8 +77,8 @@ type TrainOptions struct {
 	// vectors (see comboGraph); its HeadLambda defaults to comboHeadLambda. It is the
 	// default whenever a backbone and enough defects for the head are given (and the
 	// backbone's input is a multiple of the filter bank's patch step): on the magnetic
-	// tiles it beat the backbone alone and the filter bank alone (README "Few-shot
-	// trainer"). Set, it is required: too few defects are an error.
+	// tiles it beat the backbone alone and the filter bank alone (models/README.md,
+	// "Trainer results"). Set, it is required: too few defects are an error.
 	WithFilterBank bool
 	// BackboneAlone keeps the filter bank out of a backbone model (the head, if any, on
 	// the backbone's features only).
@@ -95,7 +95,7 @@ type TrainOptions struct {
 }
 
 // TexturePatchCoreOptions are the PatchCore settings Train uses by default, chosen on the
-// magnetic-tile images (README "Few-shot trainer"): a 64 px wide input, local lighting
+// magnetic-tile images (models/README.md, "Trainer results"): a 64 px wide input, local lighting
 // normalization at 2 px (stains and uneven light vary more than the texture), position
 // weighted 256 (tiles are roughly aligned), the mean distance to the 3 nearest bank
 // vectors (a stain seen once in training does not excuse a similar defect), and the mean
@@ -106,9 +106,8 @@ func TexturePatchCoreOptions() PatchCoreOptions {
 
 // comboHeadLambda is the heads' L2 penalty with WithFilterBank: the two head vectors
 // together have over 700 inputs (at MobileNetV2's expanded_conv_12) for about 150 rows;
-// on splits 1-2 of the magnetic tiles 1 beat 0.1 with heads per kind (0.914 against
-// 0.911) and with one head (0.897 against 0.889), and 3 collapsed (0.743) (README
-// "Few-shot trainer").
+// on splits 1-2 of the magnetic tiles 1 beat 0.1, with heads per kind and with one head,
+// and 3 collapsed (models/README.md, "Trainer results").
 const comboHeadLambda = 1.0
 
 // trainTemplateWidth is the template's input width in Train when none is given.
@@ -191,8 +190,8 @@ func trainPlan(set TrainSet, opts TrainOptions) (TrainOptions, error) {
 		opts.PatchCore.Width, opts.PatchCore.Height, opts.PatchCore.Downsample = w, h, ds
 	}
 	if opts.Template.Width == 0 && opts.Template.Height == 0 {
-		// 128 px wide: on the synthetic parts both more accurate and 7x faster to train than
-		// TrainTemplate's 256 (README "Few-shot trainer").
+		// 128 px wide: on the synthetic parts about as accurate and much faster to train than
+		// TrainTemplate's 256 (models/README.md, "Few-shot trainer").
 		opts.Template.Width = trainTemplateWidth
 	}
 	if opts.PatchCore.Seed == 0 {
@@ -316,8 +315,8 @@ const (
 	alignSigma = 2
 	// alignMaxImages caps the images the statistic is computed from.
 	alignMaxImages = 40
-	// alignedThreshold splits parts on a fixture from textures (README "Few-shot trainer":
-	// measured 0.92-0.96 on the synthetic parts, 0.13-0.25 on the magnetic tiles).
+	// alignedThreshold splits parts on a fixture from textures, with a wide margin on both
+	// sides (models/README.md, "How auto chooses").
 	alignedThreshold = 0.5
 )
 

@@ -147,8 +147,8 @@ func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel,
 		metrics["cv_auroc_patchcore_folds"] = mapAUROC
 		// Over PatchCore, its own base, the head is always kept: on the magnetic tiles it
 		// beat PatchCore on the held-out defects in every split, while cross-validation
-		// on the 49 training defects favoured either by turns (README "Few-shot
-		// trainer"); both cross-validated figures go to the metrics. Another method
+		// on the training defects favoured either by turns (models/README.md,
+		// "Trainer results"); both cross-validated figures go to the metrics. Another method
 		// (template, ensemble) must be beaten by its own figure.
 		if best.Method == MethodPatchCore || auroc >= bestAUROC {
 			best, bestAUROC = hm, auroc
@@ -316,8 +316,8 @@ func scoreRaw(data []byte, in bundle.InputShape, threads int, frames []camera.Fr
 // folds. Every head input row comes from a fold model whose bank did not see the image;
 // the head is cross-validated in 5 folds over those rows. Both AUROCs are the mean of
 // the folds' AUROCs: the five fold heads' probabilities are not on one scale, and
-// pooling them understates the head against the single score it competes with (README
-// "Few-shot trainer"). The threshold (best F1) comes from the pooled probabilities.
+// pooling them understates the head against the single score it competes with
+// (models/README.md, "Trainer results"). The threshold (best F1) comes from the pooled probabilities.
 func trainPatchCoreHead(ctx context.Context, good []camera.Frame, labeled []LabeledFrame, opts TrainOptions) (*TrainedModel, float64, float64, error) {
 	defects, kinds := headKinds(len(good), labeled)
 	po, in, err := patchCorePlan(good, opts.PatchCore)

@@ -172,7 +172,7 @@ func TestFiguresTrainerMagneticTile(t *testing.T) {
 	}
 	t.Logf("magnetic-tile split %d: %d good for training, %d held-out good, %d defective", split, len(train), len(held), len(defects))
 
-	// The alignment auto chooses by: the tiles are a texture (README: auto).
+	// The alignment auto chooses by: the tiles are a texture (models/README.md, "How auto chooses").
 	align, err := goodAlignment(s.good[:12])
 	if err != nil {
 		t.Fatal(err)
@@ -225,7 +225,7 @@ func TestFiguresTrainerMagneticTile(t *testing.T) {
 		}
 	}
 
-	// What --method auto makes of the tiles without labels (for the README).
+	// What --method auto makes of the tiles without labels (for models/README.md).
 	start = time.Now()
 	am, err := Train(ctx, TrainSet{Good: train}, TrainOptions{Name: "tile-auto", Threads: 2})
 	if err != nil {
@@ -269,7 +269,7 @@ func TestFiguresTrainerSynthetic(t *testing.T) {
 	t.Logf("synthetic: Train auto chose %s %s in %v (metrics %v): auroc %.3f (%s), at threshold %.3f %+v f1 %.3f",
 		m.Method, m.Input, took.Round(time.Millisecond), m.Metrics, auroc, strings.Join(perKind, " "), m.Threshold, conf, conf.F1())
 
-	// Each method alone on the same parts (for the README's comparison).
+	// Each method alone on the same parts (for the comparison in models/README.md).
 	for _, meth := range []string{MethodTemplate, MethodPatchCore, MethodEnsemble} {
 		mm, err := Train(context.Background(), TrainSet{Good: train}, TrainOptions{Method: meth, Ignore: ignore})
 		if err != nil {
@@ -296,7 +296,7 @@ func TestFiguresTrainerSynthetic(t *testing.T) {
 
 // TestFiguresTrainerConfigs compares trainer configurations on the magnetic tiles (good
 // images only, 100 for training, the other 50 held out with every defect) over three
-// splits, for the README's table. Folds are 2: the threshold plays no part in AUROC.
+// splits, for the table in models/README.md. Folds are 2: the threshold plays no part in AUROC.
 func TestFiguresTrainerConfigs(t *testing.T) {
 	figuresOn(t)
 	s := loadTileSet(t)

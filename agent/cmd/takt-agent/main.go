@@ -1,5 +1,5 @@
 // Command takt-agent is the station agent: it inspects every part the camera sees and
-// records each verdict durably. See the README for the configuration reference.
+// records each verdict durably. See agent/README.md for the configuration reference.
 package main
 
 import (

@@ -2,6 +2,6 @@
 
 package main
 
-// raceEnabled: training runs ~20x slower under the race detector; the train-and-eval test
+// raceEnabled: training runs many times slower under the race detector; the train-and-eval test
 // runs without it in make test.
 const raceEnabled = true
