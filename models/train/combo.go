@@ -18,7 +18,7 @@ import (
 //	image [1,1,H,W] (the backbone's input size)
 //	  -> fb/: AveragePool (Downsample) -> the filter-bank PatchCore at about 64 px
 //	          (TexturePatchCoreOptions, as the default model) -> fb/head_in, fb/anomaly_map
-//	  -> bk/: the backbone PatchCore (BackboneOptions)          -> bk/head_in
+//	  -> bk/: the backbone PatchCore (backbone.Options)         -> bk/head_in
 //	head_in = Concat(fb/head_in, bk/head_in)  -> the supervised heads -> score (a probability)
 //	anomaly_map = fb/anomaly_map
 //

@@ -85,7 +85,7 @@ type PatchCoreOptions struct {
 	// Threads is ONNX Runtime's intra-op thread count while training; 0 = its default.
 	Threads int `yaml:"threads"`
 	// Backbone, when its ONNX is set, replaces the filter bank: the patch features are the
-	// feature map of a user's ONNX model cut at a layer (see BackboneOptions). The input
+	// feature map of a user's ONNX model cut at a layer (see backbone.Options). The input
 	// size is then the backbone's, and Width, Height, Sigmas, LightingSigma, Downsample,
 	// Stride and Pool do not apply; MapSigma is in input pixels (default 4).
 	Backbone backbone.Options `yaml:"-"`

@@ -52,7 +52,7 @@ func TestTrainTemplateSeparatesGoodFromDefects(t *testing.T) {
 	}
 	r, err := models.LoadRuntimeData(m.ONNX, models.RuntimeOptions{Threads: 1})
 	if err != nil {
-		t.Fatalf("newRuntime: %v", err)
+		t.Fatalf("LoadRuntimeData: %v", err)
 	}
 	defer r.Close()
 	tests := []struct {
@@ -96,7 +96,7 @@ func TestTrainTemplateMetadata(t *testing.T) {
 	_, m := trainedFixture(t)
 	h, err := bundle.InspectModel(m.ONNX)
 	if err != nil {
-		t.Fatalf("inspectModel: %v", err)
+		t.Fatalf("InspectModel: %v", err)
 	}
 	want := map[string]string{
 		"takt.task":           "anomaly",

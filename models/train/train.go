@@ -67,7 +67,7 @@ type TrainOptions struct {
 	// (1) with the filter bank beside a backbone (WithFilterBank).
 	HeadLambda float64
 	// Backbone, when its ONNX is set, gives PatchCore the features of a user's ONNX model
-	// cut at a layer instead of the filter bank (see BackboneOptions); the method is then
+	// cut at a layer instead of the filter bank (see backbone.Options); the method is then
 	// PatchCore (auto) and template or ensemble are refused.
 	Backbone backbone.Options
 	// WithFilterBank, with a Backbone and at least MinHeadDefects labeled defects, builds
