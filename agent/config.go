@@ -5,14 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/cloudsync/strictyaml"
 )
 
 // Config is the station agent's configuration: one YAML file, decoded strictly.
@@ -41,7 +39,7 @@ type Config struct {
 	// MaxParts stops the agent after this many parts; 0 runs until stopped or the source ends.
 	MaxParts int `yaml:"max_parts"`
 	// ONNXRuntimeLib is the path of libonnxruntime.so; empty searches the usual places
-	// ($ONNXRUNTIME_LIB, next to the binary, /opt/takt/lib, /usr/lib).
+	// ($ONNXRUNTIME_LIB, next to the binary, /usr/lib/takt/lib, /usr/lib).
 	ONNXRuntimeLib string `yaml:"onnxruntime_lib"`
 	// Log sets the log level and format.
 	Log LogConfig `yaml:"log"`
@@ -194,7 +192,7 @@ func ParseConfig(data []byte) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
-	if err := decodeStrict(data, &cfg); err != nil {
+	if err := strictyaml.Unmarshal(data, &cfg); err != nil {
 		return Config{}, err
 	}
 	return cfg, nil
@@ -249,68 +247,4 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, c.validateStoreSync()...)
 	return errors.Join(errs...)
-}
-
-// decodeStrict decodes YAML into out after checking every mapping key against out's yaml
-// tags, so a typo is reported as "line 4: unknown key camera.pth (allowed: id, kind, ...)".
-func decodeStrict(data []byte, out any) error {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return err
-	}
-	if len(doc.Content) == 0 {
-		return errors.New("empty file")
-	}
-	root := doc.Content[0]
-	if root.Kind != yaml.MappingNode {
-		return fmt.Errorf("line %d: the top level must be a mapping of keys", root.Line)
-	}
-	if err := checkKeys(root, reflect.TypeOf(out).Elem(), ""); err != nil {
-		return err
-	}
-	if err := root.Decode(out); err != nil {
-		return err
-	}
-	return nil
-}
-
-func checkKeys(n *yaml.Node, t reflect.Type, prefix string) error {
-	if t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode {
-		for i, item := range n.Content {
-			if err := checkKeys(item, t.Elem(), fmt.Sprintf("%s[%d].", strings.TrimSuffix(prefix, "."), i)); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	if t.Kind() != reflect.Struct || n.Kind != yaml.MappingNode || t == reflect.TypeOf(time.Time{}) {
-		return nil
-	}
-	fields := map[string]reflect.Type{}
-	var names []string
-	for i := range t.NumField() {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if name == "" || name == "-" {
-			continue
-		}
-		fields[name] = f.Type
-		names = append(names, name)
-	}
-	seen := map[string]bool{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		key, val := n.Content[i], n.Content[i+1]
-		ft, ok := fields[key.Value]
-		if !ok {
-			return fmt.Errorf("line %d: unknown key %s%s (allowed: %s)", key.Line, prefix, key.Value, strings.Join(names, ", "))
-		}
-		if seen[key.Value] {
-			return fmt.Errorf("line %d: key %s%s given twice", key.Line, prefix, key.Value)
-		}
-		seen[key.Value] = true
-		if err := checkKeys(val, ft, prefix+key.Value+"."); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strconv"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // Config versions. A release that renames or restructures config keys adds a configStep

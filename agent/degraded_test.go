@@ -7,6 +7,7 @@ import (
 
 	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // closedAddr is a loopback address nothing listens on.
@@ -50,7 +51,7 @@ func TestDegradedStatesRaiseAlerts(t *testing.T) {
 	}
 	waitUntil(t, 10*time.Second, "provider_fallback and disk_quota alerts", func() bool {
 		k := kinds()
-		return k[cloudsync.AlertProviderFallback] != "" && k[cloudsync.AlertDiskQuota] != ""
+		return k[wire.AlertProviderFallback] != "" && k[wire.AlertDiskQuota] != ""
 	})
 	t.Logf("alerts: %v", kinds())
 }

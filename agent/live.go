@@ -16,6 +16,7 @@ import (
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // Operator labels a verdict can get (Agent.Label, POST /verdicts/{id}/label, MQTT cmd/label).
@@ -149,7 +150,7 @@ func (a *Agent) startServices(ctx context.Context, active *activeModels, st *sto
 	a.live.Store(l)
 	for _, m := range active.snapshot() {
 		if m.info.Degraded {
-			l.alertAsync(cloudsync.AlertProviderFallback, fmt.Sprintf("model %s runs on %s, not the first provider of its providers: %s",
+			l.alertAsync(wire.AlertProviderFallback, fmt.Sprintf("model %s runs on %s, not the first provider of its providers: %s",
 				m.name, m.info.Provider, m.info.Fallback))
 		}
 	}

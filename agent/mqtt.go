@@ -15,6 +15,7 @@ import (
 
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // The station's MQTT roles:
@@ -48,17 +49,17 @@ type mqttHooks struct {
 	// label sets an operator label (see live.label).
 	label func(ctx context.Context, id uint64, label string) error
 	// status fills the station's part of the status message.
-	status func(m *cloudsync.StatusMsg)
+	status func(m *wire.StatusMsg)
 	// camera returns the camera state ("connected", "stalled", ...).
 	camera func() string
 	// syncBacklog returns the upload backlog; nil when sync is off.
-	syncBacklog func() (cloudsync.Backlog, error)
+	syncBacklog func() (wire.Backlog, error)
 	// link reports the connection state ("connected", "disconnected: ...").
 	link func(state string)
 	// modelAvailable takes model/available announcements; nil: updates are off.
-	modelAvailable func(cloudsync.ModelAvailableMsg)
+	modelAvailable func(wire.ModelAvailableMsg)
 	// modelStatus is the last model update status, repeated at each connect; nil: none.
-	modelStatus func() *cloudsync.ModelStatusMsg
+	modelStatus func() *wire.ModelStatusMsg
 }
 
 // mqttRole runs the station's MQTT roles. Create it with newMQTTRole, run it
@@ -66,7 +67,7 @@ type mqttHooks struct {
 type mqttRole struct {
 	cfg     MQTTConfig
 	station string
-	topics  cloudsync.Topics
+	topics  wire.Topics
 	st      *store.Store
 	hooks   mqttHooks
 	log     zerolog.Logger
@@ -90,7 +91,7 @@ type mqttRole struct {
 }
 
 func newMQTTRole(cfg MQTTConfig, station string, st *store.Store, hooks mqttHooks, log zerolog.Logger) (*mqttRole, error) {
-	topics, err := cloudsync.NewTopics(cfg.Site, cfg.Line, station)
+	topics, err := wire.NewTopics(cfg.Site, cfg.Line, station)
 	if err != nil {
 		return nil, fmt.Errorf("mqtt: %w", err)
 	}
@@ -103,20 +104,20 @@ func newMQTTRole(cfg MQTTConfig, station string, st *store.Store, hooks mqttHook
 		verdicts: make(chan struct{}, 1),
 		corr:     map[string]string{},
 	}
-	will, err := cloudsync.Encode(&cloudsync.StatusMsg{Schema: cloudsync.MessageSchema, Station: station, State: cloudsync.StateOffline, Time: time.Now().UTC()})
+	will, err := wire.Encode(&wire.StatusMsg{Schema: wire.MessageSchema, Station: station, State: wire.StateOffline, Time: time.Now().UTC()})
 	if err != nil {
 		return nil, err
 	}
 	subs := map[string]func(cloudsync.Received){
-		topics.Topic(cloudsync.TopicCmdTrigger): r.onTrigger,
-		topics.Topic(cloudsync.TopicCmdLabel):   r.onLabel,
+		topics.Topic(wire.TopicCmdTrigger): r.onTrigger,
+		topics.Topic(wire.TopicCmdLabel):   r.onLabel,
 	}
 	r.modelSubscriptions(subs)
 	r.conn, err = cloudsync.NewConn(cfg.conn(station), cloudsync.ConnOptions{
-		Will:          &cloudsync.Will{Topic: topics.Topic(cloudsync.TopicStatus), Payload: will, Retained: true},
+		Will:          &cloudsync.Will{Topic: topics.Topic(wire.TopicStatus), Payload: will, Retained: true},
 		Subscriptions: subs,
 		OnConnect: func(ctx context.Context) {
-			r.publishStatus(ctx, cloudsync.StateOnline)
+			r.publishStatus(ctx, wire.StateOnline)
 			r.onConnectModel(ctx)
 		},
 		Logger: log,
@@ -162,7 +163,7 @@ func (r *mqttRole) Run(ctx context.Context) error {
 	r.drain()
 	if r.conn.State().State == cloudsync.ConnConnected {
 		pctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		r.publishStatus(pctx, cloudsync.StateOffline)
+		r.publishStatus(pctx, wire.StateOffline)
 		cancel()
 	}
 	stopConn()
@@ -212,7 +213,7 @@ func (r *mqttRole) raise(ctx context.Context, kind, message string) error {
 		msgs = append(msgs, m)
 	}
 	if ok {
-		a := cloudsync.AlertMsg{Schema: cloudsync.MessageSchema, ID: newAlertID(r.station), Station: r.station, Kind: kind,
+		a := wire.AlertMsg{Schema: wire.MessageSchema, ID: newAlertID(r.station), Station: r.station, Kind: kind,
 			Severity: severityOf(kind), Message: message, Time: now}
 		m, err := r.alertMessage(&a)
 		if err != nil {
@@ -225,19 +226,19 @@ func (r *mqttRole) raise(ctx context.Context, kind, message string) error {
 
 func (r *mqttRole) summary(f folded, now time.Time) (store.MQTTMessage, error) {
 	since := f.since.UTC()
-	a := cloudsync.AlertMsg{Schema: cloudsync.MessageSchema, ID: newAlertID(r.station), Station: r.station, Kind: f.kind,
+	a := wire.AlertMsg{Schema: wire.MessageSchema, ID: newAlertID(r.station), Station: r.station, Kind: f.kind,
 		Severity: severityOf(f.kind), Time: now, Folded: f.n, Since: &since,
 		Message: fmt.Sprintf("%d more %s alerts since %s were folded (rate limit %d per %s)",
 			f.n, f.kind, since.Format(time.RFC3339), r.cfg.AlertBurst, r.cfg.AlertWindow)}
 	return r.alertMessage(&a)
 }
 
-func (r *mqttRole) alertMessage(a *cloudsync.AlertMsg) (store.MQTTMessage, error) {
-	data, err := cloudsync.Encode(a)
+func (r *mqttRole) alertMessage(a *wire.AlertMsg) (store.MQTTMessage, error) {
+	data, err := wire.Encode(a)
 	if err != nil {
 		return store.MQTTMessage{}, err
 	}
-	return store.MQTTMessage{ID: a.ID, Kind: store.MQTTAlert, Topic: r.topics.Topic(cloudsync.TopicAlert), Payload: data}, nil
+	return store.MQTTMessage{ID: a.ID, Kind: store.MQTTAlert, Topic: r.topics.Topic(wire.TopicAlert), Payload: data}, nil
 }
 
 func (r *mqttRole) enqueue(ctx context.Context, msgs []store.MQTTMessage, cursor uint64) error {
@@ -291,26 +292,26 @@ func (r *mqttRole) enqueueVerdicts(ctx context.Context) int {
 	for _, v := range vs {
 		vid := fmt.Sprintf("%s-v%d-%d", r.station, v.ID, v.Time.UnixMilli())
 		if r.cfg.Verdicts {
-			m := cloudsync.VerdictMsg{Schema: cloudsync.MessageSchema, MsgID: vid, ID: v.ID, Station: v.Station,
+			m := wire.VerdictMsg{Schema: wire.MessageSchema, MsgID: vid, ID: v.ID, Station: v.Station,
 				CameraID: v.CameraID, Serial: v.Serial, Time: v.Time, Verdict: v.Decision, Reason: v.Reason, Score: v.Score,
-				Threshold: v.Threshold, Model: cloudsync.ModelRef{Name: v.Model.Name, Version: v.Model.Version, SHA256: v.Model.SHA256},
+				Threshold: v.Threshold, Model: wire.ModelRef{Name: v.Model.Name, Version: v.Model.Version, SHA256: v.Model.SHA256},
 				Provider: v.Provider, LatencyMs: v.Latency.TotalMs, CorrelationID: r.takeCorrelation(v.Serial)}
 			if m.Station == "" {
 				m.Station = r.station
 			}
-			data, err := cloudsync.Encode(&m)
+			data, err := wire.Encode(&m)
 			if err != nil {
 				r.log.Warn().Err(err).Uint64("id", v.ID).Msg("mqtt: verdict message not encodable; skipped")
 			} else {
-				msgs = append(msgs, store.MQTTMessage{ID: vid, Kind: store.MQTTVerdict, Topic: r.topics.Topic(cloudsync.TopicVerdict), Payload: data})
+				msgs = append(msgs, store.MQTTMessage{ID: vid, Kind: store.MQTTVerdict, Topic: r.topics.Topic(wire.TopicVerdict), Payload: data})
 			}
 		}
 		kind := ""
 		switch v.Decision {
 		case store.Fail:
-			kind = cloudsync.AlertFail
+			kind = wire.AlertFail
 		case store.NoDecision:
-			kind = cloudsync.AlertNoDecision
+			kind = wire.AlertNoDecision
 		}
 		if kind == "" {
 			continue
@@ -331,7 +332,7 @@ func (r *mqttRole) enqueueVerdicts(ctx context.Context) int {
 		case v.Score != nil:
 			text += fmt.Sprintf(" (score %.3g, threshold %.3g)", *v.Score, v.Threshold)
 		}
-		a := cloudsync.AlertMsg{Schema: cloudsync.MessageSchema, ID: vid + "-" + kind, Station: r.station, Kind: kind,
+		a := wire.AlertMsg{Schema: wire.MessageSchema, ID: vid + "-" + kind, Station: r.station, Kind: kind,
 			Severity: severityOf(kind), Message: text, Time: v.Time, VerdictID: v.ID, Serial: v.Serial}
 		if m, err := r.alertMessage(&a); err == nil {
 			msgs = append(msgs, m)
@@ -451,7 +452,7 @@ func (r *mqttRole) ticker(ctx context.Context) {
 		if r.hooks.camera != nil {
 			cam := r.hooks.camera()
 			if cam != lastCam && lastCam != "" && (cam == "stalled" || cam == "reconnecting") {
-				r.raiseLogged(ctx, cloudsync.AlertCameraStalled, "camera is "+cam)
+				r.raiseLogged(ctx, wire.AlertCameraStalled, "camera is "+cam)
 			}
 			lastCam = cam
 		}
@@ -459,7 +460,7 @@ func (r *mqttRole) ticker(ctx context.Context) {
 			if b, err := r.hooks.syncBacklog(); err == nil {
 				old := b.Age(time.Now()) > r.cfg.SyncBacklogAge
 				if old && !syncAlerted {
-					r.raiseLogged(ctx, cloudsync.AlertSyncBacklog, fmt.Sprintf("%d verdicts wait for upload; the oldest for %s (limit %s)",
+					r.raiseLogged(ctx, wire.AlertSyncBacklog, fmt.Sprintf("%d verdicts wait for upload; the oldest for %s (limit %s)",
 						b.Count, b.Age(time.Now()).Round(time.Second), r.cfg.SyncBacklogAge))
 				}
 				syncAlerted = old
@@ -467,14 +468,14 @@ func (r *mqttRole) ticker(ctx context.Context) {
 		}
 		if d := r.dropped.Load(); d > dropped {
 			if !dropAlerted {
-				r.raiseLogged(ctx, cloudsync.AlertDiskQuota, fmt.Sprintf("mqtt outbox full (%d messages): %d oldest messages dropped", r.cfg.OutboxMax, d-dropped))
+				r.raiseLogged(ctx, wire.AlertDiskQuota, fmt.Sprintf("mqtt outbox full (%d messages): %d oldest messages dropped", r.cfg.OutboxMax, d-dropped))
 			}
 			dropped, dropAlerted = d, true
 		} else {
 			dropAlerted = false
 		}
 		if time.Since(lastStatus) >= r.cfg.StatusInterval && st.State == cloudsync.ConnConnected {
-			r.publishStatus(ctx, cloudsync.StateOnline)
+			r.publishStatus(ctx, wire.StateOnline)
 			lastStatus = time.Now()
 		}
 	}
@@ -489,8 +490,8 @@ func (r *mqttRole) raiseLogged(ctx context.Context, kind, msg string) {
 // publishStatus publishes the retained status (not through the outbox: only
 // the latest matters).
 func (r *mqttRole) publishStatus(ctx context.Context, state string) {
-	m := cloudsync.StatusMsg{Schema: cloudsync.MessageSchema, Station: r.station, State: state, Time: r.now().UTC()}
-	if state == cloudsync.StateOnline {
+	m := wire.StatusMsg{Schema: wire.MessageSchema, Station: r.station, State: state, Time: r.now().UTC()}
+	if state == wire.StateOnline {
 		if r.hooks.status != nil {
 			r.hooks.status(&m)
 		}
@@ -501,10 +502,10 @@ func (r *mqttRole) publishStatus(ctx context.Context, state string) {
 			}
 		}
 	}
-	data, err := cloudsync.Encode(&m)
+	data, err := wire.Encode(&m)
 	if err == nil {
 		pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
-		err = r.conn.Publish(pctx, cloudsync.Publication{Topic: r.topics.Topic(cloudsync.TopicStatus), Payload: data, Retained: true})
+		err = r.conn.Publish(pctx, cloudsync.Publication{Topic: r.topics.Topic(wire.TopicStatus), Payload: data, Retained: true})
 		cancel()
 	}
 	if err != nil && ctx.Err() == nil {
@@ -515,7 +516,7 @@ func (r *mqttRole) publishStatus(ctx context.Context, state string) {
 // onTrigger handles cmd/trigger: the camera takes a part, whose verdict message
 // carries the command's correlation_id.
 func (r *mqttRole) onTrigger(msg cloudsync.Received) {
-	cmd, err := cloudsync.DecodeTriggerCmd(msg.Payload)
+	cmd, err := wire.DecodeTriggerCmd(msg.Payload)
 	if err != nil {
 		r.reject(msg, "", err)
 		return
@@ -562,7 +563,7 @@ func (r *mqttRole) onTrigger(msg cloudsync.Received) {
 
 // onLabel handles cmd/label.
 func (r *mqttRole) onLabel(msg cloudsync.Received) {
-	cmd, err := cloudsync.DecodeLabelCmd(msg.Payload)
+	cmd, err := wire.DecodeLabelCmd(msg.Payload)
 	if err == nil && r.hooks.label == nil {
 		err = ErrNotRunning
 	}
@@ -585,12 +586,12 @@ func (r *mqttRole) reject(msg cloudsync.Received, corr string, why error) {
 	if len(payload) > 256 {
 		payload = payload[:256]
 	}
-	m := cloudsync.ErrorMsg{Schema: cloudsync.MessageSchema, Station: r.station, Time: r.now().UTC(), Topic: msg.Topic,
+	m := wire.ErrorMsg{Schema: wire.MessageSchema, Station: r.station, Time: r.now().UTC(), Topic: msg.Topic,
 		CorrelationID: corr, Error: why.Error(), Payload: strings.ToValidUTF8(string(payload), string(utf8.RuneError))}
-	data, err := cloudsync.Encode(&m)
+	data, err := wire.Encode(&m)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.PublishTimeout)
-		err = r.conn.Publish(ctx, cloudsync.Publication{Topic: r.topics.Topic(cloudsync.TopicError), Payload: data})
+		err = r.conn.Publish(ctx, cloudsync.Publication{Topic: r.topics.Topic(wire.TopicError), Payload: data})
 		cancel()
 	}
 	if err != nil {

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // alertLimiter lets at most burst alerts of each kind through per window
@@ -81,13 +81,13 @@ func (l *alertLimiter) flush(now time.Time) []folded {
 // severityOf is the severity an alert kind is sent with.
 func severityOf(kind string) string {
 	switch kind {
-	case cloudsync.AlertCameraStalled, cloudsync.AlertDiskQuota:
-		return cloudsync.SeverityCritical
-	case cloudsync.AlertFail, cloudsync.AlertNoDecision, cloudsync.AlertProviderFallback,
-		cloudsync.AlertSyncBacklog, cloudsync.AlertDegraded:
-		return cloudsync.SeverityWarning
+	case wire.AlertCameraStalled, wire.AlertDiskQuota:
+		return wire.SeverityCritical
+	case wire.AlertFail, wire.AlertNoDecision, wire.AlertProviderFallback,
+		wire.AlertSyncBacklog, wire.AlertDegraded:
+		return wire.SeverityWarning
 	}
-	return cloudsync.SeverityInfo
+	return wire.SeverityInfo
 }
 
 // newAlertID is a random id for an alert that no verdict names.

@@ -11,8 +11,8 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/takt-edge/takt/agent/store"
-	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // TestFiguresMQTT measures, on a loopback Mosquitto:
@@ -56,7 +56,7 @@ func TestFiguresMQTT(t *testing.T) {
 	var lat []time.Duration
 	for i := range n {
 		start := time.Now()
-		if err := r.raise(ctx, cloudsync.AlertDegraded, fmt.Sprintf("figure %d", i)); err != nil {
+		if err := r.raise(ctx, wire.AlertDegraded, fmt.Sprintf("figure %d", i)); err != nil {
 			t.Fatal(err)
 		}
 		select {
@@ -79,10 +79,10 @@ func TestFiguresMQTT(t *testing.T) {
 	var msgs []store.MQTTMessage
 	payload := make([]byte, 0, 400)
 	for i := range m {
-		v := cloudsync.VerdictMsg{Schema: 1, MsgID: fmt.Sprintf("fig-%d", i), ID: uint64(i + 1), Station: "st-1", Serial: fmt.Sprintf("SN-%06d", i),
-			Time: time.Now().UTC(), Verdict: "PASS", Threshold: 1.5, Model: cloudsync.ModelRef{Name: "m", Version: "1.0.0"}, LatencyMs: 23.5}
-		payload, _ = cloudsync.Encode(&v)
-		msgs = append(msgs, store.MQTTMessage{ID: v.MsgID, Kind: store.MQTTVerdict, Topic: r.topics.Topic(cloudsync.TopicVerdict), Payload: payload})
+		v := wire.VerdictMsg{Schema: 1, MsgID: fmt.Sprintf("fig-%d", i), ID: uint64(i + 1), Station: "st-1", Serial: fmt.Sprintf("SN-%06d", i),
+			Time: time.Now().UTC(), Verdict: "PASS", Threshold: 1.5, Model: wire.ModelRef{Name: "m", Version: "1.0.0"}, LatencyMs: 23.5}
+		payload, _ = wire.Encode(&v)
+		msgs = append(msgs, store.MQTTMessage{ID: v.MsgID, Kind: store.MQTTVerdict, Topic: r.topics.Topic(wire.TopicVerdict), Payload: payload})
 		if len(msgs) == 500 {
 			if _, err := st.EnqueueMQTT(context.Background(), store.MQTTEnqueue{Messages: msgs}); err != nil {
 				t.Fatal(err)
@@ -122,7 +122,7 @@ func TestFiguresMQTT(t *testing.T) {
 	start = time.Now()
 	toks := make([]mqtt.Token, 0, mqttBatch)
 	for i := 0; i < m; i++ {
-		toks = append(toks, cl.Publish(r.topics.Topic(cloudsync.TopicVerdict), 1, false, payload))
+		toks = append(toks, cl.Publish(r.topics.Topic(wire.TopicVerdict), 1, false, payload))
 		if len(toks) == mqttBatch || i == m-1 {
 			for _, tok := range toks {
 				tok.Wait()

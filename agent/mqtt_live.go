@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // RaiseAlert reports a degraded state of the station: it is shown on the
@@ -27,7 +28,7 @@ func (l *live) raiseAlert(ctx context.Context, kind, message string) error {
 	if l.mqtt == nil {
 		return nil
 	}
-	if err := cloudsync.ValidLevel(kind); err != nil {
+	if err := wire.ValidLevel(kind); err != nil {
 		return fmt.Errorf("alert kind: %w", err)
 	}
 	return l.mqtt.raise(ctx, kind, message)
@@ -83,9 +84,9 @@ func (l *live) startMQTT(context.Context) (func(context.Context) error, error) {
 		label:   l.label,
 		camera:  l.cameraState,
 		link:    func(state string) { l.setLink("mqtt", state) },
-		status: func(m *cloudsync.StatusMsg) {
+		status: func(m *wire.StatusMsg) {
 			mi := l.primary().info.Model
-			m.Model = &cloudsync.ModelRef{Name: mi.Name, Version: mi.Version, SHA256: mi.SHA256}
+			m.Model = &wire.ModelRef{Name: mi.Name, Version: mi.Version, SHA256: mi.SHA256}
 			m.Provider = l.provider()
 			m.AgentVersion = Version
 			m.Camera = l.cameraState()
@@ -105,7 +106,7 @@ func (l *live) startMQTT(context.Context) (func(context.Context) error, error) {
 		return nil, err
 	}
 	if u := l.a.ota; u != nil {
-		u.setPublisher(func(m cloudsync.ModelStatusMsg) { r.publishModelStatus(context.Background(), m) })
+		u.setPublisher(func(m wire.ModelStatusMsg) { r.publishModelStatus(context.Background(), m) })
 	}
 	l.mqtt = r
 	l.setLink("mqtt", cloudsync.ConnConnecting)

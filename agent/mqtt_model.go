@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // The model update's MQTT side: model/available in (the station's topic and the line's,
@@ -16,7 +17,7 @@ func (r *mqttRole) modelSubscriptions(subs map[string]func(cloudsync.Received)) 
 	if r.hooks.modelAvailable == nil {
 		return
 	}
-	subs[r.topics.Topic(cloudsync.TopicModelAvailable)] = r.onModelAvailable
+	subs[r.topics.Topic(wire.TopicModelAvailable)] = r.onModelAvailable
 	subs[r.topics.LineModelAvailable()] = r.onModelAvailable
 }
 
@@ -26,8 +27,8 @@ func (r *mqttRole) onModelAvailable(msg cloudsync.Received) {
 	if len(msg.Payload) == 0 {
 		return
 	}
-	var m cloudsync.ModelAvailableMsg
-	if err := cloudsync.Decode(msg.Payload, &m); err != nil {
+	var m wire.ModelAvailableMsg
+	if err := wire.Decode(msg.Payload, &m); err != nil {
 		r.reject(msg, "", err)
 		return
 	}
@@ -36,11 +37,11 @@ func (r *mqttRole) onModelAvailable(msg cloudsync.Received) {
 }
 
 // publishModelStatus publishes m on model/status, retained.
-func (r *mqttRole) publishModelStatus(ctx context.Context, m cloudsync.ModelStatusMsg) {
-	data, err := cloudsync.Encode(&m)
+func (r *mqttRole) publishModelStatus(ctx context.Context, m wire.ModelStatusMsg) {
+	data, err := wire.Encode(&m)
 	if err == nil {
 		pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
-		err = r.conn.Publish(pctx, cloudsync.Publication{Topic: r.topics.Topic(cloudsync.TopicModelStatus), Payload: data, Retained: true})
+		err = r.conn.Publish(pctx, cloudsync.Publication{Topic: r.topics.Topic(wire.TopicModelStatus), Payload: data, Retained: true})
 		cancel()
 	}
 	if err != nil && ctx.Err() == nil {

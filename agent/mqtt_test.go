@@ -17,8 +17,8 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/takt-edge/takt/agent/store"
-	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 func TestAlertLimiter(t *testing.T) {
@@ -60,11 +60,11 @@ func TestAlertLimiter(t *testing.T) {
 // collects what the station publishes.
 type subscriber struct {
 	mu       sync.Mutex
-	alerts   map[string]cloudsync.AlertMsg // by id
+	alerts   map[string]wire.AlertMsg // by id
 	dupes    int
-	verdicts map[string]cloudsync.VerdictMsg // by msg_id
-	errs     []cloudsync.ErrorMsg
-	status   []cloudsync.StatusMsg
+	verdicts map[string]wire.VerdictMsg // by msg_id
+	errs     []wire.ErrorMsg
+	status   []wire.StatusMsg
 	statusAt []time.Time
 	bad      []string
 	c        mqtt.Client
@@ -72,7 +72,7 @@ type subscriber struct {
 
 func newSubscriber(t *testing.T, url, id string, persistent bool) *subscriber {
 	t.Helper()
-	s := &subscriber{alerts: map[string]cloudsync.AlertMsg{}, verdicts: map[string]cloudsync.VerdictMsg{}}
+	s := &subscriber{alerts: map[string]wire.AlertMsg{}, verdicts: map[string]wire.VerdictMsg{}}
 	handler := func(_ mqtt.Client, m mqtt.Message) { s.add(m.Topic(), m.Payload()) }
 	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID(id).SetCleanSession(!persistent).
 		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(100 * time.Millisecond).
@@ -90,7 +90,7 @@ func newSubscriber(t *testing.T, url, id string, persistent bool) *subscriber {
 }
 
 func (s *subscriber) add(topic string, payload []byte) {
-	_, name, err := cloudsync.ParseTopic(topic)
+	_, name, err := wire.ParseTopic(topic)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
@@ -98,9 +98,9 @@ func (s *subscriber) add(topic string, payload []byte) {
 		return
 	}
 	switch name {
-	case cloudsync.TopicAlert:
-		var a cloudsync.AlertMsg
-		if err := cloudsync.Decode(payload, &a); err != nil {
+	case wire.TopicAlert:
+		var a wire.AlertMsg
+		if err := wire.Decode(payload, &a); err != nil {
 			s.bad = append(s.bad, fmt.Sprintf("%s: %v", payload, err))
 			return
 		}
@@ -108,23 +108,23 @@ func (s *subscriber) add(topic string, payload []byte) {
 			s.dupes++
 		}
 		s.alerts[a.ID] = a
-	case cloudsync.TopicVerdict:
-		var v cloudsync.VerdictMsg
-		if err := cloudsync.Decode(payload, &v); err != nil {
+	case wire.TopicVerdict:
+		var v wire.VerdictMsg
+		if err := wire.Decode(payload, &v); err != nil {
 			s.bad = append(s.bad, fmt.Sprintf("%s: %v", payload, err))
 			return
 		}
 		s.verdicts[v.MsgID] = v
-	case cloudsync.TopicError:
-		var e cloudsync.ErrorMsg
-		if err := cloudsync.Decode(payload, &e); err != nil {
+	case wire.TopicError:
+		var e wire.ErrorMsg
+		if err := wire.Decode(payload, &e); err != nil {
 			s.bad = append(s.bad, fmt.Sprintf("%s: %v", payload, err))
 			return
 		}
 		s.errs = append(s.errs, e)
-	case cloudsync.TopicStatus:
-		var st cloudsync.StatusMsg
-		if err := cloudsync.Decode(payload, &st); err != nil {
+	case wire.TopicStatus:
+		var st wire.StatusMsg
+		if err := wire.Decode(payload, &st); err != nil {
 			s.bad = append(s.bad, fmt.Sprintf("%s: %v", payload, err))
 			return
 		}
@@ -144,11 +144,11 @@ func (s *subscriber) alertTexts() map[string]bool {
 	return out
 }
 
-func (s *subscriber) lastStatus() (cloudsync.StatusMsg, time.Time, bool) {
+func (s *subscriber) lastStatus() (wire.StatusMsg, time.Time, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.status) == 0 {
-		return cloudsync.StatusMsg{}, time.Time{}, false
+		return wire.StatusMsg{}, time.Time{}, false
 	}
 	return s.status[len(s.status)-1], s.statusAt[len(s.statusAt)-1], true
 }
@@ -212,7 +212,7 @@ func TestMQTTAlertsSurviveBrokerOutage(t *testing.T) {
 	raise := func(i int) {
 		text := fmt.Sprintf("alert %03d", i)
 		want[text] = true
-		if err := r.raise(ctx, cloudsync.AlertDegraded, text); err != nil {
+		if err := r.raise(ctx, wire.AlertDegraded, text); err != nil {
 			t.Fatalf("raise: %v", err)
 		}
 	}
@@ -254,7 +254,7 @@ func TestMQTTAlertRateLimitSummary(t *testing.T) {
 	cfg.AlertBurst, cfg.AlertWindow = 3, 400*time.Millisecond
 	r, _ := startRole(t, cfg, openStore(t, t.TempDir()), mqttHooks{})
 	for i := range 10 {
-		if err := r.raise(context.Background(), cloudsync.AlertCameraStalled, fmt.Sprintf("stall %d", i)); err != nil {
+		if err := r.raise(context.Background(), wire.AlertCameraStalled, fmt.Sprintf("stall %d", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -271,7 +271,7 @@ func TestMQTTAlertRateLimitSummary(t *testing.T) {
 		} else {
 			plain++
 		}
-		if a.Severity != cloudsync.SeverityCritical {
+		if a.Severity != wire.SeverityCritical {
 			t.Errorf("severity = %q, want critical", a.Severity)
 		}
 	}
@@ -317,8 +317,8 @@ func TestMQTTCommands(t *testing.T) {
 			t.Fatalf("publish %s: %v", name, tok.Error())
 		}
 	}
-	pub(cloudsync.TopicCmdTrigger, `{"schema":1,"serial":"SN-77","correlation_id":"job-1"}`)
-	var got cloudsync.VerdictMsg
+	pub(wire.TopicCmdTrigger, `{"schema":1,"serial":"SN-77","correlation_id":"job-1"}`)
+	var got wire.VerdictMsg
 	waitUntil(t, 10*time.Second, "verdict with correlation id job-1", func() bool {
 		sub.mu.Lock()
 		defer sub.mu.Unlock()
@@ -337,26 +337,26 @@ func TestMQTTCommands(t *testing.T) {
 		sub.mu.Lock()
 		defer sub.mu.Unlock()
 		for _, a := range sub.alerts {
-			if a.Kind == cloudsync.AlertFail && a.VerdictID == got.ID && a.Serial == "SN-77" {
+			if a.Kind == wire.AlertFail && a.VerdictID == got.ID && a.Serial == "SN-77" {
 				return true
 			}
 		}
 		return false
 	})
 
-	pub(cloudsync.TopicCmdLabel, fmt.Sprintf(`{"schema":1,"verdict_id":%d,"label":"false_reject"}`, got.ID))
+	pub(wire.TopicCmdLabel, fmt.Sprintf(`{"schema":1,"verdict_id":%d,"label":"false_reject"}`, got.ID))
 	waitUntil(t, 10*time.Second, "label in the store", func() bool {
 		v, err := st.Get(got.ID)
 		return err == nil && v.Label == "false_reject"
 	})
 
 	bad := []struct{ topic, payload, wantErr string }{
-		{cloudsync.TopicCmdTrigger, `{"schema":1,"serial":5}`, "serial: number is not a string"},
-		{cloudsync.TopicCmdTrigger, `not json`, "want one JSON object"},
-		{cloudsync.TopicCmdTrigger, `{"schema":1,"serial":"refuse","correlation_id":"job-2"}`, "camera is stalled"},
-		{cloudsync.TopicCmdLabel, `{"schema":1,"verdict_id":999999,"label":"false_reject"}`, "verdict not found"},
-		{cloudsync.TopicCmdLabel, `{"schema":1,"label":"x","extra":1}`, `unknown field "extra"`},
-		{cloudsync.TopicCmdLabel, string([]byte{0xff, 0xfe, 0x00}), "want one JSON object"},
+		{wire.TopicCmdTrigger, `{"schema":1,"serial":5}`, "serial: number is not a string"},
+		{wire.TopicCmdTrigger, `not json`, "want one JSON object"},
+		{wire.TopicCmdTrigger, `{"schema":1,"serial":"refuse","correlation_id":"job-2"}`, "camera is stalled"},
+		{wire.TopicCmdLabel, `{"schema":1,"verdict_id":999999,"label":"false_reject"}`, "verdict not found"},
+		{wire.TopicCmdLabel, `{"schema":1,"label":"x","extra":1}`, `unknown field "extra"`},
+		{wire.TopicCmdLabel, string([]byte{0xff, 0xfe, 0x00}), "want one JSON object"},
 	}
 	for _, c := range bad {
 		pub(c.topic, c.payload)
@@ -383,7 +383,7 @@ func TestMQTTCommands(t *testing.T) {
 	}
 	sub.mu.Unlock()
 	// Still serving after the bad input.
-	pub(cloudsync.TopicCmdTrigger, `{"schema":1,"correlation_id":"job-3"}`)
+	pub(wire.TopicCmdTrigger, `{"schema":1,"correlation_id":"job-3"}`)
 	waitUntil(t, 10*time.Second, "verdict for job-3", func() bool {
 		sub.mu.Lock()
 		defer sub.mu.Unlock()
@@ -571,7 +571,7 @@ func TestMQTTLastWill(t *testing.T) {
 	p := startAgentProc(t, writeAgentConfig(t, filepath.Join(t.TempDir(), "data"), b.URL))
 	waitUntil(t, 30*time.Second, "status online", func() bool {
 		s, _, ok := sub.lastStatus()
-		return ok && s.State == cloudsync.StateOnline
+		return ok && s.State == wire.StateOnline
 	})
 	if s, _, _ := sub.lastStatus(); s.Station != "st-mqtt" || s.Model == nil || s.Model.Name == "" || s.Provider == "" {
 		t.Errorf("birth status = %+v, want station st-mqtt, model and provider", s)
@@ -581,7 +581,7 @@ func TestMQTTLastWill(t *testing.T) {
 	const keepalive = 2 * time.Second
 	waitUntil(t, keepalive*3/2, "status offline (last will)", func() bool {
 		s, _, ok := sub.lastStatus()
-		return ok && s.State == cloudsync.StateOffline
+		return ok && s.State == wire.StateOffline
 	})
 	_, at, _ := sub.lastStatus()
 	t.Logf("offline %v after SIGKILL (keepalive %v)", at.Sub(killed).Round(time.Millisecond), keepalive)

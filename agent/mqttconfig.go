@@ -7,28 +7,19 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // MQTTConfig is the `mqtt:` section: the station's MQTT roles (status, verdict
 // and alert messages through a durable outbox, cmd/trigger and cmd/label). MQTT
 // is off while mqtt.broker is empty.
 type MQTTConfig struct {
-	// Broker, ClientID, Username, Password, TLS, KeepAlive, CleanSession,
-	// ConnectTimeout, ReconnectMin, ReconnectMax and PublishTimeout are the
-	// connection (see cloudsync.MQTTConfig). Env TAKT_MQTT_BROKER,
+	// The connection: broker, client_id, username, password, tls, keepalive,
+	// clean_session, connect_timeout, reconnect_min, reconnect_max and
+	// publish_timeout (see cloudsync.MQTTConfig). Env TAKT_MQTT_BROKER,
 	// TAKT_MQTT_USERNAME, TAKT_MQTT_PASSWORD. ClientID defaults to
 	// "takt-{station}".
-	Broker         string            `yaml:"broker"`
-	ClientID       string            `yaml:"client_id"`
-	Username       string            `yaml:"username"`
-	Password       cloudsync.Secret  `yaml:"password"`
-	TLS            cloudsync.MQTTTLS `yaml:"tls"`
-	KeepAlive      time.Duration     `yaml:"keepalive"`
-	CleanSession   bool              `yaml:"clean_session"`
-	ConnectTimeout time.Duration     `yaml:"connect_timeout"`
-	ReconnectMin   time.Duration     `yaml:"reconnect_min"`
-	ReconnectMax   time.Duration     `yaml:"reconnect_max"`
-	PublishTimeout time.Duration     `yaml:"publish_timeout"`
+	cloudsync.MQTTConfig `yaml:",inline"`
 
 	// Site and Line are the topic levels above the station:
 	// takt/v1/{site}/{line}/{station}/. Defaults "site-1", "line-1".
@@ -55,11 +46,9 @@ type MQTTConfig struct {
 }
 
 func defaultMQTTConfig() MQTTConfig {
-	d := cloudsync.DefaultMQTTConfig()
 	return MQTTConfig{
-		KeepAlive: d.KeepAlive, CleanSession: d.CleanSession, ConnectTimeout: d.ConnectTimeout,
-		ReconnectMin: d.ReconnectMin, ReconnectMax: d.ReconnectMax, PublishTimeout: d.PublishTimeout,
-		Site: "site-1", Line: "line-1", Verdicts: true, StatusInterval: 30 * time.Second,
+		MQTTConfig: cloudsync.DefaultMQTTConfig(),
+		Site:       "site-1", Line: "line-1", Verdicts: true, StatusInterval: 30 * time.Second,
 		AlertBurst: 10, AlertWindow: time.Minute, SyncBacklogAge: time.Hour, OutboxMax: 100000,
 		DrainTimeout: 2 * time.Second,
 	}
@@ -70,15 +59,11 @@ func (m MQTTConfig) Enabled() bool { return m.conn("").Enabled() }
 
 // conn is the connection part, with the client id defaulted for station.
 func (m MQTTConfig) conn(station string) cloudsync.MQTTConfig {
-	id := m.ClientID
-	if id == "" && station != "" {
-		id = "takt-" + station
+	c := m.MQTTConfig
+	if c.ClientID == "" && station != "" {
+		c.ClientID = "takt-" + station
 	}
-	return cloudsync.MQTTConfig{
-		Broker: m.Broker, ClientID: id, Username: m.Username, Password: m.Password, TLS: m.TLS,
-		KeepAlive: m.KeepAlive, CleanSession: m.CleanSession, ConnectTimeout: m.ConnectTimeout,
-		ReconnectMin: m.ReconnectMin, ReconnectMax: m.ReconnectMax, PublishTimeout: m.PublishTimeout,
-	}
+	return c
 }
 
 // loadMQTTSettings resolves the TLS file paths against the config file's
@@ -90,9 +75,7 @@ func (c *Config) loadMQTTSettings(base string, lookup func(string) (string, bool
 			*p = filepath.Join(base, *p)
 		}
 	}
-	conn := c.MQTT.conn("")
-	conn.ApplyEnv(lookup)
-	c.MQTT.Broker, c.MQTT.Username, c.MQTT.Password = conn.Broker, conn.Username, conn.Password
+	c.MQTT.ApplyEnv(lookup)
 }
 
 // validate checks the mqtt: section when MQTT is enabled.
@@ -101,7 +84,7 @@ func (m MQTTConfig) validate(station string) error {
 		return nil
 	}
 	errs := []error{m.conn(station).Validate()}
-	if _, err := cloudsync.NewTopics(m.Site, m.Line, station); err != nil {
+	if _, err := wire.NewTopics(m.Site, m.Line, station); err != nil {
 		errs = append(errs, fmt.Errorf("mqtt: topic levels: %w (mqtt.site, mqtt.line and station may not hold '/', '+', '#' or spaces)", err))
 	}
 	if m.StatusInterval < time.Second {
@@ -128,7 +111,7 @@ func (m MQTTConfig) validate(station string) error {
 // MQTTConn is the station's broker connection settings, for tools that talk to the same
 // broker beside the agent (takt firmware watch), and its topics. Such a tool must use its
 // own client id.
-func (c Config) MQTTConn() (cloudsync.MQTTConfig, cloudsync.Topics, error) {
-	topics, err := cloudsync.NewTopics(c.MQTT.Site, c.MQTT.Line, c.Station)
+func (c Config) MQTTConn() (cloudsync.MQTTConfig, wire.Topics, error) {
+	topics, err := wire.NewTopics(c.MQTT.Site, c.MQTT.Line, c.Station)
 	return c.MQTT.conn(c.Station), topics, err
 }

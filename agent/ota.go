@@ -20,6 +20,7 @@ import (
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
 )
@@ -70,7 +71,7 @@ func (r installRequest) id() string {
 // figures it was refused on (nil when it measured nothing).
 type errRejected struct {
 	reason string
-	fig    *cloudsync.ModelFigures
+	fig    *wire.ModelFigures
 }
 
 func (e *errRejected) Error() string { return e.reason }
@@ -80,7 +81,7 @@ func rejectf(format string, args ...any) error {
 }
 
 // rejectFig is rejectf with the figures the refusal rests on.
-func rejectFig(fig *cloudsync.ModelFigures, format string, args ...any) error {
+func rejectFig(fig *wire.ModelFigures, format string, args ...any) error {
 	return &errRejected{reason: fmt.Sprintf(format, args...), fig: fig}
 }
 
@@ -100,11 +101,11 @@ type modelUpdater struct {
 
 	reqs     chan installRequest // cap 1: the newest request waits, an older one is replaced
 	rollback chan string         // cap 1: the watch asks for a rollback, with the reason
-	pubq     chan cloudsync.ModelStatusMsg
+	pubq     chan wire.ModelStatusMsg
 
 	mu      sync.Mutex // guards st, publish, slot
 	st      otaState
-	publish func(cloudsync.ModelStatusMsg)
+	publish func(wire.ModelStatusMsg)
 	slot    modelSlot
 	// configured loads configured model i (bundle or path), the last resort of a rollback.
 	configured func(ctx context.Context, i int) (*models.Runtime, error)
@@ -134,7 +135,7 @@ func newModelUpdater(cfg Config, log zerolog.Logger) (*modelUpdater, error) {
 		cfg: u, dir: filepath.Join(cfg.DataDir, "models"), dataDir: cfg.DataDir, station: cfg.Station, deadline: cfg.Deadline,
 		configs: cfg.ModelConfigs(), named: len(cfg.Models) > 0, policy: policy,
 		log: log.With().Str("component", "model-update").Logger(), now: time.Now,
-		reqs: make(chan installRequest, 1), rollback: make(chan string, 1), pubq: make(chan cloudsync.ModelStatusMsg, 16),
+		reqs: make(chan installRequest, 1), rollback: make(chan string, 1), pubq: make(chan wire.ModelStatusMsg, 16),
 	}
 	m.recent.init(max(u.Watch.Parts, 50))
 	if cfg.Sync.Enabled() {
@@ -171,7 +172,7 @@ func (u *modelUpdater) open() error {
 		c.Restarts++
 		if c.Restarts > u.cfg.Watch.MaxRestarts {
 			u.st.reject(c.SHA256)
-			u.finishCandidate(cloudsync.ModelRejected, fmt.Sprintf("crash loop: the agent restarted %d times while %s %s was %s",
+			u.finishCandidate(wire.ModelRejected, fmt.Sprintf("crash loop: the agent restarted %d times while %s %s was %s",
 				c.Restarts, c.Name, c.Version, c.Phase), nil)
 		}
 	}
@@ -182,7 +183,7 @@ func (u *modelUpdater) open() error {
 				bad := m.Active
 				u.st.reject(bad.SHA256)
 				m.Active, m.Previous, m.Watch = m.Previous, nil, nil
-				u.setLast(bad.Name, bad.Version, cloudsync.ModelRolledBack,
+				u.setLast(bad.Name, bad.Version, wire.ModelRolledBack,
 					fmt.Sprintf("crash loop: the agent restarted %d times while %s %s (%s) was watched", w.Restarts, bad.Name, bad.Version, name), nil)
 			}
 		}
@@ -224,7 +225,7 @@ func (u *modelUpdater) loadInstalled(ctx context.Context, i int) (*models.Runtim
 			bad := m.Active
 			u.st.reject(bad.SHA256)
 			m.Active, m.Previous, m.Watch = m.Previous, nil, nil
-			u.setLast(bad.Name, bad.Version, cloudsync.ModelRolledBack, "the active bundle does not load any more; serving the previous one", nil)
+			u.setLast(bad.Name, bad.Version, wire.ModelRolledBack, "the active bundle does not load any more; serving the previous one", nil)
 			if err := writeOTAState(u.dir, u.st); err != nil {
 				rt.Close()
 				return nil, "", err
@@ -234,7 +235,7 @@ func (u *modelUpdater) loadInstalled(ctx context.Context, i int) (*models.Runtim
 		return rt, filepath.Join(u.dir, b.File), nil
 	}
 	if m.Active != nil {
-		u.setLast(m.Active.Name, m.Active.Version, cloudsync.ModelRolledBack, "no installed bundle loads; serving the configured model", nil)
+		u.setLast(m.Active.Name, m.Active.Version, wire.ModelRolledBack, "no installed bundle loads; serving the configured model", nil)
 	}
 	delete(u.st.Models, name)
 	return nil, "", writeOTAState(u.dir, u.st)
@@ -305,7 +306,7 @@ func (u *modelUpdater) request(r installRequest) error {
 }
 
 // onAvailable handles a model/available announcement.
-func (u *modelUpdater) onAvailable(m cloudsync.ModelAvailableMsg) {
+func (u *modelUpdater) onAvailable(m wire.ModelAvailableMsg) {
 	u.mu.Lock()
 	seen := u.st.rejected(m.SHA256)
 	busy := u.st.Candidate != nil && u.st.Candidate.SHA256 == m.SHA256
@@ -373,7 +374,7 @@ func (u *modelUpdater) install(ctx context.Context, r installRequest, resume boo
 		return // promoted, or stopped: the state resumes it at the next start
 	}
 	reason := err.Error()
-	var fig *cloudsync.ModelFigures
+	var fig *wire.ModelFigures
 	if rej := (*errRejected)(nil); errors.As(err, &rej) {
 		reason, fig = rej.reason, rej.fig
 	}
@@ -383,7 +384,7 @@ func (u *modelUpdater) install(ctx context.Context, r installRequest, resume boo
 	if c := u.st.Candidate; c != nil {
 		u.st.reject(c.BundleHash)
 	}
-	u.finishCandidate(cloudsync.ModelRejected, reason, fig)
+	u.finishCandidate(wire.ModelRejected, reason, fig)
 	if err := writeOTAState(u.dir, u.st); err != nil {
 		u.log.Error().Err(err).Msg("model update state not saved")
 	}
@@ -391,7 +392,7 @@ func (u *modelUpdater) install(ctx context.Context, r installRequest, resume boo
 
 // finishCandidate drops the candidate and its staged file and reports state (with the
 // figures, if any); u.mu held (or open, before Run).
-func (u *modelUpdater) finishCandidate(state, reason string, fig *cloudsync.ModelFigures) {
+func (u *modelUpdater) finishCandidate(state, reason string, fig *wire.ModelFigures) {
 	c := u.st.Candidate
 	if c == nil {
 		return
@@ -404,11 +405,11 @@ func (u *modelUpdater) finishCandidate(state, reason string, fig *cloudsync.Mode
 
 // setLast records and publishes a status; u.mu held (or open, before Run). The state is
 // saved by the caller.
-func (u *modelUpdater) setLast(name, version, state, reason string, fig *cloudsync.ModelFigures) {
+func (u *modelUpdater) setLast(name, version, state, reason string, fig *wire.ModelFigures) {
 	l := otaLast{Name: name, Version: version, State: state, Reason: reason, Time: u.now().UTC(), Figures: fig}
 	u.st.Last = &l
 	ev := u.log.Info()
-	if state == cloudsync.ModelRejected || state == cloudsync.ModelRolledBack {
+	if state == wire.ModelRejected || state == wire.ModelRolledBack {
 		ev = u.log.Warn()
 	}
 	ev.Str("name", name).Str("version", version).Str("state", state).Str("reason", reason).Msg("model update")
@@ -443,13 +444,13 @@ func (u *modelUpdater) publisher(ctx context.Context) {
 	}
 }
 
-func (u *modelUpdater) statusMsg(l otaLast) cloudsync.ModelStatusMsg {
-	return cloudsync.ModelStatusMsg{Schema: cloudsync.MessageSchema, Station: u.station, Name: l.Name, Version: l.Version,
+func (u *modelUpdater) statusMsg(l otaLast) wire.ModelStatusMsg {
+	return wire.ModelStatusMsg{Schema: wire.MessageSchema, Station: u.station, Name: l.Name, Version: l.Version,
 		State: l.State, Reason: l.Reason, Time: l.Time, Figures: l.Figures}
 }
 
 // setPublisher sets where statuses go (the MQTT role).
-func (u *modelUpdater) setPublisher(p func(cloudsync.ModelStatusMsg)) {
+func (u *modelUpdater) setPublisher(p func(wire.ModelStatusMsg)) {
 	u.mu.Lock()
 	u.publish = p
 	u.mu.Unlock()
@@ -463,7 +464,7 @@ func (u *modelUpdater) snapshot() otaState {
 }
 
 // lastStatus is the status to repeat at every MQTT connect; nil before any update.
-func (u *modelUpdater) lastStatus() *cloudsync.ModelStatusMsg {
+func (u *modelUpdater) lastStatus() *wire.ModelStatusMsg {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.st.Last == nil {
@@ -543,7 +544,7 @@ func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bo
 	u.mu.Lock()
 	if !resume {
 		if u.st.Candidate != nil {
-			u.finishCandidate(cloudsync.ModelRejected, "superseded by a newer request", nil)
+			u.finishCandidate(wire.ModelRejected, "superseded by a newer request", nil)
 		}
 		name := firstNonEmpty(r.Name, "bundle")
 		u.st.Candidate = &otaCandidate{Name: r.Name, Version: r.Version, Key: r.Key, Source: r.File, SHA256: r.SHA256,
@@ -560,7 +561,7 @@ func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bo
 
 	// 1. Receive.
 	if c.Phase == phaseDownloading {
-		if err := u.step(phaseDownloading, cloudsync.ModelDownloading, "from "+firstNonEmpty(r.Key, r.File)); err != nil {
+		if err := u.step(phaseDownloading, wire.ModelDownloading, "from "+firstNonEmpty(r.Key, r.File)); err != nil {
 			return err
 		}
 		if err := u.receive(ctx, r, staged); err != nil {
@@ -568,7 +569,7 @@ func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bo
 		}
 	}
 	// 2. Verify (again after a restart: the staged file is re-read, never trusted blindly).
-	if err := u.step(phaseVerifying, cloudsync.ModelValidating, "verifying signature, files and version"); err != nil {
+	if err := u.step(phaseVerifying, wire.ModelValidating, "verifying signature, files and version"); err != nil {
 		return err
 	}
 	b, err := u.policy.OpenBundle(staged)
@@ -598,7 +599,7 @@ func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bo
 
 	// 3. Validate.
 	opts := u.rtOpts(idx)
-	if err := u.step(phaseValidating, cloudsync.ModelValidating, "golden set and latency on "+providerChain(opts)); err != nil {
+	if err := u.step(phaseValidating, wire.ModelValidating, "golden set and latency on "+providerChain(opts)); err != nil {
 		return err
 	}
 	rt, err := models.NewRuntime(ctx, b, opts)
@@ -616,9 +617,9 @@ func (u *modelUpdater) runSteps(ctx context.Context, r installRequest, resume bo
 
 	// 4. Shadow.
 	var baseline *otaBaseline
-	var shadowed *cloudsync.ModelFigures // the shadow run's figures, reported with the promotion
+	var shadowed *wire.ModelFigures // the shadow run's figures, reported with the promotion
 	if u.cfg.Shadow.Parts > 0 {
-		if err := u.step(phaseShadow, cloudsync.ModelShadow, fmt.Sprintf("beside %s for %d parts", target.name, u.cfg.Shadow.Parts)); err != nil {
+		if err := u.step(phaseShadow, wire.ModelShadow, fmt.Sprintf("beside %s for %d parts", target.name, u.cfg.Shadow.Parts)); err != nil {
 			rt.Close()
 			return err
 		}
@@ -701,8 +702,8 @@ func (u *modelUpdater) checkLatency(ctx context.Context, rt *models.Runtime) err
 	runs := u.cfg.Validate.LatencyRuns
 	lat := make([]float64, 0, runs)
 	limit := u.latencyBudget()
-	fig := func(errs int, key string) *cloudsync.ModelFigures {
-		return &cloudsync.ModelFigures{Step: cloudsync.FiguresValidate, Parts: len(lat), Errors: errs,
+	fig := func(errs int, key string) *wire.ModelFigures {
+		return &wire.ModelFigures{Step: wire.FiguresValidate, Parts: len(lat), Errors: errs,
 			CandidateP50Ms: quantile(lat, 0.5), CandidateP99Ms: quantile(lat, 0.99), BudgetMs: limit, Limit: key}
 	}
 	for i := -1; i < runs; i++ {
@@ -735,7 +736,7 @@ func (u *modelUpdater) checkLatency(ctx context.Context, rt *models.Runtime) err
 // promote swaps the candidate in and makes it the active bundle, the active one the
 // previous (kept for rollback), and starts the watch.
 func (u *modelUpdater) promote(b *bundle.Bundle, name string, rt *models.Runtime, threshold float64, staged string, baseline *otaBaseline,
-	shadowed *cloudsync.ModelFigures) error {
+	shadowed *wire.ModelFigures) error {
 	if err := u.step(phaseSwapping, "", ""); err != nil {
 		rt.Close()
 		return err
@@ -798,7 +799,7 @@ func (u *modelUpdater) promote(b *bundle.Bundle, name string, rt *models.Runtime
 		u.startWatch(name, *baseline)
 		reason += fmt.Sprintf("; watched for %d parts", u.cfg.Watch.Parts)
 	}
-	u.setLast(b.Manifest.Name, b.Manifest.Version, cloudsync.ModelActive, reason, shadowed)
+	u.setLast(b.Manifest.Name, b.Manifest.Version, wire.ModelActive, reason, shadowed)
 	return writeOTAState(u.dir, u.st)
 }
 
@@ -822,7 +823,7 @@ func (u *modelUpdater) watchPassed(w *watchRun) {
 	}
 	m.Watch = nil
 	if a := m.Active; a != nil {
-		u.setLast(a.Name, a.Version, cloudsync.ModelActive, "watch passed: "+w.figures(), w.wire())
+		u.setLast(a.Name, a.Version, wire.ModelActive, "watch passed: "+w.figures(), w.wire())
 	}
 	if err := writeOTAState(u.dir, u.st); err != nil {
 		u.log.Error().Err(err).Msg("model update state not saved")
@@ -902,7 +903,7 @@ func (u *modelUpdater) rollBack(ctx context.Context, reason string) {
 		back = prev.Version
 	}
 	u.mu.Lock()
-	u.setLast(bad.Name, bad.Version, cloudsync.ModelRolledBack, reason+"; back on "+back, w.wire())
+	u.setLast(bad.Name, bad.Version, wire.ModelRolledBack, reason+"; back on "+back, w.wire())
 	err = writeOTAState(u.dir, u.st)
 	u.mu.Unlock()
 	if err != nil {

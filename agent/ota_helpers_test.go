@@ -19,6 +19,7 @@ import (
 
 	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
+	"github.com/takt-edge/takt/cloudsync/wire"
 	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
 	"github.com/takt-edge/takt/models/onnxgraph"
@@ -258,22 +259,22 @@ func (b *bucket) syncTo(cfg *Config) {
 // collects the station's model/status messages.
 type modelWatcher struct {
 	c      mqtt.Client
-	topics cloudsync.Topics
+	topics wire.Topics
 	mu     sync.Mutex
-	status []cloudsync.ModelStatusMsg
+	status []wire.ModelStatusMsg
 }
 
 // newStationWatcher is newModelWatcher on cfg's station topics.
 func newStationWatcher(t testing.TB, broker string, cfg Config) *modelWatcher {
 	t.Helper()
-	topics, err := cloudsync.NewTopics(cfg.MQTT.Site, cfg.MQTT.Line, cfg.Station)
+	topics, err := wire.NewTopics(cfg.MQTT.Site, cfg.MQTT.Line, cfg.Station)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return newModelWatcher(t, broker, topics)
 }
 
-func newModelWatcher(t testing.TB, broker string, topics cloudsync.Topics) *modelWatcher {
+func newModelWatcher(t testing.TB, broker string, topics wire.Topics) *modelWatcher {
 	t.Helper()
 	w := &modelWatcher{topics: topics}
 	opts := mqtt.NewClientOptions().AddBroker(broker).SetClientID("cloud-" + topics.Station).SetCleanSession(true).
@@ -282,9 +283,9 @@ func newModelWatcher(t testing.TB, broker string, topics cloudsync.Topics) *mode
 	if tok := w.c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("watcher connect: %v", tok.Error())
 	}
-	tok := w.c.Subscribe(topics.Topic(cloudsync.TopicModelStatus), 1, func(_ mqtt.Client, m mqtt.Message) {
-		var s cloudsync.ModelStatusMsg
-		if err := cloudsync.Decode(m.Payload(), &s); err != nil {
+	tok := w.c.Subscribe(topics.Topic(wire.TopicModelStatus), 1, func(_ mqtt.Client, m mqtt.Message) {
+		var s wire.ModelStatusMsg
+		if err := wire.Decode(m.Payload(), &s); err != nil {
 			t.Errorf("model/status %s: %v", m.Payload(), err)
 			return
 		}
@@ -300,14 +301,14 @@ func newModelWatcher(t testing.TB, broker string, topics cloudsync.Topics) *mode
 }
 
 // announce publishes model/available (retained) on the station's topic, or the line's.
-func (w *modelWatcher) announce(t testing.TB, line bool, m cloudsync.ModelAvailableMsg) {
+func (w *modelWatcher) announce(t testing.TB, line bool, m wire.ModelAvailableMsg) {
 	t.Helper()
-	m.Schema = cloudsync.MessageSchema
+	m.Schema = wire.MessageSchema
 	data, err := json.Marshal(m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	topic := w.topics.Topic(cloudsync.TopicModelAvailable)
+	topic := w.topics.Topic(wire.TopicModelAvailable)
 	if line {
 		topic = w.topics.LineModelAvailable()
 	}
@@ -318,7 +319,7 @@ func (w *modelWatcher) announce(t testing.TB, line bool, m cloudsync.ModelAvaila
 
 // waitFinal waits for a final status (active, rejected, rolled-back) of version and
 // returns it; intermediate statuses of that version are returned in steps.
-func (w *modelWatcher) waitFinal(t testing.TB, version string, timeout time.Duration) (final cloudsync.ModelStatusMsg, steps []string) {
+func (w *modelWatcher) waitFinal(t testing.TB, version string, timeout time.Duration) (final wire.ModelStatusMsg, steps []string) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
@@ -330,7 +331,7 @@ func (w *modelWatcher) waitFinal(t testing.TB, version string, timeout time.Dura
 			}
 			steps = append(steps, s.State)
 			switch s.State {
-			case cloudsync.ModelActive, cloudsync.ModelRejected, cloudsync.ModelRolledBack:
+			case wire.ModelActive, wire.ModelRejected, wire.ModelRolledBack:
 				w.mu.Unlock()
 				return s, steps
 			}
@@ -345,10 +346,10 @@ func (w *modelWatcher) waitFinal(t testing.TB, version string, timeout time.Dura
 }
 
 // statuses returns every status of version so far.
-func (w *modelWatcher) statuses(version string) []cloudsync.ModelStatusMsg {
+func (w *modelWatcher) statuses(version string) []wire.ModelStatusMsg {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var out []cloudsync.ModelStatusMsg
+	var out []wire.ModelStatusMsg
 	for _, s := range w.status {
 		if s.Version == version {
 			out = append(out, s)

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/agent/store"
-	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
+	"github.com/takt-edge/takt/cloudsync/wire"
 	"github.com/takt-edge/takt/models/bundle"
 )
 
@@ -107,10 +107,10 @@ func TestModelUpdateOverMQTT(t *testing.T) {
 	cases := []struct {
 		name, version string
 		bundle        []byte
-		announce      func(m *cloudsync.ModelAvailableMsg) // changes the announcement
-		line          bool                                 // announced on the line's topic
-		want          string                               // in the rejection reason
-		limit         string                               // the figures' limit; "" for a refusal without figures
+		announce      func(m *wire.ModelAvailableMsg) // changes the announcement
+		line          bool                            // announced on the line's topic
+		want          string                          // in the rejection reason
+		limit         string                          // the figures' limit; "" for a refusal without figures
 	}{
 		{"unsigned", "0.3.1", unsigned, nil, false, "unsigned", ""},
 		{"wrong key", "0.3.2", bundle("0.3.2", stranger), nil, true, "not trusted", ""},
@@ -118,7 +118,7 @@ func TestModelUpdateOverMQTT(t *testing.T) {
 		{"tampered model file", "0.3.4", tamperedModel, nil, false, "sha256", ""},
 		{"tampered manifest", "0.3.5", tamperedManifest, nil, false, "does not match manifest.json", ""},
 		{"downgrade", "0.1.0", bundle("0.1.0", line), nil, false, "downgrade", ""},
-		{"truncated download", "0.3.6", bundle("0.3.6", line), func(m *cloudsync.ModelAvailableMsg) {
+		{"truncated download", "0.3.6", bundle("0.3.6", line), func(m *wire.ModelAvailableMsg) {
 			m.Size++ // the object in the bucket is shorter than announced
 		}, false, "download", ""},
 		{"NaN scores", "0.3.7", buildTestBundle(t, graphManifest("0.3.7", 0.5), nanGraph(t), line.priv), nil, false, "score NaN", "validate.errors"},
@@ -127,13 +127,13 @@ func TestModelUpdateOverMQTT(t *testing.T) {
 	for _, c := range cases {
 		key := fmt.Sprintf("models/fixture-part/%s/bundle.tar", c.version)
 		bk.put(t, key, c.bundle)
-		m := cloudsync.ModelAvailableMsg{Name: "fixture-part", Version: c.version, Key: key, SHA256: sha256Of(c.bundle), Size: int64(len(c.bundle))}
+		m := wire.ModelAvailableMsg{Name: "fixture-part", Version: c.version, Key: key, SHA256: sha256Of(c.bundle), Size: int64(len(c.bundle))}
 		if c.announce != nil {
 			c.announce(&m)
 		}
 		w.announce(t, c.line, m)
 		final, steps := w.waitFinal(t, c.version, 60*time.Second)
-		if final.State != cloudsync.ModelRejected || !strings.Contains(final.Reason, c.want) {
+		if final.State != wire.ModelRejected || !strings.Contains(final.Reason, c.want) {
 			t.Errorf("%s: final status %s %q (steps %v), want rejected with a reason containing %q", c.name, final.State, final.Reason, steps, c.want)
 		} else {
 			t.Logf("%s: %s: %s", c.name, final.State, final.Reason)
@@ -145,7 +145,7 @@ func TestModelUpdateOverMQTT(t *testing.T) {
 	// The FAIL-rate model's shadow figures, as typed fields.
 	if f := w.statuses("0.3.9"); len(f) == 0 || f[len(f)-1].Figures == nil {
 		t.Errorf("0.3.9: no figures in %+v", f)
-	} else if fig := f[len(f)-1].Figures; fig.Step != cloudsync.FiguresShadow || fig.Parts != 8 || fig.Agreement != 0 ||
+	} else if fig := f[len(f)-1].Figures; fig.Step != wire.FiguresShadow || fig.Parts != 8 || fig.Agreement != 0 ||
 		fig.CandidateFailRate != 1 || fig.BaselineFailRate != 0 || fig.Errors != 0 || fig.CandidateP99Ms <= 0 {
 		t.Errorf("0.3.9 shadow figures %+v: want 8 parts, agreement 0, FAIL rate 1 vs 0, no errors, a measured p99", fig)
 	}
@@ -161,24 +161,24 @@ func TestModelUpdateOverMQTT(t *testing.T) {
 
 	key := "models/fixture-part/0.9.0/bundle.tar"
 	bk.put(t, key, good)
-	w.announce(t, false, cloudsync.ModelAvailableMsg{Name: "fixture-part", Version: "0.9.0", Key: key, SHA256: sha256Of(good), Size: int64(len(good))})
+	w.announce(t, false, wire.ModelAvailableMsg{Name: "fixture-part", Version: "0.9.0", Key: key, SHA256: sha256Of(good), Size: int64(len(good))})
 	final, steps := w.waitFinal(t, "0.9.0", 90*time.Second)
-	if final.State != cloudsync.ModelActive {
+	if final.State != wire.ModelActive {
 		t.Fatalf("good bundle: final status %s %q (steps %v), want active", final.State, final.Reason, steps)
 	}
 	if got := strings.Join(steps, ","); !strings.HasPrefix(got, "downloading,validating,validating,shadow,active") {
 		t.Errorf("good bundle steps %s, want downloading,validating (verify),validating,shadow,active", got)
 	}
-	if fig := final.Figures; fig == nil || fig.Step != cloudsync.FiguresShadow || fig.Parts != 8 || fig.Agreement != 1 || fig.Limit != "" {
+	if fig := final.Figures; fig == nil || fig.Step != wire.FiguresShadow || fig.Parts != 8 || fig.Agreement != 1 || fig.Limit != "" {
 		t.Errorf("promotion figures %+v: want the shadow run's, 8 parts, agreement 1, no limit crossed", fig)
 	}
 	waitFor(t, "the watch to pass", 60*time.Second, func() bool {
 		for _, s := range w.statuses("0.9.0") {
-			if s.State == cloudsync.ModelRolledBack {
+			if s.State == wire.ModelRolledBack {
 				t.Fatalf("good bundle rolled back: %s", s.Reason)
 			}
 			if strings.HasPrefix(s.Reason, "watch passed") {
-				if fig := s.Figures; fig == nil || fig.Step != cloudsync.FiguresWatch || fig.Parts != 8 || fig.Limit != "" || fig.CandidateFailRate != 0 {
+				if fig := s.Figures; fig == nil || fig.Step != wire.FiguresWatch || fig.Parts != 8 || fig.Limit != "" || fig.CandidateFailRate != 0 {
 					t.Errorf("watch passed figures %+v: want the watch's 8 parts, no FAIL, no limit", fig)
 				}
 				return true
@@ -245,12 +245,12 @@ func TestModelUpdateRejectsSlowModel(t *testing.T) {
 	}
 	final, steps := w.waitFinal(t, "0.4.0", 60*time.Second)
 	fig := final.Figures
-	if final.State != cloudsync.ModelRejected || !strings.Contains(final.Reason, "validate: latency p99") || fig == nil {
+	if final.State != wire.ModelRejected || !strings.Contains(final.Reason, "validate: latency p99") || fig == nil {
 		t.Fatalf("slow model: %s %q (steps %v) figures %+v, want rejected by validation's latency check with figures", final.State, final.Reason, steps, fig)
 	}
 	ratio := fig.CandidateP99Ms / fig.BudgetMs
 	t.Logf("slow model: %s (p99 %.1f ms = %.1fx the %.1f ms budget, %d timed runs)", final.Reason, fig.CandidateP99Ms, ratio, fig.BudgetMs, fig.Parts)
-	if fig.Step != cloudsync.FiguresValidate || fig.Limit != "validate.latency_fraction" || fig.BudgetMs != 15 {
+	if fig.Step != wire.FiguresValidate || fig.Limit != "validate.latency_fraction" || fig.BudgetMs != 15 {
 		t.Errorf("figures %+v: want step validate, limit validate.latency_fraction, budget 15 ms", fig)
 	}
 	if ratio < 10 {
@@ -261,7 +261,7 @@ func TestModelUpdateRejectsSlowModel(t *testing.T) {
 	}
 	var validating time.Time
 	for _, s := range w.statuses("0.4.0") {
-		if s.State == cloudsync.ModelValidating {
+		if s.State == wire.ModelValidating {
 			validating = s.Time
 		}
 	}
@@ -277,7 +277,7 @@ func TestModelUpdateRejectsSlowModel(t *testing.T) {
 			t.Fatalf("verdict %d: %s on %s, want PASS on 0.2.0", v.ID, v.Decision, v.Model.Version)
 		}
 	}
-	if st := r.a.ota.snapshot(); st.Candidate != nil || st.Last == nil || st.Last.Figures == nil || st.Last.State != cloudsync.ModelRejected {
+	if st := r.a.ota.snapshot(); st.Candidate != nil || st.Last == nil || st.Last.Figures == nil || st.Last.State != wire.ModelRejected {
 		t.Errorf("state %+v: want no candidate and the rejection with its figures", st)
 	}
 }
@@ -334,14 +334,14 @@ func TestModelUpdateWatchRollsBackSlowModel(t *testing.T) {
 	if err := InstallModel(context.Background(), client, path); err != nil {
 		t.Fatalf("InstallModel: %v", err)
 	}
-	if final, steps := w.waitFinal(t, "0.5.0", 60*time.Second); final.State != cloudsync.ModelActive {
+	if final, steps := w.waitFinal(t, "0.5.0", 60*time.Second); final.State != wire.ModelActive {
 		t.Fatalf("0.5.0: %s %q (steps %v), want active: on dark parts it is within the budget", final.State, final.Reason, steps)
 	}
 	writeGrayParts(t, parts, 250) // the parts turn bright: the new model turns ~100x slower
-	var rolled cloudsync.ModelStatusMsg
+	var rolled wire.ModelStatusMsg
 	waitFor(t, "the watch to roll 0.5.0 back", 60*time.Second, func() bool {
 		for _, s := range w.statuses("0.5.0") {
-			if s.State == cloudsync.ModelRolledBack {
+			if s.State == wire.ModelRolledBack {
 				rolled = s
 				return true
 			}
@@ -353,7 +353,7 @@ func TestModelUpdateWatchRollsBackSlowModel(t *testing.T) {
 	if !strings.Contains(rolled.Reason, "watch: inference p99") || !strings.Contains(rolled.Reason, "back on the configured model") {
 		t.Errorf("rollback reason %q: want the watch's latency p99 and the model it went back to", rolled.Reason)
 	}
-	if fig == nil || fig.Step != cloudsync.FiguresWatch || fig.Limit != "watch.max_latency_ratio" || fig.CandidateP99Ms <= fig.BudgetMs ||
+	if fig == nil || fig.Step != wire.FiguresWatch || fig.Limit != "watch.max_latency_ratio" || fig.CandidateP99Ms <= fig.BudgetMs ||
 		fig.CandidateP99Ms <= 3*fig.BaselineP99Ms || fig.BudgetMs != 150 {
 		t.Errorf("rollback figures %+v: want the watch's, limit watch.max_latency_ratio, p99 over the 150 ms budget and 3x the baseline", fig)
 	}
@@ -399,13 +399,13 @@ func TestModelUpdateWatchRollsBack(t *testing.T) {
 		return l != nil && l.Version == version && l.State == want
 	}
 	install("0.5.0", buildTestBundle(t, graphManifest("0.5.0", 1), meanGraph(t, 1), line.priv))
-	waitFor(t, "0.5.0 active", 60*time.Second, func() bool { return lastState("0.5.0", cloudsync.ModelActive) })
+	waitFor(t, "0.5.0 active", 60*time.Second, func() bool { return lastState("0.5.0", wire.ModelActive) })
 	waitFor(t, "0.5.0 watch passed", 60*time.Second, func() bool {
 		st := state()
 		return st.Models["fixture-part"] != nil && st.Models["fixture-part"].Watch == nil
 	})
 	install("0.6.0", buildTestBundle(t, graphManifest("0.6.0", 0.01), meanGraph(t, 1), line.priv))
-	waitFor(t, "0.6.0 rolled back", 60*time.Second, func() bool { return lastState("0.6.0", cloudsync.ModelRolledBack) })
+	waitFor(t, "0.6.0 rolled back", 60*time.Second, func() bool { return lastState("0.6.0", wire.ModelRolledBack) })
 	st := state()
 	if !strings.Contains(st.Last.Reason, "FAIL rate") || !strings.Contains(st.Last.Reason, "back on 0.5.0") {
 		t.Errorf("rollback reason %q: want the FAIL rate and the version it went back to", st.Last.Reason)
@@ -420,7 +420,7 @@ func TestModelUpdateWatchRollsBack(t *testing.T) {
 	}
 	// The model that was rolled back is not installed again.
 	install("0.6.0", buildTestBundle(t, graphManifest("0.6.0", 0.01), meanGraph(t, 1), line.priv))
-	waitFor(t, "0.6.0 refused", 30*time.Second, func() bool { return lastState("0.6.0", cloudsync.ModelRejected) })
+	waitFor(t, "0.6.0 refused", 30*time.Second, func() bool { return lastState("0.6.0", wire.ModelRejected) })
 	if st := state(); !strings.Contains(st.Last.Reason, "rolled back") {
 		t.Errorf("re-install of a rolled-back model: %q, want a reason saying it was rolled back", st.Last.Reason)
 	}

@@ -7,7 +7,7 @@ import (
 	"regexp"
 	"time"
 
-	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // ModelUpdateConfig configures over-the-air model updates (model_update): which keys a
@@ -23,7 +23,7 @@ type ModelUpdateConfig struct {
 	// even if a trusted key file holds them.
 	RevokedKeys []string `yaml:"revoked_keys"`
 	// StagingBudget bounds the disk a download may use (one bundle). Default 512MiB.
-	StagingBudget cloudsync.ByteSize `yaml:"staging_budget"`
+	StagingBudget wire.ByteSize `yaml:"staging_budget"`
 	// Validate is the policy of the validation step, before any live frame.
 	Validate ValidatePolicy `yaml:"validate"`
 	// Shadow is the policy of the shadow step, on live frames beside the active model.

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/agent/store"
-	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
+	"github.com/takt-edge/takt/cloudsync/wire"
 	"github.com/takt-edge/takt/models/bundle"
 )
 
@@ -52,9 +52,9 @@ func TestCrashDuringModelUpdate(t *testing.T) {
 	}
 	key := "models/fixture-part/0.9.0/bundle.tar"
 	bk.put(t, key, buf)
-	topics, _ := cloudsync.NewTopics("plant", "line-1", "st-crash")
+	topics, _ := wire.NewTopics("plant", "line-1", "st-crash")
 	w := newModelWatcher(t, broker.URL, topics)
-	w.announce(t, true, cloudsync.ModelAvailableMsg{Name: "fixture-part", Version: "0.9.0", Key: key, SHA256: sha256Of(buf), Size: int64(len(buf))})
+	w.announce(t, true, wire.ModelAvailableMsg{Name: "fixture-part", Version: "0.9.0", Key: key, SHA256: sha256Of(buf), Size: int64(len(buf))})
 
 	phases := []string{phaseDownloading, phaseVerifying, phaseValidating, phaseShadow, phaseSwapping}
 	if raceEnabled && os.Getenv("TAKT_SOAK") != "1" {
@@ -143,7 +143,7 @@ model_update:
 			}
 			t.Logf("killed in %s: candidate %+v", phase, st.Candidate)
 			run(func(msg, _, state, version string) bool {
-				return msg == "model update" && state == cloudsync.ModelActive && version == "0.9.0" ||
+				return msg == "model update" && state == wire.ModelActive && version == "0.9.0" ||
 					msg == "serving an installed model bundle" && version == "0.9.0"
 			}, false)
 			st, err = readOTAState(filepath.Join(dataDir, "models"))

@@ -11,7 +11,7 @@ import (
 
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/camera"
-	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 	"github.com/takt-edge/takt/models"
 )
 
@@ -164,8 +164,8 @@ func (f shadowFigures) String() string {
 }
 
 // wire is f as model/status carries it; limit is the policy key crossed, "" for none.
-func (f shadowFigures) wire(limit string, budgetMs float64) *cloudsync.ModelFigures {
-	return &cloudsync.ModelFigures{Step: cloudsync.FiguresShadow, Parts: f.Compared, Agreement: f.Agreement, Dropped: f.Dropped,
+func (f shadowFigures) wire(limit string, budgetMs float64) *wire.ModelFigures {
+	return &wire.ModelFigures{Step: wire.FiguresShadow, Parts: f.Compared, Agreement: f.Agreement, Dropped: f.Dropped,
 		Errors: f.CandErrors, CandidateP50Ms: f.CandP50, CandidateP99Ms: f.CandP99, BaselineP99Ms: f.ActiveP99, BudgetMs: budgetMs,
 		CandidateFailRate: f.CandFailRate, BaselineFailRate: f.ActiveFailRate, Limit: limit}
 }
@@ -411,11 +411,11 @@ func (w *watchRun) figures() string {
 }
 
 // wire is the watch's figures as model/status carries them, with the limit it crossed.
-func (w *watchRun) wire() *cloudsync.ModelFigures {
+func (w *watchRun) wire() *wire.ModelFigures {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n := max(1, float64(w.parts))
-	return &cloudsync.ModelFigures{Step: cloudsync.FiguresWatch, Parts: w.parts, Errors: w.errs,
+	return &wire.ModelFigures{Step: wire.FiguresWatch, Parts: w.parts, Errors: w.errs,
 		CandidateP50Ms: quantile(w.lat, 0.5), CandidateP99Ms: quantile(w.lat, 0.99), BaselineP99Ms: w.base.InferP99, BudgetMs: w.floorMs,
 		CandidateFailRate: float64(w.fails) / n, BaselineFailRate: w.base.FailRate, Limit: w.limit}
 }

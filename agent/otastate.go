@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 	"github.com/takt-edge/takt/models/bundle"
 )
 
@@ -81,7 +81,7 @@ type otaLast struct {
 	Reason  string    `json:"reason,omitempty"`
 	Time    time.Time `json:"time"`
 	// Figures the step was decided on (model/status figures), nil when it measured none.
-	Figures *cloudsync.ModelFigures `json:"figures,omitempty"`
+	Figures *wire.ModelFigures `json:"figures,omitempty"`
 }
 
 // otaModel is the update state of one station model (by its name: models[].name, or the

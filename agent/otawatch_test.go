@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/agent/store"
-	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // TestWatchLimits feeds the watch parts of promoted models against a baseline and checks
@@ -94,8 +94,8 @@ func TestJudgeShadow(t *testing.T) {
 			t.Errorf("%s: %q (limit %q), want %q (limit %q)", c.name, got, limit, c.want, c.limit)
 		}
 		// What model/status would carry is a valid message.
-		m := cloudsync.ModelStatusMsg{Schema: cloudsync.MessageSchema, Station: "s", State: cloudsync.ModelRejected, Figures: f.wire(limit, 50)}
-		if _, err := cloudsync.Encode(&m); err != nil {
+		m := wire.ModelStatusMsg{Schema: wire.MessageSchema, Station: "s", State: wire.ModelRejected, Figures: f.wire(limit, 50)}
+		if _, err := wire.Encode(&m); err != nil {
 			t.Errorf("%s: figures %+v do not encode: %v", c.name, m.Figures, err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // pruneInterval is how often the agent applies the store's age limits and
@@ -18,11 +19,14 @@ const pruneInterval = time.Minute
 
 // storeOptions opens the store with the configured policy; without sync the
 // outbox is off, so nothing waits for an upload that never comes.
+// The station store is the uploader's outbox.
+var _ cloudsync.Outbox = (*store.Store)(nil)
+
 func (a *Agent) storeOptions() store.Options {
 	return store.Options{Logger: a.log, Policy: a.cfg.Store, DisableOutbox: !a.cfg.Sync.Enabled(),
 		OnDegraded: func(reason string) {
 			if l := a.live.Load(); l != nil {
-				l.alertAsync(cloudsync.AlertDiskQuota, "store: "+reason)
+				l.alertAsync(wire.AlertDiskQuota, "store: "+reason)
 			}
 		}}
 }

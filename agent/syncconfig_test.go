@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 func TestLoadConfigStoreAndSync(t *testing.T) {
@@ -45,19 +45,19 @@ sync:
 		name      string
 		got, want any
 	}{
-		{"store.images_max_bytes", cfg.Store.ImagesMaxBytes, cloudsync.ByteSize(2 << 30)},
-		{"store.records_max_bytes", cfg.Store.RecordsMaxBytes, cloudsync.ByteSize(100_000_000)},
+		{"store.images_max_bytes", cfg.Store.ImagesMaxBytes, wire.ByteSize(2 << 30)},
+		{"store.records_max_bytes", cfg.Store.RecordsMaxBytes, wire.ByteSize(100_000_000)},
 		{"store.records_max_age", cfg.Store.RecordsMaxAge, 90 * 24 * time.Hour},
 		{"store.evict_unsynced", len(cfg.Store.EvictUnsynced), 1},
 		{"store.compact_idle", cfg.Store.CompactIdle, 30 * time.Minute},
-		{"store.compact_min_free", cfg.Store.CompactMinFree, cloudsync.ByteSize(256 << 20)},
+		{"store.compact_min_free", cfg.Store.CompactMinFree, wire.ByteSize(256 << 20)},
 		{"store.compact_min_free_ratio", cfg.Store.CompactMinFreeRatio, 0.25},
 		{"sync.endpoint", cfg.Sync.Endpoint, "https://s3.example.com"},
 		{"sync.bucket", cfg.Sync.Bucket, "line-3"},
 		{"sync.region from env", cfg.Sync.Region, "eu-central-1"},
 		{"sync.ca_file resolved", cfg.Sync.CAFile, filepath.Join(dir, "ca.pem")},
 		{"sync.credentials_file resolved", cfg.Sync.CredentialsFile, filepath.Join(dir, "s3.env")},
-		{"sync.max_bytes_per_s", cfg.Sync.MaxBytesPerSecond, cloudsync.ByteSize(1 << 20)},
+		{"sync.max_bytes_per_s", cfg.Sync.MaxBytesPerSecond, wire.ByteSize(1 << 20)},
 		{"sync.sample.max_pass_per_hour", cfg.Sync.Sample.MaxPassPerHour, 100},
 		{"sync.batch_size default", cfg.Sync.BatchSize, 256},
 	}

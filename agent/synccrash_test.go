@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/agent/store"
-	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // TestCrashWhileSyncingLosesAndDuplicatesNothing runs the agent binary with
@@ -164,7 +164,7 @@ sync:
 		if _, ok := inBatch[v.ID]; !ok {
 			t.Errorf("record %d not in the bucket", v.ID)
 		}
-		key := cloudsync.ImageKey(v.Station, v.Time, v.ID, "jpg")
+		key := wire.ImageKey(v.Station, v.Time, v.ID, "jpg")
 		if !keys[key] {
 			t.Errorf("image of %d: %s not in the bucket", v.ID, key)
 			continue

@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // Config configures the [Uploader]. It is the `sync:` section of the agent's
@@ -48,7 +50,7 @@ type Config struct {
 	Concurrency int `yaml:"concurrency"`
 	// MaxBytesPerSecond caps the upload bandwidth of all uploads together;
 	// 0 means no cap.
-	MaxBytesPerSecond ByteSize `yaml:"max_bytes_per_s"`
+	MaxBytesPerSecond wire.ByteSize `yaml:"max_bytes_per_s"`
 	// RequestTimeout bounds one request. Default 30s.
 	RequestTimeout time.Duration `yaml:"request_timeout"`
 	// BackoffMin and BackoffMax bound the wait after a failure; it doubles

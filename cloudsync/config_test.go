@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 func validConfig() Config {
@@ -96,41 +98,7 @@ func TestSecretRedacted(t *testing.T) {
 	}
 }
 
-func TestByteSize(t *testing.T) {
-	tests := []struct {
-		in   string
-		want ByteSize
-		err  bool
-	}{
-		{"1048576", 1 << 20, false}, {"8GiB", 8 << 30, false}, {"1.5GB", 1_500_000_000, false},
-		{"200MB", 200_000_000, false}, {"64kB", 64_000, false}, {"512 KiB", 512 << 10, false},
-		{"10b", 10, false}, {"", 0, true}, {"ten", 0, true}, {"-1MB", 0, true}, {"1e30TB", 0, true},
-	}
-	for _, tt := range tests {
-		got, err := ParseByteSize(tt.in)
-		if (err != nil) != tt.err || got != tt.want {
-			t.Errorf("ParseByteSize(%q) = %d, %v; want %d, error %v", tt.in, got, err, tt.want, tt.err)
-		}
-	}
-	var v struct {
-		Q ByteSize `yaml:"q"`
-	}
-	if err := yaml.Unmarshal([]byte("q: 2GiB\n"), &v); err != nil || v.Q != 2<<30 {
-		t.Errorf("yaml q: 2GiB = %d, %v; want %d", v.Q, err, 2<<30)
-	}
-	if s := ByteSize(8 << 30).String(); s != "8GiB" {
-		t.Errorf("String() = %q, want 8GiB", s)
-	}
-}
-
-func TestKeys(t *testing.T) {
-	at := time.Date(2026, 1, 2, 23, 30, 0, 0, time.FixedZone("X", -3600)) // 2026-01-03 UTC
-	if got, want := ImageKey("st-1", at, 42, "jpg"), "images/st-1/2026/01/03/0000000000000042.jpg"; got != want {
-		t.Errorf("ImageKey = %q, want %q", got, want)
-	}
-	if got, want := VerdictBatchKey("line/3 st", at, 1, 64), "verdicts/line_3_st/2026/01/03/0000000000000001-0000000000000064.jsonl"; got != want {
-		t.Errorf("VerdictBatchKey = %q, want %q", got, want)
-	}
+func TestConflictKey(t *testing.T) {
 	if got := conflictKey("images/a/1.jpg", []byte("x")); !strings.HasPrefix(got, "images/a/1-conflict-") || !strings.HasSuffix(got, ".jpg") || got != conflictKey("images/a/1.jpg", []byte("x")) {
 		t.Errorf("conflictKey = %q, want images/a/1-conflict-<hash>.jpg, deterministic", got)
 	}
@@ -142,22 +110,22 @@ func TestSampler(t *testing.T) {
 	s := newSampler(SampleConfig{PassFraction: 0.25, Margin: 0.1, MaxRejectPerHour: 3})
 	// Rejects: always, up to the hourly cap.
 	for i := range 5 {
-		up, capped := s.choose(Item{ID: uint64(i), Decision: "FAIL", Time: at})
+		up, capped := s.choose(wire.Item{ID: uint64(i), Decision: "FAIL", Time: at})
 		if want := i < 3; up != want || capped == want {
 			t.Errorf("reject %d: upload %v capped %v, want upload %v", i, up, capped, want)
 		}
 	}
-	if up, _ := s.choose(Item{ID: 99, Decision: "NO_DECISION", Time: at.Add(time.Hour)}); !up {
+	if up, _ := s.choose(wire.Item{ID: 99, Decision: "NO_DECISION", Time: at.Add(time.Hour)}); !up {
 		t.Errorf("reject in the next hour not uploaded, want uploaded")
 	}
 	// Within the margin: always.
-	if up, _ := s.choose(Item{ID: 1000, Decision: "PASS", Score: score(0.46), Threshold: 0.5, Time: at}); !up {
+	if up, _ := s.choose(wire.Item{ID: 1000, Decision: "PASS", Score: score(0.46), Threshold: 0.5, Time: at}); !up {
 		t.Errorf("PASS at 0.46 with threshold 0.5 and margin 0.1 not uploaded")
 	}
 	// Far from the threshold: about PassFraction of them, the same every time.
 	n := 0
 	for id := range uint64(4000) {
-		it := Item{ID: 10_000 + id, Decision: "PASS", Score: score(0.1), Threshold: 0.5, Time: at}
+		it := wire.Item{ID: 10_000 + id, Decision: "PASS", Score: score(0.1), Threshold: 0.5, Time: at}
 		up, _ := s.choose(it)
 		if up {
 			n++

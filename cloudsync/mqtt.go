@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/url"
 	"os"
 	"strings"
@@ -19,6 +18,8 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
 	"github.com/rs/zerolog"
+
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // MQTTConfig configures a [Conn]: the broker, the client's identity and
@@ -359,6 +360,7 @@ func (c *Conn) setState(state string, err error) {
 // a clean DISCONNECT (so the broker does not publish the last will: publish
 // the goodbye yourself before ctx ends).
 func (c *Conn) Run(ctx context.Context) error {
+	bo := backoff{min: c.cfg.ReconnectMin, max: c.cfg.ReconnectMax}
 	wait := time.Duration(0)
 	for {
 		if wait > 0 {
@@ -380,7 +382,7 @@ func (c *Conn) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				continue
 			}
-			wait = c.backoff(wait)
+			wait = bo.next()
 			c.setState(ConnDisconnected, err)
 			c.log.Warn().Err(err).Dur("retry_in", wait).Msg("mqtt connect failed")
 			continue
@@ -404,7 +406,8 @@ func (c *Conn) Run(ctx context.Context) error {
 		case <-lost:
 			c.drop()
 			cl.Disconnect(0)
-			wait = c.backoff(0)
+			bo.reset()
+			wait = bo.next()
 			c.setState(ConnDisconnected, errors.New("connection lost"))
 			c.log.Warn().Dur("retry_in", wait).Msg("mqtt connection lost")
 		}
@@ -415,17 +418,6 @@ func (c *Conn) drop() {
 	c.mu.Lock()
 	c.client, c.lost = nil, nil
 	c.mu.Unlock()
-}
-
-// backoff returns the next wait after prev: ReconnectMin first, then double,
-// at most ReconnectMax, with jitter in [d/2, d).
-func (c *Conn) backoff(prev time.Duration) time.Duration {
-	d := c.cfg.ReconnectMin
-	if prev > 0 {
-		d = min(2*prev, c.cfg.ReconnectMax)
-	}
-	half := d / 2
-	return half + rand.N(d-half+1)
 }
 
 func (c *Conn) connect(ctx context.Context) (mqtt.Client, chan struct{}, error) {
@@ -514,7 +506,7 @@ func (c *Conn) connectError(err error) error {
 // route hands a received message to the handler of the first matching filter.
 func (c *Conn) route(m mqtt.Message) {
 	for filter, h := range c.opts.Subscriptions {
-		if !MatchTopic(filter, m.Topic()) {
+		if !wire.MatchTopic(filter, m.Topic()) {
 			continue
 		}
 		defer func() {
@@ -526,21 +518,6 @@ func (c *Conn) route(m mqtt.Message) {
 		return
 	}
 	c.log.Debug().Str("topic", m.Topic()).Msg("mqtt message without a handler")
-}
-
-// MatchTopic reports whether topic matches the subscription filter (with the
-// + and # wildcards).
-func MatchTopic(filter, topic string) bool {
-	f, t := strings.Split(filter, "/"), strings.Split(topic, "/")
-	for i, p := range f {
-		if p == "#" {
-			return true
-		}
-		if i >= len(t) || (p != "+" && p != t[i]) {
-			return false
-		}
-	}
-	return len(f) == len(t)
 }
 
 // Publish publishes one message with QoS 1 and returns after the broker's

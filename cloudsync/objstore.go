@@ -141,7 +141,7 @@ func (o *objectStore) put(ctx context.Context, key string, data []byte, contentT
 		DisableMultipart: true,
 	}
 	opts.SetMatchETagExcept("*")
-	rctx, cancel := context.WithTimeout(ctx, o.timeout+transferTime(len(data), o.limit))
+	rctx, cancel := context.WithTimeout(ctx, o.timeout+o.limit.transferTime(len(data)))
 	defer cancel()
 	var r interface{ Read([]byte) (int, error) } = bytes.NewReader(data)
 	if o.limit != nil {
@@ -188,14 +188,6 @@ func metaValue(info minio.ObjectInfo, key string) string {
 		}
 	}
 	return info.Metadata.Get("X-Amz-Meta-" + key)
-}
-
-// transferTime is how long data takes at the bandwidth cap.
-func transferTime(n int, l *limiter) time.Duration {
-	if l == nil {
-		return 0
-	}
-	return time.Duration(float64(n) / l.rate * float64(time.Second))
 }
 
 // classify wraps a client error in ErrAuth or ErrNoBucket when it is one.

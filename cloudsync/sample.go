@@ -1,5 +1,7 @@
 package cloudsync
 
+import "github.com/takt-edge/takt/cloudsync/wire"
+
 // sampler decides which images to upload (see SampleConfig). It is used by
 // one goroutine.
 type sampler struct {
@@ -18,7 +20,7 @@ func newSampler(cfg SampleConfig) *sampler {
 
 // choose reports whether it's image is uploaded and why; cap is true when
 // an hourly cap refused it.
-func (s *sampler) choose(it Item) (upload bool, capped bool) {
+func (s *sampler) choose(it wire.Item) (upload bool, capped bool) {
 	reject := it.Decision != "PASS"
 	switch {
 	case reject:

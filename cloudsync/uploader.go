@@ -14,13 +14,15 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // Uploader drains an [Outbox] to S3-compatible object storage: each kept
 // image chosen by the sampling policy as one object, and every verdict record
 // in immutable JSON Lines batches, one object per capture day of each set that
 // Outbox.Pending returns, and every operator label entry as its own immutable
-// object (labels/..., see [LabelKey]). It acknowledges a set only after every
+// object (labels/..., see [wire.LabelKey]). It acknowledges a set only after every
 // object of it is confirmed, and a label entry only after its object is, so a
 // crash at any point leads to the same keys being written again, where
 // identical existing objects count as success.
@@ -47,7 +49,7 @@ type Uploader struct {
 
 	// hookBeforeAck, when set (tests), runs after a set is uploaded and
 	// before it is acknowledged; an error skips the Ack as a crash would.
-	hookBeforeAck func(items []Item) error
+	hookBeforeAck func(items []wire.Item) error
 }
 
 // Uploader states, in Status.State.
@@ -60,10 +62,10 @@ const (
 
 // Status is a snapshot of the uploader for status messages and metrics.
 type Status struct {
-	State     string    `json:"state"`
-	LastError string    `json:"last_error,omitempty"` // of the last failure, "" after a success
-	Since     time.Time `json:"since"`                // when State was entered
-	Backlog   Backlog   `json:"backlog"`
+	State     string       `json:"state"`
+	LastError string       `json:"last_error,omitempty"` // of the last failure, "" after a success
+	Since     time.Time    `json:"since"`                // when State was entered
+	Backlog   wire.Backlog `json:"backlog"`
 
 	Objects       uint64 `json:"objects"`        // objects written
 	Bytes         uint64 `json:"bytes"`          // their bytes
@@ -118,7 +120,7 @@ func (u *Uploader) Run(ctx context.Context) error {
 	u.log.Info().Str("endpoint", u.cfg.Endpoint).Str("bucket", u.cfg.Bucket).Msg("uploader started")
 	bo := backoff{min: u.cfg.BackoffMin, max: u.cfg.BackoffMax}
 	nextStatus := time.Now().Add(u.cfg.StatusInterval)
-	var lastLogged Backlog
+	var lastLogged wire.Backlog
 	bucketReady := !u.cfg.CreateBucket
 	for ctx.Err() == nil {
 		if now := time.Now(); !now.Before(nextStatus) {
@@ -155,7 +157,7 @@ func (u *Uploader) Run(ctx context.Context) error {
 			sleep(ctx, u.cfg.PollInterval)
 		}
 	}
-	u.logBacklog(Backlog{Count: -1})
+	u.logBacklog(wire.Backlog{Count: -1})
 	u.log.Info().Msg("uploader stopped")
 	return nil
 }
@@ -188,7 +190,7 @@ func (u *Uploader) stepLabels(ctx context.Context) (idle bool, err error) {
 	var jobs []func(context.Context) error
 	keys := make([]string, len(labels))
 	for i, l := range labels {
-		keys[i] = LabelKey(l.Station, l.Time, l.VerdictID, l.Seq)
+		keys[i] = wire.LabelKey(l.Station, l.Time, l.VerdictID, l.Seq)
 		jobs = append(jobs, func(ctx context.Context) error {
 			return u.put(ctx, keys[i], l.Record, "application/json")
 		})
@@ -251,7 +253,7 @@ func (u *Uploader) stepVerdicts(ctx context.Context) (idle bool, err error) {
 
 // upload writes the chosen images of items, then their records batched per
 // station and capture day.
-func (u *Uploader) upload(ctx context.Context, items []Item) error {
+func (u *Uploader) upload(ctx context.Context, items []wire.Item) error {
 	var jobs []func(context.Context) error
 	for _, it := range items {
 		if it.Image != "" && u.choose(it) {
@@ -269,7 +271,7 @@ func (u *Uploader) upload(ctx context.Context, items []Item) error {
 				body.Write(it.Record)
 				body.WriteByte('\n')
 			}
-			key := VerdictBatchKey(batch[0].Station, batch[0].Time, batch[0].ID, batch[len(batch)-1].ID)
+			key := wire.VerdictBatchKey(batch[0].Station, batch[0].Time, batch[0].ID, batch[len(batch)-1].ID)
 			return u.put(ctx, key, body.Bytes(), "application/x-ndjson")
 		})
 	}
@@ -313,7 +315,7 @@ func (u *Uploader) runJobs(ctx context.Context, jobs []func(context.Context) err
 }
 
 // choose applies the sampling policy once per item and set.
-func (u *Uploader) choose(it Item) bool {
+func (u *Uploader) choose(it wire.Item) bool {
 	if c, ok := u.chosen[it.ID]; ok {
 		return c
 	}
@@ -328,7 +330,7 @@ func (u *Uploader) choose(it Item) bool {
 	return c
 }
 
-func (u *Uploader) uploadImage(ctx context.Context, it Item) error {
+func (u *Uploader) uploadImage(ctx context.Context, it wire.Item) error {
 	data, err := os.ReadFile(it.Image)
 	if errors.Is(err, fs.ErrNotExist) {
 		u.missing.Add(1) // evicted after Pending: the record still goes up
@@ -341,7 +343,7 @@ func (u *Uploader) uploadImage(ctx context.Context, it Item) error {
 	if it.ImageExt == "png" {
 		ct = "image/png"
 	}
-	return u.put(ctx, ImageKey(it.Station, it.Time, it.ID, it.ImageExt), data, ct)
+	return u.put(ctx, wire.ImageKey(it.Station, it.Time, it.ID, it.ImageExt), data, ct)
 }
 
 // put writes one object; on a conflict it writes the content under a key
@@ -384,13 +386,13 @@ func (u *Uploader) put1(ctx context.Context, key string, data []byte, contentTyp
 }
 
 // batches groups items (ascending ids) by station and capture day.
-func batches(items []Item) [][]Item {
+func batches(items []wire.Item) [][]wire.Item {
 	type k struct {
 		station string
 		day     string
 	}
 	idx := map[k]int{}
-	var out [][]Item
+	var out [][]wire.Item
 	for _, it := range items {
 		key := k{it.Station, it.Time.UTC().Format("2006-01-02")}
 		i, ok := idx[key]
@@ -402,7 +404,7 @@ func batches(items []Item) [][]Item {
 		out[i] = append(out[i], it)
 	}
 	for _, b := range out {
-		slices.SortFunc(b, func(x, y Item) int {
+		slices.SortFunc(b, func(x, y wire.Item) int {
 			switch {
 			case x.ID < y.ID:
 				return -1
@@ -452,7 +454,7 @@ func (u *Uploader) fail(err error, retry time.Duration) {
 }
 
 // logBacklog logs the backlog when it is not empty or just became empty.
-func (u *Uploader) logBacklog(last Backlog) Backlog {
+func (u *Uploader) logBacklog(last wire.Backlog) wire.Backlog {
 	b, err := u.outbox.Backlog()
 	if err != nil || (b.Count == 0 && b.Labels == 0 && last.Count == 0 && last.Labels == 0) {
 		return b

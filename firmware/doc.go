@@ -11,7 +11,7 @@
 //
 // The Updater keeps two slots, <root>/slots/a and <root>/slots/b, and a symlink
 // <root>/current naming the running one (the systemd unit starts
-// /opt/takt/current/bin/takt-agent). Install verifies a release, refuses a version that is
+// /usr/lib/takt/current/bin/takt-agent). Install verifies a release, refuses a version that is
 // not above the committed one unless the release is signed as a rollback, writes it into the
 // inactive slot, switches current (symlink to a temp name, rename), restarts the agent
 // through a Supervisor and commits only if the agent answers GET /readyz with 200 within

@@ -16,7 +16,7 @@ import (
 
 // Config configures an Updater.
 type Config struct {
-	// Root holds slots/a, slots/b, the current symlink and state.json. Default /opt/takt.
+	// Root holds slots/a, slots/b, the current symlink and state.json. Default /usr/lib/takt.
 	Root string `yaml:"root"`
 	// HealthURL is the new agent's readiness endpoint; 200 means healthy.
 	// Default http://127.0.0.1:8080/readyz.
@@ -35,7 +35,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Root: "/opt/takt", HealthURL: "http://127.0.0.1:8080/readyz", HealthTimeout: 2 * time.Minute, Arch: goarch,
+	return Config{Root: "/usr/lib/takt", HealthURL: "http://127.0.0.1:8080/readyz", HealthTimeout: 2 * time.Minute, Arch: goarch,
 		AgentConfig: "/etc/takt/agent.yaml"}
 }
 

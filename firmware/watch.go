@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 	"github.com/takt-edge/takt/models/bundle"
 )
 
@@ -25,7 +26,7 @@ type WatchConfig struct {
 	// Topics are the station's topics: firmware/available is read on the station's topic and
 	// on the line's (takt/v1/{site}/{line}/firmware/available); firmware/status is written
 	// on the station's.
-	Topics cloudsync.Topics
+	Topics wire.Topics
 	// MQTT is the broker the station's agent uses.
 	MQTT cloudsync.MQTTConfig
 	// Sync is the object store releases are fetched from (firmware/{version}/release.tar).
@@ -47,10 +48,10 @@ type Watcher struct {
 	log   zerolog.Logger
 
 	mu      sync.Mutex
-	next    *cloudsync.FirmwareAvailableMsg // the latest announcement not yet handled
+	next    *wire.FirmwareAvailableMsg // the latest announcement not yet handled
 	wake    chan struct{}
-	last    *cloudsync.FirmwareStatusMsg // published again on every reconnect
-	current string                       // the announcement being installed, for status
+	last    *wire.FirmwareStatusMsg // published again on every reconnect
+	current string                  // the announcement being installed, for status
 }
 
 // handled is what the watcher remembers across restarts: the announcements it already
@@ -67,7 +68,7 @@ const handledKept = 32
 // NewWatcher validates cfg and returns a Watcher that installs with an Updater built from
 // updaterCfg, keys and sup; it does no I/O.
 func NewWatcher(cfg WatchConfig, newUpdater func(Reporter) (*Updater, error)) (*Watcher, error) {
-	if _, err := cloudsync.NewTopics(cfg.Topics.Site, cfg.Topics.Line, cfg.Topics.Station); err != nil {
+	if _, err := wire.NewTopics(cfg.Topics.Site, cfg.Topics.Line, cfg.Topics.Station); err != nil {
 		return nil, fmt.Errorf("firmware watch: %w", err)
 	}
 	if cfg.MaxBytes == 0 {
@@ -82,10 +83,10 @@ func NewWatcher(cfg WatchConfig, newUpdater func(Reporter) (*Updater, error)) (*
 	if w.fetch, err = cloudsync.NewFetcher(cfg.Sync); err != nil {
 		return nil, fmt.Errorf("firmware watch: %w", err)
 	}
-	line := cfg.Topics.LineTopic(cloudsync.TopicFirmwareAvailable)
+	line := cfg.Topics.LineTopic(wire.TopicFirmwareAvailable)
 	w.conn, err = cloudsync.NewConn(cfg.MQTT, cloudsync.ConnOptions{
 		Subscriptions: map[string]func(cloudsync.Received){
-			cfg.Topics.Topic(cloudsync.TopicFirmwareAvailable): w.announced,
+			cfg.Topics.Topic(wire.TopicFirmwareAvailable): w.announced,
 			line: w.announced,
 		},
 		OnConnect: w.republish,
@@ -102,8 +103,8 @@ func (w *Watcher) staging() string     { return filepath.Join(w.u.cfg.Root, "sta
 
 // announced takes a firmware/available message; a malformed one is logged and dropped.
 func (w *Watcher) announced(m cloudsync.Received) {
-	var msg cloudsync.FirmwareAvailableMsg
-	if err := cloudsync.Decode(m.Payload, &msg); err != nil {
+	var msg wire.FirmwareAvailableMsg
+	if err := wire.Decode(m.Payload, &msg); err != nil {
 		w.log.Warn().Err(err).Str("topic", m.Topic).Msg("firmware/available: malformed message dropped")
 		return
 	}
@@ -160,7 +161,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 
 // install downloads and installs one announced release, unless it was handled before or is
 // the committed version.
-func (w *Watcher) install(ctx context.Context, msg *cloudsync.FirmwareAvailableMsg) {
+func (w *Watcher) install(ctx context.Context, msg *wire.FirmwareAvailableMsg) {
 	for _, h := range w.readHandled() {
 		if h.Key == msg.Key && h.SHA256 == msg.SHA256 {
 			return // a retained announcement heard again after a restart or reconnect
@@ -173,14 +174,14 @@ func (w *Watcher) install(ctx context.Context, msg *cloudsync.FirmwareAvailableM
 	w.mu.Lock()
 	w.current = msg.Version
 	w.mu.Unlock()
-	w.publish(cloudsync.FirmwareDownloading, msg.Version, "")
+	w.publish(wire.FirmwareDownloading, msg.Version, "")
 	path := filepath.Join(w.staging(), "release-"+msg.SHA256[:16]+".tar")
 	err := w.fetch.Fetch(ctx, cloudsync.FetchRequest{Key: msg.Key, Path: path, Size: msg.Size, SHA256: msg.SHA256, MaxBytes: w.cfg.MaxBytes}, nil)
 	if err != nil {
 		if ctx.Err() != nil {
 			return // shutting down; the partial download resumes next time
 		}
-		w.publish(cloudsync.FirmwareRejected, msg.Version, "download: "+err.Error())
+		w.publish(wire.FirmwareRejected, msg.Version, "download: "+err.Error())
 		w.remember(msg, "download failed")
 		return
 	}
@@ -213,24 +214,24 @@ func (w *Watcher) report(s Status) {
 	}
 	switch s.Step {
 	case StepCommitted:
-		w.publish(cloudsync.FirmwareCommitted, version, "")
+		w.publish(wire.FirmwareCommitted, version, "")
 	case StepRolledBack:
-		w.publish(cloudsync.FirmwareRolledBack, version, errText)
+		w.publish(wire.FirmwareRolledBack, version, errText)
 	case StepFailed:
-		w.publish(cloudsync.FirmwareRejected, version, s.Err)
+		w.publish(wire.FirmwareRejected, version, s.Err)
 	case StepUnhealthy, StepRollingBack, StepRecovering, StepAbandoned:
-		w.publish(cloudsync.FirmwareInstalling, version, s.Step+": "+errText)
+		w.publish(wire.FirmwareInstalling, version, s.Step+": "+errText)
 	case StepConfigChecked:
-		w.publish(cloudsync.FirmwareInstalling, version, s.Step+": "+s.Config)
+		w.publish(wire.FirmwareInstalling, version, s.Step+": "+s.Config)
 	default:
-		w.publish(cloudsync.FirmwareInstalling, version, s.Step)
+		w.publish(wire.FirmwareInstalling, version, s.Step)
 	}
 }
 
 // publish sends a retained firmware/status; when the broker is away, the last status
 // goes out on the next connection.
 func (w *Watcher) publish(state, version, reason string) {
-	msg := &cloudsync.FirmwareStatusMsg{Schema: cloudsync.MessageSchema, Station: w.cfg.Topics.Station,
+	msg := &wire.FirmwareStatusMsg{Schema: wire.MessageSchema, Station: w.cfg.Topics.Station,
 		Version: version, State: state, Reason: reason, Time: time.Now().UTC()}
 	w.mu.Lock()
 	w.last = msg
@@ -247,14 +248,14 @@ func (w *Watcher) republish(ctx context.Context) {
 	}
 }
 
-func (w *Watcher) send(ctx context.Context, msg *cloudsync.FirmwareStatusMsg) {
+func (w *Watcher) send(ctx context.Context, msg *wire.FirmwareStatusMsg) {
 	data, err := json.Marshal(msg)
 	if err != nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := w.conn.Publish(ctx, cloudsync.Publication{Topic: w.cfg.Topics.Topic(cloudsync.TopicFirmwareStatus), Payload: data, Retained: true}); err != nil {
+	if err := w.conn.Publish(ctx, cloudsync.Publication{Topic: w.cfg.Topics.Topic(wire.TopicFirmwareStatus), Payload: data, Retained: true}); err != nil {
 		w.log.Debug().Err(err).Str("state", msg.State).Msg("firmware/status not sent now; sent on reconnect")
 	}
 }
@@ -269,7 +270,7 @@ func (w *Watcher) readHandled() []handled {
 	return hs
 }
 
-func (w *Watcher) remember(msg *cloudsync.FirmwareAvailableMsg, result string) {
+func (w *Watcher) remember(msg *wire.FirmwareAvailableMsg, result string) {
 	hs := append(w.readHandled(), handled{Key: msg.Key, SHA256: msg.SHA256, Result: result})
 	if len(hs) > handledKept {
 		hs = hs[len(hs)-handledKept:]

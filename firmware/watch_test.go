@@ -14,6 +14,7 @@ import (
 
 	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // watchRig is a station whose firmware watcher hears a real Mosquitto and fetches from a
@@ -24,17 +25,17 @@ type watchRig struct {
 	s      *station
 	s3     *cloudtest.S3
 	bucket string
-	topics cloudsync.Topics
+	topics wire.Topics
 	mqtt   cloudsync.MQTTConfig
 	sync   cloudsync.Config
 	cloud  *cloudsync.Conn
-	status chan cloudsync.FirmwareStatusMsg
+	status chan wire.FirmwareStatusMsg
 	rels   string
 }
 
 func newWatchRig(t *testing.T) *watchRig {
 	r := &watchRig{t: t, k: newKey(t), s: newStation(t), s3: cloudtest.StartS3(t), rels: t.TempDir(),
-		topics: cloudsync.Topics{Site: "plant", Line: "line3", Station: "st-7"}, status: make(chan cloudsync.FirmwareStatusMsg, 64)}
+		topics: wire.Topics{Site: "plant", Line: "line3", Station: "st-7"}, status: make(chan wire.FirmwareStatusMsg, 64)}
 	broker := cloudtest.StartMosquitto(t)
 	r.bucket = r.s3.NewBucket(t, "takt-releases")
 	r.mqtt = cloudsync.DefaultMQTTConfig()
@@ -47,9 +48,9 @@ func newWatchRig(t *testing.T) *watchRig {
 	cloudCfg := r.mqtt
 	cloudCfg.ClientID = "takt-cloud-test"
 	conn, err := cloudsync.NewConn(cloudCfg, cloudsync.ConnOptions{
-		Subscriptions: map[string]func(cloudsync.Received){r.topics.Topic(cloudsync.TopicFirmwareStatus): func(m cloudsync.Received) {
-			var msg cloudsync.FirmwareStatusMsg
-			if err := cloudsync.Decode(m.Payload, &msg); err != nil {
+		Subscriptions: map[string]func(cloudsync.Received){r.topics.Topic(wire.TopicFirmwareStatus): func(m cloudsync.Received) {
+			var msg wire.FirmwareStatusMsg
+			if err := wire.Decode(m.Payload, &msg); err != nil {
 				t.Errorf("firmware/status: %v: %s", err, m.Payload)
 				return
 			}
@@ -110,15 +111,15 @@ func (r *watchRig) announce(version string, o relOpts, onLine bool, sha string) 
 		sum := sha256.Sum256(data)
 		sha = hex.EncodeToString(sum[:])
 	}
-	msg, _ := json.Marshal(cloudsync.FirmwareAvailableMsg{Schema: cloudsync.MessageSchema, Version: version, Key: key, SHA256: sha, Size: int64(len(data))})
+	msg, _ := json.Marshal(wire.FirmwareAvailableMsg{Schema: wire.MessageSchema, Version: version, Key: key, SHA256: sha, Size: int64(len(data))})
 	r.publish(onLine, msg)
 }
 
 func (r *watchRig) publish(onLine bool, payload []byte) {
 	r.t.Helper()
-	topic := r.topics.Topic(cloudsync.TopicFirmwareAvailable)
+	topic := r.topics.Topic(wire.TopicFirmwareAvailable)
 	if onLine {
-		topic = r.topics.LineTopic(cloudsync.TopicFirmwareAvailable)
+		topic = r.topics.LineTopic(wire.TopicFirmwareAvailable)
 	}
 	if err := r.cloud.Publish(ctxTimeout(r.t, 10*time.Second), cloudsync.Publication{Topic: topic, Payload: payload, Retained: true}); err != nil {
 		r.t.Fatal(err)
@@ -126,7 +127,7 @@ func (r *watchRig) publish(onLine bool, payload []byte) {
 }
 
 // outcome waits for version's final firmware/status and returns the states seen for it.
-func (r *watchRig) outcome(version string) (final cloudsync.FirmwareStatusMsg, seen []string) {
+func (r *watchRig) outcome(version string) (final wire.FirmwareStatusMsg, seen []string) {
 	r.t.Helper()
 	timeout := time.After(60 * time.Second)
 	for {
@@ -137,7 +138,7 @@ func (r *watchRig) outcome(version string) (final cloudsync.FirmwareStatusMsg, s
 			}
 			seen = append(seen, m.State)
 			switch m.State {
-			case cloudsync.FirmwareCommitted, cloudsync.FirmwareRolledBack, cloudsync.FirmwareRejected:
+			case wire.FirmwareCommitted, wire.FirmwareRolledBack, wire.FirmwareRejected:
 				return m, seen
 			}
 		case <-timeout:
@@ -159,7 +160,7 @@ func TestWatchInstallsAnnouncedReleases(t *testing.T) {
 
 	r.announce("1.0.0", relOpts{}, true, "")
 	final, seen := r.outcome("1.0.0")
-	if final.State != cloudsync.FirmwareCommitted || !contains(seen, cloudsync.FirmwareDownloading) || !contains(seen, cloudsync.FirmwareInstalling) {
+	if final.State != wire.FirmwareCommitted || !contains(seen, wire.FirmwareDownloading) || !contains(seen, wire.FirmwareInstalling) {
 		t.Fatalf("1.0.0 on the line topic: states %v, want downloading, installing..., committed", seen)
 	}
 	if got := r.s.running(t); got != "1.0.0" {
@@ -168,7 +169,7 @@ func TestWatchInstallsAnnouncedReleases(t *testing.T) {
 
 	r.publish(false, []byte(`{"schema":1,"version":"9.9.9"`)) // malformed: dropped, the watcher goes on
 	r.announce("1.1.0", relOpts{unready: true, configVersion: 2}, false, "")
-	if final, seen = r.outcome("1.1.0"); final.State != cloudsync.FirmwareRolledBack || !strings.Contains(final.Reason, "not healthy") ||
+	if final, seen = r.outcome("1.1.0"); final.State != wire.FirmwareRolledBack || !strings.Contains(final.Reason, "not healthy") ||
 		!strings.Contains(final.Reason, "config restored from the snapshot slot a ran with") {
 		t.Fatalf("unhealthy 1.1.0: states %v, final %+v; want rolled-back, saying why and that the config was restored", seen, final)
 	}
@@ -177,15 +178,15 @@ func TestWatchInstallsAnnouncedReleases(t *testing.T) {
 	}
 
 	r.announce("1.2.0", relOpts{}, false, strings.Repeat("ab", 32))
-	if final, _ = r.outcome("1.2.0"); final.State != cloudsync.FirmwareRejected || !strings.Contains(final.Reason, "sha256") {
+	if final, _ = r.outcome("1.2.0"); final.State != wire.FirmwareRejected || !strings.Contains(final.Reason, "sha256") {
 		t.Fatalf("1.2.0 announced with a wrong sha256: final %+v, want rejected naming the sha256", final)
 	}
 	r.announce("1.0.5", relOpts{keys: "station"}, false, "")
-	if final, _ = r.outcome("1.0.5"); final.State != cloudsync.FirmwareRejected || !strings.Contains(final.Reason, "unknown key position") {
+	if final, _ = r.outcome("1.0.5"); final.State != wire.FirmwareRejected || !strings.Contains(final.Reason, "unknown key position") {
 		t.Fatalf("1.0.5 refusing the station config: final %+v, want rejected naming the key", final)
 	}
 	r.announce("0.9.0", relOpts{}, false, "")
-	if final, _ = r.outcome("0.9.0"); final.State != cloudsync.FirmwareRejected || !strings.Contains(final.Reason, "downgrade") {
+	if final, _ = r.outcome("0.9.0"); final.State != wire.FirmwareRejected || !strings.Contains(final.Reason, "downgrade") {
 		t.Fatalf("downgrade 0.9.0: final %+v, want rejected as a downgrade", final)
 	}
 
@@ -200,7 +201,7 @@ func TestWatchInstallsAnnouncedReleases(t *testing.T) {
 	for quiet := time.After(3 * time.Second); ; {
 		select {
 		case m := <-r.status:
-			if m.Time.After(restarted) && (m.State == cloudsync.FirmwareDownloading || m.State == cloudsync.FirmwareInstalling) {
+			if m.Time.After(restarted) && (m.State == wire.FirmwareDownloading || m.State == wire.FirmwareInstalling) {
 				t.Fatalf("after a restart the watcher acted on a retained announcement again: %+v", m)
 			}
 			continue
@@ -210,7 +211,7 @@ func TestWatchInstallsAnnouncedReleases(t *testing.T) {
 	}
 
 	r.announce("1.3.0", relOpts{}, false, "")
-	if final, seen = r.outcome("1.3.0"); final.State != cloudsync.FirmwareCommitted {
+	if final, seen = r.outcome("1.3.0"); final.State != wire.FirmwareCommitted {
 		t.Fatalf("1.3.0: states %v, want committed", seen)
 	}
 	if got := r.s.running(t); got != "1.3.0" {

@@ -11,7 +11,7 @@ const ONNXRuntimeLibName = "libonnxruntime.so.1"
 
 // FindONNXRuntime returns the path of the ONNX Runtime shared library: $ONNXRUNTIME_LIB if
 // set; else the first that exists of <exe>/../lib, <exe>/../.deps/lib (a source checkout's
-// bin/), .deps/lib in the working folder or any parent (tests), /opt/takt/lib, /usr/lib and
+// bin/), .deps/lib in the working folder or any parent (tests), /usr/lib/takt/lib, /usr/lib and
 // /usr/local/lib. It returns an error naming every place it looked.
 func FindONNXRuntime() (string, error) {
 	if p := os.Getenv("ONNXRUNTIME_LIB"); p != "" {
@@ -36,7 +36,7 @@ func FindONNXRuntime() (string, error) {
 		}
 	}
 	candidates = append(candidates,
-		"/opt/takt/lib/"+ONNXRuntimeLibName,
+		"/usr/lib/takt/lib/"+ONNXRuntimeLibName,
 		"/usr/lib/"+ONNXRuntimeLibName,
 		"/usr/local/lib/"+ONNXRuntimeLibName)
 	for _, c := range candidates {

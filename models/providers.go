@@ -117,7 +117,7 @@ func hostTensorRT() (trt, gpu string) {
 	hostProbe.once.Do(func() {
 		root := os.DirFS("/")
 		dirs := []string{"usr/lib/x86_64-linux-gnu", "usr/lib/aarch64-linux-gnu", "usr/lib", "usr/local/lib",
-			"usr/local/cuda/lib64", "usr/local/cuda/targets/aarch64-linux/lib", "usr/local/tensorrt/lib", "opt/takt/lib"}
+			"usr/local/cuda/lib64", "usr/local/cuda/targets/aarch64-linux/lib", "usr/local/tensorrt/lib", "usr/lib/takt/lib"}
 		for _, d := range strings.Split(os.Getenv("LD_LIBRARY_PATH"), ":") {
 			if strings.HasPrefix(d, "/") {
 				dirs = append([]string{strings.TrimPrefix(path.Clean(d), "/")}, dirs...)

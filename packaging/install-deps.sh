@@ -73,7 +73,7 @@ ort_lib_path() {
 	fi
 }
 have_ort() { [[ -f "$(ort_lib_path)" ]]; }
-have_pkgtools() { command -v dpkg-deb >/dev/null 2>&1 && command -v systemd-analyze >/dev/null 2>&1; }
+have_pkgtools() { command -v dpkg-deb >/dev/null 2>&1 && command -v systemd-analyze >/dev/null 2>&1 && { [ -x /usr/sbin/debootstrap ] || command -v debootstrap >/dev/null 2>&1; }; }
 
 command -v go >/dev/null 2>&1 || die "Go is not installed; install Go 1.26 or newer (https://go.dev/dl) and run again"
 
@@ -100,8 +100,9 @@ have_opencv || apt_packages+=(libopencv-dev pkg-config)
 have_mosquitto || apt_packages+=(mosquitto)
 have_chromium || apt_packages+=(chromium fonts-dejavu-core)
 have_podman || apt_packages+=(podman runc)
-# packaging tests: dpkg-deb inspects the .deb, systemd-analyze verifies the unit.
-have_pkgtools || apt_packages+=(dpkg systemd)
+# packaging tests: dpkg-deb inspects the .deb, systemd-analyze verifies the unit, debootstrap
+# makes the Debian root the .deb is installed and upgraded in.
+have_pkgtools || apt_packages+=(dpkg systemd debootstrap)
 have_camera_streams || apt_packages+=(ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly)
 if [[ ${#apt_packages[@]} -gt 0 ]]; then
 	command -v apt-get >/dev/null 2>&1 ||
@@ -119,7 +120,7 @@ if [[ ${#apt_packages[@]} -gt 0 ]]; then
 	have_mosquitto || die "mosquitto installed but not found on PATH or in /usr/sbin"
 	have_chromium || die "chromium installed but not found on PATH"
 	have_podman || die "podman and runc installed but podman or runc not found on PATH (or runc in /usr/sbin)"
-	have_pkgtools || die "dpkg and systemd installed but dpkg-deb or systemd-analyze not found on PATH"
+	have_pkgtools || die "dpkg, systemd and debootstrap installed but dpkg-deb, systemd-analyze or debootstrap not found on PATH"
 	have_camera_streams || die "camera test packages installed but ffmpeg, GstRtspServer-1.0.typelib or the GStreamer videotestsrc/rtp/x264 plugins are still missing"
 fi
 

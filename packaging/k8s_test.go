@@ -11,9 +11,10 @@ import (
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/takt-edge/takt/cloudsync/companion"
+	"github.com/takt-edge/takt/cloudsync/companion/trainer"
 )
 
 // obj is one Kubernetes object as parsed YAML.
@@ -229,7 +230,7 @@ func TestKubernetesManifests(t *testing.T) {
 	kube := 0
 	for _, m := range cfg.Models {
 		for _, e := range m.Experiments {
-			if e.Trainer != companion.TrainerKubernetes {
+			if e.Trainer != trainer.TrainerKubernetes {
 				continue
 			}
 			kube++

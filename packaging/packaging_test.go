@@ -30,26 +30,31 @@ func need(t *testing.T, tool, pkg string) string {
 // buildDeb runs package.sh for arch with small stand-in binaries (the packaging, not the
 // agent, is under test; make package packs the real build) and returns the .deb's path.
 func buildDeb(t *testing.T, arch string) string {
+	return buildDebVersion(t, arch, "9.8.7")
+}
+
+// buildDebVersion is buildDeb for a version; the stand-ins print their name and version.
+func buildDebVersion(t *testing.T, arch, version string) string {
 	t.Helper()
 	bin := t.TempDir()
 	for _, name := range []string{"takt-agent", "takt"} {
-		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\necho "+name+"\n"), 0o755); err != nil {
+		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\necho "+name+" "+version+"\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
 	ort := filepath.Join(t.TempDir(), "libonnxruntime.so.1")
-	if err := os.WriteFile(ort, []byte("not really ONNX Runtime"), 0o644); err != nil {
+	if err := os.WriteFile(ort, []byte("not really ONNX Runtime "+version+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	dist := t.TempDir()
 	cmd := exec.Command("packaging/package.sh", arch)
 	cmd.Dir = repoRoot
-	cmd.Env = append(os.Environ(), "TAKT_VERSION=9.8.7", "TAKT_DIST="+dist, "TAKT_BIN_"+arch+"="+bin, "TAKT_ORT_"+arch+"="+ort)
+	cmd.Env = append(os.Environ(), "TAKT_VERSION="+version, "TAKT_DIST="+dist, "TAKT_BIN_"+arch+"="+bin, "TAKT_ORT_"+arch+"="+ort)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("package.sh %s: %v\n%s", arch, err, out)
 	}
-	return filepath.Join(dist, "takt_9.8.7_"+arch+".deb")
+	return filepath.Join(dist, "takt_"+version+"_"+arch+".deb")
 }
 
 func run(t *testing.T, name string, args ...string) string {
@@ -82,14 +87,19 @@ func TestDeb(t *testing.T) {
 				"/lib/systemd/system/takt-agent.service":    "-rw-r--r--",
 				"/lib/systemd/system/takt-firmware.service": "-rw-r--r--",
 				"/etc/takt/agent.yaml":                      "-rw-r-----",
-				"/opt/takt/lib/libonnxruntime.so.1":         "-rw-r--r--",
-				"/opt/takt/lib/libonnxruntime.so":           "l",
+				"/usr/lib/takt/lib/libonnxruntime.so.1":     "-rw-r--r--",
+				"/usr/lib/takt/lib/libonnxruntime.so":       "l",
 				"/var/lib/takt/":                            "d",
 				"/etc/takt/keys/":                           "d",
 			} {
 				got, ok := entries[path]
 				if !ok || !strings.HasPrefix(got, mode) {
 					t.Errorf("%s: mode %q, want %q (listing:\n%s)", path, got, mode, listing)
+				}
+			}
+			for path := range entries {
+				if strings.HasPrefix(path, "/opt/") || strings.HasPrefix(path, "/usr/local/") {
+					t.Errorf("%s: Debian packages keep out of /opt and /usr/local (policy 9.1.1)", path)
 				}
 			}
 			info := run(t, "dpkg-deb", "-I", deb)
@@ -126,10 +136,10 @@ func TestSystemdUnits(t *testing.T) {
 		name, exec string
 		want       []string
 	}{
-		{"takt-agent.service", "/opt/takt/current/bin/takt-agent", []string{"Type=notify", "WatchdogSec=", "Restart=on-failure",
-			"User=takt", "NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=/var/lib/takt", "ExecStart=/opt/takt/current/bin/takt-agent "}},
+		{"takt-agent.service", "/usr/lib/takt/current/bin/takt-agent", []string{"Type=notify", "WatchdogSec=", "Restart=on-failure",
+			"User=takt", "NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=/var/lib/takt", "ExecStart=/usr/lib/takt/current/bin/takt-agent "}},
 		{"takt-firmware.service", "/usr/bin/takt", []string{"ExecStart=/usr/bin/takt firmware watch ", "Restart=on-failure",
-			"ConditionPathExists=/etc/takt/keys/release.pub", "ReadWritePaths=/opt/takt", "NoNewPrivileges=yes"}},
+			"ConditionPathExists=/etc/takt/keys/release.pub", "ReadWritePaths=/usr/lib/takt", "NoNewPrivileges=yes"}},
 	} {
 		t.Run(u.name, func(t *testing.T) {
 			unit, err := os.ReadFile(filepath.Join("systemd", u.name))

@@ -10,7 +10,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // MaxLabelLen is the longest operator label SetLabel accepts, in bytes.
@@ -23,7 +23,7 @@ const MaxLabelLen = 64
 // ctx's error, or a transaction error. Setting the label a verdict already
 // has writes nothing.
 //
-// In one transaction SetLabel queues a label entry (a [cloudsync.LabelRecord],
+// In one transaction SetLabel queues a label entry (a [wire.LabelRecord],
 // uploaded as its own immutable object, also when the verdict was uploaded
 // long ago) and updates the record, its outbox entry (if it is still queued)
 // and the byte counters; a verdict already synced is not queued again. A
@@ -117,8 +117,8 @@ func queueLabel(tx *bolt.Tx, v *Verdict, label string, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	rec, err := json.Marshal(&cloudsync.LabelRecord{
-		Schema: cloudsync.LabelSchema, VerdictID: v.ID, Seq: seq, Station: v.Station, Serial: v.Serial,
+	rec, err := json.Marshal(&wire.LabelRecord{
+		Schema: wire.LabelSchema, VerdictID: v.ID, Seq: seq, Station: v.Station, Serial: v.Serial,
 		CapturedAt: v.Time.UTC(), Label: label, LabeledAt: now,
 	})
 	if err != nil {
@@ -137,14 +137,14 @@ func heldLabel(tx *bolt.Tx, k []byte, v *Verdict) {
 // PendingLabels returns up to n label entries not yet acknowledged, lowest
 // sequence first, for the uploader. Entries never change, so nothing is
 // sealed: a later call returns the same entries until they are acknowledged.
-func (s *Store) PendingLabels(ctx context.Context, n int) ([]cloudsync.Label, error) {
+func (s *Store) PendingLabels(ctx context.Context, n int) ([]wire.Label, error) {
 	if n <= 0 {
 		return nil, fmt.Errorf("%w: pending labels limit %d, want > 0", ErrInvalid, n)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	var out []cloudsync.Label
+	var out []wire.Label
 	err := s.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketLabels).Cursor()
 		for k, raw := c.First(); k != nil && len(out) < n; k, raw = c.Next() {
@@ -162,16 +162,16 @@ func (s *Store) PendingLabels(ctx context.Context, n int) ([]cloudsync.Label, er
 	return out, nil
 }
 
-func decodeLabel(k, raw []byte) (cloudsync.Label, error) {
+func decodeLabel(k, raw []byte) (wire.Label, error) {
 	seq := binary.BigEndian.Uint64(k)
-	var r cloudsync.LabelRecord
+	var r wire.LabelRecord
 	if err := json.Unmarshal(raw, &r); err != nil {
-		return cloudsync.Label{}, fmt.Errorf("label entry %d: %w", seq, err)
+		return wire.Label{}, fmt.Errorf("label entry %d: %w", seq, err)
 	}
 	if r.Seq != seq {
-		return cloudsync.Label{}, fmt.Errorf("label entry %d: holds seq %d", seq, r.Seq)
+		return wire.Label{}, fmt.Errorf("label entry %d: holds seq %d", seq, r.Seq)
 	}
-	return cloudsync.Label{Seq: seq, VerdictID: r.VerdictID, Station: r.Station, Time: r.CapturedAt,
+	return wire.Label{Seq: seq, VerdictID: r.VerdictID, Station: r.Station, Time: r.CapturedAt,
 		Record: append([]byte(nil), raw...)}, nil
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // waitSynced waits until neither verdicts nor label entries are pending.
@@ -52,18 +53,18 @@ func bucketKeys(t *testing.T, s3 *cloudtest.S3, bucket string) map[string][]stri
 // wantLabelObject checks the label object of verdict v with sequence seq.
 func wantLabelObject(t *testing.T, s3 *cloudtest.S3, bucket string, v *Verdict, seq uint64, label string) {
 	t.Helper()
-	key := cloudsync.LabelKey(v.Station, v.Time, v.ID, seq)
+	key := wire.LabelKey(v.Station, v.Time, v.ID, seq)
 	if want := "labels/st-1/2025/03/07/"; !strings.HasPrefix(key, want) {
 		t.Fatalf("label key %s, want under %s", key, want)
 	}
-	var r cloudsync.LabelRecord
+	var r wire.LabelRecord
 	if err := json.Unmarshal(s3.Get(t, bucket, key), &r); err != nil {
 		t.Fatalf("label object %s: %v", key, err)
 	}
-	if r.Schema != cloudsync.LabelSchema || r.VerdictID != v.ID || r.Seq != seq || r.Station != v.Station ||
+	if r.Schema != wire.LabelSchema || r.VerdictID != v.ID || r.Seq != seq || r.Station != v.Station ||
 		r.Serial != v.Serial || r.Label != label || !r.CapturedAt.Equal(v.Time) || r.LabeledAt.IsZero() {
 		t.Errorf("label object %s = %+v, want schema %d, verdict %d, seq %d, station %s, serial %s, label %q, captured %v, labeled_at set",
-			key, r, cloudsync.LabelSchema, v.ID, seq, v.Station, v.Serial, label, v.Time)
+			key, r, wire.LabelSchema, v.ID, seq, v.Station, v.Serial, label, v.Time)
 	}
 }
 

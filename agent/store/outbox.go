@@ -10,10 +10,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
-
-var _ cloudsync.Outbox = (*Store)(nil)
 
 // Pending returns up to n verdicts that are not yet acknowledged, lowest id
 // first, for the uploader. The first call seals the set it returns in the
@@ -22,14 +20,14 @@ var _ cloudsync.Outbox = (*Store)(nil)
 // Only then does it seal the next set. Verdicts that become visible out of id
 // order (see Caveats) are never skipped: they wait in the outbox for the next
 // set. With nothing pending it returns an empty slice and writes nothing.
-func (s *Store) Pending(ctx context.Context, n int) ([]cloudsync.Item, error) {
+func (s *Store) Pending(ctx context.Context, n int) ([]wire.Item, error) {
 	if n <= 0 {
 		return nil, fmt.Errorf("%w: pending limit %d, want > 0", ErrInvalid, n)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	var items []cloudsync.Item
+	var items []wire.Item
 	var empty bool
 	read := func(tx *bolt.Tx) error {
 		items = items[:0]
@@ -90,25 +88,25 @@ func (s *Store) Pending(ctx context.Context, n int) ([]cloudsync.Item, error) {
 
 // item builds the outbox item of verdict k; ok is false if it is not (or no
 // longer) in the outbox.
-func (s *Store) item(tx *bolt.Tx, k []byte) (cloudsync.Item, bool, error) {
+func (s *Store) item(tx *bolt.Tx, k []byte) (wire.Item, bool, error) {
 	raw := tx.Bucket(bucketOutbox).Get(k)
 	if raw == nil {
-		return cloudsync.Item{}, false, nil
+		return wire.Item{}, false, nil
 	}
 	id := binary.BigEndian.Uint64(k)
 	e, err := decodeOutbox(raw)
 	if err != nil {
-		return cloudsync.Item{}, false, fmt.Errorf("verdict %d: %w", id, err)
+		return wire.Item{}, false, fmt.Errorf("verdict %d: %w", id, err)
 	}
 	data := tx.Bucket(bucketVerdicts).Get(k)
 	if data == nil {
-		return cloudsync.Item{}, false, fmt.Errorf("verdict %d is queued but has no record", id)
+		return wire.Item{}, false, fmt.Errorf("verdict %d is queued but has no record", id)
 	}
 	var v Verdict
 	if err := json.Unmarshal(data, &v); err != nil {
-		return cloudsync.Item{}, false, fmt.Errorf("verdict %d: %w", id, err)
+		return wire.Item{}, false, fmt.Errorf("verdict %d: %w", id, err)
 	}
-	it := cloudsync.Item{
+	it := wire.Item{
 		ID: id, Station: v.Station, Time: v.Time, Decision: v.Decision,
 		Score: v.Score, Threshold: v.Threshold,
 		Record: append([]byte(nil), data...),
@@ -226,8 +224,8 @@ func (s *Store) Ack(ctx context.Context, ids []uint64) error {
 // Backlog reports what the outbox holds: count, bytes (records plus kept
 // images) and the capture time of the oldest verdict, and the number of
 // label entries.
-func (s *Store) Backlog() (cloudsync.Backlog, error) {
-	var b cloudsync.Backlog
+func (s *Store) Backlog() (wire.Backlog, error) {
+	var b wire.Backlog
 	err := s.view(func(tx *bolt.Tx) error {
 		sb := tx.Bucket(bucketStats)
 		b.Count = int(getCounter(sb, keyOutboxCount))
@@ -243,7 +241,7 @@ func (s *Store) Backlog() (cloudsync.Backlog, error) {
 		return nil
 	})
 	if err != nil {
-		return cloudsync.Backlog{}, fmt.Errorf("backlog: %w", err)
+		return wire.Backlog{}, fmt.Errorf("backlog: %w", err)
 	}
 	return b, nil
 }

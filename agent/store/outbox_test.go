@@ -15,7 +15,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 func openWith(t testing.TB, dir string, opts Options) *Store {
@@ -49,7 +49,7 @@ func commitN(t testing.TB, s *Store, n int, decision string, img []byte) []uint6
 	return ids
 }
 
-func itemIDs(items []cloudsync.Item) []uint64 {
+func itemIDs(items []wire.Item) []uint64 {
 	var ids []uint64
 	for _, it := range items {
 		ids = append(ids, it.ID)
@@ -391,7 +391,7 @@ func TestPruneAgesAndRecordQuota(t *testing.T) {
 	data, _ := json.Marshal(mustGet(t, s, ids[0]))
 	per := recordCost(len(data))
 	s.Close()
-	s = openWith(t, dir2, Options{Policy: Policy{RecordsMaxBytes: cloudsync.ByteSize(10 * per)}})
+	s = openWith(t, dir2, Options{Policy: Policy{RecordsMaxBytes: wire.ByteSize(10 * per)}})
 	res, _ = s.Prune(time.Now())
 	if res.RecordsPruned < 10 || res.RecordsPruned > 11 {
 		t.Errorf("records quota of 10 records: pruned %d of 20, want 10 or 11", res.RecordsPruned)

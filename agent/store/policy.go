@@ -7,7 +7,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // Image classes, lowest first: when the image quota is full the lowest class is
@@ -27,12 +27,12 @@ type Policy struct {
 	// A commit that would exceed it first evicts images (see the package doc);
 	// if nothing may be evicted the new image is dropped and the verdict is
 	// stored without it. 0 means no quota.
-	ImagesMaxBytes cloudsync.ByteSize `yaml:"images_max_bytes"`
+	ImagesMaxBytes wire.ByteSize `yaml:"images_max_bytes"`
 	// RecordsMaxBytes bounds the verdict records in the database (their JSON
 	// plus a fixed overhead per record). Above it the oldest synced records
 	// are removed. Unsynced records are never removed; if they alone exceed
 	// the quota the store reports degraded. 0 means no quota.
-	RecordsMaxBytes cloudsync.ByteSize `yaml:"records_max_bytes"`
+	RecordsMaxBytes wire.ByteSize `yaml:"records_max_bytes"`
 	// ImagesMaxAge removes images captured longer ago than this (synced ones,
 	// and unsynced ones of the classes in EvictUnsynced). 0 keeps them until
 	// the quota needs the room.
@@ -55,7 +55,7 @@ type Policy struct {
 	// rewritten without them (see Store.MaybeCompact). 0 turns it off.
 	CompactIdle time.Duration `yaml:"compact_idle"`
 	// CompactMinFree is the least free space (bytes) worth a compaction.
-	CompactMinFree cloudsync.ByteSize `yaml:"compact_min_free"`
+	CompactMinFree wire.ByteSize `yaml:"compact_min_free"`
 	// CompactMinFreeRatio is the least share of the file (0..1, below 1)
 	// that must be free pages for a compaction.
 	CompactMinFreeRatio float64 `yaml:"compact_min_free_ratio"`

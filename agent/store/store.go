@@ -50,7 +50,7 @@ var (
 	bucketEvict    = []byte("evict")  // class, state, id -> empty: eviction order of the images
 	// id -> label: the latest label of a sealed record, written into it by Ack
 	bucketHeldLabels = []byte("label_held")
-	bucketLabels     = []byte("labels") // seq -> cloudsync.LabelRecord JSON: label entries not yet acknowledged
+	bucketLabels     = []byte("labels") // seq -> wire.LabelRecord JSON: label entries not yet acknowledged
 
 	keyTotal       = []byte("total")
 	keyPass        = []byte("pass")

@@ -24,6 +24,7 @@ import (
 
 	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // soak is true under `make soak` (TAKT_SOAK=1): longer outages and runs.
@@ -144,7 +145,7 @@ func verifyBucket(t *testing.T, s3 *cloudtest.S3, bucket string, s *Store, allPa
 				t.Errorf("record %d in two batches: %s and %s", v.ID, prev, o.Key)
 			}
 			seen[v.ID] = o.Key
-			want := cloudsync.VerdictBatchKey(v.Station, v.Time, 0, 0)
+			want := wire.VerdictBatchKey(v.Station, v.Time, 0, 0)
 			if dayPrefix := want[:strings.LastIndex(want, "/")+1]; !strings.HasPrefix(o.Key, dayPrefix) {
 				t.Errorf("record %d captured %v is in %s, want under %s", v.ID, v.Time, o.Key, dayPrefix)
 			}
@@ -167,7 +168,7 @@ func verifyBucket(t *testing.T, s3 *cloudtest.S3, bucket string, s *Store, allPa
 		if v.ImageRef == "" || v.ImageEvicted {
 			continue
 		}
-		key := cloudsync.ImageKey(v.Station, v.Time, v.ID, "jpg")
+		key := wire.ImageKey(v.Station, v.Time, v.ID, "jpg")
 		if v.Decision != Pass || allPass {
 			if !keys[key] {
 				t.Errorf("image of %s verdict %d: %s missing", v.Decision, v.ID, key)

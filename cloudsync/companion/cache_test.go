@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/camera/synth"
-	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // The image cache is pruned by age and by size, least recently used first;
@@ -72,7 +72,7 @@ func TestCachePrune(t *testing.T) {
 	c.cfg.Cache.MaxBytes = 0
 	all, _ := c.PruneCache()
 	budget := all.Bytes - size(lru[1]) - size(lru[2]) - size(lru[3]) + 1
-	c.cfg.Cache.MaxBytes = cloudsync.ByteSize(budget)
+	c.cfg.Cache.MaxBytes = wire.ByteSize(budget)
 	st, err = c.PruneCache()
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
+
+	"github.com/takt-edge/takt/cloudsync/companion/trainer"
 	"github.com/takt-edge/takt/models/bundle"
 )
 
@@ -37,7 +40,7 @@ type Companion struct {
 	bucket   *cloudsync.Bucket
 	key      ed25519.PrivateKey
 	keys     bundle.TrustedKeys
-	trainers map[string]map[string]Trainer // model -> experiment -> trainer
+	trainers map[string]map[string]trainer.Trainer // model -> experiment -> trainer
 	index    *index
 	jobs     *jobStore
 	conn     *cloudsync.Conn
@@ -81,14 +84,14 @@ func New(cfg Config, log zerolog.Logger) (*Companion, error) {
 	}
 	c := &Companion{
 		cfg: cfg, log: log.With().Str("component", "cloud").Logger(), bucket: bucket, key: key, keys: keys,
-		trainers: map[string]map[string]Trainer{},
+		trainers: map[string]map[string]trainer.Trainer{},
 		queue:    make(chan string, 1024), sem: make(chan struct{}, cfg.Training.Parallel),
 		ready: make(chan struct{}), pinned: map[string]int{},
 	}
 	for _, m := range cfg.Models {
-		c.trainers[m.Name] = map[string]Trainer{}
+		c.trainers[m.Name] = map[string]trainer.Trainer{}
 		for _, e := range m.Experiments {
-			t, err := newTrainer(e, cfg.StateDir, cfg.Training.Timeout)
+			t, err := trainer.New(e, cfg.StateDir, cfg.Training.Timeout)
 			if err != nil {
 				return nil, fmt.Errorf("models %s experiment %s: %w", m.Name, e.Name, err)
 			}
@@ -443,9 +446,9 @@ func (c *Companion) runJob(ctx context.Context, j Job) {
 // trained is one experiment's signed candidate and score.
 type trained struct {
 	exp    string
-	cand   *Candidate
+	cand   *trainer.Candidate
 	bundle []byte
-	score  Score
+	score  trainer.Score
 }
 
 // train builds the dataset, trains every experiment (training.parallel at
@@ -550,7 +553,7 @@ func (c *Companion) train(ctx context.Context, j *Job, l *jobLog) error {
 	}
 	var best *trained
 	for _, r := range results {
-		if r != nil && (best == nil || compareScores(r.score, best.score) > 0) {
+		if r != nil && (best == nil || trainer.CompareScores(r.score, best.score) > 0) {
 			best = r
 		}
 	}
@@ -568,14 +571,14 @@ func (c *Companion) train(ctx context.Context, j *Job, l *jobLog) error {
 	promote := true
 	j.Decision = "no version promoted yet"
 	if curBundle != nil {
-		cur, err := evaluateBundle(ctx, curBundle, c.keys, val)
+		cur, err := trainer.Evaluate(ctx, curBundle, c.keys, val)
 		if err != nil {
 			return fmt.Errorf("evaluate the promoted version %s: %w", curEntry.Version, err)
 		}
 		j.CurrentVersion, j.Current = curEntry.Version, &cur
 		l.Printf("promoted %s on the same set: auroc %s f1 %.3f fpr %.3f margin %.3f",
 			curEntry.Version, fmtAUROC(cur.AUROC), cur.F1, cur.FPR, cur.Margin)
-		if compareScores(best.score, cur) >= 0 {
+		if trainer.CompareScores(best.score, cur) >= 0 {
 			j.Decision = fmt.Sprintf("%s is at least as good as %s on the validation set", best.exp, curEntry.Version)
 		} else {
 			promote = false
@@ -588,7 +591,7 @@ func (c *Companion) train(ctx context.Context, j *Job, l *jobLog) error {
 	if len(baseScores) < 10 {
 		baseScores = append(slices.Clone(baseScores), best.score.GoodScores...)
 	}
-	metrics := best.score.metrics()
+	metrics := best.score.Metrics()
 	var baseline []float64
 	if b, err := deciles(baseScores); err == nil {
 		baseline = b
@@ -638,7 +641,7 @@ func fmtAUROC(v float64) string {
 }
 
 // experiment trains, signs and evaluates one experiment.
-func (c *Companion) experiment(ctx context.Context, j *Job, e ExperimentConfig, data, val, dataset string, l *jobLog) (*trained, error) {
+func (c *Companion) experiment(ctx context.Context, j *Job, e trainer.ExperimentConfig, data, val, dataset string, l *jobLog) (*trained, error) {
 	out := filepath.Join(filepath.Dir(data), "out-"+e.Name)
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return nil, err
@@ -646,7 +649,7 @@ func (c *Companion) experiment(ctx context.Context, j *Job, e ExperimentConfig, 
 	tctx, cancel := context.WithTimeout(ctx, c.cfg.Training.Timeout)
 	defer cancel()
 	threads := max(1, 2/cap(c.sem))
-	cand, err := c.trainers[j.Model][e.Name].Train(tctx, TrainInput{Data: data, Out: out, Name: j.Model, Version: j.Version,
+	cand, err := c.trainers[j.Model][e.Name].Train(tctx, trainer.TrainInput{Data: data, Out: out, Name: j.Model, Version: j.Version,
 		Job: j.ID, Threads: threads}, l)
 	if err != nil {
 		if errors.Is(tctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
@@ -658,7 +661,7 @@ func (c *Companion) experiment(ctx context.Context, j *Job, e ExperimentConfig, 
 	if err != nil {
 		return nil, fmt.Errorf("bundle: %w", err)
 	}
-	s, err := evaluateBundle(ctx, bundle, c.keys, val)
+	s, err := trainer.Evaluate(ctx, bundle, c.keys, val)
 	if err != nil {
 		return nil, fmt.Errorf("validation: %w", err)
 	}
@@ -673,9 +676,9 @@ func (c *Companion) announce(ctx context.Context, mc ModelConfig, version string
 		l.Printf("no targets configured: not announced")
 		return
 	}
-	msg := &cloudsync.ModelAvailableMsg{Schema: cloudsync.MessageSchema, Name: mc.Name, Version: version,
+	msg := &wire.ModelAvailableMsg{Schema: wire.MessageSchema, Name: mc.Name, Version: version,
 		Key: BundleKey(mc.Name, version), SHA256: sha256Hex(bundle), Size: int64(len(bundle))}
-	payload, err := cloudsync.Encode(msg)
+	payload, err := wire.Encode(msg)
 	if err != nil {
 		l.Printf("announce: %v", err)
 		return

@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/camera/synth"
-	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
+
+	"github.com/takt-edge/takt/cloudsync/companion/trainer"
 	"github.com/takt-edge/takt/models/bundle"
 	"github.com/takt-edge/takt/models/train"
 )
@@ -341,8 +343,8 @@ func TestTrainPromoteAnnounceAndRefuseWorse(t *testing.T) {
 		t.Errorf("manifest = %+v; want version 0.9.1, baseline deciles and a golden set", b.Manifest)
 	}
 	msg := sub.next(t, 10*time.Second)
-	var av cloudsync.ModelAvailableMsg
-	if err := cloudsync.Decode(msg.Payload, &av); err != nil || av.Version != "0.9.1" || av.Key != BundleKey("part", "0.9.1") ||
+	var av wire.ModelAvailableMsg
+	if err := wire.Decode(msg.Payload, &av); err != nil || av.Version != "0.9.1" || av.Key != BundleKey("part", "0.9.1") ||
 		av.SHA256 != idx.Versions[0].SHA256 {
 		t.Errorf("model/available = %s, %v; want 0.9.1 with the bundle's key and sha256", msg.Payload, err)
 	}
@@ -358,7 +360,7 @@ func TestTrainPromoteAnnounceAndRefuseWorse(t *testing.T) {
 	bad := filepath.Join(e.dir, "bad.onnx")
 	writeWorseModel(t, bad)
 	script, _ := filepath.Abs("testdata/copy-trainer.sh")
-	cfg.Models[0].Experiments = []ExperimentConfig{{Name: "external", Trainer: TrainerCommand, Command: []string{script, "{data}", "{out}"},
+	cfg.Models[0].Experiments = []trainer.ExperimentConfig{{Name: "external", Trainer: trainer.TrainerCommand, Command: []string{script, "{data}", "{out}"},
 		Env: map[string]string{"MODEL_FILE": bad}}}
 	c = e.newCompanion(cfg)
 	if jobs := c.Jobs(); len(jobs) != 1 || jobs[0].ID != j.ID || jobs[0].State != JobSucceeded {
@@ -413,7 +415,7 @@ func writeWorseModel(t *testing.T, path string) {
 			t.Fatal(err)
 		}
 	}
-	frames, err := readImages(dir)
+	frames, err := trainer.ReadImages(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,7 +473,7 @@ func TestIngestSeveralModelsPerPart(t *testing.T) {
 		`"model":{"name":"holes","version":"2.0.0"},"models":[` +
 		`{"name":"a","model":{"name":"surface","version":"1.1.0"},"decision":"PASS","score":0.2,"threshold":1,"provider":"cpu"},` +
 		`{"name":"b","model":{"name":"holes","version":"2.0.0"},"decision":"FAIL","score":3,"threshold":1,"provider":"cpu"}]}` + "\n"
-	if _, err := e.bucket.PutNew(ctx, cloudsync.VerdictBatchKey("st-m", day, 7, 7), []byte(batch), "application/x-ndjson"); err != nil {
+	if _, err := e.bucket.PutNew(ctx, wire.VerdictBatchKey("st-m", day, 7, 7), []byte(batch), "application/x-ndjson"); err != nil {
 		t.Fatal(err)
 	}
 	e.label("st-m", day, 7, 1, "false_reject")
@@ -490,7 +492,7 @@ func TestIngestSeveralModelsPerPart(t *testing.T) {
 		}
 		ss, _ := c.index.samples(tc.model)
 		if len(ss) != 1 || ss[0].Decision != tc.decision || ss[0].Version != tc.version || ss[0].Label != "false_reject" ||
-			classOf(ss[0], true) != classGood {
+			classOf(ss[0], true) != trainer.ClassGood {
 			t.Errorf("samples of %s = %+v; want the part as %s %s, labelled false_reject, so good", tc.model, ss, tc.decision, tc.version)
 		}
 	}

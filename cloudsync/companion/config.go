@@ -7,13 +7,17 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/takt-edge/takt/cloudsync/strictyaml"
 
 	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
+
+	"github.com/takt-edge/takt/cloudsync/companion/trainer"
 )
 
 // Config is takt-cloud's config file. Every key has a default in
@@ -108,7 +112,7 @@ type TrainingConfig struct {
 // set needs (cloudsync/README.md, "Image cache").
 type CacheConfig struct {
 	// MaxBytes caps the cache's size; 0 = no size limit. Default 10GiB.
-	MaxBytes cloudsync.ByteSize `yaml:"max_bytes"`
+	MaxBytes wire.ByteSize `yaml:"max_bytes"`
 	// MaxAge removes images not used for this long; 0 = no age limit.
 	// Default 720h (30 days).
 	MaxAge time.Duration `yaml:"max_age"`
@@ -123,7 +127,7 @@ type ModelConfig struct {
 	Triggers TriggersConfig `yaml:"triggers"`
 	// Experiments run in parallel per job; the best on the validation set
 	// wins. At least one.
-	Experiments []ExperimentConfig `yaml:"experiments"`
+	Experiments []trainer.ExperimentConfig `yaml:"experiments"`
 }
 
 // Target is an announce topic: takt/v1/{site}/{line}/model/available, or
@@ -136,11 +140,11 @@ type Target struct {
 
 // Topic is the model/available topic of the target.
 func (t Target) Topic() string {
-	tp := cloudsync.Topics{Site: t.Site, Line: t.Line, Station: t.Station}
+	tp := wire.Topics{Site: t.Site, Line: t.Line, Station: t.Station}
 	if t.Station == "" {
 		return tp.LineModelAvailable()
 	}
-	return tp.Topic(cloudsync.TopicModelAvailable)
+	return tp.Topic(wire.TopicModelAvailable)
 }
 
 // TriggersConfig says when a model is retrained by itself.
@@ -175,50 +179,6 @@ type DriftConfig struct {
 	Window int `yaml:"window"`
 	// MinSamples is the fewest PASS scores (images) needed to judge. Default 50.
 	MinSamples int `yaml:"min_samples"`
-}
-
-// Trainer kinds of ExperimentConfig.Trainer.
-const (
-	TrainerBuiltin    = "builtin"    // models package trainer, in process
-	TrainerCommand    = "command"    // a local command
-	TrainerDocker     = "docker"     // docker run IMAGE
-	TrainerKubernetes = "kubernetes" // a Kubernetes Job
-)
-
-// ExperimentConfig is one trainer configuration.
-type ExperimentConfig struct {
-	// Name identifies the experiment in jobs and metrics (letters, digits,
-	// '-', '_').
-	Name    string `yaml:"name"`
-	Trainer string `yaml:"trainer"` // builtin, command, docker, kubernetes
-	// Builtin: Method is "template" (aligned parts) or "patchcore"
-	// (textures); Options are that trainer's options (train.TemplateOptions
-	// or train.PatchCoreOptions keys), decoded strictly.
-	Method  string    `yaml:"method"`
-	Options yaml.Node `yaml:"options"`
-	// Command is the external trainer's command line (command backend) or
-	// the container's arguments (docker, kubernetes). {data} and {out} are
-	// replaced by the dataset and output folders (the contract:
-	// cloudsync/README.md, "External trainers").
-	Command []string `yaml:"command"`
-	// Image is the container image (docker, kubernetes).
-	Image string `yaml:"image"`
-	// Runtime is the container engine's command of the docker trainer:
-	// "docker" (default), "podman", or an absolute path to either (or to
-	// another docker-compatible CLI). The command line is the same for all;
-	// a rootless podman (takt-cloud not root) gets --userns keep-id so the
-	// trainer writes /out as takt-cloud's own user.
-	Runtime string `yaml:"runtime"`
-	// Env is passed to the trainer.
-	Env map[string]string `yaml:"env"`
-	// Kubernetes: the Job's namespace, service account and resources.
-	Namespace      string            `yaml:"namespace"`
-	ServiceAccount string            `yaml:"service_account"`
-	Resources      map[string]string `yaml:"resources"` // cpu, memory, nvidia.com/gpu (limits)
-	// DatasetClaim and OutputClaim are the PVC names the Job mounts as
-	// /data and /out (kubernetes); the companion's state volume when both
-	// are the same claim (subPath per job).
-	DatasetClaim string `yaml:"dataset_claim"`
 }
 
 // DefaultConfig returns the defaults.
@@ -288,10 +248,8 @@ func ParseConfig(data []byte) (Config, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return Config{}, errors.New("empty file")
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil {
-		return Config{}, yamlErr(err)
+	if err := strictyaml.Unmarshal(data, &cfg); err != nil {
+		return Config{}, err
 	}
 	// Model defaults: decode each model again over defaultModel so unset
 	// trigger keys keep their defaults.
@@ -299,24 +257,16 @@ func ParseConfig(data []byte) (Config, error) {
 		Models []yaml.Node `yaml:"models"`
 	}
 	if err := yaml.Unmarshal(data, &raw); err != nil {
-		return Config{}, yamlErr(err)
+		return Config{}, err
 	}
-	for i, n := range raw.Models {
+	for i := range raw.Models {
 		m := defaultModel()
-		if err := n.Decode(&m); err != nil {
-			return Config{}, fmt.Errorf("models[%d]: %w", i, yamlErr(err))
+		if err := strictyaml.Decode(&raw.Models[i], &m); err != nil {
+			return Config{}, fmt.Errorf("models[%d]: %w", i, err)
 		}
 		cfg.Models[i] = m
 	}
 	return cfg, nil
-}
-
-func yamlErr(err error) error {
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		return fmt.Errorf("%s", strings.ReplaceAll(strings.Join(te.Errors, "; "), "in type companion.", "in "))
-	}
-	return err
 }
 
 // ApplyEnv applies the TAKT_* environment: S3 and MQTT endpoints and
@@ -426,7 +376,7 @@ func (c Config) Validate() error {
 	names := map[string]bool{}
 	for i, m := range c.Models {
 		p := fmt.Sprintf("models[%d]", i)
-		if err := cloudsync.ValidLevel(m.Name); err != nil {
+		if err := wire.ValidLevel(m.Name); err != nil {
 			bad("%s.name: %v", p, err)
 		} else if names[m.Name] {
 			bad("%s.name: %q is configured twice", p, m.Name)
@@ -434,12 +384,12 @@ func (c Config) Validate() error {
 		names[m.Name] = true
 		for j, tg := range m.Targets {
 			for _, lv := range []struct{ k, v string }{{"site", tg.Site}, {"line", tg.Line}} {
-				if err := cloudsync.ValidLevel(lv.v); err != nil {
+				if err := wire.ValidLevel(lv.v); err != nil {
 					bad("%s.targets[%d].%s: %v", p, j, lv.k, err)
 				}
 			}
 			if tg.Station != "" {
-				if err := cloudsync.ValidLevel(tg.Station); err != nil {
+				if err := wire.ValidLevel(tg.Station); err != nil {
 					bad("%s.targets[%d].station: %v", p, j, err)
 				}
 			}
@@ -461,7 +411,7 @@ func (c Config) Validate() error {
 		}
 		exps := map[string]bool{}
 		for j, e := range m.Experiments {
-			if err := e.validate(); err != nil {
+			if err := e.Validate(); err != nil {
 				bad("%s.experiments[%d]: %v", p, j, err)
 			}
 			if exps[e.Name] {
@@ -471,80 +421,6 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func (e ExperimentConfig) validate() error {
-	if !validName(e.Name) {
-		return fmt.Errorf("name: %q must be 1-40 letters, digits, '-' or '_'", e.Name)
-	}
-	hasOptions := e.Options.Kind != 0
-	switch e.Trainer {
-	case TrainerBuiltin:
-		if !slices.Contains(builtinMethods, e.Method) {
-			return fmt.Errorf("method: %q is not one of %q", e.Method, builtinMethods)
-		}
-		if len(e.Command) > 0 || e.Image != "" {
-			return errors.New("command, image: not used by the builtin trainer")
-		}
-		if _, err := builtinTrainer(e); err != nil {
-			return fmt.Errorf("options: %w", err)
-		}
-	case TrainerCommand:
-		if len(e.Command) == 0 {
-			return errors.New("command: missing (the trainer's command line, with {data} and {out})")
-		}
-	case TrainerDocker, TrainerKubernetes:
-		if strings.TrimSpace(e.Image) == "" {
-			return fmt.Errorf("image: missing (the %s trainer's container image)", e.Trainer)
-		}
-		if e.Trainer == TrainerKubernetes && e.DatasetClaim == "" {
-			return errors.New("dataset_claim: missing (the PVC holding the companion's state, mounted by the Job)")
-		}
-		if e.Trainer == TrainerDocker {
-			if err := validRuntime(e.Runtime); err != nil {
-				return err
-			}
-		}
-	default:
-		return fmt.Errorf("trainer: %q is not one of builtin, command, docker, kubernetes", e.Trainer)
-	}
-	if e.Trainer != TrainerBuiltin && (hasOptions || e.Method != "") {
-		return errors.New("method, options: only for the builtin trainer")
-	}
-	if e.Trainer != TrainerDocker && e.Runtime != "" {
-		return errors.New("runtime: only for the docker trainer")
-	}
-	return nil
-}
-
-// Container engines the docker trainer names by command; any other runtime
-// is an absolute path.
-const (
-	RuntimeDocker = "docker"
-	RuntimePodman = "podman"
-)
-
-// validRuntime checks the docker trainer's runtime key.
-func validRuntime(r string) error {
-	switch {
-	case r == "" || r == RuntimeDocker || r == RuntimePodman:
-		return nil
-	case filepath.IsAbs(r) && filepath.Base(r) != "/":
-		return nil
-	}
-	return fmt.Errorf("runtime: %q is not docker, podman or an absolute path to a docker-compatible command", r)
-}
-
-func validName(s string) bool {
-	if s == "" || len(s) > 40 {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			return false
-		}
-	}
-	return true
 }
 
 // model returns the config of model name.

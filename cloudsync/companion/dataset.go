@@ -11,15 +11,10 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
-	"time"
 
 	"golang.org/x/sync/errgroup"
-)
 
-// Dataset classes of a sample.
-const (
-	classGood   = "good"
-	classDefect = "defect"
+	"github.com/takt-edge/takt/cloudsync/companion/trainer"
 )
 
 // classOf says whether a sample is a good part, a defect or neither (""):
@@ -32,13 +27,13 @@ const (
 func classOf(s Sample, trustFail bool) string {
 	switch {
 	case s.Decision == "PASS" && s.Label == "false_accept":
-		return classDefect
+		return trainer.ClassDefect
 	case s.Decision == "PASS":
-		return classGood
+		return trainer.ClassGood
 	case s.Label == "false_reject":
-		return classGood
+		return trainer.ClassGood
 	case s.Decision == "FAIL" && s.Label == "" && trustFail:
-		return classDefect
+		return trainer.ClassDefect
 	}
 	return ""
 }
@@ -95,9 +90,9 @@ func planDataset(samples []Sample, cfg TrainingConfig) (datasetPlan, error) {
 			continue
 		}
 		switch classOf(s, cfg.TrustFail) {
-		case classGood:
+		case trainer.ClassGood:
 			good = append(good, s)
-		case classDefect:
+		case trainer.ClassDefect:
 			defect = append(defect, s)
 		}
 	}
@@ -132,26 +127,6 @@ func planDataset(samples []Sample, cfg TrainingConfig) (datasetPlan, error) {
 	return p, nil
 }
 
-// datasetEntry is one image of labels.json.
-type datasetEntry struct {
-	File      string    `json:"file"`  // path in the folder, e.g. good/line1-st3-0000000000000042.jpg
-	Class     string    `json:"class"` // good or defect
-	Station   string    `json:"station"`
-	VerdictID uint64    `json:"verdict_id"`
-	Time      time.Time `json:"time"`
-	Decision  string    `json:"decision"`
-	Label     string    `json:"label,omitempty"`
-	Score     *float64  `json:"score,omitempty"`
-	Model     string    `json:"model_version,omitempty"`
-}
-
-// labelsFile is labels.json of a dataset folder.
-type labelsFile struct {
-	Model  string         `json:"model"`
-	Job    string         `json:"job"`
-	Images []datasetEntry `json:"images"`
-}
-
 func fileName(s Sample) string {
 	return fmt.Sprintf("%s-%016d%s", s.Station, s.ID, path.Ext(s.Image))
 }
@@ -169,13 +144,13 @@ func (c *Companion) materialize(ctx context.Context, model, job, dir string, p d
 		root         string
 		good, defect []Sample
 	}{{data, p.TrainGood, p.TrainDefect}, {val, p.ValGood, p.ValDefect}} {
-		lf := labelsFile{Model: model, Job: job, Images: []datasetEntry{}}
-		for _, class := range []string{classGood, classDefect} {
+		lf := trainer.LabelsFile{Model: model, Job: job, Images: []trainer.DatasetEntry{}}
+		for _, class := range []string{trainer.ClassGood, trainer.ClassDefect} {
 			if err := os.MkdirAll(filepath.Join(side.root, class), 0o755); err != nil {
 				return "", "", err
 			}
 			list := side.good
-			if class == classDefect {
+			if class == trainer.ClassDefect {
 				list = side.defect
 			}
 			for _, s := range list {
@@ -183,7 +158,7 @@ func (c *Companion) materialize(ctx context.Context, model, job, dir string, p d
 				if err := linkOrCopy(c.cachePath(s.Image), filepath.Join(side.root, rel)); err != nil {
 					return "", "", err
 				}
-				lf.Images = append(lf.Images, datasetEntry{File: rel, Class: class, Station: s.Station, VerdictID: s.ID,
+				lf.Images = append(lf.Images, trainer.DatasetEntry{File: rel, Class: class, Station: s.Station, VerdictID: s.ID,
 					Time: s.Time, Decision: s.Decision, Label: s.Label, Score: s.Score, Model: s.Version})
 			}
 		}

@@ -14,9 +14,9 @@
 // New(cfg, log) validates the config, reads the signing key and opens the
 // state folder (index.db, jobs/); Run(ctx) ingests, watches the triggers,
 // runs jobs, serves the HTTP API and keeps the MQTT connection. Trainers sit
-// behind the Trainer interface: the builtin one calls the models package
-// (builtin.go is the only file that does), external ones run a command, a
-// container or a Kubernetes Job on the dataset folder contract.
+// behind the Trainer interface of package trainer: the builtin one calls the
+// models package, external ones run a command, a container or a Kubernetes
+// Job on the dataset folder contract.
 //
 // # Caveats
 //

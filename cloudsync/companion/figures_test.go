@@ -16,6 +16,7 @@ import (
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/camera/synth"
 	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // The figures of `make bench` (TAKT_FIGURES=1).
@@ -55,12 +56,12 @@ func TestFiguresIngest(t *testing.T) {
 					body.Write(js)
 					body.WriteByte('\n')
 					if id%10 == 0 {
-						if _, err := e.bucket.PutNew(gctx, cloudsync.ImageKey(station, r.Time, id, "jpg"), img, "image/jpeg"); err != nil {
+						if _, err := e.bucket.PutNew(gctx, wire.ImageKey(station, r.Time, id, "jpg"), img, "image/jpeg"); err != nil {
 							return err
 						}
 					}
 				}
-				key := cloudsync.VerdictBatchKey(station, day, first, first+perBatch-1)
+				key := wire.VerdictBatchKey(station, day, first, first+perBatch-1)
 				_, err := e.bucket.PutNew(gctx, key, body.Bytes(), "application/x-ndjson")
 				return err
 			})

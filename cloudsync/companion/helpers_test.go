@@ -14,12 +14,15 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/camera/synth"
 	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
+	"github.com/takt-edge/takt/cloudsync/wire"
+
+	"github.com/takt-edge/takt/cloudsync/companion/trainer"
 	"github.com/takt-edge/takt/models/bundle"
 )
 
@@ -72,16 +75,16 @@ func testModel(name string) ModelConfig {
 	m := defaultModel()
 	m.Name = name
 	m.Targets = []Target{{Site: "plant", Line: "line1"}}
-	m.Experiments = []ExperimentConfig{builtinExp("template-64", "template", map[string]any{"width": 64, "ignore": []map[string]float64{markingFractions()}})}
+	m.Experiments = []trainer.ExperimentConfig{builtinExp("template-64", "template", map[string]any{"width": 64, "ignore": []map[string]float64{markingFractions()}})}
 	return m
 }
 
-func builtinExp(name, method string, opts map[string]any) ExperimentConfig {
+func builtinExp(name, method string, opts map[string]any) trainer.ExperimentConfig {
 	var n yaml.Node
 	if err := n.Encode(opts); err != nil {
 		panic(err)
 	}
-	return ExperimentConfig{Name: name, Trainer: TrainerBuiltin, Method: method, Options: n}
+	return trainer.ExperimentConfig{Name: name, Trainer: trainer.TrainerBuiltin, Method: method, Options: n}
 }
 
 const partW, partH = 256, 192
@@ -165,7 +168,7 @@ func (e *env) upload(station, model string, day time.Time, ps []part) {
 			r.Model.Version = "0.9.0"
 		}
 		if p.image != nil {
-			key := cloudsync.ImageKey(station, r.Time, p.id, "png")
+			key := wire.ImageKey(station, r.Time, p.id, "png")
 			if _, err := e.bucket.PutNew(ctx, key, p.image, "image/png"); err != nil {
 				e.t.Fatal(err)
 			}
@@ -174,7 +177,7 @@ func (e *env) upload(station, model string, day time.Time, ps []part) {
 		body.Write(js)
 		body.WriteByte('\n')
 	}
-	key := cloudsync.VerdictBatchKey(station, day, ps[0].id, ps[len(ps)-1].id)
+	key := wire.VerdictBatchKey(station, day, ps[0].id, ps[len(ps)-1].id)
 	if _, err := e.bucket.PutNew(ctx, key, body.Bytes(), "application/x-ndjson"); err != nil {
 		e.t.Fatal(err)
 	}
@@ -184,9 +187,9 @@ func (e *env) upload(station, model string, day time.Time, ps []part) {
 func (e *env) label(station string, day time.Time, verdictID, seq uint64, label string) {
 	e.t.Helper()
 	captured := day.Add(time.Duration(verdictID) * time.Second).UTC()
-	rec, _ := json.Marshal(cloudsync.LabelRecord{Schema: cloudsync.LabelSchema, VerdictID: verdictID, Seq: seq, Station: station,
+	rec, _ := json.Marshal(wire.LabelRecord{Schema: wire.LabelSchema, VerdictID: verdictID, Seq: seq, Station: station,
 		CapturedAt: captured, Label: label, LabeledAt: time.Now().UTC()})
-	if _, err := e.bucket.PutNew(context.Background(), cloudsync.LabelKey(station, captured, verdictID, seq), rec, "application/json"); err != nil {
+	if _, err := e.bucket.PutNew(context.Background(), wire.LabelKey(station, captured, verdictID, seq), rec, "application/json"); err != nil {
 		e.t.Fatal(err)
 	}
 }

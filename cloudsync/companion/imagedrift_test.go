@@ -16,6 +16,8 @@ import (
 
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/camera/synth"
+
+	"github.com/takt-edge/takt/cloudsync/companion/trainer"
 )
 
 // Small parts for the image drift test: a drift window needs dozens of
@@ -59,7 +61,7 @@ func TestImageDrift(t *testing.T) {
 	e := newEnv(t, false)
 	m := testModel("lit")
 	r := synth.MarkingRegion(synth.RenderOptions{Seed: 7, Width: smallW, Height: smallH})
-	m.Experiments = []ExperimentConfig{builtinExp("template-32", "template", map[string]any{"width": 32,
+	m.Experiments = []trainer.ExperimentConfig{builtinExp("template-32", "template", map[string]any{"width": 32,
 		"ignore": []map[string]float64{{"x0": max(0, float64(r.Min.X)/smallW), "y0": max(0, float64(r.Min.Y)/smallH),
 			"x1": min(1, float64(r.Max.X)/smallW), "y1": min(1, float64(r.Max.Y)/smallH)}}})}
 	m.Triggers.Labels, m.Triggers.Cooldown = 0, 0

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // verdictRecord is the part of a station's verdict record (one line of a
@@ -64,7 +65,7 @@ func (r verdictRecord) outcomes() map[string]Outcome {
 	return out
 }
 
-type labelRecord = cloudsync.LabelRecord
+type labelRecord = wire.LabelRecord
 
 // imageRef is an image object, known from its key alone (images are fetched
 // when a training dataset needs them, not at ingest).

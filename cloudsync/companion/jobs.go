@@ -12,6 +12,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/takt-edge/takt/cloudsync/companion/trainer"
 )
 
 // Job states.
@@ -48,11 +50,11 @@ type Job struct {
 	Winner      string             `json:"winner,omitempty"`
 	Version     string             `json:"version,omitempty"`
 	// Current is the promoted version's score on the same validation set.
-	CurrentVersion string `json:"current_version,omitempty"`
-	Current        *Score `json:"current,omitempty"`
-	Promoted       bool   `json:"promoted"`
-	Decision       string `json:"decision,omitempty"`
-	Error          string `json:"error,omitempty"`
+	CurrentVersion string         `json:"current_version,omitempty"`
+	Current        *trainer.Score `json:"current,omitempty"`
+	Promoted       bool           `json:"promoted"`
+	Decision       string         `json:"decision,omitempty"`
+	Error          string         `json:"error,omitempty"`
 }
 
 // Active reports whether the job is queued or running.
@@ -60,12 +62,12 @@ func (j Job) Active() bool { return j.State == JobQueued || j.State == JobRunnin
 
 // ExperimentResult is one experiment of a job.
 type ExperimentResult struct {
-	Name    string  `json:"name"`
-	Trainer string  `json:"trainer"`
-	State   string  `json:"state"` // running, succeeded, failed
-	Error   string  `json:"error,omitempty"`
-	Seconds float64 `json:"seconds"`
-	Score   *Score  `json:"score,omitempty"`
+	Name    string         `json:"name"`
+	Trainer string         `json:"trainer"`
+	State   string         `json:"state"` // running, succeeded, failed
+	Error   string         `json:"error,omitempty"`
+	Seconds float64        `json:"seconds"`
+	Score   *trainer.Score `json:"score,omitempty"`
 }
 
 // jobStore keeps the jobs in memory and on disk.

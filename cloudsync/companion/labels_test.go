@@ -12,6 +12,7 @@ import (
 
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/camera/synth"
+	"github.com/takt-edge/takt/cloudsync/companion/trainer"
 	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
 )
@@ -54,7 +55,7 @@ func bundleScores(t *testing.T, c *Companion, model, version string, pngs [][]by
 			t.Fatal(err)
 		}
 	}
-	frames, err := readImages(dir)
+	frames, err := trainer.ReadImages(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,8 @@ import (
 
 	"github.com/takt-edge/takt/camera/synth"
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
+
+	"github.com/takt-edge/takt/cloudsync/companion/trainer"
 	"github.com/takt-edge/takt/models/bundle"
 )
 
@@ -88,14 +90,14 @@ func testPodmanJob(t *testing.T, pod *cloudtest.Podman, ref string, model []byte
 	e := newEnv(t, false)
 	e.uploadParts("st1", "part", 10, []synth.Defect{synth.Scratch, synth.MissingHole, synth.Spot, synth.Crack})
 	cfg := e.cfg
-	cfg.Models[0].Experiments = []ExperimentConfig{
-		{Name: "podman", Trainer: TrainerDocker, Runtime: RuntimePodman, Image: ref,
+	cfg.Models[0].Experiments = []trainer.ExperimentConfig{
+		{Name: "podman", Trainer: trainer.TrainerDocker, Runtime: trainer.RuntimePodman, Image: ref,
 			Command: []string{"--data", "{data}", "--out", "{out}"}, Env: map[string]string{"MODEL_FILE": "/model.onnx"}},
-		{Name: "podman-fails", Trainer: TrainerDocker, Runtime: pod.Bin, Image: ref,
+		{Name: "podman-fails", Trainer: trainer.TrainerDocker, Runtime: pod.Bin, Image: ref,
 			Env: map[string]string{"MODEL_FILE": "/model.onnx", "FAIL_EXIT": "3"}},
 		// A short name: with no unqualified-search registries (the test's
 		// registries.conf) the pull fails at once.
-		{Name: "podman-missing", Trainer: TrainerDocker, Runtime: RuntimePodman, Image: "takt-no-such-trainer:0"},
+		{Name: "podman-missing", Trainer: trainer.TrainerDocker, Runtime: trainer.RuntimePodman, Image: "takt-no-such-trainer:0"},
 	}
 	cfg.Training.Parallel = 3
 	if err := cfg.Validate(); err != nil {
@@ -215,9 +217,12 @@ func testPodmanJob(t *testing.T, pod *cloudtest.Podman, ref string, model []byte
 // A cancelled run (training.timeout, shutdown) kills and removes its
 // container: killing the engine's CLI alone would leave it running.
 func testPodmanCancel(t *testing.T, pod *cloudtest.Podman, ref string) {
-	tr := newDockerTrainer(ExperimentConfig{Name: "slow", Trainer: TrainerDocker, Runtime: RuntimePodman, Image: ref,
-		Env: map[string]string{"SLEEP": "10m"}})
-	job := TrainInput{Data: t.TempDir(), Out: t.TempDir(), Name: "part", Version: "1.0.0", Job: "000042"}
+	tr, err := trainer.New(trainer.ExperimentConfig{Name: "slow", Trainer: trainer.TrainerDocker, Runtime: trainer.RuntimePodman, Image: ref,
+		Env: map[string]string{"SLEEP": "10m"}}, t.TempDir(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := trainer.TrainInput{Data: t.TempDir(), Out: t.TempDir(), Name: "part", Version: "1.0.0", Job: "000042"}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	log := &signalWriter{want: "sleeping 10m0s", seen: make(chan struct{})}
@@ -233,18 +238,17 @@ func testPodmanCancel(t *testing.T, pod *cloudtest.Podman, ref string) {
 	case <-time.After(time.Minute):
 		t.Fatalf("the trainer did not start within a minute; log:\n%s", log.String())
 	}
-	if running := pod.Output(t, "ps", "--format", "{{.Names}}"); !strings.Contains(running, containerName(job)) {
-		t.Fatalf("running containers %q do not include %s", running, containerName(job))
+	if running := pod.Output(t, "ps", "--format", "{{.Names}}"); !strings.Contains(running, trainer.ContainerName(job)) {
+		t.Fatalf("running containers %q do not include %s", running, trainer.ContainerName(job))
 	}
 	start := time.Now()
 	cancel()
-	var err error
 	select {
 	case err = <-done:
 	case <-time.After(time.Minute):
 		t.Fatalf("Train did not return within a minute of the cancel; log:\n%s", log.String())
 	}
-	if !errors.Is(err, context.Canceled) || !strings.Contains(log.String(), "container "+containerName(job)+" stopped and removed") {
+	if !errors.Is(err, context.Canceled) || !strings.Contains(log.String(), "container "+trainer.ContainerName(job)+" stopped and removed") {
 		t.Errorf("Train = %v after %v; want context.Canceled and the container stopped; log:\n%s", err, time.Since(start), log.String())
 	}
 	if left := strings.TrimSpace(pod.Output(t, "ps", "--all", "--format", "{{.Names}}")); left != "" {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/cloudsync"
+
+	"github.com/takt-edge/takt/cloudsync/companion/trainer"
 	"github.com/takt-edge/takt/models/bundle"
 )
 
@@ -127,7 +129,7 @@ func nextVersion(idx RegistryIndex, seen map[string]int) string {
 }
 
 // signBundle builds the signed bundle of a candidate.
-func signBundle(cand *Candidate, name, version, dataset string, metrics map[string]float64, key ed25519.PrivateKey) ([]byte, error) {
+func signBundle(cand *trainer.Candidate, name, version, dataset string, metrics map[string]float64, key ed25519.PrivateKey) ([]byte, error) {
 	m := cand.Manifest
 	m.Name, m.Version, m.Dataset = name, version, dataset
 	m.Metrics = map[string]float64{}

@@ -96,8 +96,8 @@ size_mb() { echo $(($(podman image inspect --format '{{.Size}}' "$1") / 1000000)
 # A real inspection in the agent image: the same check as packaging/deb/install-check.sh.
 check_agent() {
 	image=$1
-	check_libs "$image" /opt/takt/current/bin/takt-agent /usr/bin/takt
-	podman run --rm --entrypoint /opt/takt/current/bin/takt-agent "$image" version
+	check_libs "$image" /usr/lib/takt/current/bin/takt-agent /usr/bin/takt
+	podman run --rm --entrypoint /usr/lib/takt/current/bin/takt-agent "$image" version
 	# The image listens on all interfaces, which needs a token and TLS; the check uses loopback.
 	podman run --rm --network=none -e TAKT_HTTP_LISTEN=127.0.0.1:8080 --entrypoint sh "$image" -eu -c '
 		cd "$(mktemp -d)"
@@ -106,7 +106,7 @@ check_agent() {
 		ignore=$(sed -n "s/.*--ignore \([0-9,]*\).*/\1/p" synth.log | head -1)
 		takt model train --data train --ignore "$ignore" --out model.onnx 2>&1 | tail -1
 		printf "station: image-check\ndata_dir: %s/data\ncamera: {id: top, kind: file, path: %s/line/line.avi, fps: 2}\nmodel: {path: %s/model.onnx}\ndeadline: 30s\nlog: {level: warn}\n" "$PWD" "$PWD" "$PWD" >run.yaml
-		/opt/takt/current/bin/takt-agent --config run.yaml >agent.log 2>&1 || { cat agent.log; exit 1; }
+		/usr/lib/takt/current/bin/takt-agent --config run.yaml >agent.log 2>&1 || { cat agent.log; exit 1; }
 		data=${TAKT_DATA_DIR:-$PWD/data} # the image sets TAKT_DATA_DIR, which wins over data_dir
 		takt store counts --data-dir "$data"
 		takt store list --data-dir "$data" | sed -n "s/.*\"decision\":\"\([A-Z_]*\)\".*/\1/p" >decided
@@ -120,7 +120,7 @@ check_libs() {
 	image=$1
 	shift
 	missing=$(podman run --rm --network=none --entrypoint sh "$image" -c \
-		"ldd $* /opt/takt/lib/libonnxruntime.so.1 | grep 'not found' || true")
+		"ldd $* /usr/lib/takt/lib/libonnxruntime.so.1 | grep 'not found' || true")
 	[ -z "$missing" ] || fail "$image lacks libraries: $missing"
 }
 

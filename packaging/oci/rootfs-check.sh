@@ -184,7 +184,7 @@ image_root() {
     local r=$WORK/$1
     rm -rf "${r:?}"
     cp -a "$WORK/runtime-common" "$r"
-    install -D -m 0644 "$ORT_LIB" "$r/opt/takt/lib/libonnxruntime.so.1"
+    install -D -m 0644 "$ORT_LIB" "$r/usr/lib/takt/lib/libonnxruntime.so.1"
 }
 
 # The runtime layer before this stage existed, for the comparison: Debian's OpenCV 4.6
@@ -219,11 +219,11 @@ cpu_runtime() {
     image_root runtime-cpu
     in_root "$r" sh -c 'groupadd --system takt && useradd --system --gid takt --home-dir /var/lib/takt takt \
         && install -d -o takt -g takt -m 0750 /var/lib/takt'
-    install -D -m 0755 "$WORK/build/out/takt-agent" "$r/opt/takt/slots/a/bin/takt-agent"
+    install -D -m 0755 "$WORK/build/out/takt-agent" "$r/usr/lib/takt/slots/a/bin/takt-agent"
     install -D -m 0755 "$WORK/build/out/takt" "$r/usr/bin/takt"
     install -D -m 0644 "$REPO/packaging/deb/agent.yaml" "$r/etc/takt/agent.yaml"
-    ln -s slots/a "$r/opt/takt/current"
-    ldd_check "$r" /opt/takt/current/bin/takt-agent /usr/bin/takt /opt/opencv/lib/libopencv_videoio.so.406
+    ln -s slots/a "$r/usr/lib/takt/current"
+    ldd_check "$r" /usr/lib/takt/current/bin/takt-agent /usr/bin/takt /opt/opencv/lib/libopencv_videoio.so.406
     ADDED_CPU_KB=$(( $(size_kb "$r") - COMMON_KB ))
     say "runtime-cpu: takt-agent, takt, ONNX Runtime, config add $(mb "$ADDED_CPU_KB")"
 }
@@ -256,7 +256,7 @@ as_takt() {
 # inspections: a video file read through FFmpeg and an image folder.
 cpu_checks() {
     local r=$WORK/runtime-cpu c=/var/lib/takt/check
-    say "cpu: takt-agent version: $(as_takt "$r" /opt/takt/current/bin/takt-agent version | tr '\n' ' ')"
+    say "cpu: takt-agent version: $(as_takt "$r" /usr/lib/takt/current/bin/takt-agent version | tr '\n' ' ')"
     install -d -o "$(chroot "$r" id -u takt)" -g "$(chroot "$r" id -g takt)" "$r$c"
     as_takt "$r" takt synth --out $c/train --layout classes --good 8 --seed 1 --first 1001
     as_takt "$r" takt synth --out $c/line --layout line --good 16 --defective 4 --seed 1 --first 1031 --video
@@ -286,9 +286,9 @@ http:
   listen: 127.0.0.1:0
 EOF
         chown "$(chroot "$r" id -u takt)" "$r$c/$kind.yaml"
-        as_takt "$r" /opt/takt/current/bin/takt-agent config check --config $c/$kind.yaml
+        as_takt "$r" /usr/lib/takt/current/bin/takt-agent config check --config $c/$kind.yaml
         local t0=$SECONDS counts
-        as_takt "$r" TAKT_DATA_DIR=$c/data-$kind /opt/takt/current/bin/takt-agent --config $c/$kind.yaml --max-parts 20
+        as_takt "$r" TAKT_DATA_DIR=$c/data-$kind /usr/lib/takt/current/bin/takt-agent --config $c/$kind.yaml --max-parts 20
         counts=$(as_takt "$r" takt store counts --data-dir $c/data-$kind)
         say "cpu: $kind camera, 20 parts in $((SECONDS - t0)) s: $counts"
         # Every part got a verdict from the model: NO_DECISION would mean a frame or an
@@ -314,7 +314,7 @@ report() {
     name=$(basename "$r")
     say "$name: $(mb "$(size_kb "$r")") (du -sx, without /proc /sys /dev)"
     local p
-    for p in opt/opencv/lib opt/takt usr/bin/takt usr/bin/takt-cloud usr/lib/x86_64-linux-gnu usr/share var/lib/dpkg; do
+    for p in opt/opencv/lib usr/lib/takt usr/bin/takt usr/bin/takt-cloud usr/lib/x86_64-linux-gnu usr/share var/lib/dpkg; do
         [ -e "$r/$p" ] && say "  $p: $(mb "$(du -sxk "$r/$p" | cut -f1)")"
     done
     say "  biggest Debian packages (Installed-Size):"

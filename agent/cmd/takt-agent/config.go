@@ -11,37 +11,31 @@ import (
 
 	"github.com/takt-edge/takt/agent"
 	"github.com/takt-edge/takt/agent/store"
+	"github.com/takt-edge/takt/cloudsync/cli"
 	"github.com/takt-edge/takt/models/bundle"
 )
 
-const configUsage = `usage:
-  takt-agent config check   [-config FILE]             would this agent start with FILE? (an older
-                                                      config_version is migrated in memory)
-  takt-agent config migrate [-config FILE] [-out OUT]  write FILE migrated to this agent's
-                                                      config_version to OUT (default: FILE itself)
+const configHelp = `  takt-agent config check   [-config FILE]
+  takt-agent config migrate [-config FILE] [-out OUT]   OUT defaults to FILE itself
 
 Both exit 1, naming the key and line, when this agent would refuse the file. The firmware
 updater runs the new release's "config migrate" before it switches slots.`
 
-// configCmd runs `takt-agent config ...` and returns the exit code.
-func configCmd(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || (args[0] != "check" && args[0] != "migrate") {
-		fmt.Fprintln(stderr, configUsage)
-		return 2
+func cmdConfigCheck(args []string, stdout, stderr io.Writer) error {
+	fs, configPath := leafFlags("config check", stderr)
+	if err := parseArgs(fs, args, 0, "no argument"); err != nil {
+		return err
 	}
-	fs := flag.NewFlagSet("config "+args[0], flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	configPath := fs.String("config", "/etc/takt/agent.yaml", "configuration file (YAML)")
-	out := fs.String("out", "", "where config migrate writes the migrated file (default: -config itself)")
-	if err := fs.Parse(args[1:]); err != nil || fs.NArg() != 0 {
-		fmt.Fprintln(stderr, configUsage)
-		return 2
+	return configRun("check", *configPath, "", stdout)
+}
+
+func cmdConfigMigrate(args []string, stdout, stderr io.Writer) error {
+	fs, configPath := leafFlags("config migrate", stderr)
+	out := fs.String("out", "", "where the migrated file goes (default: -config itself)")
+	if err := parseArgs(fs, args, 0, "no argument"); err != nil {
+		return err
 	}
-	if err := configRun(args[0], *configPath, *out, stdout); err != nil {
-		fmt.Fprintln(stderr, "takt-agent:", err)
-		return 1
-	}
-	return 0
+	return configRun("migrate", *configPath, *out, stdout)
 }
 
 func configRun(cmd, path, out string, stdout io.Writer) error {
@@ -87,19 +81,30 @@ func configRun(cmd, path, out string, stdout io.Writer) error {
 	return nil
 }
 
-// versionCmd prints the agent's version and the formats it reads and writes.
-func versionCmd(args []string, stdout io.Writer) int {
+// cmdVersion prints the agent's version, the formats it reads and writes, and the build
+// information. The first line is the one release tooling reads.
+func cmdVersion(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("takt-agent version", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	if err := parseArgs(fs, args, 0, "no argument"); err != nil {
+		return err
+	}
 	v := struct {
-		Agent          string `json:"agent"`
-		ConfigVersion  int    `json:"config_version"`
-		StoreFormat    uint64 `json:"store_format"`
-		StoreMinReader uint64 `json:"store_min_reader"`
-	}{agent.Version, agent.CurrentConfigVersion(), store.CurrentFormat(), store.CurrentMinReader()}
-	if len(args) > 0 && args[0] == "-json" || len(args) > 0 && args[0] == "--json" {
+		Agent          string    `json:"agent"`
+		ConfigVersion  int       `json:"config_version"`
+		StoreFormat    uint64    `json:"store_format"`
+		StoreMinReader uint64    `json:"store_min_reader"`
+		Build          cli.Build `json:"build"`
+	}{agent.Version, agent.CurrentConfigVersion(), store.CurrentFormat(), store.CurrentMinReader(), cli.ReadBuild()}
+	if *asJSON {
 		b, _ := json.Marshal(v)
 		fmt.Fprintf(stdout, "%s\n", b)
-		return 0
+		return nil
 	}
 	fmt.Fprintf(stdout, "takt-agent %s (config_version %d, store format %d, min_reader %d)\n", v.Agent, v.ConfigVersion, v.StoreFormat, v.StoreMinReader)
-	return 0
+	if b := v.Build.String(); b != "" {
+		fmt.Fprintf(stdout, "build: %s\n", b)
+	}
+	return nil
 }

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/takt-edge/takt/cloudsync/cli"
 )
 
 // The contract the firmware updater relies on: "config check" and "config migrate" exit 0
@@ -40,7 +43,7 @@ func TestConfigCommand(t *testing.T) {
 	}
 	for _, c := range cases {
 		var stdout, stderr strings.Builder
-		code := configCmd(c.args, &stdout, &stderr)
+		code := cli.ExitCode("takt-agent", run(append([]string{"config"}, c.args...), &stdout, &stderr), &stderr)
 		if code != c.code || !strings.Contains(stdout.String()+stderr.String(), c.want) {
 			t.Errorf("config %v: exit %d, output %q %q; want exit %d and %q", c.args, code, stdout.String(), stderr.String(), c.code, c.want)
 		}
@@ -52,7 +55,7 @@ func TestConfigCommand(t *testing.T) {
 		t.Errorf("migrate of a refused file wrote its output (stat: %v)", err)
 	}
 	var stdout strings.Builder
-	if versionCmd([]string{"--json"}, &stdout); !strings.Contains(stdout.String(), `"config_version":1,"store_format":1,"store_min_reader":1`) {
+	if run([]string{"version", "--json"}, &stdout, io.Discard); !strings.Contains(stdout.String(), `"config_version":1,"store_format":1,"store_min_reader":1`) {
 		t.Errorf("version --json: %q", stdout.String())
 	}
 }

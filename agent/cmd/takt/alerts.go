@@ -16,6 +16,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/cli"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // cmdAlerts is the operator console: it prints the alerts (and station status
@@ -55,11 +57,11 @@ func cmdAlerts(args []string, stdout, stderr io.Writer) error {
 	}
 	if !cfg.Enabled() {
 		fs.Usage()
-		return fmt.Errorf("alerts: --broker is required")
+		return cli.Usagef("alerts: --broker is required")
 	}
 	for _, p := range []struct{ name, v string }{{"site", *site}, {"line", *line}, {"station", *station}} {
 		if p.v != "" {
-			if err := cloudsync.ValidLevel(p.v); err != nil {
+			if err := wire.ValidLevel(p.v); err != nil {
 				return fmt.Errorf("alerts: --%s: %w", p.name, err)
 			}
 		}
@@ -77,17 +79,17 @@ func cmdAlerts(args []string, stdout, stderr io.Writer) error {
 
 	c := &console{out: stdout, json: *asJSON, seen: map[string]bool{}, want: *count, done: done}
 	subs := map[string]func(cloudsync.Received){
-		cloudsync.Filter(*site, *line, *station, cloudsync.TopicAlert): c.alert,
+		wire.Filter(*site, *line, *station, wire.TopicAlert): c.alert,
 	}
 	if *status {
-		subs[cloudsync.Filter(*site, *line, *station, cloudsync.TopicStatus)] = c.status
+		subs[wire.Filter(*site, *line, *station, wire.TopicStatus)] = c.status
 	}
 	log := zerolog.New(zerolog.ConsoleWriter{Out: stderr, NoColor: true, TimeFormat: time.TimeOnly}).Level(zerolog.WarnLevel).With().Timestamp().Logger()
 	conn, err := cloudsync.NewConn(cfg, cloudsync.ConnOptions{Subscriptions: subs, Logger: log})
 	if err != nil {
 		return fmt.Errorf("alerts: %w", err)
 	}
-	fmt.Fprintf(stderr, "takt alerts: watching %s on %s\n", cloudsync.Filter(*site, *line, *station, cloudsync.TopicAlert), cfg.Broker)
+	fmt.Fprintf(stderr, "takt alerts: watching %s on %s\n", wire.Filter(*site, *line, *station, wire.TopicAlert), cfg.Broker)
 	return conn.Run(ctx)
 }
 
@@ -108,8 +110,8 @@ type console struct {
 const consoleRemember = 100000 // alert ids remembered for de-duplication
 
 func (c *console) alert(m cloudsync.Received) {
-	var a cloudsync.AlertMsg
-	if err := cloudsync.Decode(m.Payload, &a); err != nil {
+	var a wire.AlertMsg
+	if err := wire.Decode(m.Payload, &a); err != nil {
 		c.mu.Lock()
 		fmt.Fprintf(c.out, "%s  ?          bad alert on %s: %v\n", time.Now().UTC().Format(time.RFC3339), m.Topic, err)
 		c.mu.Unlock()
@@ -143,8 +145,8 @@ func (c *console) alert(m cloudsync.Received) {
 }
 
 func (c *console) status(m cloudsync.Received) {
-	var s cloudsync.StatusMsg
-	if err := cloudsync.Decode(m.Payload, &s); err != nil {
+	var s wire.StatusMsg
+	if err := wire.Decode(m.Payload, &s); err != nil {
 		return
 	}
 	c.mu.Lock()

@@ -21,49 +21,28 @@ import (
 
 	"github.com/takt-edge/takt/agent"
 	"github.com/takt-edge/takt/agent/store"
+	"github.com/takt-edge/takt/cloudsync/cli"
 	"github.com/takt-edge/takt/firmware"
 	"github.com/takt-edge/takt/models/bundle"
 )
 
-const firmwareUsage = `usage: takt firmware <command> [flags]
-
-commands:
-  pack     pack an agent binary, default config and notes into a release (signed with --key)
-  sign     sign (or re-sign, or mark as rollback) a release
-  verify   check a release's signature and sha256 sums
-  install  install a release into the inactive slot, restart the agent, commit or roll back
-  recover  finish or roll back an update a crash interrupted (install does this first)
-  status   the slots, the committed version and the last update
-  watch    install the releases announced on MQTT firmware/available (a service beside the agent)
-`
-
-// cmdFirmware dispatches "takt firmware ...".
-func cmdFirmware(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, firmwareUsage)
-		return errUsage
+// firmwareCommands is "takt firmware ...".
+func firmwareCommands() []*cli.Command {
+	return []*cli.Command{
+		{Name: "pack", Summary: "pack an agent binary, default config and notes into a release (signed with --key)", Run: cmdFirmwarePack},
+		{Name: "sign", Summary: "sign (or re-sign, or mark as rollback) a release", Run: cmdFirmwareSign},
+		{Name: "verify", Summary: "check a release's signature and sha256 sums", Run: cmdFirmwareVerify},
+		{Name: "install", Summary: "install a release into the inactive slot, restart the agent, commit or roll back",
+			Run: func(args []string, stdout, stderr io.Writer) error {
+				return cmdFirmwareInstall(args, false, stdout, stderr)
+			}},
+		{Name: "recover", Summary: "finish or roll back an update a crash interrupted (install does this first)",
+			Run: func(args []string, stdout, stderr io.Writer) error {
+				return cmdFirmwareInstall(args, true, stdout, stderr)
+			}},
+		{Name: "status", Summary: "the slots, the committed version and the last update", Run: cmdFirmwareStatus},
+		{Name: "watch", Summary: "install the releases announced on MQTT firmware/available (a service beside the agent)", Run: cmdFirmwareWatch},
 	}
-	switch rest := args[1:]; args[0] {
-	case "pack":
-		return cmdFirmwarePack(rest, stdout, stderr)
-	case "sign":
-		return cmdFirmwareSign(rest, stdout, stderr)
-	case "verify":
-		return cmdFirmwareVerify(rest, stdout, stderr)
-	case "install":
-		return cmdFirmwareInstall(rest, false, stdout, stderr)
-	case "recover":
-		return cmdFirmwareInstall(rest, true, stdout, stderr)
-	case "status":
-		return cmdFirmwareStatus(rest, stdout, stderr)
-	case "watch":
-		return cmdFirmwareWatch(rest, stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, firmwareUsage)
-		return nil
-	}
-	fmt.Fprintf(stderr, "takt: unknown command \"firmware %s\"\n\n%s", args[0], firmwareUsage)
-	return errUsage
 }
 
 func keyFlag(fs *flag.FlagSet, keyFiles *[]string) {
@@ -76,7 +55,7 @@ func keyFlag(fs *flag.FlagSet, keyFiles *[]string) {
 func loadKeys(fs *flag.FlagSet, keyFiles []string) (bundle.TrustedKeys, error) {
 	if len(keyFiles) == 0 {
 		fs.Usage()
-		return nil, fmt.Errorf("%s: give at least one --key KEYFILE.pub", fs.Name())
+		return nil, cli.Usagef("%s: give at least one --key KEYFILE.pub", fs.Name())
 	}
 	return bundle.LoadTrustedKeys(keyFiles...)
 }
@@ -109,7 +88,7 @@ func cmdFirmwarePack(args []string, stdout, stderr io.Writer) error {
 	}
 	if *binary == "" || *config == "" || *version == "" {
 		fs.Usage()
-		return errors.New("firmware pack: --binary, --config and --version are required")
+		return cli.Usagef("firmware pack: --binary, --config and --version are required")
 	}
 	files := map[string][]byte{}
 	for name, path := range map[string]string{firmware.AgentFile: *binary, firmware.ConfigFile: *config} {
@@ -163,7 +142,7 @@ func cmdFirmwareSign(args []string, stdout, stderr io.Writer) error {
 	}
 	if *key == "" {
 		fs.Usage()
-		return errors.New("firmware sign: --key is required")
+		return cli.Usagef("firmware sign: --key is required")
 	}
 	k, err := bundle.ReadPrivateKey(*key)
 	if err != nil {

@@ -1,12 +1,12 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 
+	"github.com/takt-edge/takt/cloudsync/cli"
 	"github.com/takt-edge/takt/models/tfjs"
 )
 
@@ -39,7 +39,7 @@ func cmdModelImportTFJS(args []string, stdout, stderr io.Writer) error {
 	}
 	if *out == "" {
 		fs.Usage()
-		return errors.New("model import-tfjs: --out is required")
+		return cli.Usagef("model import-tfjs: --out is required")
 	}
 	data, err := tfjs.ConvertDir(dir, tfjs.Options{Width: *width, Height: *height})
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/cloudsync/cli"
 	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
 	"github.com/takt-edge/takt/models/train"
@@ -59,7 +60,7 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	}
 	if *data == "" || *out == "" {
 		fs.Usage()
-		return errors.New("model train: --data and --out are required")
+		return cli.Usagef("model train: --data and --out are required")
 	}
 	signed := strings.HasSuffix(*out, ".tar")
 	if signed && *key == "" {
@@ -329,7 +330,7 @@ func cmdModelKeygen(args []string, stdout, stderr io.Writer) error {
 	}
 	if *out == "" {
 		fs.Usage()
-		return errors.New("model keygen: --out is required")
+		return cli.Usagef("model keygen: --out is required")
 	}
 	pub, err := bundle.WriteKeyPair(*out)
 	if err != nil {
@@ -351,7 +352,7 @@ func cmdModelSign(args []string, stdout, stderr io.Writer) error {
 	}
 	if *manifestPath == "" || *modelPath == "" || *key == "" || *out == "" {
 		fs.Usage()
-		return errors.New("model sign: --manifest, --model, --key and --out are required")
+		return cli.Usagef("model sign: --manifest, --model, --key and --out are required")
 	}
 	raw, err := os.ReadFile(*manifestPath)
 	if err != nil {
@@ -408,7 +409,7 @@ func cmdModelVerify(args []string, stdout, stderr io.Writer) error {
 	}
 	if len(keyFiles) == 0 {
 		fs.Usage()
-		return errors.New("model verify: give at least one --key KEYFILE.pub")
+		return cli.Usagef("model verify: give at least one --key KEYFILE.pub")
 	}
 	keys, err := bundle.LoadTrustedKeys(keyFiles...)
 	if err != nil {

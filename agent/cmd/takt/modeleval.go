@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"html/template"
 	"image"
@@ -19,6 +18,7 @@ import (
 	"strings"
 
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/cloudsync/cli"
 	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
 	"github.com/takt-edge/takt/models/train"
@@ -50,7 +50,7 @@ func cmdModelEval(args []string, stdout, stderr io.Writer) error {
 	}
 	if *bundlePath == "" || *data == "" {
 		fs.Usage()
-		return errors.New("model eval: --bundle and --data are required")
+		return cli.Usagef("model eval: --bundle and --data are required")
 	}
 	if err := models.InitONNXRuntime(""); err != nil {
 		return err

@@ -12,11 +12,12 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/takt-edge/takt/agent/store"
+	"github.com/takt-edge/takt/cloudsync/cli"
 )
 
 func openStore(dir string) (*store.Store, error) {
 	if dir == "" {
-		return nil, fmt.Errorf("--data-dir is required")
+		return nil, cli.Usagef("--data-dir is required")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "takt.db")); err != nil {
 		return nil, fmt.Errorf("no verdict store in %s: %w", dir, err)

@@ -4,13 +4,15 @@
 //	takt-cloud check --config FILE                      validate the config and exit
 //	takt-cloud train --server URL --model NAME [--wait] start a training job (POST /train)
 //	takt-cloud jobs  --server URL [ID]                  list jobs, or show one with its log
+//	takt-cloud version                                  version and build information
+//
+// It exits 0 on success and on help, 1 when a command fails, 2 on a usage error.
 package main
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -23,47 +25,45 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/takt-edge/takt/cloudsync/cli"
 	"github.com/takt-edge/takt/cloudsync/companion"
 )
 
-func main() {
-	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "takt-cloud:", err)
-		os.Exit(1)
-	}
+func main() { cli.Main("takt-cloud", run) }
+
+func commands() *cli.Command {
+	return &cli.Command{Name: "takt-cloud", Subs: []*cli.Command{
+		{Name: "run", Summary: "ingest, triggers, jobs, HTTP API, announcements (--config FILE)",
+			Run: func(args []string, stdout, stderr io.Writer) error { return cmdRun("run", args, stdout, stderr) }},
+		{Name: "check", Summary: "validate the config and exit (--config FILE)",
+			Run: func(args []string, stdout, stderr io.Writer) error { return cmdRun("check", args, stdout, stderr) }},
+		{Name: "train", Summary: "start a training job (POST /train): --server URL --model NAME [--wait]", Run: cmdTrain},
+		{Name: "jobs", Summary: "list jobs, or show one with its log: --server URL [JOB-ID]", Run: cmdJobs},
+		cli.VersionCommand("takt-cloud", func() string { return version }),
+	}}
 }
 
-const usage = `usage:
-  takt-cloud run   --config FILE [--log-format json|console]
-  takt-cloud check --config FILE
-  takt-cloud train --server URL --model NAME [--reason TEXT] [--wait] [--timeout 30m] [--token T]
-  takt-cloud jobs  --server URL [JOB-ID]`
+// version is the release version; release builds set it with
+// -ldflags "-X main.version=...", others report the module version from the build information.
+var version string
 
 func run(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return errors.New(usage)
+	if len(args) == 1 && (args[0] == "--version" || args[0] == "-version") {
+		args = []string{"version"}
 	}
-	switch args[0] {
-	case "run", "check":
-		return cmdRun(args[0], args[1:], stdout, stderr)
-	case "train":
-		return cmdTrain(args[1:], stdout, stderr)
-	case "jobs":
-		return cmdJobs(args[1:], stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, usage)
-		return nil
-	}
-	return fmt.Errorf("unknown command %q\n%s", args[0], usage)
+	return cli.Dispatch(commands(), args, stdout, stderr)
 }
 
 func cmdRun(name string, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs := flag.NewFlagSet("takt-cloud "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "/etc/takt/cloud.yaml", "config file")
 	format := fs.String("log-format", "json", "log format: json or console")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
+	}
+	if fs.NArg() != 0 {
+		return cli.Usagef("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
 	}
 	cfg, err := companion.LoadConfig(*cfgPath, os.LookupEnv)
 	if err != nil {
@@ -88,7 +88,7 @@ func cmdRun(name string, args []string, stdout, stderr io.Writer) error {
 }
 
 func cmdTrain(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("train", flag.ContinueOnError)
+	fs := flag.NewFlagSet("takt-cloud train", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	server := fs.String("server", "http://127.0.0.1:8090", "takt-cloud's HTTP API")
 	model := fs.String("model", "", "model name (required)")
@@ -96,11 +96,14 @@ func cmdTrain(args []string, stdout, stderr io.Writer) error {
 	wait := fs.Bool("wait", false, "wait until the job ended and print its outcome")
 	timeout := fs.Duration("timeout", 30*time.Minute, "how long --wait waits")
 	token := fs.String("token", os.Getenv("TAKT_CLOUD_API_TOKEN"), "the server's api_token (default $TAKT_CLOUD_API_TOKEN)")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
+	if fs.NArg() != 0 {
+		return cli.Usagef("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
+	}
 	if *model == "" {
-		return errors.New("train: --model is required")
+		return cli.Usagef("train: --model is required")
 	}
 	body, _ := json.Marshal(map[string]string{"model": *model, "reason": *reason})
 	req, err := http.NewRequest(http.MethodPost, strings.TrimRight(*server, "/")+"/train", bytes.NewReader(body))
@@ -180,11 +183,14 @@ func getJob(server, id string) (companion.Job, string, error) {
 }
 
 func cmdJobs(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("jobs", flag.ContinueOnError)
+	fs := flag.NewFlagSet("takt-cloud jobs", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	server := fs.String("server", "http://127.0.0.1:8090", "takt-cloud's HTTP API")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
+	}
+	if fs.NArg() > 1 {
+		return cli.Usagef("jobs: want at most one JOB-ID, got %d arguments", fs.NArg())
 	}
 	if fs.NArg() == 1 {
 		j, log, err := getJob(*server, fs.Arg(0))

@@ -22,8 +22,8 @@ func TestCheckAndUsage(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "models: none configured") || !strings.Contains(err.Error(), "api_token") {
 		t.Errorf("check of a bad config = %v, want the errors named", err)
 	}
-	if err := run([]string{"fly"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "usage:") {
-		t.Errorf("unknown command = %v, want the usage", err)
+	if err := run([]string{"fly"}, &out, &errOut); err == nil || !strings.Contains(errOut.String(), "usage:") {
+		t.Errorf("unknown command = %v, %q, want the usage", err, errOut.String())
 	}
 	if err := run([]string{"train", "--server", "http://127.0.0.1:1"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "--model is required") {
 		t.Errorf("train without --model = %v", err)

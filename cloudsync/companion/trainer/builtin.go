@@ -1,14 +1,12 @@
-package companion
+package trainer
 
 // The one file that calls the models package's trainers: their option types
 // and entry points may change, and this adapter is where that is absorbed.
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,7 +15,7 @@ import (
 	"slices"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	"github.com/takt-edge/takt/cloudsync/strictyaml"
 
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models/train"
@@ -60,14 +58,8 @@ func builtinTrainer(e ExperimentConfig) (*builtin, error) {
 	if e.Options.Kind == 0 {
 		return b, nil
 	}
-	raw, err := yaml.Marshal(&e.Options)
-	if err != nil {
-		return nil, err
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
-	if err := dec.Decode(dst); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%s: %w", e.Method, yamlErr(err))
+	if err := strictyaml.Decode(&e.Options, dst); err != nil {
+		return nil, fmt.Errorf("%s: %w", e.Method, err)
 	}
 	return b, nil
 }
@@ -78,7 +70,7 @@ func builtinTrainer(e ExperimentConfig) (*builtin, error) {
 // cross-validated good scores and theirs, and, for patchcore with at least
 // min_head_defects of them, train the supervised head.
 func (b *builtin) Train(ctx context.Context, job TrainInput, log io.Writer) (*Candidate, error) {
-	good, err := readImages(filepath.Join(job.Data, classGood))
+	good, err := ReadImages(filepath.Join(job.Data, ClassGood))
 	if err != nil {
 		return nil, err
 	}
@@ -118,13 +110,13 @@ func (b *builtin) Train(ctx context.Context, job TrainInput, log io.Writer) (*Ca
 // readDefects reads data/defect/ with each image's kind from labels.json:
 // the operator's label (false_accept) or the station's decision (FAIL).
 func readDefects(data string) ([]train.LabeledFrame, error) {
-	frames, err := readImages(filepath.Join(data, classDefect))
+	frames, err := ReadImages(filepath.Join(data, ClassDefect))
 	if err != nil || len(frames) == 0 {
 		return nil, err
 	}
 	kinds := map[string]string{}
 	if raw, err := os.ReadFile(filepath.Join(data, "labels.json")); err == nil {
-		var lf labelsFile
+		var lf LabelsFile
 		if err := json.Unmarshal(raw, &lf); err != nil {
 			return nil, fmt.Errorf("%s/labels.json: %w", data, err)
 		}
@@ -134,7 +126,7 @@ func readDefects(data string) ([]train.LabeledFrame, error) {
 	}
 	out := make([]train.LabeledFrame, len(frames))
 	for i, f := range frames {
-		out[i] = train.LabeledFrame{Frame: f, Label: cmp.Or(kinds[filepath.Base(f.Origin)], classDefect)}
+		out[i] = train.LabeledFrame{Frame: f, Label: cmp.Or(kinds[filepath.Base(f.Origin)], ClassDefect)}
 	}
 	return out, nil
 }

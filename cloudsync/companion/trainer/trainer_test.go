@@ -1,4 +1,4 @@
-package companion
+package trainer
 
 import (
 	"encoding/json"
@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // The docker backend's command line mounts the dataset read-only at /data
@@ -84,7 +84,7 @@ func TestKubernetesJobMatchesTemplate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl, err := os.ReadFile(filepath.Join("..", "..", "packaging", "k8s", "training-job.yaml"))
+	tmpl, err := os.ReadFile(filepath.Join("..", "..", "..", "packaging", "k8s", "training-job.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,5 +102,31 @@ func TestKubernetesJobMatchesTemplate(t *testing.T) {
 	long.Out, long.Job = "/var/lib/takt-cloud/jobs/x/work/out-"+strings.Repeat("Exp_", 20), "000002"
 	if n := kubeJobName(long); len(n) > 63 || strings.ContainsAny(n, "_E") || !strings.HasPrefix(n, "takt-train-000002-") {
 		t.Errorf("job name %q is not a DNS-1123 label of at most 63", n)
+	}
+}
+
+// The builtin trainer decodes its options strictly over the method's
+// defaults.
+func TestBuiltinOptions(t *testing.T) {
+	var e ExperimentConfig
+	doc := "{name: patchcore, trainer: builtin, method: patchcore, options: {width: 96, position_weight: 128, min_head_defects: 20}}"
+	if err := yaml.Unmarshal([]byte(doc), &e); err != nil {
+		t.Fatal(err)
+	}
+	if pc, err := builtinTrainer(e); err != nil || pc.patch.MinHeadDefects != 20 || pc.patch.Width != 96 {
+		t.Errorf("patchcore options = %+v, %v; want width 96 and min_head_defects 20", pc.patch, err)
+	}
+	var tpl ExperimentConfig
+	doc = "{name: template, trainer: builtin, method: template, options: {width: 128, margin: 0.3, ignore: [{x0: 0.4, y0: 0.2, x1: 0.8, y1: 0.4}]}}"
+	if err := yaml.Unmarshal([]byte(doc), &tpl); err != nil {
+		t.Fatal(err)
+	}
+	b, err := builtinTrainer(tpl)
+	if err != nil || b.template.Width != 128 || len(b.template.Ignore) != 1 || b.template.Ignore[0].X1 != 0.8 {
+		t.Errorf("template options = %+v, %v", b.template, err)
+	}
+	e.Options.Content[0].Value = "widht"
+	if _, err := builtinTrainer(e); err == nil || !strings.Contains(err.Error(), "patchcore: line 1: unknown key widht") {
+		t.Errorf("misspelt option: got %v, want patchcore: line 1: unknown key widht", err)
 	}
 }

@@ -1,4 +1,4 @@
-package cloudsync
+package wire
 
 import (
 	"errors"
@@ -96,4 +96,19 @@ func ParseTopic(topic string) (Topics, string, error) {
 		return Topics{}, "", fmt.Errorf("topic %q: %w", topic, err)
 	}
 	return t, parts[5], nil
+}
+
+// MatchTopic reports whether topic matches the subscription filter (with the
+// + and # wildcards).
+func MatchTopic(filter, topic string) bool {
+	f, t := strings.Split(filter, "/"), strings.Split(topic, "/")
+	for i, p := range f {
+		if p == "#" {
+			return true
+		}
+		if i >= len(t) || (p != "+" && p != t[i]) {
+			return false
+		}
+	}
+	return len(f) == len(t)
 }

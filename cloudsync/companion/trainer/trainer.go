@@ -1,4 +1,4 @@
-package companion
+package trainer
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
 )
 
@@ -230,14 +231,15 @@ func newDockerTrainer(e ExperimentConfig) *dockerTrainer {
 // engine is the runtime's name for messages ("docker", "podman").
 func (t *dockerTrainer) engine() string { return filepath.Base(t.runtime) }
 
-// containerName is the job's container, unique per job and experiment.
-func containerName(job TrainInput) string {
+// ContainerName is the docker trainer's container for a job, unique per job
+// and experiment, so that it can be found and removed.
+func ContainerName(job TrainInput) string {
 	return "takt-train-" + job.Job + "-" + filepath.Base(job.Out)
 }
 
 // argv is the engine's command line for job.
 func (t *dockerTrainer) argv(job TrainInput) []string {
-	argv := []string{t.runtime, "run", "--rm", "--name", containerName(job),
+	argv := []string{t.runtime, "run", "--rm", "--name", ContainerName(job),
 		"--network", "none",
 		"-v", job.Data + ":/data:ro", "-v", job.Out + ":/out",
 		"--user", fmt.Sprintf("%d:%d", t.uid, t.gid)}
@@ -277,7 +279,7 @@ func (t *dockerTrainer) Train(ctx context.Context, job TrainInput, log io.Writer
 	err := runLogged(ctx, t.argv(job), nil, job.Out, log)
 	if ctx.Err() != nil {
 		// Killing the engine's CLI leaves the container running: stop it.
-		t.remove(containerName(job), log)
+		t.remove(ContainerName(job), log)
 		return nil, ctx.Err()
 	}
 	var exit *exec.ExitError
@@ -334,10 +336,10 @@ func (t *dockerTrainer) remove(name string, log io.Writer) {
 	fmt.Fprintf(log, "container %s stopped and removed\n", name)
 }
 
-// newTrainer builds the trainer of an experiment; stateDir is the
+// New builds the trainer of an experiment; stateDir is the
 // companion's state folder (the Kubernetes Job mounts it by claim), timeout
 // training.timeout.
-func newTrainer(e ExperimentConfig, stateDir string, timeout time.Duration) (Trainer, error) {
+func New(e ExperimentConfig, stateDir string, timeout time.Duration) (Trainer, error) {
 	switch e.Trainer {
 	case TrainerBuiltin:
 		return builtinTrainer(e)
@@ -349,4 +351,18 @@ func newTrainer(e ExperimentConfig, stateDir string, timeout time.Duration) (Tra
 		return &kubeTrainer{exp: e, stateDir: stateDir, timeout: timeout}, nil
 	}
 	return nil, errors.New("trainer: " + e.Trainer + " is unknown")
+}
+
+// modelOpset loads model.onnx (which also checks that ONNX Runtime accepts
+// it) and returns its ai.onnx opset.
+func modelOpset(path string) (int, error) {
+	if err := models.InitONNXRuntime(""); err != nil {
+		return 0, err
+	}
+	rt, err := models.LoadRuntime(path, models.RuntimeOptions{Warmup: -1, Threads: 1})
+	if err != nil {
+		return 0, err
+	}
+	defer rt.Close()
+	return rt.Info().Opset, nil
 }

@@ -1,4 +1,4 @@
-package cloudsync
+package wire
 
 import (
 	"encoding/json"

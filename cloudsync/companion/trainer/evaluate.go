@@ -1,17 +1,13 @@
-package companion
+package trainer
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"math"
-	"os"
 	"path/filepath"
 
-	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
 	"github.com/takt-edge/takt/models/train"
@@ -36,8 +32,8 @@ type Score struct {
 	GoodScores []float64 `json:"-"`
 }
 
-// metrics are the score as manifest metrics (no AUROC without defects).
-func (s Score) metrics() map[string]float64 {
+// Metrics are the score as manifest metrics (no AUROC without defects).
+func (s Score) Metrics() map[string]float64 {
 	m := map[string]float64{"val_f1": s.F1, "val_fpr": s.FPR, "val_margin": s.Margin,
 		"val_good": float64(s.Good), "val_defect": float64(s.Defect)}
 	if !math.IsNaN(s.AUROC) {
@@ -46,10 +42,10 @@ func (s Score) metrics() map[string]float64 {
 	return m
 }
 
-// compareScores orders two results on the same validation set: higher AUROC
+// CompareScores orders two results on the same validation set: higher AUROC
 // (when there are defects), then higher F1, then lower FPR, then lower
 // margin. It returns > 0 when a is better, 0 when equal.
-func compareScores(a, b Score) int {
+func CompareScores(a, b Score) int {
 	const eps = 1e-9
 	cmp := func(x, y float64) int {
 		switch {
@@ -74,9 +70,9 @@ func compareScores(a, b Score) int {
 	return cmp(b.Margin, a.Margin)
 }
 
-// evaluateBundle runs a signed bundle on the validation folder (good/ and
+// Evaluate runs a signed bundle on the validation folder (good/ and
 // defect/) on the CPU and scores it.
-func evaluateBundle(ctx context.Context, data []byte, keys bundle.TrustedKeys, val string) (Score, error) {
+func Evaluate(ctx context.Context, data []byte, keys bundle.TrustedKeys, val string) (Score, error) {
 	b, err := bundle.ReadBundle(bytes.NewReader(data), keys)
 	if err != nil {
 		return Score{}, err
@@ -90,7 +86,7 @@ func evaluateBundle(ctx context.Context, data []byte, keys bundle.TrustedKeys, v
 	}
 	defer rt.Close()
 	score := func(dir string) ([]float64, error) {
-		frames, err := readImages(dir)
+		frames, err := ReadImages(dir)
 		if err != nil {
 			return nil, err
 		}
@@ -107,11 +103,11 @@ func evaluateBundle(ctx context.Context, data []byte, keys bundle.TrustedKeys, v
 		}
 		return out, nil
 	}
-	good, err := score(filepath.Join(val, classGood))
+	good, err := score(filepath.Join(val, ClassGood))
 	if err != nil {
 		return Score{}, err
 	}
-	defect, err := score(filepath.Join(val, classDefect))
+	defect, err := score(filepath.Join(val, ClassDefect))
 	if err != nil {
 		return Score{}, err
 	}
@@ -129,48 +125,6 @@ func evaluateBundle(ctx context.Context, data []byte, keys bundle.TrustedKeys, v
 		}
 	}
 	return s, nil
-}
-
-// readImages reads every image of dir in name order; a missing or empty
-// folder gives none.
-func readImages(dir string) ([]camera.Frame, error) {
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) || err == nil && len(entries) == 0 {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	src, err := camera.Open(camera.Config{ID: "dataset", Kind: camera.KindFolder, Path: dir})
-	if err != nil {
-		return nil, err
-	}
-	defer src.Close()
-	var frames []camera.Frame
-	for {
-		f, err := src.Read(context.Background())
-		if errors.Is(err, io.EOF) {
-			return frames, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", dir, err)
-		}
-		frames = append(frames, f)
-	}
-}
-
-// modelOpset loads model.onnx (which also checks that ONNX Runtime accepts
-// it) and returns its ai.onnx opset.
-func modelOpset(path string) (int, error) {
-	if err := models.InitONNXRuntime(""); err != nil {
-		return 0, err
-	}
-	rt, err := models.LoadRuntime(path, models.RuntimeOptions{Warmup: -1, Threads: 1})
-	if err != nil {
-		return 0, err
-	}
-	defer rt.Close()
-	return rt.Info().Opset, nil
 }
 
 type scoreJSON struct {
