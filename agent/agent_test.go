@@ -19,6 +19,8 @@ import (
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/camera/synth"
 	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
+	"github.com/takt-edge/takt/models/train"
 )
 
 // fixture is a trained starter model and a production run of synthetic parts, made once.
@@ -49,15 +51,15 @@ func makeFixture(dir string) error {
 	if err := models.InitONNXRuntime(""); err != nil {
 		return err
 	}
-	train := filepath.Join(dir, "train")
-	if _, err := synth.Generate(synth.Options{Out: train, Seed: 11, Good: 16, Layout: synth.LayoutClasses}); err != nil {
+	trainDir := filepath.Join(dir, "train")
+	if _, err := synth.Generate(synth.Options{Out: trainDir, Seed: 11, Good: 16, Layout: synth.LayoutClasses}); err != nil {
 		return err
 	}
 	sum, err := synth.Generate(synth.Options{Out: filepath.Join(dir, "run"), Seed: 11, FirstSeq: 101, Good: 24, Defective: 8, Layout: synth.LayoutLine, Video: true})
 	if err != nil {
 		return err
 	}
-	goodDir := filepath.Join(train, "good")
+	goodDir := filepath.Join(trainDir, "good")
 	src, err := camera.Open(camera.Config{ID: "train", Kind: camera.KindFolder, Path: goodDir})
 	if err != nil {
 		return err
@@ -74,8 +76,8 @@ func makeFixture(dir string) error {
 	// The serial number and 2D code change on every part: the model must not judge them.
 	m := synth.MarkingRegion(synth.RenderOptions{Seed: 11})
 	w, h := float64(good[0].Width), float64(good[0].Height)
-	ignore := []models.Region{{X0: float64(m.Min.X) / w, Y0: float64(m.Min.Y) / h, X1: float64(m.Max.X) / w, Y1: float64(m.Max.Y) / h}}
-	tm, err := models.TrainTemplate(context.Background(), good, models.TemplateOptions{Name: "fixture-part", Version: "0.1.0", Ignore: ignore})
+	ignore := []bundle.Region{{X0: float64(m.Min.X) / w, Y0: float64(m.Min.Y) / h, X1: float64(m.Max.X) / w, Y1: float64(m.Max.Y) / h}}
+	tm, err := train.TrainTemplate(context.Background(), good, train.TemplateOptions{Name: "fixture-part", Version: "0.1.0", Ignore: ignore})
 	if err != nil {
 		return err
 	}

@@ -7,18 +7,19 @@ import (
 	"testing"
 
 	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // signedFixture writes the fixture model as a bundle signed by a new key and returns the
 // bundle and public key paths.
-func signedFixture(t *testing.T) (bundle, pub string) {
+func signedFixture(t *testing.T) (bundlePath, pub string) {
 	t.Helper()
 	dir := t.TempDir()
 	key := filepath.Join(dir, "line.key")
-	if _, err := models.WriteKeyPair(key); err != nil {
+	if _, err := bundle.WriteKeyPair(key); err != nil {
 		t.Fatal(err)
 	}
-	priv, err := models.ReadPrivateKey(key)
+	priv, err := bundle.ReadPrivateKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,21 +33,21 @@ func signedFixture(t *testing.T) (bundle, pub string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := models.Manifest{Name: "fixture-part", Version: "0.2.0", Task: models.TaskAnomaly, Opset: info.Opset,
-		Input:      models.InputSpec{Layout: models.LayoutNCHW, Color: models.ColorGray},
-		Outputs:    models.OutputSpec{Score: "score", Map: "anomaly_map"},
-		Thresholds: models.Thresholds{Fail: info.Threshold}, MinAgentVersion: "0.1.0"}
-	bundle = filepath.Join(dir, "model.tar")
-	if err := models.WriteBundleFile(bundle, m, onnx, nil, priv); err != nil {
+	m := bundle.Manifest{Name: "fixture-part", Version: "0.2.0", Task: bundle.TaskAnomaly, Opset: info.Opset,
+		Input:      bundle.InputSpec{Layout: bundle.LayoutNCHW, Color: bundle.ColorGray},
+		Outputs:    bundle.OutputSpec{Score: "score", Map: "anomaly_map"},
+		Thresholds: bundle.Thresholds{Fail: info.Threshold}, MinAgentVersion: "0.1.0"}
+	bundlePath = filepath.Join(dir, "model.tar")
+	if err := bundle.WriteBundleFile(bundlePath, m, onnx, nil, priv); err != nil {
 		t.Fatal(err)
 	}
-	return bundle, key + ".pub"
+	return bundlePath, key + ".pub"
 }
 
 func TestRunSignedBundleOnProviderChain(t *testing.T) {
-	bundle, pub := signedFixture(t)
+	bundlePath, pub := signedFixture(t)
 	cfg := testConfig(t)
-	cfg.Model = ModelConfig{Bundle: bundle, TrustedKeys: []string{pub}, Providers: []string{"tensorrt", "cuda", "cpu"}}
+	cfg.Model = ModelConfig{Bundle: bundlePath, TrustedKeys: []string{pub}, Providers: []string{"tensorrt", "cuda", "cpu"}}
 	cfg.MaxParts = 6
 	sum, err := runAgent(t, cfg)
 	if err != nil {
@@ -68,7 +69,7 @@ func TestRunSignedBundleOnProviderChain(t *testing.T) {
 }
 
 func TestRunRejectsBadBundles(t *testing.T) {
-	bundle, pub := signedFixture(t)
+	bundlePath, pub := signedFixture(t)
 	_, otherPub := signedFixture(t)
 	tests := []struct {
 		name   string
@@ -82,7 +83,7 @@ func TestRunRejectsBadBundles(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testConfig(t)
-			cfg.Model = ModelConfig{Bundle: bundle, TrustedKeys: []string{pub}}
+			cfg.Model = ModelConfig{Bundle: bundlePath, TrustedKeys: []string{pub}}
 			tt.change(&cfg.Model)
 			_, err := runAgent(t, cfg)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {

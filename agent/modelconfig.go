@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // Version is the agent's semantic version; a model bundle's min_agent_version is checked
@@ -165,11 +166,11 @@ func (a *Agent) loadModel(ctx context.Context, mc ModelConfig, key string) (*mod
 		}
 		rt = r
 	} else {
-		keys, err := models.LoadTrustedKeys(mc.TrustedKeys...)
+		keys, err := bundle.LoadTrustedKeys(mc.TrustedKeys...)
 		if err != nil {
 			return nil, fmt.Errorf("%s.trusted_keys: %w", key, err)
 		}
-		b, err := models.OpenBundle(mc.Bundle, keys)
+		b, err := bundle.OpenBundle(mc.Bundle, keys)
 		if err != nil {
 			return nil, fmt.Errorf("%s %w", key, err)
 		}
@@ -191,7 +192,7 @@ func (a *Agent) loadModel(ctx context.Context, mc ModelConfig, key string) (*mod
 	return rt, nil
 }
 
-func goldenCases(b *models.Bundle) int {
+func goldenCases(b *bundle.Bundle) int {
 	if b.Manifest.Golden == nil {
 		return 0
 	}

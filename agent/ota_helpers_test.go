@@ -21,6 +21,7 @@ import (
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
 	"github.com/takt-edge/takt/cloudsync/wire"
 	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 	"github.com/takt-edge/takt/models/onnxgraph"
 )
 
@@ -34,15 +35,15 @@ type signer struct {
 func newSigner(t testing.TB, dir, name string) signer {
 	t.Helper()
 	path := filepath.Join(dir, name+".key")
-	pub, err := models.WriteKeyPair(path)
+	pub, err := bundle.WriteKeyPair(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	priv, err := models.ReadPrivateKey(path)
+	priv, err := bundle.ReadPrivateKey(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return signer{pub: path + ".pub", priv: priv, id: models.KeyID(pub)}
+	return signer{pub: path + ".pub", priv: priv, id: bundle.KeyID(pub)}
 }
 
 // fixtureONNX is the agent tests' template model.
@@ -61,24 +62,24 @@ func fixtureONNX(t testing.TB) ([]byte, models.Info) {
 }
 
 // fixtureManifest describes the fixture model as bundle version v.
-func fixtureManifest(info models.Info, v string) models.Manifest {
-	return models.Manifest{Name: "fixture-part", Version: v, Task: models.TaskAnomaly, Opset: info.Opset,
-		Input:      models.InputSpec{Layout: models.LayoutNCHW, Color: models.ColorGray},
-		Outputs:    models.OutputSpec{Score: "score", Map: "anomaly_map"},
-		Thresholds: models.Thresholds{Fail: info.Threshold}, MinAgentVersion: "0.1.0"}
+func fixtureManifest(info models.Info, v string) bundle.Manifest {
+	return bundle.Manifest{Name: "fixture-part", Version: v, Task: bundle.TaskAnomaly, Opset: info.Opset,
+		Input:      bundle.InputSpec{Layout: bundle.LayoutNCHW, Color: bundle.ColorGray},
+		Outputs:    bundle.OutputSpec{Score: "score", Map: "anomaly_map"},
+		Thresholds: bundle.Thresholds{Fail: info.Threshold}, MinAgentVersion: "0.1.0"}
 }
 
 // graphManifest describes a test graph (input "image" [1,1,192,256], output "score" [1]).
-func graphManifest(v string, threshold float64) models.Manifest {
-	return models.Manifest{Name: "fixture-part", Version: v, Task: models.TaskAnomaly, Opset: 17,
-		Input:   models.InputSpec{Layout: models.LayoutNCHW, Color: models.ColorGray},
-		Outputs: models.OutputSpec{Score: "score"}, Thresholds: models.Thresholds{Fail: threshold}}
+func graphManifest(v string, threshold float64) bundle.Manifest {
+	return bundle.Manifest{Name: "fixture-part", Version: v, Task: bundle.TaskAnomaly, Opset: 17,
+		Input:   bundle.InputSpec{Layout: bundle.LayoutNCHW, Color: bundle.ColorGray},
+		Outputs: bundle.OutputSpec{Score: "score"}, Thresholds: bundle.Thresholds{Fail: threshold}}
 }
 
-func buildTestBundle(t testing.TB, m models.Manifest, onnx []byte, key ed25519.PrivateKey) []byte {
+func buildTestBundle(t testing.TB, m bundle.Manifest, onnx []byte, key ed25519.PrivateKey) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	if err := models.BuildBundle(&buf, m, onnx, nil, key); err != nil {
+	if err := bundle.BuildBundle(&buf, m, onnx, nil, key); err != nil {
 		t.Fatalf("BuildBundle: %v", err)
 	}
 	return buf.Bytes()
@@ -192,9 +193,9 @@ func itoa(i int) string { return string(rune('a'+i/26)) + string(rune('a'+i%26))
 
 // tamper rewrites a signed bundle: edit changes its members (manifest.json included) and
 // the original signature is kept.
-func tamper(t testing.TB, bundle []byte, edit func(members map[string][]byte)) []byte {
+func tamper(t testing.TB, data []byte, edit func(members map[string][]byte)) []byte {
 	t.Helper()
-	members, err := models.ReadTarMembers(bytes.NewReader(bundle))
+	members, err := bundle.ReadTarMembers(bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +204,7 @@ func tamper(t testing.TB, bundle []byte, edit func(members map[string][]byte)) [
 	delete(members, "manifest.json")
 	delete(members, "signature")
 	var buf bytes.Buffer
-	if err := models.WriteSignedTar(&buf, manifest, members, sig); err != nil {
+	if err := bundle.WriteSignedTar(&buf, manifest, members, sig); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
@@ -357,8 +358,8 @@ func (w *modelWatcher) statuses(version string) []wire.ModelStatusMsg {
 	return out
 }
 
-func buildBundleWith(m models.Manifest, onnx []byte, files map[string][]byte, key signer) ([]byte, error) {
+func buildBundleWith(m bundle.Manifest, onnx []byte, files map[string][]byte, key signer) ([]byte, error) {
 	var buf bytes.Buffer
-	err := models.BuildBundle(&buf, m, onnx, files, key.priv)
+	err := bundle.BuildBundle(&buf, m, onnx, files, key.priv)
 	return buf.Bytes(), err
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
 	"github.com/takt-edge/takt/cloudsync/wire"
-	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // otaConfig is a test station whose model scores a part by its mean gray level (threshold
@@ -25,7 +25,7 @@ import (
 func otaConfig(t *testing.T, line signer) Config {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "model-0.2.0.tar")
-	if err := models.WriteBundleFile(path, graphManifest("0.2.0", 1), meanGraph(t, 1), nil, line.priv); err != nil {
+	if err := bundle.WriteBundleFile(path, graphManifest("0.2.0", 1), meanGraph(t, 1), nil, line.priv); err != nil {
 		t.Fatal(err)
 	}
 	cfg := testConfig(t)
@@ -236,7 +236,7 @@ func TestModelUpdateRejectsSlowModel(t *testing.T) {
 	// 150 rounds of ~0.2 GFLOP: far over the 15 ms budget on any core, slower when loaded.
 	slow := buildTestBundle(t, graphManifest("0.4.0", 0.5), slowGraph(t, 150), line.priv)
 	path := filepath.Join(t.TempDir(), "slow.tar")
-	if err := models.WriteFileAtomic(path, slow); err != nil {
+	if err := bundle.WriteFileAtomic(path, slow); err != nil {
 		t.Fatal(err)
 	}
 	client := cfg
@@ -296,7 +296,7 @@ func writeGrayParts(t *testing.T, dir string, v uint8) {
 		t.Fatal(err)
 	}
 	for i := range 4 {
-		if err := models.WriteFileAtomic(filepath.Join(dir, fmt.Sprintf("part-%d.png", i)), buf.Bytes()); err != nil {
+		if err := bundle.WriteFileAtomic(filepath.Join(dir, fmt.Sprintf("part-%d.png", i)), buf.Bytes()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -327,7 +327,7 @@ func TestModelUpdateWatchRollsBackSlowModel(t *testing.T) {
 	waitFor(t, "first parts", 30*time.Second, func() bool { return len(verdictsAfter(t, r, 0)) >= 3 })
 
 	path := filepath.Join(t.TempDir(), "bright-slow.tar")
-	if err := models.WriteBundleFile(path, graphManifest("0.5.0", 2), brightSlowGraph(t), nil, line.priv); err != nil {
+	if err := bundle.WriteBundleFile(path, graphManifest("0.5.0", 2), brightSlowGraph(t), nil, line.priv); err != nil {
 		t.Fatal(err)
 	}
 	client := cfg
@@ -380,10 +380,10 @@ func TestModelUpdateWatchRollsBack(t *testing.T) {
 	// Installs go through the client takt-agent model install uses.
 	client := cfg
 	client.HTTP.Listen = strings.TrimPrefix(r.base, "http://")
-	install := func(version string, bundle []byte) {
+	install := func(version string, data []byte) {
 		t.Helper()
 		path := filepath.Join(t.TempDir(), version+".tar")
-		if err := models.WriteFileAtomic(path, bundle); err != nil {
+		if err := bundle.WriteFileAtomic(path, data); err != nil {
 			t.Fatal(err)
 		}
 		if err := InstallModel(context.Background(), client, path); err != nil {

@@ -16,7 +16,7 @@ import (
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
 	"github.com/takt-edge/takt/cloudsync/wire"
-	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // TestCrashDuringModelUpdate kills the agent (SIGKILL) once it entered each step of an
@@ -35,7 +35,7 @@ func TestCrashDuringModelUpdate(t *testing.T) {
 	s3 := cloudtest.StartS3(t)
 	bk := newBucket(t, s3, "takt")
 	configured := filepath.Join(t.TempDir(), "model-0.2.0.tar")
-	if err := models.WriteBundleFile(configured, graphManifest("0.2.0", 1), meanGraph(t, 1), nil, line.priv); err != nil {
+	if err := bundle.WriteBundleFile(configured, graphManifest("0.2.0", 1), meanGraph(t, 1), nil, line.priv); err != nil {
 		t.Fatal(err)
 	}
 	// 3 MB of padding at 2 MiB/s (downloading round): the download takes long enough to be cut.

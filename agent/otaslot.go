@@ -8,6 +8,7 @@ import (
 	"github.com/takt-edge/takt/agent/ota"
 	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 var _ ota.Slot = (*activeModels)(nil)
@@ -90,11 +91,11 @@ func (a *Agent) runModelUpdates(ctx context.Context, active *activeModels) func(
 // loaded; it does no network I/O.
 func (a *Agent) updaterConfig() (ota.Config, error) {
 	cfg, u := a.cfg, a.cfg.ModelUpdate
-	keys, err := models.LoadTrustedKeys(u.keys(cfg.modelKeys())...)
+	keys, err := bundle.LoadTrustedKeys(u.keys(cfg.modelKeys())...)
 	if err != nil {
 		return ota.Config{}, fmt.Errorf("model_update.trusted_keys: %w", err)
 	}
-	policy, err := models.NewTrustPolicy(keys, u.RevokedKeys)
+	policy, err := bundle.NewTrustPolicy(keys, u.RevokedKeys)
 	if err != nil {
 		return ota.Config{}, fmt.Errorf("model_update: %w", err)
 	}

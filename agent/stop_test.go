@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/agent/store"
-	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // TestStopJudgesThePartInFlight: stopping the agent while a part is being inferred still
@@ -18,7 +18,7 @@ func TestStopJudgesThePartInFlight(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "slow.tar")
 	// 40 rounds of ~0.2 GFLOP: tens of milliseconds a part, seconds under -race; the
 	// agent spends nearly all its time inside inference, where the stop lands.
-	if err := models.WriteBundleFile(path, graphManifest("0.3.0", 1), slowGraph(t, 40), nil, line.priv); err != nil {
+	if err := bundle.WriteBundleFile(path, graphManifest("0.3.0", 1), slowGraph(t, 40), nil, line.priv); err != nil {
 		t.Fatal(err)
 	}
 	cfg := testConfig(t)

@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // The station's agent config across slots.
@@ -69,7 +69,7 @@ func (u *Updater) prepareConfig(ctx context.Context, st State, m *ReleaseManifes
 		if err != nil {
 			return "", fmt.Errorf("firmware: %w", err)
 		}
-		if err := models.WriteFileAtomicLike(out, live, info); err != nil {
+		if err := bundle.WriteFileAtomicLike(out, live, info); err != nil {
 			return "", fmt.Errorf("firmware: %w", err)
 		}
 		return "release states no config_version (its agent has no config check): config kept unchecked", nil
@@ -116,7 +116,7 @@ func (u *Updater) swapConfig(st *State) error {
 	if err != nil {
 		return fmt.Errorf("firmware: %w", err)
 	}
-	if err := models.WriteFileAtomicLike(u.slotConfig(st.Slot), live, info); err != nil {
+	if err := bundle.WriteFileAtomicLike(u.slotConfig(st.Slot), live, info); err != nil {
 		return fmt.Errorf("firmware: config snapshot: %w", err)
 	}
 	next, err := os.ReadFile(u.slotConfig(st.NewSlot))
@@ -130,7 +130,7 @@ func (u *Updater) swapConfig(st *State) error {
 	if err := u.save(*st); err != nil {
 		return err
 	}
-	if err := models.WriteFileAtomicLike(u.cfg.AgentConfig, next, info); err != nil {
+	if err := bundle.WriteFileAtomicLike(u.cfg.AgentConfig, next, info); err != nil {
 		return fmt.Errorf("firmware: install the migrated config: %w", err)
 	}
 	return nil
@@ -163,13 +163,13 @@ func (u *Updater) restoreConfig(st State) (string, error) {
 	if live != nil && !bytes.Equal(live, snap) && !bytes.Equal(live, installed) {
 		// Edited while the new release ran: keep the edit for the operator.
 		kept := u.cfg.AgentConfig + ".edited-" + st.NewVersion
-		if err := models.WriteFileAtomicLike(kept, live, info); err != nil {
+		if err := bundle.WriteFileAtomicLike(kept, live, info); err != nil {
 			return "", fmt.Errorf("firmware: keep the config edited during the test: %w", err)
 		}
 		note += "; the edits made while " + st.NewVersion + " was tested are in " + kept
 	}
 	if !bytes.Equal(live, snap) {
-		if err := models.WriteFileAtomicLike(u.cfg.AgentConfig, snap, info); err != nil {
+		if err := bundle.WriteFileAtomicLike(u.cfg.AgentConfig, snap, info); err != nil {
 			return "", fmt.Errorf("firmware: restore the config: %w", err)
 		}
 	}

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // Exit codes of the updater helper process.
@@ -34,7 +34,7 @@ func TestHelperUpdater(t *testing.T) {
 }
 
 func helperMain() int {
-	keys, err := models.LoadTrustedKeys(os.Getenv("TAKT_FW_KEY"))
+	keys, err := bundle.LoadTrustedKeys(os.Getenv("TAKT_FW_KEY"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return helperFailed

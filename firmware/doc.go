@@ -7,7 +7,7 @@
 // architecture, the ONNX Runtime and OpenCV versions the agent needs, migration notes, the
 // sha256 of every other member), bin/takt-agent, etc/agent.yaml (the default config),
 // optional further files, and signature: the same ed25519 signature over manifest.json that
-// model bundles carry (models.SignManifest), so stations trust one set of keys.
+// model bundles carry (bundle.SignManifest), so stations trust one set of keys.
 //
 // The Updater keeps two slots, <root>/slots/a and <root>/slots/b, and a symlink
 // <root>/current naming the running one (the systemd unit starts

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 var (
@@ -54,22 +54,22 @@ func testAgent(t *testing.T) []byte {
 
 type testKey struct {
 	priv    ed25519.PrivateKey
-	keys    models.TrustedKeys
+	keys    bundle.TrustedKeys
 	pubPath string
 }
 
 func newKey(t *testing.T) testKey {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "release.key")
-	pub, err := models.WriteKeyPair(path)
+	pub, err := bundle.WriteKeyPair(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	priv, err := models.ReadPrivateKey(path)
+	priv, err := bundle.ReadPrivateKey(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys := models.TrustedKeys{}
+	keys := bundle.TrustedKeys{}
 	keys.Add(pub)
 	return testKey{priv: priv, keys: keys, pubPath: path + ".pub"}
 }
@@ -248,7 +248,7 @@ func (s *station) versionFile(t *testing.T) string {
 
 // checkBootable asserts that current names a complete slot: its manifest is signed by a
 // trusted key and every file matches its sha256.
-func checkBootable(t *testing.T, root string, keys models.TrustedKeys) string {
+func checkBootable(t *testing.T, root string, keys bundle.TrustedKeys) string {
 	t.Helper()
 	slot := CurrentSlot(root)
 	if slot == "" {

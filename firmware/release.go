@@ -13,7 +13,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // ReleaseFormat is the manifest "format" of agent releases.
@@ -39,7 +39,7 @@ var (
 	ErrRolledBack = errors.New("update rolled back")
 )
 
-// Signature errors wrap models.ErrBadSignature.
+// Signature errors wrap bundle.ErrBadSignature.
 
 // ReleaseManifest describes an agent release; it is what the signature signs.
 type ReleaseManifest struct {
@@ -75,7 +75,7 @@ func (m *ReleaseManifest) Validate() error {
 	if m.Format != ReleaseFormat {
 		errs = append(errs, fmt.Sprintf("format %q, want %q", m.Format, ReleaseFormat))
 	}
-	if _, err := models.ParseSemver(m.Version); err != nil {
+	if _, err := bundle.ParseSemver(m.Version); err != nil {
 		errs = append(errs, "version: "+err.Error())
 	}
 	if m.Arch == "" {
@@ -138,11 +138,11 @@ func BuildRelease(w io.Writer, m ReleaseManifest, files map[string][]byte, key e
 	manifest = append(manifest, '\n')
 	var sig []byte
 	if key != nil {
-		if sig, err = models.SignManifest(manifest, key); err != nil {
+		if sig, err = bundle.SignManifest(manifest, key); err != nil {
 			return err
 		}
 	}
-	if err := models.WriteSignedTar(w, manifest, files, sig); err != nil {
+	if err := bundle.WriteSignedTar(w, manifest, files, sig); err != nil {
 		return fmt.Errorf("release: %w", err)
 	}
 	return nil
@@ -158,14 +158,14 @@ func (r *Release) Sign(w io.Writer, key ed25519.PrivateKey, rollback bool) error
 
 // ReadRelease reads a release tar and verifies it: a complete tar of regular files with
 // clean unique paths; an ed25519 signature of manifest.json by one of keys (errors wrap
-// models.ErrBadSignature); a valid manifest; every member listed with its sha256 and every
+// bundle.ErrBadSignature); a valid manifest; every member listed with its sha256 and every
 // listed file present (errors wrap ErrBadRelease).
-func ReadRelease(r io.Reader, keys models.TrustedKeys) (*Release, error) {
+func ReadRelease(r io.Reader, keys bundle.TrustedKeys) (*Release, error) {
 	return readRelease(r, keys, true)
 }
 
 // OpenRelease is ReadRelease of the file at path.
-func OpenRelease(path string, keys models.TrustedKeys) (*Release, error) {
+func OpenRelease(path string, keys bundle.TrustedKeys) (*Release, error) {
 	return openRelease(path, keys, true)
 }
 
@@ -175,7 +175,7 @@ func InspectRelease(path string) (*Release, error) {
 	return openRelease(path, nil, false)
 }
 
-func openRelease(path string, keys models.TrustedKeys, verify bool) (*Release, error) {
+func openRelease(path string, keys bundle.TrustedKeys, verify bool) (*Release, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("release: %w", err)
@@ -188,8 +188,8 @@ func openRelease(path string, keys models.TrustedKeys, verify bool) (*Release, e
 	return rel, nil
 }
 
-func readRelease(r io.Reader, keys models.TrustedKeys, verify bool) (*Release, error) {
-	members, err := models.ReadTarMembers(r)
+func readRelease(r io.Reader, keys bundle.TrustedKeys, verify bool) (*Release, error) {
+	members, err := bundle.ReadTarMembers(r)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadRelease, err)
 	}
@@ -201,13 +201,13 @@ func readRelease(r io.Reader, keys models.TrustedKeys, verify bool) (*Release, e
 	sig, signed := members[SignatureFile]
 	switch {
 	case verify && !signed:
-		return nil, fmt.Errorf("%w: unsigned: no %s member", models.ErrBadSignature, SignatureFile)
+		return nil, fmt.Errorf("%w: unsigned: no %s member", bundle.ErrBadSignature, SignatureFile)
 	case verify:
-		if rel.KeyID, err = models.VerifyManifest(manifest, sig, keys); err != nil {
+		if rel.KeyID, err = bundle.VerifyManifest(manifest, sig, keys); err != nil {
 			return nil, err
 		}
 	case signed:
-		rel.KeyID = models.SignatureKeyID(sig)
+		rel.KeyID = bundle.SignatureKeyID(sig)
 	}
 	if signed {
 		rel.Signature = sig
@@ -250,11 +250,11 @@ func CheckUpgrade(running string, next *ReleaseManifest) error {
 	if running == "" {
 		return nil
 	}
-	a, err := models.ParseSemver(running)
+	a, err := bundle.ParseSemver(running)
 	if err != nil {
 		return fmt.Errorf("running version: %w", err)
 	}
-	b, err := models.ParseSemver(next.Version)
+	b, err := bundle.ParseSemver(next.Version)
 	if err != nil {
 		return fmt.Errorf("%w: version: %v", ErrBadRelease, err)
 	}

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 func TestCheckUpgrade(t *testing.T) {
@@ -62,7 +62,7 @@ func FuzzReadRelease(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	keys := models.TrustedKeys{}
+	keys := bundle.TrustedKeys{}
 	keys.Add(pub)
 	var buf bytes.Buffer
 	files := map[string][]byte{AgentFile: []byte("#!/bin/sh\n"), ConfigFile: []byte("version: 1.0.0\n")}
@@ -75,8 +75,8 @@ func FuzzReadRelease(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rel, err := ReadRelease(bytes.NewReader(data), keys)
 		if err != nil {
-			if !errors.Is(err, ErrBadRelease) && !errors.Is(err, models.ErrBadSignature) {
-				t.Fatalf("error %v wraps neither ErrBadRelease nor models.ErrBadSignature", err)
+			if !errors.Is(err, ErrBadRelease) && !errors.Is(err, bundle.ErrBadSignature) {
+				t.Fatalf("error %v wraps neither ErrBadRelease nor bundle.ErrBadSignature", err)
 			}
 			return
 		}

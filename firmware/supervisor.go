@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // Supervisor restarts the station agent.
@@ -121,7 +121,7 @@ func (p *Process) Restart(ctx context.Context) error {
 	p.reapers[cmd.Process.Pid] = done
 	p.mu.Unlock()
 	go func() { cmd.Wait(); close(done) }()
-	if err := models.WriteFileAtomic(p.pidFile(), []byte(strconv.Itoa(cmd.Process.Pid)+"\n")); err != nil {
+	if err := bundle.WriteFileAtomic(p.pidFile(), []byte(strconv.Itoa(cmd.Process.Pid)+"\n")); err != nil {
 		cmd.Process.Kill()
 		return fmt.Errorf("supervisor: %w", err)
 	}

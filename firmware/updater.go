@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // Config configures an Updater.
@@ -88,14 +88,14 @@ type State struct {
 // Updater installs agent releases into A/B slots; see the package doc.
 type Updater struct {
 	cfg  Config
-	keys models.TrustedKeys
+	keys bundle.TrustedKeys
 	sup  Supervisor
 	rep  Reporter
 	hc   *http.Client
 }
 
 // New validates cfg and returns an Updater; it does no I/O.
-func New(cfg Config, keys models.TrustedKeys, sup Supervisor, rep Reporter) (*Updater, error) {
+func New(cfg Config, keys bundle.TrustedKeys, sup Supervisor, rep Reporter) (*Updater, error) {
 	def := DefaultConfig()
 	if cfg.Root == "" {
 		cfg.Root = def.Root
@@ -181,7 +181,7 @@ func (u *Updater) save(st State) error {
 	if err != nil {
 		return err
 	}
-	return models.WriteFileAtomic(u.statePath(), append(data, '\n'))
+	return bundle.WriteFileAtomic(u.statePath(), append(data, '\n'))
 }
 
 func (u *Updater) report(st State, step string, err error) {
@@ -199,7 +199,7 @@ func (u *Updater) reportNote(st State, step, note string, err error) {
 // Install verifies the release at path and installs it: see the package doc. It first
 // finishes an interrupted update (Recover). It returns nil when the release is committed,
 // an error wrapping ErrRolledBack when the agent was not healthy in time and the previous
-// slot runs again, ErrBadRelease / ErrDowngrade / models.ErrBadSignature when the release
+// slot runs again, ErrBadRelease / ErrDowngrade / bundle.ErrBadSignature when the release
 // was refused (nothing changed), or another error.
 func (u *Updater) Install(ctx context.Context, path string) error {
 	if err := os.MkdirAll(filepath.Join(u.cfg.Root, "slots"), 0o755); err != nil {
@@ -495,7 +495,7 @@ func (u *Updater) switchTo(st State, slot string) error {
 
 // VerifySlot checks an installed slot: its manifest.json is signed by one of keys and every
 // file it lists is present with its sha256.
-func VerifySlot(dir string, keys models.TrustedKeys) error {
+func VerifySlot(dir string, keys bundle.TrustedKeys) error {
 	manifest, err := os.ReadFile(filepath.Join(dir, ManifestFile))
 	if err != nil {
 		return fmt.Errorf("slot %s: %w", dir, err)
@@ -504,7 +504,7 @@ func VerifySlot(dir string, keys models.TrustedKeys) error {
 	if err != nil {
 		return fmt.Errorf("slot %s: %w", dir, err)
 	}
-	if _, err := models.VerifyManifest(manifest, sig, keys); err != nil {
+	if _, err := bundle.VerifyManifest(manifest, sig, keys); err != nil {
 		return fmt.Errorf("slot %s: %w", dir, err)
 	}
 	var m ReleaseManifest

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // TestInstallUpdateRollbackCommit runs the story with real processes: install 1.0.0,
@@ -94,7 +94,7 @@ func TestReleaseRejected(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer f.Close()
-		if err := models.WriteSignedTar(f, manifest, files, sig); err != nil {
+		if err := bundle.WriteSignedTar(f, manifest, files, sig); err != nil {
 			t.Fatal(err)
 		}
 		return p
@@ -113,13 +113,13 @@ func TestReleaseRejected(t *testing.T) {
 		want error
 	}{
 		{"tampered binary", write("t1.tar", good.ManifestJSON, tamperedBin, good.Signature), ErrBadRelease},
-		{"tampered manifest", write("t2.tar", tamperedManifest, good.Files, good.Signature), models.ErrBadSignature},
+		{"tampered manifest", write("t2.tar", tamperedManifest, good.Files, good.Signature), bundle.ErrBadSignature},
 		{"unlisted member", write("t3.tar", good.ManifestJSON, extra, good.Signature), ErrBadRelease},
-		{"unsigned", write("t4.tar", good.ManifestJSON, good.Files, nil), models.ErrBadSignature},
-		{"untrusted key", makeRelease(t, t.TempDir(), otherKey(t), "2.2.0", relOpts{}), models.ErrBadSignature},
+		{"unsigned", write("t4.tar", good.ManifestJSON, good.Files, nil), bundle.ErrBadSignature},
+		{"untrusted key", makeRelease(t, t.TempDir(), otherKey(t), "2.2.0", relOpts{}), bundle.ErrBadSignature},
 		{"other architecture", makeRelease(t, t.TempDir(), k.priv, "2.3.0", relOpts{arch: "riscv64"}), ErrBadRelease},
 		{"downgrade", makeRelease(t, rels, k.priv, "1.9.9", relOpts{}), ErrDowngrade},
-		{"rollback flag not signed", write("t5.tar", []byte(string(good.ManifestJSON[:len(good.ManifestJSON)-2])+",\n\"rollback\": true}\n"), good.Files, good.Signature), models.ErrBadSignature},
+		{"rollback flag not signed", write("t5.tar", []byte(string(good.ManifestJSON[:len(good.ManifestJSON)-2])+",\n\"rollback\": true}\n"), good.Files, good.Signature), bundle.ErrBadSignature},
 		{"not a tar", func() string { p := filepath.Join(rels, "junk.tar"); os.WriteFile(p, []byte("junk"), 0o644); return p }(), ErrBadRelease},
 	}
 	before, err := os.ReadFile(filepath.Join(s.root, "state.json"))

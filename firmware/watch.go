@@ -15,7 +15,7 @@ import (
 
 	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/cloudsync/wire"
-	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // DefaultWatchBudget caps one release download (the agent binary and its config).
@@ -276,7 +276,7 @@ func (w *Watcher) remember(msg *wire.FirmwareAvailableMsg, result string) {
 		hs = hs[len(hs)-handledKept:]
 	}
 	data, _ := json.Marshal(hs)
-	if err := models.WriteFileAtomic(w.handledPath(), data); err != nil {
+	if err := bundle.WriteFileAtomic(w.handledPath(), data); err != nil {
 		w.log.Error().Err(err).Msg("remember handled release")
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"math"
@@ -18,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
 	"github.com/takt-edge/takt/models/onnxgraph"
 	"github.com/takt-edge/takt/models/onnxpb"
 	"google.golang.org/protobuf/proto"
@@ -44,16 +44,16 @@ func meanModel(h, w int64) func(g *onnxgraph.Graph) {
 	}
 }
 
-func meanManifest() Manifest {
-	return Manifest{Name: "mean", Version: "1.0.0", Task: TaskAnomaly,
-		Input:   InputSpec{Layout: LayoutNCHW, Color: ColorGray},
-		Outputs: OutputSpec{Score: "score", Map: "anomaly_map"}, Thresholds: Thresholds{Fail: 0.5}, Opset: 17}
+func meanManifest() bundle.Manifest {
+	return bundle.Manifest{Name: "mean", Version: "1.0.0", Task: bundle.TaskAnomaly,
+		Input:   bundle.InputSpec{Layout: bundle.LayoutNCHW, Color: bundle.ColorGray},
+		Outputs: bundle.OutputSpec{Score: "score", Map: "anomaly_map"}, Thresholds: bundle.Thresholds{Fail: 0.5}, Opset: 17}
 }
 
-func buildBundle(t testing.TB, m Manifest, onnx []byte, files map[string][]byte, key ed25519.PrivateKey) []byte {
+func buildBundle(t testing.TB, m bundle.Manifest, onnx []byte, files map[string][]byte, key ed25519.PrivateKey) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	if err := BuildBundle(&buf, m, onnx, files, key); err != nil {
+	if err := bundle.BuildBundle(&buf, m, onnx, files, key); err != nil {
 		t.Fatalf("BuildBundle: %v", err)
 	}
 	return buf.Bytes()
@@ -61,7 +61,7 @@ func buildBundle(t testing.TB, m Manifest, onnx []byte, files map[string][]byte,
 
 // signedTar writes manifest.json (m marshaled, with Files as given), the members, and a
 // signature by key.
-func signedTar(t testing.TB, m Manifest, members map[string][]byte, key ed25519.PrivateKey) []byte {
+func signedTar(t testing.TB, m bundle.Manifest, members map[string][]byte, key ed25519.PrivateKey) []byte {
 	t.Helper()
 	manifest, err := json.Marshal(m)
 	if err != nil {
@@ -82,14 +82,16 @@ func tarOf(t testing.TB, manifest []byte, members map[string][]byte, key ed25519
 			t.Fatal(err)
 		}
 	}
-	add(manifestFile, manifest)
+	add("manifest.json", manifest)
 	for name, data := range members {
 		add(name, data)
 	}
 	if key != nil {
-		sig, _ := json.Marshal(signatureDoc{Algorithm: "ed25519", KeyID: KeyID(key.Public().(ed25519.PublicKey)),
-			Signature: base64.StdEncoding.EncodeToString(ed25519.Sign(key, manifest))})
-		add(signatureFile, sig)
+		sig, err := bundle.SignManifest(manifest, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		add("signature", sig)
 	}
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
@@ -97,18 +99,18 @@ func tarOf(t testing.TB, manifest []byte, members map[string][]byte, key ed25519
 	return buf.Bytes()
 }
 
-func withFiles(m Manifest, files map[string][]byte) Manifest {
-	m.Format = BundleFormat
+func withFiles(m bundle.Manifest, files map[string][]byte) bundle.Manifest {
+	m.Format = bundle.BundleFormat
 	m.Files = map[string]string{}
 	for name, data := range files {
-		m.Files[name] = sha256Hex64(data)
+		m.Files[name] = bundle.SHA256Hex(data)
 	}
 	return m
 }
 
 func TestBundleRoundTripAndGolden(t *testing.T) {
 	pub, priv := newKey(t)
-	keys := TrustedKeys{}
+	keys := bundle.TrustedKeys{}
 	keys.Add(pub)
 	onnx := tinyModel(t, meanModel(4, 4))
 	gray := uniform(8, 8, 51)
@@ -117,17 +119,17 @@ func TestBundleRoundTripAndGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := meanManifest()
-	m.Golden = &GoldenSet{Cases: []GoldenCase{{File: "golden/0001.png", Score: 0.2}}}
+	m.Golden = &bundle.GoldenSet{Cases: []bundle.GoldenCase{{File: "golden/0001.png", Score: 0.2}}}
 	m.Metrics = map[string]float64{"auroc": 0.98}
 	m.Dataset = "ds-2026-11-29"
 	data := buildBundle(t, m, onnx, map[string][]byte{"golden/0001.png": png}, priv)
-	b, err := ReadBundle(bytes.NewReader(data), keys)
+	b, err := bundle.ReadBundle(bytes.NewReader(data), keys)
 	if err != nil {
 		t.Fatalf("ReadBundle: %v", err)
 	}
-	if b.KeyID != KeyID(pub) || b.Manifest.Name != "mean" || !bytes.Equal(b.ONNX, onnx) || len(b.Files) != 1 || b.SHA256() != sha256Hex64(onnx) {
+	if b.KeyID != bundle.KeyID(pub) || b.Manifest.Name != "mean" || !bytes.Equal(b.ONNX, onnx) || len(b.Files) != 1 || b.SHA256() != bundle.SHA256Hex(onnx) {
 		t.Fatalf("bundle: key %s name %s, %d model bytes, %d files: want key %s, name mean, the model, 1 golden file",
-			b.KeyID, b.Manifest.Name, len(b.ONNX), len(b.Files), KeyID(pub))
+			b.KeyID, b.Manifest.Name, len(b.ONNX), len(b.Files), bundle.KeyID(pub))
 	}
 	r, err := NewRuntime(context.Background(), b, RuntimeOptions{Threads: 1})
 	if err != nil {
@@ -135,13 +137,13 @@ func TestBundleRoundTripAndGolden(t *testing.T) {
 	}
 	defer r.Close()
 	info := r.Info()
-	if info.Model.Name != "mean" || info.Model.Version != "1.0.0" || info.Model.SHA256 != b.SHA256() || info.Threshold != 0.5 || info.Task != TaskAnomaly {
+	if info.Model.Name != "mean" || info.Model.Version != "1.0.0" || info.Model.SHA256 != b.SHA256() || info.Threshold != 0.5 || info.Task != bundle.TaskAnomaly {
 		t.Errorf("Info: got %+v, want the manifest's name, version, sha256, threshold 0.5, task anomaly", info)
 	}
 
 	// A golden score the model does not reproduce is rejected.
 	m.Golden.Cases[0].Score = 0.25
-	bad, err := ReadBundle(bytes.NewReader(buildBundle(t, m, onnx, map[string][]byte{"golden/0001.png": png}, priv)), keys)
+	bad, err := bundle.ReadBundle(bytes.NewReader(buildBundle(t, m, onnx, map[string][]byte{"golden/0001.png": png}, priv)), keys)
 	if err != nil {
 		t.Fatalf("ReadBundle: %v", err)
 	}
@@ -158,12 +160,12 @@ func TestBundleRoundTripAndGolden(t *testing.T) {
 func TestBundleBadInputs(t *testing.T) {
 	pub, priv := newKey(t)
 	_, otherPriv := newKey(t)
-	keys := TrustedKeys{}
+	keys := bundle.TrustedKeys{}
 	keys.Add(pub)
 	onnx := tinyModel(t, meanModel(4, 4))
 	good := buildBundle(t, meanManifest(), onnx, nil, priv)
 
-	running, err := ReadBundle(bytes.NewReader(good), keys)
+	running, err := bundle.ReadBundle(bytes.NewReader(good), keys)
 	if err != nil {
 		t.Fatalf("ReadBundle: %v", err)
 	}
@@ -206,10 +208,12 @@ func TestBundleBadInputs(t *testing.T) {
 	noMap := meanManifest()
 	noMap.Outputs.Map = ""
 
-	manifestFor := func(m Manifest, onnx []byte) Manifest { return withFiles(m, map[string][]byte{modelFile: onnx}) }
+	manifestFor := func(m bundle.Manifest, onnx []byte) bundle.Manifest {
+		return withFiles(m, map[string][]byte{"model.onnx": onnx})
+	}
 	tamperedManifest := func() []byte {
 		manifest, _ := json.Marshal(manifestFor(meanManifest(), onnx))
-		data := tarOf(t, manifest, map[string][]byte{modelFile: onnx}, priv)
+		data := tarOf(t, manifest, map[string][]byte{"model.onnx": onnx}, priv)
 		return bytes.Replace(data, []byte(`"fail":0.5`), []byte(`"fail":9.5`), 1)
 	}
 	missingKeys := manifestFor(meanManifest(), onnx)
@@ -221,24 +225,24 @@ func TestBundleBadInputs(t *testing.T) {
 		wantIs error
 		want   string
 	}{
-		{"not a tar", []byte("hello, this is not a bundle at all, just text........................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................"), ErrBadBundle, "not a tar archive"},
-		{"empty file", nil, ErrBadBundle, "empty archive"},
-		{"truncated", good[:len(good)/2], ErrBadBundle, "truncated"},
-		{"unsigned", tarOf(t, mustJSON(t, manifestFor(meanManifest(), onnx)), map[string][]byte{modelFile: onnx}, nil), ErrBadSignature, "unsigned: no signature member"},
-		{"untrusted key", signedTar(t, manifestFor(meanManifest(), onnx), map[string][]byte{modelFile: onnx}, otherPriv), ErrBadSignature, "which is not trusted"},
-		{"tampered manifest", tamperedManifest(), ErrBadSignature, "signature does not match manifest.json"},
-		{"sha256 mismatch", signedTar(t, manifestFor(meanManifest(), onnx), map[string][]byte{modelFile: tinyModel(t, meanModel(4, 8))}, priv), ErrBadBundle, "model.onnx: sha256"},
-		{"file not listed", signedTar(t, manifestFor(meanManifest(), onnx), map[string][]byte{modelFile: onnx, "golden/x.png": []byte("x")}, priv), ErrBadBundle, "golden/x.png is in the bundle but not listed"},
-		{"listed file missing", signedTar(t, withFiles(meanManifest(), map[string][]byte{modelFile: onnx, "golden/x.png": []byte("x")}), map[string][]byte{modelFile: onnx}, priv), ErrBadBundle, "golden/x.png is listed in the manifest but missing"},
-		{"manifest missing keys", signedTar(t, missingKeys, map[string][]byte{modelFile: onnx}, priv), ErrBadBundle, "missing keys: name, task"},
-		{"not ONNX", signedTar(t, manifestFor(meanManifest(), []byte("MZ not a model")), map[string][]byte{modelFile: []byte("MZ not a model")}, priv), ErrInvalidModel, "not a valid ONNX model"},
-		{"truncated ONNX", signedTar(t, manifestFor(meanManifest(), onnx[:len(onnx)-9]), map[string][]byte{modelFile: onnx[:len(onnx)-9]}, priv), ErrInvalidModel, "truncated"},
-		{"unsupported opset", signedTar(t, manifestFor(meanManifest(), opset25), map[string][]byte{modelFile: opset25}, priv), ErrUnsupportedModel, "opset 26: Takt runs ai.onnx opsets 7..25"},
-		{"wrong input rank", signedTar(t, manifestFor(noMap, rank3), map[string][]byte{modelFile: rank3}, priv), ErrUnsupportedModel, `input "image" float32 [1,4,4] has rank 3`},
-		{"dynamic axes not covered", signedTar(t, manifestFor(meanManifest(), dynamic), map[string][]byte{modelFile: dynamic}, priv), ErrUnsupportedModel, "dynamic axes (height, width) not covered by the manifest"},
-		{"output missing", signedTar(t, manifestFor(func() Manifest { m := meanManifest(); m.Outputs.Map = "heat"; return m }(), onnx), map[string][]byte{modelFile: onnx}, priv), ErrUnsupportedModel, `no map output "heat"`},
-		{"wrong channels", signedTar(t, manifestFor(func() Manifest { m := meanManifest(); m.Input.Color = ColorRGB; return m }(), onnx), map[string][]byte{modelFile: onnx}, priv), ErrUnsupportedModel, "has 1 channels"},
-		{"size disagrees", signedTar(t, manifestFor(func() Manifest { m := meanManifest(); m.Input.Width, m.Input.Height = 8, 8; return m }(), onnx), map[string][]byte{modelFile: onnx}, priv), ErrUnsupportedModel, "the manifest says 8x8"},
+		{"not a tar", []byte("hello, this is not a bundle at all, just text........................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................"), bundle.ErrBadBundle, "not a tar archive"},
+		{"empty file", nil, bundle.ErrBadBundle, "empty archive"},
+		{"truncated", good[:len(good)/2], bundle.ErrBadBundle, "truncated"},
+		{"unsigned", tarOf(t, mustJSON(t, manifestFor(meanManifest(), onnx)), map[string][]byte{"model.onnx": onnx}, nil), bundle.ErrBadSignature, "unsigned: no signature member"},
+		{"untrusted key", signedTar(t, manifestFor(meanManifest(), onnx), map[string][]byte{"model.onnx": onnx}, otherPriv), bundle.ErrBadSignature, "which is not trusted"},
+		{"tampered manifest", tamperedManifest(), bundle.ErrBadSignature, "signature does not match manifest.json"},
+		{"sha256 mismatch", signedTar(t, manifestFor(meanManifest(), onnx), map[string][]byte{"model.onnx": tinyModel(t, meanModel(4, 8))}, priv), bundle.ErrBadBundle, "model.onnx: sha256"},
+		{"file not listed", signedTar(t, manifestFor(meanManifest(), onnx), map[string][]byte{"model.onnx": onnx, "golden/x.png": []byte("x")}, priv), bundle.ErrBadBundle, "golden/x.png is in the bundle but not listed"},
+		{"listed file missing", signedTar(t, withFiles(meanManifest(), map[string][]byte{"model.onnx": onnx, "golden/x.png": []byte("x")}), map[string][]byte{"model.onnx": onnx}, priv), bundle.ErrBadBundle, "golden/x.png is listed in the manifest but missing"},
+		{"manifest missing keys", signedTar(t, missingKeys, map[string][]byte{"model.onnx": onnx}, priv), bundle.ErrBadBundle, "missing keys: name, task"},
+		{"not ONNX", signedTar(t, manifestFor(meanManifest(), []byte("MZ not a model")), map[string][]byte{"model.onnx": []byte("MZ not a model")}, priv), bundle.ErrInvalidModel, "not a valid ONNX model"},
+		{"truncated ONNX", signedTar(t, manifestFor(meanManifest(), onnx[:len(onnx)-9]), map[string][]byte{"model.onnx": onnx[:len(onnx)-9]}, priv), bundle.ErrInvalidModel, "truncated"},
+		{"unsupported opset", signedTar(t, manifestFor(meanManifest(), opset25), map[string][]byte{"model.onnx": opset25}, priv), bundle.ErrUnsupportedModel, "opset 26: Takt runs ai.onnx opsets 7..25"},
+		{"wrong input rank", signedTar(t, manifestFor(noMap, rank3), map[string][]byte{"model.onnx": rank3}, priv), bundle.ErrUnsupportedModel, `input "image" float32 [1,4,4] has rank 3`},
+		{"dynamic axes not covered", signedTar(t, manifestFor(meanManifest(), dynamic), map[string][]byte{"model.onnx": dynamic}, priv), bundle.ErrUnsupportedModel, "dynamic axes (height, width) not covered by the manifest"},
+		{"output missing", signedTar(t, manifestFor(func() bundle.Manifest { m := meanManifest(); m.Outputs.Map = "heat"; return m }(), onnx), map[string][]byte{"model.onnx": onnx}, priv), bundle.ErrUnsupportedModel, `no map output "heat"`},
+		{"wrong channels", signedTar(t, manifestFor(func() bundle.Manifest { m := meanManifest(); m.Input.Color = bundle.ColorRGB; return m }(), onnx), map[string][]byte{"model.onnx": onnx}, priv), bundle.ErrUnsupportedModel, "has 1 channels"},
+		{"size disagrees", signedTar(t, manifestFor(func() bundle.Manifest { m := meanManifest(); m.Input.Width, m.Input.Height = 8, 8; return m }(), onnx), map[string][]byte{"model.onnx": onnx}, priv), bundle.ErrUnsupportedModel, "the manifest says 8x8"},
 		{"path traversal member", func() []byte {
 			var buf bytes.Buffer
 			tw := tar.NewWriter(&buf)
@@ -246,7 +250,7 @@ func TestBundleBadInputs(t *testing.T) {
 			tw.Write([]byte("x"))
 			tw.Close()
 			return buf.Bytes()
-		}(), ErrBadBundle, `path "../evil"`},
+		}(), bundle.ErrBadBundle, `path "../evil"`},
 	}
 	dir := t.TempDir()
 	for _, tt := range tests {
@@ -255,7 +259,7 @@ func TestBundleBadInputs(t *testing.T) {
 			if err := os.WriteFile(path, tt.data, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			b, err := OpenBundle(path, keys)
+			b, err := bundle.OpenBundle(path, keys)
 			if err == nil {
 				// Some problems only show when ONNX Runtime loads the model.
 				var rt *Runtime
@@ -284,33 +288,4 @@ func mustJSON(t testing.TB, v any) []byte {
 		t.Fatal(err)
 	}
 	return data
-}
-
-func TestKeyPairFiles(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "line3.key")
-	pub, err := WriteKeyPair(path)
-	if err != nil {
-		t.Fatalf("WriteKeyPair: %v", err)
-	}
-	st, err := os.Stat(path)
-	if err != nil || st.Mode().Perm() != 0o600 {
-		t.Fatalf("private key file: mode %v, %v, want 0600", st.Mode().Perm(), err)
-	}
-	priv, err := ReadPrivateKey(path)
-	if err != nil {
-		t.Fatalf("ReadPrivateKey: %v", err)
-	}
-	keys, err := LoadTrustedKeys(path + ".pub")
-	if err != nil {
-		t.Fatalf("LoadTrustedKeys: %v", err)
-	}
-	if !priv.Public().(ed25519.PublicKey).Equal(pub) || keys[KeyID(pub)] == nil {
-		t.Fatalf("the key files do not hold the pair WriteKeyPair returned")
-	}
-	if _, err := WriteKeyPair(path); err == nil || !strings.Contains(err.Error(), "not overwriting") {
-		t.Fatalf("WriteKeyPair over an existing key: got %v, want a refusal", err)
-	}
-	if _, err := LoadTrustedKeys(path); err == nil || !strings.Contains(err.Error(), "not a PEM PUBLIC KEY") {
-		t.Fatalf("LoadTrustedKeys of a private key: got %v, want an error", err)
-	}
 }

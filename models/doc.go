@@ -1,11 +1,11 @@
-// Package models is about ML models: the ONNX graphs Takt writes and trains, the signed
-// model bundles stations accept, and running models with ONNX Runtime to turn a camera
-// frame into scores.
+// Package models is about ML models (not data models): running ONNX models with ONNX
+// Runtime to turn a camera frame into scores. The signed bundle format is package
+// models/bundle; the trainers are package models/train.
 //
 // # Basics
 //
 // InitONNXRuntime loads the ONNX Runtime shared library once per process (LoadRuntime,
-// NewRuntime and TrainTemplate do it on first use). A Runtime holds one ONNX Runtime
+// NewRuntime and the trainers do it on first use). A Runtime holds one ONNX Runtime
 // session (an onnxruntime_go AdvancedSession) with preallocated input and output tensors.
 // LoadRuntime loads a plain ONNX file (float32 NCHW gray or RGB input, 0..1, outputs
 // "score" or anomalib's "pred_score", optional "anomaly_map"; identity and threshold from
@@ -38,59 +38,20 @@
 //
 // # Bundles
 //
-// A bundle is a tar of manifest.json, model.onnx, optional golden/ files and signature (an
-// ed25519 signature of manifest.json, which lists the sha256 of every other file).
-// OpenBundle verifies, in order: a complete tar of clean regular files, the signature by
-// a TrustedKeys key, the manifest (strict JSON, every key checked), every file's sha256,
-// and the model against the manifest. BuildBundle and WriteBundleFile make one;
-// WriteKeyPair makes a key pair.
+// The bundle format, signing and trust live in package models/bundle (pure Go);
+// NewRuntime takes a verified bundle.Bundle and replays its golden set.
 //
-// # Template anomaly model
+// # Trainers
 //
-// TrainTemplate learns, per pixel, the mean and standard deviation of the blurred gray
-// image over a few good parts, and writes an ONNX model that scores a new image as
-//
-//	blurred = GaussianBlur(image, BlurSigma)        Pad (reflect), separable Conv
-//	map     = BoxMean(|blurred - mean| / std)        AveragePool, MapSmooth x MapSmooth
-//	score   = max(map)                               ReduceMax
-//
-// so the map (output anomaly_map, [1,1,H,W]) is in standard deviations and score is [1].
-// mean and std are computed from the blurred good images as ONNX Runtime computes them,
-// by running the model's own blur graph, so training and inference see the same numbers.
-// Per pixel,
-//
-//	std = sqrt(max(s, MinStd)^2 + PoseJitter^2 * |grad mean|^2)
-//
-// with s the sample std over the good images: the floor keeps flat regions, where good
-// images hardly vary, from exploding on sensor noise, and the gradient term tolerates a
-// part that sits PoseJitter pixels off, which a few good images rarely show in full.
-//
-// Threshold rule: every good image is scored by a model trained without it, by k-fold
-// cross-validation with k = min(n, 10) and image i in fold i mod k (leave-one-out for up
-// to 10 images; above that each fold holds out about n/10). These out-of-sample scores are
-// TrainedModel.GoodScores and
-//
-//	threshold = max(MinThreshold, max(GoodScores) * (1 + Margin))
-//
-// A score above the threshold is anomalous. At least 2 good images are needed; 10 or more
-// give a much steadier threshold. The deployed model is trained on all images, so new good
-// parts typically score a little below GoodScores.
-//
-// # Few-shot trainer
-//
-// Train is what `takt model train` and the cloud trainer call: from a TrainSet (good
-// images, optional labeled defects) it trains the template, TrainPatchCore's memory bank
-// and their ensemble (MethodEnsemble: one graph, each score over its own threshold, the
-// larger counts), keeps the method with the best cross-validated AUROC (on the defects, or
-// on pseudo-defects drawn on held-out good images), moves the threshold to the best F1
-// when defects exist, and with enough of them adds a supervised head (logistic regression
-// in the graph, head.go). TrainedModel.Metrics carries the figures into the manifest.
-// EvaluateScores, ConfusionAt and BestF1Threshold are the evaluation helpers.
+// The trainers that write Takt's own ONNX graphs (template, PatchCore, heads, ensemble,
+// evaluation) live in package models/train; a user-supplied backbone is cut in
+// models/train/backbone. They score through LoadRuntimeData, ScoreInput and
+// PreprocessGray so that training sees what Infer sees.
 //
 // # Caveats
 //
 // ONNX Runtime and OpenCV are cgo; without cgo the constructors return ErrNoCgo; bundles,
-// manifests and keys work without cgo.
+// manifests and keys (package bundle) work without cgo.
 //
 // Concurrency: a Runtime is for one goroutine at a time (it reuses its tensors and OpenCV
 // buffers; AdvancedSession is not for sharing): run one Runtime per worker, each with a

@@ -8,6 +8,7 @@ import (
 	"math"
 
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
 	"gocv.io/x/gocv"
 )
 
@@ -17,7 +18,7 @@ const DefaultGoldenTolerance = 1e-3
 
 // replayGolden runs every golden image of b and compares its score (and class) with the
 // manifest's. Errors wrap ErrGoldenMismatch or ErrBadBundle (an undecodable image).
-func (r *Runtime) replayGolden(ctx context.Context, b *Bundle) error {
+func (r *Runtime) replayGolden(ctx context.Context, b *bundle.Bundle) error {
 	g := b.Manifest.Golden
 	if g == nil {
 		return nil
@@ -29,7 +30,7 @@ func (r *Runtime) replayGolden(ctx context.Context, b *Bundle) error {
 	for _, c := range g.Cases {
 		f, err := decodeFrame(b.Files[c.File])
 		if err != nil {
-			return fmt.Errorf("%w: golden %s: %v", ErrBadBundle, c.File, err)
+			return fmt.Errorf("%w: golden %s: %v", bundle.ErrBadBundle, c.File, err)
 		}
 		f.Origin = c.File
 		res, err := r.Infer(ctx, f)

@@ -8,6 +8,7 @@ import (
 	"math"
 
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
 	"gocv.io/x/gocv"
 )
 
@@ -19,7 +20,7 @@ type HeatmapOptions struct {
 	// Alpha is the heat's opacity over the frame, 0..1; 0 means 0.45.
 	Alpha float64
 	// ROI is where the map lies in the frame (a zero Region: the whole frame).
-	ROI Region
+	ROI bundle.Region
 }
 
 // Heatmap draws an anomaly map over a frame for operators: the map is scaled to Lo..Hi,
@@ -27,7 +28,7 @@ type HeatmapOptions struct {
 // over the frame. It returns a new BGR frame (encode it with camera.Encode); f is not
 // changed. It allocates and is meant for the operator page, not the per-part hot path.
 func Heatmap(f camera.Frame, m *AnomalyMap, opts HeatmapOptions) (camera.Frame, error) {
-	if err := checkFrame(f); err != nil {
+	if err := CheckFrame(f); err != nil {
 		return camera.Frame{}, err
 	}
 	if m == nil || m.Width < 1 || m.Height < 1 || len(m.Values) != m.Width*m.Height {
@@ -50,7 +51,7 @@ func Heatmap(f camera.Frame, m *AnomalyMap, opts HeatmapOptions) (camera.Frame, 
 		alpha = 0.45
 	}
 	x0, y0, x1, y1 := 0, 0, f.Width, f.Height
-	if opts.ROI != (Region{}) {
+	if opts.ROI != (bundle.Region{}) {
 		x0, y0 = int(opts.ROI.X0*float64(f.Width)), int(opts.ROI.Y0*float64(f.Height))
 		x1, y1 = max(x0+1, int(math.Ceil(opts.ROI.X1*float64(f.Width)))), max(y0+1, int(math.Ceil(opts.ROI.Y1*float64(f.Height))))
 		x1, y1 = min(x1, f.Width), min(y1, f.Height)

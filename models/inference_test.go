@@ -9,8 +9,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,25 +17,26 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
 	"github.com/takt-edge/takt/models/onnxgraph"
 	"github.com/takt-edge/takt/models/onnxpb"
 	"google.golang.org/protobuf/proto"
 )
 
 // bundleOf signs m and onnx with a fresh key and reads the bundle back, verified.
-func bundleOf(t testing.TB, m Manifest, onnx []byte) *Bundle {
+func bundleOf(t testing.TB, m bundle.Manifest, onnx []byte) *bundle.Bundle {
 	t.Helper()
 	pub, priv := newKey(t)
-	keys := TrustedKeys{}
+	keys := bundle.TrustedKeys{}
 	keys.Add(pub)
-	b, err := ReadBundle(bytes.NewReader(buildBundle(t, m, onnx, nil, priv)), keys)
+	b, err := bundle.ReadBundle(bytes.NewReader(buildBundle(t, m, onnx, nil, priv)), keys)
 	if err != nil {
 		t.Fatalf("ReadBundle: %v", err)
 	}
 	return b
 }
 
-func runtimeOf(t testing.TB, m Manifest, onnx []byte, opts RuntimeOptions) *Runtime {
+func runtimeOf(t testing.TB, m bundle.Manifest, onnx []byte, opts RuntimeOptions) *Runtime {
 	t.Helper()
 	if opts.Threads == 0 {
 		opts.Threads = 1
@@ -87,11 +86,11 @@ func anomalibModel(t testing.TB, h, w int64, dynamic bool) []byte {
 	return data
 }
 
-func anomalibManifest() Manifest {
-	return Manifest{Name: "padim", Version: "2.0.0", Task: TaskAnomaly,
-		Input:      InputSpec{Layout: LayoutNCHW, Color: ColorRGB, Mean: imagenetMean, Std: imagenetStd},
-		Outputs:    OutputSpec{Score: "pred_score", Map: "anomaly_map"},
-		Thresholds: Thresholds{Fail: 3}, Opset: 17}
+func anomalibManifest() bundle.Manifest {
+	return bundle.Manifest{Name: "padim", Version: "2.0.0", Task: bundle.TaskAnomaly,
+		Input:      bundle.InputSpec{Layout: bundle.LayoutNCHW, Color: bundle.ColorRGB, Mean: imagenetMean, Std: imagenetStd},
+		Outputs:    bundle.OutputSpec{Score: "pred_score", Map: "anomaly_map"},
+		Thresholds: bundle.Thresholds{Fail: 3}, Opset: 17}
 }
 
 func TestAnomalibExportLoadsWithManifestOnly(t *testing.T) {
@@ -117,7 +116,7 @@ func TestAnomalibExportLoadsWithManifestOnly(t *testing.T) {
 			m.Input.Width, m.Input.Height = tt.w, tt.h
 			rt := runtimeOf(t, m, tt.onnx, RuntimeOptions{ReturnMap: true})
 			info := rt.Info()
-			if info.MapWidth != tt.wantMap[0] || info.MapHeight != tt.wantMap[1] || info.Color != ColorRGB {
+			if info.MapWidth != tt.wantMap[0] || info.MapHeight != tt.wantMap[1] || info.Color != bundle.ColorRGB {
 				t.Fatalf("Info: map %dx%d color %s, want %dx%d rgb", info.MapWidth, info.MapHeight, info.Color, tt.wantMap[0], tt.wantMap[1])
 			}
 			res, err := rt.Infer(context.Background(), uniform(64, 48, byte(b), byte(g), byte(r)))
@@ -161,11 +160,11 @@ func classifierModel(t testing.TB, softmax bool) []byte {
 	})
 }
 
-func classifierManifest(softmaxInGraph bool) Manifest {
-	m := Manifest{Name: "cls", Version: "1.0.0", Task: TaskClassification,
-		Input:      InputSpec{Layout: LayoutNCHW, Color: ColorRGB},
-		Outputs:    OutputSpec{Score: "probs", Labels: []string{"good", "scratch", "dent"}, OKLabel: "good"},
-		Thresholds: Thresholds{Fail: 0.5}, Opset: 17}
+func classifierManifest(softmaxInGraph bool) bundle.Manifest {
+	m := bundle.Manifest{Name: "cls", Version: "1.0.0", Task: bundle.TaskClassification,
+		Input:      bundle.InputSpec{Layout: bundle.LayoutNCHW, Color: bundle.ColorRGB},
+		Outputs:    bundle.OutputSpec{Score: "probs", Labels: []string{"good", "scratch", "dent"}, OKLabel: "good"},
+		Thresholds: bundle.Thresholds{Fail: 0.5}, Opset: 17}
 	if !softmaxInGraph {
 		m.Outputs.Score, m.Outputs.Softmax = "logits", true
 	}
@@ -178,7 +177,7 @@ func TestClassifierLoadsWithManifestOnly(t *testing.T) {
 	for _, softmaxInGraph := range []bool{true, false} {
 		t.Run("softmax in graph "+strconv.FormatBool(softmaxInGraph), func(t *testing.T) {
 			rt := runtimeOf(t, classifierManifest(softmaxInGraph), classifierModel(t, softmaxInGraph), RuntimeOptions{})
-			if info := rt.Info(); info.Classes != 3 || info.Task != TaskClassification || info.MapWidth != 0 {
+			if info := rt.Info(); info.Classes != 3 || info.Task != bundle.TaskClassification || info.MapWidth != 0 {
 				t.Fatalf("Info: %+v, want 3 classes, classification, no map", info)
 			}
 			tests := []struct {
@@ -207,9 +206,9 @@ func TestClassifierLoadsWithManifestOnly(t *testing.T) {
 	// A classifier whose class count disagrees with the labels is refused.
 	m := classifierManifest(true)
 	m.Outputs.Labels = []string{"good", "bad"}
-	h, _ := inspectModel(classifierModel(t, true))
-	m.Format, m.Files = BundleFormat, map[string]string{"model.onnx": strings.Repeat("0", 64)}
-	if _, err := manifestSpec(h, &m); !errors.Is(err, ErrUnsupportedModel) || !strings.Contains(err.Error(), `want float32 [1,2] or [2], one score per label ["good" "bad"]`) {
+	h, _ := bundle.InspectModel(classifierModel(t, true))
+	m.Format, m.Files = bundle.BundleFormat, map[string]string{"model.onnx": strings.Repeat("0", 64)}
+	if _, err := bundle.ManifestSpec(h, &m); !errors.Is(err, bundle.ErrUnsupportedModel) || !strings.Contains(err.Error(), `want float32 [1,2] or [2], one score per label ["good" "bad"]`) {
 		t.Errorf("2 labels for 3 classes: got %v, want ErrUnsupportedModel naming the labels", err)
 	}
 }
@@ -223,9 +222,9 @@ func TestPreprocessLayoutsAndResizeModes(t *testing.T) {
 			g.Node("ReduceMean", []string{"xw"}, []string{"score"}, onnxgraph.Ints("axes", 1, 2, 3), onnxgraph.Int("keepdims", 0))
 			g.Output("score", 1)
 		})
-		m := Manifest{Name: "nhwc", Version: "1.0.0", Task: TaskAnomaly, Opset: 17,
-			Input:   InputSpec{Layout: LayoutNHWC, Color: ColorBGR, Mean: []float64{0.1, 0.2, 0.3}, Std: []float64{0.5, 0.25, 0.125}},
-			Outputs: OutputSpec{Score: "score"}, Thresholds: Thresholds{Fail: 1}}
+		m := bundle.Manifest{Name: "nhwc", Version: "1.0.0", Task: bundle.TaskAnomaly, Opset: 17,
+			Input:   bundle.InputSpec{Layout: bundle.LayoutNHWC, Color: bundle.ColorBGR, Mean: []float64{0.1, 0.2, 0.3}, Std: []float64{0.5, 0.25, 0.125}},
+			Outputs: bundle.OutputSpec{Score: "score"}, Thresholds: bundle.Thresholds{Fail: 1}}
 		rt := runtimeOf(t, m, onnx, RuntimeOptions{})
 		res, err := rt.Infer(context.Background(), uniform(8, 8, 10, 20, 30))
 		if err != nil {
@@ -236,7 +235,7 @@ func TestPreprocessLayoutsAndResizeModes(t *testing.T) {
 		if math.Abs(res.Score-want) > 1e-4 {
 			t.Errorf("score: got %.6f, want %.6f", res.Score, want)
 		}
-		if rt.Info().Layout != LayoutNHWC {
+		if rt.Info().Layout != bundle.LayoutNHWC {
 			t.Errorf("Info.Layout: got %s, want NHWC", rt.Info().Layout)
 		}
 	})
@@ -252,9 +251,9 @@ func TestPreprocessLayoutsAndResizeModes(t *testing.T) {
 		resize string
 		want   []float32 // the 4x4 input, row-major
 	}{
-		{ResizeStretch, []float32{0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1}},
-		{ResizeCrop, []float32{0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1}}, // center 4x4: columns 2..5
-		{ResizeLetterbox, []float32{0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0}},
+		{bundle.ResizeStretch, []float32{0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1}},
+		{bundle.ResizeCrop, []float32{0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1}}, // center 4x4: columns 2..5
+		{bundle.ResizeLetterbox, []float32{0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0}},
 	}
 	for _, tt := range tests {
 		t.Run("resize "+tt.resize, func(t *testing.T) {
@@ -276,7 +275,7 @@ func TestPreprocessLayoutsAndResizeModes(t *testing.T) {
 
 func TestROIs(t *testing.T) {
 	m := meanManifest()
-	m.ROIs = []ROI{{Name: "left", Region: Region{0, 0, 0.5, 1}}, {Name: "right", Region: Region{0.5, 0, 1, 1}}, {Name: "middle", Region: Region{0.25, 0, 0.75, 1}}}
+	m.ROIs = []bundle.ROI{{Name: "left", Region: bundle.Region{X0: 0, Y0: 0, X1: 0.5, Y1: 1}}, {Name: "right", Region: bundle.Region{X0: 0.5, Y0: 0, X1: 1, Y1: 1}}, {Name: "middle", Region: bundle.Region{X0: 0.25, Y0: 0, X1: 0.75, Y1: 1}}}
 	rt := runtimeOf(t, m, tinyModel(t, meanModel(4, 4)), RuntimeOptions{ReturnMap: true})
 	frame := camera.Frame{Width: 16, Height: 8, Channels: 3, Pix: make([]byte, 16*8*3)}
 	for y := range 8 {
@@ -327,7 +326,7 @@ func TestProviderChainFallsBack(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r, err := newRuntime(onnx, RuntimeOptions{Threads: 1, Providers: tt.po})
+			r, err := LoadRuntimeData(onnx, RuntimeOptions{Threads: 1, Providers: tt.po})
 			if tt.wantErr != "" {
 				if err == nil {
 					r.Close()
@@ -415,7 +414,7 @@ func TestTensorRTBackgroundBuild(t *testing.T) {
 	gate, fake := newGate()
 	opts := RuntimeOptions{Threads: 1, Logger: zerolog.New(&logs), testProvider: fake,
 		Providers: ProviderOptions{Chain: []string{"tensorrt", "cpu"}, EngineCacheDir: cache, ProgressEvery: 5 * time.Millisecond}}
-	r, err := newRuntime(onnx, opts)
+	r, err := LoadRuntimeData(onnx, opts)
 	if err != nil {
 		t.Fatalf("load: %v", err)
 	}
@@ -470,7 +469,7 @@ func TestTensorRTBackgroundBuild(t *testing.T) {
 		}
 		return fake2(p)
 	}
-	r2, err := newRuntime(onnx, opts)
+	r2, err := LoadRuntimeData(onnx, opts)
 	if err != nil {
 		t.Fatalf("load with a cached engine: %v", err)
 	}
@@ -483,7 +482,7 @@ func TestTensorRTBackgroundBuild(t *testing.T) {
 	gate3, fake3 := newGate()
 	opts.testProvider = fake3
 	opts.Providers.EngineCacheDir = t.TempDir()
-	r3, err := newRuntime(onnx, opts)
+	r3, err := LoadRuntimeData(onnx, opts)
 	if err != nil {
 		t.Fatalf("load: %v", err)
 	}
@@ -504,47 +503,6 @@ func TestTensorRTBackgroundBuild(t *testing.T) {
 	}
 }
 
-func TestInferZeroAllocs(t *testing.T) {
-	_, tm := trainedFixture(t)
-	plain, err := newRuntime(tm.ONNX, RuntimeOptions{Threads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plain.Close()
-	m := classifierManifest(false)
-	m.Input.Layout = LayoutNCHW
-	m.ROIs = []ROI{{Name: "a", Region: Region{0, 0, 0.6, 1}}, {Name: "b", Region: Region{0.4, 0, 1, 1}}}
-	cls := runtimeOf(t, m, classifierModel(t, false), RuntimeOptions{})
-	ab := anomalibManifest()
-	ab.Input.Resize = ResizeLetterbox
-	anomalib := runtimeOf(t, ab, anomalibModel(t, 24, 32, false), RuntimeOptions{})
-	// The agent's case: a part deadline on the context, so the terminate watcher runs.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
-	defer cancel()
-	var mapBuf []float32
-	tests := []struct {
-		name  string
-		r     *Runtime
-		frame camera.Frame
-	}{
-		{"template, BGR 640x480", plain, goodParts(1, 900, 3)[0]},
-		{"template, gray 640x480", plain, goodParts(1, 901, 1)[0]},
-		{"classifier, 2 ROIs, softmax", cls, uniform(64, 48, 10, 20, 30)},
-		{"anomalib, letterbox, ImageNet mean/std", anomalib, uniform(64, 64, 10, 20, 30)},
-	}
-	for _, tt := range tests {
-		allocs := testing.AllocsPerRun(30, func() {
-			if _, err := tt.r.Infer(ctx, tt.frame); err != nil {
-				t.Fatal(err)
-			}
-			mapBuf = tt.r.CopyMap(mapBuf)
-		})
-		if allocs != 0 {
-			t.Errorf("%s: %v heap allocations per Infer, want 0", tt.name, allocs)
-		}
-	}
-}
-
 func vmRSS(t testing.TB) int64 {
 	t.Helper()
 	data, err := os.ReadFile("/proc/self/status")
@@ -562,49 +520,6 @@ func vmRSS(t testing.TB) int64 {
 	}
 	t.Fatal("no VmRSS in /proc/self/status")
 	return 0
-}
-
-// Loading and destroying a model 200 times does not grow the process.
-func TestLoadDestroyCyclesDoNotLeak(t *testing.T) {
-	_, tm := trainedFixture(t)
-	man, err := tm.Manifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := bundleOf(t, man, tm.ONNX)
-	frame := goodParts(1, 902, 3)[0]
-	cycle := func() {
-		r, err := NewRuntime(context.Background(), b, RuntimeOptions{Threads: 1, Warmup: -1,
-			Providers: ProviderOptions{Chain: []string{"cuda", "cpu"}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := r.Infer(context.Background(), frame); err != nil {
-			t.Fatal(err)
-		}
-		r.Close()
-	}
-	settle := func() int64 {
-		runtime.GC()
-		debug.FreeOSMemory()
-		return vmRSS(t)
-	}
-	for range 20 { // allocator pools and ONNX Runtime's lazy state settle
-		cycle()
-	}
-	before := settle()
-	const cycles = 200
-	for range cycles {
-		cycle()
-	}
-	after := settle()
-	growth := after - before
-	t.Logf("VmRSS %d KiB -> %d KiB over %d load/destroy cycles (model %d KiB)", before>>10, after>>10, cycles, len(tm.ONNX)>>10)
-	// Measured here: -13..+7 MiB of allocator noise over 200 cycles; one leaked session per
-	// cycle would be 200 x (1.25 MiB of weights + ONNX Runtime's arena).
-	if limit := int64(24 << 20); growth > limit {
-		t.Fatalf("VmRSS grew by %d KiB over %d cycles, want at most %d KiB", growth>>10, cycles, limit>>10)
-	}
 }
 
 func TestHeatmap(t *testing.T) {
@@ -630,7 +545,7 @@ func TestHeatmap(t *testing.T) {
 	if frame.Pix[0] != 128 {
 		t.Errorf("Heatmap changed its input frame")
 	}
-	jpg, err := HeatmapJPEG(frame, m, HeatmapOptions{ROI: Region{0.5, 0.5, 1, 1}}, 80)
+	jpg, err := HeatmapJPEG(frame, m, HeatmapOptions{ROI: bundle.Region{X0: 0.5, Y0: 0.5, X1: 1, Y1: 1}}, 80)
 	if err != nil || len(jpg) < 4 || jpg[0] != 0xFF || jpg[1] != 0xD8 {
 		t.Fatalf("HeatmapJPEG: %d bytes, %v, want a JPEG", len(jpg), err)
 	}

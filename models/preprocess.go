@@ -6,39 +6,8 @@ import (
 	"github.com/takt-edge/takt/camera"
 )
 
-// InputShape is a model's image input: a float32 NCHW tensor [1, Channels, Height, Width]
-// with pixels scaled to 0..1 (byte/255). Channels is 1 (gray) or 3 (R, G, B planes).
-type InputShape struct {
-	Channels int
-	Height   int
-	Width    int
-}
-
-// Len is the number of float32 values of the input tensor.
-func (s InputShape) Len() int { return s.Channels * s.Height * s.Width }
-
-// String describes the input the way the takt.input metadata stores it, e.g.
-// "gray 1x1x96x128 scale=1/255" or "rgb 1x3x224x224 scale=1/255".
-func (s InputShape) String() string {
-	color := "gray"
-	if s.Channels == 3 {
-		color = "rgb"
-	}
-	return fmt.Sprintf("%s 1x%dx%dx%d scale=1/255", color, s.Channels, s.Height, s.Width)
-}
-
-func (s InputShape) validate() error {
-	if s.Channels != 1 && s.Channels != 3 {
-		return fmt.Errorf("input channels %d: want 1 (gray) or 3 (rgb)", s.Channels)
-	}
-	if s.Width < 1 || s.Height < 1 {
-		return fmt.Errorf("input size %dx%d: want positive width and height", s.Width, s.Height)
-	}
-	return nil
-}
-
-// checkFrame reports a Frame whose fields disagree with its pixel buffer.
-func checkFrame(f camera.Frame) error {
+// CheckFrame reports a Frame whose fields disagree with its pixel buffer.
+func CheckFrame(f camera.Frame) error {
 	if f.Channels != 1 && f.Channels != 3 {
 		return fmt.Errorf("%w: %d channels, want 1 (gray) or 3 (BGR)", ErrBadFrame, f.Channels)
 	}

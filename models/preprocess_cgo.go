@@ -8,6 +8,7 @@ import (
 	"math"
 
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
 	"gocv.io/x/gocv"
 )
 
@@ -17,14 +18,31 @@ import (
 // planes (a gray frame fills all three). The result goes straight into dst, which must
 // hold in.Len() values, so a caller can reuse a preallocated tensor. The trainer and
 // Runtime.Infer both use this path, so training and inference see identical inputs.
-func Preprocess(f camera.Frame, in InputShape, dst []float32) error {
+func Preprocess(f camera.Frame, in bundle.InputShape, dst []float32) error {
 	p := newPreprocessor()
 	defer p.close()
-	color := ColorGray
+	color := bundle.ColorGray
 	if in.Channels == 3 {
-		color = ColorRGB
+		color = bundle.ColorRGB
 	}
-	return p.run(f, Region{}, newPrepSpec(in, false, color, [3]float64{}, [3]float64{1, 1, 1}, ResizeStretch), dst)
+	return p.run(f, bundle.Region{}, newPrepSpec(in, false, color, [3]float64{}, [3]float64{1, 1, 1}, bundle.ResizeStretch), dst)
+}
+
+// PreprocessGray is Preprocess of many frames into gray inputs stretched to in, with one set
+// of OpenCV buffers: the trainers feed good images this way so that they see them as
+// Runtime.Infer does. Errors name the frame's index.
+func PreprocessGray(frames []camera.Frame, in bundle.InputShape) ([][]float32, error) {
+	xs := make([][]float32, len(frames))
+	pre := newPreprocessor()
+	defer pre.close()
+	ps := newPrepSpec(in, false, bundle.ColorGray, [3]float64{}, [3]float64{1, 1, 1}, bundle.ResizeStretch)
+	for i, f := range frames {
+		xs[i] = make([]float32, in.Len())
+		if err := pre.run(f, bundle.Region{}, ps, xs[i]); err != nil {
+			return nil, fmt.Errorf("image %d: %w", i, err)
+		}
+	}
+	return xs, nil
 }
 
 // preprocessor keeps its OpenCV buffers across frames so that a Runtime does not allocate
@@ -49,25 +67,25 @@ func (p *preprocessor) close() {
 //	color  OpenCV BGR2GRAY for a gray model; BGR -> RGB is a channel index, not a pass
 //	resize OpenCV INTER_AREA into a reused Mat (stretch, crop or letterbox)
 //	write  one pass: byte -> (b/255 - mean)/std by lookup table, NCHW or NHWC, into dst
-func (p *preprocessor) run(f camera.Frame, roi Region, s *prepSpec, dst []float32) error {
-	if err := checkFrame(f); err != nil {
+func (p *preprocessor) run(f camera.Frame, roi bundle.Region, s *prepSpec, dst []float32) error {
+	if err := CheckFrame(f); err != nil {
 		return err
 	}
 	in := s.in
-	if err := in.validate(); err != nil {
+	if err := in.Validate(); err != nil {
 		return err
 	}
 	if len(dst) != in.Len() {
 		return fmt.Errorf("preprocess: dst holds %d values, input %v needs %d", len(dst), in, in.Len())
 	}
 	x0, y0, x1, y1 := 0, 0, f.Width, f.Height
-	if roi != (Region{}) {
+	if roi != (bundle.Region{}) {
 		x0 = clampInt(int(math.Floor(roi.X0*float64(f.Width))), 0, f.Width-1)
 		y0 = clampInt(int(math.Floor(roi.Y0*float64(f.Height))), 0, f.Height-1)
 		x1 = clampInt(int(math.Ceil(roi.X1*float64(f.Width))), x0+1, f.Width)
 		y1 = clampInt(int(math.Ceil(roi.Y1*float64(f.Height))), y0+1, f.Height)
 	}
-	if s.resize == ResizeCrop {
+	if s.resize == bundle.ResizeCrop {
 		cw, ch := x1-x0, y1-y0
 		// Largest centered rectangle of the input's aspect.
 		if cw*in.Height > ch*in.Width {
@@ -102,7 +120,7 @@ func (p *preprocessor) run(f camera.Frame, roi Region, s *prepSpec, dst []float3
 		base = &p.gray
 	}
 	tw, th, ox, oy := in.Width, in.Height, 0, 0
-	if s.resize == ResizeLetterbox {
+	if s.resize == bundle.ResizeLetterbox {
 		scale := min(float64(in.Width)/float64(cw), float64(in.Height)/float64(ch))
 		tw = clampInt(int(math.Round(float64(cw)*scale)), 1, in.Width)
 		th = clampInt(int(math.Round(float64(ch)*scale)), 1, in.Height)

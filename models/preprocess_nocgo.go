@@ -2,7 +2,15 @@
 
 package models
 
-import "github.com/takt-edge/takt/camera"
+import (
+	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
+)
 
 // Preprocess fails without cgo: resizing and color conversion use OpenCV.
-func Preprocess(f camera.Frame, in InputShape, dst []float32) error { return ErrNoCgo }
+func Preprocess(f camera.Frame, in bundle.InputShape, dst []float32) error { return ErrNoCgo }
+
+// PreprocessGray fails without cgo.
+func PreprocessGray(frames []camera.Frame, in bundle.InputShape) ([][]float32, error) {
+	return nil, ErrNoCgo
+}

@@ -1,17 +1,19 @@
 package models
 
+import "github.com/takt-edge/takt/models/bundle"
+
 // prepSpec is the per-model part of preprocessing, computed once at load: the input shape
 // and layout, the color order and a lookup table per tensor channel that turns a byte
 // into its normalized float, (b/255 - mean) / std.
 type prepSpec struct {
-	in     InputShape
+	in     bundle.InputShape
 	nhwc   bool
 	color  string // ColorGray, ColorRGB or ColorBGR: the tensor's channel order
 	resize string
 	lut    [3][256]float32
 }
 
-func newPrepSpec(in InputShape, nhwc bool, color string, mean, std [3]float64, resize string) *prepSpec {
+func newPrepSpec(in bundle.InputShape, nhwc bool, color string, mean, std [3]float64, resize string) *prepSpec {
 	s := &prepSpec{in: in, nhwc: nhwc, color: color, resize: resize}
 	for c := range 3 {
 		for b := range 256 {
@@ -30,7 +32,7 @@ func (s *prepSpec) srcChannel(c, srcChannels int) int {
 	if srcChannels == 1 {
 		return 0
 	}
-	if s.color == ColorRGB {
+	if s.color == bundle.ColorRGB {
 		return 2 - c
 	}
 	return c

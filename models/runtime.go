@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // RuntimeOptions tunes LoadRuntime and NewRuntime. The zero value is ready to use: CPU,
@@ -60,7 +61,7 @@ type ModelInfo struct {
 type Info struct {
 	Model ModelInfo
 	Task  string // TaskAnomaly, TaskClassification, or "" for a plain model not made by Takt
-	Input InputShape
+	Input bundle.InputShape
 	// Layout and Color describe the input tensor (LayoutNCHW / NHWC, ColorGray / RGB / BGR).
 	Layout, Color string
 	// MapWidth and MapHeight are the anomaly map's size; 0 when the model has none.

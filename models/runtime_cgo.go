@@ -15,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
 	ort "github.com/yalue/onnxruntime_go"
 )
 
@@ -29,7 +30,7 @@ type Runtime struct {
 	attempts []ProviderAttempt
 
 	opts RuntimeOptions
-	spec *runSpec
+	spec *bundle.RunSpec
 	prep *prepSpec
 
 	session  *ort.AdvancedSession
@@ -39,7 +40,7 @@ type Runtime struct {
 	tensors  // bound to session
 
 	pres     []*preprocessor // one per ROI (or one for the whole frame)
-	rois     []Region        // nil: the whole frame
+	rois     []bundle.Region // nil: the whole frame
 	roiOut   []ROIScore      // Result.ROIs
 	probs    []float32       // classifier probabilities
 	worstMap []float32       // map of the highest-scoring ROI, with several ROIs
@@ -67,7 +68,7 @@ func LoadRuntime(path string, opts RuntimeOptions) (*Runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load model: %w", err)
 	}
-	r, err := newRuntime(data, opts)
+	r, err := LoadRuntimeData(data, opts)
 	if err != nil {
 		return nil, fmt.Errorf("load model %s: %w", path, err)
 	}
@@ -77,12 +78,12 @@ func LoadRuntime(path string, opts RuntimeOptions) (*Runtime, error) {
 // NewRuntime loads the model of a verified bundle (OpenBundle) as its manifest describes it,
 // warms it up, and replays the golden set: a model that does not reproduce its golden
 // scores within tolerance is rejected with ErrGoldenMismatch. Other errors as LoadRuntime.
-func NewRuntime(ctx context.Context, b *Bundle, opts RuntimeOptions) (*Runtime, error) {
-	h, err := inspectModel(b.ONNX)
+func NewRuntime(ctx context.Context, b *bundle.Bundle, opts RuntimeOptions) (*Runtime, error) {
+	h, err := bundle.InspectModel(b.ONNX)
 	if err != nil {
 		return nil, fmt.Errorf("load bundle %s %s: %w", b.Manifest.Name, b.Manifest.Version, err)
 	}
-	spec, err := manifestSpec(h, b.Manifest)
+	spec, err := bundle.ManifestSpec(h, b.Manifest)
 	if err != nil {
 		return nil, fmt.Errorf("load bundle %s %s: %w", b.Manifest.Name, b.Manifest.Version, err)
 	}
@@ -97,22 +98,22 @@ func NewRuntime(ctx context.Context, b *Bundle, opts RuntimeOptions) (*Runtime, 
 	return r, nil
 }
 
-// newRuntime builds a Runtime from a serialized plain ONNX model; the trainer uses it to
+// LoadRuntimeData builds a Runtime from a serialized plain ONNX model; the trainer uses it to
 // score with the exact code path of Infer.
-func newRuntime(data []byte, opts RuntimeOptions) (*Runtime, error) {
+func LoadRuntimeData(data []byte, opts RuntimeOptions) (*Runtime, error) {
 	opts = opts.withDefaults()
-	h, err := inspectModel(data)
+	h, err := bundle.InspectModel(data)
 	if err != nil {
 		return nil, err
 	}
-	spec, err := runSpecOf(h, opts.ScoreOutput, opts.MapOutput)
+	spec, err := bundle.RunSpecOf(h, opts.ScoreOutput, opts.MapOutput)
 	if err != nil {
 		return nil, err
 	}
 	return loadRuntime(data, spec, opts)
 }
 
-func loadRuntime(data []byte, spec *runSpec, opts RuntimeOptions) (_ *Runtime, err error) {
+func loadRuntime(data []byte, spec *bundle.RunSpec, opts RuntimeOptions) (_ *Runtime, err error) {
 	opts = opts.withDefaults()
 	if err := opts.Providers.Validate(); err != nil {
 		return nil, err
@@ -120,24 +121,24 @@ func loadRuntime(data []byte, spec *runSpec, opts RuntimeOptions) (_ *Runtime, e
 	if err := InitONNXRuntime(""); err != nil {
 		return nil, err
 	}
-	layout := LayoutNCHW
-	if spec.nhwc {
-		layout = LayoutNHWC
+	layout := bundle.LayoutNCHW
+	if spec.NHWC {
+		layout = bundle.LayoutNHWC
 	}
 	r := &Runtime{
 		opts: opts,
 		spec: spec,
-		prep: newPrepSpec(spec.input, spec.nhwc, spec.color, spec.mean, spec.std, spec.resize),
+		prep: newPrepSpec(spec.Input, spec.NHWC, spec.Color, spec.Mean, spec.Std, spec.Resize),
 		info: Info{
-			Model:     ModelInfo{Name: spec.name, Version: spec.version, SHA256: sha256Hex64(data)},
-			Task:      spec.task,
-			Input:     spec.input,
+			Model:     ModelInfo{Name: spec.Name, Version: spec.Version, SHA256: bundle.SHA256Hex(data)},
+			Task:      spec.Task,
+			Input:     spec.Input,
 			Layout:    layout,
-			Color:     spec.color,
-			Classes:   spec.classes(),
-			ROIs:      len(spec.rois),
-			Threshold: spec.threshold,
-			Opset:     int(spec.opset),
+			Color:     spec.Color,
+			Classes:   spec.Classes(),
+			ROIs:      len(spec.ROIs),
+			Threshold: spec.Threshold,
+			Opset:     int(spec.Opset),
 		},
 	}
 	defer func() {
@@ -148,24 +149,24 @@ func loadRuntime(data []byte, spec *runSpec, opts RuntimeOptions) (_ *Runtime, e
 	if r.tensors, err = newTensors(spec); err != nil {
 		return nil, err
 	}
-	r.inNames, r.outNames = []string{spec.inputName}, []string{spec.scoreName}
-	if spec.mapName != "" {
-		r.outNames = append(r.outNames, spec.mapName)
-		r.info.MapHeight, r.info.MapWidth = spec.mapH, spec.mapW
+	r.inNames, r.outNames = []string{spec.InputName}, []string{spec.ScoreName}
+	if spec.MapName != "" {
+		r.outNames = append(r.outNames, spec.MapName)
+		r.info.MapHeight, r.info.MapWidth = spec.MapH, spec.MapW
 	}
-	if k := spec.classes(); k > 0 {
+	if k := spec.Classes(); k > 0 {
 		r.probs = make([]float32, k)
 	}
-	if len(spec.rois) == 0 {
+	if len(spec.ROIs) == 0 {
 		r.pres = []*preprocessor{newPreprocessor()}
 	} else {
-		for _, roi := range spec.rois {
+		for _, roi := range spec.ROIs {
 			r.pres = append(r.pres, newPreprocessor())
 			r.rois = append(r.rois, roi.Region)
 			r.roiOut = append(r.roiOut, ROIScore{Name: roi.Name})
 		}
-		if r.amap != nil && len(spec.rois) > 1 {
-			r.worstMap = make([]float32, spec.mapH*spec.mapW)
+		if r.amap != nil && len(spec.ROIs) > 1 {
+			r.worstMap = make([]float32, spec.MapH*spec.MapW)
 		}
 	}
 	if r.runOpts, err = ort.NewRunOptions(); err != nil {
@@ -177,7 +178,7 @@ func loadRuntime(data []byte, spec *runSpec, opts RuntimeOptions) (_ *Runtime, e
 	start := time.Now()
 	for range max(1, opts.Warmup) {
 		if err := r.run(context.Background()); err != nil {
-			return nil, fmt.Errorf("%w: test run on a blank image: %v", ErrUnsupportedModel, err)
+			return nil, fmt.Errorf("%w: test run on a blank image: %v", bundle.ErrUnsupportedModel, err)
 		}
 	}
 	r.info.Warmup = time.Since(start)
@@ -223,7 +224,7 @@ func (r *Runtime) Infer(ctx context.Context, f camera.Frame) (Result, error) {
 	var tm Timings
 	res := Result{Score: math.Inf(-1), Model: r.info.Model, Provider: r.info.Provider}
 	for i, pre := range r.pres {
-		var roi Region
+		var roi bundle.Region
 		if r.rois != nil {
 			roi = r.rois[i]
 		}
@@ -270,7 +271,7 @@ func (r *Runtime) post() (score float64, class string, conf float64) {
 		return float64(out[0]), "", 0
 	}
 	p := r.probs
-	if r.spec.softmax {
+	if r.spec.Softmax {
 		hi := float32(math.Inf(-1))
 		for _, v := range out {
 			hi = max(hi, v)
@@ -292,7 +293,7 @@ func (r *Runtime) post() (score float64, class string, conf float64) {
 			top = i
 		}
 	}
-	return 1 - float64(p[r.spec.okIndex]), r.spec.labels[top], float64(p[top])
+	return 1 - float64(p[r.spec.OKIndex]), r.spec.Labels[top], float64(p[top])
 }
 
 // CopyMap appends the anomaly map of the last Infer (of the highest-scoring ROI;
@@ -309,8 +310,8 @@ func (r *Runtime) CopyMap(dst []float32) []float32 {
 	return append(dst[:0], r.amap.GetData()...)
 }
 
-// scoreInput runs the model on an already preprocessed input (len Info().Input.Len()).
-func (r *Runtime) scoreInput(x []float32) (float64, error) {
+// ScoreInput runs the model on an already preprocessed input (len Info().Input.Len()).
+func (r *Runtime) ScoreInput(x []float32) (float64, error) {
 	copy(r.input.GetData(), x)
 	if err := r.run(context.Background()); err != nil {
 		return 0, err
@@ -558,21 +559,21 @@ type tensors struct {
 	ins, outs    []ort.Value
 }
 
-func newTensors(spec *runSpec) (t tensors, err error) {
+func newTensors(spec *bundle.RunSpec) (t tensors, err error) {
 	defer func() {
 		if err != nil {
 			t.destroy()
 		}
 	}()
-	if t.input, err = ort.NewEmptyTensor[float32](ort.NewShape(spec.inDims...)); err != nil {
+	if t.input, err = ort.NewEmptyTensor[float32](ort.NewShape(spec.InDims...)); err != nil {
 		return t, fmt.Errorf("input tensor: %w", err)
 	}
-	if t.score, err = ort.NewEmptyTensor[float32](ort.NewShape(spec.scoreDims...)); err != nil {
+	if t.score, err = ort.NewEmptyTensor[float32](ort.NewShape(spec.ScoreDims...)); err != nil {
 		return t, fmt.Errorf("score tensor: %w", err)
 	}
 	t.ins, t.outs = []ort.Value{t.input}, []ort.Value{t.score}
-	if spec.mapName != "" {
-		if t.amap, err = ort.NewEmptyTensor[float32](ort.NewShape(spec.mapDims...)); err != nil {
+	if spec.MapName != "" {
+		if t.amap, err = ort.NewEmptyTensor[float32](ort.NewShape(spec.MapDims...)); err != nil {
 			return t, fmt.Errorf("anomaly map tensor: %w", err)
 		}
 		t.outs = append(t.outs, t.amap)
@@ -609,7 +610,7 @@ func (r *Runtime) newSession(data []byte, p, cacheDir string, t tensors) (*ort.A
 	sess, err := ort.NewAdvancedSessionWithONNXData(data, r.inNames, r.outNames, t.ins, t.outs, so)
 	if err != nil {
 		if p == ProviderCPU {
-			return nil, fmt.Errorf("%w: onnx runtime rejected it: %v", ErrInvalidModel, err)
+			return nil, fmt.Errorf("%w: onnx runtime rejected it: %v", bundle.ErrInvalidModel, err)
 		}
 		return nil, fmt.Errorf("create %s session: %w", p, err)
 	}
@@ -617,7 +618,7 @@ func (r *Runtime) newSession(data []byte, p, cacheDir string, t tensors) (*ort.A
 		trt, gpu := hostTensorRT()
 		marker, _ := json.Marshal(map[string]string{"model_sha256": r.info.Model.SHA256, "onnxruntime": ort.GetVersion(),
 			"tensorrt": trt, "gpu": gpu, "fp16": b01(r.opts.Providers.FP16), "built_at": time.Now().UTC().Format(time.RFC3339)})
-		_ = WriteFileAtomic(filepath.Join(cacheDir, engineMarker), marker)
+		_ = bundle.WriteFileAtomic(filepath.Join(cacheDir, engineMarker), marker)
 	}
 	return sess, nil
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // Runtime needs ONNX Runtime, a C library; without cgo it cannot be created.
@@ -14,10 +15,16 @@ type Runtime struct{}
 // LoadRuntime fails without cgo.
 func LoadRuntime(path string, opts RuntimeOptions) (*Runtime, error) { return nil, ErrNoCgo }
 
+// LoadRuntimeData fails without cgo.
+func LoadRuntimeData(data []byte, opts RuntimeOptions) (*Runtime, error) { return nil, ErrNoCgo }
+
 // NewRuntime fails without cgo.
-func NewRuntime(ctx context.Context, b *Bundle, opts RuntimeOptions) (*Runtime, error) {
+func NewRuntime(ctx context.Context, b *bundle.Bundle, opts RuntimeOptions) (*Runtime, error) {
 	return nil, ErrNoCgo
 }
+
+// ScoreInput fails without cgo.
+func (r *Runtime) ScoreInput(x []float32) (float64, error) { return 0, ErrNoCgo }
 
 // Info is empty without cgo.
 func (r *Runtime) Info() Info { return Info{} }
@@ -43,7 +50,7 @@ func (r *Runtime) Close() error { return nil }
 type HeatmapOptions struct {
 	Lo, Hi float64
 	Alpha  float64
-	ROI    Region
+	ROI    bundle.Region
 }
 
 // Heatmap fails without cgo.

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/cloudsync/wire"
-	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // The model update's durable state lives in <data_dir>/models/:
@@ -127,7 +127,7 @@ func writeOTAState(dir string, st State) error {
 	if err != nil {
 		return err
 	}
-	return models.WriteFileAtomic(filepath.Join(dir, "state.json"), append(data, '\n'))
+	return bundle.WriteFileAtomic(filepath.Join(dir, "state.json"), append(data, '\n'))
 }
 
 // model returns the state of the station model named name, creating it.

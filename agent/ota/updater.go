@@ -22,6 +22,7 @@ import (
 	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/cloudsync/wire"
 	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // Slot is what the updater needs of the station's inference path. Both methods are safe to
@@ -95,7 +96,7 @@ type Config struct {
 	AgentVersion string       // a bundle's minimum agent version is checked against it
 	Models       []Configured // the configured models in config order
 	Named        bool         // models: list (names from the config)
-	Policy       models.TrustPolicy
+	Policy       bundle.TrustPolicy
 	// Fetcher downloads object keys; nil without an object store, when only local bundle
 	// files install.
 	Fetcher       *cloudsync.Fetcher
@@ -292,7 +293,7 @@ func (u *Updater) cleanFiles() {
 
 // load verifies the bundle file with the trust policy and loads it on the provider chain
 // (golden set replayed).
-func (u *Updater) load(ctx context.Context, path string, opts models.RuntimeOptions) (*models.Runtime, *models.Bundle, error) {
+func (u *Updater) load(ctx context.Context, path string, opts models.RuntimeOptions) (*models.Runtime, *bundle.Bundle, error) {
 	b, err := u.cfg.Policy.OpenBundle(path)
 	if err != nil {
 		return nil, nil, err
@@ -558,11 +559,11 @@ func (u *Updater) serves(name string) bool {
 
 // runningManifest is what anti-rollback compares with: the serving model's name and
 // version (nil for a plain ONNX model without a semantic version).
-func runningManifest(m Served, name string) *models.Manifest {
-	if _, err := models.ParseSemver(m.Version); err != nil {
+func runningManifest(m Served, name string) *bundle.Manifest {
+	if _, err := bundle.ParseSemver(m.Version); err != nil {
 		return nil
 	}
-	return &models.Manifest{Name: name, Version: m.Version}
+	return &bundle.Manifest{Name: name, Version: m.Version}
 }
 
 func (u *Updater) runSteps(ctx context.Context, r InstallRequest, resume bool) error {
@@ -612,7 +613,7 @@ func (u *Updater) runSteps(ctx context.Context, r InstallRequest, resume bool) e
 	if err != nil {
 		return err
 	}
-	if err := models.CheckInstall(runningManifest(target, b.Manifest.Name), b.Manifest, u.cfg.AgentVersion); err != nil {
+	if err := bundle.CheckInstall(runningManifest(target, b.Manifest.Name), b.Manifest, u.cfg.AgentVersion); err != nil {
 		return rejectf("verify: %v", err)
 	}
 	if r.Rollback && !b.Manifest.Rollback {
@@ -760,7 +761,7 @@ func (u *Updater) checkLatency(ctx context.Context, rt *models.Runtime) error {
 
 // promote swaps the candidate in and makes it the active bundle, the active one the
 // previous (kept for rollback), and starts the watch.
-func (u *Updater) promote(b *models.Bundle, name string, rt *models.Runtime, threshold float64, staged string, baseline *otaBaseline,
+func (u *Updater) promote(b *bundle.Bundle, name string, rt *models.Runtime, threshold float64, staged string, baseline *otaBaseline,
 	shadowed *wire.ModelFigures) error {
 	if err := u.step(PhaseSwapping, "", ""); err != nil {
 		rt.Close()

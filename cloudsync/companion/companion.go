@@ -21,9 +21,9 @@ import (
 
 	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/cloudsync/wire"
-	"github.com/takt-edge/takt/models"
 
 	"github.com/takt-edge/takt/cloudsync/companion/trainer"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // ErrBusy: the model already has a queued or running job.
@@ -39,7 +39,7 @@ type Companion struct {
 	log      zerolog.Logger
 	bucket   *cloudsync.Bucket
 	key      ed25519.PrivateKey
-	keys     models.TrustedKeys
+	keys     bundle.TrustedKeys
 	trainers map[string]map[string]trainer.Trainer // model -> experiment -> trainer
 	index    *index
 	jobs     *jobStore
@@ -72,11 +72,11 @@ func New(cfg Config, log zerolog.Logger) (*Companion, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	key, err := models.ReadPrivateKey(cfg.SigningKey)
+	key, err := bundle.ReadPrivateKey(cfg.SigningKey)
 	if err != nil {
 		return nil, fmt.Errorf("signing_key: %w", err)
 	}
-	keys := models.TrustedKeys{}
+	keys := bundle.TrustedKeys{}
 	keys.Add(key.Public().(ed25519.PublicKey))
 	bucket, err := cloudsync.OpenBucket(cfg.S3.syncConfig())
 	if err != nil {

@@ -17,9 +17,10 @@ import (
 
 	"github.com/takt-edge/takt/camera/synth"
 	"github.com/takt-edge/takt/cloudsync/wire"
-	"github.com/takt-edge/takt/models"
 
 	"github.com/takt-edge/takt/cloudsync/companion/trainer"
+	"github.com/takt-edge/takt/models/bundle"
+	"github.com/takt-edge/takt/models/train"
 )
 
 var day = time.Date(2026, 11, 20, 8, 0, 0, 0, time.UTC)
@@ -333,8 +334,8 @@ func TestTrainPromoteAnnounceAndRefuseWorse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, _ := models.LoadTrustedKeys(cfg.SigningKey + ".pub")
-	b, err := models.ReadBundle(bytes.NewReader(data), pub)
+	pub, _ := bundle.LoadTrustedKeys(cfg.SigningKey + ".pub")
+	b, err := bundle.ReadBundle(bytes.NewReader(data), pub)
 	if err != nil {
 		t.Fatalf("bundle does not verify: %v", err)
 	}
@@ -418,7 +419,7 @@ func writeWorseModel(t *testing.T, path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tm, err := models.TrainTemplate(context.Background(), frames, models.TemplateOptions{Width: 48, Name: "x", Version: "0.0.1"})
+	tm, err := train.TrainTemplate(context.Background(), frames, train.TemplateOptions{Width: 48, Name: "x", Version: "0.0.1"})
 	if err != nil {
 		t.Fatal(err)
 	}

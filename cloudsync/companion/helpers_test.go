@@ -21,9 +21,9 @@ import (
 	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
 	"github.com/takt-edge/takt/cloudsync/wire"
-	"github.com/takt-edge/takt/models"
 
 	"github.com/takt-edge/takt/cloudsync/companion/trainer"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // env is a test's cloud: a real versitygw bucket, optionally a real
@@ -42,7 +42,7 @@ func newEnv(t *testing.T, withBroker bool) *env {
 	e := &env{t: t, s3: cloudtest.StartS3(t), dir: t.TempDir()}
 	bucket := e.s3.NewBucket(t, "takt")
 	keyFile := filepath.Join(e.dir, "signing.key")
-	if _, err := models.WriteKeyPair(keyFile); err != nil {
+	if _, err := bundle.WriteKeyPair(keyFile); err != nil {
 		t.Fatal(err)
 	}
 	cfg := DefaultConfig()

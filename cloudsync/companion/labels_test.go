@@ -14,6 +14,7 @@ import (
 	"github.com/takt-edge/takt/camera/synth"
 	"github.com/takt-edge/takt/cloudsync/companion/trainer"
 	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // faintPNG renders part index with a faint defect: the good part blended
@@ -42,7 +43,7 @@ func faintPNG(t *testing.T, index int, kind synth.Defect, alpha float64) []byte 
 }
 
 // bundleScores runs a signed bundle of the registry on PNG images.
-func bundleScores(t *testing.T, c *Companion, model, version string, pngs [][]byte) (scores []float64, threshold float64, m models.Manifest) {
+func bundleScores(t *testing.T, c *Companion, model, version string, pngs [][]byte) (scores []float64, threshold float64, m bundle.Manifest) {
 	t.Helper()
 	data, _, err := c.bucket.Get(context.Background(), BundleKey(model, version))
 	if err != nil {
@@ -58,7 +59,7 @@ func bundleScores(t *testing.T, c *Companion, model, version string, pngs [][]by
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := models.ReadBundle(bytes.NewReader(data), c.keys)
+	b, err := bundle.ReadBundle(bytes.NewReader(data), c.keys)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,9 +18,9 @@ import (
 
 	"github.com/takt-edge/takt/camera/synth"
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
-	"github.com/takt-edge/takt/models"
 
 	"github.com/takt-edge/takt/cloudsync/companion/trainer"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // buildTrainer starts building testdata/contract-trainer as a static
@@ -188,11 +188,11 @@ func testPodmanJob(t *testing.T, pod *cloudtest.Podman, ref string, model []byte
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := models.ReadBundle(bytes.NewReader(data), c.keys)
+	b, err := bundle.ReadBundle(bytes.NewReader(data), c.keys)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(b.ONNX, model) || b.Manifest.Input.Color != models.ColorGray || b.Manifest.Outputs.Score != "score" {
+	if !bytes.Equal(b.ONNX, model) || b.Manifest.Input.Color != bundle.ColorGray || b.Manifest.Outputs.Score != "score" {
 		t.Errorf("bundle: model %d bytes (image's %d), input %+v, outputs %+v; want the image's model, gray, score",
 			len(b.ONNX), len(model), b.Manifest.Input, b.Manifest.Outputs)
 	}

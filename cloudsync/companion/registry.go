@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/cloudsync"
-	"github.com/takt-edge/takt/models"
 
 	"github.com/takt-edge/takt/cloudsync/companion/trainer"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // The model registry in the bucket:
@@ -106,9 +106,9 @@ func (c *Companion) updateIndex(ctx context.Context, name string, fn func(*Regis
 // nextVersion is the patch above every version in the registry and every
 // version the stations reported; 1.0.0 when there is none.
 func nextVersion(idx RegistryIndex, seen map[string]int) string {
-	var top *models.Semver
+	var top *bundle.Semver
 	consider := func(v string) {
-		s, err := models.ParseSemver(v)
+		s, err := bundle.ParseSemver(v)
 		if err != nil {
 			return
 		}
@@ -141,15 +141,15 @@ func signBundle(cand *trainer.Candidate, name, version, dataset string, metrics 
 	}
 	files := map[string][]byte{}
 	if len(cand.Golden) > 0 {
-		m.Golden = &models.GoldenSet{}
+		m.Golden = &bundle.GoldenSet{}
 		for i, g := range cand.Golden {
 			f := fmt.Sprintf("golden/%04d.png", i+1)
 			files[f] = g.PNG
-			m.Golden.Cases = append(m.Golden.Cases, models.GoldenCase{File: f, Score: g.Score})
+			m.Golden.Cases = append(m.Golden.Cases, bundle.GoldenCase{File: f, Score: g.Score})
 		}
 	}
 	var buf bytes.Buffer
-	if err := models.BuildBundle(&buf, m, cand.ONNX, files, key); err != nil {
+	if err := bundle.BuildBundle(&buf, m, cand.ONNX, files, key); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
@@ -158,15 +158,15 @@ func signBundle(cand *trainer.Candidate, name, version, dataset string, metrics 
 // publishVersion writes the bundle (once) and adds its entry to the index;
 // with promote it becomes the promoted version. It refuses a version that
 // is not above every version in the index.
-func (c *Companion) publishVersion(ctx context.Context, name string, bundle []byte, e VersionEntry, promote bool) (RegistryIndex, error) {
-	sum := sha256.Sum256(bundle)
-	e.Key, e.SHA256, e.Size = BundleKey(name, e.Version), hex.EncodeToString(sum[:]), int64(len(bundle))
+func (c *Companion) publishVersion(ctx context.Context, name string, data []byte, e VersionEntry, promote bool) (RegistryIndex, error) {
+	sum := sha256.Sum256(data)
+	e.Key, e.SHA256, e.Size = BundleKey(name, e.Version), hex.EncodeToString(sum[:]), int64(len(data))
 	e.Created, e.Promoted = time.Now().UTC(), promote
-	if _, err := c.bucket.PutNew(ctx, e.Key, bundle, "application/x-tar"); err != nil {
+	if _, err := c.bucket.PutNew(ctx, e.Key, data, "application/x-tar"); err != nil {
 		return RegistryIndex{}, fmt.Errorf("registry: %w", err)
 	}
 	return c.updateIndex(ctx, name, func(idx *RegistryIndex) error {
-		nv, err := models.ParseSemver(e.Version)
+		nv, err := bundle.ParseSemver(e.Version)
 		if err != nil {
 			return err
 		}
@@ -174,7 +174,7 @@ func (c *Companion) publishVersion(ctx context.Context, name string, bundle []by
 			if v.Version == e.Version && v.SHA256 == e.SHA256 {
 				return nil // this very entry, written before a crash
 			}
-			if ov, err := models.ParseSemver(v.Version); err == nil && ov.Compare(nv) >= 0 {
+			if ov, err := bundle.ParseSemver(v.Version); err == nil && ov.Compare(nv) >= 0 {
 				return fmt.Errorf("registry: version %s is not above %s already in %s", e.Version, v.Version, IndexKey(name))
 			}
 		}
@@ -186,8 +186,8 @@ func (c *Companion) publishVersion(ctx context.Context, name string, bundle []by
 		}
 		idx.Versions = append(idx.Versions, e)
 		slices.SortFunc(idx.Versions, func(a, b VersionEntry) int {
-			x, _ := models.ParseSemver(a.Version)
-			y, _ := models.ParseSemver(b.Version)
+			x, _ := bundle.ParseSemver(a.Version)
+			y, _ := bundle.ParseSemver(b.Version)
 			return x.Compare(y)
 		})
 		return nil

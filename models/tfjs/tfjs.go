@@ -1,7 +1,7 @@
 // Package tfjs converts a TensorFlow.js graph model (the model.json and weight shards that
 // tensorflowjs_converter writes, --output_format=tfjs_graph_model) to an ONNX model, so a
 // network trained elsewhere (an ImageNet MobileNet, a fine-tuned classifier) can serve as
-// Takt's backbone (models.BackboneOptions, `takt model train --backbone`).
+// Takt's backbone (backbone.Options in models/train/backbone, `takt model train --backbone`).
 //
 // # What comes out
 //

@@ -12,7 +12,7 @@ import (
 	"github.com/takt-edge/takt/agent"
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/cloudsync/cli"
-	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 const configHelp = `  takt-agent config check   [-config FILE]
@@ -74,7 +74,7 @@ func configRun(cmd, path, out string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	if err := models.WriteFileAtomicLike(out, migrated, fi); err != nil {
+	if err := bundle.WriteFileAtomicLike(out, migrated, fi); err != nil {
 		return fmt.Errorf("config migrate: %w", err)
 	}
 	fmt.Fprintf(stdout, "config %s: %s, written to %s\n", path, change, out)

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 	"github.com/takt-edge/takt/models/onnxgraph"
 )
 
@@ -51,7 +51,7 @@ func TestModelTrainEvalBackbone(t *testing.T) {
 		t.Skip("training is ~20x slower under -race; make test runs this test without it")
 	}
 	dir := t.TempDir()
-	data, bb, key, bundle := filepath.Join(dir, "data"), filepath.Join(dir, "bb.onnx"), filepath.Join(dir, "key"), filepath.Join(dir, "bb.tar")
+	data, bb, key, bundlePath := filepath.Join(dir, "data"), filepath.Join(dir, "bb.onnx"), filepath.Join(dir, "key"), filepath.Join(dir, "bb.tar")
 	writeBackbone(t, bb)
 	for _, args := range [][]string{
 		{"synth", "--out", data, "--good", "6", "--defective", "4", "--seed", "8"},
@@ -68,7 +68,7 @@ func TestModelTrainEvalBackbone(t *testing.T) {
 	if err := os.Symlink(filepath.Join(data, "good"), filepath.Join(good, "good")); err != nil {
 		t.Fatal(err)
 	}
-	out, err := takt(t, "model", "train", "--data", good, "--out", bundle, "--key", key, "--name", "bb-part",
+	out, err := takt(t, "model", "train", "--data", good, "--out", bundlePath, "--key", key, "--name", "bb-part",
 		"--backbone", bb, "--layer", "feat2", "--backbone-mean", "imagenet", "--backbone-std", "imagenet")
 	if err != nil {
 		t.Fatalf("model train --backbone: %v\n%s", err, out)
@@ -77,17 +77,17 @@ func TestModelTrainEvalBackbone(t *testing.T) {
 		t.Errorf("model train --backbone output: want method patchcore and the backbone's 96x72 input:\n%s", out)
 	}
 	t.Logf("model train --backbone:\n%s", out)
-	if out, err := takt(t, "model", "verify", "--key", key+".pub", bundle); err != nil || !strings.Contains(out, "golden set 3/3") {
+	if out, err := takt(t, "model", "verify", "--key", key+".pub", bundlePath); err != nil || !strings.Contains(out, "golden set 3/3") {
 		t.Fatalf("model verify: %v\n%s", err, out)
 	}
-	b, err := models.InspectBundle(bundle)
+	b, err := bundle.InspectBundle(bundlePath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if b.Manifest.Input.Width != 96 || b.Manifest.Input.Height != 72 {
 		t.Errorf("bundle input %+v, want 96x72", b.Manifest.Input)
 	}
-	out, err = takt(t, "model", "eval", "--bundle", bundle, "--key", key+".pub", "--data", data)
+	out, err = takt(t, "model", "eval", "--bundle", bundlePath, "--key", key+".pub", "--data", data)
 	if lines := strings.Split(strings.TrimSpace(out), "\n"); err != nil || !strings.HasPrefix(lines[len(lines)-1], "auroc=") {
 		t.Fatalf("model eval of the backbone bundle: %v\n%s", err, out)
 	}

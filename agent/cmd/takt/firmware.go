@@ -23,7 +23,7 @@ import (
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/cloudsync/cli"
 	"github.com/takt-edge/takt/firmware"
-	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // firmwareCommands is "takt firmware ...".
@@ -52,12 +52,12 @@ func keyFlag(fs *flag.FlagSet, keyFiles *[]string) {
 	})
 }
 
-func loadKeys(fs *flag.FlagSet, keyFiles []string) (models.TrustedKeys, error) {
+func loadKeys(fs *flag.FlagSet, keyFiles []string) (bundle.TrustedKeys, error) {
 	if len(keyFiles) == 0 {
 		fs.Usage()
 		return nil, cli.Usagef("%s: give at least one --key KEYFILE.pub", fs.Name())
 	}
-	return models.LoadTrustedKeys(keyFiles...)
+	return bundle.LoadTrustedKeys(keyFiles...)
 }
 
 func cmdFirmwarePack(args []string, stdout, stderr io.Writer) error {
@@ -113,7 +113,7 @@ func cmdFirmwarePack(args []string, stdout, stderr io.Writer) error {
 	var k ed25519.PrivateKey
 	if *key != "" {
 		var err error
-		if k, err = models.ReadPrivateKey(*key); err != nil {
+		if k, err = bundle.ReadPrivateKey(*key); err != nil {
 			return err
 		}
 	}
@@ -121,7 +121,7 @@ func cmdFirmwarePack(args []string, stdout, stderr io.Writer) error {
 	if err := firmware.BuildRelease(&buf, m, files, k); err != nil {
 		return err
 	}
-	if err := models.WriteFileAtomic(fs.Arg(0), buf.Bytes()); err != nil {
+	if err := bundle.WriteFileAtomic(fs.Arg(0), buf.Bytes()); err != nil {
 		return err
 	}
 	state := "unsigned (run takt firmware sign)"
@@ -144,7 +144,7 @@ func cmdFirmwareSign(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return cli.Usagef("firmware sign: --key is required")
 	}
-	k, err := models.ReadPrivateKey(*key)
+	k, err := bundle.ReadPrivateKey(*key)
 	if err != nil {
 		return err
 	}
@@ -160,11 +160,11 @@ func cmdFirmwareSign(args []string, stdout, stderr io.Writer) error {
 	if dst == "" {
 		dst = fs.Arg(0)
 	}
-	if err := models.WriteFileAtomic(dst, buf.Bytes()); err != nil {
+	if err := bundle.WriteFileAtomic(dst, buf.Bytes()); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "sign: %s: release %s signed by key %s (rollback %v)\n", dst, rel.Manifest.Version,
-		models.KeyID(k.Public().(ed25519.PublicKey)), rel.Manifest.Rollback || *rollback)
+		bundle.KeyID(k.Public().(ed25519.PublicKey)), rel.Manifest.Rollback || *rollback)
 	return nil
 }
 

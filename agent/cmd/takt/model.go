@@ -18,18 +18,21 @@ import (
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/cloudsync/cli"
 	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
+	"github.com/takt-edge/takt/models/train"
+	"github.com/takt-edge/takt/models/train/backbone"
 )
 
 func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("model train", stderr)
 	data := fs.String("data", "", "folder with good/ images and, optionally, one folder of images per defect kind (required)")
-	method := fs.String("method", models.MethodAuto, "auto (by the images' alignment and cross-validation), template (aligned parts), patchcore (textures, loosely aligned parts) or ensemble")
+	method := fs.String("method", train.MethodAuto, "auto (by the images' alignment and cross-validation), template (aligned parts), patchcore (textures, loosely aligned parts) or ensemble")
 	minHead := fs.Int("min-head-defects", 10, "labeled defects it takes to train the supervised head (negative: never)")
 	out := fs.String("out", "", "model to write (required): FILE.onnx (plain ONNX) or FILE.tar (signed bundle, needs --key)")
 	key := fs.String("key", "", "private key file (takt model keygen) to sign a .tar bundle with")
 	goldenN := fs.Int("golden", 3, "good images to put in a bundle's golden set with their scores")
 	dataset := fs.String("dataset", "", "dataset id recorded in a bundle's manifest")
-	def := models.DefaultTemplateOptions()
+	def := train.DefaultTemplateOptions()
 	name := fs.String("name", "model", "model name (takt.name)")
 	version := fs.String("version", def.Version, "model version (takt.version)")
 	width := fs.Int("width", 0, "model input width (default: 128 for template and ensemble, 64 for patchcore, 224 or its own for --backbone)")
@@ -41,7 +44,7 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	smooth := fs.Int("map-smooth", def.MapSmooth, "odd box size smoothing the anomaly map (1 = none)")
 	jitter := fs.Float64("pose-jitter", def.PoseJitter, "tolerated part shift in model pixels")
 	margin := fs.Float64("margin", def.Margin, "threshold margin over the highest held-out good score (0.25 = 25%)")
-	backbone := fs.String("backbone", "", "ONNX model whose feature map, cut at --layer, replaces PatchCore's filter bank (input NCHW float, 1 or 3 channels)")
+	backboneFile := fs.String("backbone", "", "ONNX model whose feature map, cut at --layer, replaces PatchCore's filter bank (input NCHW float, 1 or 3 channels)")
 	layer := fs.String("layer", "", "tensor of --backbone to cut at: a 4-D NCHW feature map (a node output name); several, comma-separated, are joined on the first one's grid")
 	bbMean := fs.String("backbone-mean", "", `per-channel mean subtracted from the 0..1 gray input before --backbone: "imagenet" or comma-separated values (default 0)`)
 	bbStd := fs.String("backbone-std", "", `per-channel std the input is divided by before --backbone: "imagenet" or comma-separated values (default 1)`)
@@ -59,26 +62,26 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return cli.Usagef("model train: --data and --out are required")
 	}
-	bundle := strings.HasSuffix(*out, ".tar")
-	if bundle && *key == "" {
+	signed := strings.HasSuffix(*out, ".tar")
+	if signed && *key == "" {
 		return errors.New("model train: --out " + *out + " is a bundle: give --key KEYFILE to sign it (takt model keygen)")
 	}
-	if !bundle && !strings.HasSuffix(*out, ".onnx") {
+	if !signed && !strings.HasSuffix(*out, ".onnx") {
 		return errors.New("model train: --out must end in .onnx (plain model) or .tar (signed bundle)")
 	}
-	var bbOpts models.BackboneOptions
-	if *backbone != "" {
+	var bbOpts backbone.Options
+	if *backboneFile != "" {
 		var err error
-		if bbOpts, err = backboneOptions(*backbone, *layer, *bbMean, *bbStd); err != nil {
+		if bbOpts, err = backboneOptions(*backboneFile, *layer, *bbMean, *bbStd); err != nil {
 			return err
 		}
 	} else if *layer != "" || *bbMean != "" || *bbStd != "" || *withFB || *bbAlone {
 		return errors.New("model train: --layer, --backbone-mean, --backbone-std, --with-filter-bank and --backbone-alone need --backbone FILE.onnx")
 	}
 	var priv ed25519.PrivateKey
-	if bundle {
+	if signed {
 		var err error
-		if priv, err = models.ReadPrivateKey(*key); err != nil {
+		if priv, err = bundle.ReadPrivateKey(*key); err != nil {
 			return err
 		}
 	}
@@ -98,28 +101,28 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	defer stop()
 	fmt.Fprintf(stdout, "train: %d good images, %d labeled defects %s from %s, method %s\n", len(good), len(set.Defects),
 		labelCounts(set.Defects), *data, *method)
-	opts := models.TrainOptions{
+	opts := train.TrainOptions{
 		Method: *method, Name: *name, Version: *version, Ignore: regions, MinHeadDefects: *minHead,
-		Template: models.TemplateOptions{Width: *width, Height: *height, BlurSigma: *blur, LightingSigma: *lighting,
+		Template: train.TemplateOptions{Width: *width, Height: *height, BlurSigma: *blur, LightingSigma: *lighting,
 			Shift: *shift, MapSmooth: *smooth, PoseJitter: *jitter, Margin: *margin},
 		Progress: newProgress(stderr).step,
 	}
-	if *backbone != "" {
+	if *backboneFile != "" {
 		opts.Backbone = bbOpts
 		opts.Backbone.Width, opts.Backbone.Height = *width, *height
 		opts.WithFilterBank, opts.BackboneAlone = *withFB, *bbAlone
 	}
-	if (*width != 0 || *height != 0) && *method == models.MethodPatchCore && *backbone == "" {
+	if (*width != 0 || *height != 0) && *method == train.MethodPatchCore && *backboneFile == "" {
 		// Alone, PatchCore takes the size; otherwise it is the template's and the
 		// ensemble's input, which PatchCore averages down to about 64 px.
-		opts.PatchCore = models.TexturePatchCoreOptions()
+		opts.PatchCore = train.TexturePatchCoreOptions()
 		opts.PatchCore.Width, opts.PatchCore.Height = *width, *height
 	}
-	tm, err := models.Train(ctx, set, opts)
+	tm, err := train.Train(ctx, set, opts)
 	if err != nil {
 		return err
 	}
-	if bundle {
+	if signed {
 		if err := writeTrainedBundle(*out, tm, good, *goldenN, *dataset, priv); err != nil {
 			return err
 		}
@@ -137,16 +140,16 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 }
 
 // backboneOptions reads the backbone file and parses its normalization flags.
-func backboneOptions(path, layer, mean, std string) (models.BackboneOptions, error) {
-	o := models.BackboneOptions{Layer: layer}
+func backboneOptions(path, layer, mean, std string) (backbone.Options, error) {
+	o := backbone.Options{Layer: layer}
 	var err error
 	if o.ONNX, err = os.ReadFile(path); err != nil {
 		return o, fmt.Errorf("model train: --backbone: %w", err)
 	}
-	if o.Mean, err = parseChannels("--backbone-mean", mean, models.ImageNetMean); err != nil {
+	if o.Mean, err = parseChannels("--backbone-mean", mean, backbone.ImageNetMean); err != nil {
 		return o, err
 	}
-	if o.Std, err = parseChannels("--backbone-std", std, models.ImageNetStd); err != nil {
+	if o.Std, err = parseChannels("--backbone-std", std, backbone.ImageNetStd); err != nil {
 		return o, err
 	}
 	return o, nil
@@ -173,8 +176,8 @@ func parseChannels(flag, v string, imagenet []float64) ([]float64, error) {
 
 // readTrainSet reads DIR/good (at most maxGood images, 0 = all) and every other folder of
 // DIR holding images as labeled defects named by the folder (masks/ folders are skipped).
-func readTrainSet(dir string, maxGood int) (models.TrainSet, error) {
-	var set models.TrainSet
+func readTrainSet(dir string, maxGood int) (train.TrainSet, error) {
+	var set train.TrainSet
 	good, err := readFolder(filepath.Join(dir, "good"), maxGood)
 	if err != nil {
 		return set, fmt.Errorf("good images: %w", err)
@@ -193,7 +196,7 @@ func readTrainSet(dir string, maxGood int) (models.TrainSet, error) {
 			return set, fmt.Errorf("defect folder %s: %w", k, err)
 		}
 		for _, f := range fs {
-			set.Defects = append(set.Defects, models.LabeledFrame{Frame: f, Label: k})
+			set.Defects = append(set.Defects, train.LabeledFrame{Frame: f, Label: k})
 		}
 	}
 	return set, nil
@@ -225,7 +228,7 @@ func defectFolders(dir string) ([]string, error) {
 	return out, nil
 }
 
-func labelCounts(ds []models.LabeledFrame) string {
+func labelCounts(ds []train.LabeledFrame) string {
 	if len(ds) == 0 {
 		return "(good images only: unsupervised)"
 	}
@@ -258,14 +261,14 @@ func formatMetrics(m map[string]float64) string {
 }
 
 // parseRegions turns "x0,y0,x1,y1" pixel rectangles of a w x h image into frame fractions.
-func parseRegions(specs []string, w, h int) ([]models.Region, error) {
-	var out []models.Region
+func parseRegions(specs []string, w, h int) ([]bundle.Region, error) {
+	var out []bundle.Region
 	for _, s := range specs {
 		var x0, y0, x1, y1 float64
 		if n, err := fmt.Sscanf(s, "%g,%g,%g,%g", &x0, &y0, &x1, &y1); n != 4 || err != nil {
 			return nil, fmt.Errorf("--ignore %q: want x0,y0,x1,y1 in pixels", s)
 		}
-		r := models.Region{X0: x0 / float64(w), Y0: y0 / float64(h), X1: x1 / float64(w), Y1: y1 / float64(h)}
+		r := bundle.Region{X0: x0 / float64(w), Y0: y0 / float64(h), X1: x1 / float64(w), Y1: y1 / float64(h)}
 		if !r.Valid() {
 			return nil, fmt.Errorf("--ignore %q: not a rectangle inside the %dx%d training images", s, w, h)
 		}
@@ -297,7 +300,7 @@ func readFolder(dir string, max int) ([]camera.Frame, error) {
 
 // writeTrainedBundle signs the trained model into a bundle whose golden set is the first n
 // good images (PNG) with the scores the model gives them.
-func writeTrainedBundle(path string, tm *models.TrainedModel, good []camera.Frame, n int, dataset string, key ed25519.PrivateKey) error {
+func writeTrainedBundle(path string, tm *train.TrainedModel, good []camera.Frame, n int, dataset string, key ed25519.PrivateKey) error {
 	m, err := tm.Manifest()
 	if err != nil {
 		return err
@@ -305,7 +308,7 @@ func writeTrainedBundle(path string, tm *models.TrainedModel, good []camera.Fram
 	m.Dataset = dataset
 	files := map[string][]byte{}
 	if n > 0 {
-		m.Golden = &models.GoldenSet{}
+		m.Golden = &bundle.GoldenSet{}
 		for i, f := range good[:min(n, len(good))] {
 			png, err := camera.Encode(f, "png", 0)
 			if err != nil {
@@ -313,10 +316,10 @@ func writeTrainedBundle(path string, tm *models.TrainedModel, good []camera.Fram
 			}
 			name := fmt.Sprintf("golden/%04d.png", i+1)
 			files[name] = png
-			m.Golden.Cases = append(m.Golden.Cases, models.GoldenCase{File: name, Score: tm.TrainScores[i]})
+			m.Golden.Cases = append(m.Golden.Cases, bundle.GoldenCase{File: name, Score: tm.TrainScores[i]})
 		}
 	}
-	return models.WriteBundleFile(path, m, tm.ONNX, files, key)
+	return bundle.WriteBundleFile(path, m, tm.ONNX, files, key)
 }
 
 func cmdModelKeygen(args []string, stdout, stderr io.Writer) error {
@@ -329,11 +332,11 @@ func cmdModelKeygen(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return cli.Usagef("model keygen: --out is required")
 	}
-	pub, err := models.WriteKeyPair(*out)
+	pub, err := bundle.WriteKeyPair(*out)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "keygen: private key %s (keep it secret), public key %s.pub, key id %s\n", *out, *out, models.KeyID(pub))
+	fmt.Fprintf(stdout, "keygen: private key %s (keep it secret), public key %s.pub, key id %s\n", *out, *out, bundle.KeyID(pub))
 	return nil
 }
 
@@ -355,7 +358,7 @@ func cmdModelSign(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var m models.Manifest
+	var m bundle.Manifest
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&m); err != nil {
@@ -381,15 +384,15 @@ func cmdModelSign(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}
-	priv, err := models.ReadPrivateKey(*key)
+	priv, err := bundle.ReadPrivateKey(*key)
 	if err != nil {
 		return err
 	}
-	if err := models.WriteBundleFile(*out, m, onnx, files, priv); err != nil {
+	if err := bundle.WriteBundleFile(*out, m, onnx, files, priv); err != nil {
 		return fmt.Errorf("model sign: %w", err)
 	}
 	fmt.Fprintf(stdout, "sign: wrote %s (%s %s, %d golden files, key id %s)\n", *out, m.Name, m.Version, len(files),
-		models.KeyID(priv.Public().(ed25519.PublicKey)))
+		bundle.KeyID(priv.Public().(ed25519.PublicKey)))
 	return nil
 }
 
@@ -408,11 +411,11 @@ func cmdModelVerify(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return cli.Usagef("model verify: give at least one --key KEYFILE.pub")
 	}
-	keys, err := models.LoadTrustedKeys(keyFiles...)
+	keys, err := bundle.LoadTrustedKeys(keyFiles...)
 	if err != nil {
 		return err
 	}
-	b, err := models.OpenBundle(fs.Arg(0), keys)
+	b, err := bundle.OpenBundle(fs.Arg(0), keys)
 	if err != nil {
 		return err
 	}
@@ -451,7 +454,7 @@ func cmdModelInspect(args []string, stdout, stderr io.Writer) error {
 	}
 	var info models.Info
 	if strings.HasSuffix(path, ".tar") {
-		b, err := models.InspectBundle(path)
+		b, err := bundle.InspectBundle(path)
 		if err != nil {
 			return err
 		}

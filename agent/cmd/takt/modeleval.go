@@ -20,6 +20,8 @@ import (
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/cloudsync/cli"
 	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
+	"github.com/takt-edge/takt/models/train"
 )
 
 // evalCase is one scored image of takt model eval.
@@ -59,7 +61,7 @@ func cmdModelEval(args []string, stdout, stderr io.Writer) error {
 	}
 	defer rt.Close()
 	info := rt.Info()
-	if info.Task != models.TaskAnomaly && info.Task != "" {
+	if info.Task != bundle.TaskAnomaly && info.Task != "" {
 		return fmt.Errorf("model eval: %s is a %s model: want an anomaly model", *bundlePath, info.Task)
 	}
 	if info.Threshold <= 0 {
@@ -91,8 +93,8 @@ func cmdModelEval(args []string, stdout, stderr io.Writer) error {
 	if len(good) == 0 || len(bad) == 0 {
 		return fmt.Errorf("model eval: %s: %d good and %d defective images: need both (good/ and a defect folder)", *data, len(good), len(bad))
 	}
-	auroc := models.EvaluateScores(good, bad)
-	conf := models.ConfusionAt(good, bad, info.Threshold)
+	auroc := train.EvaluateScores(good, bad)
+	conf := train.ConfusionAt(good, bad, info.Threshold)
 	pix, masks := pixelAUROC(cases)
 	fmt.Fprintf(stdout, "eval: model %s %s (threshold %.4g) on %s: %d good, %d defective\n", info.Model.Name, info.Model.Version,
 		info.Threshold, *data, len(good), len(bad))
@@ -125,16 +127,16 @@ func openModel(path string, keyFiles []string) (*models.Runtime, error) {
 	if !strings.HasSuffix(path, ".tar") {
 		return models.LoadRuntime(path, opts)
 	}
-	var b *models.Bundle
+	var b *bundle.Bundle
 	var err error
 	if len(keyFiles) > 0 {
-		keys, kerr := models.LoadTrustedKeys(keyFiles...)
+		keys, kerr := bundle.LoadTrustedKeys(keyFiles...)
 		if kerr != nil {
 			return nil, kerr
 		}
-		b, err = models.OpenBundle(path, keys)
+		b, err = bundle.OpenBundle(path, keys)
 	} else {
-		b, err = models.InspectBundle(path)
+		b, err = bundle.InspectBundle(path)
 	}
 	if err != nil {
 		return nil, err
@@ -238,7 +240,7 @@ func pixelAUROC(cases []evalCase) (float64, int) {
 	if masks == 0 {
 		return math.NaN(), 0
 	}
-	return models.EvaluateScores(neg, pos), masks
+	return train.EvaluateScores(neg, pos), masks
 }
 
 // rocPNG draws the ROC curve as a 320x320 PNG: axes, the chance diagonal, the curve, and
@@ -348,9 +350,9 @@ figure{display:inline-block;margin:6px;text-align:center}figcaption{font-size:12
 `))
 
 func writeEvalReport(path, bundle, data string, info models.Info, cases []evalCase, good, bad []float64, auroc, pix float64, masks int,
-	conf models.Confusion, worst int) error {
+	conf train.Confusion, worst int) error {
 	th := info.Threshold
-	roc, err := rocPNG(models.ROCCurve(good, bad), [2]float64{float64(conf.FP) / float64(len(good)), float64(conf.TP) / float64(len(bad))})
+	roc, err := rocPNG(train.ROCCurve(good, bad), [2]float64{float64(conf.FP) / float64(len(good)), float64(conf.TP) / float64(len(bad))})
 	if err != nil {
 		return fmt.Errorf("report: roc: %w", err)
 	}

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // The trainer's path end to end through the command: synthetic parts with labeled
@@ -23,7 +23,7 @@ func TestModelTrainEval(t *testing.T) {
 	}
 	dir := t.TempDir()
 	train, test := filepath.Join(dir, "train"), filepath.Join(dir, "test")
-	key, bundle, report := filepath.Join(dir, "key"), filepath.Join(dir, "part.tar"), filepath.Join(dir, "report.html")
+	key, bundlePath, report := filepath.Join(dir, "key"), filepath.Join(dir, "part.tar"), filepath.Join(dir, "report.html")
 	steps := [][]string{
 		{"synth", "--out", train, "--good", "10", "--defective", "12", "--seed", "5"},
 		{"synth", "--out", test, "--good", "12", "--defective", "12", "--seed", "5", "--first", "500"},
@@ -42,20 +42,20 @@ func TestModelTrainEval(t *testing.T) {
 	first, _ := filepath.Glob(filepath.Join(test, kinds[0], "*.png"))
 	writeMask(t, filepath.Join(test, kinds[0], "masks", filepath.Base(first[0])), 64, 48)
 
-	out, err := takt(t, "model", "train", "--data", train, "--out", bundle, "--key", key, "--name", "e2e-part",
+	out, err := takt(t, "model", "train", "--data", train, "--out", bundlePath, "--key", key, "--name", "e2e-part",
 		"--max-train", "8", "--ignore", "274,106,520,202")
 	if err != nil {
 		t.Fatalf("model train: %v\n%s", err, out)
 	}
-	for _, want := range []string{"8 good images, 12 labeled defects", "cv_auroc_template=", "cv_auroc_patchcore=", "cv_auroc_patchcore_head=", "wrote " + bundle} {
+	for _, want := range []string{"8 good images, 12 labeled defects", "cv_auroc_template=", "cv_auroc_patchcore=", "cv_auroc_patchcore_head=", "wrote " + bundlePath} {
 		if !strings.Contains(out, want) {
 			t.Errorf("model train output lacks %q:\n%s", want, out)
 		}
 	}
-	if out, err := takt(t, "model", "verify", "--key", key+".pub", bundle); err != nil || !strings.Contains(out, "golden set 3/3") {
+	if out, err := takt(t, "model", "verify", "--key", key+".pub", bundlePath); err != nil || !strings.Contains(out, "golden set 3/3") {
 		t.Fatalf("model verify: %v\n%s", err, out)
 	}
-	b, err := models.InspectBundle(bundle)
+	b, err := bundle.InspectBundle(bundlePath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestModelTrainEval(t *testing.T) {
 		t.Errorf("manifest metrics %s: want good_images 8, defect_images 12, cv_auroc > 0.5, train_seconds", js)
 	}
 
-	out, err = takt(t, "model", "eval", "--bundle", bundle, "--key", key+".pub", "--data", test, "--report", report)
+	out, err = takt(t, "model", "eval", "--bundle", bundlePath, "--key", key+".pub", "--data", test, "--report", report)
 	if err != nil {
 		t.Fatalf("model eval: %v\n%s", err, out)
 	}

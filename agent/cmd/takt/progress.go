@@ -28,7 +28,7 @@ func newProgress(w io.Writer) *progress {
 	return p
 }
 
-// step reports done of total units of step; it matches models.TrainOptions.Progress.
+// step reports done of total units of step; it matches train.TrainOptions.Progress.
 func (p *progress) step(step string, done, total int) {
 	now := time.Now()
 	if p.tty {

@@ -18,7 +18,7 @@ import (
 	"github.com/takt-edge/takt/cloudsync/strictyaml"
 
 	"github.com/takt-edge/takt/camera"
-	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/train"
 )
 
 // builtinMethods are the builtin trainer's methods (ExperimentConfig.Method).
@@ -27,17 +27,17 @@ var builtinMethods = []string{"template", "patchcore"}
 // builtin trains with the models package in process.
 type builtin struct {
 	method   string
-	template models.TemplateOptions
+	template train.TemplateOptions
 	patch    patchCoreOptions
 }
 
-// patchCoreOptions are a patchcore experiment's options: models.PatchCoreOptions
-// and min_head_defects (models.TrainOptions.MinHeadDefects: labelled defects
+// patchCoreOptions are a patchcore experiment's options: train.PatchCoreOptions
+// and min_head_defects (train.TrainOptions.MinHeadDefects: labelled defects
 // it takes to train the supervised head; default 10, negative never).
 
 type patchCoreOptions struct {
-	models.PatchCoreOptions `yaml:",inline"`
-	MinHeadDefects          int `yaml:"min_head_defects"`
+	train.PatchCoreOptions `yaml:",inline"`
+	MinHeadDefects         int `yaml:"min_head_defects"`
 }
 
 var _ Trainer = (*builtin)(nil)
@@ -64,7 +64,7 @@ func builtinTrainer(e ExperimentConfig) (*builtin, error) {
 	return b, nil
 }
 
-// Train reads data/good/ and data/defect/ and trains with models.Train: the
+// Train reads data/good/ and data/defect/ and trains with train.Train: the
 // defects (the operators' false_accept labels, and unlabelled FAILs when
 // training.trust_fail) move the threshold to the best F1 between the
 // cross-validated good scores and theirs, and, for patchcore with at least
@@ -79,9 +79,9 @@ func (b *builtin) Train(ctx context.Context, job TrainInput, log io.Writer) (*Ca
 		return nil, err
 	}
 	fmt.Fprintf(log, "builtin %s: %d good images, %d defect images\n", b.method, len(good), len(defects))
-	opts := models.TrainOptions{Method: b.method, Name: job.Name, Version: job.Version, Threads: job.Threads,
+	opts := train.TrainOptions{Method: b.method, Name: job.Name, Version: job.Version, Threads: job.Threads,
 		Template: b.template, PatchCore: b.patch.PatchCoreOptions, MinHeadDefects: b.patch.MinHeadDefects}
-	tm, err := models.Train(ctx, models.TrainSet{Good: good, Defects: defects}, opts)
+	tm, err := train.Train(ctx, train.TrainSet{Good: good, Defects: defects}, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -109,7 +109,7 @@ func (b *builtin) Train(ctx context.Context, job TrainInput, log io.Writer) (*Ca
 
 // readDefects reads data/defect/ with each image's kind from labels.json:
 // the operator's label (false_accept) or the station's decision (FAIL).
-func readDefects(data string) ([]models.LabeledFrame, error) {
+func readDefects(data string) ([]train.LabeledFrame, error) {
 	frames, err := ReadImages(filepath.Join(data, ClassDefect))
 	if err != nil || len(frames) == 0 {
 		return nil, err
@@ -124,9 +124,9 @@ func readDefects(data string) ([]models.LabeledFrame, error) {
 			kinds[path.Base(e.File)] = cmp.Or(e.Label, strings.ToLower(e.Decision))
 		}
 	}
-	out := make([]models.LabeledFrame, len(frames))
+	out := make([]train.LabeledFrame, len(frames))
 	for i, f := range frames {
-		out[i] = models.LabeledFrame{Frame: f, Label: cmp.Or(kinds[filepath.Base(f.Origin)], ClassDefect)}
+		out[i] = train.LabeledFrame{Frame: f, Label: cmp.Or(kinds[filepath.Base(f.Origin)], ClassDefect)}
 	}
 	return out, nil
 }

@@ -17,8 +17,8 @@ type ExperimentConfig struct {
 	Name    string `yaml:"name"`
 	Trainer string `yaml:"trainer"` // builtin, command, docker, kubernetes
 	// Builtin: Method is "template" (aligned parts) or "patchcore"
-	// (textures); Options are that trainer's options (models.TemplateOptions
-	// or models.PatchCoreOptions keys), decoded strictly.
+	// (textures); Options are that trainer's options (train.TemplateOptions
+	// or train.PatchCoreOptions keys), decoded strictly.
 	Method  string    `yaml:"method"`
 	Options yaml.Node `yaml:"options"`
 	// Command is the external trainer's command line (command backend) or

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 
 	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
+	"github.com/takt-edge/takt/models/train"
 )
 
 // Score is a model's result on a job's validation set.
@@ -70,8 +72,8 @@ func CompareScores(a, b Score) int {
 
 // Evaluate runs a signed bundle on the validation folder (good/ and
 // defect/) on the CPU and scores it.
-func Evaluate(ctx context.Context, bundle []byte, keys models.TrustedKeys, val string) (Score, error) {
-	b, err := models.ReadBundle(bytes.NewReader(bundle), keys)
+func Evaluate(ctx context.Context, data []byte, keys bundle.TrustedKeys, val string) (Score, error) {
+	b, err := bundle.ReadBundle(bytes.NewReader(data), keys)
 	if err != nil {
 		return Score{}, err
 	}
@@ -111,9 +113,9 @@ func Evaluate(ctx context.Context, bundle []byte, keys models.TrustedKeys, val s
 	}
 	th := rt.Info().Threshold
 	s := Score{AUROC: math.NaN(), Threshold: th, Good: len(good), Defect: len(defect), GoodScores: good}
-	c := models.ConfusionAt(good, defect, th)
+	c := train.ConfusionAt(good, defect, th)
 	if len(defect) > 0 {
-		s.AUROC = models.EvaluateScores(good, defect)
+		s.AUROC = train.EvaluateScores(good, defect)
 		s.F1 = c.F1()
 	}
 	if len(good) > 0 {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // Trainer turns a dataset folder into a candidate model.
@@ -45,7 +46,7 @@ type TrainInput struct {
 // are set by the job).
 type Candidate struct {
 	ONNX     []byte
-	Manifest models.Manifest
+	Manifest bundle.Manifest
 	// GoodScores are scores of good images the model did not train on, for
 	// the drift baseline; empty makes the job use the validation goods.
 	GoodScores []float64
@@ -66,10 +67,10 @@ type Metrics struct {
 	// Input says how a frame becomes the input tensor; default NCHW, rgb,
 	// stretch, the size from the model, no mean/std (anomalib's export with
 	// its own normalization inside).
-	Input *models.InputSpec `json:"input,omitempty"`
+	Input *bundle.InputSpec `json:"input,omitempty"`
 	// Outputs names the score and map outputs; default pred_score and
 	// anomaly_map (anomalib's names).
-	Outputs *models.OutputSpec `json:"outputs,omitempty"`
+	Outputs *bundle.OutputSpec `json:"outputs,omitempty"`
 	// Metrics are free-form figures (auroc, f1, ...) copied into the manifest.
 	Metrics map[string]float64 `json:"metrics,omitempty"`
 	// GoodScores are scores of held-out good images (the drift baseline).
@@ -96,12 +97,12 @@ func readExternalOutput(out string) (*Candidate, error) {
 	if !(m.Threshold > 0) || math.IsInf(m.Threshold, 0) {
 		return nil, fmt.Errorf("trainer output: metrics.json: threshold %v must be a finite number > 0", m.Threshold)
 	}
-	man := models.Manifest{
-		Format:     models.BundleFormat,
-		Task:       models.TaskAnomaly,
-		Input:      models.InputSpec{Layout: models.LayoutNCHW, Color: models.ColorRGB, Resize: models.ResizeStretch},
-		Outputs:    models.OutputSpec{Score: "pred_score", Map: "anomaly_map"},
-		Thresholds: models.Thresholds{Fail: m.Threshold},
+	man := bundle.Manifest{
+		Format:     bundle.BundleFormat,
+		Task:       bundle.TaskAnomaly,
+		Input:      bundle.InputSpec{Layout: bundle.LayoutNCHW, Color: bundle.ColorRGB, Resize: bundle.ResizeStretch},
+		Outputs:    bundle.OutputSpec{Score: "pred_score", Map: "anomaly_map"},
+		Thresholds: bundle.Thresholds{Fail: m.Threshold},
 		Metrics:    maps.Clone(m.Metrics),
 	}
 	if m.Input != nil {

@@ -1,0 +1,416 @@
+package bundle
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// BundleFormat is the manifest "format" this version of Takt reads and writes.
+const BundleFormat = "takt-bundle/1"
+
+// Opsets of the ai.onnx domain Takt accepts: ONNX Runtime 1.24 officially supports up to 25.
+const (
+	MinOpset = 7
+	MaxOpset = 25
+)
+
+// Tasks a model can have.
+const (
+	TaskAnomaly        = "anomaly"        // score (higher is more anomalous) and an optional map
+	TaskClassification = "classification" // class probabilities (or logits with Softmax)
+)
+
+// Input layouts, color orders and resize modes of an InputSpec.
+const (
+	LayoutNCHW = "NCHW"
+	LayoutNHWC = "NHWC"
+
+	ColorGray = "gray"
+	ColorRGB  = "rgb"
+	ColorBGR  = "bgr"
+
+	// ResizeStretch scales the (ROI of the) frame to the input size, ignoring its aspect.
+	ResizeStretch = "stretch"
+	// ResizeCrop cuts the largest centered rectangle of the input's aspect, then scales.
+	ResizeCrop = "crop"
+	// ResizeLetterbox scales to fit inside the input, keeping the aspect, and pads the rest
+	// with black (after normalization: (0 - mean) / std).
+	ResizeLetterbox = "letterbox"
+)
+
+// Manifest describes a model bundle: what the model is, how to feed it, how to read its
+// outputs, how to decide, and the sha256 of every other file of the bundle. It is what the
+// bundle's signature signs. See models/README.md, "Bundles".
+type Manifest struct {
+	Format  string `json:"format"`  // BundleFormat
+	Name    string `json:"name"`    // model name
+	Version string `json:"version"` // semantic version, e.g. 1.4.0
+	Task    string `json:"task"`    // TaskAnomaly or TaskClassification
+	// Input says how a frame becomes the model's input tensor.
+	Input InputSpec `json:"input"`
+	// Outputs names the model outputs Takt reads.
+	Outputs OutputSpec `json:"outputs"`
+	// Thresholds decide PASS / FAIL from the score.
+	Thresholds Thresholds `json:"thresholds"`
+	// ROIs are regions of the frame, each scored separately; the part's score is the
+	// highest. None: the whole frame.
+	ROIs []ROI `json:"rois,omitempty"`
+	// MinAgentVersion is the oldest agent version that can run the bundle (semantic).
+	MinAgentVersion string `json:"min_agent_version,omitempty"`
+	// Opset is the model's ai.onnx opset; it must match model.onnx.
+	Opset int `json:"opset"`
+	// Metrics are training/evaluation figures, free-form (e.g. auroc, f1, threshold_fpr).
+	Metrics map[string]float64 `json:"metrics,omitempty"`
+	// Dataset identifies the dataset snapshot the model was trained on.
+	Dataset string `json:"dataset,omitempty"`
+	// Rollback allows a station to install this bundle over a higher version.
+	Rollback bool `json:"rollback,omitempty"`
+	// Golden is the golden set: images with the scores the model must reproduce.
+	Golden *GoldenSet `json:"golden,omitempty"`
+	// Files maps every file of the bundle but manifest.json and signature to its hex
+	// sha256. It must hold model.onnx.
+	Files map[string]string `json:"files"`
+}
+
+// InputSpec says how a frame becomes the model's input tensor.
+type InputSpec struct {
+	// Name is the ONNX input; empty takes the model's only input.
+	Name string `json:"name,omitempty"`
+	// Width and Height are the input size; 0 takes it from the model, which then must have
+	// fixed dims there.
+	Width  int    `json:"width,omitempty"`
+	Height int    `json:"height,omitempty"`
+	Layout string `json:"layout"` // LayoutNCHW or LayoutNHWC
+	Color  string `json:"color"`  // ColorGray, ColorRGB or ColorBGR (channel order of the tensor)
+	// Mean and Std normalize each channel (in the tensor's channel order) after scaling
+	// bytes to 0..1: (b/255 - mean) / std. One value, or one per channel. Default 0 and 1.
+	Mean []float64 `json:"mean,omitempty"`
+	Std  []float64 `json:"std,omitempty"`
+	// Resize is ResizeStretch (default), ResizeCrop or ResizeLetterbox.
+	Resize string `json:"resize,omitempty"`
+}
+
+// OutputSpec names the outputs Takt reads.
+type OutputSpec struct {
+	// Score is the output holding the image score (anomaly: one float; anomalib exports call
+	// it pred_score) or the class scores (classification: [1,K] or [K]).
+	Score string `json:"score"`
+	// Map is the optional anomaly map output, [1,1,h,w] or [1,h,w] (anomalib: anomaly_map).
+	Map string `json:"map,omitempty"`
+	// Labels name the K classes of a classifier, in output order.
+	Labels []string `json:"labels,omitempty"`
+	// OKLabel is the class of a good part; a classifier's score is 1 - P(OKLabel).
+	OKLabel string `json:"ok_label,omitempty"`
+	// Softmax applies a softmax to the class scores (for a model that outputs logits).
+	Softmax bool `json:"softmax,omitempty"`
+}
+
+// Thresholds decide PASS / FAIL.
+type Thresholds struct {
+	// Fail: a score above it is FAIL. Must be > 0.
+	Fail float64 `json:"fail"`
+}
+
+// ROI is a named region of the frame in fractions (0..1) of its width and height.
+type ROI struct {
+	Name string `json:"name"`
+	Region
+}
+
+// GoldenSet is the bundle's golden set: images under golden/ and the scores the model gives
+// them. A station replays it before it serves the model.
+type GoldenSet struct {
+	// Tolerance is the largest allowed |got - want| / max(1, |want|); default 1e-3.
+	Tolerance float64      `json:"tolerance,omitempty"`
+	Cases     []GoldenCase `json:"cases"`
+}
+
+// GoldenCase is one golden image and its expected score (the part's score, over all ROIs).
+type GoldenCase struct {
+	File  string  `json:"file"` // path in the bundle, under golden/
+	Score float64 `json:"score"`
+	Class string  `json:"class,omitempty"` // classification: the expected top class
+}
+
+// ParseManifest decodes manifest JSON strictly (unknown keys and trailing data are errors)
+// and validates it. Errors wrap ErrBadBundle.
+func ParseManifest(data []byte) (*Manifest, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var m Manifest
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("%w: manifest.json: %v", ErrBadBundle, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: manifest.json: data after the JSON object", ErrBadBundle)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// Validate checks every field and reports all missing keys at once, then the first wrong
+// value, naming the key. Errors wrap ErrBadBundle.
+func (m *Manifest) Validate() error {
+	var missing []string
+	need := func(ok bool, key string) {
+		if !ok {
+			missing = append(missing, key)
+		}
+	}
+	need(m.Format != "", "format")
+	need(m.Name != "", "name")
+	need(m.Version != "", "version")
+	need(m.Task != "", "task")
+	need(m.Input.Layout != "", "input.layout")
+	need(m.Input.Color != "", "input.color")
+	need(m.Outputs.Score != "", "outputs.score")
+	need(m.Thresholds.Fail != 0, "thresholds.fail")
+	need(m.Opset != 0, "opset")
+	need(m.Files["model.onnx"] != "", "files[model.onnx]")
+	if m.Task == TaskClassification {
+		need(len(m.Outputs.Labels) > 0, "outputs.labels")
+		need(m.Outputs.OKLabel != "", "outputs.ok_label")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: manifest.json: missing keys: %s", ErrBadBundle, strings.Join(missing, ", "))
+	}
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: manifest.json: "+format, append([]any{ErrBadBundle}, args...)...)
+	}
+	if m.Format != BundleFormat {
+		return bad("format %q: want %q", m.Format, BundleFormat)
+	}
+	if _, err := ParseSemver(m.Version); err != nil {
+		return bad("version: %v", err)
+	}
+	if m.MinAgentVersion != "" {
+		if _, err := ParseSemver(m.MinAgentVersion); err != nil {
+			return bad("min_agent_version: %v", err)
+		}
+	}
+	if m.Task != TaskAnomaly && m.Task != TaskClassification {
+		return bad("task %q: want %s or %s", m.Task, TaskAnomaly, TaskClassification)
+	}
+	in := m.Input
+	if in.Layout != LayoutNCHW && in.Layout != LayoutNHWC {
+		return bad("input.layout %q: want NCHW or NHWC", in.Layout)
+	}
+	if !slices.Contains([]string{ColorGray, ColorRGB, ColorBGR}, in.Color) {
+		return bad("input.color %q: want gray, rgb or bgr", in.Color)
+	}
+	if in.Width < 0 || in.Height < 0 || (in.Width == 0) != (in.Height == 0) {
+		return bad("input.width %d, input.height %d: give both (> 0) or neither", in.Width, in.Height)
+	}
+	if in.Resize != "" && !slices.Contains([]string{ResizeStretch, ResizeCrop, ResizeLetterbox}, in.Resize) {
+		return bad("input.resize %q: want stretch, crop or letterbox", in.Resize)
+	}
+	channels := 3
+	if in.Color == ColorGray {
+		channels = 1
+	}
+	for _, v := range []struct {
+		key  string
+		vals []float64
+	}{{"input.mean", in.Mean}, {"input.std", in.Std}} {
+		if len(v.vals) != 0 && len(v.vals) != 1 && len(v.vals) != channels {
+			return bad("%s has %d values: want 1 or %d (one per channel)", v.key, len(v.vals), channels)
+		}
+		for _, x := range v.vals {
+			if math.IsNaN(x) || math.IsInf(x, 0) || (v.key == "input.std" && x <= 0) {
+				return bad("%s: %v is not a finite number%s", v.key, x, map[bool]string{true: " > 0"}[v.key == "input.std"])
+			}
+		}
+	}
+	if m.Task == TaskClassification {
+		seen := map[string]bool{}
+		for _, l := range m.Outputs.Labels {
+			if l == "" || seen[l] {
+				return bad("outputs.labels: empty or repeated label %q", l)
+			}
+			seen[l] = true
+		}
+		if !seen[m.Outputs.OKLabel] {
+			return bad("outputs.ok_label %q is not one of outputs.labels %q", m.Outputs.OKLabel, m.Outputs.Labels)
+		}
+		if m.Outputs.Map != "" {
+			return bad("outputs.map: a classification model has no anomaly map")
+		}
+	} else if len(m.Outputs.Labels) > 0 || m.Outputs.OKLabel != "" || m.Outputs.Softmax {
+		return bad("outputs.labels, ok_label, softmax: only for task classification")
+	}
+	if t := m.Thresholds.Fail; math.IsNaN(t) || math.IsInf(t, 0) || t <= 0 {
+		return bad("thresholds.fail: %v must be a finite number > 0", t)
+	}
+	names := map[string]bool{}
+	for i, r := range m.ROIs {
+		if r.Name == "" || names[r.Name] {
+			return bad("rois[%d]: empty or repeated name %q", i, r.Name)
+		}
+		names[r.Name] = true
+		if !r.Valid() {
+			return bad("rois[%d] %q: %+v is not a rectangle inside the frame (fractions 0..1, x0 < x1, y0 < y1)", i, r.Name, r.Region)
+		}
+	}
+	if m.Opset < MinOpset || m.Opset > MaxOpset {
+		return bad("opset %d: unsupported, want %d..%d", m.Opset, MinOpset, MaxOpset)
+	}
+	for name, sum := range m.Files {
+		if err := checkBundlePath(name); err != nil {
+			return bad("files: %v", err)
+		}
+		if name == manifestFile || name == signatureFile {
+			return bad("files: %s must not be listed", name)
+		}
+		if !sha256Hex.MatchString(sum) {
+			return bad("files[%s]: %q is not a lowercase hex sha256", name, sum)
+		}
+	}
+	if g := m.Golden; g != nil {
+		if g.Tolerance < 0 || math.IsNaN(g.Tolerance) {
+			return bad("golden.tolerance: %v must be >= 0", g.Tolerance)
+		}
+		if len(g.Cases) == 0 {
+			return bad("golden: no cases")
+		}
+		for i, c := range g.Cases {
+			if !strings.HasPrefix(c.File, "golden/") || m.Files[c.File] == "" {
+				return bad("golden.cases[%d]: file %q must be under golden/ and listed in files", i, c.File)
+			}
+			if math.IsNaN(c.Score) || math.IsInf(c.Score, 0) {
+				return bad("golden.cases[%d]: score %v is not finite", i, c.Score)
+			}
+			if c.Class != "" && !slices.Contains(m.Outputs.Labels, c.Class) {
+				return bad("golden.cases[%d]: class %q is not one of outputs.labels", i, c.Class)
+			}
+		}
+	}
+	return nil
+}
+
+var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// CheckAgent reports whether an agent of version agentVersion may run the bundle.
+func (m *Manifest) CheckAgent(agentVersion string) error {
+	if m.MinAgentVersion == "" {
+		return nil
+	}
+	have, err := ParseSemver(agentVersion)
+	if err != nil {
+		return fmt.Errorf("agent version: %w", err)
+	}
+	want, _ := ParseSemver(m.MinAgentVersion)
+	if have.Compare(want) < 0 {
+		return fmt.Errorf("%w: %s %s needs agent %s or newer, this is %s", ErrBadBundle, m.Name, m.Version, m.MinAgentVersion, agentVersion)
+	}
+	return nil
+}
+
+// CheckUpgrade reports whether next may replace running (same model name): its version must
+// be higher, unless next is a signed rollback. A downgrade wraps ErrDowngrade.
+func CheckUpgrade(running, next *Manifest) error {
+	if running.Name != next.Name {
+		return fmt.Errorf("%w: bundle is model %q, the station runs %q", ErrBadBundle, next.Name, running.Name)
+	}
+	a, err := ParseSemver(running.Version)
+	if err != nil {
+		return fmt.Errorf("running version: %w", err)
+	}
+	b, err := ParseSemver(next.Version)
+	if err != nil {
+		return fmt.Errorf("%w: version: %v", ErrBadBundle, err)
+	}
+	if b.Compare(a) <= 0 && !next.Rollback {
+		return fmt.Errorf("%w: %s %s is not above the running %s and is not signed as a rollback (\"rollback\": true)",
+			ErrDowngrade, next.Name, next.Version, running.Version)
+	}
+	return nil
+}
+
+// Semver is a parsed semantic version (https://semver.org); build metadata is ignored.
+type Semver struct {
+	Major, Minor, Patch int
+	Pre                 string
+}
+
+var semverRE = regexp.MustCompile(`^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$`)
+
+// ParseSemver parses MAJOR.MINOR.PATCH[-pre][+build], with an optional leading v.
+func ParseSemver(s string) (Semver, error) {
+	m := semverRE.FindStringSubmatch(s)
+	if m == nil {
+		return Semver{}, fmt.Errorf("%q is not a semantic version (MAJOR.MINOR.PATCH)", s)
+	}
+	var v Semver
+	v.Major, _ = strconv.Atoi(m[1])
+	v.Minor, _ = strconv.Atoi(m[2])
+	v.Patch, _ = strconv.Atoi(m[3])
+	v.Pre = m[4]
+	return v, nil
+}
+
+// Compare returns -1, 0 or 1. A pre-release sorts before its release; pre-releases compare
+// by their dot-separated identifiers (numeric ones numerically).
+func (v Semver) Compare(o Semver) int {
+	for _, d := range [][2]int{{v.Major, o.Major}, {v.Minor, o.Minor}, {v.Patch, o.Patch}} {
+		if d[0] != d[1] {
+			return cmpInt(d[0], d[1])
+		}
+	}
+	switch {
+	case v.Pre == o.Pre:
+		return 0
+	case v.Pre == "":
+		return 1
+	case o.Pre == "":
+		return -1
+	}
+	a, b := strings.Split(v.Pre, "."), strings.Split(o.Pre, ".")
+	for i := 0; i < len(a) && i < len(b); i++ {
+		x, errx := strconv.Atoi(a[i])
+		y, erry := strconv.Atoi(b[i])
+		switch {
+		case errx == nil && erry == nil:
+			if x != y {
+				return cmpInt(x, y)
+			}
+		case errx == nil:
+			return -1
+		case erry == nil:
+			return 1
+		case a[i] != b[i]:
+			return strings.Compare(a[i], b[i])
+		}
+	}
+	return cmpInt(len(a), len(b))
+}
+
+func cmpInt(a, b int) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// checkBundlePath accepts a clean relative slash path without "..".
+func checkBundlePath(name string) error {
+	if name == "" || strings.HasPrefix(name, "/") || strings.Contains(name, "\\") {
+		return fmt.Errorf("path %q: want a relative slash path", name)
+	}
+	for _, part := range strings.Split(name, "/") {
+		if part == "" || part == "." || part == ".." {
+			return fmt.Errorf("path %q: empty, . or .. element", name)
+		}
+	}
+	return nil
+}
