@@ -5,6 +5,7 @@ package train
 import (
 	"context"
 	"fmt"
+	"github.com/takt-edge/takt/models/eval"
 	"os"
 	"strconv"
 	"strings"
@@ -73,7 +74,7 @@ func TestFiguresTrainerBackbone(t *testing.T) {
 				t.Fatalf("%s: %v", c.name, err)
 			}
 			took += time.Since(start)
-			last = EvaluateScores(scoreFrames(t, m, held), scoreFrames(t, m, defects))
+			last = eval.EvaluateScores(scoreFrames(t, m, held), scoreFrames(t, m, defects))
 			sum += last
 			aurocs = append(aurocs, ftoa(last))
 			if split == 3 && c.bb {
@@ -197,7 +198,7 @@ func TestFiguresTrainerBackboneSupervised(t *testing.T) {
 			if !m.Supervised {
 				t.Errorf("%s split %d: Train kept the unsupervised model (metrics %v): want the head", c.name, split, m.Metrics)
 			}
-			aurocs = append(aurocs, EvaluateScores(scoreFrames(t, m, held), scoreFrames(t, m, testD)))
+			aurocs = append(aurocs, eval.EvaluateScores(scoreFrames(t, m, held), scoreFrames(t, m, testD)))
 			t.Logf("%s split %d: auroc %.3f, %.0f s, metrics %v", c.name, split, aurocs[split-1], time.Since(start).Seconds(), m.Metrics)
 		}
 		// Inference per tile, as a station runs the model (2 threads).
@@ -304,7 +305,7 @@ func TestFiguresTrainerBackboneHeads(t *testing.T) {
 		for i := len(train); i < len(lab); i++ {
 			lab[i] = true
 		}
-		eval := func(name string, tr, te [][]float32, lambda float64) {
+		evalHead := func(name string, tr, te [][]float32, lambda float64) {
 			lh, err := fitHead(tr, lab, lambda)
 			if err != nil {
 				t.Fatal(err)
@@ -313,10 +314,10 @@ func TestFiguresTrainerBackboneHeads(t *testing.T) {
 			for _, x := range te {
 				sc = append(sc, lh.prob(x))
 			}
-			add(name, EvaluateScores(sc[:nh], sc[nh:]))
+			add(name, eval.EvaluateScores(sc[:nh], sc[nh:]))
 		}
 		handTr, handTe, _ := headRowsFor(t, TexturePatchCoreOptions(), train, trainD, test)
-		eval("filter bank, shipped head (L2 0.01)", handTr, handTe, 0.01)
+		evalHead("filter bank, shipped head (L2 0.01)", handTr, handTe, 0.01)
 		for _, l := range layers {
 			po := TexturePatchCoreOptions()
 			po.Backbone = backbone.Options{ONNX: data, Layer: l}
@@ -326,9 +327,9 @@ func TestFiguresTrainerBackboneHeads(t *testing.T) {
 			for _, r := range te {
 				sc = append(sc, float64(r[2*d])) // the map score
 			}
-			add(name+": map score (no head)", EvaluateScores(sc[:nh], sc[nh:]))
+			add(name+": map score (no head)", eval.EvaluateScores(sc[:nh], sc[nh:]))
 			for _, lambda := range []float64{0.01, 0.1, 1} {
-				eval(fmt.Sprintf("%s: head, L2 %g", name, lambda), tr, te, lambda)
+				evalHead(fmt.Sprintf("%s: head, L2 %g", name, lambda), tr, te, lambda)
 			}
 			pooled := func(rs [][]float32) (out [][]float32) {
 				for _, r := range rs {
@@ -336,7 +337,7 @@ func TestFiguresTrainerBackboneHeads(t *testing.T) {
 				}
 				return out
 			}
-			eval(name+": pooled features only (max, mean), L2 0.1", pooled(tr), pooled(te), 0.1)
+			evalHead(name+": pooled features only (max, mean), L2 0.1", pooled(tr), pooled(te), 0.1)
 			both := func(a, b [][]float32) (out [][]float32) {
 				for i := range a {
 					out = append(out, cat(a[i], b[i]))
@@ -344,7 +345,7 @@ func TestFiguresTrainerBackboneHeads(t *testing.T) {
 				return out
 			}
 			for _, lambda := range []float64{0.01, 0.1, 1} {
-				eval(fmt.Sprintf("%s + filter bank head vectors, L2 %g", name, lambda), both(tr, handTr), both(te, handTe), lambda)
+				evalHead(fmt.Sprintf("%s + filter bank head vectors, L2 %g", name, lambda), both(tr, handTr), both(te, handTe), lambda)
 			}
 		}
 	}

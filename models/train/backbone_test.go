@@ -4,6 +4,7 @@ package train
 
 import (
 	"context"
+	"github.com/takt-edge/takt/models/eval"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -334,7 +335,7 @@ func TestPatchCoreBackboneTrain(t *testing.T) {
 	}
 	g := scoreFrames(t, m, held)
 	d := scoreFrames(t, m, defects)
-	a := EvaluateScores(g, d)
+	a := eval.EvaluateScores(g, d)
 	t.Logf("backbone patchcore %s: held-out auroc %.3f", m.Input, a)
 	if a < 0.8 {
 		t.Errorf("backbone patchcore: held-out auroc %.3f (good %v, defects %v), want >= 0.8 (0.917 measured; 4 x 6 pairs, so one pair is 0.042)", a, g, d)

@@ -4,6 +4,7 @@ package train
 
 import (
 	"context"
+	"github.com/takt-edge/takt/models/eval"
 	"math"
 	"strings"
 	"testing"
@@ -106,7 +107,7 @@ func TestPatchCoreWithFilterBank(t *testing.T) {
 			ds = append(ds, res.Score)
 		}
 	}
-	a := EvaluateScores(gs, ds)
+	a := eval.EvaluateScores(gs, ds)
 	t.Logf("with filter bank: held-out auroc %.3f (good %.3f, defects %.3f), metrics %v", a, gs, ds, m.Metrics)
 	if a < 0.75 {
 		t.Errorf("with filter bank: held-out auroc %.3f (good %v, defects %v), want >= 0.75", a, gs, ds)

@@ -4,6 +4,7 @@ package train
 
 import (
 	"fmt"
+	"github.com/takt-edge/takt/models/eval"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -611,7 +612,7 @@ func TestFiguresTrainerSupervisedConfigs(t *testing.T) {
 		for i := nGood; i < len(all); i++ {
 			lab[i] = true
 		}
-		auroc := func(sc []float64) float64 { return EvaluateScores(sc[:nh], sc[nh:]) }
+		auroc := func(sc []float64) float64 { return eval.EvaluateScores(sc[:nh], sc[nh:]) }
 		add("unsupervised (texture PatchCore, top 3% of the map)", auroc(trows.score))
 
 		// Patch heads: trained on mask-labelled patches; top-k of their logits scores the

@@ -5,6 +5,7 @@ package train
 import (
 	"context"
 	"fmt"
+	"github.com/takt-edge/takt/models/eval"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -148,8 +149,8 @@ func TestPatchCoreSupervisedHeadBeatsMap(t *testing.T) {
 	if um.Supervised || !sm.Supervised {
 		t.Fatalf("supervised: %v without labels, %v with 12: want false and true", um.Supervised, sm.Supervised)
 	}
-	ua := EvaluateScores(scoreFrames(t, um, heldGood), scoreFrames(t, um, heldDefects))
-	sa := EvaluateScores(scoreFrames(t, sm, heldGood), scoreFrames(t, sm, heldDefects))
+	ua := eval.EvaluateScores(scoreFrames(t, um, heldGood), scoreFrames(t, um, heldDefects))
+	sa := eval.EvaluateScores(scoreFrames(t, sm, heldGood), scoreFrames(t, sm, heldDefects))
 	t.Logf("held-out AUROC: PatchCore %.3f, with the supervised head %.3f; metrics %v", ua, sa, sm.Metrics)
 	if sa < 0.95 || sa < ua+0.1 {
 		t.Errorf("held-out AUROC with the head %.3f, PatchCore alone %.3f: want the head >= 0.95 and 0.1 above", sa, ua)

@@ -3,6 +3,7 @@
 package train
 
 import (
+	"github.com/takt-edge/takt/models/eval"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -64,7 +65,7 @@ func TestKindHeadsSeparateOppositeKinds(t *testing.T) {
 			kg, og = append(kg, kh.prob(r)), append(og, one.prob(r))
 		}
 	}
-	ka, oa := EvaluateScores(kg, kd), EvaluateScores(og, od)
+	ka, oa := eval.EvaluateScores(kg, kd), eval.EvaluateScores(og, od)
 	t.Logf("held-out AUROC: one head %.3f, a head per kind %.3f", oa, ka)
 	if ka < 0.95 || ka < oa+0.1 {
 		t.Errorf("held-out AUROC a head per kind %.3f, one head %.3f: want >= 0.95 and 0.1 above", ka, oa)

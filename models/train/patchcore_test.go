@@ -5,6 +5,7 @@ package train
 import (
 	"context"
 	"fmt"
+	"github.com/takt-edge/takt/models/eval"
 	"image"
 	"image/jpeg"
 	"os"
@@ -107,12 +108,12 @@ func TestPatchCoreSynthetic(t *testing.T) {
 	}{{tm, tTemplate}, {pm, tPatch}} {
 		g := scoreFrames(t, c.m, heldGood)
 		d := scoreFrames(t, c.m, defects)
-		auroc := EvaluateScores(g, d)
+		auroc := eval.EvaluateScores(g, d)
 		var perKind []string
 		for k, kind := range kinds {
-			perKind = append(perKind, string(kind)+"="+ftoa(EvaluateScores(g, d[6*k:6*k+6])))
+			perKind = append(perKind, string(kind)+"="+ftoa(eval.EvaluateScores(g, d[6*k:6*k+6])))
 		}
-		conf := ConfusionAt(g, d, c.m.Threshold)
+		conf := eval.ConfusionAt(g, d, c.m.Threshold)
 		t.Logf("synthetic %s: train %v, auroc=%.3f (%s), threshold %.3f: %+v f1=%.3f, good max %.3f",
 			c.m.Name, c.train.Round(time.Millisecond), auroc, strings.Join(perKind, " "), c.m.Threshold, conf, conf.F1(), slices.Max(g))
 		if c.m == pm && auroc < 0.9 {

@@ -6,6 +6,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"github.com/takt-edge/takt/models/eval"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -123,7 +124,7 @@ func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel,
 			if ds, err = scoreRaw(m.ONNX, m.Input, opts.Threads, defects); err != nil {
 				return nil, fmt.Errorf("train %s: score defects: %w", meth, err)
 			}
-			auroc = EvaluateScores(m.GoodScores, ds)
+			auroc = eval.EvaluateScores(m.GoodScores, ds)
 		case len(methods) > 1:
 			if auroc, err = pseudoAUROC(ctx, meth, set.Good, opts, opts.Progress); err != nil {
 				return nil, err
@@ -156,7 +157,7 @@ func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel,
 		}
 	}
 	if len(defects) > 0 && !best.Supervised {
-		th, f1 := BestF1Threshold(best.GoodScores, bestDefectScores)
+		th, f1 := eval.BestF1Threshold(best.GoodScores, bestDefectScores)
 		if th > 0 && !math.IsInf(th, 0) {
 			if best.ONNX, err = best.regraph(th); err != nil {
 				return nil, fmt.Errorf("train: %w", err)
@@ -297,7 +298,7 @@ func pseudoAUROC(ctx context.Context, meth string, good []camera.Frame, opts Tra
 	if err != nil {
 		return 0, fmt.Errorf("train %s: pseudo-defect check: %w", meth, err)
 	}
-	return EvaluateScores(gs, ps), nil
+	return eval.EvaluateScores(gs, ps), nil
 }
 
 // scoreRaw scores frames with model data as Runtime.Infer would.
@@ -463,7 +464,7 @@ func fitHeadRows(rows [][]float32, nGood int, kinds []string, lambda float64) (*
 			}
 		}
 	}
-	th, f1 := BestF1Threshold(probs[:nGood], probs[nGood:])
+	th, f1 := eval.BestF1Threshold(probs[:nGood], probs[nGood:])
 	if !(th > 0 && th < 1) {
 		th = 0.5
 	}
@@ -502,7 +503,7 @@ func foldAUROC(scores []float64, labels []bool, folds int) float64 {
 			}
 		}
 		if len(g) > 0 && len(d) > 0 {
-			sum += EvaluateScores(g, d)
+			sum += eval.EvaluateScores(g, d)
 			n++
 		}
 	}

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"github.com/takt-edge/takt/models/eval"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -36,7 +37,7 @@ func TestFitHeadSeparates(t *testing.T) {
 			good = append(good, h.prob(row))
 		}
 	}
-	if a := EvaluateScores(good, defect); a < 0.85 {
+	if a := eval.EvaluateScores(good, defect); a < 0.85 {
 		t.Errorf("head AUROC on its training rows %.3f, want >= 0.85", a)
 	}
 	for j, w := range h.w {

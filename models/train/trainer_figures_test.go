@@ -5,6 +5,7 @@ package train
 import (
 	"context"
 	"fmt"
+	"github.com/takt-edge/takt/models/eval"
 	"image/png"
 	"math/rand/v2"
 	"os"
@@ -152,7 +153,7 @@ func pixelAUROC(goodMaps, defectMaps [][]float32, masks [][]bool) float64 {
 			}
 		}
 	}
-	return EvaluateScores(neg, pos)
+	return eval.EvaluateScores(neg, pos)
 }
 
 // TestFiguresTrainerMagneticTile prints the trainer's figures on the real magnetic-tile
@@ -191,13 +192,13 @@ func TestFiguresTrainerMagneticTile(t *testing.T) {
 	took := time.Since(start)
 	g, gm := mapsOf(t, m, held)
 	d, dm := mapsOf(t, m, defects)
-	auroc := EvaluateScores(g, d)
+	auroc := eval.EvaluateScores(g, d)
 	fmt.Printf("BENCH auroc_magnetic_tile_unsupervised=%.3f\n", auroc)
 	pix := pixelAUROC(gm, dm, s.masks)
 	fmt.Printf("BENCH pixel_auroc_magnetic_tile=%.3f\n", pix)
-	_, bestF1 := BestF1Threshold(g, d)
+	_, bestF1 := eval.BestF1Threshold(g, d)
 	t.Logf("unsupervised %s: train %v, auroc %.3f, pixel auroc %.3f, f1 at threshold %.3f, best f1 %.3f",
-		m.Input, took.Round(time.Millisecond), auroc, pix, F1AtThreshold(g, d, m.Threshold), bestF1)
+		m.Input, took.Round(time.Millisecond), auroc, pix, eval.F1AtThreshold(g, d, m.Threshold), bestF1)
 
 	// Supervised: half of each defect class (drawn per split, like the good tiles) for
 	// training, the image labels only (no masks). Splits 1 and 2 chose the head's inputs;
@@ -213,11 +214,11 @@ func TestFiguresTrainerMagneticTile(t *testing.T) {
 		took = time.Since(start)
 		sg := scoreFrames(t, sm, held)
 		sd := scoreFrames(t, sm, testD)
-		sa := EvaluateScores(sg, sd)
+		sa := eval.EvaluateScores(sg, sd)
 		if sp == split {
 			fmt.Printf("BENCH auroc_magnetic_tile_supervised=%.3f\n", sa)
 		}
-		conf := ConfusionAt(sg, sd, sm.Threshold)
+		conf := eval.ConfusionAt(sg, sd, sm.Threshold)
 		t.Logf("supervised split %d (head %v, %d training defects, %d test defects): train %v, auroc %.3f, at threshold %.3f: %+v f1 %.3f; metrics %v",
 			sp, sm.Supervised, len(trainD), len(testD), took.Round(time.Millisecond), sa, sm.Threshold, conf, conf.F1(), sm.Metrics)
 		if !sm.Supervised {
@@ -232,7 +233,7 @@ func TestFiguresTrainerMagneticTile(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("auto (good only) chose %s in %v: held-out auroc %.3f; metrics %v", am.Method, time.Since(start).Round(time.Millisecond),
-		EvaluateScores(scoreFrames(t, am, held), scoreFrames(t, am, defects)), am.Metrics)
+		eval.EvaluateScores(scoreFrames(t, am, held), scoreFrames(t, am, defects)), am.Metrics)
 }
 
 // TestFiguresTrainerSynthetic prints the trainer's figures on synthetic parts: the
@@ -258,14 +259,14 @@ func TestFiguresTrainerSynthetic(t *testing.T) {
 	took := time.Since(start)
 	g := scoreFrames(t, m, held)
 	d := scoreFrames(t, m, defects)
-	auroc := EvaluateScores(g, d)
+	auroc := eval.EvaluateScores(g, d)
 	var perKind []string
 	for k, kind := range kinds {
-		perKind = append(perKind, string(kind)+"="+ftoa(EvaluateScores(g, d[10*k:10*k+10])))
+		perKind = append(perKind, string(kind)+"="+ftoa(eval.EvaluateScores(g, d[10*k:10*k+10])))
 	}
 	fmt.Printf("BENCH auroc_synthetic_10_good=%.3f\n", auroc)
 	fmt.Printf("BENCH train_seconds_10_images=%.2f\n", took.Seconds())
-	conf := ConfusionAt(g, d, m.Threshold)
+	conf := eval.ConfusionAt(g, d, m.Threshold)
 	t.Logf("synthetic: Train auto chose %s %s in %v (metrics %v): auroc %.3f (%s), at threshold %.3f %+v f1 %.3f",
 		m.Method, m.Input, took.Round(time.Millisecond), m.Metrics, auroc, strings.Join(perKind, " "), m.Threshold, conf, conf.F1())
 
@@ -278,9 +279,9 @@ func TestFiguresTrainerSynthetic(t *testing.T) {
 		g, d := scoreFrames(t, mm, held), scoreFrames(t, mm, defects)
 		var per []string
 		for k, kind := range kinds {
-			per = append(per, string(kind)+"="+ftoa(EvaluateScores(g, d[10*k:10*k+10])))
+			per = append(per, string(kind)+"="+ftoa(eval.EvaluateScores(g, d[10*k:10*k+10])))
 		}
-		t.Logf("synthetic, %s alone (%s): auroc %.3f (%s)", meth, mm.Input, EvaluateScores(g, d), strings.Join(per, " "))
+		t.Logf("synthetic, %s alone (%s): auroc %.3f (%s)", meth, mm.Input, eval.EvaluateScores(g, d), strings.Join(per, " "))
 	}
 
 	// Inference of the produced model, default threads, as a station runs it.
@@ -343,7 +344,7 @@ func TestFiguresTrainerConfigs(t *testing.T) {
 				t.Fatalf("%s: %v", c.name, err)
 			}
 			took += time.Since(start)
-			a := EvaluateScores(scoreFrames(t, m, held), scoreFrames(t, m, defects))
+			a := eval.EvaluateScores(scoreFrames(t, m, held), scoreFrames(t, m, defects))
 			sum += a
 			aurocs = append(aurocs, ftoa(a))
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"github.com/takt-edge/takt/models/eval"
 	"html/template"
 	"image"
 	"image/color"
@@ -21,7 +22,6 @@ import (
 	"github.com/takt-edge/takt/cloudsync/cli"
 	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
-	"github.com/takt-edge/takt/models/train"
 )
 
 // evalCase is one scored image of takt model eval.
@@ -93,8 +93,8 @@ func cmdModelEval(args []string, stdout, stderr io.Writer) error {
 	if len(good) == 0 || len(bad) == 0 {
 		return fmt.Errorf("model eval: %s: %d good and %d defective images: need both (good/ and a defect folder)", *data, len(good), len(bad))
 	}
-	auroc := train.EvaluateScores(good, bad)
-	conf := train.ConfusionAt(good, bad, info.Threshold)
+	auroc := eval.EvaluateScores(good, bad)
+	conf := eval.ConfusionAt(good, bad, info.Threshold)
 	pix, masks := pixelAUROC(cases)
 	fmt.Fprintf(stdout, "eval: model %s %s (threshold %.4g) on %s: %d good, %d defective\n", info.Model.Name, info.Model.Version,
 		info.Threshold, *data, len(good), len(bad))
@@ -240,7 +240,7 @@ func pixelAUROC(cases []evalCase) (float64, int) {
 	if masks == 0 {
 		return math.NaN(), 0
 	}
-	return train.EvaluateScores(neg, pos), masks
+	return eval.EvaluateScores(neg, pos), masks
 }
 
 // rocPNG draws the ROC curve as a 320x320 PNG: axes, the chance diagonal, the curve, and
@@ -350,9 +350,9 @@ figure{display:inline-block;margin:6px;text-align:center}figcaption{font-size:12
 `))
 
 func writeEvalReport(path, bundle, data string, info models.Info, cases []evalCase, good, bad []float64, auroc, pix float64, masks int,
-	conf train.Confusion, worst int) error {
+	conf eval.Confusion, worst int) error {
 	th := info.Threshold
-	roc, err := rocPNG(train.ROCCurve(good, bad), [2]float64{float64(conf.FP) / float64(len(good)), float64(conf.TP) / float64(len(bad))})
+	roc, err := rocPNG(eval.ROCCurve(good, bad), [2]float64{float64(conf.FP) / float64(len(good)), float64(conf.TP) / float64(len(bad))})
 	if err != nil {
 		return fmt.Errorf("report: roc: %w", err)
 	}

@@ -5,12 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/takt-edge/takt/models/eval"
 	"math"
 	"path/filepath"
 
 	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
-	"github.com/takt-edge/takt/models/train"
 )
 
 // Score is a model's result on a job's validation set.
@@ -113,9 +113,9 @@ func Evaluate(ctx context.Context, data []byte, keys bundle.TrustedKeys, val str
 	}
 	th := rt.Info().Threshold
 	s := Score{AUROC: math.NaN(), Threshold: th, Good: len(good), Defect: len(defect), GoodScores: good}
-	c := train.ConfusionAt(good, defect, th)
+	c := eval.ConfusionAt(good, defect, th)
 	if len(defect) > 0 {
-		s.AUROC = train.EvaluateScores(good, defect)
+		s.AUROC = eval.EvaluateScores(good, defect)
 		s.F1 = c.F1()
 	}
 	if len(good) > 0 {
