@@ -115,6 +115,17 @@ type OutputSpec struct {
 type Thresholds struct {
 	// Fail: a score above it is FAIL. Must be > 0.
 	Fail float64 `json:"fail"`
+	// Rule is how the trainer chose Fail: "false-reject" (within FalseRejectBudget),
+	// "best-f1", "few-images" (too few good images for a tail fit); empty when set by hand.
+	Rule string `json:"rule,omitempty"`
+	// FalseRejectBudget is the share of good parts the plant accepts to reject, as the
+	// trainer was told (0.01 is 1%).
+	FalseRejectBudget float64 `json:"false_reject_budget,omitempty"`
+	// ExpectedFalseReject and ExpectedEscape are the shares of good parts failed and of
+	// defective parts passed at Fail that the trainer's cross-validation predicts; absent
+	// when unknown (ExpectedEscape needs labeled defects).
+	ExpectedFalseReject *float64 `json:"expected_false_reject,omitempty"`
+	ExpectedEscape      *float64 `json:"expected_escape,omitempty"`
 }
 
 // ROI is a named region of the frame in fractions (0..1) of its width and height.
@@ -248,6 +259,14 @@ func (m *Manifest) Validate() error {
 	}
 	if t := m.Thresholds.Fail; math.IsNaN(t) || math.IsInf(t, 0) || t <= 0 {
 		return bad("thresholds.fail: %v must be a finite number > 0", t)
+	}
+	if b := m.Thresholds.FalseRejectBudget; b != 0 && !(b > 0 && b < 1) {
+		return bad("thresholds.false_reject_budget: %v must be a fraction between 0 and 1", b)
+	}
+	for name, r := range map[string]*float64{"expected_false_reject": m.Thresholds.ExpectedFalseReject, "expected_escape": m.Thresholds.ExpectedEscape} {
+		if r != nil && !(*r >= 0 && *r <= 1) {
+			return bad("thresholds.%s: %v must be a fraction between 0 and 1", name, *r)
+		}
 	}
 	names := map[string]bool{}
 	for i, r := range m.ROIs {

@@ -5,7 +5,6 @@ package train
 import (
 	"context"
 	"fmt"
-	"github.com/takt-edge/takt/models/eval"
 	"os"
 	"strconv"
 	"strings"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/eval"
 	"github.com/takt-edge/takt/models/train/backbone"
 )
 

@@ -46,7 +46,7 @@ func comboFilterBankOptions(po PatchCoreOptions, in bundle.InputShape) (PatchCor
 	// texture defaults unless a caller changed them); the feature settings are the
 	// filter bank's own.
 	fb.PositionWeight, fb.K, fb.ScoreTop, fb.BankSize, fb.MaxCandidates = po.PositionWeight, po.K, po.ScoreTop, po.BankSize, po.MaxCandidates
-	fb.Folds, fb.Margin, fb.Seed, fb.Threads, fb.Ignore = po.Folds, po.Margin, po.Seed, po.Threads, po.Ignore
+	fb.Folds, fb.FalseReject, fb.Seed, fb.Threads, fb.Ignore = po.Folds, po.FalseReject, po.Seed, po.Threads, po.Ignore
 	fb.Name, fb.Version, fb.TrainedAt = po.Name, po.Version, po.TrainedAt
 	fb.Stride = DefaultPatchCoreOptions().Stride
 	ds := max(1, int(math.Round(float64(in.Width)/float64(fb.Width))))

@@ -79,7 +79,7 @@ func trainComboHead(ctx context.Context, good []camera.Frame, labeled []LabeledF
 	if err != nil {
 		return fail(err)
 	}
-	hf, err := fitHeadRows(rows, len(xs), kinds, opts.HeadLambda)
+	hf, err := fitHeadRows(rows, len(xs), kinds, opts)
 	if err != nil {
 		return fail(err)
 	}
@@ -100,7 +100,7 @@ func trainComboHead(ctx context.Context, good []camera.Frame, labeled []LabeledF
 		return fail(fmt.Errorf("final model: %w", err))
 	}
 	return &TrainedModel{
-		ONNX: onnx, Name: bbO.Name, Version: bbO.Version, Input: in, Threshold: hf.threshold,
+		ONNX: onnx, Name: bbO.Name, Version: bbO.Version, Input: in, Threshold: hf.threshold, Operating: hf.op,
 		GoodScores: append([]float64(nil), hf.probs[:len(xs)]...), TrainScores: trainScores, Folds: folds, TrainedAt: bbO.TrainedAt,
 		Method: MethodPatchCore, Supervised: true, Metrics: map[string]float64{"cv_f1": hf.f1}, regraph: final,
 	}, res, nil

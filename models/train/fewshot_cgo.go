@@ -9,6 +9,7 @@ import (
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
+	"github.com/takt-edge/takt/models/eval"
 )
 
 // preprocessGood turns good images into model inputs (gray, stretched to in, 0..1) through
@@ -26,16 +27,17 @@ func preprocessGood(what string, good []camera.Frame, in bundle.InputShape) ([][
 type calibrated struct {
 	onnx        []byte
 	threshold   float64
+	op          eval.OperatingPoint
 	goodScores  []float64
 	trainScores []float64
 }
 
 // crossValidate is the trainers' shared calibration: with k folds, every good image is
 // scored by a model that foldGraph builds from the other folds (use(i) says which images it
-// may learn from); the threshold is calibrated on those held-out scores with margin; then
+// may learn from); the threshold is calibrated on those held-out scores for the false-reject budget; then
 // finalGraph builds the shipped model from all images, and it scores them too (what
 // Runtime.Infer returns for them). ctx stops it between folds.
-func crossValidate(ctx context.Context, what string, xs [][]float32, folds int, margin float64, threads int, progress func(done, total int),
+func crossValidate(ctx context.Context, what string, xs [][]float32, folds int, falseReject float64, threads int, progress func(done, total int),
 	foldGraph func(use func(int) bool) ([]byte, error), finalGraph func(threshold float64) ([]byte, error)) (calibrated, error) {
 	n := len(xs)
 	c := calibrated{goodScores: make([]float64, n), trainScores: make([]float64, n)}
@@ -56,9 +58,10 @@ func crossValidate(ctx context.Context, what string, xs [][]float32, folds int, 
 		}
 	}
 	var err error
-	if c.threshold, err = calibrate(c.goodScores, margin); err != nil {
+	if c.op, err = calibrate(c.goodScores, falseReject); err != nil {
 		return c, fmt.Errorf("train %s: %w", what, err)
 	}
+	c.threshold = c.op.Threshold
 	if err := ctx.Err(); err != nil {
 		return c, fmt.Errorf("train %s: %w", what, err)
 	}

@@ -4,7 +4,6 @@ package train
 
 import (
 	"fmt"
-	"github.com/takt-edge/takt/models/eval"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -15,6 +14,7 @@ import (
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
+	"github.com/takt-edge/takt/models/eval"
 )
 
 // The supervised heads compared on the magnetic tiles (models/README.md, "Trainer results"): the

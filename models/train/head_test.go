@@ -5,7 +5,6 @@ package train
 import (
 	"context"
 	"fmt"
-	"github.com/takt-edge/takt/models/eval"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/eval"
 )
 
 // TestPatchCoreHeadInputGraph checks the head vector the graph computes against the same

@@ -3,13 +3,13 @@
 package train
 
 import (
-	"github.com/takt-edge/takt/models/eval"
 	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
 
 	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/eval"
 	"github.com/takt-edge/takt/models/onnxgraph"
 )
 

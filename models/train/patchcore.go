@@ -11,6 +11,7 @@ import (
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
+	"github.com/takt-edge/takt/models/eval"
 	"github.com/takt-edge/takt/models/onnxgraph"
 	"github.com/takt-edge/takt/models/train/backbone"
 )
@@ -76,8 +77,9 @@ type PatchCoreOptions struct {
 	ScoreTop float64 `yaml:"score_top"`
 	// Folds for threshold cross-validation; default min(n, 10).
 	Folds int `yaml:"folds"`
-	// Margin over the highest cross-validated good score; default 0.25.
-	Margin float64 `yaml:"margin"`
+	// FalseReject is the share of good parts the threshold may reject (a fraction);
+	// default eval.DefaultFalseReject. See eval.ChooseThreshold.
+	FalseReject float64 `yaml:"false_reject"`
 	// Ignore lists regions the model must not judge, as fractions of the frame.
 	Ignore []bundle.Region `yaml:"ignore"`
 	// Seed drives the coreset's first pick and the candidate subset.
@@ -105,7 +107,7 @@ const (
 // DefaultPatchCoreOptions returns the defaults TrainPatchCore uses for zero fields.
 func DefaultPatchCoreOptions() PatchCoreOptions {
 	return PatchCoreOptions{Name: "patchcore", Version: "0.1.0", Width: 128, Sigmas: []float64{1, 2, 4},
-		Stride: 4, Pool: PoolMax, BankSize: 2000, MaxCandidates: 30000, Margin: 0.25}
+		Stride: 4, Pool: PoolMax, BankSize: 2000, MaxCandidates: 30000, FalseReject: eval.DefaultFalseReject}
 }
 
 func patchCorePlan(good []camera.Frame, opts PatchCoreOptions) (PatchCoreOptions, bundle.InputShape, error) {
@@ -142,8 +144,8 @@ func patchCorePlan(good []camera.Frame, opts PatchCoreOptions) (PatchCoreOptions
 	if opts.MapSigma == 0 {
 		opts.MapSigma = float64(opts.Stride)
 	}
-	if opts.Margin == 0 {
-		opts.Margin = def.Margin
+	if opts.FalseReject == 0 {
+		opts.FalseReject = def.FalseReject
 	}
 	if opts.Folds == 0 {
 		opts.Folds = min(len(good), maxFolds)
@@ -274,8 +276,8 @@ func checkBankOptions(opts PatchCoreOptions, images int) error {
 		return fmt.Errorf("train patchcore: map_sigma %g: want >= 0.3 and a border below half of %dx%d", opts.MapSigma, opts.Width, opts.Height)
 	case opts.Folds < 2 || opts.Folds > images:
 		return fmt.Errorf("train patchcore: folds %d: want 2..%d (the number of good images)", opts.Folds, images)
-	case opts.Margin < 0 || opts.Margin > 10:
-		return fmt.Errorf("train patchcore: margin %g: want 0..10", opts.Margin)
+	case !(opts.FalseReject > 0 && opts.FalseReject < 1):
+		return fmt.Errorf("train patchcore: false_reject %g: want a fraction between 0 and 1 (0.01 is 1%%)", opts.FalseReject)
 	case !regionsValid(opts.Ignore):
 		return fmt.Errorf("train patchcore: ignore: every region needs 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, got %v", opts.Ignore)
 	case opts.Threads < 0:
@@ -645,8 +647,8 @@ func patchCoreMeta(opts PatchCoreOptions, in bundle.InputShape, threshold float6
 			{bundle.MetaTask, "anomaly"}, {bundle.MetaName, opts.Name}, {bundle.MetaVersion, opts.Version}, {bundle.MetaInput, in.String()},
 			{bundle.MetaThreshold, strconv.FormatFloat(threshold, 'g', -1, 64)},
 			{bundle.MetaTrainedImages, strconv.Itoa(images)}, {bundle.MetaTrainedAt, opts.TrainedAt.UTC().Format(time.RFC3339)},
-			{bundle.MetaMethod, fmt.Sprintf("patchcore %s position_weight=%g bank=%d k=%d map_sigma=%g score_top=%g folds=%d margin=%g ignore=%v",
-				opts.bb, opts.PositionWeight, bankSize, opts.K, opts.MapSigma, opts.ScoreTop, opts.Folds, opts.Margin, opts.Ignore)},
+			{bundle.MetaMethod, fmt.Sprintf("patchcore %s position_weight=%g bank=%d k=%d map_sigma=%g score_top=%g folds=%d false_reject=%g ignore=%v",
+				opts.bb, opts.PositionWeight, bankSize, opts.K, opts.MapSigma, opts.ScoreTop, opts.Folds, opts.FalseReject, opts.Ignore)},
 		}
 	}
 	return [][2]string{
@@ -657,7 +659,7 @@ func patchCoreMeta(opts PatchCoreOptions, in bundle.InputShape, threshold float6
 		{bundle.MetaThreshold, strconv.FormatFloat(threshold, 'g', -1, 64)},
 		{bundle.MetaTrainedImages, strconv.Itoa(images)},
 		{bundle.MetaTrainedAt, opts.TrainedAt.UTC().Format(time.RFC3339)},
-		{bundle.MetaMethod, fmt.Sprintf("patchcore downsample=%d sigmas=%v lighting_sigma=%g stride=%d pool=%s position_weight=%g bank=%d k=%d map_sigma=%g score_top=%g folds=%d margin=%g ignore=%v",
-			opts.Downsample, opts.Sigmas, opts.LightingSigma, opts.Stride, opts.Pool, opts.PositionWeight, bankSize, opts.K, opts.MapSigma, opts.ScoreTop, opts.Folds, opts.Margin, opts.Ignore)},
+		{bundle.MetaMethod, fmt.Sprintf("patchcore downsample=%d sigmas=%v lighting_sigma=%g stride=%d pool=%s position_weight=%g bank=%d k=%d map_sigma=%g score_top=%g folds=%d false_reject=%g ignore=%v",
+			opts.Downsample, opts.Sigmas, opts.LightingSigma, opts.Stride, opts.Pool, opts.PositionWeight, bankSize, opts.K, opts.MapSigma, opts.ScoreTop, opts.Folds, opts.FalseReject, opts.Ignore)},
 	}
 }

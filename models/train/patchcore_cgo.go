@@ -37,7 +37,7 @@ func TrainPatchCore(ctx context.Context, good []camera.Frame, opts PatchCoreOpti
 		bank := buildBank(feats, h, w, d, func(int) bool { return true }, opts)
 		return patchCoreGraph(in, opts, bank, patchCoreMeta(opts, in, threshold, len(good), bank.size()))
 	}
-	c, err := crossValidate(ctx, "patchcore", xs, opts.Folds, opts.Margin, opts.Threads, opts.Progress,
+	c, err := crossValidate(ctx, "patchcore", xs, opts.Folds, opts.FalseReject, opts.Threads, opts.Progress,
 		func(use func(int) bool) ([]byte, error) {
 			return patchCoreGraph(in, opts, buildBank(feats, h, w, d, use, opts), nil)
 		},
@@ -46,7 +46,7 @@ func TrainPatchCore(ctx context.Context, good []camera.Frame, opts PatchCoreOpti
 		return nil, err
 	}
 	return &TrainedModel{
-		ONNX: c.onnx, Name: opts.Name, Version: opts.Version, Input: in, Threshold: c.threshold,
+		ONNX: c.onnx, Name: opts.Name, Version: opts.Version, Input: in, Threshold: c.threshold, Operating: c.op,
 		GoodScores: c.goodScores, TrainScores: c.trainScores, Folds: opts.Folds, TrainedAt: opts.TrainedAt,
 		Method: MethodPatchCore, regraph: final,
 	}, nil

@@ -5,7 +5,6 @@ package train
 import (
 	"context"
 	"fmt"
-	"github.com/takt-edge/takt/models/eval"
 	"image"
 	"image/jpeg"
 	"os"
@@ -20,6 +19,7 @@ import (
 	"github.com/takt-edge/takt/camera/synth"
 	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
+	"github.com/takt-edge/takt/models/eval"
 )
 
 // scoreFrames loads model data in ONNX Runtime (as a station would) and scores frames.

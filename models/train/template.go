@@ -15,6 +15,7 @@ import (
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
+	"github.com/takt-edge/takt/models/eval"
 	"github.com/takt-edge/takt/models/onnxgraph"
 )
 
@@ -55,8 +56,9 @@ type TemplateOptions struct {
 	Shift int `yaml:"shift"`
 	// MapSmooth is the odd box size that smooths the anomaly map; default 3, 1 = none.
 	MapSmooth int `yaml:"map_smooth"`
-	// Margin over the highest cross-validated good score; default 0.25 (25%).
-	Margin float64 `yaml:"margin"`
+	// FalseReject is the share of good parts the threshold may reject (a fraction);
+	// default eval.DefaultFalseReject. See eval.ChooseThreshold.
+	FalseReject float64 `yaml:"false_reject"`
 	// Ignore lists regions the model must not judge, such as printed serial numbers or date
 	// codes that differ on every part, as fractions of the frame (0..1), so they hold for
 	// any frame and model size.
@@ -92,7 +94,7 @@ const defaultTemplateWidth = 256
 // DefaultTemplateOptions returns the defaults TrainTemplate uses for zero fields.
 func DefaultTemplateOptions() TemplateOptions {
 	return TemplateOptions{Name: "template", Version: "0.1.0", BlurSigma: 1, MinStd: 0.02, PoseJitter: 1,
-		MapSmooth: 3, Margin: 0.25}
+		MapSmooth: 3, FalseReject: eval.DefaultFalseReject}
 }
 
 // TrainedModel is the result of TrainTemplate.
@@ -102,6 +104,8 @@ type TrainedModel struct {
 	Version   string
 	Input     bundle.InputShape
 	Threshold float64 // as stored in takt.threshold; a score above it is anomalous
+	// Operating is how Threshold was chosen and the rates expected at it.
+	Operating eval.OperatingPoint
 	// GoodScores are the cross-validated scores of the good images, in input order: each
 	// from a model that did not see the image. The threshold is calibrated on them.
 	GoodScores []float64
@@ -146,10 +150,23 @@ func (m *TrainedModel) Manifest() (bundle.Manifest, error) {
 		Input: bundle.InputSpec{Name: "image", Width: m.Input.Width, Height: m.Input.Height, Layout: bundle.LayoutNCHW,
 			Color: bundle.ColorGray, Resize: bundle.ResizeStretch},
 		Outputs:    bundle.OutputSpec{Score: "score", Map: "anomaly_map"},
-		Thresholds: bundle.Thresholds{Fail: m.Threshold},
+		Thresholds: m.thresholds(),
 		Opset:      int(h.Opset()),
 		Metrics:    m.manifestMetrics(),
 	}, nil
+}
+
+// thresholds is the manifest's thresholds: the FAIL threshold with the rule that chose it
+// and the rates the cross-validated scores predict at it.
+func (m *TrainedModel) thresholds() bundle.Thresholds {
+	t := bundle.Thresholds{Fail: m.Threshold, Rule: m.Operating.Rule, FalseRejectBudget: m.Operating.Budget}
+	if op := m.Operating; op.Rule != "" {
+		t.ExpectedFalseReject = &op.FalseReject
+		if !math.IsNaN(op.Escape) {
+			t.ExpectedEscape = &op.Escape
+		}
+	}
+	return t
 }
 
 func (m *TrainedModel) manifestMetrics() map[string]float64 {
@@ -259,8 +276,8 @@ func templatePlan(good []camera.Frame, opts TemplateOptions) (TemplateOptions, b
 	if opts.MapSmooth == 0 {
 		opts.MapSmooth = def.MapSmooth
 	}
-	if opts.Margin == 0 {
-		opts.Margin = def.Margin
+	if opts.FalseReject == 0 {
+		opts.FalseReject = def.FalseReject
 	}
 	if opts.TrainedAt.IsZero() {
 		opts.TrainedAt = time.Now()
@@ -303,8 +320,8 @@ func templatePlan(good []camera.Frame, opts TemplateOptions) (TemplateOptions, b
 		return opts, in, fmt.Errorf("train template: pose_jitter %g: want > 0 and <= 10", opts.PoseJitter)
 	case opts.MapSmooth < 1 || opts.MapSmooth%2 == 0 || opts.MapSmooth > 31:
 		return opts, in, fmt.Errorf("train template: map_smooth %d: want an odd number 1..31", opts.MapSmooth)
-	case opts.Margin < 0 || opts.Margin > 10:
-		return opts, in, fmt.Errorf("train template: margin %g: want 0..10", opts.Margin)
+	case !(opts.FalseReject > 0 && opts.FalseReject < 1):
+		return opts, in, fmt.Errorf("train template: false_reject %g: want a fraction between 0 and 1 (0.01 is 1%%)", opts.FalseReject)
 	case opts.Threads < 0:
 		return opts, in, fmt.Errorf("train template: threads %d: want >= 0", opts.Threads)
 	}
@@ -485,8 +502,8 @@ func templateMeta(opts TemplateOptions, in bundle.InputShape, threshold float64,
 		{bundle.MetaThreshold, strconv.FormatFloat(threshold, 'g', -1, 64)},
 		{bundle.MetaTrainedImages, strconv.Itoa(images)},
 		{bundle.MetaTrainedAt, opts.TrainedAt.UTC().Format(time.RFC3339)},
-		{bundle.MetaMethod, fmt.Sprintf("template blur_sigma=%g lighting_sigma=%g min_std=%g pose_jitter=%g shift=%d map_smooth=%d margin=%g ignore=%v",
-			opts.BlurSigma, opts.LightingSigma, opts.MinStd, opts.PoseJitter, opts.Shift, opts.MapSmooth, opts.Margin, opts.Ignore)},
+		{bundle.MetaMethod, fmt.Sprintf("template blur_sigma=%g lighting_sigma=%g min_std=%g pose_jitter=%g shift=%d map_smooth=%d false_reject=%g ignore=%v",
+			opts.BlurSigma, opts.LightingSigma, opts.MinStd, opts.PoseJitter, opts.Shift, opts.MapSmooth, opts.FalseReject, opts.Ignore)},
 	}
 }
 
@@ -545,14 +562,13 @@ func pixelStats(blurred [][]float32, in bundle.InputShape, use func(i int) bool,
 	return mean, std
 }
 
-// calibrate applies the threshold rule to the cross-validated good scores.
-func calibrate(goodScores []float64, margin float64) (float64, error) {
-	hi := math.Inf(-1)
+// calibrate chooses the threshold from the cross-validated good scores for a false-reject
+// budget (see eval.ChooseThreshold), at least MinThreshold.
+func calibrate(goodScores []float64, falseReject float64) (eval.OperatingPoint, error) {
 	for i, s := range goodScores {
 		if math.IsNaN(s) || math.IsInf(s, 0) {
-			return 0, fmt.Errorf("good image %d scored %v", i, s)
+			return eval.OperatingPoint{}, fmt.Errorf("good image %d scored %v", i, s)
 		}
-		hi = max(hi, s)
 	}
-	return max(MinThreshold, hi*(1+margin)), nil
+	return eval.ChooseThreshold(goodScores, nil, eval.RuleFalseReject, falseReject, MinThreshold)
 }

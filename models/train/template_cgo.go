@@ -37,7 +37,7 @@ func TrainTemplate(ctx context.Context, good []camera.Frame, opts TemplateOption
 		mean, std := pixelStats(blurred, in, func(int) bool { return true }, opts.MinStd, opts.PoseJitter)
 		return templateGraph(in, opts, mean, std, templateMeta(opts, in, threshold, len(good)))
 	}
-	c, err := crossValidate(ctx, "template", xs, folds, opts.Margin, opts.Threads, opts.Progress,
+	c, err := crossValidate(ctx, "template", xs, folds, opts.FalseReject, opts.Threads, opts.Progress,
 		func(use func(int) bool) ([]byte, error) {
 			mean, std := pixelStats(blurred, in, use, opts.MinStd, opts.PoseJitter)
 			return templateGraph(in, opts, mean, std, nil)
@@ -52,6 +52,7 @@ func TrainTemplate(ctx context.Context, good []camera.Frame, opts TemplateOption
 		Version:     opts.Version,
 		Input:       in,
 		Threshold:   c.threshold,
+		Operating:   c.op,
 		GoodScores:  c.goodScores,
 		TrainScores: c.trainScores,
 		Folds:       folds,

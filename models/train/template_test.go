@@ -17,6 +17,7 @@ import (
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
+	"github.com/takt-edge/takt/models/eval"
 	"github.com/takt-edge/takt/models/onnxpb"
 	"google.golang.org/protobuf/proto"
 )
@@ -122,12 +123,18 @@ func TestTrainTemplateMetadata(t *testing.T) {
 	if mp.GetGraph().GetName() != "bracket" || mp.GetIrVersion() != 8 {
 		t.Errorf("graph name %q, IR version %d: want bracket, 8", mp.GetGraph().GetName(), mp.GetIrVersion())
 	}
-	hi := 0.0
-	for _, s := range m.GoodScores {
-		hi = max(hi, s)
+	op, err := eval.ChooseThreshold(m.GoodScores, nil, eval.RuleFalseReject, eval.DefaultFalseReject, MinThreshold)
+	if err != nil || m.Threshold != op.Threshold || m.Operating.Threshold != op.Threshold || m.Operating.FalseReject != op.FalseReject {
+		t.Errorf("threshold: got %v (%+v), want %+v from the cross-validated good scores (%v)", m.Threshold, m.Operating, op, err)
 	}
-	if want := max(MinThreshold, hi*1.25); m.Threshold != want {
-		t.Errorf("threshold: got %v, want max(%v, 1.25 * %v) = %v", m.Threshold, MinThreshold, hi, want)
+	man, err := m.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if th := man.Thresholds; th.Rule != m.Operating.Rule || th.FalseRejectBudget != eval.DefaultFalseReject ||
+		th.ExpectedFalseReject == nil || *th.ExpectedFalseReject != m.Operating.FalseReject || th.ExpectedEscape != nil {
+		t.Errorf("manifest thresholds %+v: want rule %s, budget %v, expected false reject %v, no expected escape (no defects)",
+			th, m.Operating.Rule, eval.DefaultFalseReject, m.Operating.FalseReject)
 	}
 }
 
@@ -185,7 +192,7 @@ func TestTrainTemplateErrors(t *testing.T) {
 		{"blur too wide", good, TemplateOptions{Width: 12, BlurSigma: 3}, "blur_sigma 3 needs a 9 px border, too wide for 12x9"},
 		{"min_std above 1", good, TemplateOptions{MinStd: 2}, "min_std 2"},
 		{"negative pose_jitter", good, TemplateOptions{PoseJitter: -1}, "pose_jitter -1"},
-		{"negative margin", good, TemplateOptions{Margin: -1}, "margin -1"},
+		{"false_reject above 1", good, TemplateOptions{FalseReject: 1.5}, "false_reject 1.5: want a fraction"},
 		{"tiny input", good, TemplateOptions{Width: 4, Height: 3}, "input size 4x3"},
 	}
 	for _, tt := range tests {
@@ -230,21 +237,30 @@ func TestWriteFile(t *testing.T) {
 }
 
 func TestThresholdRule(t *testing.T) {
+	many := make([]float64, 40)
+	for i := range many {
+		many[i] = 2 + float64(i)/40
+	}
 	tests := []struct {
 		name   string
 		scores []float64
-		margin float64
+		budget float64
 		want   float64
+		rule   string
 	}{
-		{"margin over the max", []float64{4, 10, 6}, 0.1, 11},
-		{"floor for identical images", []float64{0, 0}, 0.25, MinThreshold},
-		{"no margin", []float64{5, 7}, 0, 7},
+		{"few images: a quarter over the max", []float64{4, 10, 6}, 0.01, 12.5, eval.RuleFewImages},
+		{"floor for identical images", []float64{0, 0}, 0.01, MinThreshold, eval.RuleFewImages},
+		{"budget within the scores: their quantile", many, 0.3, many[27], eval.RuleFalseReject},
 	}
 	for _, tt := range tests {
-		got, err := calibrate(tt.scores, tt.margin)
-		if err != nil || math.Abs(got-tt.want) > 1e-12 {
-			t.Errorf("%s: calibrate(%v, %v): got %v, %v, want %v", tt.name, tt.scores, tt.margin, got, err, tt.want)
+		got, err := calibrate(tt.scores, tt.budget)
+		if err != nil || math.Abs(got.Threshold-tt.want) > 1e-12 || got.Rule != tt.rule {
+			t.Errorf("%s: calibrate(%v, %v): got %+v, %v, want threshold %v by %s", tt.name, tt.scores, tt.budget, got, err, tt.want, tt.rule)
 		}
+	}
+	// A 1% budget lies beyond the highest of 40 scores: the tail fit extrapolates.
+	if got, err := calibrate(many, 0.01); err != nil || got.Threshold <= many[39] || got.FalseReject > 0.011 {
+		t.Errorf("calibrate(40 scores, 1%%): got %+v, %v; want a threshold above the highest score, expected false rejects <= 1%%", got, err)
 	}
 	if _, err := calibrate([]float64{1, math.NaN()}, 0.1); err == nil {
 		t.Errorf("calibrate with a NaN score: got nil error, want one")

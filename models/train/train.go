@@ -10,6 +10,7 @@ import (
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
+	"github.com/takt-edge/takt/models/eval"
 	"github.com/takt-edge/takt/models/train/backbone"
 )
 
@@ -83,6 +84,14 @@ type TrainOptions struct {
 	// BackboneAlone keeps the filter bank out of a backbone model (the head, if any, on
 	// the backbone's features only).
 	BackboneAlone bool
+	// FalseReject is the share of good parts the plant accepts to reject (a fraction):
+	// the threshold is set from the cross-validated good scores so that this share of
+	// good parts is expected above it; default eval.DefaultFalseReject. With labeled
+	// defects that threshold also catches the most defects within the budget.
+	FalseReject float64
+	// ThresholdRule is eval.RuleFalseReject (default) or eval.RuleBestF1 (the best F1 on
+	// the cross-validated defects, whatever it costs in false rejects; needs labels).
+	ThresholdRule string
 	// Threads is ONNX Runtime's intra-op thread count while training; 0 = its default.
 	Threads int
 	// Seed drives the pseudo-defects and the coreset.
@@ -154,6 +163,23 @@ func trainPlan(set TrainSet, opts TrainOptions) (TrainOptions, error) {
 	if opts.MinHeadDefects == 0 {
 		opts.MinHeadDefects = 10
 	}
+	if opts.FalseReject == 0 {
+		opts.FalseReject = eval.DefaultFalseReject
+	}
+	if !(opts.FalseReject > 0 && opts.FalseReject < 1) {
+		return opts, fmt.Errorf("train: false-reject budget %g: want a fraction between 0 and 1 (0.01 is 1%%)", opts.FalseReject)
+	}
+	switch opts.ThresholdRule {
+	case "":
+		opts.ThresholdRule = eval.RuleFalseReject
+	case eval.RuleFalseReject:
+	case eval.RuleBestF1:
+		if len(set.Defects) == 0 {
+			return opts, fmt.Errorf("train: threshold rule %s needs labeled defects", eval.RuleBestF1)
+		}
+	default:
+		return opts, fmt.Errorf("train: threshold rule %q: want %s or %s", opts.ThresholdRule, eval.RuleFalseReject, eval.RuleBestF1)
+	}
 	if opts.TrainedAt.IsZero() {
 		opts.TrainedAt = time.Now()
 	}
@@ -196,6 +222,12 @@ func trainPlan(set TrainSet, opts TrainOptions) (TrainOptions, error) {
 	}
 	if opts.PatchCore.Seed == 0 {
 		opts.PatchCore.Seed = opts.Seed
+	}
+	if opts.Template.FalseReject == 0 {
+		opts.Template.FalseReject = opts.FalseReject
+	}
+	if opts.PatchCore.FalseReject == 0 {
+		opts.PatchCore.FalseReject = opts.FalseReject
 	}
 	if withBackbone {
 		// Cut and run once here, not in every fold and check.

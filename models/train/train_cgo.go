@@ -6,7 +6,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"github.com/takt-edge/takt/models/eval"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
+	"github.com/takt-edge/takt/models/eval"
 	ort "github.com/yalue/onnxruntime_go"
 )
 
@@ -157,14 +157,22 @@ func Train(ctx context.Context, set TrainSet, opts TrainOptions) (*TrainedModel,
 		}
 	}
 	if len(defects) > 0 && !best.Supervised {
-		th, f1 := eval.BestF1Threshold(best.GoodScores, bestDefectScores)
-		if th > 0 && !math.IsInf(th, 0) {
-			if best.ONNX, err = best.regraph(th); err != nil {
+		floor := 0.0
+		if best.Method != MethodEnsemble {
+			floor = MinThreshold
+		}
+		op, err := eval.ChooseThreshold(best.GoodScores, bestDefectScores, opts.ThresholdRule, opts.FalseReject, floor)
+		if err != nil {
+			return nil, fmt.Errorf("train: %w", err)
+		}
+		if op.Threshold != best.Threshold {
+			if best.ONNX, err = best.regraph(op.Threshold); err != nil {
 				return nil, fmt.Errorf("train: %w", err)
 			}
-			best.Threshold = th
+			best.Threshold = op.Threshold
 		}
-		metrics["cv_f1"] = f1
+		best.Operating = op
+		metrics["cv_f1"] = eval.F1AtThreshold(best.GoodScores, bestDefectScores, op.Threshold)
 	}
 	if len(defects) > 0 || len(methods) > 1 {
 		metrics["cv_auroc"] = bestAUROC
@@ -222,8 +230,9 @@ func trainMethod(ctx context.Context, meth string, good []camera.Frame, opts Tra
 
 // ensembleOf joins a template and a PatchCore model trained on the same images and input
 // size (see MethodEnsemble). Its held-out good scores are the larger of the two models'
-// scores over their thresholds, so the threshold rule carries over: 1 is where either
-// model's own threshold lies.
+// scores over their thresholds (1 is where either model's own threshold lies); its own
+// threshold is chosen on them for the false-reject budget, since a part fails when either
+// model would and the two budgets add up.
 func ensembleOf(tm, pm *TrainedModel, opts TrainOptions) (*TrainedModel, error) {
 	if tm == nil || pm == nil {
 		return nil, fmt.Errorf("train ensemble: needs the template and the patchcore model")
@@ -249,12 +258,15 @@ func ensembleOf(tm, pm *TrainedModel, opts TrainOptions) (*TrainedModel, error) 
 		good[i] = max(tm.GoodScores[i]/tm.Threshold, pm.GoodScores[i]/pm.Threshold)
 		train[i] = max(tm.TrainScores[i]/tm.Threshold, pm.TrainScores[i]/pm.Threshold)
 	}
-	const threshold = 1
-	onnx, err := final(threshold)
+	op, err := eval.ChooseThreshold(good, nil, eval.RuleFalseReject, opts.FalseReject, 0)
+	if err != nil {
+		return nil, fmt.Errorf("train ensemble: %w", err)
+	}
+	onnx, err := final(op.Threshold)
 	if err != nil {
 		return nil, err
 	}
-	return &TrainedModel{ONNX: onnx, Name: opts.Name, Version: opts.Version, Input: tm.Input, Threshold: threshold,
+	return &TrainedModel{ONNX: onnx, Name: opts.Name, Version: opts.Version, Input: tm.Input, Threshold: op.Threshold, Operating: op,
 		GoodScores: good, TrainScores: train, Folds: tm.Folds, TrainedAt: opts.TrainedAt, Method: MethodEnsemble, regraph: final}, nil
 }
 
@@ -345,7 +357,7 @@ func trainPatchCoreHead(ctx context.Context, good []camera.Frame, labeled []Labe
 	if err != nil {
 		return nil, 0, 0, fmt.Errorf("train patchcore head: %w", err)
 	}
-	hf, err := fitHeadRows(rows, len(xs), kinds, opts.HeadLambda)
+	hf, err := fitHeadRows(rows, len(xs), kinds, opts)
 	if err != nil {
 		return nil, 0, 0, fmt.Errorf("train patchcore head: %w", err)
 	}
@@ -371,7 +383,7 @@ func trainPatchCoreHead(ctx context.Context, good []camera.Frame, labeled []Labe
 		return nil, 0, 0, fmt.Errorf("train patchcore head: final model: %w", err)
 	}
 	return &TrainedModel{
-		ONNX: onnx, Name: po.Name, Version: po.Version, Input: in, Threshold: th,
+		ONNX: onnx, Name: po.Name, Version: po.Version, Input: in, Threshold: th, Operating: hf.op,
 		GoodScores: append([]float64(nil), goodP...), TrainScores: trainScores, Folds: folds, TrainedAt: po.TrainedAt,
 		Method: MethodPatchCore, Supervised: true, Metrics: map[string]float64{"cv_f1": f1}, regraph: final,
 	}, auroc, mapAUROC, nil
@@ -432,15 +444,18 @@ type headFit struct {
 	probs  []float64  // per row, from a head fitted without the row's fold
 	labels []bool     // per row: a defect
 	auroc  float64    // of probs, the mean of the folds' AUROCs (see foldAUROC)
-	// threshold is the best-F1 threshold on probs (0.5 when none is inside 0..1), f1 its F1.
+	// op is the threshold chosen on probs by the options' rule (see eval.ChooseThreshold),
+	// threshold its value and f1 the F1 there.
+	op            eval.OperatingPoint
 	threshold, f1 float64
 }
 
 // fitHeadRows cross-validates the heads (see kindHeads) in headFolds folds over rows (the
 // first nGood are good images, the rest defects; each row from a fold model whose bank
 // did not see the image; kinds as headKinds gives them) and fits the final heads on all
-// of them with L2 penalty lambda.
-func fitHeadRows(rows [][]float32, nGood int, kinds []string, lambda float64) (*headFit, error) {
+// of them with L2 penalty opts.HeadLambda; the threshold follows opts' rule and budget.
+func fitHeadRows(rows [][]float32, nGood int, kinds []string, opts TrainOptions) (*headFit, error) {
+	lambda := opts.HeadLambda
 	labels := make([]bool, len(rows))
 	for i := nGood; i < len(rows); i++ {
 		labels[i] = true
@@ -464,15 +479,16 @@ func fitHeadRows(rows [][]float32, nGood int, kinds []string, lambda float64) (*
 			}
 		}
 	}
-	th, f1 := eval.BestF1Threshold(probs[:nGood], probs[nGood:])
-	if !(th > 0 && th < 1) {
-		th = 0.5
+	op, err := eval.ChooseThreshold(probs[:nGood], probs[nGood:], opts.ThresholdRule, opts.FalseReject, 0)
+	if err != nil {
+		return nil, err
 	}
 	head, err := fitKindHeads(rows, kinds, lambda)
 	if err != nil {
 		return nil, err
 	}
-	return &headFit{head: head, probs: probs, labels: labels, auroc: foldAUROC(probs, labels, headFolds), threshold: th, f1: f1}, nil
+	return &headFit{head: head, probs: probs, labels: labels, auroc: foldAUROC(probs, labels, headFolds), op: op,
+		threshold: op.Threshold, f1: eval.F1AtThreshold(probs[:nGood], probs[nGood:], op.Threshold)}, nil
 }
 
 // columnAUROC is the AUROC of the rows' input at (a map score: what PatchCore alone

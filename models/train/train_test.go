@@ -1,13 +1,13 @@
 package train
 
 import (
-	"github.com/takt-edge/takt/models/eval"
 	"math/rand/v2"
 	"strings"
 	"testing"
 
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models/bundle"
+	"github.com/takt-edge/takt/models/eval"
 )
 
 func TestFitHeadSeparates(t *testing.T) {

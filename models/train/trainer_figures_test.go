@@ -5,7 +5,6 @@ package train
 import (
 	"context"
 	"fmt"
-	"github.com/takt-edge/takt/models/eval"
 	"image/png"
 	"math/rand/v2"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/camera/synth"
 	"github.com/takt-edge/takt/models"
+	"github.com/takt-edge/takt/models/eval"
 )
 
 // tileSet is the magnetic-tile images at 128x128 with their classes and (defects) masks.

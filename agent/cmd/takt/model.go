@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"github.com/takt-edge/takt/cloudsync/cli"
 	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
+	"github.com/takt-edge/takt/models/eval"
 	"github.com/takt-edge/takt/models/train"
 	"github.com/takt-edge/takt/models/train/backbone"
 )
@@ -43,7 +45,13 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	shift := fs.Int("shift", 0, "tolerated part shift against the template in model pixels (0: width/85, negative: off)")
 	smooth := fs.Int("map-smooth", def.MapSmooth, "odd box size smoothing the anomaly map (1 = none)")
 	jitter := fs.Float64("pose-jitter", def.PoseJitter, "tolerated part shift in model pixels")
-	margin := fs.Float64("margin", def.Margin, "threshold margin over the highest held-out good score (0.25 = 25%)")
+	falseReject := eval.DefaultFalseReject
+	fs.Func("false-reject", "share of good parts the line accepts to reject, e.g. 1% or 0.01 (default 1%): the threshold is set from the cross-validated good scores so that this share is expected above it", func(v string) error {
+		f, err := parseFraction(v)
+		falseReject = f
+		return err
+	})
+	rule := fs.String("threshold", eval.RuleFalseReject, "how the threshold is chosen: false-reject (keep the --false-reject budget; with defects, catch the most within it) or best-f1 (best F1 on the cross-validated defects)")
 	backboneFile := fs.String("backbone", "", "ONNX model whose feature map, cut at --layer, replaces PatchCore's filter bank (input NCHW float, 1 or 3 channels)")
 	layer := fs.String("layer", "", "tensor of --backbone to cut at: a 4-D NCHW feature map (a node output name); several, comma-separated, are joined on the first one's grid")
 	bbMean := fs.String("backbone-mean", "", `per-channel mean subtracted from the 0..1 gray input before --backbone: "imagenet" or comma-separated values (default 0)`)
@@ -104,7 +112,8 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	opts := train.TrainOptions{
 		Method: *method, Name: *name, Version: *version, Ignore: regions, MinHeadDefects: *minHead,
 		Template: train.TemplateOptions{Width: *width, Height: *height, BlurSigma: *blur, LightingSigma: *lighting,
-			Shift: *shift, MapSmooth: *smooth, PoseJitter: *jitter, Margin: *margin},
+			Shift: *shift, MapSmooth: *smooth, PoseJitter: *jitter},
+		FalseReject: falseReject, ThresholdRule: *rule,
 		Progress: newProgress(stderr).step,
 	}
 	if *backboneFile != "" {
@@ -134,8 +143,9 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 		kind += " + supervised head"
 	}
 	fmt.Fprintf(stdout, "train: method %s; metrics %s\n", kind, formatMetrics(tm.Metrics))
-	fmt.Fprintf(stdout, "train: wrote %s (%s %s, input %s, threshold %.4g, good scores max %.4g over %d folds, sha256 %s)\n",
-		*out, tm.Name, tm.Version, tm.Input, tm.Threshold, slices.Max(tm.GoodScores), tm.Folds, tm.SHA256()[:12])
+	fmt.Fprintf(stdout, "train: threshold %.4g (%s); expected at it: %s\n", tm.Threshold, tm.Operating.Rule, expectedRates(tm.Operating))
+	fmt.Fprintf(stdout, "train: wrote %s (%s %s, input %s, good scores max %.4g over %d folds, sha256 %s)\n",
+		*out, tm.Name, tm.Version, tm.Input, slices.Max(tm.GoodScores), tm.Folds, tm.SHA256()[:12])
 	return nil
 }
 
@@ -492,6 +502,40 @@ func cmdModelInspect(args []string, stdout, stderr io.Writer) error {
 func orNone(s string) string {
 	if s == "" {
 		return "none (unsigned)"
+	}
+	return s
+}
+
+// parseFraction reads a share as a percentage ("1%", "0.5%") or a fraction ("0.01"),
+// strictly between 0 and 1.
+func parseFraction(v string) (float64, error) {
+	s, pct := strings.CutSuffix(strings.TrimSpace(v), "%")
+	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q: want a percentage such as 1%% or a fraction such as 0.01", v)
+	}
+	if pct {
+		f /= 100
+	}
+	if !(f > 0 && f < 1) {
+		return 0, fmt.Errorf("%q: want a share strictly between 0%% and 100%%", v)
+	}
+	return f, nil
+}
+
+// expectedRates says what the cross-validation predicts at an operating point.
+func expectedRates(op eval.OperatingPoint) string {
+	s := fmt.Sprintf("false rejects %.2f%%", 100*op.FalseReject)
+	if op.Budget > 0 {
+		s += fmt.Sprintf(" (budget %.2g%%)", 100*op.Budget)
+	}
+	if !math.IsNaN(op.Escape) {
+		s += fmt.Sprintf(", escapes %.1f%% of the labeled defects", 100*op.Escape)
+	} else {
+		s += ", escapes unknown (no labeled defects)"
+	}
+	if op.Rule == eval.RuleFewImages {
+		s += "; too few good images for a tail fit: the threshold is a quarter over the highest good score, give at least 8"
 	}
 	return s
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"github.com/takt-edge/takt/models/eval"
 	"html/template"
 	"image"
 	"image/color"
@@ -22,6 +21,7 @@ import (
 	"github.com/takt-edge/takt/cloudsync/cli"
 	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
+	"github.com/takt-edge/takt/models/eval"
 )
 
 // evalCase is one scored image of takt model eval.
@@ -110,13 +110,23 @@ func cmdModelEval(args []string, stdout, stderr io.Writer) error {
 		pc := perClass[k]
 		fmt.Fprintf(stdout, "  %-16s  caught %d of %d\n", k, pc[0], pc[1])
 	}
+	falseReject, escape := eval.Rates(good, bad, info.Threshold)
+	fmt.Fprintf(stdout, "at the bundle's threshold: false rejects %.2f%% (%d of %d good), escapes %.2f%% (%d of %d defective)\n",
+		100*falseReject, conf.FP, len(good), 100*escape, conf.FN, len(bad))
+	fmt.Fprintf(stdout, "operating points on these images (a threshold per line; %d good images: steps of %.2g%%):\n", len(good), 100/float64(len(good)))
+	for _, b := range []float64{0.005, 0.01, 0.05} {
+		fmt.Fprintf(stdout, "  false rejects at most %4.1f%%: catches %5.1f%% of defects\n", 100*b, 100*eval.CatchAtFalseReject(good, bad, b))
+	}
+	for _, c := range []float64{0.9, 0.99} {
+		fmt.Fprintf(stdout, "  to catch %2.0f%% of defects: rejects %5.1f%% of good parts\n", 100*c, 100*eval.FalseRejectToCatch(good, bad, c))
+	}
 	if *report != "" {
 		if err := writeEvalReport(*report, *bundlePath, *data, info, cases, good, bad, auroc, pix, masks, conf, *worst); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "report: %s\n", *report)
 	}
-	fmt.Fprintf(stdout, "auroc=%.4f f1=%.4f\n", auroc, conf.F1())
+	fmt.Fprintf(stdout, "auroc=%.4f f1=%.4f false_reject=%.4f escape=%.4f\n", auroc, conf.F1(), falseReject, escape)
 	return nil
 }
 

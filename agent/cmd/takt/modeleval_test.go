@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
@@ -12,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/takt-edge/takt/models/bundle"
+	"github.com/takt-edge/takt/models/eval"
 )
 
 // The trainer's path end to end through the command: synthetic parts with labeled
@@ -43,11 +45,11 @@ func TestModelTrainEval(t *testing.T) {
 	writeMask(t, filepath.Join(test, kinds[0], "masks", filepath.Base(first[0])), 64, 48)
 
 	out, err := takt(t, "model", "train", "--data", train, "--out", bundlePath, "--key", key, "--name", "e2e-part",
-		"--max-train", "8", "--ignore", "274,106,520,202")
+		"--max-train", "8", "--ignore", "274,106,520,202", "--false-reject", "5%")
 	if err != nil {
 		t.Fatalf("model train: %v\n%s", err, out)
 	}
-	for _, want := range []string{"8 good images, 12 labeled defects", "cv_auroc_template=", "cv_auroc_patchcore=", "cv_auroc_patchcore_head=", "wrote " + bundlePath} {
+	for _, want := range []string{"8 good images, 12 labeled defects", "(false-reject); expected at it: false rejects", "(budget 5%), escapes", "cv_auroc_template=", "cv_auroc_patchcore=", "cv_auroc_patchcore_head=", "wrote " + bundlePath} {
 		if !strings.Contains(out, want) {
 			t.Errorf("model train output lacks %q:\n%s", want, out)
 		}
@@ -64,6 +66,10 @@ func TestModelTrainEval(t *testing.T) {
 		js, _ := json.Marshal(m)
 		t.Errorf("manifest metrics %s: want good_images 8, defect_images 12, cv_auroc > 0.5, train_seconds", js)
 	}
+	if th := b.Manifest.Thresholds; th.Rule != eval.RuleFalseReject || th.FalseRejectBudget != 0.05 || th.ExpectedFalseReject == nil || th.ExpectedEscape == nil {
+		js, _ := json.Marshal(th)
+		t.Errorf("manifest thresholds %s: want rule false-reject, budget 0.05 (--false-reject 5%%), expected false reject and escape", js)
+	}
 
 	out, err = takt(t, "model", "eval", "--bundle", bundlePath, "--key", key+".pub", "--data", test, "--report", report)
 	if err != nil {
@@ -71,14 +77,26 @@ func TestModelTrainEval(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	last := lines[len(lines)-1]
-	mm := regexp.MustCompile(`^auroc=([0-9.]+) f1=([0-9.]+)$`).FindStringSubmatch(last)
+	mm := regexp.MustCompile(`^auroc=([0-9.]+) f1=([0-9.]+) false_reject=([0-9.]+) escape=([0-9.]+)$`).FindStringSubmatch(last)
 	if mm == nil {
-		t.Fatalf("model eval: last line %q, want auroc=<x> f1=<y>\n%s", last, out)
+		t.Fatalf("model eval: last line %q, want auroc=<x> f1=<y> false_reject=<a> escape=<b>\n%s", last, out)
+	}
+	// The rates are the confusion matrix's, as shares of the 12 good and 12 defective parts.
+	var tn, fp, fn, tp int
+	if _, err := fmt.Sscanf(out[strings.Index(out, "actual good"):], "actual good %d %d\n  actual defect %d %d", &tn, &fp, &fn, &tp); err != nil {
+		t.Fatalf("model eval: confusion matrix unreadable: %v\n%s", err, out)
+	}
+	if want := fmt.Sprintf("%.4f", float64(fp)/12); mm[3] != want {
+		t.Errorf("model eval: false_reject=%s, want %s (%d of 12 good rejected)", mm[3], want, fp)
+	}
+	if want := fmt.Sprintf("%.4f", float64(fn)/12); mm[4] != want {
+		t.Errorf("model eval: escape=%s, want %s (%d of 12 defective passed)", mm[4], want, fn)
 	}
 	if mm[1] < "0.8" {
 		t.Errorf("model eval: auroc %s on new synthetic parts, want >= 0.8\n%s", mm[1], out)
 	}
-	for _, want := range []string{"12 good, 12 defective", "pixel AUROC:", "(1 masks)", "confusion matrix", "actual defect", "report: " + report} {
+	for _, want := range []string{"12 good, 12 defective", "pixel AUROC:", "(1 masks)", "confusion matrix", "actual defect", "report: " + report,
+		"false rejects at most  1.0%: catches", "to catch 99% of defects: rejects", "at the bundle's threshold: false rejects"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("model eval output lacks %q:\n%s", want, out)
 		}
@@ -104,6 +122,10 @@ func TestModelTrainEval(t *testing.T) {
 	out, err = takt(t, "model", "train", "--data", filepath.Join(dir, "goodonly"), "--out", plain, "--max-train", "6")
 	if err != nil || !strings.Contains(out, "(good images only: unsupervised)") || !strings.Contains(out, "supervised=0") {
 		t.Fatalf("model train good only: %v\n%s", err, out)
+	}
+	if out, err := takt(t, "model", "train", "--data", filepath.Join(dir, "goodonly"), "--out", plain, "--false-reject", "150%"); err == nil ||
+		!strings.Contains(out, `"150%": want a share strictly between 0% and 100%`) {
+		t.Errorf("model train --false-reject 150%%: %v, want a usage error naming the value\n%s", err, out)
 	}
 	out, err = takt(t, "model", "eval", "--bundle", plain, "--data", test)
 	if lines = strings.Split(strings.TrimSpace(out), "\n"); err != nil || !strings.HasPrefix(lines[len(lines)-1], "auroc=") {

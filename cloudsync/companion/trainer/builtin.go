@@ -66,9 +66,10 @@ func builtinTrainer(e ExperimentConfig) (*builtin, error) {
 
 // Train reads data/good/ and data/defect/ and trains with train.Train: the
 // defects (the operators' false_accept labels, and unlabelled FAILs when
-// training.trust_fail) move the threshold to the best F1 between the
-// cross-validated good scores and theirs, and, for patchcore with at least
-// min_head_defects of them, train the supervised head.
+// training.trust_fail) let the threshold, kept within the method's
+// false_reject budget on the cross-validated good scores, report the escapes
+// expected at it, and, for patchcore with at least min_head_defects of them,
+// train the supervised head.
 func (b *builtin) Train(ctx context.Context, job TrainInput, log io.Writer) (*Candidate, error) {
 	good, err := ReadImages(filepath.Join(job.Data, ClassGood))
 	if err != nil {
@@ -80,7 +81,8 @@ func (b *builtin) Train(ctx context.Context, job TrainInput, log io.Writer) (*Ca
 	}
 	fmt.Fprintf(log, "builtin %s: %d good images, %d defect images\n", b.method, len(good), len(defects))
 	opts := train.TrainOptions{Method: b.method, Name: job.Name, Version: job.Version, Threads: job.Threads,
-		Template: b.template, PatchCore: b.patch.PatchCoreOptions, MinHeadDefects: b.patch.MinHeadDefects}
+		Template: b.template, PatchCore: b.patch.PatchCoreOptions, MinHeadDefects: b.patch.MinHeadDefects,
+		FalseReject: cmp.Or(b.template.FalseReject, b.patch.FalseReject)}
 	tm, err := train.Train(ctx, train.TrainSet{Good: good, Defects: defects}, opts)
 	if err != nil {
 		return nil, err
@@ -89,8 +91,8 @@ func (b *builtin) Train(ctx context.Context, job TrainInput, log io.Writer) (*Ca
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(log, "builtin %s: input %s, threshold %.4g, cross-validated good scores max %.4g",
-		b.method, tm.Input, tm.Threshold, slices.Max(tm.GoodScores))
+	fmt.Fprintf(log, "builtin %s: input %s, threshold %.4g (%s), expected false rejects %.2f%%, cross-validated good scores max %.4g",
+		b.method, tm.Input, tm.Threshold, tm.Operating.Rule, 100*tm.Operating.FalseReject, slices.Max(tm.GoodScores))
 	if len(defects) > 0 {
 		fmt.Fprintf(log, ", cv auroc %.3f f1 %.3f with the defects, supervised head %v", tm.Metrics["cv_auroc"], tm.Metrics["cv_f1"], tm.Supervised)
 	}
