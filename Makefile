@@ -49,14 +49,17 @@ lint:
 
 # bench: Go benchmarks with -benchmem, then the figures the issues ask for: each
 # TestFigures* test measures Takt against a baseline side by side in one process and prints
-# "BENCH name=value" lines (they run only with TAKT_FIGURES=1).
+# "BENCH name=value" lines (they run only with TAKT_FIGURES=1). The run fails when a figure
+# test fails or a figure listed in testdata/bench-figures.txt is missing (bench-check.sh).
 # The backbone figures take an ImageNet MobileNetV2 from the npm package nsfwjs, converted
-# once into .deps/backbone (packaging/fetch-backbone.sh); without npm they are not printed.
+# once into .deps/backbone (packaging/fetch-backbone.sh).
+BENCH_LOG := $(DEPS)/bench-figures.log
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
-	@packaging/fetch-backbone.sh $(DEPS)/backbone || echo "bench: no backbone (packaging/fetch-backbone.sh failed): the backbone figures are not measured"
-	@set -a; [ ! -f $(DEPS)/backbone/backbone.env ] || . $(DEPS)/backbone/backbone.env; set +a; \
-		TAKT_FIGURES=1 $(GO) test -run '^TestFigures' -count=1 -timeout 90m -v ./... | grep -E '^BENCH ' || { echo "bench: no figures printed"; exit 1; }
+	packaging/fetch-backbone.sh $(DEPS)/backbone
+	set -o pipefail; set -a; . $(DEPS)/backbone/backbone.env; set +a; \
+		TAKT_FIGURES=1 $(GO) test -run '^TestFigures' -count=1 -timeout 90m -v ./... | tee $(BENCH_LOG) | grep -E '^BENCH '; \
+		status=$$?; packaging/bench-check.sh testdata/bench-figures.txt $(BENCH_LOG) && exit $$status
 
 # demo: synthetic parts -> starter model trained from good parts -> the agent inspects a
 # production run (an operator labels its mistakes) -> takt-cloud ingests the uploads, the
