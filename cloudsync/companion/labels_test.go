@@ -90,6 +90,11 @@ func bundleScores(t *testing.T, c *Companion, model, version string, pngs [][]by
 // bundle's manifest says how many defect images trained it.
 func TestLabelsFeedTraining(t *testing.T) {
 	e := newEnv(t, false)
+	// The escapes are faint cracks inside the good parts' spread: only a threshold that
+	// follows the labelled defects (best F1) catches them; the default false-reject
+	// budget would keep them passing (TestLabelsKeepFalseRejectBudget).
+	e.cfg.Models[0].Experiments = []trainer.ExperimentConfig{builtinExp("template-64", "template",
+		map[string]any{"width": 64, "ignore": []map[string]float64{markingFractions()}, "threshold_rule": "best-f1"})}
 	var ps []part
 	for i := 1; i <= 20; i++ {
 		ps = append(ps, part{id: uint64(i), decision: "PASS", score: 0.5, image: partPNG(t, i, synth.None)})

@@ -18,6 +18,7 @@ import (
 	"github.com/takt-edge/takt/cloudsync/strictyaml"
 
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/models/eval"
 	"github.com/takt-edge/takt/models/train"
 )
 
@@ -27,17 +28,26 @@ var builtinMethods = []string{"template", "patchcore"}
 // builtin trains with the models package in process.
 type builtin struct {
 	method   string
-	template train.TemplateOptions
+	template templateOptions
 	patch    patchCoreOptions
 }
 
-// patchCoreOptions are a patchcore experiment's options: train.PatchCoreOptions
-// and min_head_defects (train.TrainOptions.MinHeadDefects: labelled defects
-// it takes to train the supervised head; default 10, negative never).
+// templateOptions are a template experiment's options: train.TemplateOptions and
+// threshold_rule (train.TrainOptions.ThresholdRule: false-reject, the default, keeps the
+// false_reject budget; best-f1 takes the best F1 on the labelled defects).
+type templateOptions struct {
+	train.TemplateOptions `yaml:",inline"`
+	ThresholdRule         string `yaml:"threshold_rule"`
+}
 
+// patchCoreOptions are a patchcore experiment's options: train.PatchCoreOptions,
+// threshold_rule as for the template, and min_head_defects
+// (train.TrainOptions.MinHeadDefects: labelled defects it takes to train the supervised
+// head; default 10, negative never).
 type patchCoreOptions struct {
 	train.PatchCoreOptions `yaml:",inline"`
-	MinHeadDefects         int `yaml:"min_head_defects"`
+	ThresholdRule          string `yaml:"threshold_rule"`
+	MinHeadDefects         int    `yaml:"min_head_defects"`
 }
 
 var _ Trainer = (*builtin)(nil)
@@ -61,6 +71,11 @@ func builtinTrainer(e ExperimentConfig) (*builtin, error) {
 	if err := strictyaml.Decode(&e.Options, dst); err != nil {
 		return nil, fmt.Errorf("%s: %w", e.Method, err)
 	}
+	switch rule := cmp.Or(b.template.ThresholdRule, b.patch.ThresholdRule); rule {
+	case "", eval.RuleFalseReject, eval.RuleBestF1:
+	default:
+		return nil, fmt.Errorf("%s: threshold_rule %q: want %s or %s", e.Method, rule, eval.RuleFalseReject, eval.RuleBestF1)
+	}
 	return b, nil
 }
 
@@ -81,8 +96,12 @@ func (b *builtin) Train(ctx context.Context, job TrainInput, log io.Writer) (*Ca
 	}
 	fmt.Fprintf(log, "builtin %s: %d good images, %d defect images\n", b.method, len(good), len(defects))
 	opts := train.TrainOptions{Method: b.method, Name: job.Name, Version: job.Version, Threads: job.Threads,
-		Template: b.template, PatchCore: b.patch.PatchCoreOptions, MinHeadDefects: b.patch.MinHeadDefects,
-		FalseReject: cmp.Or(b.template.FalseReject, b.patch.FalseReject)}
+		Template: b.template.TemplateOptions, PatchCore: b.patch.PatchCoreOptions, MinHeadDefects: b.patch.MinHeadDefects,
+		FalseReject: cmp.Or(b.template.FalseReject, b.patch.FalseReject), ThresholdRule: cmp.Or(b.template.ThresholdRule, b.patch.ThresholdRule)}
+	if opts.ThresholdRule == eval.RuleBestF1 && len(defects) == 0 {
+		// Nothing labelled yet: the budget rule until operators label defects.
+		opts.ThresholdRule = eval.RuleFalseReject
+	}
 	tm, err := train.Train(ctx, train.TrainSet{Good: good, Defects: defects}, opts)
 	if err != nil {
 		return nil, err

@@ -117,13 +117,21 @@ func TestBuiltinOptions(t *testing.T) {
 		t.Errorf("patchcore options = %+v, %v; want width 96 and min_head_defects 20", pc.patch, err)
 	}
 	var tpl ExperimentConfig
-	doc = "{name: template, trainer: builtin, method: template, options: {width: 128, margin: 0.3, ignore: [{x0: 0.4, y0: 0.2, x1: 0.8, y1: 0.4}]}}"
+	doc = "{name: template, trainer: builtin, method: template, options: {width: 128, false_reject: 0.02, ignore: [{x0: 0.4, y0: 0.2, x1: 0.8, y1: 0.4}]}}"
 	if err := yaml.Unmarshal([]byte(doc), &tpl); err != nil {
 		t.Fatal(err)
 	}
 	b, err := builtinTrainer(tpl)
-	if err != nil || b.template.Width != 128 || len(b.template.Ignore) != 1 || b.template.Ignore[0].X1 != 0.8 {
+	if err != nil || b.template.Width != 128 || b.template.FalseReject != 0.02 || len(b.template.Ignore) != 1 || b.template.Ignore[0].X1 != 0.8 {
 		t.Errorf("template options = %+v, %v", b.template, err)
+	}
+	var rule ExperimentConfig
+	doc = "{name: template, trainer: builtin, method: template, options: {threshold_rule: best-f2}}"
+	if err := yaml.Unmarshal([]byte(doc), &rule); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := builtinTrainer(rule); err == nil || !strings.Contains(err.Error(), `threshold_rule "best-f2": want false-reject or best-f1`) {
+		t.Errorf("threshold_rule best-f2: got %v, want an error naming it and the allowed rules", err)
 	}
 	e.Options.Content[0].Value = "widht"
 	if _, err := builtinTrainer(e); err == nil || !strings.Contains(err.Error(), "patchcore: line 1: unknown key widht") {
