@@ -5,8 +5,8 @@
 // # Caveats
 //
 // Only tests import it. It does not import models, so that the models package's own
-// tests can use it; a runtime is opened with the constructor the caller passes in.
-// The tests of models/bundle cannot import it (it imports bundle) and keep their own.
+// tests can use it; a runtime is opened with the constructor the caller passes in. It
+// imports models/bundle, so bundle's tests that use it are in package bundle_test.
 package modeltest
 
 import (
