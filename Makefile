@@ -24,12 +24,11 @@ deps:
 build: deps
 	$(GO) build -o bin/ ./agent/cmd/takt-agent ./agent/cmd/takt ./cloudsync/cmd/takt-cloud
 
-# test: every package under the race detector, except the synthetic-part renderer (pure
+# test: make lint, then every package under the race detector, except the synthetic-part renderer (pure
 # pixel loops, 10x slower under -race and single-goroutine); then the tests shortened under
 # -race at full length, and the OpenCV Mat leak check.
 RACE_PKGS = $$($(GO) list ./... | grep -v /camera/synth)
-test: deps
-	$(GO) vet ./...
+test: deps lint
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./camera/synth/
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run 'TestPLCServerThousandTriggers|TestModelSwapsUnderLoad' ./agent/
@@ -43,9 +42,13 @@ SOAK_TIMEOUT ?= 60m
 soak: deps
 	TAKT_SOAK=1 $(GO) test -race -count=1 -timeout $(SOAK_TIMEOUT) -run 'TestSync|TestCrash|TestImageQuota' -v ./agent/store/ ./agent/
 
-lint:
+# lint: gofmt, go vet, staticcheck (installed into .deps/bin by packaging/install-deps.sh),
+# and go.mod/go.sum as `go mod tidy` would write them.
+lint: deps
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	staticcheck ./...
+	@out="$$($(GO) mod tidy -diff)" || { echo "go.mod/go.sum differ from go mod tidy:"; echo "$$out"; exit 1; }
 
 # bench: Go benchmarks with -benchmem, then the figures the issues ask for: each
 # TestFigures* test measures Takt against a baseline side by side in one process and prints

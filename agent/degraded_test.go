@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/takt-edge/takt/agent/internal/stationtest"
 	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
 	"github.com/takt-edge/takt/cloudsync/wire"
@@ -27,7 +28,7 @@ func closedAddr(t *testing.T) string {
 // while the object store is unreachable.
 func TestDegradedStatesRaiseAlerts(t *testing.T) {
 	broker := cloudtest.StartMosquitto(t)
-	sub := newSubscriber(t, broker.URL, "ops-console", false)
+	sub := stationtest.NewSubscriber(t, broker.URL, "ops-console", false)
 	cfg := testConfig(t)
 	cfg.Camera.FPS = 20 // long enough a run for the alerts to go out while it lasts
 	cfg.MQTT = testMQTTConfig(broker.URL)
@@ -41,15 +42,14 @@ func TestDegradedStatesRaiseAlerts(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	kinds := func() map[string]string {
-		sub.mu.Lock()
-		defer sub.mu.Unlock()
+		rcv := sub.Received()
 		out := map[string]string{}
-		for _, a := range sub.alerts {
+		for _, a := range rcv.Alerts {
 			out[a.Kind] = a.Message
 		}
 		return out
 	}
-	waitUntil(t, 10*time.Second, "provider_fallback and disk_quota alerts", func() bool {
+	stationtest.WaitUntil(t, 10*time.Second, "provider_fallback and disk_quota alerts", func() bool {
 		k := kinds()
 		return k[wire.AlertProviderFallback] != "" && k[wire.AlertDiskQuota] != ""
 	})

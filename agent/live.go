@@ -78,12 +78,11 @@ type live struct {
 	lastCam camera.State
 	links   sync.Map // link name -> state string (mqtt, s3)
 
-	httpAddr atomic.Value      // string: the address the HTTP server listens on
-	http     *web.Server       // nil when http.listen is empty
-	plc      *plc.Handshake    // nil when plc.mode is off
-	mqtt     *stationmqtt.Role // nil when mqtt.broker is empty
-	alertq   chan alertReq     // alerts raised where the caller must not block (store, PLC)
-	stopped  chan struct{}     // closed by stop
+	http    *web.Server       // nil when http.listen is empty
+	plc     *plc.Handshake    // nil when plc.mode is off
+	mqtt    *stationmqtt.Role // nil when mqtt.broker is empty
+	alertq  chan alertReq     // alerts raised where the caller must not block (store, PLC)
+	stopped chan struct{}     // closed by stop
 
 	observers []partObserver // of committed parts, registered while wiring; the loop calls them
 

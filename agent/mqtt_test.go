@@ -13,120 +13,11 @@ import (
 	"testing"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
-
+	"github.com/takt-edge/takt/agent/internal/stationtest"
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
 	"github.com/takt-edge/takt/cloudsync/wire"
 )
-
-// subscriber is an independent MQTT client (paho, auto-reconnect) that
-// collects what the station publishes.
-type subscriber struct {
-	mu       sync.Mutex
-	alerts   map[string]wire.AlertMsg // by id
-	dupes    int
-	verdicts map[string]wire.VerdictMsg // by msg_id
-	errs     []wire.ErrorMsg
-	status   []wire.StatusMsg
-	statusAt []time.Time
-	bad      []string
-	c        mqtt.Client
-}
-
-func newSubscriber(t *testing.T, url, id string, persistent bool) *subscriber {
-	t.Helper()
-	s := &subscriber{alerts: map[string]wire.AlertMsg{}, verdicts: map[string]wire.VerdictMsg{}}
-	handler := func(_ mqtt.Client, m mqtt.Message) { s.add(m.Topic(), m.Payload()) }
-	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID(id).SetCleanSession(!persistent).
-		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(100 * time.Millisecond).
-		SetMaxReconnectInterval(200 * time.Millisecond).SetResumeSubs(true).SetOrderMatters(false).
-		SetDefaultPublishHandler(handler)
-	s.c = mqtt.NewClient(opts)
-	if tok := s.c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscriber connect: %v", tok.Error())
-	}
-	if tok := s.c.Subscribe("takt/v1/#", 1, handler); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscribe: %v", tok.Error())
-	}
-	t.Cleanup(func() { s.c.Disconnect(100) })
-	return s
-}
-
-func (s *subscriber) add(topic string, payload []byte) {
-	_, name, err := wire.ParseTopic(topic)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err != nil {
-		s.bad = append(s.bad, topic)
-		return
-	}
-	switch name {
-	case wire.TopicAlert:
-		var a wire.AlertMsg
-		if err := wire.Decode(payload, &a); err != nil {
-			s.bad = append(s.bad, fmt.Sprintf("%s: %v", payload, err))
-			return
-		}
-		if _, ok := s.alerts[a.ID]; ok {
-			s.dupes++
-		}
-		s.alerts[a.ID] = a
-	case wire.TopicVerdict:
-		var v wire.VerdictMsg
-		if err := wire.Decode(payload, &v); err != nil {
-			s.bad = append(s.bad, fmt.Sprintf("%s: %v", payload, err))
-			return
-		}
-		s.verdicts[v.MsgID] = v
-	case wire.TopicError:
-		var e wire.ErrorMsg
-		if err := wire.Decode(payload, &e); err != nil {
-			s.bad = append(s.bad, fmt.Sprintf("%s: %v", payload, err))
-			return
-		}
-		s.errs = append(s.errs, e)
-	case wire.TopicStatus:
-		var st wire.StatusMsg
-		if err := wire.Decode(payload, &st); err != nil {
-			s.bad = append(s.bad, fmt.Sprintf("%s: %v", payload, err))
-			return
-		}
-		s.status = append(s.status, st)
-		s.statusAt = append(s.statusAt, time.Now())
-	}
-}
-
-// alertTexts returns the messages of the distinct alerts received.
-func (s *subscriber) alertTexts() map[string]bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := map[string]bool{}
-	for _, a := range s.alerts {
-		out[a.Message] = true
-	}
-	return out
-}
-
-func (s *subscriber) lastStatus() (wire.StatusMsg, time.Time, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.status) == 0 {
-		return wire.StatusMsg{}, time.Time{}, false
-	}
-	return s.status[len(s.status)-1], s.statusAt[len(s.statusAt)-1], true
-}
-
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %v", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 func testMQTTConfig(broker string) MQTTConfig {
 	c := defaultMQTTConfig()
@@ -232,12 +123,12 @@ mqtt:
 // the outbox; nothing committed before the broker came back is missing.
 func TestMQTTAgentKilledDuringOutage(t *testing.T) {
 	b := cloudtest.StartMosquitto(t)
-	sub := newSubscriber(t, b.URL, "console-kill", true)
+	sub := stationtest.NewSubscriber(t, b.URL, "console-kill", true)
 	dataDir := filepath.Join(t.TempDir(), "data")
 	cfgPath := writeAgentConfig(t, dataDir, b.URL)
 
 	p1 := startAgentProc(t, cfgPath)
-	waitUntil(t, 30*time.Second, "first alerts from the agent", func() bool { return len(sub.alertTexts()) >= 3 })
+	stationtest.WaitUntil(t, 30*time.Second, "first alerts from the agent", func() bool { return len(sub.AlertTexts()) >= 3 })
 	b.Stop()
 	time.Sleep(1500 * time.Millisecond) // the agent goes on inspecting, into the outbox
 	p1.kill()
@@ -245,10 +136,9 @@ func TestMQTTAgentKilledDuringOutage(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 	restarted := time.Now()
 	b.Start()
-	waitUntil(t, 30*time.Second, "a verdict captured after the broker came back", func() bool {
-		sub.mu.Lock()
-		defer sub.mu.Unlock()
-		for _, v := range sub.verdicts {
+	stationtest.WaitUntil(t, 30*time.Second, "a verdict captured after the broker came back", func() bool {
+		rcv := sub.Received()
+		for _, v := range rcv.Verdicts {
 			if v.Time.After(restarted) {
 				return true
 			}
@@ -274,8 +164,7 @@ func TestMQTTAgentKilledDuringOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sub.mu.Lock()
-	defer sub.mu.Unlock()
+	rcv := sub.Received()
 	var fails, lost, pendingAfter int
 	for _, v := range vs {
 		id := fmt.Sprintf("st-mqtt-v%d-%d", v.ID, v.Time.UnixMilli())
@@ -289,17 +178,17 @@ func TestMQTTAgentKilledDuringOutage(t *testing.T) {
 				t.Errorf("message %s (verdict %d %s at %s) lost", msgID, v.ID, v.Decision, v.Time.Format(time.StampMilli))
 			}
 		}
-		_, ok := sub.verdicts[id]
+		_, ok := rcv.Verdicts[id]
 		check(id, ok)
 		if v.Decision != store.Pass {
 			fails++
 			aid := id + "-" + map[string]string{store.Fail: "fail", store.NoDecision: "no_decision"}[v.Decision]
-			_, ok := sub.alerts[aid]
+			_, ok := rcv.Alerts[aid]
 			check(aid, ok)
 		}
 	}
 	t.Logf("%d verdicts (%d FAIL/NO_DECISION) in the store; received %d verdict messages, %d alerts (%d duplicates); %d still queued; lost %d",
-		len(vs), fails, len(sub.verdicts), len(sub.alerts), sub.dupes, pendingAfter, lost)
+		len(vs), fails, len(rcv.Verdicts), len(rcv.Alerts), rcv.Dupes, pendingAfter, lost)
 	if fails == 0 {
 		t.Errorf("no FAIL verdicts in %d parts; the fixture has defective parts", len(vs))
 	}
@@ -308,23 +197,23 @@ func TestMQTTAgentKilledDuringOutage(t *testing.T) {
 // Last will: the broker says offline within keepalive x 1.5 of a SIGKILL.
 func TestMQTTLastWill(t *testing.T) {
 	b := cloudtest.StartMosquitto(t)
-	sub := newSubscriber(t, b.URL, "console-lwt", false)
+	sub := stationtest.NewSubscriber(t, b.URL, "console-lwt", false)
 	p := startAgentProc(t, writeAgentConfig(t, filepath.Join(t.TempDir(), "data"), b.URL))
-	waitUntil(t, 30*time.Second, "status online", func() bool {
-		s, _, ok := sub.lastStatus()
+	stationtest.WaitUntil(t, 30*time.Second, "status online", func() bool {
+		s, _, ok := sub.LastStatus()
 		return ok && s.State == wire.StateOnline
 	})
-	if s, _, _ := sub.lastStatus(); s.Station != "st-mqtt" || s.Model == nil || s.Model.Name == "" || s.Provider == "" {
+	if s, _, _ := sub.LastStatus(); s.Station != "st-mqtt" || s.Model == nil || s.Model.Name == "" || s.Provider == "" {
 		t.Errorf("birth status = %+v, want station st-mqtt, model and provider", s)
 	}
 	killed := time.Now()
 	p.kill()
 	const keepalive = 2 * time.Second
-	waitUntil(t, keepalive*3/2, "status offline (last will)", func() bool {
-		s, _, ok := sub.lastStatus()
+	stationtest.WaitUntil(t, keepalive*3/2, "status offline (last will)", func() bool {
+		s, _, ok := sub.LastStatus()
 		return ok && s.State == wire.StateOffline
 	})
-	_, at, _ := sub.lastStatus()
+	_, at, _ := sub.LastStatus()
 	t.Logf("offline %v after SIGKILL (keepalive %v)", at.Sub(killed).Round(time.Millisecond), keepalive)
 }
 

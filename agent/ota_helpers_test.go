@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -20,7 +19,6 @@ import (
 	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/cloudsync/cloudtest"
 	"github.com/takt-edge/takt/cloudsync/wire"
-	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
 	"github.com/takt-edge/takt/models/onnxgraph"
 )
@@ -44,29 +42,6 @@ func newSigner(t testing.TB, dir, name string) signer {
 		t.Fatal(err)
 	}
 	return signer{pub: path + ".pub", priv: priv, id: bundle.KeyID(pub)}
-}
-
-// fixtureONNX is the agent tests' template model.
-func fixtureONNX(t testing.TB) ([]byte, models.Info) {
-	t.Helper()
-	onnx, err := os.ReadFile(fixture.model)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt, err := models.LoadRuntime(fixture.model, models.RuntimeOptions{Warmup: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
-	return onnx, rt.Info()
-}
-
-// fixtureManifest describes the fixture model as bundle version v.
-func fixtureManifest(info models.Info, v string) bundle.Manifest {
-	return bundle.Manifest{Name: "fixture-part", Version: v, Task: bundle.TaskAnomaly, Opset: info.Opset,
-		Input:      bundle.InputSpec{Layout: bundle.LayoutNCHW, Color: bundle.ColorGray},
-		Outputs:    bundle.OutputSpec{Score: "score", Map: "anomaly_map"},
-		Thresholds: bundle.Thresholds{Fail: info.Threshold}, MinAgentVersion: "0.1.0"}
 }
 
 // graphManifest describes a test graph (input "image" [1,1,192,256], output "score" [1]).

@@ -680,7 +680,7 @@ func (c *Camera) ringMatch(t time.Time) int {
 
 // tryRead returns the next answer without blocking: ok is false when there is none yet, and
 // wakeAt, if not zero, is when the reader must look again even without a wake-up.
-func (c *Camera) tryRead(now time.Time) (f Frame, err error, ok bool, wakeAt time.Time) {
+func (c *Camera) tryRead(now time.Time) (f Frame, ok bool, wakeAt time.Time, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.readerWait = false
@@ -693,17 +693,17 @@ func (c *Camera) tryRead(now time.Time) (f Frame, err error, ok bool, wakeAt tim
 			}
 			if !p.done {
 				c.readerWait = true
-				return Frame{}, nil, false, p.deadline
+				return Frame{}, false, p.deadline, nil
 			}
 			c.pending[0] = nil
 			c.pending = c.pending[1:]
 			if p.err != nil {
 				c.stats.TriggerMisses++
-				return Frame{}, &FrameError{CameraID: c.cfg.ID, Serial: p.t.Serial, Err: p.err}, true, time.Time{}
+				return Frame{}, true, time.Time{}, &FrameError{CameraID: c.cfg.ID, Serial: p.t.Serial, Err: p.err}
 			}
 			p.f.Serial = p.t.Serial
 			c.lastRet = p.f.Seq
-			return p.f, nil, true, time.Time{}
+			return p.f, true, time.Time{}, nil
 		}
 	case ModeStream:
 		if c.slotFull {
@@ -720,7 +720,7 @@ func (c *Camera) tryRead(now time.Time) (f Frame, err error, ok bool, wakeAt tim
 			if err == nil {
 				c.lastRet = f.Seq
 			}
-			return f, err, true, time.Time{}
+			return f, true, time.Time{}, err
 		}
 	case ModeFreeRun:
 		newest := -1
@@ -734,22 +734,22 @@ func (c *Camera) tryRead(now time.Time) (f Frame, err error, ok bool, wakeAt tim
 			c.ring[newest] = Frame{}
 			c.stats.Dropped += f.Seq - c.lastRet - 1
 			c.lastRet = f.Seq
-			return f, nil, true, time.Time{}
+			return f, true, time.Time{}, nil
 		}
 	}
 	switch c.state {
 	case StateClosed:
-		return Frame{}, ErrClosed, true, time.Time{}
+		return Frame{}, true, time.Time{}, ErrClosed
 	case StateEnded:
-		return Frame{}, io.EOF, true, time.Time{}
+		return Frame{}, true, time.Time{}, io.EOF
 	case StateStalled, StateReconnecting:
 		if c.cfg.Mode != ModeTriggered && !c.outageSeen {
 			c.outageSeen = true
-			return Frame{}, c.outageLocked(), true, time.Time{}
+			return Frame{}, true, time.Time{}, c.outageLocked()
 		}
 	}
 	c.readerWait = true
-	return Frame{}, nil, false, time.Time{}
+	return Frame{}, false, time.Time{}, nil
 }
 
 // Read returns the next frame as Config.Mode says (see the package doc). It blocks until
@@ -775,7 +775,7 @@ func readAny(ctx context.Context, cams []*Camera, wake chan struct{}, timer *tim
 		now := time.Now()
 		for i := range cams {
 			c := cams[(*next+i)%len(cams)]
-			f, err, ok, at := c.tryRead(now)
+			f, ok, at, err := c.tryRead(now)
 			if ok && errors.Is(err, io.EOF) && len(cams) > 1 {
 				ended++
 				continue

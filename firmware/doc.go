@@ -10,8 +10,8 @@
 // model bundles carry (bundle.SignManifest), so stations trust one set of keys.
 //
 // The Updater keeps two slots, <root>/slots/a and <root>/slots/b, and a symlink
-// <root>/current naming the running one (the systemd unit starts
-// /usr/lib/takt/current/bin/takt-agent). Install verifies a release, refuses a version that is
+// <root>/current naming the running one (root is /var/lib/takt/firmware by default; the
+// systemd unit starts /var/lib/takt/firmware/current/bin/takt-agent). Install verifies a release, refuses a version that is
 // not above the committed one unless the release is signed as a rollback, writes it into the
 // inactive slot, switches current (symlink to a temp name, rename), restarts the agent
 // through a Supervisor and commits only if the agent answers GET /readyz with 200 within
@@ -25,8 +25,9 @@
 // the switch is abandoned, one cut after it is health-checked again and committed or rolled
 // back.
 //
-// The station config (/etc/takt/agent.yaml) and the verdict store (/var/lib/takt) are
-// shared by both slots. Before the switch the new slot's agent migrates and checks the
+// The station config (/etc/takt/agent.yaml) and the verdict store (/var/lib/takt, the
+// agent's data_dir, whose firmware/ folder is the updater's root) are shared by both
+// slots. Before the switch the new slot's agent migrates and checks the
 // config ("takt-agent config migrate"; a refusal refuses the release); the config each
 // slot ran with is kept under <root>/config and restored on rollback (config.go). The store
 // migrates itself on open (agent/store format and min_reader); the updater refuses a

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -269,5 +268,3 @@ func mustState(t *testing.T, root string) State {
 	}
 	return st
 }
-
-func isErr(err, target error) bool { return errors.Is(err, target) }

@@ -16,7 +16,10 @@ import (
 
 // Config configures an Updater.
 type Config struct {
-	// Root holds slots/a, slots/b, the current symlink and state.json. Default /usr/lib/takt.
+	// Root holds what the updater writes at run time: slots/a, slots/b, the current
+	// symlink, state.json, config/ and, for Watch, staging/ and watch.json. Default
+	// /var/lib/takt/firmware (the .deb's packaged agent in /usr/lib/takt is only the seed
+	// of slot a: /usr is package content, read-only at run time).
 	Root string `yaml:"root"`
 	// HealthURL is the new agent's readiness endpoint; 200 means healthy.
 	// Default http://127.0.0.1:8080/readyz.
@@ -35,7 +38,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Root: "/usr/lib/takt", HealthURL: "http://127.0.0.1:8080/readyz", HealthTimeout: 2 * time.Minute, Arch: goarch,
+	return Config{Root: "/var/lib/takt/firmware", HealthURL: "http://127.0.0.1:8080/readyz", HealthTimeout: 2 * time.Minute, Arch: goarch,
 		AgentConfig: "/etc/takt/agent.yaml"}
 }
 

@@ -6,8 +6,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"math"
@@ -18,111 +16,27 @@ import (
 
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models/bundle"
+	"github.com/takt-edge/takt/models/internal/modeltest"
 	"github.com/takt-edge/takt/models/onnxgraph"
 	"github.com/takt-edge/takt/models/onnxpb"
 	"google.golang.org/protobuf/proto"
 )
 
-func newKey(t testing.TB) (ed25519.PublicKey, ed25519.PrivateKey) {
-	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pub, priv
-}
-
-// meanModel: input "image" [1,1,h,w], score = mean of the image, anomaly_map = the image
-// itself, so tests can read back exactly what preprocessing wrote.
-func meanModel(h, w int64) func(g *onnxgraph.Graph) {
-	return func(g *onnxgraph.Graph) {
-		g.Input("image", 1, 1, h, w)
-		g.Node("ReduceMean", []string{"image"}, []string{"score"}, onnxgraph.Ints("axes", 1, 2, 3), onnxgraph.Int("keepdims", 0))
-		g.Node("Identity", []string{"image"}, []string{"anomaly_map"})
-		g.Output("score", 1)
-		g.Output("anomaly_map", 1, 1, h, w)
-	}
-}
-
-func meanManifest() bundle.Manifest {
-	return bundle.Manifest{Name: "mean", Version: "1.0.0", Task: bundle.TaskAnomaly,
-		Input:   bundle.InputSpec{Layout: bundle.LayoutNCHW, Color: bundle.ColorGray},
-		Outputs: bundle.OutputSpec{Score: "score", Map: "anomaly_map"}, Thresholds: bundle.Thresholds{Fail: 0.5}, Opset: 17}
-}
-
-func buildBundle(t testing.TB, m bundle.Manifest, onnx []byte, files map[string][]byte, key ed25519.PrivateKey) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	if err := bundle.BuildBundle(&buf, m, onnx, files, key); err != nil {
-		t.Fatalf("BuildBundle: %v", err)
-	}
-	return buf.Bytes()
-}
-
-// signedTar writes manifest.json (m marshaled, with Files as given), the members, and a
-// signature by key.
-func signedTar(t testing.TB, m bundle.Manifest, members map[string][]byte, key ed25519.PrivateKey) []byte {
-	t.Helper()
-	manifest, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tarOf(t, manifest, members, key)
-}
-
-func tarOf(t testing.TB, manifest []byte, members map[string][]byte, key ed25519.PrivateKey) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	add := func(name string, data []byte) {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	add("manifest.json", manifest)
-	for name, data := range members {
-		add(name, data)
-	}
-	if key != nil {
-		sig, err := bundle.SignManifest(manifest, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		add("signature", sig)
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-func withFiles(m bundle.Manifest, files map[string][]byte) bundle.Manifest {
-	m.Format = bundle.BundleFormat
-	m.Files = map[string]string{}
-	for name, data := range files {
-		m.Files[name] = bundle.SHA256Hex(data)
-	}
-	return m
-}
-
 func TestBundleRoundTripAndGolden(t *testing.T) {
-	pub, priv := newKey(t)
+	pub, priv := modeltest.NewKey(t)
 	keys := bundle.TrustedKeys{}
 	keys.Add(pub)
-	onnx := tinyModel(t, meanModel(4, 4))
-	gray := uniform(8, 8, 51)
+	onnx := modeltest.TinyModel(t, modeltest.MeanModel(4, 4))
+	gray := modeltest.Uniform(8, 8, 51)
 	png, err := camera.Encode(gray, "png", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := meanManifest()
+	m := modeltest.MeanManifest()
 	m.Golden = &bundle.GoldenSet{Cases: []bundle.GoldenCase{{File: "golden/0001.png", Score: 0.2}}}
 	m.Metrics = map[string]float64{"auroc": 0.98}
 	m.Dataset = "ds-2026-11-29"
-	data := buildBundle(t, m, onnx, map[string][]byte{"golden/0001.png": png}, priv)
+	data := modeltest.BuildBundle(t, m, onnx, map[string][]byte{"golden/0001.png": png}, priv)
 	b, err := bundle.ReadBundle(bytes.NewReader(data), keys)
 	if err != nil {
 		t.Fatalf("ReadBundle: %v", err)
@@ -143,7 +57,7 @@ func TestBundleRoundTripAndGolden(t *testing.T) {
 
 	// A golden score the model does not reproduce is rejected.
 	m.Golden.Cases[0].Score = 0.25
-	bad, err := bundle.ReadBundle(bytes.NewReader(buildBundle(t, m, onnx, map[string][]byte{"golden/0001.png": png}, priv)), keys)
+	bad, err := bundle.ReadBundle(bytes.NewReader(modeltest.BuildBundle(t, m, onnx, map[string][]byte{"golden/0001.png": png}, priv)), keys)
 	if err != nil {
 		t.Fatalf("ReadBundle: %v", err)
 	}
@@ -158,12 +72,12 @@ func TestBundleRoundTripAndGolden(t *testing.T) {
 
 // Every bad input is rejected with a clear error, and a running model keeps serving.
 func TestBundleBadInputs(t *testing.T) {
-	pub, priv := newKey(t)
-	_, otherPriv := newKey(t)
+	pub, priv := modeltest.NewKey(t)
+	_, otherPriv := modeltest.NewKey(t)
 	keys := bundle.TrustedKeys{}
 	keys.Add(pub)
-	onnx := tinyModel(t, meanModel(4, 4))
-	good := buildBundle(t, meanManifest(), onnx, nil, priv)
+	onnx := modeltest.TinyModel(t, modeltest.MeanModel(4, 4))
+	good := modeltest.BuildBundle(t, modeltest.MeanManifest(), onnx, nil, priv)
 
 	running, err := bundle.ReadBundle(bytes.NewReader(good), keys)
 	if err != nil {
@@ -191,7 +105,7 @@ func TestBundleBadInputs(t *testing.T) {
 		}
 		return data
 	}
-	dynamic := model(meanModel(4, 4), func(mp *onnxpb.ModelProto) {
+	dynamic := model(modeltest.MeanModel(4, 4), func(mp *onnxpb.ModelProto) {
 		for _, d := range mp.Graph.Input[0].Type.GetTensorType().Shape.Dim[2:] {
 			d.Value = &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: "side"}
 		}
@@ -199,24 +113,24 @@ func TestBundleBadInputs(t *testing.T) {
 			d.Value = &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: "side"}
 		}
 	})
-	opset25 := model(meanModel(4, 4), func(mp *onnxpb.ModelProto) { mp.OpsetImport[0].Version = proto.Int64(26) })
+	opset25 := model(modeltest.MeanModel(4, 4), func(mp *onnxpb.ModelProto) { mp.OpsetImport[0].Version = proto.Int64(26) })
 	rank3 := model(func(g *onnxgraph.Graph) {
 		g.Input("image", 1, 4, 4)
 		g.Node("ReduceMean", []string{"image"}, []string{"score"}, onnxgraph.Ints("axes", 1, 2), onnxgraph.Int("keepdims", 0))
 		g.Output("score", 1)
 	}, nil)
-	noMap := meanManifest()
+	noMap := modeltest.MeanManifest()
 	noMap.Outputs.Map = ""
 
 	manifestFor := func(m bundle.Manifest, onnx []byte) bundle.Manifest {
-		return withFiles(m, map[string][]byte{"model.onnx": onnx})
+		return modeltest.WithFiles(m, map[string][]byte{"model.onnx": onnx})
 	}
 	tamperedManifest := func() []byte {
-		manifest, _ := json.Marshal(manifestFor(meanManifest(), onnx))
-		data := tarOf(t, manifest, map[string][]byte{"model.onnx": onnx}, priv)
+		manifest, _ := json.Marshal(manifestFor(modeltest.MeanManifest(), onnx))
+		data := modeltest.TarOf(t, manifest, map[string][]byte{"model.onnx": onnx}, priv)
 		return bytes.Replace(data, []byte(`"fail":0.5`), []byte(`"fail":9.5`), 1)
 	}
-	missingKeys := manifestFor(meanManifest(), onnx)
+	missingKeys := manifestFor(modeltest.MeanManifest(), onnx)
 	missingKeys.Name, missingKeys.Task = "", ""
 
 	tests := []struct {
@@ -228,21 +142,21 @@ func TestBundleBadInputs(t *testing.T) {
 		{"not a tar", []byte("hello, this is not a bundle at all, just text........................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................"), bundle.ErrBadBundle, "not a tar archive"},
 		{"empty file", nil, bundle.ErrBadBundle, "empty archive"},
 		{"truncated", good[:len(good)/2], bundle.ErrBadBundle, "truncated"},
-		{"unsigned", tarOf(t, mustJSON(t, manifestFor(meanManifest(), onnx)), map[string][]byte{"model.onnx": onnx}, nil), bundle.ErrBadSignature, "unsigned: no signature member"},
-		{"untrusted key", signedTar(t, manifestFor(meanManifest(), onnx), map[string][]byte{"model.onnx": onnx}, otherPriv), bundle.ErrBadSignature, "which is not trusted"},
+		{"unsigned", modeltest.TarOf(t, modeltest.MustJSON(t, manifestFor(modeltest.MeanManifest(), onnx)), map[string][]byte{"model.onnx": onnx}, nil), bundle.ErrBadSignature, "unsigned: no signature member"},
+		{"untrusted key", modeltest.SignedTar(t, manifestFor(modeltest.MeanManifest(), onnx), map[string][]byte{"model.onnx": onnx}, otherPriv), bundle.ErrBadSignature, "which is not trusted"},
 		{"tampered manifest", tamperedManifest(), bundle.ErrBadSignature, "signature does not match manifest.json"},
-		{"sha256 mismatch", signedTar(t, manifestFor(meanManifest(), onnx), map[string][]byte{"model.onnx": tinyModel(t, meanModel(4, 8))}, priv), bundle.ErrBadBundle, "model.onnx: sha256"},
-		{"file not listed", signedTar(t, manifestFor(meanManifest(), onnx), map[string][]byte{"model.onnx": onnx, "golden/x.png": []byte("x")}, priv), bundle.ErrBadBundle, "golden/x.png is in the bundle but not listed"},
-		{"listed file missing", signedTar(t, withFiles(meanManifest(), map[string][]byte{"model.onnx": onnx, "golden/x.png": []byte("x")}), map[string][]byte{"model.onnx": onnx}, priv), bundle.ErrBadBundle, "golden/x.png is listed in the manifest but missing"},
-		{"manifest missing keys", signedTar(t, missingKeys, map[string][]byte{"model.onnx": onnx}, priv), bundle.ErrBadBundle, "missing keys: name, task"},
-		{"not ONNX", signedTar(t, manifestFor(meanManifest(), []byte("MZ not a model")), map[string][]byte{"model.onnx": []byte("MZ not a model")}, priv), bundle.ErrInvalidModel, "not a valid ONNX model"},
-		{"truncated ONNX", signedTar(t, manifestFor(meanManifest(), onnx[:len(onnx)-9]), map[string][]byte{"model.onnx": onnx[:len(onnx)-9]}, priv), bundle.ErrInvalidModel, "truncated"},
-		{"unsupported opset", signedTar(t, manifestFor(meanManifest(), opset25), map[string][]byte{"model.onnx": opset25}, priv), bundle.ErrUnsupportedModel, "opset 26: Takt runs ai.onnx opsets 7..25"},
-		{"wrong input rank", signedTar(t, manifestFor(noMap, rank3), map[string][]byte{"model.onnx": rank3}, priv), bundle.ErrUnsupportedModel, `input "image" float32 [1,4,4] has rank 3`},
-		{"dynamic axes not covered", signedTar(t, manifestFor(meanManifest(), dynamic), map[string][]byte{"model.onnx": dynamic}, priv), bundle.ErrUnsupportedModel, "dynamic axes (height, width) not covered by the manifest"},
-		{"output missing", signedTar(t, manifestFor(func() bundle.Manifest { m := meanManifest(); m.Outputs.Map = "heat"; return m }(), onnx), map[string][]byte{"model.onnx": onnx}, priv), bundle.ErrUnsupportedModel, `no map output "heat"`},
-		{"wrong channels", signedTar(t, manifestFor(func() bundle.Manifest { m := meanManifest(); m.Input.Color = bundle.ColorRGB; return m }(), onnx), map[string][]byte{"model.onnx": onnx}, priv), bundle.ErrUnsupportedModel, "has 1 channels"},
-		{"size disagrees", signedTar(t, manifestFor(func() bundle.Manifest { m := meanManifest(); m.Input.Width, m.Input.Height = 8, 8; return m }(), onnx), map[string][]byte{"model.onnx": onnx}, priv), bundle.ErrUnsupportedModel, "the manifest says 8x8"},
+		{"sha256 mismatch", modeltest.SignedTar(t, manifestFor(modeltest.MeanManifest(), onnx), map[string][]byte{"model.onnx": modeltest.TinyModel(t, modeltest.MeanModel(4, 8))}, priv), bundle.ErrBadBundle, "model.onnx: sha256"},
+		{"file not listed", modeltest.SignedTar(t, manifestFor(modeltest.MeanManifest(), onnx), map[string][]byte{"model.onnx": onnx, "golden/x.png": []byte("x")}, priv), bundle.ErrBadBundle, "golden/x.png is in the bundle but not listed"},
+		{"listed file missing", modeltest.SignedTar(t, modeltest.WithFiles(modeltest.MeanManifest(), map[string][]byte{"model.onnx": onnx, "golden/x.png": []byte("x")}), map[string][]byte{"model.onnx": onnx}, priv), bundle.ErrBadBundle, "golden/x.png is listed in the manifest but missing"},
+		{"manifest missing keys", modeltest.SignedTar(t, missingKeys, map[string][]byte{"model.onnx": onnx}, priv), bundle.ErrBadBundle, "missing keys: name, task"},
+		{"not ONNX", modeltest.SignedTar(t, manifestFor(modeltest.MeanManifest(), []byte("MZ not a model")), map[string][]byte{"model.onnx": []byte("MZ not a model")}, priv), bundle.ErrInvalidModel, "not a valid ONNX model"},
+		{"truncated ONNX", modeltest.SignedTar(t, manifestFor(modeltest.MeanManifest(), onnx[:len(onnx)-9]), map[string][]byte{"model.onnx": onnx[:len(onnx)-9]}, priv), bundle.ErrInvalidModel, "truncated"},
+		{"unsupported opset", modeltest.SignedTar(t, manifestFor(modeltest.MeanManifest(), opset25), map[string][]byte{"model.onnx": opset25}, priv), bundle.ErrUnsupportedModel, "opset 26: Takt runs ai.onnx opsets 7..25"},
+		{"wrong input rank", modeltest.SignedTar(t, manifestFor(noMap, rank3), map[string][]byte{"model.onnx": rank3}, priv), bundle.ErrUnsupportedModel, `input "image" float32 [1,4,4] has rank 3`},
+		{"dynamic axes not covered", modeltest.SignedTar(t, manifestFor(modeltest.MeanManifest(), dynamic), map[string][]byte{"model.onnx": dynamic}, priv), bundle.ErrUnsupportedModel, "dynamic axes (height, width) not covered by the manifest"},
+		{"output missing", modeltest.SignedTar(t, manifestFor(func() bundle.Manifest { m := modeltest.MeanManifest(); m.Outputs.Map = "heat"; return m }(), onnx), map[string][]byte{"model.onnx": onnx}, priv), bundle.ErrUnsupportedModel, `no map output "heat"`},
+		{"wrong channels", modeltest.SignedTar(t, manifestFor(func() bundle.Manifest { m := modeltest.MeanManifest(); m.Input.Color = bundle.ColorRGB; return m }(), onnx), map[string][]byte{"model.onnx": onnx}, priv), bundle.ErrUnsupportedModel, "has 1 channels"},
+		{"size disagrees", modeltest.SignedTar(t, manifestFor(func() bundle.Manifest { m := modeltest.MeanManifest(); m.Input.Width, m.Input.Height = 8, 8; return m }(), onnx), map[string][]byte{"model.onnx": onnx}, priv), bundle.ErrUnsupportedModel, "the manifest says 8x8"},
 		{"path traversal member", func() []byte {
 			var buf bytes.Buffer
 			tw := tar.NewWriter(&buf)
@@ -273,19 +187,10 @@ func TestBundleBadInputs(t *testing.T) {
 				t.Fatalf("error:\n got %v\nwant errors.Is %v, containing %q", err, tt.wantIs, tt.want)
 			}
 			// The running model keeps serving.
-			res, err := r.Infer(context.Background(), uniform(4, 4, 51))
+			res, err := r.Infer(context.Background(), modeltest.Uniform(4, 4, 51))
 			if err != nil || math.Abs(res.Score-0.2) > 1e-6 {
 				t.Fatalf("running model after a rejected bundle: got %v, %v, want 0.2, nil", res.Score, err)
 			}
 		})
 	}
-}
-
-func mustJSON(t testing.TB, v any) []byte {
-	t.Helper()
-	data, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
 }

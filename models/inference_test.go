@@ -18,87 +18,16 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models/bundle"
+	"github.com/takt-edge/takt/models/internal/modeltest"
 	"github.com/takt-edge/takt/models/onnxgraph"
-	"github.com/takt-edge/takt/models/onnxpb"
-	"google.golang.org/protobuf/proto"
 )
-
-// bundleOf signs m and onnx with a fresh key and reads the bundle back, verified.
-func bundleOf(t testing.TB, m bundle.Manifest, onnx []byte) *bundle.Bundle {
-	t.Helper()
-	pub, priv := newKey(t)
-	keys := bundle.TrustedKeys{}
-	keys.Add(pub)
-	b, err := bundle.ReadBundle(bytes.NewReader(buildBundle(t, m, onnx, nil, priv)), keys)
-	if err != nil {
-		t.Fatalf("ReadBundle: %v", err)
-	}
-	return b
-}
-
-func runtimeOf(t testing.TB, m bundle.Manifest, onnx []byte, opts RuntimeOptions) *Runtime {
-	t.Helper()
-	if opts.Threads == 0 {
-		opts.Threads = 1
-	}
-	r, err := NewRuntime(context.Background(), bundleOf(t, m, onnx), opts)
-	if err != nil {
-		t.Fatalf("NewRuntime: %v", err)
-	}
-	t.Cleanup(func() { r.Close() })
-	return r
-}
-
-var imagenetMean, imagenetStd = []float64{0.485, 0.456, 0.406}, []float64{0.229, 0.224, 0.225}
-
-// anomalibModel is shaped like an anomalib export: input "input" [1,3,h,w] (ImageNet
-// normalized outside), outputs pred_score [1] and anomaly_map [1,1,h,w] (and a pred_mask
-// Takt does not read). map = mean over channels of (x - 0.5)^2, score = max of the map.
-func anomalibModel(t testing.TB, h, w int64, dynamic bool) []byte {
-	g := onnxgraph.New("anomalib-padim")
-	g.Input("input", 1, 3, h, w)
-	g.Initializer("half", []int64{1}, []float32{0.5})
-	g.Node("Sub", []string{"input", "half"}, []string{"d"})
-	g.Node("Mul", []string{"d", "d"}, []string{"sq"})
-	g.Node("ReduceMean", []string{"sq"}, []string{"anomaly_map"}, onnxgraph.Ints("axes", 1), onnxgraph.Int("keepdims", 1))
-	g.Node("ReduceMax", []string{"anomaly_map"}, []string{"pred_score"}, onnxgraph.Ints("axes", 1, 2, 3), onnxgraph.Int("keepdims", 0))
-	g.Node("Identity", []string{"anomaly_map"}, []string{"pred_mask"})
-	g.Output("pred_score", 1)
-	g.Output("anomaly_map", 1, 1, h, w)
-	g.Output("pred_mask", 1, 1, h, w)
-	mp, err := g.Proto()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if dynamic {
-		for _, v := range []*onnxpb.ValueInfoProto{mp.Graph.Input[0], mp.Graph.Output[1], mp.Graph.Output[2]} {
-			dims := v.Type.GetTensorType().Shape.Dim
-			dims[0].Value = &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: "batch"}
-			dims[2].Value = &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: "height"}
-			dims[3].Value = &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: "width"}
-		}
-		mp.Graph.Output[0].Type.GetTensorType().Shape.Dim[0].Value = &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: "batch"}
-	}
-	data, err := proto.Marshal(mp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
-}
-
-func anomalibManifest() bundle.Manifest {
-	return bundle.Manifest{Name: "padim", Version: "2.0.0", Task: bundle.TaskAnomaly,
-		Input:      bundle.InputSpec{Layout: bundle.LayoutNCHW, Color: bundle.ColorRGB, Mean: imagenetMean, Std: imagenetStd},
-		Outputs:    bundle.OutputSpec{Score: "pred_score", Map: "anomaly_map"},
-		Thresholds: bundle.Thresholds{Fail: 3}, Opset: 17}
-}
 
 func TestAnomalibExportLoadsWithManifestOnly(t *testing.T) {
 	// A uniform BGR frame: every pixel (b, g, r).
 	b, g, r := 40.0, 120.0, 200.0
 	var want float64
 	for c, v := range []float64{r, g, b} { // tensor channels R, G, B
-		x := (v/255 - imagenetMean[c]) / imagenetStd[c]
+		x := (v/255 - modeltest.ImageNetMean[c]) / modeltest.ImageNetStd[c]
 		want += (x - 0.5) * (x - 0.5) / 3
 	}
 	tests := []struct {
@@ -107,19 +36,19 @@ func TestAnomalibExportLoadsWithManifestOnly(t *testing.T) {
 		w, h    int
 		wantMap [2]int
 	}{
-		{"fixed 32x24", anomalibModel(t, 24, 32, false), 0, 0, [2]int{32, 24}},
-		{"dynamic axes given by the manifest", anomalibModel(t, 1, 1, true), 40, 30, [2]int{40, 30}},
+		{"fixed 32x24", modeltest.AnomalibModel(t, 24, 32, false), 0, 0, [2]int{32, 24}},
+		{"dynamic axes given by the manifest", modeltest.AnomalibModel(t, 1, 1, true), 40, 30, [2]int{40, 30}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := anomalibManifest()
+			m := modeltest.AnomalibManifest()
 			m.Input.Width, m.Input.Height = tt.w, tt.h
 			rt := runtimeOf(t, m, tt.onnx, RuntimeOptions{ReturnMap: true})
 			info := rt.Info()
 			if info.MapWidth != tt.wantMap[0] || info.MapHeight != tt.wantMap[1] || info.Color != bundle.ColorRGB {
 				t.Fatalf("Info: map %dx%d color %s, want %dx%d rgb", info.MapWidth, info.MapHeight, info.Color, tt.wantMap[0], tt.wantMap[1])
 			}
-			res, err := rt.Infer(context.Background(), uniform(64, 48, byte(b), byte(g), byte(r)))
+			res, err := rt.Infer(context.Background(), modeltest.Uniform(64, 48, byte(b), byte(g), byte(r)))
 			if err != nil {
 				t.Fatalf("Infer: %v", err)
 			}
@@ -132,7 +61,7 @@ func TestAnomalibExportLoadsWithManifestOnly(t *testing.T) {
 		})
 	}
 	// Without a manifest, the plain loader finds pred_score too (no normalization then).
-	rt, err := LoadRuntime(writeModel(t, anomalibModel(t, 24, 32, false)), RuntimeOptions{Threads: 1})
+	rt, err := LoadRuntime(modeltest.WriteModel(t, modeltest.AnomalibModel(t, 24, 32, false)), RuntimeOptions{Threads: 1})
 	if err != nil {
 		t.Fatalf("LoadRuntime of an anomalib export: %v", err)
 	}
@@ -142,41 +71,12 @@ func TestAnomalibExportLoadsWithManifestOnly(t *testing.T) {
 	}
 }
 
-// classifierModel: input [1,3,8,8] RGB; class scores = 4 * mean of each channel, so a red
-// part is class 0, a green one class 1, a blue one class 2. With softmax the graph ends in
-// Softmax (probabilities), else it outputs logits.
-func classifierModel(t testing.TB, softmax bool) []byte {
-	return tinyModel(t, func(g *onnxgraph.Graph) {
-		g.Input("pixel_values", 1, 3, 8, 8)
-		g.Initializer("four", []int64{1}, []float32{4})
-		g.Node("ReduceMean", []string{"pixel_values"}, []string{"m"}, onnxgraph.Ints("axes", 2, 3), onnxgraph.Int("keepdims", 0))
-		out := "logits"
-		g.Node("Mul", []string{"m", "four"}, []string{"logits"})
-		if softmax {
-			out = "probs"
-			g.Node("Softmax", []string{"logits"}, []string{"probs"}, onnxgraph.Int("axis", 1))
-		}
-		g.Output(out, 1, 3)
-	})
-}
-
-func classifierManifest(softmaxInGraph bool) bundle.Manifest {
-	m := bundle.Manifest{Name: "cls", Version: "1.0.0", Task: bundle.TaskClassification,
-		Input:      bundle.InputSpec{Layout: bundle.LayoutNCHW, Color: bundle.ColorRGB},
-		Outputs:    bundle.OutputSpec{Score: "probs", Labels: []string{"good", "scratch", "dent"}, OKLabel: "good"},
-		Thresholds: bundle.Thresholds{Fail: 0.5}, Opset: 17}
-	if !softmaxInGraph {
-		m.Outputs.Score, m.Outputs.Softmax = "logits", true
-	}
-	return m
-}
-
 func TestClassifierLoadsWithManifestOnly(t *testing.T) {
 	pGood := math.Exp(4) / (math.Exp(4) + 2) // softmax([4,0,0])[0]
 	pOther := 1 / (math.Exp(4) + 2)
 	for _, softmaxInGraph := range []bool{true, false} {
 		t.Run("softmax in graph "+strconv.FormatBool(softmaxInGraph), func(t *testing.T) {
-			rt := runtimeOf(t, classifierManifest(softmaxInGraph), classifierModel(t, softmaxInGraph), RuntimeOptions{})
+			rt := runtimeOf(t, modeltest.ClassifierManifest(softmaxInGraph), modeltest.ClassifierModel(t, softmaxInGraph), RuntimeOptions{})
 			if info := rt.Info(); info.Classes != 3 || info.Task != bundle.TaskClassification || info.MapWidth != 0 {
 				t.Fatalf("Info: %+v, want 3 classes, classification, no map", info)
 			}
@@ -192,7 +92,7 @@ func TestClassifierLoadsWithManifestOnly(t *testing.T) {
 				{"blue part is a dent", [3]byte{255, 0, 0}, "dent", 1 - pOther, pGood},
 			}
 			for _, tt := range tests {
-				res, err := rt.Infer(context.Background(), uniform(16, 16, tt.bgr[0], tt.bgr[1], tt.bgr[2]))
+				res, err := rt.Infer(context.Background(), modeltest.Uniform(16, 16, tt.bgr[0], tt.bgr[1], tt.bgr[2]))
 				if err != nil {
 					t.Fatalf("%s: Infer: %v", tt.name, err)
 				}
@@ -204,9 +104,9 @@ func TestClassifierLoadsWithManifestOnly(t *testing.T) {
 		})
 	}
 	// A classifier whose class count disagrees with the labels is refused.
-	m := classifierManifest(true)
+	m := modeltest.ClassifierManifest(true)
 	m.Outputs.Labels = []string{"good", "bad"}
-	h, _ := bundle.InspectModel(classifierModel(t, true))
+	h, _ := bundle.InspectModel(modeltest.ClassifierModel(t, true))
 	m.Format, m.Files = bundle.BundleFormat, map[string]string{"model.onnx": strings.Repeat("0", 64)}
 	if _, err := bundle.ManifestSpec(h, &m); !errors.Is(err, bundle.ErrUnsupportedModel) || !strings.Contains(err.Error(), `want float32 [1,2] or [2], one score per label ["good" "bad"]`) {
 		t.Errorf("2 labels for 3 classes: got %v, want ErrUnsupportedModel naming the labels", err)
@@ -215,7 +115,7 @@ func TestClassifierLoadsWithManifestOnly(t *testing.T) {
 
 func TestPreprocessLayoutsAndResizeModes(t *testing.T) {
 	t.Run("NHWC, BGR order, mean and std", func(t *testing.T) {
-		onnx := tinyModel(t, func(g *onnxgraph.Graph) {
+		onnx := modeltest.TinyModel(t, func(g *onnxgraph.Graph) {
 			g.Input("x", 1, 4, 4, 3)
 			g.Initializer("w", []int64{1, 1, 1, 3}, []float32{1, 10, 100})
 			g.Node("Mul", []string{"x", "w"}, []string{"xw"})
@@ -226,7 +126,7 @@ func TestPreprocessLayoutsAndResizeModes(t *testing.T) {
 			Input:   bundle.InputSpec{Layout: bundle.LayoutNHWC, Color: bundle.ColorBGR, Mean: []float64{0.1, 0.2, 0.3}, Std: []float64{0.5, 0.25, 0.125}},
 			Outputs: bundle.OutputSpec{Score: "score"}, Thresholds: bundle.Thresholds{Fail: 1}}
 		rt := runtimeOf(t, m, onnx, RuntimeOptions{})
-		res, err := rt.Infer(context.Background(), uniform(8, 8, 10, 20, 30))
+		res, err := rt.Infer(context.Background(), modeltest.Uniform(8, 8, 10, 20, 30))
 		if err != nil {
 			t.Fatalf("Infer: %v", err)
 		}
@@ -257,9 +157,9 @@ func TestPreprocessLayoutsAndResizeModes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run("resize "+tt.resize, func(t *testing.T) {
-			m := meanManifest()
+			m := modeltest.MeanManifest()
 			m.Input.Resize = tt.resize
-			rt := runtimeOf(t, m, tinyModel(t, meanModel(4, 4)), RuntimeOptions{})
+			rt := runtimeOf(t, m, modeltest.TinyModel(t, modeltest.MeanModel(4, 4)), RuntimeOptions{})
 			if _, err := rt.Infer(context.Background(), frame); err != nil {
 				t.Fatalf("Infer: %v", err)
 			}
@@ -274,9 +174,9 @@ func TestPreprocessLayoutsAndResizeModes(t *testing.T) {
 }
 
 func TestROIs(t *testing.T) {
-	m := meanManifest()
+	m := modeltest.MeanManifest()
 	m.ROIs = []bundle.ROI{{Name: "left", Region: bundle.Region{X0: 0, Y0: 0, X1: 0.5, Y1: 1}}, {Name: "right", Region: bundle.Region{X0: 0.5, Y0: 0, X1: 1, Y1: 1}}, {Name: "middle", Region: bundle.Region{X0: 0.25, Y0: 0, X1: 0.75, Y1: 1}}}
-	rt := runtimeOf(t, m, tinyModel(t, meanModel(4, 4)), RuntimeOptions{ReturnMap: true})
+	rt := runtimeOf(t, m, modeltest.TinyModel(t, modeltest.MeanModel(4, 4)), RuntimeOptions{ReturnMap: true})
 	frame := camera.Frame{Width: 16, Height: 8, Channels: 3, Pix: make([]byte, 16*8*3)}
 	for y := range 8 {
 		for x := 8; x < 16; x++ {
@@ -307,7 +207,7 @@ func TestROIs(t *testing.T) {
 }
 
 func TestProviderChainFallsBack(t *testing.T) {
-	onnx := tinyModel(t, meanModel(4, 4))
+	onnx := modeltest.TinyModel(t, modeltest.MeanModel(4, 4))
 	tests := []struct {
 		name         string
 		po           ProviderOptions
@@ -359,7 +259,7 @@ func TestProviderChainFallsBack(t *testing.T) {
 					t.Errorf("Info.Fallback %q does not say why %s was passed over", info.Fallback, p)
 				}
 			}
-			res, err := r.Infer(context.Background(), uniform(4, 4, 51))
+			res, err := r.Infer(context.Background(), modeltest.Uniform(4, 4, 51))
 			if err != nil || res.Provider != tt.wantProvider || math.Abs(res.Score-0.2) > 1e-6 {
 				t.Fatalf("Infer: provider %q score %v err %v, want %s 0.2", res.Provider, res.Score, err, tt.wantProvider)
 			}
@@ -390,7 +290,7 @@ func (b *syncBuffer) String() string {
 // engine cache and abandoning a build on Close. What cannot run here: a real TensorRT
 // engine build, its timing cache and ONNX Runtime's own engine files.
 func TestTensorRTBackgroundBuild(t *testing.T) {
-	onnx := tinyModel(t, meanModel(4, 4))
+	onnx := modeltest.TinyModel(t, modeltest.MeanModel(4, 4))
 	cache := t.TempDir()
 	var logs syncBuffer
 	newGate := func() (chan struct{}, func(string) string) {
@@ -423,7 +323,7 @@ func TestTensorRTBackgroundBuild(t *testing.T) {
 		!strings.Contains(info.Fallback, "tensorrt: engine building in the background") {
 		t.Fatalf("while building: provider %q degraded %v build %+v fallback %q, want cpu, degraded, active build", info.Provider, info.Degraded, st, info.Fallback)
 	}
-	frame := uniform(4, 4, 51)
+	frame := modeltest.Uniform(4, 4, 51)
 	if res, err := r.Infer(context.Background(), frame); err != nil || res.Provider != ProviderCPU {
 		t.Fatalf("Infer while building: provider %q, %v, want cpu", res.Provider, err)
 	}
@@ -503,27 +403,8 @@ func TestTensorRTBackgroundBuild(t *testing.T) {
 	}
 }
 
-func vmRSS(t testing.TB) int64 {
-	t.Helper()
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb << 10
-		}
-	}
-	t.Fatal("no VmRSS in /proc/self/status")
-	return 0
-}
-
 func TestHeatmap(t *testing.T) {
-	frame := uniform(8, 8, 128)
+	frame := modeltest.Uniform(8, 8, 128)
 	m := &AnomalyMap{Width: 2, Height: 2, Values: []float32{0, 0, 0, 10}}
 	out, err := Heatmap(frame, m, HeatmapOptions{Lo: 0, Hi: 10, Alpha: 0.5})
 	if err != nil {
@@ -552,4 +433,14 @@ func TestHeatmap(t *testing.T) {
 	if _, err := Heatmap(frame, &AnomalyMap{Width: 3, Height: 3, Values: []float32{1}}, HeatmapOptions{}); err == nil {
 		t.Errorf("Heatmap of a malformed map: got nil error")
 	}
+}
+
+// runtimeOf opens a runtime for m and onnx, on one thread unless opts says otherwise,
+// closed when the test ends.
+func runtimeOf(t testing.TB, m bundle.Manifest, onnx []byte, opts RuntimeOptions) *Runtime {
+	t.Helper()
+	if opts.Threads == 0 {
+		opts.Threads = 1
+	}
+	return modeltest.Open(t, m, onnx, func(ctx context.Context, b *bundle.Bundle) (*Runtime, error) { return NewRuntime(ctx, b, opts) })
 }

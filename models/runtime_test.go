@@ -6,53 +6,21 @@ import (
 	"context"
 	"errors"
 	"math"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models/bundle"
+	"github.com/takt-edge/takt/models/internal/modeltest"
 	"github.com/takt-edge/takt/models/onnxgraph"
 	"github.com/takt-edge/takt/models/onnxpb"
 	"google.golang.org/protobuf/proto"
 )
 
-// writeModel writes data to a file in a fresh temp folder and returns its path.
-func writeModel(t testing.TB, data []byte) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "model.onnx")
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// tinyModel builds a graph with build and returns it serialized.
-func tinyModel(t testing.TB, build func(g *onnxgraph.Graph)) []byte {
-	t.Helper()
-	g := onnxgraph.New("tiny")
-	build(g)
-	data, err := g.Marshal()
-	if err != nil {
-		t.Fatalf("build test model: %v", err)
-	}
-	return data
-}
-
-// maxScore is a model with input [1,c,h,w] and score = max of the input.
-func maxScore(c, h, w int64) func(g *onnxgraph.Graph) {
-	return func(g *onnxgraph.Graph) {
-		g.Input("image", 1, c, h, w)
-		g.Node("ReduceMax", []string{"image"}, []string{"score"}, onnxgraph.Ints("axes", 1, 2, 3), onnxgraph.Int("keepdims", 0))
-		g.Output("score", 1)
-	}
-}
-
 func TestRuntimeForeignModels(t *testing.T) {
 	t.Run("three channels, dynamic batch, no metadata", func(t *testing.T) {
 		// score = mean over C,H,W of image * [1, 10, 100] per channel (R, G, B planes).
-		data := tinyModel(t, func(g *onnxgraph.Graph) {
+		data := modeltest.TinyModel(t, func(g *onnxgraph.Graph) {
 			g.Input("image", 1, 3, 4, 4)
 			g.Initializer("w", []int64{1, 3, 1, 1}, []float32{1, 10, 100})
 			g.Node("Mul", []string{"image", "w"}, []string{"weighted"})
@@ -66,7 +34,7 @@ func TestRuntimeForeignModels(t *testing.T) {
 		mp.Graph.Input[0].Type.GetTensorType().Shape.Dim[0].Value = &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: "N"}
 		mp.Graph.Output[0].Type.GetTensorType().Shape.Dim[0].Value = &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: "N"}
 		data, _ = proto.Marshal(mp)
-		r, err := LoadRuntime(writeModel(t, data), RuntimeOptions{Threads: 1, ReturnMap: true})
+		r, err := LoadRuntime(modeltest.WriteModel(t, data), RuntimeOptions{Threads: 1, ReturnMap: true})
 		if err != nil {
 			t.Fatalf("LoadRuntime: %v", err)
 		}
@@ -80,8 +48,8 @@ func TestRuntimeForeignModels(t *testing.T) {
 			frame camera.Frame
 			want  float64
 		}{
-			{"BGR frame", uniform(8, 8, 30, 60, 90), (90*1 + 60*10 + 30*100) / 255.0 / 3},
-			{"gray frame", uniform(8, 8, 50), 50 * 111 / 255.0 / 3},
+			{"BGR frame", modeltest.Uniform(8, 8, 30, 60, 90), (90*1 + 60*10 + 30*100) / 255.0 / 3},
+			{"gray frame", modeltest.Uniform(8, 8, 50), 50 * 111 / 255.0 / 3},
 		}
 		for _, tt := range tests {
 			res, err := r.Infer(context.Background(), tt.frame)
@@ -94,19 +62,19 @@ func TestRuntimeForeignModels(t *testing.T) {
 		}
 	})
 	t.Run("NaN score", func(t *testing.T) {
-		data := tinyModel(t, func(g *onnxgraph.Graph) {
+		data := modeltest.TinyModel(t, func(g *onnxgraph.Graph) {
 			g.Input("image", 1, 1, 4, 4)
 			g.Node("ReduceMax", []string{"image"}, []string{"m"}, onnxgraph.Ints("axes", 1, 2, 3), onnxgraph.Int("keepdims", 0))
 			g.Node("Sub", []string{"m", "m"}, []string{"zero"})
 			g.Node("Div", []string{"zero", "zero"}, []string{"score"})
 			g.Output("score", 1)
 		})
-		r, err := LoadRuntime(writeModel(t, data), RuntimeOptions{Threads: 1})
+		r, err := LoadRuntime(modeltest.WriteModel(t, data), RuntimeOptions{Threads: 1})
 		if err != nil {
 			t.Fatalf("LoadRuntime: %v", err)
 		}
 		defer r.Close()
-		res, err := r.Infer(context.Background(), uniform(4, 4, 7))
+		res, err := r.Infer(context.Background(), modeltest.Uniform(4, 4, 7))
 		if err != nil || !math.IsNaN(res.Score) {
 			t.Fatalf("Infer: got score %v, error %v, want NaN and nil", res.Score, err)
 		}
@@ -114,14 +82,14 @@ func TestRuntimeForeignModels(t *testing.T) {
 }
 
 func TestInferErrors(t *testing.T) {
-	data := tinyModel(t, maxScore(1, 8, 8))
+	data := modeltest.TinyModel(t, modeltest.MaxScore(1, 8, 8))
 	r, err := LoadRuntimeData(data, RuntimeOptions{Threads: 1})
 	if err != nil {
 		t.Fatalf("LoadRuntimeData: %v", err)
 	}
 	canceled, cancel := context.WithCancel(context.Background())
 	cancel()
-	bad := uniform(8, 8, 1)
+	bad := modeltest.Uniform(8, 8, 1)
 	bad.Pix = bad.Pix[:10]
 	tests := []struct {
 		name   string
@@ -129,7 +97,7 @@ func TestInferErrors(t *testing.T) {
 		frame  camera.Frame
 		wantIs error
 	}{
-		{"context done", canceled, uniform(8, 8, 1), context.Canceled},
+		{"context done", canceled, modeltest.Uniform(8, 8, 1), context.Canceled},
 		{"short pixel buffer", context.Background(), bad, ErrBadFrame},
 		{"four channels", context.Background(), camera.Frame{Width: 2, Height: 2, Channels: 4, Pix: make([]byte, 16)}, ErrBadFrame},
 	}
@@ -143,29 +111,20 @@ func TestInferErrors(t *testing.T) {
 	ctx, cancel2 := context.WithCancel(context.Background())
 	defer cancel2()
 	for i := range 3 {
-		if res, err := r.Infer(ctx, uniform(8, 8, 51)); err != nil || math.Abs(res.Score-0.2) > 1e-6 {
+		if res, err := r.Infer(ctx, modeltest.Uniform(8, 8, 51)); err != nil || math.Abs(res.Score-0.2) > 1e-6 {
 			t.Fatalf("Infer %d with a live context: got %v, %v, want 0.2, nil", i, res.Score, err)
 		}
 	}
 	r.Close()
 	r.Close()
-	if _, err := r.Infer(context.Background(), uniform(8, 8, 1)); err == nil {
+	if _, err := r.Infer(context.Background(), modeltest.Uniform(8, 8, 1)); err == nil {
 		t.Errorf("Infer after Close: got nil error, want one")
 	}
 }
 
-// uniform is a frame of one color: a gray level, or B, G, R.
-func uniform(w, h int, color ...byte) camera.Frame {
-	f := camera.Frame{Width: w, Height: h, Channels: len(color), Pix: make([]byte, w*h*len(color))}
-	for i := range f.Pix {
-		f.Pix[i] = color[i%len(color)]
-	}
-	return f
-}
-
 func TestInferCanceledWhileRunning(t *testing.T) {
 	// A deliberately slow model: a chain of 21x21 convolutions on 256x256.
-	data := tinyModel(t, func(g *onnxgraph.Graph) {
+	data := modeltest.TinyModel(t, func(g *onnxgraph.Graph) {
 		g.Input("image", 1, 1, 256, 256)
 		w := make([]float32, 21*21)
 		for i := range w {
@@ -186,7 +145,7 @@ func TestInferCanceledWhileRunning(t *testing.T) {
 		t.Fatalf("LoadRuntimeData: %v", err)
 	}
 	defer r.Close()
-	frame := uniform(256, 256, 100)
+	frame := modeltest.Uniform(256, 256, 100)
 	full, err := r.Infer(context.Background(), frame)
 	if err != nil {
 		t.Fatalf("Infer: %v", err)

@@ -11,6 +11,7 @@
 #                        (python3-gi gir1.2-gst-rtsp-server-1.0), gstreamer1.0-plugins-base,
 #                        -good (RTP) and -ugly (x264enc)
 #   versitygw v1.8.0     S3 server for tests, `go install` into .deps/bin
+#   staticcheck 2026.2.2 linter for `make lint`, `go install` into .deps/bin
 #   Chromium             Debian chromium (+ fonts-dejavu-core), headless, for the operator page test
 #   podman, runc         Debian podman (4.3 tested) and runc: takt-cloud's docker trainer runs real
 #                        containers in its test (crun refuses cgroup v1/hybrid hosts; runc works)
@@ -21,6 +22,7 @@ set -euo pipefail
 
 ORT_VERSION=1.24.1
 VERSITYGW_VERSION=v1.8.0
+STATICCHECK_VERSION=2026.2.2
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEPS="$ROOT/.deps"
 CHECK_ONLY=0
@@ -57,6 +59,8 @@ have_camera_streams() {
 		gst_plugin videotestsrc && gst_plugin rtp && gst_plugin x264
 }
 have_versitygw() { [[ -x "$DEPS/bin/versitygw" ]] || command -v versitygw >/dev/null 2>&1; }
+# The project's own copy only: another staticcheck release reports other findings.
+have_staticcheck() { [[ -x "$DEPS/bin/staticcheck" ]] && "$DEPS/bin/staticcheck" -version 2>/dev/null | grep -qF "$STATICCHECK_VERSION"; }
 have_chromium() { command -v chromium >/dev/null 2>&1 && [[ -d /usr/share/fonts/truetype/dejavu ]]; }
 have_podman() { command -v podman >/dev/null 2>&1 && { command -v runc >/dev/null 2>&1 || [[ -x /usr/sbin/runc ]]; }; }
 # The Makefile points ONNXRUNTIME_LIB at the project-local copy; only another path is the
@@ -82,12 +86,13 @@ have_mosquitto || missing+=(mosquitto)
 have_camera_streams || missing+=(camera-test-streams)
 have_ort || missing+=(onnxruntime)
 have_versitygw || missing+=(versitygw)
+have_staticcheck || missing+=(staticcheck)
 have_chromium || missing+=(chromium)
 have_podman || missing+=(podman)
 have_pkgtools || missing+=(packaging-tools)
 
 if [[ ${#missing[@]} -eq 0 ]]; then
-	say "all present: OpenCV $(pkg-config --modversion opencv4), ONNX Runtime at $(ort_lib_path), mosquitto, versitygw, podman"
+	say "all present: OpenCV $(pkg-config --modversion opencv4), ONNX Runtime at $(ort_lib_path), mosquitto, versitygw, staticcheck, podman"
 	exit 0
 fi
 if [[ $CHECK_ONLY -eq 1 ]]; then
@@ -166,4 +171,11 @@ if ! have_versitygw; then
 		die "go install github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION failed; check access to the Go module proxy (GOPROXY)"
 fi
 
-say "done: OpenCV $(pkg-config --modversion opencv4), ONNX Runtime at $(ort_lib_path), mosquitto, versitygw, podman"
+if ! have_staticcheck; then
+	say "building staticcheck $STATICCHECK_VERSION into $DEPS/bin (go install)"
+	mkdir -p "$DEPS/bin"
+	GOBIN="$DEPS/bin" GOFLAGS=-buildvcs=false go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION" ||
+		die "go install honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION failed; check access to the Go module proxy (GOPROXY)"
+fi
+
+say "done: OpenCV $(pkg-config --modversion opencv4), ONNX Runtime at $(ort_lib_path), mosquitto, versitygw, staticcheck, podman"

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/takt-edge/takt/firmware"
 )
 
 // repoRoot is the repository root (the OCI build context).
@@ -127,6 +129,13 @@ func TestDeb(t *testing.T) {
 	}
 }
 
+// firmwareRoot is where the A/B updater writes at run time; the units and the maintainer
+// scripts must agree with the updater's default.
+var (
+	firmwareRoot = firmware.DefaultConfig().Root
+	agentExec    = firmwareRoot + "/current/bin/takt-agent"
+)
+
 // TestSystemdUnits runs the packaged units through systemd-analyze verify. verify checks
 // that ExecStart's binary exists, so the copy it checks starts a stand-in binary; every other
 // line is the unit's.
@@ -136,10 +145,11 @@ func TestSystemdUnits(t *testing.T) {
 		name, exec string
 		want       []string
 	}{
-		{"takt-agent.service", "/usr/lib/takt/current/bin/takt-agent", []string{"Type=notify", "WatchdogSec=", "Restart=on-failure",
-			"User=takt", "NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=/var/lib/takt", "ExecStart=/usr/lib/takt/current/bin/takt-agent "}},
+		{"takt-agent.service", agentExec, []string{"Type=notify", "WatchdogSec=", "Restart=on-failure",
+			"User=takt", "NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=/var/lib/takt\n",
+			"ReadOnlyPaths=" + firmwareRoot + "\n", "ExecStart=" + agentExec + " "}},
 		{"takt-firmware.service", "/usr/bin/takt", []string{"ExecStart=/usr/bin/takt firmware watch ", "Restart=on-failure",
-			"ConditionPathExists=/etc/takt/keys/release.pub", "ReadWritePaths=/usr/lib/takt", "NoNewPrivileges=yes"}},
+			"ConditionPathExists=/etc/takt/keys/release.pub", "ReadWritePaths=" + firmwareRoot + " /etc/takt\n", "NoNewPrivileges=yes"}},
 	} {
 		t.Run(u.name, func(t *testing.T) {
 			unit, err := os.ReadFile(filepath.Join("systemd", u.name))

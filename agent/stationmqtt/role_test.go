@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/rs/zerolog"
 
+	"github.com/takt-edge/takt/agent/internal/stationtest"
 	"github.com/takt-edge/takt/agent/station"
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/cloudsync"
@@ -50,114 +50,6 @@ func TestAlertLimiter(t *testing.T) {
 	ok, sum := l.allow("disk_quota", t0.Add(2*time.Minute))
 	if !ok || sum.n != 1 || sum.kind != "disk_quota" {
 		t.Errorf("allow after the window = %v, %+v; want true and a summary of 1", ok, sum)
-	}
-}
-
-// subscriber is an independent MQTT client (paho, auto-reconnect) that
-// collects what the station publishes.
-type subscriber struct {
-	mu       sync.Mutex
-	alerts   map[string]wire.AlertMsg // by id
-	dupes    int
-	verdicts map[string]wire.VerdictMsg // by msg_id
-	errs     []wire.ErrorMsg
-	status   []wire.StatusMsg
-	statusAt []time.Time
-	bad      []string
-	c        mqtt.Client
-}
-
-func newSubscriber(t *testing.T, url, id string, persistent bool) *subscriber {
-	t.Helper()
-	s := &subscriber{alerts: map[string]wire.AlertMsg{}, verdicts: map[string]wire.VerdictMsg{}}
-	handler := func(_ mqtt.Client, m mqtt.Message) { s.add(m.Topic(), m.Payload()) }
-	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID(id).SetCleanSession(!persistent).
-		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(100 * time.Millisecond).
-		SetMaxReconnectInterval(200 * time.Millisecond).SetResumeSubs(true).SetOrderMatters(false).
-		SetDefaultPublishHandler(handler)
-	s.c = mqtt.NewClient(opts)
-	if tok := s.c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscriber connect: %v", tok.Error())
-	}
-	if tok := s.c.Subscribe("takt/v1/#", 1, handler); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscribe: %v", tok.Error())
-	}
-	t.Cleanup(func() { s.c.Disconnect(100) })
-	return s
-}
-
-func (s *subscriber) add(topic string, payload []byte) {
-	_, name, err := wire.ParseTopic(topic)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err != nil {
-		s.bad = append(s.bad, topic)
-		return
-	}
-	switch name {
-	case wire.TopicAlert:
-		var a wire.AlertMsg
-		if err := wire.Decode(payload, &a); err != nil {
-			s.bad = append(s.bad, fmt.Sprintf("%s: %v", payload, err))
-			return
-		}
-		if _, ok := s.alerts[a.ID]; ok {
-			s.dupes++
-		}
-		s.alerts[a.ID] = a
-	case wire.TopicVerdict:
-		var v wire.VerdictMsg
-		if err := wire.Decode(payload, &v); err != nil {
-			s.bad = append(s.bad, fmt.Sprintf("%s: %v", payload, err))
-			return
-		}
-		s.verdicts[v.MsgID] = v
-	case wire.TopicError:
-		var e wire.ErrorMsg
-		if err := wire.Decode(payload, &e); err != nil {
-			s.bad = append(s.bad, fmt.Sprintf("%s: %v", payload, err))
-			return
-		}
-		s.errs = append(s.errs, e)
-	case wire.TopicStatus:
-		var st wire.StatusMsg
-		if err := wire.Decode(payload, &st); err != nil {
-			s.bad = append(s.bad, fmt.Sprintf("%s: %v", payload, err))
-			return
-		}
-		s.status = append(s.status, st)
-		s.statusAt = append(s.statusAt, time.Now())
-	}
-}
-
-// alertTexts returns the messages of the distinct alerts received.
-func (s *subscriber) alertTexts() map[string]bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := map[string]bool{}
-	for _, a := range s.alerts {
-		out[a.Message] = true
-	}
-	return out
-}
-
-func (s *subscriber) lastStatus() (wire.StatusMsg, time.Time, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.status) == 0 {
-		return wire.StatusMsg{}, time.Time{}, false
-	}
-	return s.status[len(s.status)-1], s.statusAt[len(s.statusAt)-1], true
-}
-
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %v", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -233,7 +125,7 @@ func startRole(t *testing.T, cfg Config, st *store.Store, s testStation) (*Role,
 // a persistent-session subscriber after the broker is back: 0 lost.
 func TestMQTTAlertsSurviveBrokerOutage(t *testing.T) {
 	b := cloudtest.StartMosquitto(t)
-	sub := newSubscriber(t, b.URL, "console-1", true)
+	sub := stationtest.NewSubscriber(t, b.URL, "console-1", true)
 	st := openStore(t, t.TempDir())
 	r, _ := startRole(t, testMQTTConfig(b.URL), st, testStation{})
 	ctx := context.Background()
@@ -251,7 +143,7 @@ func TestMQTTAlertsSurviveBrokerOutage(t *testing.T) {
 	for i := range 10 {
 		raise(i)
 	}
-	waitUntil(t, 10*time.Second, "first 10 alerts at the subscriber", func() bool { return len(sub.alertTexts()) == 10 })
+	stationtest.WaitUntil(t, 10*time.Second, "first 10 alerts at the subscriber", func() bool { return len(sub.AlertTexts()) == 10 })
 
 	b.Stop()
 	for i := 10; i < 40; i++ {
@@ -261,27 +153,26 @@ func TestMQTTAlertsSurviveBrokerOutage(t *testing.T) {
 		t.Errorf("outbox holds %d messages while the broker is down, want >= 30", n)
 	}
 	b.Start()
-	waitUntil(t, 20*time.Second, "all 40 alerts at the subscriber", func() bool { return len(sub.alertTexts()) == len(want) })
-	got := sub.alertTexts()
+	stationtest.WaitUntil(t, 20*time.Second, "all 40 alerts at the subscriber", func() bool { return len(sub.AlertTexts()) == len(want) })
+	got := sub.AlertTexts()
 	for text := range want {
 		if !got[text] {
 			t.Errorf("alert %q lost", text)
 		}
 	}
-	waitUntil(t, 10*time.Second, "outbox empty", func() bool { n, _, _ := st.MQTTBacklog(); return n == 0 })
-	sub.mu.Lock()
-	t.Logf("40 alerts raised, %d distinct received, %d duplicates (de-duplicated by id)", len(sub.alerts), sub.dupes)
-	if len(sub.bad) > 0 {
-		t.Errorf("undecodable messages: %q", sub.bad)
+	stationtest.WaitUntil(t, 10*time.Second, "outbox empty", func() bool { n, _, _ := st.MQTTBacklog(); return n == 0 })
+	rcv := sub.Received()
+	t.Logf("40 alerts raised, %d distinct received, %d duplicates (de-duplicated by id)", len(rcv.Alerts), rcv.Dupes)
+	if len(rcv.Bad) > 0 {
+		t.Errorf("undecodable messages: %q", rcv.Bad)
 	}
-	sub.mu.Unlock()
 }
 
 // The rate limit lets alert_burst alerts of a kind through per window and
 // then sends one summary saying how many were folded.
 func TestMQTTAlertRateLimitSummary(t *testing.T) {
 	b := cloudtest.StartMosquitto(t)
-	sub := newSubscriber(t, b.URL, "console-rl", false)
+	sub := stationtest.NewSubscriber(t, b.URL, "console-rl", false)
 	cfg := testMQTTConfig(b.URL)
 	cfg.AlertBurst, cfg.AlertWindow = 3, 400*time.Millisecond
 	r, _ := startRole(t, cfg, openStore(t, t.TempDir()), testStation{})
@@ -290,11 +181,10 @@ func TestMQTTAlertRateLimitSummary(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitUntil(t, 10*time.Second, "3 alerts and a summary", func() bool { return len(sub.alertTexts()) == 4 })
-	sub.mu.Lock()
-	defer sub.mu.Unlock()
+	stationtest.WaitUntil(t, 10*time.Second, "3 alerts and a summary", func() bool { return len(sub.AlertTexts()) == 4 })
+	rcv := sub.Received()
 	var folded, plain int
-	for _, a := range sub.alerts {
+	for _, a := range rcv.Alerts {
 		if a.Folded > 0 {
 			folded += a.Folded
 			if !strings.Contains(a.Message, "7 more camera_stalled alerts") || a.Since == nil {
@@ -317,7 +207,7 @@ func TestMQTTAlertRateLimitSummary(t *testing.T) {
 // nothing.
 func TestMQTTCommands(t *testing.T) {
 	b := cloudtest.StartMosquitto(t)
-	sub := newSubscriber(t, b.URL, "mes-1", false)
+	sub := stationtest.NewSubscriber(t, b.URL, "mes-1", false)
 	st := openStore(t, t.TempDir())
 	var r *Role
 	station := testStation{
@@ -344,17 +234,15 @@ func TestMQTTCommands(t *testing.T) {
 	}
 	pub := func(name, payload string) {
 		t.Helper()
-		tok := sub.c.Publish(r.topics.Topic(name), 1, false, payload)
-		if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-			t.Fatalf("publish %s: %v", name, tok.Error())
+		if err := sub.Publish(r.topics.Topic(name), payload); err != nil {
+			t.Fatalf("publish %s: %v", name, err)
 		}
 	}
 	pub(wire.TopicCmdTrigger, `{"schema":1,"serial":"SN-77","correlation_id":"job-1"}`)
 	var got wire.VerdictMsg
-	waitUntil(t, 10*time.Second, "verdict with correlation id job-1", func() bool {
-		sub.mu.Lock()
-		defer sub.mu.Unlock()
-		for _, v := range sub.verdicts {
+	stationtest.WaitUntil(t, 10*time.Second, "verdict with correlation id job-1", func() bool {
+		rcv := sub.Received()
+		for _, v := range rcv.Verdicts {
 			if v.CorrelationID == "job-1" {
 				got = v
 				return true
@@ -365,10 +253,9 @@ func TestMQTTCommands(t *testing.T) {
 	if got.Serial != "SN-77" || got.Verdict != "FAIL" || got.ID == 0 {
 		t.Errorf("verdict = %+v, want serial SN-77, FAIL and an id", got)
 	}
-	waitUntil(t, 10*time.Second, "fail alert for SN-77", func() bool {
-		sub.mu.Lock()
-		defer sub.mu.Unlock()
-		for _, a := range sub.alerts {
+	stationtest.WaitUntil(t, 10*time.Second, "fail alert for SN-77", func() bool {
+		rcv := sub.Received()
+		for _, a := range rcv.Alerts {
 			if a.Kind == wire.AlertFail && a.VerdictID == got.ID && a.Serial == "SN-77" {
 				return true
 			}
@@ -377,7 +264,7 @@ func TestMQTTCommands(t *testing.T) {
 	})
 
 	pub(wire.TopicCmdLabel, fmt.Sprintf(`{"schema":1,"verdict_id":%d,"label":"false_reject"}`, got.ID))
-	waitUntil(t, 10*time.Second, "label in the store", func() bool {
+	stationtest.WaitUntil(t, 10*time.Second, "label in the store", func() bool {
 		v, err := st.Get(got.ID)
 		return err == nil && v.Label == "false_reject"
 	})
@@ -393,33 +280,30 @@ func TestMQTTCommands(t *testing.T) {
 	for _, c := range bad {
 		pub(c.topic, c.payload)
 	}
-	waitUntil(t, 10*time.Second, "an error reply per malformed command", func() bool {
-		sub.mu.Lock()
-		defer sub.mu.Unlock()
-		return len(sub.errs) >= len(bad)
+	stationtest.WaitUntil(t, 10*time.Second, "an error reply per malformed command", func() bool {
+		rcv := sub.Received()
+		return len(rcv.Errors) >= len(bad)
 	})
-	sub.mu.Lock()
+	rcv := sub.Received()
 	for _, c := range bad {
 		found := false
-		for _, e := range sub.errs {
+		for _, e := range rcv.Errors {
 			found = found || (strings.HasSuffix(e.Topic, c.topic) && strings.Contains(e.Error, c.wantErr))
 		}
 		if !found {
-			t.Errorf("no error reply on %s containing %q; got %+v", c.topic, c.wantErr, sub.errs)
+			t.Errorf("no error reply on %s containing %q; got %+v", c.topic, c.wantErr, rcv.Errors)
 		}
 	}
-	for _, e := range sub.errs {
+	for _, e := range rcv.Errors {
 		if strings.Contains(e.Error, "camera is stalled") && e.CorrelationID != "job-2" {
 			t.Errorf("error reply correlation_id = %q, want job-2", e.CorrelationID)
 		}
 	}
-	sub.mu.Unlock()
 	// Still serving after the bad input.
 	pub(wire.TopicCmdTrigger, `{"schema":1,"correlation_id":"job-3"}`)
-	waitUntil(t, 10*time.Second, "verdict for job-3", func() bool {
-		sub.mu.Lock()
-		defer sub.mu.Unlock()
-		for _, v := range sub.verdicts {
+	stationtest.WaitUntil(t, 10*time.Second, "verdict for job-3", func() bool {
+		rcv := sub.Received()
+		for _, v := range rcv.Verdicts {
 			if v.CorrelationID == "job-3" && strings.HasPrefix(v.Serial, "M") {
 				return true
 			}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Check verifies the store: bbolt's own page-level check of the file, then
@@ -141,7 +142,7 @@ func Compact(dir string, timeout time.Duration) (before, after int64, err error)
 		timeout = DefaultOpenTimeout
 	}
 	src, err := bolt.Open(path, 0o640, &bolt.Options{Timeout: timeout})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return 0, 0, &lockedError{path: path}
 	}
 	if err != nil {

@@ -131,7 +131,7 @@ func TestFormatStepMigratesExistingRecords(t *testing.T) {
 		t.Errorf("serial index holds %v, want every record %v", indexed, ids)
 	}
 	s.Close()
-	s = reopen(t, dir)
+	reopen(t, dir)
 	if runs != 1 {
 		t.Errorf("the step ran %d times over two Opens, want 1", runs)
 	}

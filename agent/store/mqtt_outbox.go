@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // The MQTT outbox: alert and verdict messages waiting for the broker's PUBACK.
@@ -106,7 +107,7 @@ func (s *Store) EnqueueMQTT(ctx context.Context, e MQTTEnqueue) (dropped int, er
 		}
 		return putCounter(meta, keyMQTTCount, count)
 	})
-	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		err = ErrClosed
 	}
 	if err != nil {
@@ -196,7 +197,7 @@ func (s *Store) AckMQTT(seqs []uint64) error {
 		}
 		return putCounter(meta, keyMQTTCount, count)
 	})
-	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		err = ErrClosed
 	}
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/takt-edge/takt/cloudsync/wire"
 )
@@ -269,7 +270,7 @@ func (s *Store) write(shared bool, fn func(*bolt.Tx) error) error {
 		err = s.db.Update(fn)
 	}
 	s.dbMu.RUnlock()
-	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		return ErrClosed
 	}
 	if err == nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Errors callers may branch on (with errors.Is).
@@ -208,7 +209,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	path := filepath.Join(dir, dbFile)
 	boltOpts := bolt.Options{Timeout: timeout}
 	db, err := bolt.Open(path, 0o640, &boltOpts)
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, &lockedError{path: path}
 	}
 	if err != nil {
@@ -479,7 +480,7 @@ func (s *Store) view(fn func(*bolt.Tx) error) error {
 	s.dbMu.RLock()
 	err := s.db.View(fn)
 	s.dbMu.RUnlock()
-	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		return ErrClosed
 	}
 	return err

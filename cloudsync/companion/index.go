@@ -3,7 +3,6 @@ package companion
 import (
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -238,19 +237,6 @@ func (x *index) nextJobSeq() (uint64, error) {
 		return err
 	})
 	return n, err
-}
-
-func (x *index) getMeta(k string) string {
-	var v string
-	x.db.View(func(tx *bolt.Tx) error {
-		v = string(tx.Bucket(bucketMeta).Get([]byte(k)))
-		return nil
-	})
-	return v
-}
-
-func (x *index) setMeta(k, v string) error {
-	return x.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put([]byte(k), []byte(v)) })
 }
 
 // cursor returns the last key ingested under prefix.
@@ -526,5 +512,3 @@ func (x *index) doneAnnouncement(model string, payload []byte) error {
 		return b.Delete([]byte(model))
 	})
 }
-
-var errStop = errors.New("stop")

@@ -965,7 +965,7 @@ func (c *converter) squeeze(n tfNode, in string) error {
 		return err
 	}
 	if len(dims) == 0 {
-		return errors.New("Squeeze without squeeze_dims: unsupported (the converter does not infer shapes)")
+		return errors.New("squeeze without squeeze_dims: unsupported (the converter does not infer shapes)")
 	}
 	x, err := c.plain(in)
 	if err != nil {

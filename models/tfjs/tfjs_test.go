@@ -308,8 +308,6 @@ func perChannel(x img, b []float32, f func(v, b float32) float32) img {
 	return y
 }
 
-func add(v, b float32) float32 { return v + b }
-
 func dense(x []float32, w ref, b []float32) []float32 {
 	in, out := w.shape[0], w.shape[1]
 	y := make([]float32, out)

@@ -3,10 +3,7 @@
 package train
 
 import (
-	"bytes"
 	"context"
-	"crypto/ed25519"
-	crand "crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -17,7 +14,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +21,7 @@ import (
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
+	"github.com/takt-edge/takt/models/internal/modeltest"
 	"github.com/takt-edge/takt/models/onnxgraph"
 	"github.com/takt-edge/takt/models/onnxpb"
 	"google.golang.org/protobuf/proto"
@@ -149,7 +146,7 @@ func TestLoadRuntimeErrors(t *testing.T) {
 	}
 	dynamic := func() []byte {
 		g := onnxgraph.New("dynamic")
-		maxScore(1, 96, 128)(g)
+		modeltest.MaxScore(1, 96, 128)(g)
 		mp, err := g.Proto()
 		if err != nil {
 			t.Fatal(err)
@@ -175,40 +172,40 @@ func TestLoadRuntimeErrors(t *testing.T) {
 		{"text file", []byte("threshold: 0.5\n"), bundle.ErrInvalidModel, "not a valid ONNX model"},
 		{"truncated model", m.ONNX[:len(m.ONNX)/2], bundle.ErrInvalidModel, "truncated"},
 		{"dynamic input dims", dynamic(), bundle.ErrUnsupportedModel, `input "image" float32 [1,1,?,?] has dynamic dims`},
-		{"rank 2 input", tinyModel(t, func(g *onnxgraph.Graph) {
+		{"rank 2 input", modeltest.TinyModel(t, func(g *onnxgraph.Graph) {
 			g.Input("image", 1, 16)
 			g.Node("ReduceMax", []string{"image"}, []string{"score"}, onnxgraph.Ints("axes", 1), onnxgraph.Int("keepdims", 0))
 			g.Output("score", 1)
 		}), bundle.ErrUnsupportedModel, "has rank 2"},
-		{"two channels", tinyModel(t, maxScore(2, 8, 8)), bundle.ErrUnsupportedModel, `input "image" float32 [1,2,8,8]`},
-		{"no score output", tinyModel(t, func(g *onnxgraph.Graph) {
+		{"two channels", modeltest.TinyModel(t, modeltest.MaxScore(2, 8, 8)), bundle.ErrUnsupportedModel, `input "image" float32 [1,2,8,8]`},
+		{"no score output", modeltest.TinyModel(t, func(g *onnxgraph.Graph) {
 			g.Input("image", 1, 1, 8, 8)
 			g.Node("ReduceMax", []string{"image"}, []string{"out"}, onnxgraph.Ints("axes", 1, 2, 3), onnxgraph.Int("keepdims", 0))
 			g.Output("out", 1)
 		}), bundle.ErrUnsupportedModel, `no output "score" (outputs: ["out"])`},
-		{"score with many values", tinyModel(t, func(g *onnxgraph.Graph) {
+		{"score with many values", modeltest.TinyModel(t, func(g *onnxgraph.Graph) {
 			g.Input("image", 1, 1, 8, 8)
 			g.Node("ReduceMax", []string{"image"}, []string{"score"}, onnxgraph.Ints("axes", 1, 2), onnxgraph.Int("keepdims", 0))
 			g.Output("score", 1, 8)
 		}), bundle.ErrUnsupportedModel, `score output "score" float32 [1,8]`},
-		{"map of the wrong rank", tinyModel(t, func(g *onnxgraph.Graph) {
-			maxScore(1, 8, 8)(g)
+		{"map of the wrong rank", modeltest.TinyModel(t, func(g *onnxgraph.Graph) {
+			modeltest.MaxScore(1, 8, 8)(g)
 			g.Node("Flatten", []string{"image"}, []string{"anomaly_map"})
 			g.Output("anomaly_map", 1, 64)
 		}), bundle.ErrUnsupportedModel, `anomaly map output "anomaly_map" float32 [1,64]`},
-		{"two inputs", tinyModel(t, func(g *onnxgraph.Graph) {
-			maxScore(1, 8, 8)(g)
+		{"two inputs", modeltest.TinyModel(t, func(g *onnxgraph.Graph) {
+			modeltest.MaxScore(1, 8, 8)(g)
 			g.Input("other", 1)
 		}), bundle.ErrUnsupportedModel, "2 inputs, want exactly 1"},
-		{"bad threshold metadata", tinyModel(t, func(g *onnxgraph.Graph) {
-			maxScore(1, 8, 8)(g)
+		{"bad threshold metadata", modeltest.TinyModel(t, func(g *onnxgraph.Graph) {
+			modeltest.MaxScore(1, 8, 8)(g)
 			g.Meta("takt.threshold", "high")
 		}), bundle.ErrUnsupportedModel, `takt.threshold="high"`},
-		{"input metadata disagrees", tinyModel(t, func(g *onnxgraph.Graph) {
-			maxScore(1, 8, 8)(g)
+		{"input metadata disagrees", modeltest.TinyModel(t, func(g *onnxgraph.Graph) {
+			modeltest.MaxScore(1, 8, 8)(g)
 			g.Meta("takt.input", "gray 1x1x96x128 scale=1/255")
 		}), bundle.ErrUnsupportedModel, `does not match the model input`},
-		{"operator onnx runtime does not know", tinyModel(t, func(g *onnxgraph.Graph) {
+		{"operator onnx runtime does not know", modeltest.TinyModel(t, func(g *onnxgraph.Graph) {
 			g.Input("image", 1, 1, 8, 8)
 			g.Node("NoSuchOp", []string{"image"}, []string{"score"})
 			g.Output("score", 1)
@@ -218,7 +215,7 @@ func TestLoadRuntimeErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "absent.onnx")
 			if tt.data != nil {
-				path = writeModel(t, tt.data)
+				path = modeltest.WriteModel(t, tt.data)
 			}
 			r, err := models.LoadRuntime(path, models.RuntimeOptions{Threads: 1})
 			if err == nil {
@@ -263,13 +260,13 @@ func TestInferZeroAllocs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer plain.Close()
-	m := classifierManifest(false)
+	m := modeltest.ClassifierManifest(false)
 	m.Input.Layout = bundle.LayoutNCHW
 	m.ROIs = []bundle.ROI{{Name: "a", Region: bundle.Region{X0: 0, Y0: 0, X1: 0.6, Y1: 1}}, {Name: "b", Region: bundle.Region{X0: 0.4, Y0: 0, X1: 1, Y1: 1}}}
-	cls := runtimeOf(t, m, classifierModel(t, false), models.RuntimeOptions{})
-	ab := anomalibManifest()
+	cls := runtimeOf(t, m, modeltest.ClassifierModel(t, false), models.RuntimeOptions{})
+	ab := modeltest.AnomalibManifest()
 	ab.Input.Resize = bundle.ResizeLetterbox
-	anomalib := runtimeOf(t, ab, anomalibModel(t, 24, 32, false), models.RuntimeOptions{})
+	anomalib := runtimeOf(t, ab, modeltest.AnomalibModel(t, 24, 32, false), models.RuntimeOptions{})
 	// The agent's case: a part deadline on the context, so the terminate watcher runs.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 	defer cancel()
@@ -281,8 +278,8 @@ func TestInferZeroAllocs(t *testing.T) {
 	}{
 		{"template, BGR 640x480", plain, goodParts(1, 900, 3)[0]},
 		{"template, gray 640x480", plain, goodParts(1, 901, 1)[0]},
-		{"classifier, 2 ROIs, softmax", cls, uniform(64, 48, 10, 20, 30)},
-		{"anomalib, letterbox, ImageNet mean/std", anomalib, uniform(64, 64, 10, 20, 30)},
+		{"classifier, 2 ROIs, softmax", cls, modeltest.Uniform(64, 48, 10, 20, 30)},
+		{"anomalib, letterbox, ImageNet mean/std", anomalib, modeltest.Uniform(64, 64, 10, 20, 30)},
 	}
 	for _, tt := range tests {
 		allocs := testing.AllocsPerRun(30, func() {
@@ -304,7 +301,7 @@ func TestLoadDestroyCyclesDoNotLeak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := bundleOf(t, man, tm.ONNX)
+	b := modeltest.BundleOf(t, man, tm.ONNX)
 	frame := goodParts(1, 902, 3)[0]
 	cycle := func() {
 		r, err := models.NewRuntime(context.Background(), b, models.RuntimeOptions{Threads: 1, Warmup: -1,
@@ -320,7 +317,7 @@ func TestLoadDestroyCyclesDoNotLeak(t *testing.T) {
 	settle := func() int64 {
 		runtime.GC()
 		debug.FreeOSMemory()
-		return vmRSS(t)
+		return modeltest.VMRSS(t)
 	}
 	for range 20 { // allocator pools and ONNX Runtime's lazy state settle
 		cycle()
@@ -340,178 +337,14 @@ func TestLoadDestroyCyclesDoNotLeak(t *testing.T) {
 	}
 }
 
-// writeModel writes data to a file in a fresh temp folder and returns its path.
-func writeModel(t testing.TB, data []byte) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "model.onnx")
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// tinyModel builds a graph with build and returns it serialized.
-func tinyModel(t testing.TB, build func(g *onnxgraph.Graph)) []byte {
-	t.Helper()
-	g := onnxgraph.New("tiny")
-	build(g)
-	data, err := g.Marshal()
-	if err != nil {
-		t.Fatalf("build test model: %v", err)
-	}
-	return data
-}
-
-// maxScore is a model with input [1,c,h,w] and score = max of the input.
-func maxScore(c, h, w int64) func(g *onnxgraph.Graph) {
-	return func(g *onnxgraph.Graph) {
-		g.Input("image", 1, c, h, w)
-		g.Node("ReduceMax", []string{"image"}, []string{"score"}, onnxgraph.Ints("axes", 1, 2, 3), onnxgraph.Int("keepdims", 0))
-		g.Output("score", 1)
-	}
-}
-
-// uniform is a frame of one color: a gray level, or B, G, R.
-func uniform(w, h int, color ...byte) camera.Frame {
-	f := camera.Frame{Width: w, Height: h, Channels: len(color), Pix: make([]byte, w*h*len(color))}
-	for i := range f.Pix {
-		f.Pix[i] = color[i%len(color)]
-	}
-	return f
-}
-
-// bundleOf signs m and onnx with a fresh key and reads the bundle back, verified.
-func bundleOf(t testing.TB, m bundle.Manifest, onnx []byte) *bundle.Bundle {
-	t.Helper()
-	pub, priv := newKey(t)
-	keys := bundle.TrustedKeys{}
-	keys.Add(pub)
-	b, err := bundle.ReadBundle(bytes.NewReader(buildBundle(t, m, onnx, nil, priv)), keys)
-	if err != nil {
-		t.Fatalf("ReadBundle: %v", err)
-	}
-	return b
-}
-
+// runtimeOf opens a runtime for m and onnx, on one thread unless opts says otherwise,
+// closed when the test ends.
 func runtimeOf(t testing.TB, m bundle.Manifest, onnx []byte, opts models.RuntimeOptions) *models.Runtime {
 	t.Helper()
 	if opts.Threads == 0 {
 		opts.Threads = 1
 	}
-	r, err := models.NewRuntime(context.Background(), bundleOf(t, m, onnx), opts)
-	if err != nil {
-		t.Fatalf("NewRuntime: %v", err)
-	}
-	t.Cleanup(func() { r.Close() })
-	return r
-}
-
-// anomalibModel is shaped like an anomalib export: input "input" [1,3,h,w] (ImageNet
-// normalized outside), outputs pred_score [1] and anomaly_map [1,1,h,w] (and a pred_mask
-// Takt does not read). map = mean over channels of (x - 0.5)^2, score = max of the map.
-func anomalibModel(t testing.TB, h, w int64, dynamic bool) []byte {
-	g := onnxgraph.New("anomalib-padim")
-	g.Input("input", 1, 3, h, w)
-	g.Initializer("half", []int64{1}, []float32{0.5})
-	g.Node("Sub", []string{"input", "half"}, []string{"d"})
-	g.Node("Mul", []string{"d", "d"}, []string{"sq"})
-	g.Node("ReduceMean", []string{"sq"}, []string{"anomaly_map"}, onnxgraph.Ints("axes", 1), onnxgraph.Int("keepdims", 1))
-	g.Node("ReduceMax", []string{"anomaly_map"}, []string{"pred_score"}, onnxgraph.Ints("axes", 1, 2, 3), onnxgraph.Int("keepdims", 0))
-	g.Node("Identity", []string{"anomaly_map"}, []string{"pred_mask"})
-	g.Output("pred_score", 1)
-	g.Output("anomaly_map", 1, 1, h, w)
-	g.Output("pred_mask", 1, 1, h, w)
-	mp, err := g.Proto()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if dynamic {
-		for _, v := range []*onnxpb.ValueInfoProto{mp.Graph.Input[0], mp.Graph.Output[1], mp.Graph.Output[2]} {
-			dims := v.Type.GetTensorType().Shape.Dim
-			dims[0].Value = &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: "batch"}
-			dims[2].Value = &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: "height"}
-			dims[3].Value = &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: "width"}
-		}
-		mp.Graph.Output[0].Type.GetTensorType().Shape.Dim[0].Value = &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: "batch"}
-	}
-	data, err := proto.Marshal(mp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
-}
-
-func anomalibManifest() bundle.Manifest {
-	return bundle.Manifest{Name: "padim", Version: "2.0.0", Task: bundle.TaskAnomaly,
-		Input:      bundle.InputSpec{Layout: bundle.LayoutNCHW, Color: bundle.ColorRGB, Mean: imagenetMean, Std: imagenetStd},
-		Outputs:    bundle.OutputSpec{Score: "pred_score", Map: "anomaly_map"},
-		Thresholds: bundle.Thresholds{Fail: 3}, Opset: 17}
-}
-
-// classifierModel: input [1,3,8,8] RGB; class scores = 4 * mean of each channel, so a red
-// part is class 0, a green one class 1, a blue one class 2. With softmax the graph ends in
-// Softmax (probabilities), else it outputs logits.
-func classifierModel(t testing.TB, softmax bool) []byte {
-	return tinyModel(t, func(g *onnxgraph.Graph) {
-		g.Input("pixel_values", 1, 3, 8, 8)
-		g.Initializer("four", []int64{1}, []float32{4})
-		g.Node("ReduceMean", []string{"pixel_values"}, []string{"m"}, onnxgraph.Ints("axes", 2, 3), onnxgraph.Int("keepdims", 0))
-		out := "logits"
-		g.Node("Mul", []string{"m", "four"}, []string{"logits"})
-		if softmax {
-			out = "probs"
-			g.Node("Softmax", []string{"logits"}, []string{"probs"}, onnxgraph.Int("axis", 1))
-		}
-		g.Output(out, 1, 3)
+	return modeltest.Open(t, m, onnx, func(ctx context.Context, b *bundle.Bundle) (*models.Runtime, error) {
+		return models.NewRuntime(ctx, b, opts)
 	})
 }
-
-func classifierManifest(softmaxInGraph bool) bundle.Manifest {
-	m := bundle.Manifest{Name: "cls", Version: "1.0.0", Task: bundle.TaskClassification,
-		Input:      bundle.InputSpec{Layout: bundle.LayoutNCHW, Color: bundle.ColorRGB},
-		Outputs:    bundle.OutputSpec{Score: "probs", Labels: []string{"good", "scratch", "dent"}, OKLabel: "good"},
-		Thresholds: bundle.Thresholds{Fail: 0.5}, Opset: 17}
-	if !softmaxInGraph {
-		m.Outputs.Score, m.Outputs.Softmax = "logits", true
-	}
-	return m
-}
-
-func vmRSS(t testing.TB) int64 {
-	t.Helper()
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb << 10
-		}
-	}
-	t.Fatal("no VmRSS in /proc/self/status")
-	return 0
-}
-
-func newKey(t testing.TB) (ed25519.PublicKey, ed25519.PrivateKey) {
-	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(crand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pub, priv
-}
-
-func buildBundle(t testing.TB, m bundle.Manifest, onnx []byte, files map[string][]byte, key ed25519.PrivateKey) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	if err := bundle.BuildBundle(&buf, m, onnx, files, key); err != nil {
-		t.Fatalf("BuildBundle: %v", err)
-	}
-	return buf.Bytes()
-}
-
-var imagenetMean, imagenetStd = []float64{0.485, 0.456, 0.406}, []float64{0.229, 0.224, 0.225}

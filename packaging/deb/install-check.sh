@@ -66,8 +66,8 @@ in_root sh -c 'export DEBIAN_FRONTEND=noninteractive
 installed_kb=$(du -skx "$root" | cut -f1)
 
 # The agent reads its config as the takt user: the package must make that possible.
-in_root runuser -u takt -- /usr/lib/takt/current/bin/takt-agent version
-in_root runuser -u takt -- /usr/lib/takt/current/bin/takt-agent config check --config /etc/takt/agent.yaml ||
+in_root runuser -u takt -- /var/lib/takt/firmware/current/bin/takt-agent version
+in_root runuser -u takt -- /var/lib/takt/firmware/current/bin/takt-agent config check --config /etc/takt/agent.yaml ||
 	fail "the packaged config does not pass config check as the takt user"
 
 say "a real inspection: synth, train, agent on a video"
@@ -87,7 +87,7 @@ model: {path: $w/model.onnx}
 deadline: 30s
 log: {level: warn}
 EOF
-	/usr/lib/takt/current/bin/takt-agent --config run.yaml 2>&1 | grep -v -e cpuinfo -e "CPU vendor" || true
+	/var/lib/takt/firmware/current/bin/takt-agent --config run.yaml 2>&1 | grep -v -e cpuinfo -e "CPU vendor" || true
 	takt store counts --data-dir data >counts
 	# Frame n of the video is part n of the labels: one line "PASS"/"FAIL" each, in order.
 	takt store list --data-dir data | sed -n "s/.*\"decision\":\"\([A-Z_]*\)\".*/\1/p" >decided
