@@ -124,7 +124,30 @@ func TestPatchCoreSynthetic(t *testing.T) {
 
 func ftoa(v float64) string { return fmt.Sprintf("%.3f", v) }
 
-const magneticTile = "../../shared/datasets/magnetic-tile"
+// datasetDir is the shared dataset called name: $TAKT_DATASETS/name when that is set,
+// otherwise shared/datasets/name in the nearest folder above the test's that has one (the
+// project's shared/ folder sits beside the checkout, at whatever depth the checkout is).
+func datasetDir(t *testing.T, name string) string {
+	t.Helper()
+	if root := os.Getenv("TAKT_DATASETS"); root != "" {
+		return filepath.Join(root, name)
+	}
+	start, err := filepath.Abs(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for dir := start; ; {
+		p := filepath.Join(dir, "shared", "datasets", name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+		up := filepath.Dir(dir)
+		if up == dir {
+			t.Fatalf("dataset %s not found in shared/datasets above %s (the project's shared/ folder sits beside the checkout; or set TAKT_DATASETS)", name, start)
+		}
+		dir = up
+	}
+}
 
 // loadTiles reads the JPEGs in dir (the first most of them, if given), resized
 // (bilinear) to size x size gray frames.
