@@ -17,15 +17,45 @@ import (
 	"github.com/takt-edge/takt/models/train/backbone"
 )
 
-// TestFiguresTrainerBackbone measures PatchCore on a user's pretrained backbone on the
-// magnetic tiles (good images only, the splits of TestFiguresTrainerConfigs; split 3 is
-// the BENCH figure), against the texture default in the same run. The backbone is not
-// part of the repository: give it as TAKT_BACKBONE=FILE.onnx with TAKT_BACKBONE_LAYER
-// (and optionally TAKT_BACKBONE_WIDTH, default the backbone's fixed size or else 128, the
-// tiles' size, and
-// TAKT_BACKBONE_NORM=imagenet); without it the figure is not measured.
+// TestFiguresTrainerBackbone prints the magnetic-tile figures of the split protocol
+// (TestFiguresTrainerMagneticTile) for Train with a pretrained backbone, as `takt model
+// train --backbone FILE --layer NAME` runs it: good images only, and with half of each
+// defect kind (where Train builds the filter bank beside the backbone); also the median
+// training seconds with labels and the last model's inference p50 per tile (2 threads).
+// The backbone is not part of the repository: TAKT_BACKBONE=FILE.onnx with
+// TAKT_BACKBONE_LAYER (packaging/fetch-backbone.sh writes both for an ImageNet
+// MobileNetV2); without it the figures are not measured.
 func TestFiguresTrainerBackbone(t *testing.T) {
 	figuresOn(t)
+	opts := TrainOptions{Backbone: backbone.Options{ONNX: backboneFromEnv(t), Layer: os.Getenv("TAKT_BACKBONE_LAYER")}}
+	s := loadProtocolSet(t, "magnetic-tile", "blowhole", "break", "crack", "fray", "uneven")
+	un := summarize(t, s.name, "good only, backbone", first(protocolRuns(t, s, false, opts)))
+	fmt.Printf("BENCH auroc_magnetic_tile_backbone=%.3f\n", un.auroc)
+	fmt.Printf("BENCH auroc_magnetic_tile_backbone_sd=%.3f\n", un.aurocSD)
+	rs, m := protocolRuns(t, s, true, opts)
+	sup := summarize(t, s.name, "with labels, backbone", rs)
+	fmt.Printf("BENCH auroc_magnetic_tile_supervised_backbone=%.3f\n", sup.auroc)
+	fmt.Printf("BENCH auroc_magnetic_tile_supervised_backbone_sd=%.3f\n", sup.aurocSD)
+	fmt.Printf("BENCH false_reject_magnetic_tile_supervised_backbone=%.3f\n", sup.falseReject)
+	fmt.Printf("BENCH escape_magnetic_tile_supervised_backbone=%.3f\n", sup.escape)
+	fmt.Printf("BENCH backbone_supervised_train_seconds=%.1f\n", sup.seconds)
+	r, err := models.LoadRuntimeData(m.ONNX, models.RuntimeOptions{Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ds := inferTimes(t, r, s.good, 40)
+	fmt.Printf("BENCH backbone_infer_p50_ms=%.1f\n", ms(median(ds)))
+}
+
+// TestFiguresTrainerBackboneConfigs compares PatchCore on a user's pretrained backbone
+// with the texture default on the magnetic tiles (good images only, the three splits of
+// TestFiguresTrainerConfigs; a comparison, no figure). The backbone is given as
+// TAKT_BACKBONE=FILE.onnx with TAKT_BACKBONE_LAYER (and optionally TAKT_BACKBONE_WIDTH,
+// default the backbone's fixed size or else 128, the tiles' size, and
+// TAKT_BACKBONE_NORM=imagenet).
+func TestFiguresTrainerBackboneConfigs(t *testing.T) {
+	comparisonsOn(t)
 	data := backboneFromEnv(t)
 	bo := backbone.Options{ONNX: data, Layer: os.Getenv("TAKT_BACKBONE_LAYER")}
 	if bb, err := backbone.Cut(bo); err != nil {
@@ -59,7 +89,7 @@ func TestFiguresTrainerBackbone(t *testing.T) {
 	}
 	for _, c := range configs {
 		var aurocs []string
-		var sum, last float64
+		var sum float64
 		var took time.Duration
 		for split := uint64(1); split <= 3; split++ {
 			train, held := tileSplit(s, split)
@@ -74,33 +104,27 @@ func TestFiguresTrainerBackbone(t *testing.T) {
 				t.Fatalf("%s: %v", c.name, err)
 			}
 			took += time.Since(start)
-			last = eval.EvaluateScores(scoreFrames(t, m, held), scoreFrames(t, m, defects))
-			sum += last
-			aurocs = append(aurocs, ftoa(last))
+			a := eval.EvaluateScores(scoreFrames(t, m, held), scoreFrames(t, m, defects))
+			sum += a
+			aurocs = append(aurocs, ftoa(a))
 			if split == 3 && c.bb {
 				t.Logf("%s: %s", c.name, m.Input)
 			}
-		}
-		if c.name == "backbone, texture settings" {
-			fmt.Printf("BENCH auroc_magnetic_tile_backbone=%.3f\n", last)
 		}
 		t.Logf("| %s | %s | %.3f | %.1f s |", c.name, strings.Join(aurocs, " | "), sum/3, took.Seconds()/3)
 	}
 }
 
-// TestFiguresTrainerBackboneSupervised measures the supervised figure with a pretrained
-// backbone (TAKT_BACKBONE, cut at TAKT_BACKBONE_LAYER; packaging/fetch-backbone.sh makes
-// an ImageNet MobileNetV2 and names its layers): per split, 100 good tiles and half of
-// each defect class (drawn per split) train `Train` with WithFilterBank (the filter-bank
-// and the backbone PatchCore in one graph, the supervised head over both); the other good
-// tiles and defects are scored. TAKT_BACKBONE_COMPARE lists further layer sets, separated
-// by ";", TAKT_BACKBONE_LAMBDAS head L2 penalties (comma-separated; default Train's),
-// TAKT_BACKBONE_ALONE=1 adds the backbone without the filter bank (Train's default head
-// L2); the shipped filter-bank model runs first for reference. Every configuration runs
-// on the same splits; the backbone configuration with the best mean of splits 1-2 is the
-// BENCH figure, with its split 3, which never chooses.
-func TestFiguresTrainerBackboneSupervised(t *testing.T) {
-	figuresOn(t)
+// TestFiguresTrainerBackboneSupervisedConfigs compares supervised configurations with a
+// pretrained backbone (TAKT_BACKBONE, cut at TAKT_BACKBONE_LAYER) on the magnetic tiles'
+// three splits (a comparison, no figure): per split, 100 good tiles and half of each defect
+// class train `Train` with WithFilterBank (the filter-bank and the backbone PatchCore in
+// one graph, the supervised head over both); the other good tiles and defects are scored.
+// TAKT_BACKBONE_COMPARE lists further layer sets, separated by ";", TAKT_BACKBONE_LAMBDAS
+// head L2 penalties (comma-separated; default Train's), TAKT_BACKBONE_ALONE=1 adds the
+// backbone without the filter bank; the shipped filter-bank model runs first for reference.
+func TestFiguresTrainerBackboneSupervisedConfigs(t *testing.T) {
+	comparisonsOn(t)
 	data := backboneFromEnv(t)
 	layer := os.Getenv("TAKT_BACKBONE_LAYER")
 	layers := []string{layer}
@@ -172,8 +196,6 @@ func TestFiguresTrainerBackboneSupervised(t *testing.T) {
 	worst, mean, exact := filterBankHalfAgreement(t, train, in, fbO, aloneIn, alone)
 	t.Logf("filter-bank half (%s, downsample %d) against the standalone filter bank (%s) on %d tiles: %.4f feature standard deviations at most, %.5f on average; on the same input (2x2 average without 8-bit rounding) %.2g at most",
 		in, fbO.Downsample, aloneIn, len(train), worst, mean, exact)
-	bestMean := -1.0
-	var bench []string
 	for _, c := range configs {
 		var aurocs []float64
 		var took time.Duration
@@ -208,19 +230,8 @@ func TestFiguresTrainerBackboneSupervised(t *testing.T) {
 		}
 		ds := inferTimes(t, r, held, 40)
 		r.Close()
-		if mean := (aurocs[0] + aurocs[1]) / 2; c.layer != "" && mean > bestMean {
-			bestMean = mean
-			bench = []string{
-				fmt.Sprintf("BENCH auroc_magnetic_tile_supervised_backbone=%.3f", aurocs[2]),
-				fmt.Sprintf("BENCH backbone_supervised_train_seconds=%.1f", took.Seconds()/3),
-				fmt.Sprintf("BENCH backbone_infer_p50_ms=%.1f", ms(median(ds))),
-			}
-		}
 		t.Logf("| %s (%s) | %.3f | %.3f | %.3f | %.3f | %.1f s | %.1f ms |", c.name, m.Input, aurocs[0], aurocs[1], (aurocs[0]+aurocs[1])/2, aurocs[2],
 			took.Seconds()/3, ms(median(ds)))
-	}
-	for _, b := range bench {
-		fmt.Println(b)
 	}
 }
 
@@ -278,7 +289,7 @@ func headRowsFor(t *testing.T, po PatchCoreOptions, train, trainD, test []camera
 // logistic regression). Rows as in TestFiguresTrainerSupervisedConfigs (5-fold banks;
 // defect halves drawn per split); settings compared on splits 1-2, split 3 shown.
 func TestFiguresTrainerBackboneHeads(t *testing.T) {
-	figuresOn(t)
+	comparisonsOn(t)
 	data := backboneFromEnv(t)
 	if err := models.InitONNXRuntime(""); err != nil {
 		t.Fatal(err)

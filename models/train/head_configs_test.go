@@ -534,7 +534,7 @@ func cat(vs ...[]float32) []float32 {
 // of the training images come from 5-fold banks (Train uses 10) that did not see them.
 // Settings were chosen on splits 1 and 2; split 3 is shown, not used to choose.
 func TestFiguresTrainerSupervisedConfigs(t *testing.T) {
-	figuresOn(t)
+	comparisonsOn(t)
 	if err := models.InitONNXRuntime(""); err != nil {
 		t.Fatal(err)
 	}

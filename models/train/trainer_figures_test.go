@@ -278,10 +278,16 @@ type splitResult struct {
 }
 
 // protocolRuns trains and scores every split of s, good images only or with half of each
-// defect kind, and logs each split.
-func protocolRuns(t *testing.T, s protocolSet, labels bool) []splitResult {
+// defect kind, and logs each split; opts are Train's (its defaults, unless a figure
+// measures another shipped configuration such as a backbone). It returns the last
+// split's model beside the results.
+func protocolRuns(t *testing.T, s protocolSet, labels bool, opts TrainOptions) ([]splitResult, *TrainedModel) {
 	t.Helper()
+	if opts.Name == "" {
+		opts.Name = s.name
+	}
 	var out []splitResult
+	var m *TrainedModel
 	for split := uint64(1); split <= uint64(protocolSplits(t)); split++ {
 		trIdx, heldIdx := goodHalves(len(s.good), split)
 		set := TrainSet{}
@@ -308,7 +314,8 @@ func protocolRuns(t *testing.T, s protocolSet, labels bool) []splitResult {
 			masks = s.masks
 		}
 		start := time.Now()
-		m, err := Train(context.Background(), set, TrainOptions{Name: s.name})
+		var err error
+		m, err = Train(context.Background(), set, opts)
 		if err != nil {
 			t.Fatalf("%s split %d: %v", s.name, split, err)
 		}
@@ -343,8 +350,10 @@ func protocolRuns(t *testing.T, s protocolSet, labels bool) []splitResult {
 		}
 		out = append(out, r)
 	}
-	return out
+	return out, m
 }
+
+func first[A, B any](a A, _ B) A { return a }
 
 // column is one measure of every split.
 func column(rs []splitResult, f func(splitResult) float64) []float64 {
@@ -428,7 +437,7 @@ func TestFiguresTrainerMagneticTile(t *testing.T) {
 	}
 
 	s := loadProtocolSet(t, "magnetic-tile", "blowhole", "break", "crack", "fray", "uneven")
-	un := summarize(t, s.name, "good only", protocolRuns(t, s, false))
+	un := summarize(t, s.name, "good only", first(protocolRuns(t, s, false, TrainOptions{})))
 	fmt.Printf("BENCH auroc_magnetic_tile_unsupervised=%.3f\n", un.auroc)
 	fmt.Printf("BENCH auroc_magnetic_tile_unsupervised_sd=%.3f\n", un.aurocSD)
 	fmt.Printf("BENCH false_reject_magnetic_tile_unsupervised=%.3f\n", un.falseReject)
@@ -437,7 +446,7 @@ func TestFiguresTrainerMagneticTile(t *testing.T) {
 	fmt.Printf("BENCH pixel_auroc_magnetic_tile=%.3f\n", un.pixel)
 	fmt.Printf("BENCH pixel_auroc_magnetic_tile_sd=%.3f\n", un.pixelSD)
 
-	sup := summarize(t, s.name, "with labels", protocolRuns(t, s, true))
+	sup := summarize(t, s.name, "with labels", first(protocolRuns(t, s, true, TrainOptions{})))
 	fmt.Printf("BENCH auroc_magnetic_tile_supervised=%.3f\n", sup.auroc)
 	fmt.Printf("BENCH auroc_magnetic_tile_supervised_sd=%.3f\n", sup.aurocSD)
 	fmt.Printf("BENCH false_reject_magnetic_tile_supervised=%.3f\n", sup.falseReject)
@@ -452,14 +461,14 @@ func TestFiguresTrainerMagneticTile(t *testing.T) {
 func TestFiguresTrainerSolarCells(t *testing.T) {
 	figuresOn(t)
 	s := loadProtocolSet(t, "solar-cells", "defective")
-	un := summarize(t, s.name, "good only", protocolRuns(t, s, false))
+	un := summarize(t, s.name, "good only", first(protocolRuns(t, s, false, TrainOptions{})))
 	fmt.Printf("BENCH auroc_solar_cells_unsupervised=%.3f\n", un.auroc)
 	fmt.Printf("BENCH auroc_solar_cells_unsupervised_sd=%.3f\n", un.aurocSD)
 	fmt.Printf("BENCH false_reject_solar_cells_unsupervised=%.3f\n", un.falseReject)
 	fmt.Printf("BENCH escape_solar_cells_unsupervised=%.3f\n", un.escape)
 	fmt.Printf("BENCH train_seconds_solar_cells_unsupervised=%.1f\n", un.seconds)
 
-	sup := summarize(t, s.name, "with labels", protocolRuns(t, s, true))
+	sup := summarize(t, s.name, "with labels", first(protocolRuns(t, s, true, TrainOptions{})))
 	fmt.Printf("BENCH auroc_solar_cells_supervised=%.3f\n", sup.auroc)
 	fmt.Printf("BENCH auroc_solar_cells_supervised_sd=%.3f\n", sup.aurocSD)
 	fmt.Printf("BENCH false_reject_solar_cells_supervised=%.3f\n", sup.falseReject)
@@ -551,11 +560,21 @@ func TestFiguresTrainerSynthetic(t *testing.T) {
 	t.Logf("trained model %s: Infer p50 %v p99 %v on 640x480 frames", m.Input, median(ds), pct(ds, 0.99))
 }
 
+// comparisonsOn runs a comparison of settings (the "What was tried" tables of
+// models/README.md; no figure) only with TAKT_FIGURES_COMPARE=1 as well as TAKT_FIGURES=1:
+// `make bench` prints the figures of what ships.
+func comparisonsOn(t *testing.T) {
+	figuresOn(t)
+	if os.Getenv("TAKT_FIGURES_COMPARE") != "1" {
+		t.Skip("comparisons of settings run with TAKT_FIGURES_COMPARE=1")
+	}
+}
+
 // TestFiguresTrainerConfigs compares trainer configurations on the magnetic tiles (good
 // images only, 100 for training, the other 50 held out with every defect) over three
 // splits, for the table in models/README.md. Folds are 2: the threshold plays no part in AUROC.
 func TestFiguresTrainerConfigs(t *testing.T) {
-	figuresOn(t)
+	comparisonsOn(t)
 	s := loadTileSet(t)
 	defects := make([]camera.Frame, len(s.defects))
 	for i, d := range s.defects {
