@@ -565,9 +565,17 @@ func buildBank(feats [][]float32, h, w, d int, use func(int) bool, opts PatchCor
 		}
 	}
 	rng := rand.New(rand.NewPCG(opts.Seed, 0x9c0e))
-	if len(refs) > opts.MaxCandidates {
+	keep := opts.MaxCandidates
+	if opts.K > 1 {
+		// The mean distance to K neighbours asks how common a patch is among the training
+		// patches. A k-center coreset flattens that density (one vector stands for a whole
+		// cluster, so the 2nd and 3rd neighbours of a common patch lie in other clusters and
+		// the score jumps with the coreset's picks): with K > 1 the bank is a uniform sample.
+		keep = opts.BankSize
+	}
+	if len(refs) > keep {
 		rng.Shuffle(len(refs), func(i, j int) { refs[i], refs[j] = refs[j], refs[i] })
-		refs = refs[:opts.MaxCandidates]
+		refs = refs[:keep]
 	}
 	cand := make([]float32, len(refs)*b.dim)
 	for k, r := range refs {
