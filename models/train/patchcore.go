@@ -557,25 +557,34 @@ func buildBank(feats [][]float32, h, w, d int, use func(int) bool, opts PatchCor
 	// Candidates: every patch of every used image, or a random subset of MaxCandidates.
 	type ref struct{ img, at int }
 	var refs []ref
+	var imgs []int
 	for i := range feats {
 		if use(i) {
+			imgs = append(imgs, i)
 			for j := range p {
 				refs = append(refs, ref{i, j})
 			}
 		}
 	}
 	rng := rand.New(rand.NewPCG(opts.Seed, 0x9c0e))
-	keep := opts.MaxCandidates
 	if opts.K > 1 {
 		// The mean distance to K neighbours asks how common a patch is among the training
-		// patches. A k-center coreset flattens that density (one vector stands for a whole
-		// cluster, so the 2nd and 3rd neighbours of a common patch lie in other clusters and
-		// the score jumps with the coreset's picks): with K > 1 the bank is a uniform sample.
-		keep = opts.BankSize
-	}
-	if len(refs) > keep {
+		// images at its place. A k-center coreset flattens that density (one vector stands
+		// for a whole cluster, so the 2nd and 3rd neighbours of a common patch lie in other
+		// clusters or places and the score jumps with the coreset's picks): with K > 1 the
+		// bank keeps, at every patch position, the patches of the same number of randomly
+		// drawn images, at least K, about BankSize in all.
+		per := min(len(imgs), max(opts.K, opts.BankSize/p))
+		refs = refs[:0]
+		for j := range p {
+			rng.Shuffle(len(imgs), func(a, b int) { imgs[a], imgs[b] = imgs[b], imgs[a] })
+			for _, i := range imgs[:per] {
+				refs = append(refs, ref{i, j})
+			}
+		}
+	} else if len(refs) > opts.MaxCandidates {
 		rng.Shuffle(len(refs), func(i, j int) { refs[i], refs[j] = refs[j], refs[i] })
-		refs = refs[:keep]
+		refs = refs[:opts.MaxCandidates]
 	}
 	cand := make([]float32, len(refs)*b.dim)
 	for k, r := range refs {
@@ -587,7 +596,11 @@ func buildBank(feats [][]float32, h, w, d int, use func(int) bool, opts PatchCor
 			row[d], row[d+1] = grid[r.at], grid[p+r.at]
 		}
 	}
-	b.vectors = greedyCoreset(cand, b.dim, opts.BankSize, rng.IntN(len(refs)))
+	if opts.K > 1 {
+		b.vectors = cand
+	} else {
+		b.vectors = greedyCoreset(cand, b.dim, opts.BankSize, rng.IntN(len(refs)))
+	}
 	return b
 }
 
