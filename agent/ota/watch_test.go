@@ -22,8 +22,8 @@ func TestWatchLimits(t *testing.T) {
 	nan := partOutcome{Decision: store.NoDecision, Score: math.NaN(), ModelErr: true}
 	slow := partOutcome{Decision: store.Pass, Score: 0.1, InferMs: 50}
 	cases := []struct {
-		name   string
-		parts  func(i int) partOutcome
+		name     string
+		parts    func(i int) partOutcome
 		want     string // in the rollback reason; "" passes
 		within   int    // parts by which the rollback must have been asked
 		expected *float64
