@@ -32,7 +32,7 @@ test: deps lint
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./camera/synth/
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run 'TestPLCServerThousandTriggers|TestModelSwapsUnderLoad' ./agent/
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run 'TestPatchCore' ./models/train/
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run 'TestPatchCore|TestCrossValidationDoesNotLeak' ./models/train/
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run 'TestModelTrainEval' ./agent/cmd/takt/
 	$(GO) test -tags matprofile -count=1 -run MatProfile ./camera/
 

@@ -49,7 +49,8 @@ func (l *live) Status() web.Status {
 	s.Healthy, _ = l.healthy()
 	for _, m := range l.models.snapshot() {
 		s.Models = append(s.Models, web.ModelStatus{Name: m.info.Model.Name, Version: m.info.Model.Version, SHA256: m.info.Model.SHA256,
-			Provider: m.provider(), Threshold: m.threshold, Station: m.name, EngineBuild: engineBuildStatus(m.rt.EngineBuild())})
+			Provider: m.provider(), Threshold: m.threshold, Station: m.name, EngineBuild: engineBuildStatus(m.rt.EngineBuild()),
+			Operating: m.op, Seen: m.seenRates()})
 	}
 	s.Model = s.Models[0]
 	s.Camera.State = l.cameraState()

@@ -332,6 +332,7 @@ func (l *live) Label(ctx context.Context, id uint64, label string) error {
 	if err := l.st.SetLabel(ctx, id, label); err != nil {
 		return err
 	}
+	l.models.countLabel(&v, v.Label, label)
 	l.m.labels.WithLabelValues(labelName(label)).Inc()
 	l.recent.SetLabel(id, label)
 	l.log.Info().Uint64("id", id).Str("serial", v.Serial).Str("label", label).Msg("verdict labelled")

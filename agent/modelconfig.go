@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/takt-edge/takt/agent/ota"
+	"github.com/takt-edge/takt/cloudsync/wire"
 	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
 )
@@ -134,16 +136,16 @@ func (a *Agent) loadModels(ctx context.Context) (_ []*stationModel, err error) {
 			key = fmt.Sprintf("models[%d]", i)
 		}
 		source, threshold := mc.Path+mc.Bundle, mc.Threshold
-		rt, installed, err := a.loadInstalledModel(ctx, i) // an over-the-air update, if any
+		rt, installed, op, err := a.loadInstalledModel(ctx, i) // an over-the-air update, if any
 		if err != nil {
 			return nil, err
 		}
 		if rt != nil {
 			source, threshold = installed, 0 // an installed bundle decides by its own threshold
-		} else if rt, err = a.loadModel(ctx, mc, key); err != nil {
+		} else if rt, op, err = a.loadModel(ctx, mc, key); err != nil {
 			return nil, err
 		}
-		m, err := newStationModel(mc.Name, source, rt, threshold)
+		m, err := newStationModel(mc.Name, source, rt, threshold, op)
 		if err != nil {
 			rt.Close()
 			return nil, fmt.Errorf("%s.threshold: %w", key, err)
@@ -154,34 +156,36 @@ func (a *Agent) loadModels(ctx context.Context) (_ []*stationModel, err error) {
 }
 
 // loadModel opens one configured model on its provider chain: a signed bundle (bundle,
-// verified against trusted_keys, golden set replayed) or a plain ONNX file (path). A
-// fallback to a later provider is logged as degraded.
-func (a *Agent) loadModel(ctx context.Context, mc ModelConfig, key string) (*models.Runtime, error) {
+// verified against trusted_keys, golden set replayed) or a plain ONNX file (path), with the
+// operating point a bundle records (nil for a plain file). A fallback to a later provider
+// is logged as degraded.
+func (a *Agent) loadModel(ctx context.Context, mc ModelConfig, key string) (*models.Runtime, *wire.OperatingPoint, error) {
 	opts := models.RuntimeOptions{Providers: mc.providerOptions(a.cfg.DataDir), Logger: a.log}
 	var rt *models.Runtime
+	var op *wire.OperatingPoint
 	if mc.Bundle == "" {
 		r, err := models.LoadRuntime(mc.Path, opts)
 		if err != nil {
-			return nil, fmt.Errorf("%s %s: %w", key, mc.Path, err)
+			return nil, nil, fmt.Errorf("%s %s: %w", key, mc.Path, err)
 		}
 		rt = r
 	} else {
 		keys, err := bundle.LoadTrustedKeys(mc.TrustedKeys...)
 		if err != nil {
-			return nil, fmt.Errorf("%s.trusted_keys: %w", key, err)
+			return nil, nil, fmt.Errorf("%s.trusted_keys: %w", key, err)
 		}
 		b, err := bundle.OpenBundle(mc.Bundle, keys)
 		if err != nil {
-			return nil, fmt.Errorf("%s %w", key, err)
+			return nil, nil, fmt.Errorf("%s %w", key, err)
 		}
 		if err := b.Manifest.CheckAgent(Version); err != nil {
-			return nil, fmt.Errorf("%s %s: %w", key, mc.Bundle, err)
+			return nil, nil, fmt.Errorf("%s %s: %w", key, mc.Bundle, err)
 		}
 		r, err := models.NewRuntime(ctx, b, opts)
 		if err != nil {
-			return nil, fmt.Errorf("%s %s: %w", key, mc.Bundle, err)
+			return nil, nil, fmt.Errorf("%s %s: %w", key, mc.Bundle, err)
 		}
-		rt = r
+		rt, op = r, ota.OperatingPoint(b.Manifest)
 		a.log.Info().Str("bundle", mc.Bundle).Str("key_id", b.KeyID).Int("golden", goldenCases(b)).
 			Msg("model bundle verified")
 	}
@@ -189,7 +193,7 @@ func (a *Agent) loadModel(ctx context.Context, mc ModelConfig, key string) (*mod
 		a.log.Warn().Str("model", info.Model.Name).Str("provider", info.Provider).Str("fallback", info.Fallback).
 			Msg("degraded: model runs on a fallback execution provider")
 	}
-	return rt, nil
+	return rt, op, nil
 }
 
 func goldenCases(b *bundle.Bundle) int {

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/takt-edge/takt/agent/store"
+	"github.com/takt-edge/takt/agent/web"
 	"github.com/takt-edge/takt/camera"
+	"github.com/takt-edge/takt/cloudsync/wire"
 	"github.com/takt-edge/takt/models"
 )
 
@@ -23,11 +25,51 @@ type stationModel struct {
 	rt        *models.Runtime
 	info      models.Info
 	threshold float64
-	refs      atomic.Int32
+	// op is how the threshold was chosen and the rates the trainer expects there (the
+	// bundle's manifest); nil when unknown. A configured threshold that overrides the
+	// bundle's is one set by hand, with no expected rates.
+	op    *wire.OperatingPoint
+	since time.Time // when it started serving (this agent start, or its swap)
+	seen  seenCounts
+	refs  atomic.Int32
 }
 
-// newStationModel wraps a loaded runtime; threshold 0 takes the model's own.
-func newStationModel(name, source string, rt *models.Runtime, threshold float64) (*stationModel, error) {
+// seenCounts is what the station saw of one model since it started serving.
+type seenCounts struct {
+	decided, failed atomic.Int64 // parts it PASSed or FAILed; those it FAILed
+	// Operator labels on its parts: a FAIL (or NO_DECISION) that is good, a PASS that is
+	// defective.
+	falseRejects, falseAccepts atomic.Int64
+}
+
+func (c *seenCounts) count(decision string) {
+	switch decision {
+	case store.Fail:
+		c.failed.Add(1)
+		c.decided.Add(1)
+	case store.Pass:
+		c.decided.Add(1)
+	}
+}
+
+// seenRates is what the station saw of m since it started serving.
+func (m *stationModel) seenRates() web.SeenRates {
+	c := &m.seen
+	r := web.SeenRates{Since: m.since.UTC(), Parts: c.decided.Load(), Fail: c.failed.Load(),
+		LabelledFalseRejects: c.falseRejects.Load(), LabelledFalseAccepts: c.falseAccepts.Load()}
+	if r.Parts > 0 {
+		r.FailShare = float64(r.Fail) / float64(r.Parts)
+		r.LabelledFalseRejectShare = float64(r.LabelledFalseRejects) / float64(r.Parts)
+	}
+	if defective := r.Fail - r.LabelledFalseRejects + r.LabelledFalseAccepts; defective > 0 {
+		r.LabelledEscapeShare = float64(r.LabelledFalseAccepts) / float64(defective)
+	}
+	return r
+}
+
+// newStationModel wraps a loaded runtime; threshold 0 takes the model's own. op is the
+// operating point its bundle records, nil when unknown.
+func newStationModel(name, source string, rt *models.Runtime, threshold float64, op *wire.OperatingPoint) (*stationModel, error) {
 	info := rt.Info()
 	if threshold <= 0 {
 		threshold = info.Threshold
@@ -38,9 +80,39 @@ func newStationModel(name, source string, rt *models.Runtime, threshold float64)
 	if name == "" {
 		name = info.Model.Name
 	}
-	m := &stationModel{name: name, source: source, rt: rt, info: info, threshold: threshold}
+	if op != nil && op.Threshold != threshold {
+		op = &wire.OperatingPoint{Threshold: threshold}
+	}
+	m := &stationModel{name: name, source: source, rt: rt, info: info, threshold: threshold, op: op, since: time.Now()}
 	m.refs.Store(1)
 	return m, nil
+}
+
+// countLabel moves verdict v's operator label from old to label in the counts of the model
+// that decided it, when that model serves now and decided it since it started serving.
+func (h *activeModels) countLabel(v *store.Verdict, old, label string) {
+	if old == label {
+		return
+	}
+	for _, m := range h.snapshot() {
+		decision, ok := v.Decision, v.Model.SHA256 == m.info.Model.SHA256 && len(v.Models) == 0
+		for _, o := range v.Models {
+			if o.Name == m.name && o.Model.SHA256 == m.info.Model.SHA256 {
+				decision, ok = o.Decision, true
+			}
+		}
+		if !ok || v.Time.Before(m.since) {
+			continue
+		}
+		for l, d := range map[string]int64{old: -1, label: 1} {
+			switch {
+			case l == LabelFalseReject && decision == store.Fail:
+				m.seen.falseRejects.Add(d)
+			case l == LabelFalseAccept && decision == store.Pass:
+				m.seen.falseAccepts.Add(d)
+			}
+		}
+	}
 }
 
 func (m *stationModel) hold() { m.refs.Add(1) }
@@ -187,6 +259,7 @@ func (s *modelSet) score(ctx context.Context, f camera.Frame, deadline time.Dura
 		}
 		d, reason := decide(res.Score, err, m.threshold, elapsed, deadline)
 		o.Decision, o.Reason = string(d), reason
+		m.seen.count(o.Decision)
 		if err == nil && !math.IsNaN(res.Score) && !math.IsInf(res.Score, 0) {
 			score := res.Score
 			o.Score = &score

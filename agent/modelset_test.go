@@ -137,7 +137,7 @@ func TestActiveModelsReplaceWaitsForInFlightParts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m, err := newStationModel(name, fixture.model, rt, 0)
+		m, err := newStationModel(name, fixture.model, rt, 0, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -43,7 +43,8 @@ type ValidatePolicy struct {
 
 // ShadowPolicy: the candidate scores live frames beside the active model, off the active
 // path, until Parts parts were compared or Duration passed (whichever first, with at least
-// MinParts compared); then it is promoted if agreement and latency meet the policy.
+// MinParts compared); then it is promoted if agreement, latency and, when its bundle
+// states an expected false-reject rate, its false rejects meet the policy.
 type ShadowPolicy struct {
 	// Parts compared before deciding; 0 skips the shadow step. Default 200.
 	Parts int `yaml:"parts"`
@@ -65,10 +66,19 @@ type ShadowPolicy struct {
 	// that find the queue full meanwhile are dropped (counted). It bounds what the shadow
 	// takes from the cores the active model runs on. Default 0.25; 1 never rests.
 	MaxBusy float64 `yaml:"max_busy"`
+	// FalseRejectSignificance: a candidate whose bundle states an expected false-reject
+	// rate is refused when, among the parts the active model PASSed, the share it would
+	// FAIL is clearly above that rate: a one-sided binomial test at this significance.
+	// Default 0.01.
+	FalseRejectSignificance float64 `yaml:"false_reject_significance"`
+	// FalseRejectMinParts is the least number of parts the active model PASSed before that
+	// test may refuse. Default 50.
+	FalseRejectMinParts int `yaml:"false_reject_min_parts"`
 }
 
 // WatchPolicy: after a promotion, for Parts parts, the new model's errors (NaN or inference
-// errors), p99 latency and FAIL rate are compared with the previous model's baseline.
+// errors), p99 latency and FAIL rate are compared with the previous model's baseline, and,
+// when its bundle states an expected false-reject rate, its FAIL share with that rate.
 type WatchPolicy struct {
 	// Parts watched after a promotion; 0 disables the watch. Default 200.
 	Parts int `yaml:"parts"`
@@ -85,14 +95,24 @@ type WatchPolicy struct {
 	// MaxRestarts: an agent that restarts more often while a new model is in shadow or
 	// watch is crash-looping on it; it rolls back. Default 3.
 	MaxRestarts int `yaml:"max_restarts"`
+	// FalseRejectSignificance: a model whose bundle states an expected false-reject rate
+	// rolls back when its FAIL share is clearly above that rate plus the previous model's
+	// FAIL share (the defects the line makes): a one-sided binomial test at this
+	// significance. Default 0.01.
+	FalseRejectSignificance float64 `yaml:"false_reject_significance"`
+	// FalseRejectMinParts is the least number of watched parts before that test may roll
+	// back. Default 50.
+	FalseRejectMinParts int `yaml:"false_reject_min_parts"`
 }
 
 func defaultModelUpdateConfig() ModelUpdateConfig {
 	return ModelUpdateConfig{
 		StagingBudget: 512 << 20,
 		Validate:      ValidatePolicy{LatencyRuns: 30, LatencyFraction: 0.5},
-		Shadow:        ShadowPolicy{Parts: 200, MinParts: 20, MinAgreement: 0.95, MaxLatencyRatio: 2, Queue: 2, MaxBusy: 0.25},
-		Watch:         WatchPolicy{Parts: 200, MinParts: 20, MaxErrorRate: 0.02, MaxLatencyRatio: 3, MaxFailRateIncrease: 0.2, MaxRestarts: 3},
+		Shadow: ShadowPolicy{Parts: 200, MinParts: 20, MinAgreement: 0.95, MaxLatencyRatio: 2, Queue: 2, MaxBusy: 0.25,
+			FalseRejectSignificance: 0.01, FalseRejectMinParts: 50},
+		Watch: WatchPolicy{Parts: 200, MinParts: 20, MaxErrorRate: 0.02, MaxLatencyRatio: 3, MaxFailRateIncrease: 0.2, MaxRestarts: 3,
+			FalseRejectSignificance: 0.01, FalseRejectMinParts: 50},
 	}
 }
 
@@ -140,6 +160,18 @@ func (u ModelUpdateConfig) validate(modelKeys []string) []error {
 	}
 	if !(s.MaxBusy >= 0.01 && s.MaxBusy <= 1) {
 		bad("model_update.shadow.max_busy: %v is not in 0.01..1 (the fraction of the time the shadow may run)", s.MaxBusy)
+	}
+	for _, p := range []struct {
+		key          string
+		significance float64
+		minParts     int
+	}{{"shadow", s.FalseRejectSignificance, s.FalseRejectMinParts}, {"watch", u.Watch.FalseRejectSignificance, u.Watch.FalseRejectMinParts}} {
+		if !(p.significance > 0 && p.significance <= 0.5) {
+			bad("model_update.%s.false_reject_significance: %v is not in (0, 0.5]", p.key, p.significance)
+		}
+		if p.minParts < 1 {
+			bad("model_update.%s.false_reject_min_parts: %d must be >= 1", p.key, p.minParts)
+		}
 	}
 	w := u.Watch
 	if w.Parts < 0 {

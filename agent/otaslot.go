@@ -7,6 +7,7 @@ import (
 
 	"github.com/takt-edge/takt/agent/ota"
 	"github.com/takt-edge/takt/cloudsync"
+	"github.com/takt-edge/takt/cloudsync/wire"
 	"github.com/takt-edge/takt/models"
 	"github.com/takt-edge/takt/models/bundle"
 )
@@ -26,8 +27,8 @@ func (h *activeModels) Serving() []ota.Served {
 // SwapIn wraps rt as the station model name and puts it in place of the model of that name
 // at the next frame boundary (replace); the replaced runtime closes after its last part.
 // On an error rt is closed.
-func (h *activeModels) SwapIn(name, source string, rt *models.Runtime, threshold float64) error {
-	m, err := newStationModel(name, source, rt, threshold)
+func (h *activeModels) SwapIn(name, source string, rt *models.Runtime, threshold float64, op *wire.OperatingPoint) error {
+	m, err := newStationModel(name, source, rt, threshold, op)
 	if err != nil {
 		rt.Close()
 		return err
@@ -58,11 +59,11 @@ func (a *Agent) openModelUpdates() error {
 	return nil
 }
 
-// loadInstalledModel loads the installed bundle of configured model i; nil when the
-// configured model serves.
-func (a *Agent) loadInstalledModel(ctx context.Context, i int) (*models.Runtime, string, error) {
+// loadInstalledModel loads the installed bundle of configured model i, with its file and
+// operating point; nil when the configured model serves.
+func (a *Agent) loadInstalledModel(ctx context.Context, i int) (*models.Runtime, string, *wire.OperatingPoint, error) {
 	if a.ota == nil {
-		return nil, "", nil
+		return nil, "", nil, nil
 	}
 	return a.ota.LoadInstalled(ctx, i)
 }
@@ -103,7 +104,7 @@ func (a *Agent) updaterConfig() (ota.Config, error) {
 		Dir: filepath.Join(cfg.DataDir, "models"), Station: cfg.Station, Deadline: cfg.Deadline, AgentVersion: Version,
 		Named: len(cfg.Models) > 0, Policy: policy, StagingBudget: int64(u.StagingBudget),
 		Validate: ota.ValidatePolicy(u.Validate), Shadow: ota.ShadowPolicy(u.Shadow), Watch: ota.WatchPolicy(u.Watch),
-		LoadConfigured: func(ctx context.Context, i int) (*models.Runtime, error) {
+		LoadConfigured: func(ctx context.Context, i int) (*models.Runtime, *wire.OperatingPoint, error) {
 			return a.loadModel(ctx, a.cfg.ModelConfigs()[i], fmt.Sprintf("model %d", i))
 		},
 	}

@@ -79,7 +79,7 @@ func swapLoop(t *testing.T, r *running, n int, each func(i int)) ([]time.Time, [
 			t.Fatal(err)
 		}
 		replaced = append(replaced, l.models.snapshot()[0])
-		if err := l.models.SwapIn(name, "swap-"+strconv.Itoa(i), rt, 0); err != nil {
+		if err := l.models.SwapIn(name, "swap-"+strconv.Itoa(i), rt, 0, nil); err != nil {
 			t.Fatalf("swap %d: %v", i, err)
 		}
 		at = append(at, time.Now())

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // screenshotDir holds the page tests' screenshots (git-ignored); look at them.
@@ -173,4 +175,58 @@ func evalInt(t *testing.T, ctx context.Context, js string) int {
 		t.Fatalf("evaluate %s: %v", js, err)
 	}
 	return n
+}
+
+// The operator page shows the serving model's operating point (rule, budget, expected
+// false-reject and escape rates) beside what the station saw: the FAIL share since the
+// model started serving and the parts operators labelled.
+func TestOperatorPageShowsModelRates(t *testing.T) {
+	line := newSigner(t, t.TempDir(), "line")
+	path := filepath.Join(t.TempDir(), "rated.tar")
+	// Threshold 0.001 on the mean gray level: every part FAILs.
+	if err := bundle.WriteBundleFile(path, ratedManifest("0.3.0", 0.001), meanGraph(t, 1), nil, line.priv); err != nil {
+		t.Fatal(err)
+	}
+	cfg := httpConfig(t)
+	cfg.Model = ModelConfig{Bundle: path, TrustedKeys: []string{line.pub}}
+	r := startAgent(t, cfg)
+	waitFor(t, "a FAIL part", 30*time.Second, func() bool {
+		vs := verdictsAfter(t, r, 0)
+		return len(vs) > 0 && vs[0].Decision == "FAIL"
+	})
+	if err := r.a.Label(context.Background(), verdictsAfter(t, r, 0)[0].ID, LabelFalseReject); err != nil {
+		t.Fatal(err)
+	}
+	ctx := browser(t)
+	text := func(sel string) string {
+		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("text of %s: %v", sel, err)
+		}
+		return strings.TrimSpace(s)
+	}
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800, chromedp.EmulateTouch),
+		chromedp.Navigate(r.base+"/"), chromedp.WaitVisible(chromedp.CSS("#rates"))); err != nil {
+		t.Fatalf("open page: %v", err)
+	}
+	waitFor(t, "the operating point", 20*time.Second, func() bool { return text("#op-rule") == "rule false-reject · budget 1.00%" })
+	row := func(i int) []string {
+		cells, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](fmt.Sprintf(
+			`[...document.querySelectorAll("#rates tbody tr")[%d].cells].map((c) => c.textContent)`, i)))
+		if err != nil {
+			t.Fatalf("rates row %d: %v", i, err)
+		}
+		return cells
+	}
+	waitFor(t, "the FAIL share of parts seen", 20*time.Second, func() bool {
+		c := row(0)
+		return c[1] == "1.00%" && strings.HasPrefix(c[2], "100.0% of ")
+	})
+	if c := row(1); c[0] != "false rejects (labelled)" || c[1] != "1.00%" || !strings.HasPrefix(c[2], "1 · ") {
+		t.Errorf("labelled false rejects row %q: want 1.00%% expected and the one label", c)
+	}
+	if c := row(2); c[0] != "escapes (labelled)" || c[1] != "8.00%" || c[2] != "0 · —" {
+		t.Errorf("escapes row %q: want 8.00%% expected and none labelled", c)
+	}
+	screenshot(t, ctx, "operator-page-rates.png")
 }

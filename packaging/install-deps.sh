@@ -11,7 +11,7 @@
 #                        (python3-gi gir1.2-gst-rtsp-server-1.0), gstreamer1.0-plugins-base,
 #                        -good (RTP) and -ugly (x264enc)
 #   versitygw v1.8.0     S3 server for tests, `go install` into .deps/bin
-#   staticcheck 2026.2.2 linter for `make lint`, `go install` into .deps/bin
+#   staticcheck 2026.2.2 linter for `make lint` (module version v0.8.2), `go install` into .deps/bin
 #   Chromium             Debian chromium (+ fonts-dejavu-core), headless, for the operator page test
 #   podman, runc         Debian podman (4.3 tested) and runc: takt-cloud's docker trainer runs real
 #                        containers in its test (crun refuses cgroup v1/hybrid hosts; runc works)
@@ -22,7 +22,8 @@ set -euo pipefail
 
 ORT_VERSION=1.24.1
 VERSITYGW_VERSION=v1.8.0
-STATICCHECK_VERSION=2026.2.2
+STATICCHECK_VERSION=2026.2.2 # what `staticcheck -version` prints
+STATICCHECK_MODULE=v0.8.2   # the same release as a Go module version
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEPS="$ROOT/.deps"
 CHECK_ONLY=0
@@ -174,8 +175,8 @@ fi
 if ! have_staticcheck; then
 	say "building staticcheck $STATICCHECK_VERSION into $DEPS/bin (go install)"
 	mkdir -p "$DEPS/bin"
-	GOBIN="$DEPS/bin" GOFLAGS=-buildvcs=false go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION" ||
-		die "go install honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION failed; check access to the Go module proxy (GOPROXY)"
+	GOBIN="$DEPS/bin" GOFLAGS=-buildvcs=false go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_MODULE" ||
+		die "go install honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_MODULE failed; check access to the Go module proxy (GOPROXY)"
 fi
 
 say "done: OpenCV $(pkg-config --modversion opencv4), ONNX Runtime at $(ort_lib_path), mosquitto, versitygw, staticcheck, podman"

@@ -15,7 +15,9 @@
 // The inspection loop never waits for the updater: it hands it each part's outcome
 // (Updater.Observe), which feeds the shadow worker through a bounded queue that drops rather than
 // blocks, and the watch after a promotion. A candidate replaces the station model of its
-// manifest's name (models[].name or model.name, else the serving model's own name).
+// manifest's name (models[].name or model.name, else the serving model's own name). A
+// bundle whose manifest states an expected false-reject rate is held to it in shadow and
+// in the watch by a one-sided binomial test (rates.go), never by a bare ratio.
 //
 // # Caveats
 //

@@ -155,19 +155,52 @@ type ShadowFigures struct {
 	ActiveScoreP50 float64
 	CandScoreP99   float64
 	ActiveScoreP99 float64
+	// ActivePassed are the compared parts the serving model PASSed and the candidate
+	// scored: good parts by the station's current judgement. CandFailOfPassed are those
+	// the candidate would FAIL: the false rejects it would add.
+	ActivePassed     int
+	CandFailOfPassed int
+	// ExpectedFalseReject is the candidate's expected false-reject rate (its manifest's);
+	// nil when its bundle states none.
+	ExpectedFalseReject *float64
 }
 
 func (f ShadowFigures) String() string {
-	return fmt.Sprintf("parts %d, agreement %.3f, candidate errors %d, dropped %d, infer p99 %.2f ms vs %.2f ms, FAIL rate %.3f vs %.3f, score p50 %.4g vs %.4g, p99 %.4g vs %.4g",
+	s := fmt.Sprintf("parts %d, agreement %.3f, candidate errors %d, dropped %d, infer p99 %.2f ms vs %.2f ms, FAIL rate %.3f vs %.3f, score p50 %.4g vs %.4g, p99 %.4g vs %.4g",
 		f.Compared, f.Agreement, f.CandErrors, f.Dropped, f.CandP99, f.ActiveP99, f.CandFailRate, f.ActiveFailRate,
 		f.CandScoreP50, f.ActiveScoreP50, f.CandScoreP99, f.ActiveScoreP99)
+	if f.ExpectedFalseReject != nil {
+		s += ", false rejects " + f.falseRejects().String()
+	}
+	return s
+}
+
+// falseRejects is the candidate's FAILs among the parts the serving model PASSed, against
+// its expected false-reject rate (untested: rateVerdict.above is left false).
+func (f ShadowFigures) falseRejects() rateVerdict {
+	e := 0.0
+	if f.ExpectedFalseReject != nil {
+		e = *f.ExpectedFalseReject
+	}
+	return rateTest{}.judge(f.CandFailOfPassed, f.ActivePassed, e)
 }
 
 // wire is f as model/status carries it; limit is the policy key crossed, "" for none.
 func (f ShadowFigures) wire(limit string, budgetMs float64) *wire.ModelFigures {
-	return &wire.ModelFigures{Step: wire.FiguresShadow, Parts: f.Compared, Agreement: f.Agreement, Dropped: f.Dropped,
+	w := &wire.ModelFigures{Step: wire.FiguresShadow, Parts: f.Compared, Agreement: f.Agreement, Dropped: f.Dropped,
 		Errors: f.CandErrors, CandidateP50Ms: f.CandP50, CandidateP99Ms: f.CandP99, BaselineP99Ms: f.ActiveP99, BudgetMs: budgetMs,
 		CandidateFailRate: f.CandFailRate, BaselineFailRate: f.ActiveFailRate, Limit: limit}
+	if f.ExpectedFalseReject != nil {
+		v := f.falseRejects()
+		setFalseRejects(w, *f.ExpectedFalseReject, v)
+	}
+	return w
+}
+
+// setFalseRejects puts a false-reject test's figures into w.
+func setFalseRejects(w *wire.ModelFigures, expected float64, v rateVerdict) {
+	obs, p := v.observed(), v.p
+	w.ExpectedFalseReject, w.ObservedFalseReject, w.FalseRejectParts, w.FalseRejectP = &expected, &obs, v.n, &p
 }
 
 func newShadowRun(rt *models.Runtime, threshold, maxBusy float64, queue, want int) *shadowRun {
@@ -244,6 +277,12 @@ func (s *shadowRun) record(o partOutcome, res models.Result, err error) {
 		if candFail {
 			f.CandFailRate++
 		}
+		if o.Decision == store.Pass {
+			f.ActivePassed++
+			if candFail {
+				f.CandFailOfPassed++
+			}
+		}
 		if candFail == (o.Decision == store.Fail) {
 			f.Agree++
 		}
@@ -318,6 +357,10 @@ func (u *Updater) judgeShadow(f ShadowFigures) (why, limit string) {
 		return fmt.Sprintf("only %d parts compared, policy needs %d", f.Compared, min(p.MinParts, p.Parts)), "shadow.min_parts"
 	case f.CandErrors > 0:
 		return fmt.Sprintf("the candidate failed %d of %d parts (NaN or error)", f.CandErrors, f.Compared), "shadow.errors"
+	case f.ExpectedFalseReject != nil && u.shadowFalseRejects(f).above:
+		v := u.shadowFalseRejects(f)
+		return fmt.Sprintf("false rejects: the candidate would FAIL %d of the %d parts the serving model PASSed (%.2f%%), clearly above the %.2f%% its manifest expects (one-sided binomial p=%.2g < %g)",
+			v.k, v.n, 100*v.observed(), 100*v.expected, v.p, p.FalseRejectSignificance), "shadow.false_reject_significance"
 	case f.Agreement < p.MinAgreement:
 		return fmt.Sprintf("agreement %.3f below the policy's %.3f", f.Agreement, p.MinAgreement), "shadow.min_agreement"
 	case f.CandP99 > p.MaxLatencyRatio*f.ActiveP99 && f.CandP99 > u.latencyBudget():
@@ -327,6 +370,13 @@ func (u *Updater) judgeShadow(f ShadowFigures) (why, limit string) {
 	return "", ""
 }
 
+// shadowFalseRejects tests the candidate's FAILs among the parts the serving model PASSed
+// against its expected false-reject rate.
+func (u *Updater) shadowFalseRejects(f ShadowFigures) rateVerdict {
+	p := u.cfg.Shadow
+	return rateTest{significance: p.FalseRejectSignificance, minParts: p.FalseRejectMinParts}.judge(f.CandFailOfPassed, f.ActivePassed, *f.ExpectedFalseReject)
+}
+
 // watchRun counts a promoted model's parts against the previous model's baseline. add
 // reports when the watch passed; crossing a limit sends the reason on rollback once.
 type watchRun struct {
@@ -334,6 +384,7 @@ type watchRun struct {
 	floorMs  float64 // latency below it never rolls back: the validation budget
 	p        WatchPolicy
 	base     otaBaseline
+	expected *float64 // the model's expected false-reject rate; nil when unknown
 	rollback chan<- string
 
 	mu           sync.Mutex
@@ -344,8 +395,16 @@ type watchRun struct {
 	limit        string // the policy key crossed
 }
 
-func newWatchRun(name string, p WatchPolicy, base otaBaseline, floorMs float64, rollback chan<- string) *watchRun {
-	return &watchRun{name: name, p: p, base: base, floorMs: floorMs, rollback: rollback}
+func newWatchRun(name string, p WatchPolicy, base otaBaseline, expected *float64, floorMs float64, rollback chan<- string) *watchRun {
+	return &watchRun{name: name, p: p, base: base, expected: clonePtr(expected), floorMs: floorMs, rollback: rollback}
+}
+
+// falseRejects tests the FAIL share against the expected false-reject rate plus the
+// previous model's FAIL share (the defects the line makes, as the station judged them
+// before); w.mu held, w.expected set.
+func (w *watchRun) falseRejects() rateVerdict {
+	t := rateTest{significance: w.p.FalseRejectSignificance, minParts: w.p.FalseRejectMinParts}
+	return t.judge(w.fails, w.parts, *w.expected+w.base.FailRate)
 }
 
 // add counts one part; it returns true once, when the watch passed.
@@ -395,6 +454,12 @@ func (w *watchRun) crossed() (why, limit string) {
 		return fmt.Sprintf("watch: FAIL rate %.3f over %d parts, previous model %.3f (limit +%.3f)", fr, w.parts, w.base.FailRate, w.p.MaxFailRateIncrease),
 			"watch.max_fail_rate_increase"
 	}
+	if w.expected != nil {
+		if v := w.falseRejects(); v.above {
+			return fmt.Sprintf("watch: false rejects: FAIL share %.2f%% (%d of %d parts) clearly above the %.2f%% expected false rejects plus the previous model's %.2f%% FAIL share (one-sided binomial p=%.2g < %g)",
+				100*v.observed(), v.k, v.n, 100**w.expected, 100*w.base.FailRate, v.p, w.p.FalseRejectSignificance), "watch.false_reject_significance"
+		}
+	}
 	if p99 := quantile(w.lat, 0.99); w.base.InferP99 > 0 && p99 > w.p.MaxLatencyRatio*w.base.InferP99 && p99 > w.floorMs {
 		return fmt.Sprintf("watch: inference p99 %.2f ms, previous model %.2f ms (limit %.1fx and the latency budget %.1f ms)",
 			p99, w.base.InferP99, w.p.MaxLatencyRatio, w.floorMs), "watch.max_latency_ratio"
@@ -406,8 +471,13 @@ func (w *watchRun) figures() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n := max(1, float64(w.parts))
-	return fmt.Sprintf("%d parts, FAIL rate %.3f (previous %.3f), errors %d, inference p99 %.2f ms (previous %.2f ms)",
+	s := fmt.Sprintf("%d parts, FAIL rate %.3f (previous %.3f), errors %d, inference p99 %.2f ms (previous %.2f ms)",
 		w.parts, float64(w.fails)/n, w.base.FailRate, w.errs, quantile(w.lat, 0.99), w.base.InferP99)
+	if w.expected != nil {
+		s += fmt.Sprintf(", FAIL share %.2f%% against %.2f%% expected false rejects plus the previous %.2f%%",
+			100*float64(w.fails)/n, 100**w.expected, 100*w.base.FailRate)
+	}
+	return s
 }
 
 // wire is the watch's figures as model/status carries them, with the limit it crossed.
@@ -415,9 +485,13 @@ func (w *watchRun) wire() *wire.ModelFigures {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n := max(1, float64(w.parts))
-	return &wire.ModelFigures{Step: wire.FiguresWatch, Parts: w.parts, Errors: w.errs,
+	f := &wire.ModelFigures{Step: wire.FiguresWatch, Parts: w.parts, Errors: w.errs,
 		CandidateP50Ms: quantile(w.lat, 0.5), CandidateP99Ms: quantile(w.lat, 0.99), BaselineP99Ms: w.base.InferP99, BudgetMs: w.floorMs,
 		CandidateFailRate: float64(w.fails) / n, BaselineFailRate: w.base.FailRate, Limit: w.limit}
+	if w.expected != nil {
+		setFalseRejects(f, *w.expected, w.falseRejects())
+	}
+	return f
 }
 
 // quantile is the q-quantile (nearest rank) of xs; 0 for none.

@@ -36,6 +36,8 @@ type otaBundle struct {
 	Version string `json:"version"`
 	SHA256  string `json:"sha256"` // of the model file
 	File    string `json:"file"`   // relative to <data_dir>/models
+	// Operating is the bundle's operating point (its manifest's thresholds).
+	Operating *wire.OperatingPoint `json:"operating_point,omitempty"`
 }
 
 // otaCandidate is the update in flight.
@@ -55,6 +57,8 @@ type otaCandidate struct {
 	Started    time.Time `json:"started"`
 	Rollback   bool      `json:"rollback,omitempty"`
 	BundleHash string    `json:"bundle_sha256,omitempty"` // sha256 of the staged tar, once verified
+	// Operating is the bundle's operating point, once verified.
+	Operating *wire.OperatingPoint `json:"operating_point,omitempty"`
 }
 
 // otaWatch is a promotion under watch.
@@ -82,6 +86,8 @@ type otaLast struct {
 	Time    time.Time `json:"time"`
 	// Figures the step was decided on (model/status figures), nil when it measured none.
 	Figures *wire.ModelFigures `json:"figures,omitempty"`
+	// Operating is the model's operating point, nil when unknown.
+	Operating *wire.OperatingPoint `json:"operating_point,omitempty"`
 }
 
 // otaModel is the update state of one station model (by its name: models[].name, or the

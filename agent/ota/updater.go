@@ -31,9 +31,9 @@ type Slot interface {
 	// Serving lists the station models serving now, in config order.
 	Serving() []Served
 	// SwapIn makes rt (deciding with threshold) the model named name from the next frame
-	// on; the runtime it replaces closes once no inference uses it. On an error rt is
-	// closed.
-	SwapIn(name, source string, rt *models.Runtime, threshold float64) error
+	// on; the runtime it replaces closes once no inference uses it. op is the operating
+	// point its bundle records (nil when unknown). On an error rt is closed.
+	SwapIn(name, source string, rt *models.Runtime, threshold float64, op *wire.OperatingPoint) error
 }
 
 // InstallRequest is one bundle to install: an object key in the bucket or a local file.
@@ -105,8 +105,8 @@ type Config struct {
 	Shadow        ShadowPolicy
 	Watch         WatchPolicy
 	// LoadConfigured loads configured model i (bundle or path), the last resort of a
-	// rollback.
-	LoadConfigured func(ctx context.Context, i int) (*models.Runtime, error)
+	// rollback, with the operating point its bundle records (nil for a plain model).
+	LoadConfigured func(ctx context.Context, i int) (*models.Runtime, *wire.OperatingPoint, error)
 }
 
 // ValidatePolicy: see the agent's model_update.validate.
@@ -117,23 +117,27 @@ type ValidatePolicy struct {
 
 // ShadowPolicy: see the agent's model_update.shadow.
 type ShadowPolicy struct {
-	Parts           int
-	Duration        time.Duration
-	MinParts        int
-	MinAgreement    float64
-	MaxLatencyRatio float64
-	Queue           int
-	MaxBusy         float64
+	Parts                   int
+	Duration                time.Duration
+	MinParts                int
+	MinAgreement            float64
+	MaxLatencyRatio         float64
+	Queue                   int
+	MaxBusy                 float64
+	FalseRejectSignificance float64
+	FalseRejectMinParts     int
 }
 
 // WatchPolicy: see the agent's model_update.watch.
 type WatchPolicy struct {
-	Parts               int
-	MinParts            int
-	MaxErrorRate        float64
-	MaxLatencyRatio     float64
-	MaxFailRateIncrease float64
-	MaxRestarts         int
+	Parts                   int
+	MinParts                int
+	MaxErrorRate            float64
+	MaxLatencyRatio         float64
+	MaxFailRateIncrease     float64
+	MaxRestarts             int
+	FalseRejectSignificance float64
+	FalseRejectMinParts     int
 }
 
 // Updater runs the model update lifecycle; see the package comment.
@@ -210,7 +214,8 @@ func (u *Updater) Open() error {
 				u.st.reject(bad.SHA256)
 				m.Active, m.Previous, m.Watch = m.Previous, nil, nil
 				u.setLast(bad.Name, bad.Version, wire.ModelRolledBack,
-					fmt.Sprintf("crash loop: the agent restarted %d times while %s %s (%s) was watched", w.Restarts, bad.Name, bad.Version, name), nil)
+					fmt.Sprintf("crash loop: the agent restarted %d times while %s %s (%s) was watched", w.Restarts, bad.Name, bad.Version, name), nil,
+					bad.Operating)
 			}
 		}
 	}
@@ -218,11 +223,12 @@ func (u *Updater) Open() error {
 	return writeOTAState(u.dir, u.st)
 }
 
-// loadInstalled loads the installed bundle of configured model i, if any: the active one,
-// else the previous one. It returns nil without error when the configured model should
-// serve. It never fails for a bad bundle (the station must inspect, on the best model it
-// has); only a state that cannot be saved is an error.
-func (u *Updater) LoadInstalled(ctx context.Context, i int) (*models.Runtime, string, error) {
+// LoadInstalled loads the installed bundle of configured model i, if any: the active one,
+// else the previous one, with the file it came from and its operating point. It returns
+// nil without error when the configured model should serve. It never fails for a bad
+// bundle (the station must inspect, on the best model it has); only a state that cannot be
+// saved is an error.
+func (u *Updater) LoadInstalled(ctx context.Context, i int) (*models.Runtime, string, *wire.OperatingPoint, error) {
 	name := u.cfg.Models[i].Name
 	if !u.cfg.Named {
 		// A single model: its entry is the only one, whatever the model's name.
@@ -232,7 +238,7 @@ func (u *Updater) LoadInstalled(ctx context.Context, i int) (*models.Runtime, st
 	}
 	m := u.st.Models[name]
 	if m == nil {
-		return nil, "", nil
+		return nil, "", nil, nil
 	}
 	for _, which := range []string{"active", "previous"} {
 		b := m.Active
@@ -242,7 +248,7 @@ func (u *Updater) LoadInstalled(ctx context.Context, i int) (*models.Runtime, st
 		if b == nil {
 			continue
 		}
-		rt, _, err := u.load(ctx, filepath.Join(u.dir, b.File), u.rtOpts(i))
+		rt, loaded, err := u.load(ctx, filepath.Join(u.dir, b.File), u.rtOpts(i))
 		if err != nil {
 			u.log.Error().Err(err).Str("model", name).Str("bundle", b.File).Msgf("%s model bundle does not load", which)
 			continue
@@ -251,20 +257,22 @@ func (u *Updater) LoadInstalled(ctx context.Context, i int) (*models.Runtime, st
 			bad := m.Active
 			u.st.reject(bad.SHA256)
 			m.Active, m.Previous, m.Watch = m.Previous, nil, nil
-			u.setLast(bad.Name, bad.Version, wire.ModelRolledBack, "the active bundle does not load any more; serving the previous one", nil)
+			u.setLast(bad.Name, bad.Version, wire.ModelRolledBack, "the active bundle does not load any more; serving the previous one", nil,
+				bad.Operating)
 			if err := writeOTAState(u.dir, u.st); err != nil {
 				rt.Close()
-				return nil, "", err
+				return nil, "", nil, err
 			}
 		}
 		u.log.Info().Str("model", name).Str("bundle", b.File).Str("version", b.Version).Msg("serving an installed model bundle")
-		return rt, filepath.Join(u.dir, b.File), nil
+		return rt, filepath.Join(u.dir, b.File), OperatingPoint(loaded.Manifest), nil
 	}
 	if m.Active != nil {
-		u.setLast(m.Active.Name, m.Active.Version, wire.ModelRolledBack, "no installed bundle loads; serving the configured model", nil)
+		u.setLast(m.Active.Name, m.Active.Version, wire.ModelRolledBack, "no installed bundle loads; serving the configured model", nil,
+			m.Active.Operating)
 	}
 	delete(u.st.Models, name)
-	return nil, "", writeOTAState(u.dir, u.st)
+	return nil, "", nil, writeOTAState(u.dir, u.st)
 }
 
 // cleanFiles removes every staged or installed file the state does not name.
@@ -368,7 +376,7 @@ func (u *Updater) Run(ctx context.Context, slot Slot) error {
 	c := u.st.Candidate
 	for name, m := range u.st.Models {
 		if m.Watch != nil && m.Active != nil {
-			u.startWatch(name, m.Watch.Baseline)
+			u.startWatch(name, m.Watch.Baseline, m.Active.Operating)
 		}
 	}
 	u.mu.Unlock()
@@ -426,13 +434,13 @@ func (u *Updater) finishCandidate(state, reason string, fig *wire.ModelFigures) 
 	os.Remove(filepath.Join(u.dir, c.Staged))
 	os.Remove(filepath.Join(u.dir, c.Staged) + ".part")
 	u.st.Candidate = nil
-	u.setLast(c.Name, c.Version, state, reason, fig)
+	u.setLast(c.Name, c.Version, state, reason, fig, c.Operating)
 }
 
-// setLast records and publishes a status; u.mu held (or open, before Run). The state is
-// saved by the caller.
-func (u *Updater) setLast(name, version, state, reason string, fig *wire.ModelFigures) {
-	l := otaLast{Name: name, Version: version, State: state, Reason: reason, Time: u.now().UTC(), Figures: fig}
+// setLast records and publishes a status of the model whose operating point is op (nil
+// when unknown); u.mu held (or open, before Run). The state is saved by the caller.
+func (u *Updater) setLast(name, version, state, reason string, fig *wire.ModelFigures, op *wire.OperatingPoint) {
+	l := otaLast{Name: name, Version: version, State: state, Reason: reason, Time: u.now().UTC(), Figures: fig, Operating: op}
 	u.st.Last = &l
 	ev := u.log.Info()
 	if state == wire.ModelRejected || state == wire.ModelRolledBack {
@@ -472,7 +480,7 @@ func (u *Updater) publisher(ctx context.Context) {
 
 func (u *Updater) statusMsg(l otaLast) wire.ModelStatusMsg {
 	return wire.ModelStatusMsg{Schema: wire.MessageSchema, Station: u.cfg.Station, Name: l.Name, Version: l.Version,
-		State: l.State, Reason: l.Reason, Time: l.Time, Figures: l.Figures}
+		State: l.State, Reason: l.Reason, Time: l.Time, Figures: l.Figures, Operating: l.Operating}
 }
 
 // setPublisher sets where statuses go (the MQTT role).
@@ -510,7 +518,7 @@ func (u *Updater) step(phase, state, reason string) error {
 		return err
 	}
 	if state != "" {
-		u.setLast(c.Name, c.Version, state, reason, nil)
+		u.setLast(c.Name, c.Version, state, reason, nil, c.Operating)
 	}
 	u.log.Debug().Str("phase", phase).Str("name", c.Name).Str("version", c.Version).Msg("model update step")
 	return nil
@@ -604,6 +612,7 @@ func (u *Updater) runSteps(ctx context.Context, r InstallRequest, resume bool) e
 	}
 	u.mu.Lock()
 	c.Name, c.Version, c.BundleHash = b.Manifest.Name, b.Manifest.Version, fileSHA256(staged)
+	c.Operating = OperatingPoint(b.Manifest)
 	rolledBack := u.st.rejected(b.SHA256())
 	u.mu.Unlock()
 	if rolledBack {
@@ -644,6 +653,7 @@ func (u *Updater) runSteps(ctx context.Context, r InstallRequest, resume bool) e
 	// 4. Shadow.
 	var baseline *otaBaseline
 	var shadowed *wire.ModelFigures // the shadow run's figures, reported with the promotion
+	note := ""                      // what the promotion's status adds about the shadow run
 	if u.cfg.Shadow.Parts > 0 {
 		if err := u.step(PhaseShadow, wire.ModelShadow, fmt.Sprintf("beside %s for %d parts", target.Name, u.cfg.Shadow.Parts)); err != nil {
 			rt.Close()
@@ -654,6 +664,7 @@ func (u *Updater) runSteps(ctx context.Context, r InstallRequest, resume bool) e
 			rt.Close()
 			return err
 		}
+		fig.ExpectedFalseReject = clonePtr(b.Manifest.Thresholds.ExpectedFalseReject)
 		if why, limit := u.judgeShadow(fig); why != "" {
 			rt.Close()
 			return rejectFig(fig.wire(limit, u.latencyBudget()), "shadow: %s (%s)", why, fig)
@@ -661,10 +672,13 @@ func (u *Updater) runSteps(ctx context.Context, r InstallRequest, resume bool) e
 		u.log.Info().Str("figures", fig.String()).Msg("shadow passed")
 		baseline = &otaBaseline{Parts: fig.Compared, FailRate: fig.ActiveFailRate, InferP99: fig.ActiveP99}
 		shadowed = fig.wire("", u.latencyBudget())
+		if fig.ExpectedFalseReject != nil {
+			note = "; false rejects in shadow " + fig.falseRejects().String()
+		}
 	}
 
 	// 5. Swap.
-	return u.promote(b, target.Name, rt, threshold, staged, baseline, shadowed)
+	return u.promote(b, target.Name, rt, threshold, staged, baseline, shadowed, note)
 }
 
 // receive puts the bundle into staging: a download from the bucket or a copy of a file.
@@ -762,7 +776,7 @@ func (u *Updater) checkLatency(ctx context.Context, rt *models.Runtime) error {
 // promote swaps the candidate in and makes it the active bundle, the active one the
 // previous (kept for rollback), and starts the watch.
 func (u *Updater) promote(b *bundle.Bundle, name string, rt *models.Runtime, threshold float64, staged string, baseline *otaBaseline,
-	shadowed *wire.ModelFigures) error {
+	shadowed *wire.ModelFigures, note string) error {
 	if err := u.step(PhaseSwapping, "", ""); err != nil {
 		rt.Close()
 		return err
@@ -788,7 +802,8 @@ func (u *Updater) promote(b *bundle.Bundle, name string, rt *models.Runtime, thr
 	m := u.st.model(name)
 	old := m.Previous
 	m.Previous = m.Active
-	m.Active = &otaBundle{Name: b.Manifest.Name, Version: b.Manifest.Version, SHA256: b.SHA256(), File: file}
+	op := OperatingPoint(b.Manifest)
+	m.Active = &otaBundle{Name: b.Manifest.Name, Version: b.Manifest.Version, SHA256: b.SHA256(), File: file, Operating: op}
 	m.Watch = nil
 	if u.cfg.Watch.Parts > 0 {
 		m.Watch = &otaWatch{Since: u.now().UTC(), Baseline: *baseline}
@@ -809,7 +824,7 @@ func (u *Updater) promote(b *bundle.Bundle, name string, rt *models.Runtime, thr
 			from = s.Version
 		}
 	}
-	if err := slot.SwapIn(name, filepath.Join(u.dir, file), rt, threshold); err != nil {
+	if err := slot.SwapIn(name, filepath.Join(u.dir, file), rt, threshold, op); err != nil {
 		return err // the next start serves the new bundle
 	}
 	if old != nil && old.File != m.Active.File && (m.Previous == nil || old.File != m.Previous.File) {
@@ -821,19 +836,25 @@ func (u *Updater) promote(b *bundle.Bundle, name string, rt *models.Runtime, thr
 	if from != "" {
 		reason += " over " + from
 	}
+	reason += note
 	if u.cfg.Watch.Parts > 0 {
-		u.startWatch(name, *baseline)
+		u.startWatch(name, *baseline, op)
 		reason += fmt.Sprintf("; watched for %d parts", u.cfg.Watch.Parts)
 	}
-	u.setLast(b.Manifest.Name, b.Manifest.Version, wire.ModelActive, reason, shadowed)
+	u.setLast(b.Manifest.Name, b.Manifest.Version, wire.ModelActive, reason, shadowed, op)
 	return writeOTAState(u.dir, u.st)
 }
 
-// startWatch watches the station model name against baseline; u.mu held.
-func (u *Updater) startWatch(name string, baseline otaBaseline) {
+// startWatch watches the station model name, whose bundle's operating point is op (nil when
+// unknown), against baseline; u.mu held.
+func (u *Updater) startWatch(name string, baseline otaBaseline, op *wire.OperatingPoint) {
 	u.target.Store(&name)
 	u.recent.reset()
-	u.watch.Store(newWatchRun(name, u.cfg.Watch, baseline, u.latencyBudget(), u.rollback))
+	var expected *float64
+	if op != nil {
+		expected = op.ExpectedFalseReject
+	}
+	u.watch.Store(newWatchRun(name, u.cfg.Watch, baseline, expected, u.latencyBudget(), u.rollback))
 }
 
 // watchPassed ends a watch that saw its parts without crossing a limit.
@@ -849,7 +870,7 @@ func (u *Updater) watchPassed(w *watchRun) {
 	}
 	m.Watch = nil
 	if a := m.Active; a != nil {
-		u.setLast(a.Name, a.Version, wire.ModelActive, "watch passed: "+w.figures(), w.wire())
+		u.setLast(a.Name, a.Version, wire.ModelActive, "watch passed: "+w.figures(), w.wire(), a.Operating)
 	}
 	if err := writeOTAState(u.dir, u.st); err != nil {
 		u.log.Error().Err(err).Msg("model update state not saved")
@@ -883,6 +904,7 @@ func (u *Updater) rollBack(ctx context.Context, reason string) {
 	}
 	var rt *models.Runtime
 	var source string
+	var op *wire.OperatingPoint
 	threshold := 0.0
 	if prev != nil {
 		r, b, err := u.load(ctx, filepath.Join(u.dir, prev.File), u.rtOpts(idx))
@@ -890,7 +912,7 @@ func (u *Updater) rollBack(ctx context.Context, reason string) {
 			u.log.Error().Err(err).Msg("rollback: the previous bundle does not load; the configured model takes over")
 			prev = nil
 		} else {
-			rt, source, threshold = r, filepath.Join(u.dir, prev.File), b.Manifest.Thresholds.Fail
+			rt, source, threshold, op = r, filepath.Join(u.dir, prev.File), b.Manifest.Thresholds.Fail, OperatingPoint(b.Manifest)
 		}
 	}
 	if rt == nil {
@@ -898,12 +920,12 @@ func (u *Updater) rollBack(ctx context.Context, reason string) {
 			u.log.Error().Msg("rollback impossible: no configured model loader")
 			return
 		}
-		r, err := u.cfg.LoadConfigured(ctx, idx)
+		r, cop, err := u.cfg.LoadConfigured(ctx, idx)
 		if err != nil {
 			u.log.Error().Err(err).Msg("rollback impossible: the configured model does not load; keeping the new one")
 			return
 		}
-		rt, source, threshold = r, u.cfg.Models[idx].Source, u.cfg.Models[idx].Threshold
+		rt, source, threshold, op = r, u.cfg.Models[idx].Source, u.cfg.Models[idx].Threshold, cop
 	}
 	u.mu.Lock()
 	u.st.reject(bad.SHA256)
@@ -918,7 +940,7 @@ func (u *Updater) rollBack(ctx context.Context, reason string) {
 		u.log.Error().Err(err).Msg("rollback: state not saved")
 		return
 	}
-	if err := slot.SwapIn(name, source, rt, threshold); err != nil {
+	if err := slot.SwapIn(name, source, rt, threshold, op); err != nil {
 		u.log.Error().Err(err).Msg("rollback: swap refused")
 		return
 	}
@@ -929,7 +951,7 @@ func (u *Updater) rollBack(ctx context.Context, reason string) {
 		back = prev.Version
 	}
 	u.mu.Lock()
-	u.setLast(bad.Name, bad.Version, wire.ModelRolledBack, reason+"; back on "+back, w.wire())
+	u.setLast(bad.Name, bad.Version, wire.ModelRolledBack, reason+"; back on "+back, w.wire(), bad.Operating)
 	err = writeOTAState(u.dir, u.st)
 	u.mu.Unlock()
 	if err != nil {

@@ -13,36 +13,53 @@ import (
 // TestWatchLimits feeds the watch parts of promoted models against a baseline and checks
 // which limit, if any, it reports and when.
 func TestWatchLimits(t *testing.T) {
-	p := WatchPolicy{Parts: 50, MinParts: 10, MaxErrorRate: 0.02, MaxLatencyRatio: 3, MaxFailRateIncrease: 0.2, MaxRestarts: 3}
+	p := WatchPolicy{Parts: 50, MinParts: 10, MaxErrorRate: 0.02, MaxLatencyRatio: 3, MaxFailRateIncrease: 0.2, MaxRestarts: 3,
+		FalseRejectSignificance: 0.05, FalseRejectMinParts: 30}
+	onePercent := 0.01
 	base := otaBaseline{Parts: 100, FailRate: 0.1, InferP99: 10}
 	pass := partOutcome{Decision: store.Pass, Score: 0.1, InferMs: 9}
 	fail := partOutcome{Decision: store.Fail, Score: 0.9, InferMs: 9}
 	nan := partOutcome{Decision: store.NoDecision, Score: math.NaN(), ModelErr: true}
 	slow := partOutcome{Decision: store.Pass, Score: 0.1, InferMs: 50}
 	cases := []struct {
-		name   string
-		parts  func(i int) partOutcome
-		want   string // in the rollback reason; "" passes
-		within int    // parts by which the rollback must have been asked
+		name     string
+		parts    func(i int) partOutcome
+		want     string // in the rollback reason; "" passes
+		within   int    // parts by which the rollback must have been asked
+		expected *float64
 	}{
 		{"good model passes", func(i int) partOutcome {
 			if i%10 == 0 {
 				return fail
 			}
 			return pass
-		}, "", 0},
-		{"NaN rolls back at the first part", func(int) partOutcome { return nan }, "NaN score", 1},
+		}, "", 0, nil},
+		{"NaN rolls back at the first part", func(int) partOutcome { return nan }, "NaN score", 1, nil},
 		{"FAIL rate jump", func(i int) partOutcome {
 			if i%2 == 0 {
 				return fail
 			}
 			return pass
-		}, "FAIL rate", 10},
-		{"slow model", func(int) partOutcome { return slow }, "inference p99", 10},
+		}, "FAIL rate", 10, nil},
+		{"slow model", func(int) partOutcome { return slow }, "inference p99", 10, nil},
+		// Expected 1% false rejects over the previous model's 10% FAIL share: 20% FAILs is
+		// clearly above 11% once enough parts were seen, and below the +0.2 limit.
+		{"FAIL share above the expected false rejects", func(i int) partOutcome {
+			if i%5 == 0 {
+				return fail
+			}
+			return pass
+		}, "false rejects: FAIL share", 50, &onePercent},
+		{"FAIL share within the expected false rejects", func(i int) partOutcome {
+			if i%9 == 0 {
+				return fail
+			}
+			return pass
+		}, "", 0, &onePercent},
 	}
 	for _, c := range cases {
 		rb := make(chan string, 1)
-		w := newWatchRun("m", p, base, 20, rb)
+		w := newWatchRun("m", p, base, c.expected, 20, rb)
 		passed, at := false, 0
 		for i := range p.Parts {
 			if w.add(c.parts(i)) {
@@ -74,9 +91,11 @@ func TestWatchLimits(t *testing.T) {
 func TestJudgeShadow(t *testing.T) {
 	u := &Updater{cfg: Config{Deadline: 100 * time.Millisecond, // budget 50 ms
 		Validate: ValidatePolicy{LatencyRuns: 30, LatencyFraction: 0.5},
-		Shadow:   ShadowPolicy{Parts: 200, MinParts: 20, MinAgreement: 0.95, MaxLatencyRatio: 2, Queue: 2, MaxBusy: 0.25}}}
+		Shadow: ShadowPolicy{Parts: 200, MinParts: 20, MinAgreement: 0.95, MaxLatencyRatio: 2, Queue: 2, MaxBusy: 0.25,
+			FalseRejectSignificance: 0.001, FalseRejectMinParts: 30}}}
+	onePercent := 0.01
 	u.cfg.Shadow.Parts, u.cfg.Shadow.MinParts = 100, 20
-	good := ShadowFigures{Compared: 100, Agree: 99, Agreement: 0.99, CandP99: 12, ActiveP99: 10}
+	good := ShadowFigures{Compared: 100, Agree: 99, Agreement: 0.99, CandP99: 12, ActiveP99: 10, ActivePassed: 95, CandFailOfPassed: 1}
 	for _, c := range []struct {
 		name        string
 		edit        func(f *ShadowFigures)
@@ -88,6 +107,13 @@ func TestJudgeShadow(t *testing.T) {
 		{"disagrees", func(f *ShadowFigures) { f.Agreement = 0.5 }, "agreement 0.500", "shadow.min_agreement"},
 		{"slower, within the budget", func(f *ShadowFigures) { f.CandP99 = 25 }, "", ""},
 		{"slow", func(f *ShadowFigures) { f.CandP99 = 60 }, "inference p99 60.00 ms", "shadow.max_latency_ratio"},
+		{"false rejects within the expected rate", func(f *ShadowFigures) { f.ExpectedFalseReject, f.CandFailOfPassed = &onePercent, 2 }, "", ""},
+		{"false rejects clearly above the expected rate", func(f *ShadowFigures) { f.ExpectedFalseReject, f.CandFailOfPassed = &onePercent, 8 },
+			"FAIL 8 of the 95 parts the serving model PASSed (8.42%), clearly above the 1.00% its manifest expects", "shadow.false_reject_significance"},
+		{"too few good parts to tell", func(f *ShadowFigures) {
+			f.ExpectedFalseReject, f.ActivePassed, f.CandFailOfPassed, f.Agreement = &onePercent, 20, 8, 0.96
+		}, "", ""},
+		{"a bundle without expected rates is judged as before", func(f *ShadowFigures) { f.CandFailOfPassed = 8 }, "", ""},
 	} {
 		f := good
 		c.edit(&f)

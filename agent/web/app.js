@@ -153,12 +153,39 @@
       const td = document.createElement("td"); td.textContent = x; total.append(td);
     }
     tb.append(total);
+    renderRates(s.model);
     $("alerts-to").textContent = s.alerts_to;
     $("alerts").replaceChildren(...(s.alerts.length ? s.alerts : [{ time: null, message: "no alerts" }]).map((a) => {
       const li = document.createElement("li");
       if (a.time) { const tm = document.createElement("time"); tm.textContent = new Date(a.time).toLocaleTimeString(); li.append(tm); }
       li.append(document.createTextNode(a.message));
       return li;
+    }));
+  }
+
+  const pct = (x) => (x == null ? "—" : (x * 100).toFixed(x > 0 && x < 0.1 ? 2 : 1) + "%");
+
+  // The serving model's operating point beside what the station saw since it started serving.
+  function renderRates(m) {
+    const op = m.operating_point, seen = m.seen;
+    let rule = "threshold not recorded";
+    if (op) {
+      rule = op.rule ? `rule ${op.rule}` : "threshold set by hand";
+      if (op.false_reject_budget) rule += ` · budget ${pct(op.false_reject_budget)}`;
+    }
+    $("op-rule").textContent = rule;
+    const since = seen.since ? " since " + new Date(seen.since).toLocaleTimeString() : "";
+    const rows = [
+      ["FAIL share", op && op.expected_false_reject, `${pct(seen.parts ? seen.fail_share : null)} of ${seen.parts} parts${since}`],
+      ["false rejects (labelled)", op && op.expected_false_reject, `${seen.labelled_false_rejects} · ${pct(seen.parts ? seen.labelled_false_reject_share : null)}`],
+      ["escapes (labelled)", op && op.expected_escape, `${seen.labelled_false_accepts} · ${pct(seen.labelled_false_accepts ? seen.labelled_escape_share : null)}`],
+    ];
+    $("rates").tBodies[0].replaceChildren(...rows.map(([name, expected, got]) => {
+      const tr = document.createElement("tr");
+      for (const t of [name, pct(expected), got]) {
+        const td = document.createElement("td"); td.textContent = t; tr.append(td);
+      }
+      return tr;
     }));
   }
 

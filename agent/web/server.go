@@ -27,6 +27,7 @@ import (
 	"github.com/takt-edge/takt/agent/station"
 	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/agent/yield"
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 //go:embed index.html part.html style.css app.js
@@ -495,6 +496,33 @@ type ModelStatus struct {
 	Threshold float64 `json:"threshold"`
 	// EngineBuild is the background TensorRT engine build, when one was started.
 	EngineBuild *EngineBuildStatus `json:"engine_build,omitempty"`
+	// Operating is how the threshold was chosen (rule, false-reject budget) and the
+	// false-reject and escape rates the trainer expects there; nil when the model records
+	// none (a plain ONNX model). A rule of "" is a threshold set by hand.
+	Operating *wire.OperatingPoint `json:"operating_point,omitempty"`
+	// Seen is what the station saw of the model since it started serving.
+	Seen SeenRates `json:"seen"`
+}
+
+// SeenRates is what the station saw of a model since it started serving (this agent start
+// or its swap), beside what its trainer expects.
+type SeenRates struct {
+	Since time.Time `json:"since"`
+	// Parts it PASSed or FAILed, and those it FAILed; FailShare is Fail over Parts. Defects
+	// count too: it is the rate to hold the expected false rejects against only where the
+	// line makes few.
+	Parts     int64   `json:"parts"`
+	Fail      int64   `json:"fail"`
+	FailShare float64 `json:"fail_share"`
+	// Operator labels on its parts: FAILs that were good (false rejects) and PASSes that
+	// were defective (escapes). LabelledFalseRejectShare is LabelledFalseRejects over
+	// Parts: a lower bound of the false-reject rate unless every FAIL is reviewed.
+	// LabelledEscapeShare is the escapes among the defective parts as labels tell them
+	// (the FAILs not labelled false rejects plus the labelled escapes); 0 without any.
+	LabelledFalseRejects     int64   `json:"labelled_false_rejects"`
+	LabelledFalseAccepts     int64   `json:"labelled_false_accepts"`
+	LabelledFalseRejectShare float64 `json:"labelled_false_reject_share"`
+	LabelledEscapeShare      float64 `json:"labelled_escape_share"`
 }
 
 // EngineBuildStatus is the progress of a TensorRT engine build while another provider serves.

@@ -275,6 +275,42 @@ type ModelStatusMsg struct {
 	// Figures are the measurements a decision was taken on (validation's latency check, a
 	// shadow run, a watch); nil for a step that measured nothing.
 	Figures *ModelFigures `json:"figures,omitempty"`
+	// Operating is how the model's FAIL threshold was chosen and the rates its trainer
+	// expects there; nil when unknown (a step before the bundle was verified, an older
+	// station, a model without a manifest).
+	Operating *OperatingPoint `json:"operating_point,omitempty"`
+}
+
+// OperatingPoint is how a model's FAIL threshold was chosen and the rates its trainer
+// expects at it, as the bundle's manifest records them (thresholds). Rates are fractions.
+type OperatingPoint struct {
+	Threshold float64 `json:"threshold,omitempty"`
+	// Rule: "false-reject", "best-f1", "few-images"; "" when the threshold was set by hand.
+	Rule              string  `json:"rule,omitempty"`
+	FalseRejectBudget float64 `json:"false_reject_budget,omitempty"`
+	// ExpectedFalseReject is the share of good parts the model is expected to FAIL,
+	// ExpectedEscape the share of defective parts it is expected to PASS; nil when the
+	// trainer could not tell.
+	ExpectedFalseReject *float64 `json:"expected_false_reject,omitempty"`
+	ExpectedEscape      *float64 `json:"expected_escape,omitempty"`
+}
+
+func (o *OperatingPoint) validate() error {
+	var errs []error
+	for _, v := range []struct {
+		name string
+		v    *float64
+	}{
+		{"false_reject_budget", &o.FalseRejectBudget}, {"expected_false_reject", o.ExpectedFalseReject}, {"expected_escape", o.ExpectedEscape},
+	} {
+		if v.v != nil && !(*v.v >= 0 && *v.v <= 1) {
+			errs = append(errs, fmt.Errorf("operating_point.%s: %v, want 0..1", v.name, *v.v))
+		}
+	}
+	if !(o.Threshold >= 0 && o.Threshold <= math.MaxFloat64) {
+		errs = append(errs, fmt.Errorf("operating_point.threshold: %v, want a finite number >= 0", o.Threshold))
+	}
+	return errors.Join(errs...)
 }
 
 // Validate implements Message.
@@ -283,6 +319,9 @@ func (m *ModelStatusMsg) Validate() error {
 		oneOf("state", m.State, ModelDownloading, ModelValidating, ModelShadow, ModelActive, ModelRejected, ModelRolledBack)}
 	if m.Figures != nil {
 		errs = append(errs, m.Figures.validate())
+	}
+	if m.Operating != nil {
+		errs = append(errs, m.Operating.validate())
 	}
 	return check(m.Schema, errs...)
 }
@@ -317,20 +356,41 @@ type ModelFigures struct {
 	// Limit is the policy key the figures crossed ("shadow.min_agreement",
 	// "watch.max_fail_rate_increase", ...); "" when they met the policy.
 	Limit string `json:"limit,omitempty"`
+	// ExpectedFalseReject is the judged model's expected false-reject rate (its
+	// manifest's); nil when the bundle states none, and then the false-reject figures
+	// below are absent too.
+	ExpectedFalseReject *float64 `json:"expected_false_reject,omitempty"`
+	// ObservedFalseReject is what the station saw against it over FalseRejectParts parts:
+	// in shadow, the share of the parts the serving model PASSed that the candidate would
+	// FAIL; in watch, the FAIL share, tested against the expected rate plus the previous
+	// model's FAIL share (the defects the line makes). FalseRejectP is the one-sided
+	// binomial test's p-value.
+	ObservedFalseReject *float64 `json:"observed_false_reject,omitempty"`
+	FalseRejectParts    int      `json:"false_reject_parts,omitempty"`
+	FalseRejectP        *float64 `json:"false_reject_p,omitempty"`
 }
 
 // ModelLimits are the values of ModelFigures.Limit, each a model_update policy key.
 var ModelLimits = []string{"validate.latency_fraction", "validate.errors", "shadow.min_parts", "shadow.errors",
-	"shadow.min_agreement", "shadow.max_latency_ratio", "watch.max_error_rate", "watch.max_fail_rate_increase",
-	"watch.max_latency_ratio"}
+	"shadow.min_agreement", "shadow.max_latency_ratio", "shadow.false_reject_significance", "watch.max_error_rate",
+	"watch.max_fail_rate_increase", "watch.max_latency_ratio", "watch.false_reject_significance"}
 
 func (f *ModelFigures) validate() error {
 	errs := []error{oneOf("figures.step", f.Step, FiguresValidate, FiguresShadow, FiguresWatch)}
 	if f.Limit != "" {
 		errs = append(errs, oneOf("figures.limit", f.Limit, ModelLimits...))
 	}
-	if f.Parts < 0 || f.Dropped < 0 || f.Errors < 0 {
-		errs = append(errs, fmt.Errorf("figures: negative count (parts %d, dropped %d, errors %d)", f.Parts, f.Dropped, f.Errors))
+	if f.Parts < 0 || f.Dropped < 0 || f.Errors < 0 || f.FalseRejectParts < 0 {
+		errs = append(errs, fmt.Errorf("figures: negative count (parts %d, dropped %d, errors %d, false_reject_parts %d)",
+			f.Parts, f.Dropped, f.Errors, f.FalseRejectParts))
+	}
+	for _, v := range []struct {
+		name string
+		v    *float64
+	}{{"expected_false_reject", f.ExpectedFalseReject}, {"observed_false_reject", f.ObservedFalseReject}, {"false_reject_p", f.FalseRejectP}} {
+		if v.v != nil && !(*v.v >= 0 && *v.v <= 1) {
+			errs = append(errs, fmt.Errorf("figures.%s: %v, want 0..1", v.name, *v.v))
+		}
 	}
 	for _, v := range []struct {
 		name string

@@ -110,6 +110,7 @@ func TestDecodeModelStatusFigures(t *testing.T) {
 func TestMessagesRoundTrip(t *testing.T) {
 	now := time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)
 	score := 1.25
+	rate, seen, pval := 0.01, 0.2, 1e-9
 	sha := strings.Repeat("ab", 32)
 	msgs := []Message{
 		&StatusMsg{Schema: 1, Station: "st-1", State: StateOnline, Time: now, Model: &ModelRef{Name: "m", Version: "1.0.0"}, OutboxBacklog: 3},
@@ -123,6 +124,10 @@ func TestMessagesRoundTrip(t *testing.T) {
 		&ModelStatusMsg{Schema: 1, Station: "st-1", Name: "m", Version: "1.1.0", State: ModelRejected, Reason: "shadow: agreement", Time: now,
 			Figures: &ModelFigures{Step: FiguresShadow, Parts: 200, Agreement: 0.9, Dropped: 3, CandidateP50Ms: 2.5, CandidateP99Ms: 4,
 				BaselineP99Ms: 3, BudgetMs: 25, CandidateFailRate: 0.1, Limit: "shadow.min_agreement"}},
+		&ModelStatusMsg{Schema: 1, Station: "st-1", Name: "m", Version: "1.2.0", State: ModelRejected, Reason: "shadow: false rejects", Time: now,
+			Figures: &ModelFigures{Step: FiguresShadow, Parts: 200, Agreement: 0.9, Limit: "shadow.false_reject_significance",
+				ExpectedFalseReject: &rate, ObservedFalseReject: &seen, FalseRejectParts: 190, FalseRejectP: &pval},
+			Operating: &OperatingPoint{Threshold: 0.7, Rule: "false-reject", FalseRejectBudget: 0.01, ExpectedFalseReject: &rate}},
 		&FirmwareAvailableMsg{Schema: 1, Version: "2.0.0", Key: "firmware/2.0.0/release.tar", SHA256: sha},
 		&FirmwareStatusMsg{Schema: 1, Station: "st-1", Version: "2.0.0", State: FirmwareInstalling, Time: now},
 	}
@@ -144,11 +149,29 @@ func TestMessagesRoundTrip(t *testing.T) {
 		&ModelStatusMsg{Schema: 1, Station: "s", State: ModelRejected, Figures: &ModelFigures{Step: FiguresWatch, CandidateP99Ms: math.NaN()}},
 		&ModelStatusMsg{Schema: 1, Station: "s", State: ModelRejected, Figures: &ModelFigures{Step: FiguresShadow, Agreement: 1.5}},
 		&ModelStatusMsg{Schema: 1, Station: "s", State: ModelRejected, Figures: &ModelFigures{Step: FiguresShadow, Limit: "shadow.vibes"}},
+		&ModelStatusMsg{Schema: 1, Station: "s", State: ModelRejected, Figures: &ModelFigures{Step: FiguresShadow, ObservedFalseReject: &score}},
+		&ModelStatusMsg{Schema: 1, Station: "s", State: ModelActive, Operating: &OperatingPoint{ExpectedEscape: &score}},
+		&ModelStatusMsg{Schema: 1, Station: "s", State: ModelActive, Operating: &OperatingPoint{Threshold: math.Inf(1)}},
 	}
 	for _, m := range bad {
 		if _, err := Encode(m); !errors.Is(err, ErrBadMessage) {
 			t.Errorf("Encode(%+v) error = %v, want ErrBadMessage", m, err)
 		}
+	}
+}
+
+// A model/status from a station that knows nothing of operating points decodes, with the
+// expected rates absent.
+func TestModelStatusWithoutExpectedRates(t *testing.T) {
+	old := `{"schema":1,"station":"s","name":"m","version":"1.0.0","state":"active","time":"2026-05-04T10:00:00Z",` +
+		`"figures":{"step":"watch","parts":20,"agreement":0,"dropped":0,"errors":0,"candidate_p50_ms":1,"candidate_p99_ms":2,` +
+		`"baseline_p99_ms":2,"budget_ms":25,"candidate_fail_rate":0.1,"baseline_fail_rate":0.1}}`
+	var m ModelStatusMsg
+	if err := Decode([]byte(old), &m); err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	if m.Operating != nil || m.Figures.ExpectedFalseReject != nil || m.Figures.ObservedFalseReject != nil {
+		t.Errorf("decoded %+v / %+v: want no operating point and no false-reject figures", m.Operating, m.Figures)
 	}
 }
 

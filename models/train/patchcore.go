@@ -557,29 +557,65 @@ func buildBank(feats [][]float32, h, w, d int, use func(int) bool, opts PatchCor
 	// Candidates: every patch of every used image, or a random subset of MaxCandidates.
 	type ref struct{ img, at int }
 	var refs []ref
+	var imgs []int
 	for i := range feats {
 		if use(i) {
+			imgs = append(imgs, i)
 			for j := range p {
 				refs = append(refs, ref{i, j})
 			}
 		}
 	}
 	rng := rand.New(rand.NewPCG(opts.Seed, 0x9c0e))
-	if len(refs) > opts.MaxCandidates {
-		rng.Shuffle(len(refs), func(i, j int) { refs[i], refs[j] = refs[j], refs[i] })
-		refs = refs[:opts.MaxCandidates]
-	}
-	cand := make([]float32, len(refs)*b.dim)
-	for k, r := range refs {
-		row := cand[k*b.dim : (k+1)*b.dim]
+	row := func(r ref, dst []float32) {
 		for c := range d {
-			row[c] = (feats[r.img][c*p+r.at] - b.mean[c]) / b.std[c]
+			dst[c] = (feats[r.img][c*p+r.at] - b.mean[c]) / b.std[c]
 		}
 		if pos {
-			row[d], row[d+1] = grid[r.at], grid[p+r.at]
+			dst[d], dst[d+1] = grid[r.at], grid[p+r.at]
 		}
 	}
-	b.vectors = greedyCoreset(cand, b.dim, opts.BankSize, rng.IntN(len(refs)))
+	// coreset picks up to m of the candidates by greedy k-center, from at most
+	// MaxCandidates of them drawn at random.
+	coreset := func(refs []ref, m int) []float32 {
+		if len(refs) > opts.MaxCandidates {
+			rng.Shuffle(len(refs), func(i, j int) { refs[i], refs[j] = refs[j], refs[i] })
+			refs = refs[:opts.MaxCandidates]
+		}
+		cand := make([]float32, len(refs)*b.dim)
+		for k, r := range refs {
+			row(r, cand[k*b.dim:(k+1)*b.dim])
+		}
+		return greedyCoreset(cand, b.dim, m, rng.IntN(len(refs)))
+	}
+	groups := min(opts.K, len(imgs))
+	if groups <= 1 {
+		b.vectors = coreset(refs, opts.BankSize)
+		return b
+	}
+	// The mean distance to K neighbours asks how many training images hold a patch like
+	// this one. One k-center coreset of all patches keeps a single vector for a patch that
+	// every image shares, so its 2nd and K-th neighbours lie in other clusters or places and
+	// the score jumps with the coreset's picks. Instead the images are dealt into K groups
+	// and each group gets its own coreset of BankSize/K (at least the number of patch
+	// positions): every patch has a close vector in each group, and a patch seen in one
+	// image only is close in one group only.
+	rng.Shuffle(len(imgs), func(a, b int) { imgs[a], imgs[b] = imgs[b], imgs[a] })
+	in := make(map[int]int, len(imgs))
+	for k, i := range imgs {
+		in[i] = k % groups
+	}
+	for g := range groups {
+		var part []ref
+		for _, r := range refs {
+			if in[r.img] == g {
+				part = append(part, r)
+			}
+		}
+		// At least a vector a patch position in each group, or K neighbours reach into
+		// the next place where the bank is smaller than K times the positions.
+		b.vectors = append(b.vectors, coreset(part, max(p, opts.BankSize/groups))...)
+	}
 	return b
 }
 

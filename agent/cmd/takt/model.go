@@ -229,7 +229,12 @@ func defectFolders(dir string) ([]string, error) {
 			return nil, err
 		}
 		for _, f := range files {
-			if f.Type().IsRegular() && slices.Contains(camera.ImageExtensions, strings.ToLower(filepath.Ext(f.Name()))) {
+			if !slices.Contains(camera.ImageExtensions, strings.ToLower(filepath.Ext(f.Name()))) {
+				continue
+			}
+			// Stat follows links: a folder of links to images is a defect kind too, as
+			// good/ is (the folder camera reads through them).
+			if st, err := os.Stat(filepath.Join(dir, e.Name(), f.Name())); err == nil && st.Mode().IsRegular() {
 				out = append(out, e.Name())
 				break
 			}

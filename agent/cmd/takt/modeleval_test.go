@@ -173,3 +173,30 @@ func TestModelTrainEvalErrors(t *testing.T) {
 		}
 	}
 }
+
+// A defect kind is a folder holding images, also when they are links to images elsewhere.
+func TestDefectFoldersFollowLinks(t *testing.T) {
+	dir := t.TempDir()
+	elsewhere := filepath.Join(t.TempDir(), "part.png")
+	writeMask(t, elsewhere, 4, 4)
+	for _, d := range []string{"good", "crack", "scratch", "masks", "notes"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeMask(t, filepath.Join(dir, "scratch", "a.png"), 4, 4)
+	writeMask(t, filepath.Join(dir, "masks", "a.png"), 4, 4)
+	if err := os.WriteFile(filepath.Join(dir, "notes", "a.txt"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, filepath.Join(dir, "crack", "b.png")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dir, "missing.png"), filepath.Join(dir, "notes", "dangling.png")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := defectFolders(dir)
+	if err != nil || strings.Join(got, ",") != "crack,scratch" {
+		t.Errorf("defectFolders = %v, %v; want crack (links to images) and scratch, not good, masks or notes (a dangling link)", got, err)
+	}
+}
