@@ -286,3 +286,27 @@ func ExpectedFalseReject(good []float64, t float64) float64 {
 	}
 	return fit.Exceedance(t)
 }
+
+// ChooseProbabilityThreshold is ChooseThreshold for scores that are probabilities (0..1):
+// the tail is fitted to their log-odds, where it is unbounded, and the threshold turned
+// back into a probability, so it never lies beyond 1 where no part can reach it.
+func ChooseProbabilityThreshold(good, defect []float64, rule string, budget float64) (OperatingPoint, error) {
+	op, err := ChooseThreshold(logits(good), logits(defect), rule, budget, math.Inf(-1))
+	if err != nil {
+		return op, err
+	}
+	op.Threshold = 1 / (1 + math.Exp(-op.Threshold))
+	return op, nil
+}
+
+// logits maps probabilities to log-odds, clamped a hair inside 0..1 so that 0 and 1 stay
+// finite; NaN stays NaN.
+func logits(p []float64) []float64 {
+	const eps = 1e-9
+	out := make([]float64, len(p))
+	for i, v := range p {
+		v = min(1-eps, max(eps, v))
+		out[i] = math.Log(v / (1 - v))
+	}
+	return out
+}

@@ -164,3 +164,33 @@ func TestChooseThreshold(t *testing.T) {
 		}
 	}
 }
+
+// Probabilities whose good tail reaches towards 1 must not get a threshold beyond 1, where
+// every defect would pass.
+func TestChooseProbabilityThreshold(t *testing.T) {
+	// A head's cross-validated probabilities for good parts: most near 0, a quarter spread
+	// up towards 1 (the few good parts that look like a defect kind).
+	var good []float64
+	for i := range 75 {
+		good = append(good, 0.005+0.0001*float64(i))
+	}
+	for i := range 25 {
+		good = append(good, 0.2+0.78*float64(i)/24)
+	}
+	defect := []float64{0.2, 0.6, 0.95, 0.99, 0.999, 0.9999}
+	raw, err := ChooseThreshold(good, defect, RuleFalseReject, 0.01, 0)
+	if err != nil || raw.Threshold <= 1 {
+		t.Fatalf("the raw tail fit gives %v (%v): the case needs one beyond 1", raw.Threshold, err)
+	}
+	op, err := ChooseProbabilityThreshold(good, defect, RuleFalseReject, 0.01)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !(op.Threshold > 0.98 && op.Threshold < 1) || op.Escape >= 1 {
+		t.Errorf("probability threshold %v (escape %v): want between the highest good score and 1, some defects caught", op.Threshold, op.Escape)
+	}
+	f1, err := ChooseProbabilityThreshold(good, defect, RuleBestF1, 0)
+	if want, _ := BestF1Threshold(good, defect); err != nil || F1AtThreshold(good, defect, f1.Threshold) < F1AtThreshold(good, defect, want) {
+		t.Errorf("best-f1 on probabilities: %v, %v; want the best F1 (%v at %v)", f1.Threshold, err, F1AtThreshold(good, defect, want), want)
+	}
+}

@@ -479,7 +479,7 @@ func fitHeadRows(rows [][]float32, nGood int, kinds []string, opts TrainOptions)
 			}
 		}
 	}
-	op, err := eval.ChooseThreshold(probs[:nGood], probs[nGood:], opts.ThresholdRule, opts.FalseReject, 0)
+	op, err := eval.ChooseProbabilityThreshold(probs[:nGood], probs[nGood:], opts.ThresholdRule, opts.FalseReject)
 	if err != nil {
 		return nil, err
 	}
