@@ -601,14 +601,14 @@ func buildBank(feats [][]float32, h, w, d int, use func(int) bool, opts PatchCor
 	// positions): every patch has a close vector in each group, and a patch seen in one
 	// image only is close in one group only.
 	rng.Shuffle(len(imgs), func(a, b int) { imgs[a], imgs[b] = imgs[b], imgs[a] })
-	in := make(map[int]int, len(imgs))
+	group := make([]int, len(feats))
 	for k, i := range imgs {
-		in[i] = k % groups
+		group[i] = k % groups
 	}
 	for g := range groups {
 		var part []ref
 		for _, r := range refs {
-			if in[r.img] == g {
+			if group[r.img] == g {
 				part = append(part, r)
 			}
 		}

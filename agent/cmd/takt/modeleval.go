@@ -110,7 +110,7 @@ func cmdModelEval(args []string, stdout, stderr io.Writer) error {
 		pc := perClass[k]
 		fmt.Fprintf(stdout, "  %-16s  caught %d of %d\n", k, pc[0], pc[1])
 	}
-	falseReject, escape := eval.Rates(good, bad, info.Threshold)
+	falseReject, escape := float64(conf.FP)/float64(len(good)), float64(conf.FN)/float64(len(bad))
 	fmt.Fprintf(stdout, "at the bundle's threshold: false rejects %.2f%% (%d of %d good), escapes %.2f%% (%d of %d defective)\n",
 		100*falseReject, conf.FP, len(good), 100*escape, conf.FN, len(bad))
 	fmt.Fprintf(stdout, "operating points on these images (a threshold per line; %d good images: steps of %.2g%%):\n", len(good), 100/float64(len(good)))
