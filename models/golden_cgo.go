@@ -49,6 +49,10 @@ func (r *Runtime) replayGolden(ctx context.Context, b *bundle.Bundle) error {
 	return nil
 }
 
+// DecodeImage decodes a PNG, JPEG or BMP file's bytes into a gray or BGR Frame, as the
+// golden set replay reads its images.
+func DecodeImage(data []byte) (camera.Frame, error) { return decodeFrame(data) }
+
 // decodeFrame decodes a PNG/JPEG/BMP image into a gray or BGR Frame.
 func decodeFrame(data []byte) (camera.Frame, error) {
 	if len(data) == 0 {

@@ -5,7 +5,6 @@ package models
 import (
 	"fmt"
 	"image"
-	"math"
 
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models/bundle"
@@ -78,26 +77,8 @@ func (p *preprocessor) run(f camera.Frame, roi bundle.Region, s *prepSpec, dst [
 	if len(dst) != in.Len() {
 		return fmt.Errorf("preprocess: dst holds %d values, input %v needs %d", len(dst), in, in.Len())
 	}
-	x0, y0, x1, y1 := 0, 0, f.Width, f.Height
-	if roi != (bundle.Region{}) {
-		x0 = clampInt(int(math.Floor(roi.X0*float64(f.Width))), 0, f.Width-1)
-		y0 = clampInt(int(math.Floor(roi.Y0*float64(f.Height))), 0, f.Height-1)
-		x1 = clampInt(int(math.Ceil(roi.X1*float64(f.Width))), x0+1, f.Width)
-		y1 = clampInt(int(math.Ceil(roi.Y1*float64(f.Height))), y0+1, f.Height)
-	}
-	if s.resize == bundle.ResizeCrop {
-		cw, ch := x1-x0, y1-y0
-		// Largest centered rectangle of the input's aspect.
-		if cw*in.Height > ch*in.Width {
-			nw := max(1, ch*in.Width/in.Height)
-			x0 += (cw - nw) / 2
-			x1 = x0 + nw
-		} else {
-			nh := max(1, cw*in.Height/in.Width)
-			y0 += (ch - nh) / 2
-			y1 = y0 + nh
-		}
-	}
+	g := frameGeometry(f.Width, f.Height, roi, in, s.resize)
+	x0, y0, x1, y1 := g.x0, g.y0, g.x1, g.y1
 	cw, ch := x1-x0, y1-y0
 	if f.Channels == 1 && in.Channels == 1 && cw == in.Width && ch == in.Height {
 		// What OpenCV would do, without the copies: INTER_AREA at scale 1 is the identity.
@@ -119,15 +100,9 @@ func (p *preprocessor) run(f camera.Frame, roi bundle.Region, s *prepSpec, dst [
 		gocv.CvtColor(p.src, &p.gray, gocv.ColorBGRToGray)
 		base = &p.gray
 	}
-	tw, th, ox, oy := in.Width, in.Height, 0, 0
-	if s.resize == bundle.ResizeLetterbox {
-		scale := min(float64(in.Width)/float64(cw), float64(in.Height)/float64(ch))
-		tw = clampInt(int(math.Round(float64(cw)*scale)), 1, in.Width)
-		th = clampInt(int(math.Round(float64(ch)*scale)), 1, in.Height)
-		ox, oy = (in.Width-tw)/2, (in.Height-th)/2
-		if tw != in.Width || th != in.Height {
-			s.fillPad(dst)
-		}
+	tw, th, ox, oy := g.tw, g.th, g.ox, g.oy
+	if tw != in.Width || th != in.Height {
+		s.fillPad(dst) // letterbox
 	}
 	small := base
 	if base.Cols() != tw || base.Rows() != th {
@@ -170,5 +145,3 @@ func (p *preprocessor) load(f camera.Frame, x0, y0, x1, y1 int) error {
 	}
 	return nil
 }
-
-func clampInt(v, lo, hi int) int { return max(lo, min(hi, v)) }

@@ -60,13 +60,13 @@ type ModelInfo struct {
 // Info describes a loaded Runtime.
 type Info struct {
 	Model ModelInfo
-	Task  string // TaskAnomaly, TaskClassification, or "" for a plain model not made by Takt
+	Task  string // TaskAnomaly, TaskClassification, TaskDetection, or "" for a plain model not made by Takt
 	Input bundle.InputShape
 	// Layout and Color describe the input tensor (LayoutNCHW / NHWC, ColorGray / RGB / BGR).
 	Layout, Color string
 	// MapWidth and MapHeight are the anomaly map's size; 0 when the model has none.
 	MapWidth, MapHeight int
-	// Classes is the number of classes of a classifier, 0 otherwise.
+	// Classes is the number of classes of a classifier or detector, 0 otherwise.
 	Classes int
 	// ROIs is the number of regions scored per frame; 0 means the whole frame.
 	ROIs int
@@ -88,14 +88,19 @@ type Info struct {
 
 // Result is the outcome of one Infer.
 type Result struct {
-	// Score is the image score; higher is more anomalous (a classifier's is 1 - P(ok
-	// label)). With ROIs it is the highest ROI score. NaN is passed through as NaN: the
+	// Score is the image score; higher is more anomalous (a classifier's is the summed
+	// probability of its FAIL classes, 1 - P(ok label) by default; a detector's the highest
+	// confidence of a box of a FAIL class, 0 without one). With ROIs it is the highest ROI score. NaN is passed through as NaN: the
 	// caller decides (NO_DECISION), the Runtime does not.
 	Score float64
-	// Class and Confidence are a classifier's top class and its probability ("", 0 for an
-	// anomaly model); with ROIs, those of the highest-scoring ROI.
+	// Class and Confidence are a classifier's top class and its probability, or a
+	// detector's most confident box ("", 0 for an anomaly model and a detector without
+	// boxes); with ROIs, those of the highest-scoring ROI.
 	Class      string
 	Confidence float64
+	// Boxes are a detector's boxes after NMS, highest confidence first (nil for other
+	// tasks). The slice belongs to the Runtime and is overwritten by the next Infer.
+	Boxes []Box
 	// ROIs holds one score per manifest ROI, in manifest order; nil without ROIs. The slice
 	// belongs to the Runtime and is overwritten by the next Infer: copy what you keep.
 	ROIs []ROIScore

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -43,6 +44,8 @@ type Runtime struct {
 	rois     []bundle.Region // nil: the whole frame
 	roiOut   []ROIScore      // Result.ROIs
 	probs    []float32       // classifier probabilities
+	det      *detector       // nil unless the task is detection
+	boxes    []Box           // Result.Boxes
 	worstMap []float32       // map of the highest-scoring ROI, with several ROIs
 
 	// The context watcher: Infer hands it the part's context, it terminates the run if the
@@ -146,6 +149,15 @@ func loadRuntime(data []byte, spec *bundle.RunSpec, opts RuntimeOptions) (_ *Run
 			r.Close()
 		}
 	}()
+	if spec.ShapesAtRun {
+		if err := probeOutputShapes(data, spec); err != nil {
+			return nil, err
+		}
+	}
+	if spec.Task == bundle.TaskDetection {
+		r.det = newDetector(spec.Classes(), spec.Anchors, spec.MinConfidence, spec.NMSIoU)
+		r.boxes = make([]Box, 0, min(spec.Anchors, maxDetections))
+	}
 	if r.tensors, err = newTensors(spec); err != nil {
 		return nil, err
 	}
@@ -154,7 +166,7 @@ func loadRuntime(data []byte, spec *bundle.RunSpec, opts RuntimeOptions) (_ *Run
 		r.outNames = append(r.outNames, spec.MapName)
 		r.info.MapHeight, r.info.MapWidth = spec.MapH, spec.MapW
 	}
-	if k := spec.Classes(); k > 0 {
+	if k := spec.Classes(); k > 0 && spec.Task != bundle.TaskDetection {
 		r.probs = make([]float32, k)
 	}
 	if len(spec.ROIs) == 0 {
@@ -182,7 +194,44 @@ func loadRuntime(data []byte, spec *bundle.RunSpec, opts RuntimeOptions) (_ *Run
 		}
 	}
 	r.info.Warmup = time.Since(start)
+	for _, v := range r.score.GetData() {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return nil, fmt.Errorf("%w: output %q is %v on a blank image: the export is broken (a division by zero or a log of 0 in the graph?)",
+				bundle.ErrUnsupportedModel, spec.ScoreName, v)
+		}
+	}
 	return r, nil
+}
+
+// probeOutputShapes runs the model once on a blank input, letting ONNX Runtime size the
+// outputs, and fixes spec's dynamic output dims from what it returned.
+func probeOutputShapes(data []byte, spec *bundle.RunSpec) error {
+	outNames := []string{spec.ScoreName}
+	if spec.MapName != "" {
+		outNames = append(outNames, spec.MapName)
+	}
+	sess, err := ort.NewDynamicAdvancedSessionWithONNXData(data, []string{spec.InputName}, outNames, nil)
+	if err != nil {
+		return fmt.Errorf("%w: onnx runtime rejected it: %v", bundle.ErrInvalidModel, err)
+	}
+	defer sess.Destroy()
+	in, err := ort.NewEmptyTensor[float32](ort.NewShape(spec.InDims...))
+	if err != nil {
+		return fmt.Errorf("input tensor: %w", err)
+	}
+	defer in.Destroy()
+	outs := make([]ort.Value, len(outNames))
+	if err := sess.Run([]ort.Value{in}, outs); err != nil {
+		return fmt.Errorf("%w: test run on a blank %v input: %v", bundle.ErrUnsupportedModel, spec.InDims, err)
+	}
+	shapes := make([][]int64, 2)
+	for i, o := range outs {
+		if o != nil {
+			shapes[i] = o.GetShape()
+			o.Destroy()
+		}
+	}
+	return spec.SetOutputShapes(shapes[0], shapes[1])
 }
 
 // Info describes the loaded model and the provider it runs on now.
@@ -237,7 +286,7 @@ func (r *Runtime) Infer(ctx context.Context, f camera.Frame) (Result, error) {
 			return Result{}, fmt.Errorf("infer %s: %w", r.info.Model.Name, err)
 		}
 		tc := time.Now()
-		score, class, conf := r.post()
+		score, class, conf := r.post(f, roi)
 		worst := i == 0 || score > res.Score || math.IsNaN(score)
 		if worst && !math.IsNaN(res.Score) {
 			res.Score, res.Class, res.Confidence = score, class, conf
@@ -255,6 +304,9 @@ func (r *Runtime) Infer(ctx context.Context, f camera.Frame) (Result, error) {
 	if r.rois != nil {
 		res.ROIs = r.roiOut
 	}
+	if r.det != nil {
+		res.Boxes = r.boxes
+	}
 	if r.opts.ReturnMap && r.amap != nil {
 		res.Map = &AnomalyMap{Width: r.info.MapWidth, Height: r.info.MapHeight, Values: r.CopyMap(nil)}
 	}
@@ -263,10 +315,13 @@ func (r *Runtime) Infer(ctx context.Context, f camera.Frame) (Result, error) {
 	return res, nil
 }
 
-// post reads the outputs of the last run: the score, and a classifier's class and
-// confidence.
-func (r *Runtime) post() (score float64, class string, conf float64) {
+// post reads the outputs of the last run on roi of f: the score, and a classifier's class
+// and confidence (a detector's: those of its most confident box, its boxes in r.boxes).
+func (r *Runtime) post(f camera.Frame, roi bundle.Region) (score float64, class string, conf float64) {
 	out := r.score.GetData()
+	if r.det != nil {
+		return r.postBoxes(out, frameGeometry(f.Width, f.Height, roi, r.spec.Input, r.spec.Resize))
+	}
 	if r.probs == nil {
 		return float64(out[0]), "", 0
 	}
@@ -293,7 +348,38 @@ func (r *Runtime) post() (score float64, class string, conf float64) {
 			top = i
 		}
 	}
-	return 1 - float64(p[r.spec.OKIndex]), r.spec.Labels[top], float64(p[top])
+	if r.spec.FailIndex == nil {
+		return 1 - float64(p[r.spec.OKIndex]), r.spec.Labels[top], float64(p[top])
+	}
+	var fail float64
+	for _, i := range r.spec.FailIndex {
+		fail += float64(p[i])
+	}
+	return fail, r.spec.Labels[top], float64(p[top])
+}
+
+// postBoxes decodes a detector's output into r.boxes (frame pixels through g): the score
+// is the highest confidence of a box of a FAIL class, 0 without one.
+func (r *Runtime) postBoxes(out []float32, g geometry) (score float64, class string, conf float64) {
+	r.boxes = r.boxes[:0]
+	for _, d := range r.det.detect(out) {
+		b := Box{Class: r.spec.Labels[d.class], Confidence: float64(d.conf)}
+		b.X0, b.Y0 = g.toFrame(float64(d.x0), float64(d.y0))
+		b.X1, b.Y1 = g.toFrame(float64(d.x1), float64(d.y1))
+		r.boxes = append(r.boxes, b)
+		if slices.Contains(r.spec.FailIndex, d.class) {
+			score = max(score, b.Confidence)
+		}
+		if class == "" {
+			class, conf = b.Class, b.Confidence
+		}
+	}
+	for _, v := range out {
+		if math.IsNaN(float64(v)) {
+			return math.NaN(), class, conf
+		}
+	}
+	return score, class, conf
 }
 
 // CopyMap appends the anomaly map of the last Infer (of the highest-scoring ROI;

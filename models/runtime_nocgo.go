@@ -23,6 +23,9 @@ func NewRuntime(ctx context.Context, b *bundle.Bundle, opts RuntimeOptions) (*Ru
 	return nil, ErrNoCgo
 }
 
+// DecodeImage fails without cgo.
+func DecodeImage(data []byte) (camera.Frame, error) { return camera.Frame{}, ErrNoCgo }
+
 // ScoreInput fails without cgo.
 func (r *Runtime) ScoreInput(x []float32) (float64, error) { return 0, ErrNoCgo }
 

@@ -24,6 +24,18 @@ const (
 const (
 	TaskAnomaly        = "anomaly"        // score (higher is more anomalous) and an optional map
 	TaskClassification = "classification" // class probabilities (or logits with Softmax)
+	TaskDetection      = "detection"      // boxes with a class and a confidence each
+)
+
+// BoxLayoutCXCYWH is the layout of an Ultralytics YOLO detect export without NMS: one output
+// [1, 4+K, anchors] whose rows are the box centre x, y, width and height in input pixels,
+// then the K class scores.
+const BoxLayoutCXCYWH = "cxcywh-classes"
+
+// Steps an exported graph may do itself (InputSpec.InGraph).
+const (
+	InGraphResize    = "resize"    // the graph resizes its input to the size it was trained on
+	InGraphNormalize = "normalize" // the graph applies its mean/std: Takt feeds byte/255
 )
 
 // Input layouts, color orders and resize modes of an InputSpec.
@@ -51,7 +63,7 @@ type Manifest struct {
 	Format  string `json:"format"`  // BundleFormat
 	Name    string `json:"name"`    // model name
 	Version string `json:"version"` // semantic version, e.g. 1.4.0
-	Task    string `json:"task"`    // TaskAnomaly or TaskClassification
+	Task    string `json:"task"`    // TaskAnomaly, TaskClassification or TaskDetection
 	// Input says how a frame becomes the model's input tensor.
 	Input InputSpec `json:"input"`
 	// Outputs names the model outputs Takt reads.
@@ -94,6 +106,10 @@ type InputSpec struct {
 	Std  []float64 `json:"std,omitempty"`
 	// Resize is ResizeStretch (default), ResizeCrop or ResizeLetterbox.
 	Resize string `json:"resize,omitempty"`
+	// InGraph lists what the graph does itself (InGraphResize, InGraphNormalize), as in
+	// anomalib's exports: with "normalize", mean and std must stay 0 and 1, or the input
+	// would be normalized twice.
+	InGraph []string `json:"in_graph,omitempty"`
 }
 
 // OutputSpec names the outputs Takt reads.
@@ -109,6 +125,38 @@ type OutputSpec struct {
 	OKLabel string `json:"ok_label,omitempty"`
 	// Softmax applies a softmax to the class scores (for a model that outputs logits).
 	Softmax bool `json:"softmax,omitempty"`
+	// FailLabels are the classes that mean FAIL. A classifier's score is the sum of their
+	// probabilities (default: every class but OKLabel, so 1 - P(OKLabel)); a detector's is
+	// the highest confidence of a box of one of them (default: every class).
+	FailLabels []string `json:"fail_labels,omitempty"`
+	// ScoreRange is the [low, high] range of the score when the model bounds it (anomalib's
+	// normalized pred_score: [0, 1]); thresholds.fail must lie inside it.
+	ScoreRange []float64 `json:"score_range,omitempty"`
+	// BoxLayout is a detector's output layout: BoxLayoutCXCYWH.
+	BoxLayout string `json:"box_layout,omitempty"`
+	// MinConfidence drops a detector's boxes at or below it before NMS (default 0.25, as
+	// Ultralytics' predict).
+	MinConfidence float64 `json:"min_confidence,omitempty"`
+	// NMSIoU is the IoU above which non-maximum suppression drops the weaker of two boxes
+	// of one class (Ultralytics: 0.7); 0 for an export that has NMS in the graph.
+	NMSIoU float64 `json:"nms_iou,omitempty"`
+}
+
+// DefaultMinConfidence is a detector's MinConfidence when the manifest gives none.
+const DefaultMinConfidence = 0.25
+
+// FailClasses lists the classes that mean FAIL: FailLabels, or their default.
+func (o *OutputSpec) FailClasses(task string) []string {
+	if len(o.FailLabels) > 0 {
+		return o.FailLabels
+	}
+	var out []string
+	for _, l := range o.Labels {
+		if task != TaskClassification || l != o.OKLabel {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // Thresholds decide PASS / FAIL.
@@ -190,6 +238,10 @@ func (m *Manifest) Validate() error {
 		need(len(m.Outputs.Labels) > 0, "outputs.labels")
 		need(m.Outputs.OKLabel != "", "outputs.ok_label")
 	}
+	if m.Task == TaskDetection {
+		need(len(m.Outputs.Labels) > 0, "outputs.labels")
+		need(m.Outputs.BoxLayout != "", "outputs.box_layout")
+	}
 	if len(missing) > 0 {
 		return fmt.Errorf("%w: manifest.json: missing keys: %s", ErrBadBundle, strings.Join(missing, ", "))
 	}
@@ -207,8 +259,8 @@ func (m *Manifest) Validate() error {
 			return bad("min_agent_version: %v", err)
 		}
 	}
-	if m.Task != TaskAnomaly && m.Task != TaskClassification {
-		return bad("task %q: want %s or %s", m.Task, TaskAnomaly, TaskClassification)
+	if m.Task != TaskAnomaly && m.Task != TaskClassification && m.Task != TaskDetection {
+		return bad("task %q: want %s, %s or %s", m.Task, TaskAnomaly, TaskClassification, TaskDetection)
 	}
 	in := m.Input
 	if in.Layout != LayoutNCHW && in.Layout != LayoutNHWC {
@@ -240,22 +292,26 @@ func (m *Manifest) Validate() error {
 			}
 		}
 	}
-	if m.Task == TaskClassification {
-		seen := map[string]bool{}
-		for _, l := range m.Outputs.Labels {
-			if l == "" || seen[l] {
-				return bad("outputs.labels: empty or repeated label %q", l)
-			}
-			seen[l] = true
+	for _, step := range in.InGraph {
+		if step != InGraphResize && step != InGraphNormalize {
+			return bad("input.in_graph %q: want %s or %s", step, InGraphResize, InGraphNormalize)
 		}
-		if !seen[m.Outputs.OKLabel] {
-			return bad("outputs.ok_label %q is not one of outputs.labels %q", m.Outputs.OKLabel, m.Outputs.Labels)
+		if step == InGraphNormalize && (slices.ContainsFunc(in.Mean, func(v float64) bool { return v != 0 }) ||
+			slices.ContainsFunc(in.Std, func(v float64) bool { return v != 1 })) {
+			return bad("input.mean %v, input.std %v: the graph normalizes its input itself (input.in_graph has %q): leave them out, or the input is normalized twice", in.Mean, in.Std, InGraphNormalize)
 		}
-		if m.Outputs.Map != "" {
-			return bad("outputs.map: a classification model has no anomaly map")
+	}
+	out := m.Outputs
+	if err := m.validateClasses(); err != nil {
+		return err
+	}
+	if r := out.ScoreRange; r != nil {
+		if len(r) != 2 || !(r[0] < r[1]) || math.IsInf(r[0], 0) || math.IsInf(r[1], 0) {
+			return bad("outputs.score_range %v: want [low, high] with low < high", r)
 		}
-	} else if len(m.Outputs.Labels) > 0 || m.Outputs.OKLabel != "" || m.Outputs.Softmax {
-		return bad("outputs.labels, ok_label, softmax: only for task classification")
+		if t := m.Thresholds.Fail; !(t > r[0] && t < r[1]) {
+			return bad("thresholds.fail %v is outside outputs.score_range %v: the threshold is on another scale than the score", t, r)
+		}
 	}
 	if t := m.Thresholds.Fail; math.IsNaN(t) || math.IsInf(t, 0) || t <= 0 {
 		return bad("thresholds.fail: %v must be a finite number > 0", t)
@@ -312,6 +368,75 @@ func (m *Manifest) Validate() error {
 		}
 	}
 	return nil
+}
+
+// validateClasses checks labels, ok_label, fail_labels and the detector keys against the task.
+func (m *Manifest) validateClasses() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: manifest.json: "+format, append([]any{ErrBadBundle}, args...)...)
+	}
+	out := m.Outputs
+	labeled := m.Task == TaskClassification || m.Task == TaskDetection
+	switch {
+	case !labeled && (len(out.Labels) > 0 || out.OKLabel != "" || out.Softmax || len(out.FailLabels) > 0):
+		return bad("outputs.labels, ok_label, fail_labels, softmax: only for task classification or detection")
+	case m.Task != TaskDetection && (out.BoxLayout != "" || out.MinConfidence != 0 || out.NMSIoU != 0):
+		return bad("outputs.box_layout, min_confidence, nms_iou: only for task detection")
+	case !labeled:
+		return nil
+	case out.Map != "":
+		return bad("outputs.map: a %s model has no anomaly map", m.Task)
+	}
+	seen := map[string]bool{}
+	for _, l := range out.Labels {
+		if l == "" || seen[l] {
+			return bad("outputs.labels: empty or repeated label %q", l)
+		}
+		seen[l] = true
+	}
+	if m.Task == TaskClassification && !seen[out.OKLabel] {
+		return bad("outputs.ok_label %q is not one of outputs.labels %q", out.OKLabel, out.Labels)
+	}
+	for _, l := range out.FailLabels {
+		if !seen[l] {
+			return bad("outputs.fail_labels: %q is not one of outputs.labels %q", l, out.Labels)
+		}
+		if m.Task == TaskClassification && l == out.OKLabel {
+			return bad("outputs.fail_labels: %q is outputs.ok_label, the class of a good part", l)
+		}
+	}
+	if m.Task == TaskClassification && len(out.FailClasses(m.Task)) == 0 {
+		return bad("outputs.fail_labels: no class means FAIL")
+	}
+	if m.Task != TaskDetection {
+		return nil
+	}
+	if out.Softmax || out.OKLabel != "" {
+		return bad("outputs.softmax, ok_label: not for task detection (a detector finds defects; fail_labels names which)")
+	}
+	if out.BoxLayout != BoxLayoutCXCYWH {
+		return bad("outputs.box_layout %q: want %q ([1, 4+classes, anchors], as Ultralytics YOLO exports)", out.BoxLayout, BoxLayoutCXCYWH)
+	}
+	if c := out.MinConfidence; !(c >= 0 && c < 1) {
+		return bad("outputs.min_confidence %v: want 0 <= c < 1", c)
+	}
+	if u := out.NMSIoU; !(u >= 0 && u <= 1) {
+		return bad("outputs.nms_iou %v: want 0 (no NMS) up to 1", u)
+	}
+	if len(m.ROIs) > 0 {
+		return bad("rois: not supported for task detection (the boxes cover the whole frame)")
+	}
+	if c := out.minConfidence(); m.Thresholds.Fail < c {
+		return bad("thresholds.fail %v is below outputs.min_confidence %v: boxes below it are dropped before the decision", m.Thresholds.Fail, c)
+	}
+	return nil
+}
+
+func (o *OutputSpec) minConfidence() float64 {
+	if o.MinConfidence == 0 {
+		return DefaultMinConfidence
+	}
+	return o.MinConfidence
 }
 
 var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)

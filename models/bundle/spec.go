@@ -25,11 +25,23 @@ type RunSpec struct {
 	ScoreDims []int64 // dynamic (batch) dims set to 1
 	Labels    []string
 	OKIndex   int
+	FailIndex []int // classes that mean FAIL (classification, detection)
 	Softmax   bool
 	MapName   string  // "" without an anomaly map
 	MapDims   []int64 // [1,1,h,w] or [1,h,w]
 	MapH      int
 	MapW      int
+
+	// A detector's output [1, 4+K, Anchors] (BoxLayoutCXCYWH), its candidate confidence
+	// and NMS IoU (0: none).
+	Anchors       int
+	MinConfidence float64
+	NMSIoU        float64
+
+	// ShapesAtRun is true when an output's size (a map's height and width, a detector's
+	// anchor count) is dynamic in the model: the Runtime learns it from a test run and
+	// calls SetOutputShapes before it allocates the output tensors.
+	ShapesAtRun bool
 
 	Name      string
 	Version   string
@@ -38,8 +50,32 @@ type RunSpec struct {
 	Opset     int64
 }
 
-// Classes is the number of class scores of a classifier, 0 for an anomaly model.
+// Classes is the number of class scores of a classifier or detector, 0 for an anomaly model.
 func (s *RunSpec) Classes() int { return len(s.Labels) }
+
+// SetOutputShapes fixes the dynamic output dims from the shapes a test run produced: score
+// is the shape of the score output, mapShape that of the map (nil without one).
+func (s *RunSpec) SetOutputShapes(score, mapShape []int64) error {
+	if s.Task == TaskDetection {
+		if len(score) != 3 || score[0] != 1 || score[1] != int64(4+s.Classes()) || score[2] < 1 {
+			return unsupported("detection output %q is %v at run time: want [1,%d,anchors]", s.ScoreName, score, 4+s.Classes())
+		}
+		s.Anchors = int(score[2])
+		s.ScoreDims = []int64{1, int64(4 + s.Classes()), score[2]}
+	}
+	if s.MapName == "" {
+		s.ShapesAtRun = false
+		return nil
+	}
+	n := len(mapShape)
+	if (n != 3 && n != 4) || mapShape[0] != 1 || (n == 4 && mapShape[1] != 1) || mapShape[n-2] < 1 || mapShape[n-1] < 1 {
+		return unsupported("anomaly map output %q is %v at run time: want [1,1,h,w] or [1,h,w]", s.MapName, mapShape)
+	}
+	s.MapH, s.MapW = int(mapShape[n-2]), int(mapShape[n-1])
+	s.MapDims = append([]int64(nil), mapShape...)
+	s.ShapesAtRun = false
+	return nil
+}
 
 func unsupported(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrUnsupportedModel}, args...)...)
@@ -140,6 +176,9 @@ func (s *RunSpec) setOutputs(h *ModelHeader, scoreName, mapName string, mapRequi
 		return unsupported("no output %q (outputs: %v)", scoreName, names)
 	}
 	s.ScoreName = scoreName
+	if s.Task == TaskDetection {
+		return s.setDetectionOutput(out)
+	}
 	if !out.tensor || out.elemType != onnxpb.TensorProto_FLOAT || !out.ranked || len(out.dims) < 1 || len(out.dims) > 2 {
 		if k := s.Classes(); k > 0 {
 			return unsupported("class score output %v: want float32 [1,%d] or [%d]", out, k, k)
@@ -177,13 +216,33 @@ func (s *RunSpec) setOutputs(h *ModelHeader, scoreName, mapName string, mapRequi
 	}
 	hgt, wid := m.dims[len(m.dims)-2], m.dims[len(m.dims)-1]
 	if hgt < 0 || wid < 0 {
-		// anomalib maps of a model with dynamic input are input-sized.
-		hgt, wid = int64(s.Input.Height), int64(s.Input.Width)
+		// An export with dynamic axes rarely declares its map's size (anomalib's depends on
+		// the size it resizes to inside the graph): a test run tells.
+		s.ShapesAtRun = true
 	}
 	s.MapName, s.MapH, s.MapW = m.name, int(hgt), int(wid)
 	s.MapDims = []int64{1, 1, hgt, wid}
 	if len(m.dims) == 3 {
 		s.MapDims = []int64{1, hgt, wid}
+	}
+	return nil
+}
+
+// setDetectionOutput checks a detector's output: float32 [1, 4+K, anchors].
+func (s *RunSpec) setDetectionOutput(out *valueSpec) error {
+	k := s.Classes()
+	want := fmt.Sprintf("want float32 [1,%d,anchors] (box centre x, y, width, height, then one score per label %q)", 4+k, s.Labels)
+	if !out.tensor || out.elemType != onnxpb.TensorProto_FLOAT || !out.ranked || len(out.dims) != 3 {
+		return unsupported("detection output %v: %s", out, want)
+	}
+	if out.dims[0] > 1 || (out.dims[1] >= 0 && out.dims[1] != int64(4+k)) {
+		return unsupported("detection output %v: %s", out, want)
+	}
+	s.ScoreDims = []int64{1, int64(4 + k), out.dims[2]}
+	if out.dims[2] < 0 {
+		s.ShapesAtRun = true
+	} else {
+		s.Anchors = int(out.dims[2])
 	}
 	return nil
 }
@@ -283,9 +342,15 @@ func ManifestSpec(h *ModelHeader, m *Manifest) (*RunSpec, error) {
 	if s.NHWC {
 		s.InDims = []int64{1, H, W, int64(channels)}
 	}
-	if m.Task == TaskClassification {
+	if m.Task == TaskClassification || m.Task == TaskDetection {
 		s.Labels = m.Outputs.Labels
 		s.OKIndex = slices.Index(s.Labels, m.Outputs.OKLabel)
+		for _, l := range m.Outputs.FailClasses(m.Task) {
+			s.FailIndex = append(s.FailIndex, slices.Index(s.Labels, l))
+		}
+	}
+	if m.Task == TaskDetection {
+		s.MinConfidence, s.NMSIoU = m.Outputs.minConfidence(), m.Outputs.NMSIoU
 	}
 	if err := s.setOutputs(h, m.Outputs.Score, m.Outputs.Map, m.Outputs.Map != ""); err != nil {
 		return nil, err

@@ -22,7 +22,8 @@ func commands() *cli.Command {
 		{Name: "model", Subs: []*cli.Command{
 			{Name: "train", Summary: "train an anomaly model from good (and labeled defect) images (.onnx, or a signed .tar bundle)", Run: cmdModelTrain},
 			{Name: "eval", Summary: "image/pixel AUROC, precision/recall/F1 and an HTML report of a model on labeled images", Run: cmdModelEval},
-			{Name: "inspect", Summary: "show a model's or bundle's inputs, outputs, manifest and Takt metadata", Run: cmdModelInspect},
+			{Name: "inspect", Summary: "show a model's or bundle's inputs, outputs, metadata and export kind; --write-manifest writes its manifest", Run: cmdModelInspect},
+			{Name: "score", Summary: "run a bundle or an exported model on images: one JSON line per image (score, decision, class or boxes, timings)", Run: cmdModelScore},
 			{Name: "keygen", Summary: "make an ed25519 key pair for signing model bundles", Run: cmdModelKeygen},
 			{Name: "import-tfjs", Summary: "convert a TensorFlow.js graph model to ONNX (a --backbone for model train)", Run: cmdModelImportTFJS},
 			{Name: "sign", Summary: "sign a manifest, an ONNX model and golden images into a bundle", Run: cmdModelSign},

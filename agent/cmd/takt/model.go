@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -177,7 +178,7 @@ func parseChannels(flag, v string, imagenet []float64) ([]float64, error) {
 	for _, p := range strings.Split(v, ",") {
 		f, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
 		if err != nil {
-			return nil, fmt.Errorf("model train: %s %q: want \"imagenet\" or comma-separated numbers", flag, v)
+			return nil, fmt.Errorf("%s %q: want \"imagenet\" or comma-separated numbers", flag, v)
 		}
 		out = append(out, f)
 	}
@@ -457,41 +458,141 @@ func cmdModelVerify(args []string, stdout, stderr io.Writer) error {
 }
 
 // cmdModelInspect shows a plain ONNX model or a bundle (its signature is not checked: use
-// takt model verify).
+// takt model verify). A model is described whenever it parses, even if the station could
+// not run it; --write-manifest writes the manifest its export signature implies.
 func cmdModelInspect(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("model inspect", stderr)
+	writeManifest := fs.String("write-manifest", "", "write the manifest for the model to FILE (then: takt model sign --manifest FILE --model MODEL.onnx ...)")
+	answers := answerFlags(fs)
 	if err := parseFlags(fs, args, 1); err != nil {
 		return err
 	}
 	path := fs.Arg(0)
+	if strings.HasSuffix(path, ".tar") {
+		if *writeManifest != "" {
+			return cli.Usagef("model inspect: --write-manifest takes an ONNX model, %s is a bundle", path)
+		}
+		return inspectBundle(path, stdout)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("model inspect: %w", err)
+	}
+	h, err := bundle.InspectModel(data)
+	if err != nil {
+		return fmt.Errorf("model inspect %s: %w", path, err)
+	}
+	describeModel(stdout, path, data, h)
+	rec := bundle.Recognize(h)
+	fmt.Fprintf(stdout, "export:    %s\n", rec.Found)
+	for _, a := range rec.Assumed {
+		fmt.Fprintf(stdout, "assumed:   %s\n", a)
+	}
+	a, err := answers(path)
+	if err != nil {
+		return err
+	}
+	m, merr := rec.Manifest(a)
+	if merr != nil && *writeManifest == "" {
+		fmt.Fprintf(stdout, "manifest:  %s\n", strings.ReplaceAll(merr.Error(), "\n", "\n           "))
+	}
 	if err := models.InitONNXRuntime(""); err != nil {
 		return err
 	}
-	var info models.Info
-	if strings.HasSuffix(path, ".tar") {
-		b, err := bundle.InspectBundle(path)
-		if err != nil {
-			return err
-		}
-		m := b.Manifest
-		fmt.Fprintf(stdout, "bundle:    %s\nsignature: key %s (NOT verified here; run takt model verify)\n", path, orNone(b.KeyID))
-		js, _ := json.MarshalIndent(m, "", "  ")
-		fmt.Fprintf(stdout, "manifest:  %s\n", strings.ReplaceAll(string(js), "\n", "\n           "))
-		rt, err := models.NewRuntime(context.Background(), b, models.RuntimeOptions{Warmup: -1})
-		if err != nil {
-			return err
-		}
-		info = rt.Info()
+	if rt, err := models.LoadRuntimeData(data, models.RuntimeOptions{Warmup: -1}); err == nil {
+		info := rt.Info()
 		rt.Close()
+		fmt.Fprintf(stdout, "station:   runs as a plain model (input %s, threshold %g)\n", info.Input, info.Threshold)
+	} else if m != nil {
+		rt, err := models.NewRuntime(context.Background(), &bundle.Bundle{Manifest: m, ONNX: data}, models.RuntimeOptions{Warmup: -1})
+		if err != nil {
+			fmt.Fprintf(stdout, "station:   cannot run it with the manifest: %v\n", err)
+			if *writeManifest != "" {
+				return fmt.Errorf("model inspect %s: %w", path, err)
+			}
+		} else {
+			info := rt.Info()
+			rt.Close()
+			fmt.Fprintf(stdout, "station:   runs with the manifest (task %s, input %s %s %s, threshold %g)\n", info.Task, info.Input, info.Layout, info.Color, info.Threshold)
+		}
 	} else {
-		rt, err := models.LoadRuntime(path, models.RuntimeOptions{Warmup: -1})
-		if err != nil {
-			return fmt.Errorf("model %s: %w", path, err)
-		}
-		info = rt.Info()
-		rt.Close()
-		fmt.Fprintf(stdout, "model:     %s\n", path)
+		fmt.Fprintf(stdout, "station:   needs a manifest (as a plain model: %v)\n", err)
 	}
+	if *writeManifest == "" {
+		return nil
+	}
+	if merr != nil {
+		return fmt.Errorf("model inspect %s: %w", path, merr)
+	}
+	js, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := bundle.WriteFileAtomic(*writeManifest, append(js, '\n')); err != nil {
+		return fmt.Errorf("model inspect: --write-manifest: %w", err)
+	}
+	fmt.Fprintf(stdout, "wrote:     %s (sign it: takt model sign --manifest %s --model %s --key KEY --out BUNDLE.tar)\n", *writeManifest, *writeManifest, path)
+	return nil
+}
+
+// describeModel prints what the ONNX file declares: graph, opset, inputs and outputs with
+// their symbolic dims, metadata and operators.
+func describeModel(w io.Writer, path string, data []byte, h *bundle.ModelHeader) {
+	fmt.Fprintf(w, "model:     %s\nsha256:    %s\ngraph:     %q, IR version %d, ai.onnx opset %d\n", path, bundle.SHA256Hex(data), h.GraphName(), h.IRVersion(), h.Opset())
+	for _, in := range h.Inputs() {
+		fmt.Fprintf(w, "input:     %s\n", in)
+	}
+	for _, out := range h.Outputs() {
+		line := out.String()
+		if op := h.ProducerOp(out.Name); op != "" {
+			line += " (from " + op + ")"
+		}
+		fmt.Fprintf(w, "output:    %s\n", line)
+	}
+	meta := h.Meta()
+	keys := make([]string, 0, len(meta))
+	for k := range meta {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "metadata:  %s = %q\n", k, meta[k])
+	}
+	ops := h.Ops()
+	names := make([]string, 0, len(ops))
+	var custom []string
+	for op, n := range ops {
+		names = append(names, fmt.Sprintf("%s %d", op, n))
+		if strings.Contains(op, ":") {
+			custom = append(custom, op)
+		}
+	}
+	slices.Sort(names)
+	fmt.Fprintf(w, "operators: %s\n", strings.Join(names, ", "))
+	if len(custom) > 0 {
+		slices.Sort(custom)
+		fmt.Fprintf(w, "custom:    %s (operators outside ai.onnx: ONNX Runtime runs them only with their library)\n", strings.Join(custom, ", "))
+	}
+}
+
+func inspectBundle(path string, stdout io.Writer) error {
+	if err := models.InitONNXRuntime(""); err != nil {
+		return err
+	}
+	b, err := bundle.InspectBundle(path)
+	if err != nil {
+		return err
+	}
+	m := b.Manifest
+	fmt.Fprintf(stdout, "bundle:    %s\nsignature: key %s (NOT verified here; run takt model verify)\n", path, orNone(b.KeyID))
+	js, _ := json.MarshalIndent(m, "", "  ")
+	fmt.Fprintf(stdout, "manifest:  %s\n", strings.ReplaceAll(string(js), "\n", "\n           "))
+	rt, err := models.NewRuntime(context.Background(), b, models.RuntimeOptions{Warmup: -1})
+	if err != nil {
+		return err
+	}
+	info := rt.Info()
+	rt.Close()
 	fmt.Fprintf(stdout, "name:      %s\nversion:   %s\nsha256:    %s\ntask:      %s\ninput:     %s %s %s\nopset:     %d\n",
 		info.Model.Name, info.Model.Version, info.Model.SHA256, info.Task, info.Input, info.Layout, info.Color, info.Opset)
 	if info.MapWidth > 0 {
@@ -502,6 +603,55 @@ func cmdModelInspect(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "threshold: %g\nprovider:  %s\nruntime:   ONNX Runtime %s\n", info.Threshold, info.Provider, models.ONNXRuntimeVersion())
 	return nil
+}
+
+// answerFlags declares the flags that answer what a model does not tell; the returned
+// function reads them once parsed (the name defaults to the model file's base name).
+func answerFlags(fs *flag.FlagSet) func(model string) (bundle.Answers, error) {
+	name := fs.String("name", "", "model name (default: the model's own, else the file name)")
+	version := fs.String("version", "", "model version, semantic (default 1.0.0)")
+	width := fs.Int("width", 0, "input width fed to a model with dynamic axes")
+	height := fs.Int("height", 0, "input height fed to a model with dynamic axes")
+	labels := fs.String("labels", "", "class names in output order, comma-separated")
+	okLabel := fs.String("ok-label", "", "the class of a good part")
+	failLabels := fs.String("fail-labels", "", "classes that mean FAIL, comma-separated (default: every class but --ok-label; a detector's: every class)")
+	threshold := fs.Float64("threshold", 0, "FAIL threshold on the score (default: the export's own scale, see the README)")
+	mean := fs.String("mean", "", `per-channel mean of the input normalization: "imagenet" or comma-separated values`)
+	std := fs.String("std", "", `per-channel std of the input normalization: "imagenet" or comma-separated values`)
+	return func(model string) (bundle.Answers, error) {
+		a := bundle.Answers{Name: *name, Version: *version, Width: *width, Height: *height, OKLabel: *okLabel, Threshold: *threshold}
+		if (a.Width > 0) != (a.Height > 0) {
+			return a, cli.Usagef("--width and --height go together")
+		}
+		if *labels != "" {
+			a.Labels = splitList(*labels)
+		}
+		if *failLabels != "" {
+			a.FailLabels = splitList(*failLabels)
+		}
+		var err error
+		if a.Mean, err = parseChannels("--mean", *mean, bundle.ImageNetMean); err != nil {
+			return a, err
+		}
+		if a.Std, err = parseChannels("--std", *std, bundle.ImageNetStd); err != nil {
+			return a, err
+		}
+		if a.Name == "" {
+			a.Name = strings.TrimSuffix(filepath.Base(model), filepath.Ext(model))
+			if a.Name == "model" { // the usual export file name says nothing: use its folder's
+				a.Name = filepath.Base(filepath.Dir(model))
+			}
+		}
+		return a, nil
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		out = append(out, strings.TrimSpace(p))
+	}
+	return out
 }
 
 func orNone(s string) string {
