@@ -30,7 +30,7 @@ func TestManifestValidate(t *testing.T) {
 		{"classifier without labels", func(m *Manifest) { m.Task = TaskClassification }, "missing keys: outputs.labels, outputs.ok_label"},
 		{"wrong format", func(m *Manifest) { m.Format = "takt-bundle/9" }, `format "takt-bundle/9"`},
 		{"bad version", func(m *Manifest) { m.Version = "1.2" }, `version: "1.2" is not a semantic version`},
-		{"bad task", func(m *Manifest) { m.Task = "detection" }, `task "detection"`},
+		{"bad task", func(m *Manifest) { m.Task = "segmentation" }, `task "segmentation"`},
 		{"bad layout", func(m *Manifest) { m.Input.Layout = "CHW" }, `input.layout "CHW"`},
 		{"bad color", func(m *Manifest) { m.Input.Color = "hsv" }, `input.color "hsv"`},
 		{"only width", func(m *Manifest) { m.Input.Width = 64 }, "give both"},
@@ -50,6 +50,31 @@ func TestManifestValidate(t *testing.T) {
 		{"ok label unknown", func(m *Manifest) {
 			m.Task, m.Outputs.Labels, m.Outputs.OKLabel = TaskClassification, []string{"good", "bad"}, "fine"
 		}, `outputs.ok_label "fine" is not one of`},
+		{"normalized twice", func(m *Manifest) {
+			m.Input.Color, m.Input.InGraph, m.Input.Mean = ColorRGB, []string{InGraphResize, InGraphNormalize}, ImageNetMean
+		}, "normalized twice"},
+		{"unknown in-graph step", func(m *Manifest) { m.Input.InGraph = []string{"crop"} }, `input.in_graph "crop"`},
+		{"threshold on another scale", func(m *Manifest) { m.Outputs.ScoreRange = []float64{0, 1} }, "outside outputs.score_range"},
+		{"fail label unknown", func(m *Manifest) {
+			m.Task, m.Outputs.Labels, m.Outputs.OKLabel, m.Thresholds.Fail = TaskClassification, []string{"ok", "dent"}, "ok", 0.5
+			m.Outputs.FailLabels = []string{"scratch"}
+		}, `outputs.fail_labels: "scratch" is not one of`},
+		{"ok label fails", func(m *Manifest) {
+			m.Task, m.Outputs.Labels, m.Outputs.OKLabel, m.Thresholds.Fail = TaskClassification, []string{"ok", "dent"}, "ok", 0.5
+			m.Outputs.FailLabels = []string{"ok"}
+		}, `"ok" is outputs.ok_label`},
+		{"detector without layout", func(m *Manifest) { m.Task, m.Outputs.Labels = TaskDetection, []string{"dent"} }, "missing keys: outputs.box_layout"},
+		{"detector threshold below its boxes", func(m *Manifest) {
+			m.Task, m.Outputs.Labels, m.Outputs.BoxLayout, m.Thresholds.Fail = TaskDetection, []string{"dent"}, BoxLayoutCXCYWH, 0.1
+		}, "below outputs.min_confidence 0.25"},
+		{"detector with rois", func(m *Manifest) {
+			m.Task, m.Outputs.Labels, m.Outputs.BoxLayout, m.Thresholds.Fail = TaskDetection, []string{"dent"}, BoxLayoutCXCYWH, 0.5
+			m.ROIs = []ROI{{Name: "a", Region: Region{X1: 1, Y1: 1}}}
+		}, "rois: not supported for task detection"},
+		{"boxes on a classifier", func(m *Manifest) {
+			m.Task, m.Outputs.Labels, m.Outputs.OKLabel, m.Thresholds.Fail = TaskClassification, []string{"ok", "dent"}, "ok", 0.5
+			m.Outputs.NMSIoU = 0.5
+		}, "only for task detection"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

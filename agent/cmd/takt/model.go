@@ -502,7 +502,7 @@ func cmdModelInspect(args []string, stdout, stderr io.Writer) error {
 	if rt, err := models.LoadRuntimeData(data, models.RuntimeOptions{Warmup: -1}); err == nil {
 		info := rt.Info()
 		rt.Close()
-		fmt.Fprintf(stdout, "station:   runs as a plain model (input %s, threshold %g)\n", info.Input, info.Threshold)
+		fmt.Fprintf(stdout, "station:   runs as a plain model (input %s, threshold: %g)\n", info.Input, info.Threshold)
 	} else if m != nil {
 		rt, err := models.NewRuntime(context.Background(), &bundle.Bundle{Manifest: m, ONNX: data}, models.RuntimeOptions{Warmup: -1})
 		if err != nil {
