@@ -476,7 +476,7 @@ func cmdModelInspect(args []string, stdout, stderr io.Writer) error {
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("model inspect: %w", err)
+		return fmt.Errorf("model %s: %w", path, err)
 	}
 	h, err := bundle.InspectModel(data)
 	if err != nil {
