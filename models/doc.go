@@ -46,7 +46,7 @@
 // The trainers that write Takt's own ONNX graphs (template, PatchCore, heads, ensemble,
 // evaluation) live in package models/train; a user-supplied backbone is cut in
 // models/train/backbone. They score through LoadRuntimeData, ScoreInput and
-// PreprocessGray so that training sees what Infer sees.
+// PreprocessAll so that training sees what Infer sees.
 //
 // # Caveats
 //

@@ -27,14 +27,18 @@ func Preprocess(f camera.Frame, in bundle.InputShape, dst []float32) error {
 	return p.run(f, bundle.Region{}, newPrepSpec(in, false, color, [3]float64{}, [3]float64{1, 1, 1}, bundle.ResizeStretch), dst)
 }
 
-// PreprocessGray is Preprocess of many frames into gray inputs stretched to in, with one set
-// of OpenCV buffers: the trainers feed good images this way so that they see them as
-// Runtime.Infer does. Errors name the frame's index.
-func PreprocessGray(frames []camera.Frame, in bundle.InputShape) ([][]float32, error) {
+// PreprocessAll is Preprocess of many frames into inputs stretched to in (gray with one
+// channel, RGB with three), with one set of OpenCV buffers: the trainers feed good images
+// this way so that they see them as Runtime.Infer does. Errors name the frame's index.
+func PreprocessAll(frames []camera.Frame, in bundle.InputShape) ([][]float32, error) {
 	xs := make([][]float32, len(frames))
 	pre := newPreprocessor()
 	defer pre.close()
-	ps := newPrepSpec(in, false, bundle.ColorGray, [3]float64{}, [3]float64{1, 1, 1}, bundle.ResizeStretch)
+	color := bundle.ColorGray
+	if in.Channels == 3 {
+		color = bundle.ColorRGB
+	}
+	ps := newPrepSpec(in, false, color, [3]float64{}, [3]float64{1, 1, 1}, bundle.ResizeStretch)
 	for i, f := range frames {
 		xs[i] = make([]float32, in.Len())
 		if err := pre.run(f, bundle.Region{}, ps, xs[i]); err != nil {

@@ -10,7 +10,7 @@ import (
 // Preprocess fails without cgo: resizing and color conversion use OpenCV.
 func Preprocess(f camera.Frame, in bundle.InputShape, dst []float32) error { return ErrNoCgo }
 
-// PreprocessGray fails without cgo.
-func PreprocessGray(frames []camera.Frame, in bundle.InputShape) ([][]float32, error) {
+// PreprocessAll fails without cgo.
+func PreprocessAll(frames []camera.Frame, in bundle.InputShape) ([][]float32, error) {
 	return nil, ErrNoCgo
 }

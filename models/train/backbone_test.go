@@ -358,3 +358,69 @@ func labeled(fs []camera.Frame) []LabeledFrame {
 	}
 	return out
 }
+
+// TestBackboneCutTakesColour: with an RGB model input, a 3-channel backbone gets the
+// image's own channels (normalized per channel), not a gray copy; a 1-channel backbone
+// gets their mean.
+func TestBackboneCutTakesColour(t *testing.T) {
+	if err := models.InitONNXRuntime(""); err != nil {
+		t.Fatal(err)
+	}
+	const h, w = 24, 32
+	rng := rand.New(rand.NewPCG(7, 7))
+	rgb := make([]float32, 3*h*w)
+	for i := range rgb {
+		rgb[i] = rng.Float32()
+	}
+	for _, channels := range []int{3, 1} {
+		file := testBackbone{channels: channels, h: h, w: w}.write(t)
+		full := testBackbone{channels: channels, h: h, w: w, extraOutputs: []string{"feat2"}}.write(t)
+		mean, std := []float64{0.2, 0.4, 0.6}[:channels], []float64{0.5, 0.25, 0.125}[:channels]
+		bb, err := backbone.Resolve(backbone.Options{ONNX: file, Layer: "feat2", Mean: mean, Std: std, Neighborhood: 1}, 4.0/3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := bundle.InputShape{Channels: 3, Height: h, Width: w}
+		data, err := patchFeatureGraph(in, PatchCoreOptions{bb: bb})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cut, err := runGraphAll(data, "patch", ort.NewShape(1, 3, h, w), ort.NewShape(1, 16, h/2, w/2), 1, [][]float32{rgb}, "cut")
+		if err != nil {
+			t.Fatal(err)
+		}
+		x := make([]float32, channels*h*w)
+		for c := range channels {
+			for i := range h * w {
+				v := float64(rgb[c*h*w+i])
+				if channels == 1 {
+					v = (float64(rgb[i]) + float64(rgb[h*w+i]) + float64(rgb[2*h*w+i])) / 3
+				}
+				x[c*h*w+i] = float32((v - mean[c]) / std[c])
+			}
+		}
+		xt, err := ort.NewTensor(ort.NewShape(1, int64(channels), h, w), x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer xt.Destroy()
+		s, err := ort.NewDynamicAdvancedSessionWithONNXData(full, []string{"input"}, []string{"feat2"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Destroy()
+		outs := []ort.Value{nil}
+		if err := s.Run([]ort.Value{xt}, outs); err != nil {
+			t.Fatal(err)
+		}
+		defer outs[0].Destroy()
+		want := outs[0].(*ort.Tensor[float32]).GetData()
+		var worst float64
+		for i := range want {
+			worst = max(worst, math.Abs(float64(cut[0][i]-want[i])))
+		}
+		if worst > 1e-5 {
+			t.Errorf("%d-channel backbone on an RGB input: features differ from the full model's by up to %g; want <= 1e-5", channels, worst)
+		}
+	}
+}

@@ -46,7 +46,7 @@ func comboFilterBankOptions(po PatchCoreOptions, in bundle.InputShape) (PatchCor
 	// texture defaults unless a caller changed them); the feature settings are the
 	// filter bank's own.
 	fb.PositionWeight, fb.K, fb.ScoreTop, fb.BankSize, fb.MaxCandidates = po.PositionWeight, po.K, po.ScoreTop, po.BankSize, po.MaxCandidates
-	fb.Folds, fb.FalseReject, fb.Seed, fb.Threads, fb.Ignore = po.Folds, po.FalseReject, po.Seed, po.Threads, po.Ignore
+	fb.Folds, fb.FalseReject, fb.Seed, fb.Threads, fb.Ignore, fb.Color = po.Folds, po.FalseReject, po.Seed, po.Threads, po.Ignore, po.Color
 	fb.Name, fb.Version, fb.TrainedAt = po.Name, po.Version, po.TrainedAt
 	fb.Stride = DefaultPatchCoreOptions().Stride
 	ds := max(1, int(math.Round(float64(in.Width)/float64(fb.Width))))
@@ -70,7 +70,7 @@ func comboGraph(in bundle.InputShape, fbO PatchCoreOptions, fbBank *patchBank, b
 	g := onnxgraph.New(bbO.Name)
 	g.SetDoc("Takt PatchCore-like anomaly model: the filter bank's and a backbone's patch features, each with its coreset memory bank, and one supervised head over both.")
 	dims := []int64{1, 1, int64(in.Height), int64(in.Width)}
-	g.Input("image", dims...)
+	g.Input("image", inputDims(in)...)
 	parts := []struct {
 		prefix string
 		o      PatchCoreOptions

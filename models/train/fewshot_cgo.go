@@ -12,10 +12,10 @@ import (
 	"github.com/takt-edge/takt/models/eval"
 )
 
-// preprocessGood turns good images into model inputs (gray, stretched to in, 0..1) through
+// preprocessGood turns good images into model inputs (gray or RGB as in, stretched to in, 0..1) through
 // the same preprocessor as Runtime.Infer. what names the trainer in errors.
 func preprocessGood(what string, good []camera.Frame, in bundle.InputShape) ([][]float32, error) {
-	xs, err := models.PreprocessGray(good, in)
+	xs, err := models.PreprocessAll(good, in)
 	if err != nil {
 		return nil, fmt.Errorf("train %s: good %w", what, err)
 	}

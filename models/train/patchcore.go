@@ -82,6 +82,10 @@ type PatchCoreOptions struct {
 	FalseReject float64 `yaml:"false_reject"`
 	// Ignore lists regions the model must not judge, as fractions of the frame.
 	Ignore []bundle.Region `yaml:"ignore"`
+	// Color is ColorAuto (default: RGB when the good images are colour), ColorGray or
+	// ColorRGB. In RGB the filter bank runs on each channel and a patch's features are the
+	// three channels' side by side; a 3-channel backbone gets the colours as they are.
+	Color string `yaml:"color"`
 	// Seed drives the coreset's first pick and the candidate subset.
 	Seed uint64 `yaml:"seed"`
 	// Threads is ONNX Runtime's intra-op thread count while training; 0 = its default.
@@ -163,8 +167,12 @@ func patchCorePlan(good []camera.Frame, opts PatchCoreOptions) (PatchCoreOptions
 		opts.TrainedAt = time.Now()
 	}
 	a0 := float64(good[0].Width) / float64(good[0].Height)
+	channels, err := inputChannels(opts.Color, good)
+	if err != nil {
+		return opts, bundle.InputShape{}, fmt.Errorf("train patchcore: %w", err)
+	}
 	if len(opts.Backbone.ONNX) > 0 {
-		return backbonePlan(opts, a0, len(good))
+		return backbonePlan(opts, a0, len(good), channels)
 	}
 	switch {
 	case opts.Width == 0 && opts.Height == 0:
@@ -184,7 +192,7 @@ func patchCorePlan(good []camera.Frame, opts PatchCoreOptions) (PatchCoreOptions
 	if opts.LightingSigma == 0 {
 		opts.LightingSigma = float64(opts.Width/ds) / 16
 	}
-	in := bundle.InputShape{Channels: 1, Height: opts.Height, Width: opts.Width}
+	in := bundle.InputShape{Channels: channels, Height: opts.Height, Width: opts.Width}
 	r := filterRadius(opts.Sigmas)
 	// Checks of the feature stage are on the averaged size (fw x fh).
 	fw, fh := opts.Width/ds, opts.Height/ds
@@ -246,7 +254,7 @@ func filterBank(sigmas []float64) (w []float32, channels, k int) {
 
 // backbonePlan is patchCorePlan's rest with a backbone: the input size and the patch
 // grid are the backbone's.
-func backbonePlan(opts PatchCoreOptions, aspect float64, images int) (PatchCoreOptions, bundle.InputShape, error) {
+func backbonePlan(opts PatchCoreOptions, aspect float64, images, channels int) (PatchCoreOptions, bundle.InputShape, error) {
 	if opts.bb == nil {
 		bb, err := backbone.Resolve(opts.Backbone, aspect)
 		if err != nil {
@@ -258,7 +266,7 @@ func backbonePlan(opts PatchCoreOptions, aspect float64, images int) (PatchCoreO
 	opts.Width, opts.Height, opts.Downsample = bb.InW, bb.InH, 1
 	opts.Stride = max(1, bb.InW/bb.FeatW)
 	opts.Sigmas, opts.LightingSigma, opts.Pool = nil, 0, ""
-	in := bundle.InputShape{Channels: 1, Height: bb.InH, Width: bb.InW}
+	in := bundle.InputShape{Channels: channels, Height: bb.InH, Width: bb.InW}
 	return opts, in, checkBankOptions(opts, images)
 }
 
@@ -297,7 +305,7 @@ func patchDims(in bundle.InputShape, opts PatchCoreOptions) (h, w, d int) {
 	}
 	_, c, _ := filterBank(opts.Sigmas)
 	ds := max(1, opts.Downsample)
-	return in.Height / ds / opts.Stride, in.Width / ds / opts.Stride, 2 * c
+	return in.Height / ds / opts.Stride, in.Width / ds / opts.Stride, 2 * c * max(1, in.Channels)
 }
 
 // featureSource is the graph value addPatchFeatures starts from: the input, or its
@@ -312,7 +320,7 @@ func featureSource(opts PatchCoreOptions) string {
 // addPatchFeatures adds the raw patch features of "image" as "patch" [1,D,h,w].
 func addPatchFeatures(g *onnxgraph.Graph, in bundle.InputShape, opts PatchCoreOptions) {
 	if opts.bb != nil {
-		opts.bb.AddFeatures(g)
+		opts.bb.AddFeatures(g, in.Channels)
 		return
 	}
 	wts, c, k := filterBank(opts.Sigmas)
@@ -324,6 +332,9 @@ func addPatchFeatures(g *onnxgraph.Graph, in bundle.InputShape, opts PatchCoreOp
 		g.Node("AveragePool", []string{"image"}, []string{"image_small"}, onnxgraph.Ints("kernel_shape", ds, ds), onnxgraph.Ints("strides", ds, ds))
 		src = "image_small"
 	}
+	ds := max(1, opts.Downsample)
+	c3 := max(1, in.Channels)
+	src = addPlanes(g, src, c3, in.Height/ds, in.Width/ds)
 	if opts.LightingSigma > 0 {
 		addBlur(g, "light", src, "light", opts.LightingSigma)
 		g.Initializer("light_floor", []int64{1}, []float32{lightingFloor})
@@ -339,21 +350,31 @@ func addPatchFeatures(g *onnxgraph.Graph, in bundle.InputShape, opts PatchCoreOp
 	g.Node("Abs", []string{"responses"}, []string{"energy"})
 	g.Node("Concat", []string{"responses", "energy"}, []string{"pixel_features"}, onnxgraph.Int("axis", 1))
 	s := int64(opts.Stride)
+	pooled := "patch"
+	if c3 > 1 {
+		pooled = "patch_planes"
+	}
 	if opts.Pool == PoolMax {
-		g.Node("MaxPool", []string{"pixel_features"}, []string{"patch"},
+		g.Node("MaxPool", []string{"pixel_features"}, []string{pooled},
 			onnxgraph.Ints("kernel_shape", 2*s, 2*s), onnxgraph.Ints("strides", s, s),
 			onnxgraph.Ints("pads", s/2, s/2, s/2, s/2))
-		return
+	} else {
+		g.Node("AveragePool", []string{"pixel_features"}, []string{pooled},
+			onnxgraph.Ints("kernel_shape", 2*s, 2*s), onnxgraph.Ints("strides", s, s),
+			onnxgraph.Ints("pads", s/2, s/2, s/2, s/2), onnxgraph.Int("count_include_pad", 0))
 	}
-	g.Node("AveragePool", []string{"pixel_features"}, []string{"patch"},
-		onnxgraph.Ints("kernel_shape", 2*s, 2*s), onnxgraph.Ints("strides", s, s),
-		onnxgraph.Ints("pads", s/2, s/2, s/2, s/2), onnxgraph.Int("count_include_pad", 0))
+	if c3 > 1 {
+		// The channels' features side by side, channel by channel: [C,F,h,w] -> [1,C*F,h,w].
+		h, w, d := patchDims(in, opts)
+		g.InitializerInt64("patch_shape", []int64{4}, []int64{1, int64(d), int64(h), int64(w)})
+		g.Node("Reshape", []string{"patch_planes", "patch_shape"}, []string{"patch"})
+	}
 }
 
 // patchFeatureGraph outputs only "patch" [1,D,h,w].
 func patchFeatureGraph(in bundle.InputShape, opts PatchCoreOptions) ([]byte, error) {
 	g := onnxgraph.New("patchcore_features")
-	g.Input("image", 1, 1, int64(in.Height), int64(in.Width))
+	g.Input("image", inputDims(in)...)
 	addPatchFeatures(g, in, opts)
 	h, w, d := patchDims(in, opts)
 	g.Output("patch", 1, int64(d), int64(h), int64(w))
@@ -384,7 +405,7 @@ func patchCoreHeadGraph(in bundle.InputShape, opts PatchCoreOptions, bank *patch
 	g := onnxgraph.New(opts.Name)
 	g.SetDoc("Takt PatchCore-like anomaly model: filter-bank patch features, nearest-neighbour distance to a coreset memory bank.")
 	dims := []int64{1, 1, int64(in.Height), int64(in.Width)}
-	g.Input("image", dims...)
+	g.Input("image", inputDims(in)...)
 	addPatchFeatures(g, in, opts)
 	h, w, d := patchDims(in, opts)
 	p := int64(h * w)
@@ -446,7 +467,13 @@ func patchCoreHeadGraph(in bundle.InputShape, opts PatchCoreOptions, bank *patch
 	default:
 		addImageScore(g, in, opts.ScoreTop, "anomaly_map", "map_score")
 		ds := max(1, opts.Downsample)
-		addHeadInput(g, d, h, w, featureSource(opts), in.Height/ds, in.Width/ds)
+		src := featureSource(opts)
+		if in.Channels > 1 {
+			// The brightness statistics are of the gray image.
+			g.Node("ReduceMean", []string{src}, []string{src + "_gray"}, onnxgraph.Ints("axes", 1), onnxgraph.Int("keepdims", 1))
+			src += "_gray"
+		}
+		addHeadInput(g, d, h, w, src, in.Height/ds, in.Width/ds)
 		if head == nil {
 			g.Node("Identity", []string{"map_score"}, []string{"score"})
 		} else {

@@ -60,6 +60,6 @@ func patchFeaturesAll(in bundle.InputShape, opts PatchCoreOptions, xs [][]float3
 		return nil, err
 	}
 	h, w, d := patchDims(in, opts)
-	return runGraphAll(data, "patch", ort.NewShape(1, 1, int64(in.Height), int64(in.Width)),
+	return runGraphAll(data, "patch", ort.NewShape(inputDims(in)...),
 		ort.NewShape(1, int64(d), int64(h), int64(w)), opts.Threads, xs, "features")
 }

@@ -56,6 +56,10 @@ type TemplateOptions struct {
 	Shift int `yaml:"shift"`
 	// MapSmooth is the odd box size that smooths the anomaly map; default 3, 1 = none.
 	MapSmooth int `yaml:"map_smooth"`
+	// Color is ColorAuto (default: RGB when the good images are colour), ColorGray or
+	// ColorRGB. In RGB each channel has its own per-pixel mean and std, and a pixel's
+	// anomaly is its largest channel's.
+	Color string `yaml:"color"`
 	// FalseReject is the share of good parts the threshold may reject (a fraction);
 	// default eval.DefaultFalseReject. See eval.ChooseThreshold.
 	FalseReject float64 `yaml:"false_reject"`
@@ -142,13 +146,17 @@ func (m *TrainedModel) Manifest() (bundle.Manifest, error) {
 	if err != nil {
 		return bundle.Manifest{}, err
 	}
+	color := bundle.ColorGray
+	if m.Input.Channels == 3 {
+		color = bundle.ColorRGB
+	}
 	return bundle.Manifest{
 		Format:  bundle.BundleFormat,
 		Name:    m.Name,
 		Version: m.Version,
 		Task:    bundle.TaskAnomaly,
 		Input: bundle.InputSpec{Name: "image", Width: m.Input.Width, Height: m.Input.Height, Layout: bundle.LayoutNCHW,
-			Color: bundle.ColorGray, Resize: bundle.ResizeStretch},
+			Color: color, Resize: bundle.ResizeStretch},
 		Outputs:    bundle.OutputSpec{Score: "score", Map: "anomaly_map"},
 		Thresholds: m.thresholds(),
 		Opset:      int(h.Opset()),
@@ -299,7 +307,11 @@ func templatePlan(good []camera.Frame, opts TemplateOptions) (TemplateOptions, b
 	if opts.Shift == 0 {
 		opts.Shift = max(1, int(math.Round(float64(opts.Width)/85)))
 	}
-	in := bundle.InputShape{Channels: 1, Height: opts.Height, Width: opts.Width}
+	channels, err := inputChannels(opts.Color, good)
+	if err != nil {
+		return opts, bundle.InputShape{}, fmt.Errorf("train template: %w", err)
+	}
+	in := bundle.InputShape{Channels: channels, Height: opts.Height, Width: opts.Width}
 	r := blurRadius(opts.BlurSigma)
 	switch {
 	case opts.Width < 8 || opts.Height < 8 || opts.Width > 2048 || opts.Height > 2048:
@@ -430,14 +442,35 @@ func addFeatures(g *onnxgraph.Graph, in, out string, opts TemplateOptions) {
 	g.Node("Div", []string{"fine", "light_floored"}, []string{out})
 }
 
-// blurGraph is a model with only the template model's features: input "image", output
-// "blurred", both [1,1,H,W].
+// inputDims is the model input's tensor shape [1,C,H,W].
+func inputDims(in bundle.InputShape) []int64 {
+	return []int64{1, int64(max(1, in.Channels)), int64(in.Height), int64(in.Width)}
+}
+
+// planeDims is the shape [C,1,H,W] in which each channel of the input is an image of its
+// own: the gray graphs (blurs, filter banks) then run on every channel at once.
+func planeDims(in bundle.InputShape) []int64 {
+	return []int64{int64(max(1, in.Channels)), 1, int64(in.Height), int64(in.Width)}
+}
+
+// addPlanes reshapes the input value src [1,C,H,W] into its channel planes [C,1,H,W] and
+// returns the value to use: src itself for a gray input.
+func addPlanes(g *onnxgraph.Graph, src string, channels, h, w int) string {
+	if channels <= 1 {
+		return src
+	}
+	g.InitializerInt64(src+"_planes_shape", []int64{4}, []int64{int64(channels), 1, int64(h), int64(w)})
+	g.Node("Reshape", []string{src, src + "_planes_shape"}, []string{src + "_planes"})
+	return src + "_planes"
+}
+
+// blurGraph is a model with only the template model's features: input "image" [1,C,H,W],
+// output "blurred" [C,1,H,W].
 func blurGraph(in bundle.InputShape, opts TemplateOptions) ([]byte, error) {
 	g := onnxgraph.New("template_features")
-	dims := []int64{1, 1, int64(in.Height), int64(in.Width)}
-	g.Input("image", dims...)
-	addFeatures(g, "image", "blurred", opts)
-	g.Output("blurred", dims...)
+	g.Input("image", inputDims(in)...)
+	addFeatures(g, addPlanes(g, "image", in.Channels, in.Height, in.Width), "blurred", opts)
+	g.Output("blurred", planeDims(in)...)
 	return g.Marshal()
 }
 
@@ -446,31 +479,48 @@ func templateGraph(in bundle.InputShape, opts TemplateOptions, mean, std []float
 	g := onnxgraph.New(opts.Name)
 	g.SetDoc("Takt template anomaly model: score = max(BoxMean(|GaussianBlur(image) - mean| / std)), in standard deviations.")
 	dims := []int64{1, 1, int64(in.Height), int64(in.Width)}
-	g.Input("image", dims...)
-	addFeatures(g, "image", "blurred", opts)
+	c := int64(max(1, in.Channels))
+	g.Input("image", inputDims(in)...)
+	addFeatures(g, addPlanes(g, "image", in.Channels, in.Height, in.Width), "blurred", opts)
 	shifts := shiftOffsets(opts.Shift)
 	if len(shifts) == 1 {
-		g.Initializer("mean", dims, mean)
-		g.Initializer("std", dims, std)
+		g.Initializer("mean", planeDims(in), mean)
+		g.Initializer("std", planeDims(in), std)
 		g.Node("Sub", []string{"blurred", "mean"}, []string{"diff"})
 		g.Node("Div", []string{"diff", "std"}, []string{"z"})
-		g.Node("Abs", []string{"z"}, []string{"abs_z"})
+		g.Node("Abs", []string{"z"}, []string{"abs_z_planes"})
 	} else {
-		// Compare with every shifted template at once ([1,K,H,W]) and keep the best match.
-		kdims := []int64{1, int64(len(shifts)), int64(in.Height), int64(in.Width)}
-		g.Initializer("mean_shifted", kdims, shiftStack(mean, in, shifts))
-		g.Initializer("std_shifted", kdims, shiftStack(std, in, shifts))
+		// Compare with every shifted template at once ([C,K,H,W]) and keep the best match.
+		kdims := []int64{c, int64(len(shifts)), int64(in.Height), int64(in.Width)}
+		g.Initializer("mean_shifted", kdims, shiftStackPlanes(mean, in, shifts))
+		g.Initializer("std_shifted", kdims, shiftStackPlanes(std, in, shifts))
 		g.Node("Sub", []string{"blurred", "mean_shifted"}, []string{"diff"})
 		g.Node("Div", []string{"diff", "std_shifted"}, []string{"z"})
 		g.Node("Abs", []string{"z"}, []string{"abs_z_shifted"})
 		// Each neighbourhood picks the shift that fits it best as a whole, so a defect
-		// smaller than the window cannot pick a shift of its own that explains it away.
+		// smaller than the window cannot pick a shift of its own that explains it away;
+		// in colour one shift for all channels, as the part moves as a whole.
 		a := int64(alignWindow)
-		g.Node("AveragePool", []string{"abs_z_shifted"}, []string{"fit"},
+		g.Node("AveragePool", []string{"abs_z_shifted"}, []string{"fit_planes"},
 			onnxgraph.Ints("kernel_shape", a, a), onnxgraph.Ints("strides", 1, 1),
 			onnxgraph.Ints("pads", a/2, a/2, a/2, a/2), onnxgraph.Int("count_include_pad", 0))
-		g.Node("ArgMin", []string{"fit"}, []string{"best_shift"}, onnxgraph.Int("axis", 1), onnxgraph.Int("keepdims", 1))
-		g.Node("GatherElements", []string{"abs_z_shifted", "best_shift"}, []string{"abs_z"}, onnxgraph.Int("axis", 1))
+		best := "best_shift"
+		if c > 1 {
+			g.Node("ReduceMean", []string{"fit_planes"}, []string{"fit"}, onnxgraph.Ints("axes", 0), onnxgraph.Int("keepdims", 1))
+			g.InitializerInt64("best_shift_planes_shape", []int64{4}, planeDims(in))
+			g.Node("ArgMin", []string{"fit"}, []string{"best_shift_one"}, onnxgraph.Int("axis", 1), onnxgraph.Int("keepdims", 1))
+			g.Node("Expand", []string{"best_shift_one", "best_shift_planes_shape"}, []string{best})
+		} else {
+			g.Node("ArgMin", []string{"fit_planes"}, []string{best}, onnxgraph.Int("axis", 1), onnxgraph.Int("keepdims", 1))
+		}
+		g.Node("GatherElements", []string{"abs_z_shifted", best}, []string{"abs_z_planes"}, onnxgraph.Int("axis", 1))
+	}
+	if c > 1 {
+		// A pixel is as anomalous as its most anomalous channel: a colour defect may show
+		// in one channel only.
+		g.Node("ReduceMax", []string{"abs_z_planes"}, []string{"abs_z"}, onnxgraph.Ints("axes", 0), onnxgraph.Int("keepdims", 1))
+	} else {
+		g.Node("Identity", []string{"abs_z_planes"}, []string{"abs_z"})
 	}
 	if len(opts.Ignore) > 0 {
 		g.Initializer("judge_mask", dims, ignoreMask(in, opts.Ignore))
@@ -505,6 +555,35 @@ func templateMeta(opts TemplateOptions, in bundle.InputShape, threshold float64,
 		{bundle.MetaMethod, fmt.Sprintf("template blur_sigma=%g lighting_sigma=%g min_std=%g pose_jitter=%g shift=%d map_smooth=%d false_reject=%g ignore=%v",
 			opts.BlurSigma, opts.LightingSigma, opts.MinStd, opts.PoseJitter, opts.Shift, opts.MapSmooth, opts.FalseReject, opts.Ignore)},
 	}
+}
+
+// pixelStatsPlanes is pixelStats of each channel plane of the images blurred[i] (each
+// in.Channels planes of in.Height x in.Width), the planes' results one after the other.
+func pixelStatsPlanes(blurred [][]float32, in bundle.InputShape, use func(i int) bool, minStd, jitter float64) (mean, std []float32) {
+	c := max(1, in.Channels)
+	if c == 1 {
+		return pixelStats(blurred, in, use, minStd, jitter)
+	}
+	plane := in.Height * in.Width
+	for k := range c {
+		part := make([][]float32, len(blurred))
+		for i, b := range blurred {
+			part[i] = b[k*plane : (k+1)*plane]
+		}
+		m, s := pixelStats(part, in, use, minStd, jitter)
+		mean, std = append(mean, m...), append(std, s...)
+	}
+	return mean, std
+}
+
+// shiftStackPlanes is shiftStack of each channel plane of img, [C,K,H,W].
+func shiftStackPlanes(img []float32, in bundle.InputShape, shifts [][2]int) []float32 {
+	plane := in.Height * in.Width
+	var out []float32
+	for k := range max(1, in.Channels) {
+		out = append(out, shiftStack(img[k*plane:(k+1)*plane], in, shifts)...)
+	}
+	return out
 }
 
 // pixelStats is the per-pixel mean and std of the images blurred[i] (each in.Height x

@@ -34,12 +34,12 @@ func TrainTemplate(ctx context.Context, good []camera.Frame, opts TemplateOption
 	}
 	folds := min(len(good), maxFolds)
 	final := func(threshold float64) ([]byte, error) {
-		mean, std := pixelStats(blurred, in, func(int) bool { return true }, opts.MinStd, opts.PoseJitter)
+		mean, std := pixelStatsPlanes(blurred, in, func(int) bool { return true }, opts.MinStd, opts.PoseJitter)
 		return templateGraph(in, opts, mean, std, templateMeta(opts, in, threshold, len(good)))
 	}
 	c, err := crossValidate(ctx, "template", xs, folds, opts.FalseReject, opts.Threads, opts.Progress,
 		func(use func(int) bool) ([]byte, error) {
-			mean, std := pixelStats(blurred, in, use, opts.MinStd, opts.PoseJitter)
+			mean, std := pixelStatsPlanes(blurred, in, use, opts.MinStd, opts.PoseJitter)
 			return templateGraph(in, opts, mean, std, nil)
 		},
 		final)
@@ -87,8 +87,7 @@ func blurAll(in bundle.InputShape, opts TemplateOptions, xs [][]float32) ([][]fl
 	if err != nil {
 		return nil, err
 	}
-	shape := ort.NewShape(1, 1, int64(in.Height), int64(in.Width))
-	return runGraphAll(data, "blurred", shape, shape, opts.Threads, xs, "blur")
+	return runGraphAll(data, "blurred", ort.NewShape(inputDims(in)...), ort.NewShape(planeDims(in)...), opts.Threads, xs, "blur")
 }
 
 // runGraphAll runs a training-time graph (input "image", one output) in ONNX Runtime on

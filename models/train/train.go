@@ -56,6 +56,10 @@ type TrainOptions struct {
 	PatchCore PatchCoreOptions
 	// Ignore lists regions the model must not judge, as fractions of the frame.
 	Ignore []bundle.Region
+	// Color is ColorAuto (default: an RGB model when the good images are colour, see
+	// minChromaSpread), ColorGray or ColorRGB; it sets Template.Color and PatchCore.Color
+	// where those are empty.
+	Color string
 	// MinHeadDefects is how many labeled defects it takes to train the supervised head;
 	// default 10; negative: never.
 	MinHeadDefects int
@@ -222,6 +226,15 @@ func trainPlan(set TrainSet, opts TrainOptions) (TrainOptions, error) {
 	}
 	if opts.PatchCore.Seed == 0 {
 		opts.PatchCore.Seed = opts.Seed
+	}
+	if _, err := inputChannels(opts.Color, nil); err != nil {
+		return opts, fmt.Errorf("train: %w", err)
+	}
+	if opts.Template.Color == "" {
+		opts.Template.Color = opts.Color
+	}
+	if opts.PatchCore.Color == "" {
+		opts.PatchCore.Color = opts.Color
 	}
 	if opts.Template.FalseReject == 0 {
 		opts.Template.FalseReject = opts.FalseReject

@@ -538,7 +538,7 @@ func runOutput(data []byte, in bundle.InputShape, threads int, out string, size 
 // runOutputs runs data on every input with use(i) and copies each output outs[j]
 // (of shapes[j]) into dst[j][i].
 func runOutputs(data []byte, in bundle.InputShape, threads int, outs []string, shapes [][]int64, xs [][]float32, use func(int) bool, dst [][][]float32) error {
-	x, err := ort.NewEmptyTensor[float32](ort.NewShape(1, 1, int64(in.Height), int64(in.Width)))
+	x, err := ort.NewEmptyTensor[float32](ort.NewShape(inputDims(in)...))
 	if err != nil {
 		return err
 	}

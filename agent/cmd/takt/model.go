@@ -52,6 +52,7 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 		falseReject = f
 		return err
 	})
+	color := fs.String("color", train.ColorAuto, "auto (an RGB model when the good images are colour), gray or rgb")
 	rule := fs.String("threshold", eval.RuleFalseReject, "how the threshold is chosen: false-reject (keep the --false-reject budget; with defects, catch the most within it) or best-f1 (best F1 on the cross-validated defects)")
 	backboneFile := fs.String("backbone", "", "ONNX model whose feature map, cut at --layer, replaces PatchCore's filter bank (input NCHW float, 1 or 3 channels)")
 	layer := fs.String("layer", "", "tensor of --backbone to cut at: a 4-D NCHW feature map (a node output name); several, comma-separated, are joined on the first one's grid")
@@ -114,7 +115,7 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 		Method: *method, Name: *name, Version: *version, Ignore: regions, MinHeadDefects: *minHead,
 		Template: train.TemplateOptions{Width: *width, Height: *height, BlurSigma: *blur, LightingSigma: *lighting,
 			Shift: *shift, MapSmooth: *smooth, PoseJitter: *jitter},
-		FalseReject: falseReject, ThresholdRule: *rule,
+		FalseReject: falseReject, ThresholdRule: *rule, Color: *color,
 		Progress: newProgress(stderr).step,
 	}
 	if *backboneFile != "" {

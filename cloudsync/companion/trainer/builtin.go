@@ -40,7 +40,8 @@ type templateOptions struct {
 	ThresholdRule         string `yaml:"threshold_rule"`
 }
 
-// patchCoreOptions are a patchcore experiment's options: train.PatchCoreOptions,
+// patchCoreOptions are a patchcore experiment's options: train.PatchCoreOptions (color
+// among them: auto, gray or rgb, as for the template),
 // threshold_rule as for the template, and min_head_defects
 // (train.TrainOptions.MinHeadDefects: labelled defects it takes to train the supervised
 // head; default 10, negative never).
@@ -75,6 +76,11 @@ func builtinTrainer(e ExperimentConfig) (*builtin, error) {
 	case "", eval.RuleFalseReject, eval.RuleBestF1:
 	default:
 		return nil, fmt.Errorf("%s: threshold_rule %q: want %s or %s", e.Method, rule, eval.RuleFalseReject, eval.RuleBestF1)
+	}
+	switch color := cmp.Or(b.template.Color, b.patch.Color); color {
+	case "", train.ColorAuto, train.ColorGray, train.ColorRGB:
+	default:
+		return nil, fmt.Errorf("%s: color %q: want %s, %s or %s", e.Method, color, train.ColorAuto, train.ColorGray, train.ColorRGB)
 	}
 	return b, nil
 }

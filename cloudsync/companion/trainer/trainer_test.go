@@ -133,6 +133,22 @@ func TestBuiltinOptions(t *testing.T) {
 	if _, err := builtinTrainer(rule); err == nil || !strings.Contains(err.Error(), `threshold_rule "best-f2": want false-reject or best-f1`) {
 		t.Errorf("threshold_rule best-f2: got %v, want an error naming it and the allowed rules", err)
 	}
+	for doc, want := range map[string]string{
+		"{name: p, trainer: builtin, method: patchcore, options: {color: rgb}}":   "",
+		"{name: p, trainer: builtin, method: patchcore, options: {color: sepia}}": `patchcore: color "sepia": want auto, gray or rgb`,
+	} {
+		var c ExperimentConfig
+		if err := yaml.Unmarshal([]byte(doc), &c); err != nil {
+			t.Fatal(err)
+		}
+		b, err := builtinTrainer(c)
+		switch {
+		case want == "" && (err != nil || b.patch.Color != "rgb"):
+			t.Errorf("%s: color %q, %v; want rgb", doc, b.patch.Color, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("%s: got %v, want %s", doc, err, want)
+		}
+	}
 	e.Options.Content[0].Value = "widht"
 	if _, err := builtinTrainer(e); err == nil || !strings.Contains(err.Error(), "patchcore: line 1: unknown key widht") {
 		t.Errorf("misspelt option: got %v, want patchcore: line 1: unknown key widht", err)

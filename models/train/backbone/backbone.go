@@ -390,12 +390,18 @@ func (bb *Backbone) addFeatureShape(shape []int64) error {
 	return nil
 }
 
-// AddFeatures adds the backbone's patch features of "image" as "patch" [1,C,h,w].
-func (bb *Backbone) AddFeatures(g *onnxgraph.Graph) {
+// AddFeatures adds the backbone's patch features of "image" ([1,inChannels,H,W], gray or
+// RGB) as "patch" [1,C,h,w]. A 3-channel backbone sees a gray image as R = G = B, a
+// 1-channel one an RGB image as its mean.
+func (bb *Backbone) AddFeatures(g *onnxgraph.Graph, inChannels int) {
 	src := "image"
-	if bb.channels == 3 {
+	switch {
+	case bb.channels == 3 && inChannels != 3:
 		g.Node("Concat", []string{"image", "image", "image"}, []string{"bb_in_rgb"}, onnxgraph.Int("axis", 1))
 		src = "bb_in_rgb"
+	case bb.channels == 1 && inChannels == 3:
+		g.Node("ReduceMean", []string{"image"}, []string{"bb_in_gray"}, onnxgraph.Ints("axes", 1), onnxgraph.Int("keepdims", 1))
+		src = "bb_in_gray"
 	}
 	c := int64(bb.channels)
 	g.Initializer("bb_in_mean", []int64{1, c, 1, 1}, bb.mean)
