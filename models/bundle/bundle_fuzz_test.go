@@ -3,6 +3,7 @@ package bundle
 import (
 	"bytes"
 	"crypto/ed25519"
+	"strings"
 	"testing"
 
 	"github.com/takt-edge/takt/models/onnxgraph"
@@ -46,4 +47,39 @@ func FuzzReadBundle(f *testing.F) {
 			t.Fatalf("ReadBundle returned a bundle without manifest or model")
 		}
 	})
+}
+
+// Ultralytics' names metadata is outside input: a parse never panics, and what it returns
+// has one non-repeating index per name.
+func FuzzParsePythonNames(f *testing.F) {
+	f.Add("{0: 'good', 1: 'scratch', 2: 'dent'}")
+	f.Add(`{0: "it's", 1: 'a\'b'}`)
+	f.Add("{1: 'a', 1: 'b'}")
+	f.Fuzz(func(t *testing.T, s string) {
+		names, err := parsePythonNames(s)
+		if err == nil && len(names) == 0 {
+			t.Fatalf("parsePythonNames(%q): no names and no error", s)
+		}
+	})
+}
+
+func TestParsePythonNames(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want string // joined by |, or "error"
+	}{
+		{"{0: 'good', 1: 'scratch', 2: 'dent'}", "good|scratch|dent"},
+		{`{1: "b", 0: "a"}`, "a|b"},
+		{"{0: 'a', 2: 'c'}", "error"},
+		{"['a', 'b']", "error"},
+	} {
+		names, err := parsePythonNames(tt.in)
+		got := strings.Join(names, "|")
+		if err != nil {
+			got = "error"
+		}
+		if got != tt.want {
+			t.Errorf("parsePythonNames(%q) = %q (%v), want %q", tt.in, got, err, tt.want)
+		}
+	}
 }

@@ -87,7 +87,7 @@ type Manifest struct {
 	Golden *GoldenSet `json:"golden,omitempty"`
 	// Files maps every file of the bundle but manifest.json and signature to its hex
 	// sha256. It must hold model.onnx.
-	Files map[string]string `json:"files"`
+	Files map[string]string `json:"files,omitempty"`
 }
 
 // InputSpec says how a frame becomes the model's input tensor.
