@@ -3,11 +3,16 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/takt-edge/takt/agent"
 )
 
 // Each export of testdata/byom (made by PyTorch's own exporter) goes through the commands
@@ -111,6 +116,31 @@ func TestBringYourOwnModel(t *testing.T) {
 				t.Fatalf("score printed %d lines for %d images:\n%s", lines, len(exp.Cases), out)
 			}
 			t.Logf("%s: takt model score vs PyTorch, max abs diff %.3g", tt.name, worst)
+
+			// The station loads the same bundle as it is and decides as PyTorch's outputs say.
+			fails := 0
+			for _, c := range exp.Cases {
+				if c.Decision == "FAIL" {
+					fails++
+				}
+			}
+			cfg := agent.DefaultConfig()
+			cfg.DataDir = filepath.Join(dir, tt.name+"-station")
+			cfg.Camera.Path = src
+			cfg.Model.Path, cfg.Model.Bundle, cfg.Model.TrustedKeys = "", tar, []string{key + ".pub"}
+			cfg.Deadline = 10e9
+			a, err := agent.New(cfg, zerolog.Nop())
+			if err != nil {
+				t.Fatalf("agent with bundle %s: %v", tar, err)
+			}
+			if err := a.Run(t.Context()); err != nil {
+				t.Fatalf("agent run: %v", err)
+			}
+			out, err = takt(t, "store", "counts", "--data-dir", cfg.DataDir)
+			want := fmt.Sprintf("parts=%d pass=%d fail=%d no_decision=0", len(exp.Cases), len(exp.Cases)-fails, fails)
+			if err != nil || strings.TrimSpace(out) != want {
+				t.Errorf("station verdicts: %q (%v), want %q", out, err, want)
+			}
 		})
 	}
 }
