@@ -273,9 +273,13 @@ func TestBadExportsAreRefused(t *testing.T) {
 			bad := editModel(t, onnx, tt.edit)
 			m := *good
 			m.Files = map[string]string{"model.onnx": bundle.SHA256Hex(bad)}
-			_, err := NewRuntime(context.Background(), &bundle.Bundle{Manifest: &m, ONNX: bad}, RuntimeOptions{Threads: 1})
+			rt, err := NewRuntime(context.Background(), &bundle.Bundle{Manifest: &m, ONNX: bad}, RuntimeOptions{Threads: 1})
 			if err == nil {
-				t.Fatal("NewRuntime accepted the broken export")
+				err = rt.CheckFinite(context.Background())
+				rt.Close()
+			}
+			if err == nil {
+				t.Fatal("NewRuntime and CheckFinite accepted the broken export")
 			}
 			if !errors.Is(err, bundle.ErrUnsupportedModel) && !errors.Is(err, bundle.ErrInvalidModel) {
 				t.Errorf("error %v wraps neither ErrUnsupportedModel nor ErrInvalidModel", err)

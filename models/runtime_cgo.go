@@ -194,13 +194,29 @@ func loadRuntime(data []byte, spec *bundle.RunSpec, opts RuntimeOptions) (_ *Run
 		}
 	}
 	r.info.Warmup = time.Since(start)
+	return r, nil
+}
+
+// CheckFinite runs the model once on a blank (black) frame and fails when an output Takt
+// reads is NaN or infinite there: an export broken that way would turn every part into
+// NO_DECISION. Infer itself passes a NaN score through for the caller to decide.
+func (r *Runtime) CheckFinite(ctx context.Context) error {
+	in := r.spec.Input
+	f := camera.Frame{Width: in.Width, Height: in.Height, Channels: 3, Pix: make([]byte, in.Width*in.Height*3)}
+	res, err := r.Infer(ctx, f)
+	if err != nil {
+		return err
+	}
 	for _, v := range r.score.GetData() {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return nil, fmt.Errorf("%w: output %q is %v on a blank image: the export is broken (a division by zero or a log of 0 in the graph?)",
-				bundle.ErrUnsupportedModel, spec.ScoreName, v)
+			return fmt.Errorf("%w: output %q is %v on a blank image: the export is broken (a division by zero or a log of 0 in the graph?)",
+				bundle.ErrUnsupportedModel, r.spec.ScoreName, v)
 		}
 	}
-	return r, nil
+	if math.IsNaN(res.Score) || math.IsInf(res.Score, 0) {
+		return fmt.Errorf("%w: score %v on a blank image", bundle.ErrUnsupportedModel, res.Score)
+	}
+	return nil
 }
 
 // probeOutputShapes runs the model once on a blank input, letting ONNX Runtime size the

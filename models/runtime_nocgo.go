@@ -26,6 +26,9 @@ func NewRuntime(ctx context.Context, b *bundle.Bundle, opts RuntimeOptions) (*Ru
 // DecodeImage fails without cgo.
 func DecodeImage(data []byte) (camera.Frame, error) { return camera.Frame{}, ErrNoCgo }
 
+// CheckFinite fails without cgo.
+func (r *Runtime) CheckFinite(ctx context.Context) error { return ErrNoCgo }
+
 // ScoreInput fails without cgo.
 func (r *Runtime) ScoreInput(x []float32) (float64, error) { return 0, ErrNoCgo }
 

@@ -445,6 +445,9 @@ func cmdModelVerify(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer rt.Close()
+	if err := rt.CheckFinite(context.Background()); err != nil {
+		return fmt.Errorf("model verify %s: %w", fs.Arg(0), err)
+	}
 	info := rt.Info()
 	golden := 0
 	if b.Manifest.Golden != nil {
@@ -507,6 +510,12 @@ func cmdModelInspect(args []string, stdout, stderr io.Writer) error {
 	} else if m != nil {
 		rt, err := models.NewRuntime(context.Background(), &bundle.Bundle{Manifest: m, ONNX: data}, models.RuntimeOptions{Warmup: -1})
 		if err != nil {
+			fmt.Fprintf(stdout, "station:   cannot run it with the manifest: %v\n", err)
+			if *writeManifest != "" {
+				return fmt.Errorf("model inspect %s: %w", path, err)
+			}
+		} else if err := rt.CheckFinite(context.Background()); err != nil {
+			rt.Close()
 			fmt.Fprintf(stdout, "station:   cannot run it with the manifest: %v\n", err)
 			if *writeManifest != "" {
 				return fmt.Errorf("model inspect %s: %w", path, err)
