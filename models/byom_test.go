@@ -77,6 +77,7 @@ func TestExportsMatchPyTorch(t *testing.T) {
 	}{
 		{"resnet", bundle.ExportClassifier, bundle.Answers{Name: "resnet", Labels: []string{"ok", "scratch", "dent"}, Width: 64, Height: 64}, bundle.TaskClassification},
 		{"anomalib", bundle.ExportAnomalib, bundle.Answers{Name: "anomalib", Width: 48, Height: 48}, bundle.TaskAnomaly},
+		{"anomalib1", bundle.ExportAnomalib1, bundle.Answers{Name: "anomalib1", Width: 48, Height: 48}, bundle.TaskAnomaly},
 		{"yolo-cls", bundle.ExportYOLOClassify, bundle.Answers{Name: "yolo-cls"}, bundle.TaskClassification},
 		{"yolo-det", bundle.ExportYOLODetect, bundle.Answers{Name: "yolo-det"}, bundle.TaskDetection},
 	}
@@ -87,7 +88,7 @@ func TestExportsMatchPyTorch(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rec := bundle.Recognize(h)
+			rec := bundle.Recognize(h, beside(t, tt.dir))
 			if rec.Kind != tt.kind {
 				t.Fatalf("Recognize: kind %q (%s), want %q", rec.Kind, rec.Found, tt.kind)
 			}
@@ -180,13 +181,14 @@ func TestRecognizeAsksWhatTheModelDoesNotTell(t *testing.T) {
 	}{
 		{"resnet", []string{"outputs.labels: the model does not name its 3 classes", "--labels", "input.width, input.height:", "--width W --height H"}},
 		{"anomalib", []string{"input.width, input.height:"}},
+		{"anomalib1", []string{"input.width, input.height:"}},
 	} {
 		onnx, _ := readByom(t, tt.dir)
 		h, err := bundle.InspectModel(onnx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = bundle.Recognize(h).Manifest(bundle.Answers{Name: tt.dir})
+		_, err = bundle.Recognize(h, beside(t, tt.dir)).Manifest(bundle.Answers{Name: tt.dir})
 		if !errors.Is(err, bundle.ErrQuestions) {
 			t.Fatalf("%s: Manifest without answers: %v, want ErrQuestions", tt.dir, err)
 		}
@@ -196,13 +198,32 @@ func TestRecognizeAsksWhatTheModelDoesNotTell(t *testing.T) {
 			}
 		}
 	}
+	// anomalib 1.x without its metadata.json: the normalization is asked for.
+	onnx1, _ := readByom(t, "anomalib1")
+	h1, _ := bundle.InspectModel(onnx1)
+	if _, err := bundle.Recognize(h1, nil).Manifest(bundle.Answers{Name: "a", Width: 48, Height: 48}); err == nil || !strings.Contains(err.Error(), "outputs.normalize: anomalib 1.x keeps its thresholds") {
+		t.Errorf("anomalib 1.x without metadata.json: %v, want a question for outputs.normalize", err)
+	}
 	// A class list without a good class: the ok label is asked for.
 	onnx, _ := readByom(t, "resnet")
 	h, _ := bundle.InspectModel(onnx)
-	_, err := bundle.Recognize(h).Manifest(bundle.Answers{Name: "r", Labels: []string{"a", "b", "c"}, Width: 64, Height: 64})
+	_, err := bundle.Recognize(h, nil).Manifest(bundle.Answers{Name: "r", Labels: []string{"a", "b", "c"}, Width: 64, Height: 64})
 	if err == nil || !strings.Contains(err.Error(), "outputs.ok_label") {
 		t.Errorf("labels without a good class: %v, want a question for outputs.ok_label", err)
 	}
+}
+
+// beside reads a fixture's files beside its model, as takt model inspect does.
+func beside(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(byomDir, dir, bundle.AnomalibMetadataFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return map[string][]byte{bundle.AnomalibMetadataFile: data}
 }
 
 // editModel changes a fixture's ModelProto and returns the new bytes.
@@ -227,7 +248,7 @@ func TestBadExportsAreRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	good, err := bundle.Recognize(h).Manifest(bundle.Answers{Name: "yolo-cls"})
+	good, err := bundle.Recognize(h, nil).Manifest(bundle.Answers{Name: "yolo-cls"})
 	if err != nil {
 		t.Fatal(err)
 	}

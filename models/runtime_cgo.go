@@ -339,6 +339,15 @@ func (r *Runtime) post(f camera.Frame, roi bundle.Region) (score float64, class 
 		return r.postBoxes(out, frameGeometry(f.Width, f.Height, roi, r.spec.Input, r.spec.Resize))
 	}
 	if r.probs == nil {
+		if n := r.spec.Normalize; n != nil {
+			if r.amap != nil {
+				m := r.amap.GetData()
+				for i, v := range m {
+					m[i] = float32(minMaxNormalize(float64(v), n.PixelThreshold, n))
+				}
+			}
+			return minMaxNormalize(float64(out[0]), n.ImageThreshold, n), "", 0
+		}
 		return float64(out[0]), "", 0
 	}
 	p := r.probs
@@ -372,6 +381,14 @@ func (r *Runtime) post(f camera.Frame, roi bundle.Region) (score float64, class 
 		fail += float64(p[i])
 	}
 	return fail, r.spec.Labels[top], float64(p[top])
+}
+
+// minMaxNormalize is anomalib 1.x's normalization of a raw score around its threshold.
+func minMaxNormalize(x, threshold float64, n *bundle.ScoreNormalization) float64 {
+	if math.IsNaN(x) {
+		return x
+	}
+	return min(1, max(0, (x-threshold)/(n.Max-n.Min)+0.5))
 }
 
 // postBoxes decodes a detector's output into r.boxes (frame pixels through g): the score

@@ -129,6 +129,11 @@ type OutputSpec struct {
 	// probabilities (default: every class but OKLabel, so 1 - P(OKLabel)); a detector's is
 	// the highest confidence of a box of one of them (default: every class).
 	FailLabels []string `json:"fail_labels,omitempty"`
+	// Normalize applies anomalib 1.x's min-max normalization to a raw score and map, as
+	// its inferencers do with the metadata.json it exports: clamp((x - threshold) / (max -
+	// min) + 0.5, 0, 1), with the image threshold for the score and the pixel threshold for
+	// the map. The score's threshold is then 0.5.
+	Normalize *ScoreNormalization `json:"normalize,omitempty"`
 	// ScoreRange is the [low, high] range of the score when the model bounds it (anomalib's
 	// normalized pred_score: [0, 1]); thresholds.fail must lie inside it.
 	ScoreRange []float64 `json:"score_range,omitempty"`
@@ -140,6 +145,14 @@ type OutputSpec struct {
 	// NMSIoU is the IoU above which non-maximum suppression drops the weaker of two boxes
 	// of one class (Ultralytics: 0.7); 0 for an export that has NMS in the graph.
 	NMSIoU float64 `json:"nms_iou,omitempty"`
+}
+
+// ScoreNormalization holds anomalib 1.x's metadata.json keys of the same names.
+type ScoreNormalization struct {
+	ImageThreshold float64 `json:"image_threshold"`
+	PixelThreshold float64 `json:"pixel_threshold"`
+	Min            float64 `json:"min"`
+	Max            float64 `json:"max"`
 }
 
 // DefaultMinConfidence is a detector's MinConfidence when the manifest gives none.
@@ -304,6 +317,19 @@ func (m *Manifest) Validate() error {
 	out := m.Outputs
 	if err := m.validateClasses(); err != nil {
 		return err
+	}
+	if n := out.Normalize; n != nil {
+		if m.Task != TaskAnomaly {
+			return bad("outputs.normalize: only for task anomaly")
+		}
+		for _, v := range []float64{n.ImageThreshold, n.PixelThreshold, n.Min, n.Max} {
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				return bad("outputs.normalize %+v: not finite", *n)
+			}
+		}
+		if !(n.Max > n.Min) {
+			return bad("outputs.normalize: max %v must be above min %v", n.Max, n.Min)
+		}
 	}
 	if r := out.ScoreRange; r != nil {
 		if len(r) != 2 || !(r[0] < r[1]) || math.IsInf(r[0], 0) || math.IsInf(r[1], 0) {

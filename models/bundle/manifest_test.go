@@ -53,6 +53,13 @@ func TestManifestValidate(t *testing.T) {
 		{"normalized twice", func(m *Manifest) {
 			m.Input.Color, m.Input.InGraph, m.Input.Mean = ColorRGB, []string{InGraphResize, InGraphNormalize}, ImageNetMean
 		}, "normalized twice"},
+		{"normalization without a range", func(m *Manifest) {
+			m.Outputs.Normalize = &ScoreNormalization{ImageThreshold: 1, Min: 2, Max: 2}
+		}, "max 2 must be above min 2"},
+		{"normalization of a classifier", func(m *Manifest) {
+			m.Task, m.Outputs.Labels, m.Outputs.OKLabel, m.Thresholds.Fail = TaskClassification, []string{"ok", "dent"}, "ok", 0.5
+			m.Outputs.Normalize = &ScoreNormalization{Min: 0, Max: 1}
+		}, "outputs.normalize: only for task anomaly"},
 		{"unknown in-graph step", func(m *Manifest) { m.Input.InGraph = []string{"crop"} }, `input.in_graph "crop"`},
 		{"threshold on another scale", func(m *Manifest) { m.Outputs.ScoreRange = []float64{0, 1} }, "outside outputs.score_range"},
 		{"fail label unknown", func(m *Manifest) {

@@ -15,6 +15,7 @@ import (
 // Export kinds that Recognize tells apart by their inputs, outputs and metadata.
 const (
 	ExportAnomalib     = "anomalib"      // anomalib 2.x to_onnx: pred_score, anomaly_map, ...
+	ExportAnomalib1    = "anomalib-1"    // anomalib 1.x to_onnx: "output" and metadata.json beside it
 	ExportClassifier   = "classifier"    // torchvision or timm classifier: [N,K] logits or probabilities
 	ExportYOLOClassify = "yolo-classify" // Ultralytics YOLO classify: softmax inside, names in metadata
 	ExportYOLODetect   = "yolo-detect"   // Ultralytics YOLO detect without NMS: [1,4+K,anchors]
@@ -73,9 +74,14 @@ var ErrQuestions = errors.New("the model does not tell everything the manifest n
 // Questions lists the keys Recognize could not fill (before answers).
 func (r *Recognition) Questions() []Question { return r.questions }
 
+// AnomalibMetadataFile is the file anomalib 1.x writes beside its export.
+const AnomalibMetadataFile = "metadata.json"
+
 // Recognize looks for the signature of a known export in the model's inputs, outputs and
-// metadata. It never fails: a model it does not recognize has an empty Kind.
-func Recognize(h *ModelHeader) *Recognition {
+// metadata, and in the files the exporter writes beside the model (beside maps a file
+// name such as AnomalibMetadataFile to its bytes; nil for none). It never fails: a model
+// it does not recognize has an empty Kind.
+func Recognize(h *ModelHeader, beside map[string][]byte) *Recognition {
 	r := &Recognition{h: h, draft: Manifest{Format: BundleFormat, Version: "1.0.0", Opset: int(h.opset)}}
 	r.draft.Name = h.meta[MetaName]
 	if r.draft.Name == "" {
@@ -118,6 +124,8 @@ func Recognize(h *ModelHeader) *Recognition {
 		r.takt()
 	case outs["pred_score"] != nil:
 		r.anomalib(outs)
+	case in.name == "input" && outs["output"] != nil && outs["output"].ranked && len(outs["output"].dims) == 4:
+		r.anomalib1(beside[AnomalibMetadataFile])
 	case h.meta["author"] == "Ultralytics" || (h.meta["task"] != "" && h.meta["names"] != "" && h.meta["imgsz"] != ""):
 		r.ultralytics()
 	case len(h.outputs) == 1 && isClassScores(&h.outputs[0]):
@@ -179,6 +187,55 @@ func (r *Recognition) anomalib(outs map[string]*valueSpec) {
 	m.Outputs.ScoreRange = []float64{0, 1}
 	m.Thresholds.Fail, m.Thresholds.Rule = 0.5, ThresholdRuleExporter
 	r.Assumed = append(r.Assumed, "thresholds.fail 0.5: anomalib's post-processor normalizes pred_score so that its learned image threshold is 0.5")
+}
+
+// anomalib1 reads an anomalib 1.x export: the transform is in the graph, the raw anomaly
+// map is "output", the raw image score (when the model computes one) a [N] output, and the
+// normalization lives in metadata.json.
+func (r *Recognition) anomalib1(metadata []byte) {
+	h, m := r.h, &r.draft
+	r.Kind = ExportAnomalib1
+	m.Task, m.Outputs.Map = TaskAnomaly, "output"
+	m.Input.Color = ColorRGB
+	m.Input.InGraph = []string{InGraphResize, InGraphNormalize}
+	for _, o := range h.outputs {
+		if o.name != "output" && o.tensor && o.elemType == onnxpb.TensorProto_FLOAT && o.ranked && len(o.dims) >= 1 && len(o.dims) <= 2 {
+			m.Outputs.Score = o.name
+		}
+	}
+	r.Found = fmt.Sprintf("anomalib 1.x export (input \"input\", raw anomaly map \"output\", image score %q): resizing and ImageNet normalization in the graph, score normalization in %s", m.Outputs.Score, AnomalibMetadataFile)
+	if m.Outputs.Score == "" {
+		r.Found = "anomalib 1.x export (input \"input\", raw anomaly map \"output\") without an image score output"
+		r.ask("outputs.score", "export a model that outputs pred_score (anomalib 2.x, or PatchCore and others in 1.x)", r.Found)
+	}
+	if metadata == nil {
+		r.ask("outputs.normalize", "put anomalib's "+AnomalibMetadataFile+" beside the model", "anomalib 1.x keeps its thresholds and min/max outside the graph")
+		return
+	}
+	var md struct {
+		ImageThreshold *float64 `json:"image_threshold"`
+		PixelThreshold *float64 `json:"pixel_threshold"`
+		Min            *float64 `json:"min"`
+		Max            *float64 `json:"max"`
+	}
+	if err := json.Unmarshal(metadata, &md); err != nil || md.ImageThreshold == nil {
+		r.ask("outputs.normalize", "give anomalib's own "+AnomalibMetadataFile, fmt.Sprintf("%s beside the model has no image_threshold (%v)", AnomalibMetadataFile, err))
+		return
+	}
+	if md.Min != nil && md.Max != nil && *md.Max > *md.Min {
+		n := &ScoreNormalization{ImageThreshold: *md.ImageThreshold, Min: *md.Min, Max: *md.Max}
+		if md.PixelThreshold != nil {
+			n.PixelThreshold = *md.PixelThreshold
+		}
+		m.Outputs.Normalize = n
+		m.Outputs.ScoreRange = []float64{0, 1}
+		m.Thresholds.Fail, m.Thresholds.Rule = 0.5, ThresholdRuleExporter
+		r.Assumed = append(r.Assumed, fmt.Sprintf("outputs.normalize from %s: scores normalized as anomalib's inferencers do, threshold 0.5", AnomalibMetadataFile))
+		return
+	}
+	// Without min/max anomalib does not normalize: its threshold is on the raw score.
+	m.Thresholds.Fail, m.Thresholds.Rule = *md.ImageThreshold, ThresholdRuleExporter
+	r.Assumed = append(r.Assumed, fmt.Sprintf("thresholds.fail %g: image_threshold of %s, on the raw score", *md.ImageThreshold, AnomalibMetadataFile))
 }
 
 func (r *Recognition) ultralytics() {
@@ -335,8 +392,8 @@ func (r *Recognition) Manifest(a Answers) (*Manifest, error) {
 			answered = len(m.Outputs.Labels) > 0
 		case "outputs.ok_label":
 			answered = m.Outputs.OKLabel != ""
-		case "thresholds.fail":
-			answered = m.Thresholds.Fail > 0
+		case "thresholds.fail", "outputs.normalize":
+			answered = m.Thresholds.Fail > 0 && (q.Key == "thresholds.fail" || a.Threshold > 0)
 		}
 		if !answered {
 			open = append(open, q.String())

@@ -32,6 +32,9 @@ type RunSpec struct {
 	MapH      int
 	MapW      int
 
+	// Normalize is anomalib 1.x's score and map normalization, nil for none.
+	Normalize *ScoreNormalization
+
 	// A detector's output [1, 4+K, Anchors] (BoxLayoutCXCYWH), its candidate confidence
 	// and NMS IoU (0: none).
 	Anchors       int
@@ -352,6 +355,7 @@ func ManifestSpec(h *ModelHeader, m *Manifest) (*RunSpec, error) {
 	if m.Task == TaskDetection {
 		s.MinConfidence, s.NMSIoU = m.Outputs.minConfidence(), m.Outputs.NMSIoU
 	}
+	s.Normalize = m.Outputs.Normalize
 	if err := s.setOutputs(h, m.Outputs.Score, m.Outputs.Map, m.Outputs.Map != ""); err != nil {
 		return nil, err
 	}

@@ -360,6 +360,98 @@ def make_anomalib():
     })
 
 
+# ---------------------------------------------------------------- anomalib 1.x
+
+
+class InferenceModel(nn.Module):
+    """anomalib 1.x's InferenceModel: the transform (resize, normalize) then the torch model;
+    score normalization stays outside the graph, in metadata.json."""
+
+    def __init__(self, model, transform):
+        super().__init__()
+        self.model, self.transform = model, transform
+
+    def forward(self, batch):
+        return self.model(self.transform(batch))
+
+
+class PatchcoreModel1x(PatchDistanceModel):
+    """anomalib 1.x's PatchcoreModel in eval mode: a dict of the raw map and score."""
+
+    def forward(self, x):
+        pred_score, amap = super().forward(x)
+        return {"anomaly_map": amap, "pred_score": pred_score}
+
+
+def make_anomalib1():
+    folder = fresh("anomalib1")
+    torch.manual_seed(21)
+    size = (32, 32)
+    model = PatchcoreModel1x(size).eval()
+    pre = PreProcessor(size)
+    rng = np.random.default_rng(121)
+    as_tensor = lambda a: torch.from_numpy(to_u8(a)).permute(2, 0, 1).unsqueeze(0).float() / 255
+    with torch.no_grad():
+        good = torch.cat([as_tensor(texture(rng, (48, 48))) for _ in range(6)])
+        emb, _ = model.features(pre(good))
+        idx = torch.randperm(emb.shape[0], generator=torch.Generator().manual_seed(22))[:64]
+        model.memory_bank.copy_(emb[idx])
+        val = [as_tensor(texture(rng, (48, 48))) for _ in range(4)]
+        val += [as_tensor(with_defect(texture(rng, (48, 48)), rng, k)) for k in ["scratch", "dent", "scratch", "dent"]]
+        raw = [model(pre(v)) for v in val]
+        img = torch.cat([r["pred_score"] for r in raw])
+        pix = torch.cat([r["anomaly_map"].flatten() for r in raw])
+    # What _get_metadata writes: the task, the thresholds and the MinMax normalization
+    # state (min and max over image and pixel predictions).
+    metadata = {
+        "task": "segmentation",
+        "image_threshold": float((img[:4].max() + img[4:].min()) / 2),
+        "pixel_threshold": float(pix.quantile(0.9)),
+        "min": float(torch.minimum(img.min(), pix.min())),
+        "max": float(torch.maximum(img.max(), pix.max())),
+    }
+    with open(os.path.join(folder, "metadata.json"), "w") as f:
+        json.dump(metadata, f, ensure_ascii=False, indent=4)
+    inference_model = InferenceModel(model, pre).eval()
+    # anomalib 1.x ExportMixin.to_onnx without input_size, as it calls the exporter
+    # ("weight" for the width axis is anomalib's own spelling).
+    input_shape = torch.zeros((1, 3, 1, 1))
+    dynamic_axes = {"input": {0: "batch_size", 2: "height", 3: "weight"}, "output": {0: "batch_size"}}
+    torch.onnx.export(
+        inference_model,
+        input_shape,
+        os.path.join(folder, "model.onnx"),
+        opset_version=14,
+        dynamic_axes=dynamic_axes,
+        input_names=["input"],
+        output_names=["output"],
+    )
+
+    def normalize(x, threshold):  # anomalib 1.x's min-max normalization, as its inferencers apply it
+        return ((x - threshold) / (metadata["max"] - metadata["min"]) + 0.5).clamp(0, 1)
+
+    tensors = save_images(folder, image_set(5, (48, 48)))
+    cases = {}
+    with torch.no_grad():
+        for name, x in tensors.items():
+            out = inference_model(x)
+            score = float(normalize(out["pred_score"], metadata["image_threshold"])[0])
+            amap = normalize(out["anomaly_map"], metadata["pixel_threshold"])[0, 0]
+            cases[name] = {
+                "raw_score": float(out["pred_score"][0]),
+                "score": score,
+                "decision": "FAIL" if score > 0.5 else "PASS",
+                "map_max": float(amap.max()),
+                "map_mean": float(amap.mean()),
+                "map_corner": [float(amap[0, 0]), float(amap[0, -1]), float(amap[-1, 0]), float(amap[-1, -1])],
+                "map_size": list(amap.shape),
+            }
+    write_expected(folder, {
+        "kind": "anomalib 1.x export (transform in the graph, raw outputs, metadata.json beside it), no input size",
+        "threshold": 0.5, "width": 48, "height": 48, "cases": cases,
+    })
+
+
 # ---------------------------------------------------------------- Ultralytics YOLO
 
 
@@ -633,5 +725,6 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     make_resnet()
     make_anomalib()
+    make_anomalib1()
     make_yolo_cls()
     make_yolo_det()

@@ -31,6 +31,7 @@ func TestBringYourOwnModel(t *testing.T) {
 	}{
 		{"resnet", []string{"--labels", "ok,scratch,dent", "--width", "64", "--height", "64"}, "image classifier (torchvision/timm style)"},
 		{"anomalib", []string{"--width", "48", "--height", "48"}, "anomalib 2.x export"},
+		{"anomalib1", []string{"--width", "48", "--height", "48"}, "anomalib 1.x export"},
 		{"yolo-cls", nil, "Ultralytics YOLO classify export"},
 		{"yolo-det", nil, "Ultralytics YOLO detect export"},
 	}

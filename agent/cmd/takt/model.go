@@ -487,7 +487,7 @@ func cmdModelInspect(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("model inspect %s: %w", path, err)
 	}
 	describeModel(stdout, path, data, h)
-	rec := bundle.Recognize(h)
+	rec := bundle.Recognize(h, besideModel(path))
 	fmt.Fprintf(stdout, "export:    %s\n", rec.Found)
 	for _, a := range rec.Assumed {
 		fmt.Fprintf(stdout, "assumed:   %s\n", a)
@@ -654,6 +654,16 @@ func answerFlags(fs *flag.FlagSet) func(model string) (bundle.Answers, error) {
 		}
 		return a, nil
 	}
+}
+
+// besideModel reads the files an exporter writes next to its model (anomalib 1.x's
+// metadata.json), nil when there are none.
+func besideModel(model string) map[string][]byte {
+	data, err := os.ReadFile(filepath.Join(filepath.Dir(model), bundle.AnomalibMetadataFile))
+	if err != nil {
+		return nil
+	}
+	return map[string][]byte{bundle.AnomalibMetadataFile: data}
 }
 
 func splitList(s string) []string {

@@ -134,7 +134,7 @@ func scoreBundle(bundlePath, modelPath, manifestPath string, keyFiles []string, 
 		if err != nil {
 			return nil, err
 		}
-		if m, err = bundle.Recognize(h).Manifest(a); err != nil {
+		if m, err = bundle.Recognize(h, besideModel(modelPath)).Manifest(a); err != nil {
 			return nil, fmt.Errorf("model score %s: %w", modelPath, err)
 		}
 	}
