@@ -45,8 +45,12 @@ type byomExpected struct {
 const byomDir = "../testdata/byom"
 
 func readByom(t *testing.T, name string) ([]byte, byomExpected) {
+	return readByomModel(t, name, "model.onnx")
+}
+
+func readByomModel(t *testing.T, name, model string) ([]byte, byomExpected) {
 	t.Helper()
-	onnx, err := os.ReadFile(filepath.Join(byomDir, name, "model.onnx"))
+	onnx, err := os.ReadFile(filepath.Join(byomDir, name, model))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,16 +78,22 @@ func TestExportsMatchPyTorch(t *testing.T) {
 		kind    string
 		answers bundle.Answers
 		task    string
+		model   string // default model.onnx
 	}{
-		{"resnet", bundle.ExportClassifier, bundle.Answers{Name: "resnet", Labels: []string{"ok", "scratch", "dent"}, Width: 64, Height: 64}, bundle.TaskClassification},
-		{"anomalib", bundle.ExportAnomalib, bundle.Answers{Name: "anomalib", Width: 48, Height: 48}, bundle.TaskAnomaly},
-		{"anomalib1", bundle.ExportAnomalib1, bundle.Answers{Name: "anomalib1", Width: 48, Height: 48}, bundle.TaskAnomaly},
-		{"yolo-cls", bundle.ExportYOLOClassify, bundle.Answers{Name: "yolo-cls"}, bundle.TaskClassification},
-		{"yolo-det", bundle.ExportYOLODetect, bundle.Answers{Name: "yolo-det"}, bundle.TaskDetection},
+		{"resnet", bundle.ExportClassifier, bundle.Answers{Name: "resnet", Labels: []string{"ok", "scratch", "dent"}, Width: 64, Height: 64}, bundle.TaskClassification, ""},
+		{"anomalib", bundle.ExportAnomalib, bundle.Answers{Name: "anomalib", Width: 48, Height: 48}, bundle.TaskAnomaly, ""},
+		{"anomalib1", bundle.ExportAnomalib1, bundle.Answers{Name: "anomalib1", Width: 48, Height: 48}, bundle.TaskAnomaly, ""},
+		{"yolo-cls", bundle.ExportYOLOClassify, bundle.Answers{Name: "yolo-cls"}, bundle.TaskClassification, ""},
+		{"yolo-det", bundle.ExportYOLODetect, bundle.Answers{Name: "yolo-det"}, bundle.TaskDetection, ""},
+		// Exported with dynamic=True: the size comes from imgsz, the anchor count from a test run.
+		{"yolo-det", bundle.ExportYOLODetect, bundle.Answers{Name: "yolo-det"}, bundle.TaskDetection, "model-dynamic.onnx"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.dir, func(t *testing.T) {
-			onnx, exp := readByom(t, tt.dir)
+		if tt.model == "" {
+			tt.model = "model.onnx"
+		}
+		t.Run(tt.dir+"/"+tt.model, func(t *testing.T) {
+			onnx, exp := readByomModel(t, tt.dir, tt.model)
 			h, err := bundle.InspectModel(onnx)
 			if err != nil {
 				t.Fatal(err)
@@ -168,7 +178,7 @@ func TestExportsMatchPyTorch(t *testing.T) {
 					}
 				}
 			}
-			t.Logf("%s: %d images, max abs diff against PyTorch %.3g", tt.dir, len(exp.Cases), worst)
+			t.Logf("%s/%s: %d images, max abs diff against PyTorch %.3g", tt.dir, tt.model, len(exp.Cases), worst)
 		})
 	}
 }

@@ -147,18 +147,21 @@ func TestPreprocessLayoutsAndResizeModes(t *testing.T) {
 			frame.Pix[y*8+x] = 255
 		}
 	}
+	const gray = float32(114) / 255 // Ultralytics' letterbox pad
 	tests := []struct {
 		resize string
+		pad    int
 		want   []float32 // the 4x4 input, row-major
 	}{
-		{bundle.ResizeStretch, []float32{0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1}},
-		{bundle.ResizeCrop, []float32{0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1}}, // center 4x4: columns 2..5
-		{bundle.ResizeLetterbox, []float32{0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0}},
+		{bundle.ResizeStretch, 0, []float32{0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1}},
+		{bundle.ResizeCrop, 0, []float32{0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1}}, // center 4x4: columns 2..5
+		{bundle.ResizeLetterbox, 0, []float32{0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0}},
+		{bundle.ResizeLetterbox, 114, []float32{gray, gray, gray, gray, 0, 0, 1, 1, 0, 0, 1, 1, gray, gray, gray, gray}},
 	}
 	for _, tt := range tests {
-		t.Run("resize "+tt.resize, func(t *testing.T) {
+		t.Run("resize "+tt.resize+" pad "+strconv.Itoa(tt.pad), func(t *testing.T) {
 			m := modeltest.MeanManifest()
-			m.Input.Resize = tt.resize
+			m.Input.Resize, m.Input.Pad = tt.resize, tt.pad
 			rt := runtimeOf(t, m, modeltest.TinyModel(t, modeltest.MeanModel(4, 4)), RuntimeOptions{})
 			if _, err := rt.Infer(context.Background(), frame); err != nil {
 				t.Fatalf("Infer: %v", err)

@@ -14,6 +14,7 @@ type prepSpec struct {
 	nhwc   bool
 	color  string // ColorGray, ColorRGB or ColorBGR: the tensor's channel order
 	resize string
+	pad    byte // the letterbox's pad value
 	lut    [3][256]float32
 }
 
@@ -42,11 +43,11 @@ func (s *prepSpec) srcChannel(c, srcChannels int) int {
 	return c
 }
 
-// fillPad sets every input value to the normalized value of a black pixel (letterbox).
+// fillPad sets every input value to the normalized value of the pad pixel (letterbox).
 func (s *prepSpec) fillPad(dst []float32) {
 	n := s.in.Width * s.in.Height
 	for c := range s.in.Channels {
-		v := s.lut[c][0]
+		v := s.lut[c][s.pad]
 		if s.nhwc {
 			for i := c; i < len(dst); i += s.in.Channels {
 				dst[i] = v

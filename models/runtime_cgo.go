@@ -144,6 +144,7 @@ func loadRuntime(data []byte, spec *bundle.RunSpec, opts RuntimeOptions) (_ *Run
 			Opset:     int(spec.Opset),
 		},
 	}
+	r.prep.pad = spec.Pad
 	defer func() {
 		if err != nil {
 			r.Close()

@@ -106,6 +106,9 @@ type InputSpec struct {
 	Std  []float64 `json:"std,omitempty"`
 	// Resize is ResizeStretch (default), ResizeCrop or ResizeLetterbox.
 	Resize string `json:"resize,omitempty"`
+	// Pad is the byte value ResizeLetterbox pads with (0, black, by default; Ultralytics
+	// pads 114, gray), before normalization like any pixel.
+	Pad int `json:"pad,omitempty"`
 	// InGraph lists what the graph does itself (InGraphResize, InGraphNormalize), as in
 	// anomalib's exports: with "normalize", mean and std must stay 0 and 1, or the input
 	// would be normalized twice.
@@ -287,6 +290,9 @@ func (m *Manifest) Validate() error {
 	}
 	if in.Resize != "" && !slices.Contains([]string{ResizeStretch, ResizeCrop, ResizeLetterbox}, in.Resize) {
 		return bad("input.resize %q: want stretch, crop or letterbox", in.Resize)
+	}
+	if in.Pad < 0 || in.Pad > 255 || (in.Pad != 0 && in.Resize != ResizeLetterbox) {
+		return bad("input.pad %d: want a byte value 0..255, with input.resize letterbox", in.Pad)
 	}
 	channels := 3
 	if in.Color == ColorGray {

@@ -273,15 +273,14 @@ func (r *Recognition) ultralytics() {
 		r.Found = fmt.Sprintf("Ultralytics YOLO detect export (metadata task=detect, %d names, imgsz %s): output %s [1,4+%d,anchors], boxes cx, cy, w, h and class scores, no NMS in the graph",
 			len(names), h.meta["imgsz"], out.name, len(names))
 		m.Task = TaskDetection
-		m.Input.Resize = ResizeLetterbox
+		m.Input.Resize, m.Input.Pad = ResizeLetterbox, 114 // Ultralytics' LetterBox pads gray
 		m.Outputs.BoxLayout = BoxLayoutCXCYWH
 		m.Outputs.MinConfidence, m.Outputs.NMSIoU = DefaultMinConfidence, 0.7
 		m.Thresholds.Fail, m.Thresholds.Rule = DefaultMinConfidence, ThresholdRuleExporter
 		r.Assumed = append(r.Assumed,
 			"outputs.min_confidence 0.25, outputs.nms_iou 0.7: Ultralytics' predict defaults",
 			"thresholds.fail 0.25: a part FAILs when any box of a FAIL class is above it (the confidence Ultralytics shows boxes at)",
-			"outputs.fail_labels: every class (set --fail-labels to keep some classes informative)",
-			"input.resize letterbox pads black where Ultralytics pads gray (114)")
+			"outputs.fail_labels: every class (set --fail-labels to keep some classes informative)")
 	default:
 		r.Found = fmt.Sprintf("an Ultralytics %s export: Takt runs classify and detect models", task)
 		r.ask("task", "export a classify or detect model", r.Found)

@@ -19,6 +19,7 @@ type RunSpec struct {
 	Color     string     // ColorGray, ColorRGB or ColorBGR
 	Mean, Std [3]float64 // per tensor channel
 	Resize    string     // ResizeStretch, ResizeCrop or ResizeLetterbox
+	Pad       byte       // the letterbox's pad value
 
 	Task      string
 	ScoreName string
@@ -322,6 +323,7 @@ func ManifestSpec(h *ModelHeader, m *Manifest) (*RunSpec, error) {
 		Color:     m.Input.Color,
 		Std:       [3]float64{1, 1, 1},
 		Resize:    m.Input.Resize,
+		Pad:       byte(m.Input.Pad),
 		Task:      m.Task,
 		Name:      m.Name,
 		Version:   m.Version,

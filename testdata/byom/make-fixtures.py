@@ -579,10 +579,14 @@ def latest_opset():
     return max(int(k[14:]) for k in vars(torch.onnx) if "symbolic_opset" in k) - 1
 
 
-def ultralytics_export(model, path, task, names, imgsz, stride):
-    """Ultralytics' Exporter.export_onnx with its defaults (dynamic=False, batch 1), then its
-    metadata, each value written as str(value)."""
+def ultralytics_export(model, path, task, names, imgsz, stride, dynamic=False):
+    """Ultralytics' Exporter.export_onnx (dynamic=False and batch 1 are its defaults), then
+    its metadata, each value written as str(value)."""
     im = torch.zeros(1, 3, imgsz, imgsz)
+    if dynamic:
+        dynamic = {"images": {0: "batch", 2: "height", 3: "width"}}
+        if task == "detect":
+            dynamic["output0"] = {0: "batch", 2: "anchors"}
     torch.onnx.export(
         model,
         im,
@@ -592,7 +596,7 @@ def ultralytics_export(model, path, task, names, imgsz, stride):
         do_constant_folding=True,
         input_names=["images"],
         output_names=["output0"],
-        dynamic_axes=None,
+        dynamic_axes=dynamic or None,
     )
     metadata = {
         "description": f"Ultralytics YOLOv8n-{task} model trained on parts.yaml",
@@ -697,6 +701,8 @@ def make_yolo_det():
     model.detect.bias_init(imgsz)
     fit_detector(model, 11, imgsz)
     ultralytics_export(model, os.path.join(folder, "model.onnx"), "detect", names, imgsz, 32)
+    # The same model exported with dynamic=True: batch, height, width and anchors dynamic.
+    ultralytics_export(model, os.path.join(folder, "model-dynamic.onnx"), "detect", names, imgsz, 32, dynamic=True)
     tensors = save_images(folder, image_set(4, (imgsz, imgsz)))
     cases = {}
     with torch.no_grad():
