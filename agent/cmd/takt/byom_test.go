@@ -142,6 +142,19 @@ func TestBringYourOwnModel(t *testing.T) {
 			if err != nil || strings.TrimSpace(out) != want {
 				t.Errorf("station verdicts: %q (%v), want %q", out, err, want)
 			}
+			// Each verdict keeps the class or boxes that decided it.
+			out, err = takt(t, "store", "list", "--data-dir", cfg.DataDir)
+			if err != nil {
+				t.Fatalf("store list: %v", err)
+			}
+			for _, c := range exp.Cases {
+				switch {
+				case len(c.Boxes) > 0 && !strings.Contains(out, fmt.Sprintf(`"boxes":[{"class":%q`, c.Boxes[0].Class)):
+					t.Errorf("stored verdicts lack the %s box:\n%s", c.Boxes[0].Class, out)
+				case c.Class != "" && !strings.Contains(out, fmt.Sprintf(`"class":%q`, c.Class)):
+					t.Errorf("stored verdicts lack class %q:\n%s", c.Class, out)
+				}
+			}
 		})
 	}
 }
