@@ -34,6 +34,7 @@ func TestBringYourOwnModel(t *testing.T) {
 		{"anomalib1", []string{"--width", "48", "--height", "48"}, "anomalib 1.x export"},
 		{"yolo-cls", nil, "Ultralytics YOLO classify export"},
 		{"yolo-det", nil, "Ultralytics YOLO detect export"},
+		{"yolo-e2e", nil, "Ultralytics YOLO end-to-end detect export"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
