@@ -14,7 +14,7 @@ DEMO_HTTP ?= 127.0.0.1:8080
 DEMO_MARKING := 274,106,520,202
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all deps build test soak demo bench lint onnxpb clean package firmware-demo
+.PHONY: all deps build test soak demo bench lint onnxpb clean package firmware-demo gpu-check
 
 all: build
 
@@ -90,6 +90,14 @@ demo: build
 	@bin/takt store backlog --data-dir $(DEMO_DIR)/data
 	@bin/takt eval --data-dir $(DEMO_DIR)/data --labels $(DEMO_DIR)/line/labels.csv
 	@echo "demo: $$(bin/takt store counts --data-dir $(DEMO_DIR)/data)"
+
+# gpu-check: on a machine with an NVIDIA GPU (x86 + GPU, or a Jetson), what its driver, CUDA,
+# cuDNN, TensorRT and ONNX Runtime offer, then the starter model on CPU, CUDA and TensorRT
+# (engine built into the cache, scores checked against the CPU's, p50/p99 at batch 1). Exits 3
+# on a machine without a GPU, 4 when a GPU's libraries are missing (packaging/README.md).
+# ONNXRUNTIME_LIB=/path/to/a/GPU/libonnxruntime.so.1 points it at a GPU build.
+gpu-check: build
+	TAKT_BIN=bin/takt packaging/gpu-check.sh
 
 # package: dist/takt_<version>_<arch>.deb (nfpm) for PACKAGE_ARCHES; the host's arch is built
 # here, arm64 on amd64 is cross-built (packaging/cross-arm64.sh), another arch needs

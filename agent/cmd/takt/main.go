@@ -37,6 +37,7 @@ func commands() *cli.Command {
 			{Name: "compact", Summary: "shrink a stopped agent's takt.db (bbolt never shrinks by itself)", Run: cmdStoreCompact},
 		}},
 		{Name: "eval", Summary: "compare stored verdicts with ground-truth labels", Run: cmdEval},
+		{Name: "gpu-check", Summary: "run a model on CPU, CUDA and TensorRT: scores against the CPU's, p50/p99 at batch 1 (packaging/gpu-check.sh)", Run: cmdGPUCheck},
 		{Name: "alerts", Summary: "print the alerts of stations from an MQTT broker, de-duplicated", Run: cmdAlerts},
 		{Name: "firmware", Summary: "signed agent releases: pack, sign, verify, install (A/B, rollback), recover, status, watch",
 			Subs: firmwareCommands()},
