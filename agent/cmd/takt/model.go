@@ -626,6 +626,7 @@ func answerFlags(fs *flag.FlagSet) func(model string) (bundle.Answers, error) {
 	okLabel := fs.String("ok-label", "", "the class of a good part")
 	failLabels := fs.String("fail-labels", "", "classes that mean FAIL, comma-separated (default: every class but --ok-label; a detector's: every class)")
 	threshold := fs.Float64("threshold", 0, "FAIL threshold on the score (default: the export's own scale, see the README)")
+	perClass := fs.String("class-thresholds", "", "FAIL thresholds of single classes, e.g. dent=0.6,scratch=0.4 (a class's probability, a detector's box confidence)")
 	mean := fs.String("mean", "", `per-channel mean of the input normalization: "imagenet" or comma-separated values`)
 	std := fs.String("std", "", `per-channel std of the input normalization: "imagenet" or comma-separated values`)
 	return func(model string) (bundle.Answers, error) {
@@ -638,6 +639,17 @@ func answerFlags(fs *flag.FlagSet) func(model string) (bundle.Answers, error) {
 		}
 		if *failLabels != "" {
 			a.FailLabels = splitList(*failLabels)
+		}
+		for _, kv := range splitList(*perClass) {
+			k, v, ok := strings.Cut(kv, "=")
+			t, err := strconv.ParseFloat(v, 64)
+			if !ok || err != nil || k == "" {
+				return a, cli.Usagef("--class-thresholds %q: want CLASS=THRESHOLD pairs, comma-separated", *perClass)
+			}
+			if a.PerClass == nil {
+				a.PerClass = map[string]float64{}
+			}
+			a.PerClass[k] = t
 		}
 		var err error
 		if a.Mean, err = parseChannels("--mean", *mean, bundle.ImageNetMean); err != nil {
@@ -666,7 +678,11 @@ func besideModel(model string) map[string][]byte {
 	return map[string][]byte{bundle.AnomalibMetadataFile: data}
 }
 
+// splitList splits a comma-separated flag value; "" is none.
 func splitList(s string) []string {
+	if strings.TrimSpace(s) == "" {
+		return nil
+	}
 	var out []string
 	for _, p := range strings.Split(s, ",") {
 		out = append(out, strings.TrimSpace(p))
