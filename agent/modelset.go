@@ -264,6 +264,12 @@ func (s *modelSet) score(ctx context.Context, f camera.Frame, deadline time.Dura
 			score := res.Score
 			o.Score = &score
 		}
+		if err == nil {
+			o.Class, o.Confidence = res.Class, res.Confidence
+			for _, b := range res.Boxes { // the runtime reuses res.Boxes: copy
+				o.Boxes = append(o.Boxes, store.Box{Class: b.Class, Confidence: b.Confidence, X0: b.X0, Y0: b.Y0, X1: b.X1, Y1: b.Y1})
+			}
+		}
 		v.Latency.PreprocessMs += ms(res.Timings.Preprocess)
 		v.Latency.InferMs += ms(res.Timings.Infer)
 		if decider < 0 || outranks(o, &outs[decider]) {
@@ -281,6 +287,7 @@ func (s *modelSet) score(ctx context.Context, f camera.Frame, deadline time.Dura
 	v.Latency.DecideMs = ms(time.Since(captured))
 	d := outs[decider]
 	v.Decision, v.Reason, v.Score, v.Threshold, v.Model, v.Provider = d.Decision, d.Reason, d.Score, d.Threshold, d.Model, d.Provider
+	v.Class, v.Confidence, v.Boxes = d.Class, d.Confidence, d.Boxes
 	if len(s.models) > 1 {
 		v.Models = outs
 		if v.Decision != store.Pass {

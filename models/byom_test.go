@@ -85,6 +85,7 @@ func TestExportsMatchPyTorch(t *testing.T) {
 		{"anomalib1", bundle.ExportAnomalib1, bundle.Answers{Name: "anomalib1", Width: 48, Height: 48}, bundle.TaskAnomaly, ""},
 		{"yolo-cls", bundle.ExportYOLOClassify, bundle.Answers{Name: "yolo-cls"}, bundle.TaskClassification, ""},
 		{"yolo-det", bundle.ExportYOLODetect, bundle.Answers{Name: "yolo-det"}, bundle.TaskDetection, ""},
+		{"yolo-e2e", bundle.ExportYOLODetect, bundle.Answers{Name: "yolo-e2e"}, bundle.TaskDetection, ""},
 		// Exported with dynamic=True: the size comes from imgsz, the anchor count from a test run.
 		{"yolo-det", bundle.ExportYOLODetect, bundle.Answers{Name: "yolo-det"}, bundle.TaskDetection, "model-dynamic.onnx"},
 	}
@@ -342,16 +343,29 @@ func TestDetectorNMS(t *testing.T) {
 		0.9, 0.8, 0.1, 0.3, // class 0
 		0.1, 0.1, 0.7, 0.2, // class 1
 	}
-	d := newDetector(2, 4, 0.25, 0.7)
+	d := newDetector(bundle.BoxLayoutCXCYWH, 2, 4, 0.25, 0.7)
 	got := d.detect(out)
 	// Anchors 1 (IoU 0.82) and 3 (the same box) overlap anchor 0 in its class and go.
 	if len(got) != 2 || got[0].class != 0 || got[0].conf != 0.9 || got[1].class != 1 || got[1].conf != 0.7 {
 		t.Fatalf("detect: %+v, want class 0 at 0.9 and class 1 at 0.7", got)
 	}
-	if got := newDetector(2, 4, 0.25, 0).detect(out); len(got) != 4 {
+	if got := newDetector(bundle.BoxLayoutCXCYWH, 2, 4, 0.25, 0).detect(out); len(got) != 4 {
 		t.Errorf("without NMS: %d boxes, want 4", len(got))
 	}
-	if got := newDetector(2, 4, 0.5, 0).detect(out); len(got) != 3 {
+	if got := newDetector(bundle.BoxLayoutCXCYWH, 2, 4, 0.5, 0).detect(out); len(got) != 3 {
 		t.Errorf("minimum confidence 0.5, no NMS: %d boxes, want 3", len(got))
+	}
+	// An end-to-end output: rows x1, y1, x2, y2, score, class; a row below the minimum, one
+	// with a class that is no index and one outside the labels are dropped.
+	rows := []float32{
+		1, 2, 3, 4, 0.6, 1,
+		5, 6, 7, 8, 0.9, 0,
+		1, 1, 2, 2, 0.1, 0,
+		1, 1, 2, 2, 0.8, 0.5,
+		1, 1, 2, 2, 0.8, 2,
+	}
+	e2e := newDetector(bundle.BoxLayoutXYXY, 2, 5, 0.25, 0).detect(rows)
+	if len(e2e) != 2 || e2e[0] != (detection{5, 6, 7, 8, 0.9, 0}) || e2e[1] != (detection{1, 2, 3, 4, 0.6, 1}) {
+		t.Errorf("end-to-end rows: %+v, want the 0.9 box of class 0, then the 0.6 box of class 1", e2e)
 	}
 }

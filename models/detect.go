@@ -3,6 +3,8 @@ package models
 import (
 	"cmp"
 	"slices"
+
+	"github.com/takt-edge/takt/models/bundle"
 )
 
 // Box is one detection of a detector: its class, confidence and rectangle in frame pixels
@@ -28,15 +30,18 @@ const maxDetections = 300
 
 // detector turns a [1, 4+K, anchors] output (BoxLayoutCXCYWH) into boxes the way
 // Ultralytics' non_max_suppression does: each anchor's best class, kept when its score is
-// above minConf, then per-class greedy NMS by descending score. Its buffers are reused.
+// above minConf, then per-class greedy NMS by descending score. An end-to-end output
+// [1, N, 6] (BoxLayoutXYXY) holds its boxes already: those above minConf are kept. Its
+// buffers are reused.
 type detector struct {
 	classes, anchors int
+	xyxy             bool    // BoxLayoutXYXY: anchors is the number of rows
 	minConf, iou     float32 // iou 0: no NMS
 	cand, kept       []detection
 }
 
-func newDetector(classes, anchors int, minConf, iou float64) *detector {
-	return &detector{classes: classes, anchors: anchors, minConf: float32(minConf), iou: float32(iou),
+func newDetector(layout string, classes, anchors int, minConf, iou float64) *detector {
+	return &detector{classes: classes, anchors: anchors, xyxy: layout == bundle.BoxLayoutXYXY, minConf: float32(minConf), iou: float32(iou),
 		cand: make([]detection, 0, anchors), kept: make([]detection, 0, min(anchors, maxDetections))}
 }
 
@@ -44,18 +49,29 @@ func newDetector(classes, anchors int, minConf, iou float64) *detector {
 func (d *detector) detect(out []float32) []detection {
 	a := d.anchors
 	d.cand = d.cand[:0]
-	for i := range a {
-		best, conf := 0, out[4*a+i]
-		for k := 1; k < d.classes; k++ {
-			if v := out[(4+k)*a+i]; v > conf {
-				best, conf = k, v
+	if d.xyxy {
+		for i := range a {
+			row := out[i*6 : i*6+6]
+			class := int(row[5])
+			if !(row[4] > d.minConf) || float32(class) != row[5] || class < 0 || class >= d.classes {
+				continue
 			}
+			d.cand = append(d.cand, detection{x0: row[0], y0: row[1], x1: row[2], y1: row[3], conf: row[4], class: class})
 		}
-		if !(conf > d.minConf) {
-			continue
+	} else {
+		for i := range a {
+			best, conf := 0, out[4*a+i]
+			for k := 1; k < d.classes; k++ {
+				if v := out[(4+k)*a+i]; v > conf {
+					best, conf = k, v
+				}
+			}
+			if !(conf > d.minConf) {
+				continue
+			}
+			cx, cy, w, h := out[i], out[a+i], out[2*a+i], out[3*a+i]
+			d.cand = append(d.cand, detection{x0: cx - w/2, y0: cy - h/2, x1: cx + w/2, y1: cy + h/2, conf: conf, class: best})
 		}
-		cx, cy, w, h := out[i], out[a+i], out[2*a+i], out[3*a+i]
-		d.cand = append(d.cand, detection{x0: cx - w/2, y0: cy - h/2, x1: cx + w/2, y1: cy + h/2, conf: conf, class: best})
 	}
 	slices.SortStableFunc(d.cand, func(p, q detection) int { return cmp.Compare(q.conf, p.conf) })
 	d.kept = d.kept[:0]

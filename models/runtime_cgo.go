@@ -156,7 +156,7 @@ func loadRuntime(data []byte, spec *bundle.RunSpec, opts RuntimeOptions) (_ *Run
 		}
 	}
 	if spec.Task == bundle.TaskDetection {
-		r.det = newDetector(spec.Classes(), spec.Anchors, spec.MinConfidence, spec.NMSIoU)
+		r.det = newDetector(spec.BoxLayout, spec.Classes(), spec.Anchors, spec.MinConfidence, spec.NMSIoU)
 		r.boxes = make([]Box, 0, min(spec.Anchors, maxDetections))
 	}
 	if r.tensors, err = newTensors(spec); err != nil {

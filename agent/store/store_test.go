@@ -80,6 +80,12 @@ func TestCommitGetRoundtrip(t *testing.T) {
 		{"NaN score stored as nil", func() *Verdict { v := newVerdict(NoDecision, "A3"); v.Score = ptr(math.NaN()); return v }(), nil, "", nil},
 		{"Inf score stored as nil", func() *Verdict { v := newVerdict(Fail, "A4"); v.Score = ptr(math.Inf(1)); return v }(), nil, "", nil},
 		{"nil score", func() *Verdict { v := newVerdict(NoDecision, "A5"); v.Score = nil; return v }(), nil, "", nil},
+		{"detector boxes, a NaN one dropped", func() *Verdict {
+			v := newVerdict(Fail, "A6")
+			v.Class, v.Confidence = "dent", 0.9
+			v.Boxes = []Box{{Class: "dent", Confidence: 0.9, X0: 1, Y0: 2, X1: 3, Y1: 4}, {Class: "dent", Confidence: 0.5, X0: math.NaN(), Y1: 1}}
+			return v
+		}(), nil, "", ptr(0.42)},
 	}
 	dir := t.TempDir()
 	s := openStore(t, dir)
@@ -108,6 +114,11 @@ func TestCommitGetRoundtrip(t *testing.T) {
 			}
 			if !reflect.DeepEqual(v.Score, tt.wantScore) {
 				t.Errorf("Score = %v, want %v", v.Score, tt.wantScore)
+			}
+			for _, b := range v.Boxes {
+				if !finite(b.X0) {
+					t.Errorf("Boxes keep %+v: JSON cannot hold NaN", b)
+				}
 			}
 			got, err := s.Get(v.ID)
 			if err != nil {

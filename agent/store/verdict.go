@@ -37,8 +37,15 @@ type Verdict struct {
 	ImageRef  string     `json:"image_ref"` // image path relative to the store dir, slash-separated; set by Commit
 	Label     string     `json:"label"`     // operator label, empty when none
 	SyncedAt  *time.Time `json:"synced_at"` // when the cloud confirmed it, nil until then
+	// Class and Confidence are a classifier's top class and its probability, or a
+	// detector's most confident box; empty for an anomaly model.
+	Class      string  `json:"class,omitempty"`
+	Confidence float64 `json:"confidence,omitempty"`
+	// Boxes are a detector's boxes, in frame pixels.
+	Boxes []Box `json:"boxes,omitempty"`
 	// Models holds each model's outcome when a station runs several models on a frame;
-	// Score, Threshold, Model and Provider above are those of the model that decided.
+	// Score, Threshold, Model, Provider, Class and Boxes above are those of the model that
+	// decided.
 	Models []ModelScore `json:"models,omitempty"`
 
 	// ImageDropped is set by Commit when an image was given but not stored
@@ -65,6 +72,39 @@ type ModelScore struct {
 	Score     *float64 `json:"score"` // nil when there is none
 	Threshold float64  `json:"threshold"`
 	Provider  string   `json:"provider"`
+
+	Class      string  `json:"class,omitempty"`
+	Confidence float64 `json:"confidence,omitempty"`
+	Boxes      []Box   `json:"boxes,omitempty"`
+}
+
+// Box is one box a detector found: its class, confidence and rectangle in frame pixels
+// (x0 <= x < x1, y0 <= y < y1).
+type Box struct {
+	Class      string  `json:"class"`
+	Confidence float64 `json:"confidence"`
+	X0         float64 `json:"x0"`
+	Y0         float64 `json:"y0"`
+	X1         float64 `json:"x1"`
+	Y1         float64 `json:"y1"`
+}
+
+// finiteBoxes drops the boxes holding a NaN or infinite number (JSON has none), and a
+// confidence that is not finite.
+func finiteBoxes(conf *float64, boxes []Box) []Box {
+	if !finite(*conf) {
+		*conf = 0
+	}
+	out := boxes[:0]
+	for _, b := range boxes {
+		if finite(b.Confidence) && finite(b.X0) && finite(b.Y0) && finite(b.X1) && finite(b.Y1) {
+			out = append(out, b)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
 // Latency holds the stage timings of one verdict, in milliseconds.
@@ -105,8 +145,10 @@ func (v *Verdict) normalize() error {
 	if v.Score != nil && !finite(*v.Score) {
 		v.Score = nil
 	}
+	v.Boxes = finiteBoxes(&v.Confidence, v.Boxes)
 	for i := range v.Models {
 		m := &v.Models[i]
+		m.Boxes = finiteBoxes(&m.Confidence, m.Boxes)
 		switch m.Decision {
 		case Pass, Fail, NoDecision:
 		default:

@@ -32,6 +32,11 @@ const (
 // then the K class scores.
 const BoxLayoutCXCYWH = "cxcywh-classes"
 
+// BoxLayoutXYXY is the layout of an end-to-end export (YOLOv10-style heads): one output
+// [1, N, 6] whose rows are x1, y1, x2, y2 in input pixels, the score and the class index;
+// its boxes need no NMS.
+const BoxLayoutXYXY = "xyxy-score-class"
+
 // Steps an exported graph may do itself (InputSpec.InGraph).
 const (
 	InGraphResize    = "resize"    // the graph resizes its input to the size it was trained on
@@ -140,7 +145,7 @@ type OutputSpec struct {
 	// ScoreRange is the [low, high] range of the score when the model bounds it (anomalib's
 	// normalized pred_score: [0, 1]); thresholds.fail must lie inside it.
 	ScoreRange []float64 `json:"score_range,omitempty"`
-	// BoxLayout is a detector's output layout: BoxLayoutCXCYWH.
+	// BoxLayout is a detector's output layout: BoxLayoutCXCYWH or BoxLayoutXYXY.
 	BoxLayout string `json:"box_layout,omitempty"`
 	// MinConfidence drops a detector's boxes at or below it before NMS (default 0.25, as
 	// Ultralytics' predict).
@@ -446,8 +451,9 @@ func (m *Manifest) validateClasses() error {
 	if out.Softmax || out.OKLabel != "" {
 		return bad("outputs.softmax, ok_label: not for task detection (a detector finds defects; fail_labels names which)")
 	}
-	if out.BoxLayout != BoxLayoutCXCYWH {
-		return bad("outputs.box_layout %q: want %q ([1, 4+classes, anchors], as Ultralytics YOLO exports)", out.BoxLayout, BoxLayoutCXCYWH)
+	if out.BoxLayout != BoxLayoutCXCYWH && out.BoxLayout != BoxLayoutXYXY {
+		return bad("outputs.box_layout %q: want %q ([1, 4+classes, anchors], as Ultralytics YOLO exports) or %q ([1, N, 6] of an end-to-end export)",
+			out.BoxLayout, BoxLayoutCXCYWH, BoxLayoutXYXY)
 	}
 	if c := out.MinConfidence; !(c >= 0 && c < 1) {
 		return bad("outputs.min_confidence %v: want 0 <= c < 1", c)

@@ -264,9 +264,24 @@ func (r *Recognition) ultralytics() {
 		m.Thresholds.Fail, m.Thresholds.Rule = 0.5, ThresholdRuleExporter
 		r.Assumed = append(r.Assumed, "thresholds.fail 0.5: a part FAILs when its FAIL classes together are more likely than not")
 	case "detect":
+		if out.ranked && len(out.dims) == 3 && out.dims[2] == 6 && out.dims[1] != int64(4+len(names)) {
+			r.Kind = ExportYOLODetect
+			r.Found = fmt.Sprintf("Ultralytics YOLO end-to-end detect export (metadata task=detect, %d names, imgsz %s): output %v, rows x1, y1, x2, y2, score, class, no NMS needed",
+				len(names), h.meta["imgsz"], out)
+			m.Task = TaskDetection
+			m.Input.Resize, m.Input.Pad = ResizeLetterbox, 114
+			m.Outputs.BoxLayout = BoxLayoutXYXY
+			m.Outputs.MinConfidence = DefaultMinConfidence
+			m.Thresholds.Fail, m.Thresholds.Rule = DefaultMinConfidence, ThresholdRuleExporter
+			r.Assumed = append(r.Assumed,
+				"outputs.min_confidence 0.25: Ultralytics' predict default",
+				"thresholds.fail 0.25: a part FAILs when any box of a FAIL class is above it (the confidence Ultralytics shows boxes at)",
+				"outputs.fail_labels: every class (set --fail-labels to keep some classes informative)")
+			return
+		}
 		if !out.ranked || len(out.dims) != 3 || (out.dims[1] > 0 && out.dims[1] != int64(4+len(names))) {
-			r.Found = fmt.Sprintf("Ultralytics YOLO detect export with output %v, not [1,%d,anchors]: export it without NMS (nms=False, end2end off)", out, 4+len(names))
-			r.ask("outputs.box_layout", "re-export without NMS", r.Found)
+			r.Found = fmt.Sprintf("Ultralytics YOLO detect export with output %v: Takt reads [1,%d,anchors] (no NMS) or [1,N,6] (end-to-end)", out, 4+len(names))
+			r.ask("outputs.box_layout", "re-export with the default head", r.Found)
 			return
 		}
 		r.Kind = ExportYOLODetect

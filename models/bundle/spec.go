@@ -36,8 +36,9 @@ type RunSpec struct {
 	// Normalize is anomalib 1.x's score and map normalization, nil for none.
 	Normalize *ScoreNormalization
 
-	// A detector's output [1, 4+K, Anchors] (BoxLayoutCXCYWH), its candidate confidence
-	// and NMS IoU (0: none).
+	// A detector's output: [1, 4+K, Anchors] (BoxLayoutCXCYWH) or [1, Anchors, 6]
+	// (BoxLayoutXYXY), its candidate confidence and NMS IoU (0: none).
+	BoxLayout     string
 	Anchors       int
 	MinConfidence float64
 	NMSIoU        float64
@@ -60,7 +61,13 @@ func (s *RunSpec) Classes() int { return len(s.Labels) }
 // SetOutputShapes fixes the dynamic output dims from the shapes a test run produced: score
 // is the shape of the score output, mapShape that of the map (nil without one).
 func (s *RunSpec) SetOutputShapes(score, mapShape []int64) error {
-	if s.Task == TaskDetection {
+	if s.Task == TaskDetection && s.BoxLayout == BoxLayoutXYXY {
+		if len(score) != 3 || score[0] != 1 || score[1] < 0 || score[2] != 6 {
+			return unsupported("detection output %q is %v at run time: want [1,boxes,6]", s.ScoreName, score)
+		}
+		s.Anchors = int(score[1])
+		s.ScoreDims = []int64{1, score[1], 6}
+	} else if s.Task == TaskDetection {
 		if len(score) != 3 || score[0] != 1 || score[1] != int64(4+s.Classes()) || score[2] < 1 {
 			return unsupported("detection output %q is %v at run time: want [1,%d,anchors]", s.ScoreName, score, 4+s.Classes())
 		}
@@ -232,9 +239,23 @@ func (s *RunSpec) setOutputs(h *ModelHeader, scoreName, mapName string, mapRequi
 	return nil
 }
 
-// setDetectionOutput checks a detector's output: float32 [1, 4+K, anchors].
+// setDetectionOutput checks a detector's output: float32 [1, 4+K, anchors], or [1, N, 6]
+// for BoxLayoutXYXY.
 func (s *RunSpec) setDetectionOutput(out *valueSpec) error {
 	k := s.Classes()
+	if s.BoxLayout == BoxLayoutXYXY {
+		const want = "want float32 [1,boxes,6] (x1, y1, x2, y2, score, class)"
+		if !out.tensor || out.elemType != onnxpb.TensorProto_FLOAT || !out.ranked || len(out.dims) != 3 || out.dims[0] > 1 || (out.dims[2] >= 0 && out.dims[2] != 6) {
+			return unsupported("detection output %v: %s", out, want)
+		}
+		s.ScoreDims = []int64{1, out.dims[1], 6}
+		if out.dims[1] < 0 || out.dims[2] < 0 {
+			s.ShapesAtRun = true
+		} else {
+			s.Anchors = int(out.dims[1])
+		}
+		return nil
+	}
 	want := fmt.Sprintf("want float32 [1,%d,anchors] (box centre x, y, width, height, then one score per label %q)", 4+k, s.Labels)
 	if !out.tensor || out.elemType != onnxpb.TensorProto_FLOAT || !out.ranked || len(out.dims) != 3 {
 		return unsupported("detection output %v: %s", out, want)
@@ -355,7 +376,7 @@ func ManifestSpec(h *ModelHeader, m *Manifest) (*RunSpec, error) {
 		}
 	}
 	if m.Task == TaskDetection {
-		s.MinConfidence, s.NMSIoU = m.Outputs.minConfidence(), m.Outputs.NMSIoU
+		s.MinConfidence, s.NMSIoU, s.BoxLayout = m.Outputs.minConfidence(), m.Outputs.NMSIoU, m.Outputs.BoxLayout
 	}
 	s.Normalize = m.Outputs.Normalize
 	if err := s.setOutputs(h, m.Outputs.Score, m.Outputs.Map, m.Outputs.Map != ""); err != nil {

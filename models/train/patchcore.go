@@ -37,7 +37,7 @@ type PatchCoreOptions struct {
 	Name    string `yaml:"name"`    // takt.name; default "patchcore"
 	Version string `yaml:"version"` // takt.version; default "0.1.0"
 	// Width and Height are the model input size, rounded down to multiples of Stride.
-	// Default: Width 128, Height from the aspect of the first good image. Images of other
+	// Default: Width 128, Height from the median aspect of the good images. Images of other
 	// aspects are stretched (textures need no aspect check).
 	Width  int `yaml:"width"`
 	Height int `yaml:"height"`
@@ -166,7 +166,7 @@ func patchCorePlan(good []camera.Frame, opts PatchCoreOptions) (PatchCoreOptions
 	if opts.TrainedAt.IsZero() {
 		opts.TrainedAt = time.Now()
 	}
-	a0 := float64(good[0].Width) / float64(good[0].Height)
+	a0 := medianAspect(good)
 	channels, err := inputChannels(opts.Color, good)
 	if err != nil {
 		return opts, bundle.InputShape{}, fmt.Errorf("train patchcore: %w", err)

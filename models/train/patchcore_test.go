@@ -250,3 +250,26 @@ func TestPatchCoreOptionsErrors(t *testing.T) {
 		t.Errorf("one good image: got no error, want one")
 	}
 }
+
+// Images of several aspects (a texture's crops) give PatchCore the same input whatever
+// their order: the median aspect's, not the first image's.
+func TestPatchCoreInputFollowsMedianAspect(t *testing.T) {
+	frame := func(w, h int) camera.Frame {
+		return camera.Frame{Width: w, Height: h, Channels: 1, Pix: make([]byte, w*h)}
+	}
+	good := []camera.Frame{frame(400, 100), frame(200, 200), frame(300, 200), frame(100, 300), frame(240, 160)}
+	want := bundle.InputShape{Channels: 1, Width: 64, Height: 40} // median aspect 1.5, 64/1.5 rounded down to the stride
+	for _, order := range [][]int{{0, 1, 2, 3, 4}, {3, 4, 0, 2, 1}, {1, 0, 4, 3, 2}} {
+		var fs []camera.Frame
+		for _, i := range order {
+			fs = append(fs, good[i])
+		}
+		_, in, err := patchCorePlan(fs, TexturePatchCoreOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if in != want {
+			t.Errorf("order %v: input %v, want %v", order, in, want)
+		}
+	}
+}

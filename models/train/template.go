@@ -247,6 +247,26 @@ func otherView(good []camera.Frame) int {
 	return 0
 }
 
+// medianAspect is the median width/height of the good images: the shape a model for images
+// of several aspects (a texture, loosely cropped parts) takes, so that it does not depend on
+// which image comes first.
+func medianAspect(good []camera.Frame) float64 {
+	as := make([]float64, 0, len(good))
+	for _, f := range good {
+		if f.Height > 0 {
+			as = append(as, aspectOf(f))
+		}
+	}
+	if len(as) == 0 {
+		return 1
+	}
+	slices.Sort(as)
+	if n := len(as); n%2 == 0 {
+		return (as[n/2-1] + as[n/2]) / 2
+	}
+	return as[len(as)/2]
+}
+
 // oneView says whether the good images share one aspect ratio (within maxAspectDiff).
 func oneView(good []camera.Frame) bool { return otherView(good) == 0 }
 

@@ -202,8 +202,7 @@ func trainPlan(set TrainSet, opts TrainOptions) (TrainOptions, error) {
 		}
 		h := opts.Template.Height
 		if h == 0 {
-			g := set.Good[0]
-			h = int(math.Round(float64(w) * float64(g.Height) / float64(g.Width)))
+			h = int(math.Round(float64(w) / medianAspect(set.Good)))
 		}
 		pw := opts.PatchCore.Width
 		if pw == 0 {
@@ -245,8 +244,7 @@ func trainPlan(set TrainSet, opts TrainOptions) (TrainOptions, error) {
 	if withBackbone {
 		// Cut and run once here, not in every fold and check.
 		opts.PatchCore.Backbone = opts.Backbone
-		g := set.Good[0]
-		bb, err := backbone.Resolve(opts.Backbone, float64(g.Width)/float64(g.Height))
+		bb, err := backbone.Resolve(opts.Backbone, medianAspect(set.Good))
 		if err != nil {
 			return opts, fmt.Errorf("train: %w", err)
 		}

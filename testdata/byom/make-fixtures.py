@@ -529,7 +529,7 @@ class Detect(nn.Module):
         self.nc, self.nl, self.reg_max = nc, len(ch), reg_max
         self.no = nc + reg_max * 4
         self.stride = torch.tensor(stride, dtype=torch.float)
-        c2, c3 = 16, 16
+        c2, c3 = 8, 8
         self.cv2 = nn.ModuleList(nn.Sequential(Conv(x, c2, 3), Conv(c2, c2, 3), nn.Conv2d(c2, 4 * reg_max, 1)) for x in ch)
         self.cv3 = nn.ModuleList(nn.Sequential(Conv(x, c3, 3), Conv(c3, c3, 3), nn.Conv2d(c3, nc, 1)) for x in ch)
         self.dfl = DFL(reg_max)
@@ -727,6 +727,65 @@ def make_yolo_det():
     })
 
 
+def v10postprocess(preds, max_det, nc):
+    """Ultralytics' v10postprocess: the end-to-end head's top boxes by best class score, no
+    NMS; rows x1, y1, x2, y2, score, class."""
+    boxes, scores = preds.split([4, nc], dim=-1)
+    max_scores = scores.amax(dim=-1)
+    max_scores, index = torch.topk(max_scores, max_det, dim=-1)
+    index = index.unsqueeze(-1)
+    boxes = torch.gather(boxes, dim=1, index=index.repeat(1, 1, boxes.shape[-1]))
+    scores = torch.gather(scores, dim=1, index=index.repeat(1, 1, scores.shape[-1]))
+    scores, index = torch.topk(scores.flatten(1), max_det, dim=-1)
+    labels = index % nc
+    index = index // nc
+    boxes = boxes.gather(dim=1, index=index.unsqueeze(-1).repeat(1, 1, boxes.shape[-1]))
+    return torch.cat([boxes, scores.unsqueeze(-1), labels.unsqueeze(-1).to(boxes.dtype)], dim=-1)
+
+
+class YOLOEnd2End(nn.Module):
+    """A YOLOv10-style end-to-end export: the detect head's boxes as x1, y1, x2, y2, then
+    v10postprocess, so the graph outputs [1, max_det, 6] and needs no NMS."""
+
+    def __init__(self, model, max_det):
+        super().__init__()
+        self.model, self.max_det = model, max_det
+
+    def forward(self, x):
+        y = self.model(x).permute(0, 2, 1)  # [N, anchors, 4 + nc]
+        xy, wh, cls = y[..., :2], y[..., 2:4], y[..., 4:]
+        preds = torch.cat((xy - wh / 2, xy + wh / 2, cls), -1)
+        return v10postprocess(preds, self.max_det, cls.shape[-1])
+
+
+def make_yolo_e2e():
+    folder = fresh("yolo-e2e")
+    torch.manual_seed(12)
+    names = ["scratch", "dent"]
+    imgsz = 64
+    model = YOLODetect(len(names))
+    model.detect.bias_init(imgsz)
+    fit_detector(model, 12, imgsz)
+    e2e = YOLOEnd2End(model, 20).eval()
+    ultralytics_export(e2e, os.path.join(folder, "model.onnx"), "detect", names, imgsz, 32)
+    tensors = save_images(folder, image_set(6, (imgsz, imgsz)))
+    cases = {}
+    with torch.no_grad():
+        for name, x in tensors.items():
+            rows = e2e(x)[0]
+            rows = rows[rows[:, 4] > 0.25]  # Ultralytics' predict keeps rows above conf
+            score = max((float(r[4]) for r in rows), default=0.0)
+            cases[name] = {
+                "boxes": [{"class": names[int(r[5])], "confidence": float(r[4]), "xyxy": [float(v) for v in r[:4]]} for r in rows],
+                "score": score,
+                "decision": "FAIL" if score > 0.25 else "PASS",
+            }
+    write_expected(folder, {
+        "kind": "YOLOv10-style end-to-end export ([1, 20, 6]: x1, y1, x2, y2, score, class; no NMS needed)",
+        "labels": names, "threshold": 0.25, "width": imgsz, "height": imgsz, "cases": cases,
+    })
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     make_resnet()
@@ -734,3 +793,4 @@ if __name__ == "__main__":
     make_anomalib1()
     make_yolo_cls()
     make_yolo_det()
+    make_yolo_e2e()

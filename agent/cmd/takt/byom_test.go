@@ -34,6 +34,7 @@ func TestBringYourOwnModel(t *testing.T) {
 		{"anomalib1", []string{"--width", "48", "--height", "48"}, "anomalib 1.x export"},
 		{"yolo-cls", nil, "Ultralytics YOLO classify export"},
 		{"yolo-det", nil, "Ultralytics YOLO detect export"},
+		{"yolo-e2e", nil, "Ultralytics YOLO end-to-end detect export"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -141,6 +142,19 @@ func TestBringYourOwnModel(t *testing.T) {
 			want := fmt.Sprintf("parts=%d pass=%d fail=%d no_decision=0", len(exp.Cases), len(exp.Cases)-fails, fails)
 			if err != nil || strings.TrimSpace(out) != want {
 				t.Errorf("station verdicts: %q (%v), want %q", out, err, want)
+			}
+			// Each verdict keeps the class or boxes that decided it.
+			out, err = takt(t, "store", "list", "--data-dir", cfg.DataDir)
+			if err != nil {
+				t.Fatalf("store list: %v", err)
+			}
+			for _, c := range exp.Cases {
+				switch {
+				case len(c.Boxes) > 0 && !strings.Contains(out, fmt.Sprintf(`"boxes":[{"class":%q`, c.Boxes[0].Class)):
+					t.Errorf("stored verdicts lack the %s box:\n%s", c.Boxes[0].Class, out)
+				case c.Class != "" && !strings.Contains(out, fmt.Sprintf(`"class":%q`, c.Class)):
+					t.Errorf("stored verdicts lack class %q:\n%s", c.Class, out)
+				}
 			}
 		})
 	}

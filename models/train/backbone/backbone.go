@@ -42,7 +42,7 @@ type Options struct {
 	Mean []float64 `yaml:"mean"`
 	Std  []float64 `yaml:"std"`
 	// Width and Height are the input size when the backbone's is symbolic; default width
-	// 224, height from the first good image's aspect. A fixed backbone input size wins;
+	// 224, height from the good images' median aspect. A fixed backbone input size wins;
 	// asking for another is an error.
 	Width  int `yaml:"width"`
 	Height int `yaml:"height"`
