@@ -313,6 +313,10 @@ func (r *Role) enqueueVerdicts(ctx context.Context) int {
 				CameraID: v.CameraID, Serial: v.Serial, Time: v.Time, Verdict: v.Decision, Reason: v.Reason, Score: v.Score,
 				Threshold: v.Threshold, Model: wire.ModelRef{Name: v.Model.Name, Version: v.Model.Version, SHA256: v.Model.SHA256},
 				Provider: v.Provider, LatencyMs: v.Latency.TotalMs, CorrelationID: r.takeCorrelation(v.Serial)}
+			m.Class, m.Confidence = v.Class, v.Confidence
+			for _, b := range v.Boxes {
+				m.Boxes = append(m.Boxes, wire.BoxMsg{Class: b.Class, Confidence: b.Confidence, X0: b.X0, Y0: b.Y0, X1: b.X1, Y1: b.Y1})
+			}
 			if m.Station == "" {
 				m.Station = r.station
 			}

@@ -311,3 +311,29 @@ func TestMQTTCommands(t *testing.T) {
 		return false
 	})
 }
+
+// A detector's verdict goes out with its class and boxes.
+func TestMQTTVerdictCarriesBoxes(t *testing.T) {
+	b := cloudtest.StartMosquitto(t)
+	sub := stationtest.NewSubscriber(t, b.URL, "console-2", true)
+	st := openStore(t, t.TempDir())
+	r, _ := startRole(t, testMQTTConfig(b.URL), st, testStation{})
+	ctx := context.Background()
+	if err := r.conn.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	score := 0.97
+	v := &store.Verdict{Station: "st-1", CameraID: "cam0", Serial: "SN-1", Time: time.Now(), Decision: store.Fail,
+		Reason: "score 0.97 > threshold 0.25", Score: &score, Threshold: 0.25, Class: "dent", Confidence: 0.97,
+		Boxes: []store.Box{{Class: "dent", Confidence: 0.97, X0: 1, Y0: 2, X1: 30, Y1: 40}}}
+	if err := st.Commit(ctx, v, nil); err != nil {
+		t.Fatal(err)
+	}
+	r.VerdictCommitted()
+	stationtest.WaitUntil(t, 10*time.Second, "the verdict at the subscriber", func() bool { return len(sub.Received().Verdicts) == 1 })
+	for _, m := range sub.Received().Verdicts {
+		if m.Class != "dent" || len(m.Boxes) != 1 || m.Boxes[0] != (wire.BoxMsg{Class: "dent", Confidence: 0.97, X0: 1, Y0: 2, X1: 30, Y1: 40}) {
+			t.Errorf("verdict message: class %q boxes %+v, want dent and the box", m.Class, m.Boxes)
+		}
+	}
+}

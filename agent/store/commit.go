@@ -30,7 +30,9 @@ type request struct {
 }
 
 // Commit stores v and its image (nil for none) durably and returns only after
-// both are fsync'd. On success it sets v.ID, v.ImageRef and v.Schema and
+// both are fsync'd. The image file is written and fsync'd here, concurrently
+// with other callers and with the committer's transaction; the committer
+// fsyncs the folders of a group's images once, then commits their records. On success it sets v.ID, v.ImageRef and v.Schema and
 // stores v.Time in UTC; on error v is unchanged. The caller must not modify v
 // or img during the call.
 //
@@ -80,7 +82,7 @@ func (s *Store) Commit(ctx context.Context, v *Verdict, img *Image) error {
 		r.img = filepath.Join(s.dir, filepath.FromSlash(rec.ImageRef))
 		if err := s.writeImage(r.img, img.Data); err != nil {
 			s.release(r.imgSize)
-			return fmt.Errorf("commit verdict %d: write image: %w", rec.ID, err)
+			return fmt.Errorf("commit verdict %d: write image %s: %w", rec.ID, r.img, err)
 		}
 	}
 	data, err := json.Marshal(&rec)
@@ -222,8 +224,21 @@ func (s *Store) run() {
 // before the answers go out: a caller that re-joins at once must not count
 // twice in the committer's expectation.
 func (s *Store) commitBatch(batch []*request) (queued int) {
+	batch = s.syncFolders(batch)
+	if len(batch) == 0 {
+		return s.queued()
+	}
 	if s.hookBeforeTx != nil {
 		s.hookBeforeTx(len(batch))
+	}
+	if s.hookTxImages != nil {
+		var imgs []string
+		for _, r := range batch {
+			if r.img != "" {
+				imgs = append(imgs, r.img)
+			}
+		}
+		s.hookTxImages(imgs)
 	}
 	fnFailed := false
 	s.dbMu.RLock()
@@ -316,8 +331,60 @@ func imageRef(v *Verdict, ext string) string {
 	return path.Join(imagesDir, v.Time.Format("2006/01/02"), strconv.FormatUint(v.ID, 10)+"."+ext)
 }
 
-// writeImage writes data to name atomically and durably: temp file in the
-// same folder, write, fsync, rename, fsync the folder.
+// syncFolders makes the names of batch's images durable before the
+// transaction that points to them: it fsyncs each folder they were renamed
+// into once for the whole group (their contents were fsync'd by writeImage).
+// A request whose folder could not be synced is answered with the error, its
+// image removed, and left out of the batch it returns (the same slice,
+// filtered in place).
+func (s *Store) syncFolders(batch []*request) []*request {
+	var dirErr map[string]error
+	failed := 0
+	for _, r := range batch {
+		if r.img == "" {
+			continue
+		}
+		dir := filepath.Dir(r.img)
+		err, synced := dirErr[dir]
+		if !synced {
+			if s.hookSyncFolder != nil {
+				err = s.hookSyncFolder(dir)
+			}
+			if err == nil {
+				err = syncDirs(dir)
+			}
+			if dirErr == nil {
+				dirErr = map[string]error{}
+			}
+			dirErr[dir] = err
+		}
+		if err != nil {
+			failed++
+		}
+	}
+	if failed == 0 {
+		return batch
+	}
+	kept := batch[:0]
+	for _, r := range batch {
+		if r.img != "" {
+			if err := dirErr[filepath.Dir(r.img)]; err != nil {
+				removeImage(r.img)
+				r.done <- err
+				continue
+			}
+		}
+		kept = append(kept, r)
+	}
+	clear(batch[len(kept):])
+	return kept
+}
+
+// writeImage writes data to name atomically: temp file in the same folder,
+// write, fsync, rename. Its folder is fsync'd by the committer, once for the
+// group of verdicts it commits (see syncFolders): until then a crash may lose
+// the name, never leave it with partial content, and the record naming it is
+// not committed either.
 func (s *Store) writeImage(name string, data []byte) (err error) {
 	dir := filepath.Dir(name)
 	if err := s.ensureDir(dir); err != nil {
@@ -356,10 +423,7 @@ func (s *Store) writeImage(name string, data []byte) (err error) {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, name); err != nil {
-		return err
-	}
-	return syncDirs(dir)
+	return os.Rename(tmp, name)
 }
 
 // ensureDir creates dir (images/{yyyy}/{mm}/{dd}) and fsyncs the parent of

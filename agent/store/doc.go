@@ -14,10 +14,11 @@
 //
 // [Open] takes the directory and [Options]. [Store.Commit] assigns the verdict
 // its id, writes the image atomically (temp file in the same folder, write,
-// fsync, rename, fsync the folder), then writes the record in a bbolt
-// transaction and returns after that transaction is fsync'd. The image is
-// always durable before the record that names it, so a record never points to
-// a missing image.
+// fsync, rename), then hands the record to the committer, which fsyncs the
+// folders of its group's images once, writes the records in a bbolt
+// transaction and answers each caller after that transaction is fsync'd. The
+// image is always durable, under its final name, before the record that names
+// it, so a record never points to a missing image.
 //
 // Concurrent Commit calls share transactions: a single committer goroutine
 // takes every request queued and writes them in one bbolt transaction (one

@@ -151,6 +151,13 @@ type Store struct {
 	// hookBeforeTx, when set (tests only, before the first Commit), runs in
 	// the committer before each transaction with the batch size.
 	hookBeforeTx func(n int)
+	// hookTxImages, when set (tests only, before the first Commit), runs in
+	// the committer before each transaction with the image paths it names.
+	hookTxImages func(paths []string)
+	// hookSyncFolder, when set (tests only, before the first Commit), runs
+	// before the committer fsyncs an image folder; an error it returns stands
+	// for the fsync's.
+	hookSyncFolder func(dir string) error
 }
 
 // Stats are in-memory counters of this Store since Open (the eviction

@@ -89,6 +89,10 @@ type Box struct {
 	Y1         float64 `json:"y1"`
 }
 
+// Width and Height are the box's size in frame pixels.
+func (b Box) Width() float64  { return b.X1 - b.X0 }
+func (b Box) Height() float64 { return b.Y1 - b.Y0 }
+
 // finiteBoxes drops the boxes holding a NaN or infinite number (JSON has none), and a
 // confidence that is not finite.
 func finiteBoxes(conf *float64, boxes []Box) []Box {

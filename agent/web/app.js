@@ -57,10 +57,16 @@
     fa.textContent = v && v.label === "false_accept" ? "Undo false accept" : "False accept";
   }
 
-  // Part detail page: only the label buttons.
+  // Part detail page: the label buttons, and a detector's boxes over the image (they are
+  // in frame pixels: the overlay takes the image's own size as its coordinates).
   if (body.dataset.id) {
     const l = $("cur-label").textContent.trim();
     setButtons({ id: Number(body.dataset.id), decision: body.dataset.decision, label: l === "—" ? "" : l });
+    const img = $("part-img"), boxes = $("part-boxes");
+    if (img && boxes) {
+      const fit = () => boxes.setAttribute("viewBox", "0 0 " + img.naturalWidth + " " + img.naturalHeight);
+      if (img.complete) fit(); else img.addEventListener("load", fit);
+    }
     return;
   }
 

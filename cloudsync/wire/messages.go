@@ -138,9 +138,24 @@ type VerdictMsg struct {
 	Model     ModelRef  `json:"model"`
 	Provider  string    `json:"provider,omitempty"`
 	LatencyMs float64   `json:"latency_ms"`
+	// Class and Confidence are a classifier's top class, or a detector's most confident
+	// box; Boxes a detector's boxes in frame pixels. Absent for an anomaly model.
+	Class      string   `json:"class,omitempty"`
+	Confidence float64  `json:"confidence,omitempty"`
+	Boxes      []BoxMsg `json:"boxes,omitempty"`
 	// CorrelationID is the cmd/trigger's correlation_id when a trigger
 	// command asked for this part (MQTT 3.1.1 has no correlation data).
 	CorrelationID string `json:"correlation_id,omitempty"`
+}
+
+// BoxMsg is one box of a detector: class, confidence and rectangle in frame pixels.
+type BoxMsg struct {
+	Class      string  `json:"class"`
+	Confidence float64 `json:"confidence"`
+	X0         float64 `json:"x0"`
+	Y0         float64 `json:"y0"`
+	X1         float64 `json:"x1"`
+	Y1         float64 `json:"y1"`
 }
 
 // Validate implements Message.
