@@ -231,9 +231,10 @@ func TestFiguresModelUpdate(t *testing.T) {
 
 	// Shadow overhead: windows of the same number of parts without a shadow run, with one
 	// paced at shadow.max_busy (the default) and with one that never rests (max_busy 1),
-	// interleaved over rounds so that a change in the machine's load hits all three alike;
+	// interleaved over rounds so that a change in the machine's load hits all three alike,
+	// the order rotating every round so that each mode runs first, second and last once;
 	// each ratio is the median over the rounds of the window's p50 over the round's own p50
-	// without shadow.
+	// without shadow. A shadow run that compared no part measured nothing and fails.
 	u := r.a.ota
 	const n, rounds = 50, 3
 	p50 := func(from int) float64 {
@@ -259,9 +260,19 @@ func TestFiguresModelUpdate(t *testing.T) {
 	busy := defaultModelUpdateConfig().Shadow.MaxBusy
 	var pacedR, unpacedR []float64
 	for i := range rounds {
-		off := p50(log.len())
-		paced, ps := shadowed(busy)
-		unpaced, us := shadowed(1)
+		var off, paced, unpaced float64
+		var ps, us ota.ShadowFigures
+		modes := []func(){
+			func() { off = p50(log.len()) },
+			func() { paced, ps = shadowed(busy) },
+			func() { unpaced, us = shadowed(1) },
+		}
+		for k := range modes {
+			modes[(i+k)%len(modes)]()
+		}
+		if ps.Compared == 0 || us.Compared == 0 {
+			t.Fatalf("round %d: the shadow runs compared %d (max_busy %.2f) and %d (max_busy 1) parts, want some", i, ps.Compared, busy, us.Compared)
+		}
 		pacedR, unpacedR = append(pacedR, paced/off), append(unpacedR, unpaced/off)
 		t.Logf("round %d: active p50 %.1f ms without shadow; %.1f ms with max_busy %.2f (compared %d, dropped %d); %.1f ms with max_busy 1 (compared %d, dropped %d)",
 			i, off, paced, busy, ps.Compared, ps.Dropped, unpaced, us.Compared, us.Dropped)
