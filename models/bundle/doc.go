@@ -15,8 +15,11 @@
 // WriteSignedTar are the same signature and tar rules for other signed artifacts (agent
 // releases in package firmware).
 //
-// InspectModel reads an ONNX file's header (inputs, outputs, opset, takt.* metadata)
-// without copying its weights; RunSpecOf and ManifestSpec check it and say how to run it.
+// InspectModel reads an ONNX file's header (inputs, outputs with their symbolic dims,
+// opset, metadata, operators) without copying its weights; RunSpecOf and ManifestSpec
+// check it and say how to run it. Recognize tells the exports of anomalib (1.x, 2.x),
+// torchvision/timm classifiers and Ultralytics YOLO (classify, detect) apart and writes
+// their manifest, asking (Question) for what the model does not tell.
 // InputShape and Region are the model input and the frame rectangles that manifests,
 // runtime and trainers share.
 //

@@ -190,6 +190,12 @@ type Thresholds struct {
 	// FalseRejectBudget is the share of good parts the plant accepts to reject, as the
 	// trainer was told (0.01 is 1%).
 	FalseRejectBudget float64 `json:"false_reject_budget,omitempty"`
+	// PerClass sets the FAIL threshold of single FAIL classes of a classifier (on the
+	// class's probability) or detector (on a box's confidence); Fail holds for the others.
+	// With it, the score is the highest of each FAIL class's probability (a detector: box
+	// confidence) times Fail / its threshold, so that it is above Fail exactly when one
+	// class is above its own threshold.
+	PerClass map[string]float64 `json:"per_class,omitempty"`
 	// ExpectedFalseReject and ExpectedEscape are the shares of good parts failed and of
 	// defective parts passed at Fail that the trainer's cross-validation predicts; absent
 	// when unknown (ExpectedEscape needs labeled defects).
@@ -419,6 +425,8 @@ func (m *Manifest) validateClasses() error {
 		return bad("outputs.labels, ok_label, fail_labels, softmax: only for task classification or detection")
 	case m.Task != TaskDetection && (out.BoxLayout != "" || out.MinConfidence != 0 || out.NMSIoU != 0):
 		return bad("outputs.box_layout, min_confidence, nms_iou: only for task detection")
+	case !labeled && len(m.Thresholds.PerClass) > 0:
+		return bad("thresholds.per_class: only for task classification or detection")
 	case !labeled:
 		return nil
 	case out.Map != "":
@@ -445,6 +453,14 @@ func (m *Manifest) validateClasses() error {
 	if m.Task == TaskClassification && len(out.FailClasses(m.Task)) == 0 {
 		return bad("outputs.fail_labels: no class means FAIL")
 	}
+	for l, t := range m.Thresholds.PerClass {
+		if !slices.Contains(out.FailClasses(m.Task), l) {
+			return bad("thresholds.per_class: %q is not a FAIL class (outputs.fail_labels %q)", l, out.FailClasses(m.Task))
+		}
+		if !(t > 0 && t < 1) {
+			return bad("thresholds.per_class[%s] %v: want a probability between 0 and 1", l, t)
+		}
+	}
 	if m.Task != TaskDetection {
 		return nil
 	}
@@ -463,6 +479,11 @@ func (m *Manifest) validateClasses() error {
 	}
 	if len(m.ROIs) > 0 {
 		return bad("rois: not supported for task detection (the boxes cover the whole frame)")
+	}
+	for l, t := range m.Thresholds.PerClass {
+		if t < out.minConfidence() {
+			return bad("thresholds.per_class[%s] %v is below outputs.min_confidence %v: boxes below it are dropped before the decision", l, t, out.minConfidence())
+		}
 	}
 	if c := out.minConfidence(); m.Thresholds.Fail < c {
 		return bad("thresholds.fail %v is below outputs.min_confidence %v: boxes below it are dropped before the decision", m.Thresholds.Fail, c)

@@ -60,6 +60,19 @@ func TestManifestValidate(t *testing.T) {
 			m.Task, m.Outputs.Labels, m.Outputs.OKLabel, m.Thresholds.Fail = TaskClassification, []string{"ok", "dent"}, "ok", 0.5
 			m.Outputs.Normalize = &ScoreNormalization{Min: 0, Max: 1}
 		}, "outputs.normalize: only for task anomaly"},
+		{"per-class threshold on an anomaly model", func(m *Manifest) { m.Thresholds.PerClass = map[string]float64{"dent": 0.5} }, "thresholds.per_class: only for"},
+		{"per-class threshold of the ok class", func(m *Manifest) {
+			m.Task, m.Outputs.Labels, m.Outputs.OKLabel, m.Thresholds.Fail = TaskClassification, []string{"ok", "dent"}, "ok", 0.5
+			m.Thresholds.PerClass = map[string]float64{"ok": 0.5}
+		}, `thresholds.per_class: "ok" is not a FAIL class`},
+		{"per-class threshold above 1", func(m *Manifest) {
+			m.Task, m.Outputs.Labels, m.Outputs.OKLabel, m.Thresholds.Fail = TaskClassification, []string{"ok", "dent"}, "ok", 0.5
+			m.Thresholds.PerClass = map[string]float64{"dent": 1.5}
+		}, "thresholds.per_class[dent] 1.5"},
+		{"per-class threshold below a detector's boxes", func(m *Manifest) {
+			m.Task, m.Outputs.Labels, m.Outputs.BoxLayout, m.Thresholds.Fail = TaskDetection, []string{"dent"}, BoxLayoutCXCYWH, 0.5
+			m.Thresholds.PerClass = map[string]float64{"dent": 0.1}
+		}, "thresholds.per_class[dent] 0.1 is below outputs.min_confidence"},
 		{"unknown in-graph step", func(m *Manifest) { m.Input.InGraph = []string{"crop"} }, `input.in_graph "crop"`},
 		{"threshold on another scale", func(m *Manifest) { m.Outputs.ScoreRange = []float64{0, 1} }, "outside outputs.score_range"},
 		{"fail label unknown", func(m *Manifest) {

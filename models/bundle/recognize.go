@@ -65,6 +65,7 @@ type Answers struct {
 	OKLabel       string
 	FailLabels    []string
 	Threshold     float64
+	PerClass      map[string]float64
 	Mean, Std     []float64
 }
 
@@ -386,6 +387,9 @@ func (r *Recognition) Manifest(a Answers) (*Manifest, error) {
 	}
 	if a.Threshold > 0 {
 		m.Thresholds.Fail, m.Thresholds.Rule = a.Threshold, ""
+	}
+	if a.PerClass != nil {
+		m.Thresholds.PerClass = a.PerClass
 	}
 	if a.Mean != nil {
 		m.Input.Mean = a.Mean

@@ -27,11 +27,14 @@ type RunSpec struct {
 	Labels    []string
 	OKIndex   int
 	FailIndex []int // classes that mean FAIL (classification, detection)
-	Softmax   bool
-	MapName   string  // "" without an anomaly map
-	MapDims   []int64 // [1,1,h,w] or [1,h,w]
-	MapH      int
-	MapW      int
+	// ClassScale, with per-class thresholds, is threshold / the class's own threshold for
+	// each label (1 for classes without one); nil without per-class thresholds.
+	ClassScale []float64
+	Softmax    bool
+	MapName    string  // "" without an anomaly map
+	MapDims    []int64 // [1,1,h,w] or [1,h,w]
+	MapH       int
+	MapW       int
 
 	// Normalize is anomalib 1.x's score and map normalization, nil for none.
 	Normalize *ScoreNormalization
@@ -373,6 +376,15 @@ func ManifestSpec(h *ModelHeader, m *Manifest) (*RunSpec, error) {
 		s.OKIndex = slices.Index(s.Labels, m.Outputs.OKLabel)
 		for _, l := range m.Outputs.FailClasses(m.Task) {
 			s.FailIndex = append(s.FailIndex, slices.Index(s.Labels, l))
+		}
+		if len(m.Thresholds.PerClass) > 0 {
+			s.ClassScale = make([]float64, len(s.Labels))
+			for i, l := range s.Labels {
+				s.ClassScale[i] = 1
+				if t, ok := m.Thresholds.PerClass[l]; ok {
+					s.ClassScale[i] = m.Thresholds.Fail / t
+				}
+			}
 		}
 	}
 	if m.Task == TaskDetection {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,17 +18,31 @@ import (
 	"github.com/takt-edge/takt/models/train/backbone"
 )
 
-// TestFiguresTrainerBackbone prints the magnetic-tile figures of the split protocol
-// (TestFiguresTrainerMagneticTile) for Train with a pretrained backbone, as `takt model
-// train --backbone FILE --layer NAME` runs it: good images only, and with half of each
-// defect kind (where Train builds the filter bank beside the backbone); also the median
-// training seconds with labels and the last model's inference p50 per tile (2 threads).
-// The backbone is not part of the repository: TAKT_BACKBONE=FILE.onnx with
-// TAKT_BACKBONE_LAYER (packaging/fetch-backbone.sh writes both for an ImageNet
-// MobileNetV2); without it the figures are not measured.
+// TestFiguresTrainerBackbone prints the split protocol's figures (as
+// TestFiguresTrainerMagneticTile and TestFiguresTrainerSolarCells) for Train with the
+// recommended backbone, as `takt model train` runs it by default when make build has
+// fetched it: with half of each defect kind on the magnetic tiles and on the solar cells
+// (the filter bank beside the backbone, heads over both), and, for comparison only (it is
+// not the default), good images only on the tiles; also the median training seconds with
+// labels and the last tile model's inference p50 per tile (2 threads). The backbone is
+// found as `takt model train` finds it: $TAKT_BACKBONE_DIR, else the checkout's
+// .deps/backbone (packaging/fetch-backbone.sh, run by make build and make bench).
 func TestFiguresTrainerBackbone(t *testing.T) {
 	figuresOn(t)
-	opts := TrainOptions{Backbone: backbone.Options{ONNX: backboneFromEnv(t), Layer: os.Getenv("TAKT_BACKBONE_LAYER")}}
+	dirs := []string{filepath.Join("..", "..", ".deps", "backbone")}
+	if d := os.Getenv("TAKT_BACKBONE_DIR"); d != "" {
+		dirs = []string{d}
+	}
+	rec, err := backbone.FindRecommended(dirs)
+	if err != nil {
+		t.Fatalf("%v: run packaging/fetch-backbone.sh .deps/backbone (make bench does)", err)
+	}
+	bo, err := rec.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("recommended backbone %s at %s", rec.Path(), rec.Layer)
+	opts := TrainOptions{Backbone: bo}
 	s := loadProtocolSet(t, "magnetic-tile", "blowhole", "break", "crack", "fray", "uneven")
 	un := summarize(t, s.name, "good only, backbone", first(protocolRuns(t, s, false, opts)))
 	fmt.Printf("BENCH auroc_magnetic_tile_backbone=%.3f\n", un.auroc)
@@ -38,6 +53,7 @@ func TestFiguresTrainerBackbone(t *testing.T) {
 	fmt.Printf("BENCH auroc_magnetic_tile_supervised_backbone_sd=%.3f\n", sup.aurocSD)
 	fmt.Printf("BENCH false_reject_magnetic_tile_supervised_backbone=%.3f\n", sup.falseReject)
 	fmt.Printf("BENCH escape_magnetic_tile_supervised_backbone=%.3f\n", sup.escape)
+	fmt.Printf("BENCH cv_auroc_gap_magnetic_tile_supervised_backbone=%.3f\n", sup.cvGap)
 	fmt.Printf("BENCH backbone_supervised_train_seconds=%.1f\n", sup.seconds)
 	r, err := models.LoadRuntimeData(m.ONNX, models.RuntimeOptions{Threads: 2})
 	if err != nil {
@@ -46,6 +62,14 @@ func TestFiguresTrainerBackbone(t *testing.T) {
 	defer r.Close()
 	ds := inferTimes(t, r, s.good, 40)
 	fmt.Printf("BENCH backbone_infer_p50_ms=%.1f\n", ms(median(ds)))
+
+	cells := loadProtocolSet(t, "solar-cells", "defective")
+	sc := summarize(t, cells.name, "with labels, backbone", first(protocolRuns(t, cells, true, opts)))
+	fmt.Printf("BENCH auroc_solar_cells_supervised_backbone=%.3f\n", sc.auroc)
+	fmt.Printf("BENCH auroc_solar_cells_supervised_backbone_sd=%.3f\n", sc.aurocSD)
+	fmt.Printf("BENCH false_reject_solar_cells_supervised_backbone=%.3f\n", sc.falseReject)
+	fmt.Printf("BENCH escape_solar_cells_supervised_backbone=%.3f\n", sc.escape)
+	fmt.Printf("BENCH cv_auroc_gap_solar_cells_supervised_backbone=%.3f\n", sc.cvGap)
 }
 
 // TestFiguresTrainerBackboneConfigs compares PatchCore on a user's pretrained backbone

@@ -147,3 +147,75 @@ func TestModelTrainBackboneErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestModelTrainRecommendedBackbone: with labeled defects, `takt model train` takes the
+// recommended backbone (found through TAKT_BACKBONE_DIR here, .deps/backbone after make
+// build) beside the filter bank by default; --backbone none, good images only, or no
+// recommended backbone train the filter bank alone; a broken recommended.json is an error
+// naming it.
+func TestModelTrainRecommendedBackbone(t *testing.T) {
+	if raceEnabled {
+		t.Skip("training is ~20x slower under -race; make test runs this test without it")
+	}
+	dir := t.TempDir()
+	data, rec, empty := filepath.Join(dir, "data"), filepath.Join(dir, "backbone"), filepath.Join(dir, "empty")
+	for _, d := range []string{rec, empty} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeBackbone(t, filepath.Join(rec, "bb.onnx"))
+	recJSON := filepath.Join(rec, "recommended.json")
+	if err := os.WriteFile(recJSON, []byte(`{"model": "bb.onnx", "layer": "feat2", "source": "a test CNN"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := takt(t, "synth", "--out", data, "--good", "6", "--defective", "4", "--seed", "8"); err != nil {
+		t.Fatalf("synth: %v\n%s", err, out)
+	}
+	goodOnly := filepath.Join(dir, "goodonly")
+	if err := os.MkdirAll(goodOnly, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(data, "good"), filepath.Join(goodOnly, "good")); err != nil {
+		t.Fatal(err)
+	}
+	train := func(bbDir, data string, extra ...string) (string, error) {
+		t.Setenv("TAKT_BACKBONE_DIR", bbDir)
+		args := append([]string{"model", "train", "--data", data, "--out", filepath.Join(dir, "m.onnx"), "--min-head-defects", "3"}, extra...)
+		return takt(t, args...)
+	}
+	out, err := train(rec, data)
+	if err != nil {
+		t.Fatalf("model train with a recommended backbone: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "train: backbone "+filepath.Join(rec, "bb.onnx")+" at feat2 beside the filter bank") ||
+		!strings.Contains(out, "cv_auroc_backbone_folds=") || !strings.Contains(out, "with_filter_bank=1") || !strings.Contains(out, "input gray 1x1x72x96") {
+		t.Errorf("model train with labels and a recommended backbone: want the backbone beside the filter bank at its 96x72 input:\n%s", out)
+	}
+	for _, c := range []struct {
+		name, bbDir, data string
+		extra             []string
+		want              string
+	}{
+		{"--backbone none", rec, data, []string{"--backbone", "none"}, ""},
+		{"good images only", rec, goodOnly, nil, ""},
+		{"none found", empty, data, nil, "train: no recommended backbone found in " + empty},
+	} {
+		out, err := train(c.bbDir, c.data, c.extra...)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", c.name, err, out)
+		}
+		if strings.Contains(out, "train: backbone") || strings.Contains(out, "with_filter_bank") || strings.Contains(out, "1x1x72x96") {
+			t.Errorf("%s: want the filter bank alone:\n%s", c.name, out)
+		}
+		if c.want != "" && !strings.Contains(out, c.want) {
+			t.Errorf("%s: want %q:\n%s", c.name, c.want, out)
+		}
+	}
+	if err := os.WriteFile(recJSON, []byte(`{"model": "bb.onnx"`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := train(rec, data); err == nil || !strings.Contains(err.Error(), recJSON) || !strings.Contains(err.Error(), "--backbone none") {
+		t.Errorf("broken recommended.json: got %v, want an error naming %s and --backbone none\n%s", err, recJSON, out)
+	}
+}

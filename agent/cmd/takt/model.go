@@ -54,7 +54,7 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	})
 	color := fs.String("color", train.ColorAuto, "auto (an RGB model when the good images are colour), gray or rgb")
 	rule := fs.String("threshold", eval.RuleFalseReject, "how the threshold is chosen: false-reject (keep the --false-reject budget; with defects, catch the most within it) or best-f1 (best F1 on the cross-validated defects)")
-	backboneFile := fs.String("backbone", "", "ONNX model whose feature map, cut at --layer, replaces PatchCore's filter bank (input NCHW float, 1 or 3 channels)")
+	backboneFile := fs.String("backbone", backboneAuto, "auto (with at least --min-head-defects labeled defects, the recommended backbone that make build fetches, beside the filter bank), none, or an ONNX model whose feature map, cut at --layer, gives PatchCore's features (input NCHW float, 1 or 3 channels)")
 	layer := fs.String("layer", "", "tensor of --backbone to cut at: a 4-D NCHW feature map (a node output name); several, comma-separated, are joined on the first one's grid")
 	bbMean := fs.String("backbone-mean", "", `per-channel mean subtracted from the 0..1 gray input before --backbone: "imagenet" or comma-separated values (default 0)`)
 	bbStd := fs.String("backbone-std", "", `per-channel std the input is divided by before --backbone: "imagenet" or comma-separated values (default 1)`)
@@ -80,7 +80,8 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 		return errors.New("model train: --out must end in .onnx (plain model) or .tar (signed bundle)")
 	}
 	var bbOpts backbone.Options
-	if *backboneFile != "" {
+	userBackbone := *backboneFile != backboneAuto && *backboneFile != backboneNone && *backboneFile != ""
+	if userBackbone {
 		var err error
 		if bbOpts, err = backboneOptions(*backboneFile, *layer, *bbMean, *bbStd); err != nil {
 			return err
@@ -118,12 +119,28 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 		FalseReject: falseReject, ThresholdRule: *rule, Color: *color,
 		Progress: newProgress(stderr).step,
 	}
-	if *backboneFile != "" {
+	if *backboneFile == backboneAuto {
+		rec, use, err := recommendedBackbone(*method, *minHead, len(set.Defects), *width, *height)
+		if err != nil {
+			return err
+		}
+		switch {
+		case use:
+			if bbOpts, err = rec.Options(); err != nil {
+				return err
+			}
+			userBackbone = true
+			fmt.Fprintf(stdout, "train: backbone %s at %s beside the filter bank (recommended with labeled defects; --backbone none leaves it out)\n", rec.Path(), rec.Layer)
+		case rec.Dir == "" && len(set.Defects) >= *minHead && *minHead > 0:
+			fmt.Fprintf(stdout, "train: no recommended backbone found in %s (make build fetches it): the filter bank alone\n", strings.Join(backbone.RecommendedDirs(), ", "))
+		}
+	}
+	if userBackbone {
 		opts.Backbone = bbOpts
 		opts.Backbone.Width, opts.Backbone.Height = *width, *height
 		opts.WithFilterBank, opts.BackboneAlone = *withFB, *bbAlone
 	}
-	if (*width != 0 || *height != 0) && *method == train.MethodPatchCore && *backboneFile == "" {
+	if (*width != 0 || *height != 0) && *method == train.MethodPatchCore && !userBackbone {
 		// Alone, PatchCore takes the size; otherwise it is the template's and the
 		// ensemble's input, which PatchCore averages down to about 64 px.
 		opts.PatchCore = train.TexturePatchCoreOptions()
@@ -149,6 +166,32 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "train: wrote %s (%s %s, input %s, good scores max %.4g over %d folds, sha256 %s)\n",
 		*out, tm.Name, tm.Version, tm.Input, slices.Max(tm.GoodScores), tm.Folds, tm.SHA256()[:12])
 	return nil
+}
+
+// --backbone's values besides a file.
+const (
+	backboneAuto = "auto"
+	backboneNone = "none"
+)
+
+// recommendedBackbone is what --backbone auto uses: the recommended backbone (see
+// backbone.FindRecommended) where it was measured to help, that is with at least minHead
+// labeled defects (the filter bank beside it, heads over both), for methods that can take
+// it and no input size asked for (the recommended model's is fixed). use says whether to
+// train with it; rec.Dir is empty when none was found.
+func recommendedBackbone(method string, minHead, defects, width, height int) (rec backbone.Recommended, use bool, err error) {
+	if minHead <= 0 || defects < minHead || width != 0 || height != 0 ||
+		(method != train.MethodAuto && method != train.MethodPatchCore) {
+		return rec, false, nil
+	}
+	rec, err = backbone.FindRecommended(backbone.RecommendedDirs())
+	if errors.Is(err, backbone.ErrNoRecommended) {
+		return backbone.Recommended{}, false, nil
+	}
+	if err != nil {
+		return rec, false, fmt.Errorf("model train: %w (--backbone none trains without it)", err)
+	}
+	return rec, true, nil
 }
 
 // backboneOptions reads the backbone file and parses its normalization flags.
@@ -626,6 +669,7 @@ func answerFlags(fs *flag.FlagSet) func(model string) (bundle.Answers, error) {
 	okLabel := fs.String("ok-label", "", "the class of a good part")
 	failLabels := fs.String("fail-labels", "", "classes that mean FAIL, comma-separated (default: every class but --ok-label; a detector's: every class)")
 	threshold := fs.Float64("threshold", 0, "FAIL threshold on the score (default: the export's own scale, see the README)")
+	perClass := fs.String("class-thresholds", "", "FAIL thresholds of single classes, e.g. dent=0.6,scratch=0.4 (a class's probability, a detector's box confidence)")
 	mean := fs.String("mean", "", `per-channel mean of the input normalization: "imagenet" or comma-separated values`)
 	std := fs.String("std", "", `per-channel std of the input normalization: "imagenet" or comma-separated values`)
 	return func(model string) (bundle.Answers, error) {
@@ -638,6 +682,17 @@ func answerFlags(fs *flag.FlagSet) func(model string) (bundle.Answers, error) {
 		}
 		if *failLabels != "" {
 			a.FailLabels = splitList(*failLabels)
+		}
+		for _, kv := range splitList(*perClass) {
+			k, v, ok := strings.Cut(kv, "=")
+			t, err := strconv.ParseFloat(v, 64)
+			if !ok || err != nil || k == "" {
+				return a, cli.Usagef("--class-thresholds %q: want CLASS=THRESHOLD pairs, comma-separated", *perClass)
+			}
+			if a.PerClass == nil {
+				a.PerClass = map[string]float64{}
+			}
+			a.PerClass[k] = t
 		}
 		var err error
 		if a.Mean, err = parseChannels("--mean", *mean, bundle.ImageNetMean); err != nil {
@@ -666,7 +721,11 @@ func besideModel(model string) map[string][]byte {
 	return map[string][]byte{bundle.AnomalibMetadataFile: data}
 }
 
+// splitList splits a comma-separated flag value; "" is none.
 func splitList(s string) []string {
+	if strings.TrimSpace(s) == "" {
+		return nil
+	}
 	var out []string
 	for _, p := range strings.Split(s, ",") {
 		out = append(out, strings.TrimSpace(p))
