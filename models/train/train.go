@@ -107,6 +107,9 @@ type TrainOptions struct {
 	TrainedAt time.Time
 }
 
+// DefaultMinHeadDefects is TrainOptions.MinHeadDefects' default.
+const DefaultMinHeadDefects = 10
+
 // TexturePatchCoreOptions are the PatchCore settings Train uses by default, chosen on the
 // magnetic-tile images (models/README.md, "Trainer results"): a 64 px wide input, local lighting
 // normalization at 2 px (stains and uneven light vary more than the texture), position
@@ -165,7 +168,7 @@ func trainPlan(set TrainSet, opts TrainOptions) (TrainOptions, error) {
 		opts.Version = "0.1.0"
 	}
 	if opts.MinHeadDefects == 0 {
-		opts.MinHeadDefects = 10
+		opts.MinHeadDefects = DefaultMinHeadDefects
 	}
 	if opts.FalseReject == 0 {
 		opts.FalseReject = eval.DefaultFalseReject

@@ -7,6 +7,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"github.com/takt-edge/takt/camera"
 	"github.com/takt-edge/takt/models/eval"
 	"github.com/takt-edge/takt/models/train"
+	"github.com/takt-edge/takt/models/train/backbone"
 )
 
 // builtinMethods are the builtin trainer's methods (ExperimentConfig.Method).
@@ -41,7 +43,9 @@ type templateOptions struct {
 }
 
 // patchCoreOptions are a patchcore experiment's options: train.PatchCoreOptions (color
-// among them: auto, gray or rgb, as for the template),
+// among them: auto, gray or rgb, as for the template), backbone (auto, the default: with
+// at least min_head_defects labelled defects and no width or height, the recommended
+// backbone beside the filter bank, as takt model train does; none),
 // threshold_rule as for the template, and min_head_defects
 // (train.TrainOptions.MinHeadDefects: labelled defects it takes to train the supervised
 // head; default 10, negative never).
@@ -49,6 +53,7 @@ type patchCoreOptions struct {
 	train.PatchCoreOptions `yaml:",inline"`
 	ThresholdRule          string `yaml:"threshold_rule"`
 	MinHeadDefects         int    `yaml:"min_head_defects"`
+	RecommendedBackbone    string `yaml:"backbone"`
 }
 
 var _ Trainer = (*builtin)(nil)
@@ -77,6 +82,11 @@ func builtinTrainer(e ExperimentConfig) (*builtin, error) {
 	default:
 		return nil, fmt.Errorf("%s: threshold_rule %q: want %s or %s", e.Method, rule, eval.RuleFalseReject, eval.RuleBestF1)
 	}
+	switch bb := b.patch.RecommendedBackbone; bb {
+	case "", "auto", "none":
+	default:
+		return nil, fmt.Errorf("%s: backbone %q: want auto or none", e.Method, bb)
+	}
 	switch color := cmp.Or(b.template.Color, b.patch.Color); color {
 	case "", train.ColorAuto, train.ColorGray, train.ColorRGB:
 	default:
@@ -104,6 +114,22 @@ func (b *builtin) Train(ctx context.Context, job TrainInput, log io.Writer) (*Ca
 	opts := train.TrainOptions{Method: b.method, Name: job.Name, Version: job.Version, Threads: job.Threads,
 		Template: b.template.TemplateOptions, PatchCore: b.patch.PatchCoreOptions, MinHeadDefects: b.patch.MinHeadDefects,
 		FalseReject: cmp.Or(b.template.FalseReject, b.patch.FalseReject), ThresholdRule: cmp.Or(b.template.ThresholdRule, b.patch.ThresholdRule)}
+	minHead := cmp.Or(b.patch.MinHeadDefects, train.DefaultMinHeadDefects)
+	if b.method == "patchcore" && b.patch.RecommendedBackbone != "none" && minHead > 0 && len(defects) >= minHead &&
+		b.patch.Width == 0 && b.patch.Height == 0 {
+		rec, err := backbone.FindRecommended(backbone.RecommendedDirs())
+		switch {
+		case err == nil:
+			if opts.Backbone, err = rec.Options(); err != nil {
+				return nil, err
+			}
+			fmt.Fprintf(log, "builtin %s: backbone %s at %s beside the filter bank\n", b.method, rec.Path(), rec.Layer)
+		case errors.Is(err, backbone.ErrNoRecommended):
+			fmt.Fprintf(log, "builtin %s: %v: the filter bank alone\n", b.method, err)
+		default:
+			return nil, fmt.Errorf("%w (options backbone: none trains without it)", err)
+		}
+	}
 	if opts.ThresholdRule == eval.RuleBestF1 && len(defects) == 0 {
 		// Nothing labelled yet: the budget rule until operators label defects.
 		opts.ThresholdRule = eval.RuleFalseReject
