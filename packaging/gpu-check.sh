@@ -62,7 +62,7 @@ section "CUDA, cuDNN and TensorRT libraries (ldconfig)"
 libs_missing=()
 libfind() { # libfind NAME: the files the loader knows for NAME, resolved to their versions
 	local paths
-	paths=$(ldconfig -p 2>/dev/null | awk -v n="$1" '$1 ~ "^"n"(\\.|$)" {print $NF}' | sort -u)
+	paths=$(ldconfig -p 2>/dev/null | awk -v n="$1" 'index($1, n) == 1 && (length($1) == length(n) || substr($1, length(n) + 1, 1) == ".") {print $NF}' | sort -u)
 	[ -n "$paths" ] || return 1
 	local p
 	for p in $paths; do readlink -f "$p"; done | sort -u | tr '\n' ' '
