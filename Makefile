@@ -14,7 +14,7 @@ DEMO_HTTP ?= 127.0.0.1:8080
 DEMO_MARKING := 274,106,520,202
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all deps build test soak demo bench lint onnxpb clean package firmware-demo gpu-check
+.PHONY: all deps build test soak demo bench lint onnxpb sparkplugpb clean package firmware-demo gpu-check
 
 all: build
 
@@ -120,6 +120,12 @@ onnxpb:
 	GOBIN=$(DEPS)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 	cd models/onnxpb && protoc --plugin=$(DEPS)/bin/protoc-gen-go --go_out=. --go_opt=paths=source_relative \
 		--go_opt=Monnx.proto=github.com/takt-edge/takt/models/onnxpb onnx.proto
+
+# Regenerates the Sparkplug B payload types from agent/stationmqtt/sparkplugpb/sparkplug_b.proto
+# (needs protoc; Debian: protobuf-compiler).
+sparkplugpb:
+	GOBIN=$(DEPS)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	cd agent/stationmqtt/sparkplugpb && protoc --plugin=$(DEPS)/bin/protoc-gen-go --go_out=. --go_opt=paths=source_relative sparkplug_b.proto
 
 clean:
 	rm -rf bin $(DEMO_DIR)

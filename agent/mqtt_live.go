@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/takt-edge/takt/agent/stationmqtt"
@@ -93,7 +94,9 @@ func (l *live) startMQTT(context.Context) (func(context.Context) error, error) {
 	if u := l.a.ota; u != nil {
 		deps.Models = u
 	}
-	r, err := stationmqtt.New(l.cfg.MQTT.roleConfig(l.cfg.Station), l.cfg.Station, deps, l.log)
+	rc := l.cfg.MQTT.roleConfig(l.cfg.Station)
+	rc.Sparkplug = l.cfg.MQTT.sparkplug(l.cfg.Station, l.cfg.Camera.ID, filepath.Join(l.cfg.DataDir, "sparkplug_bdseq"))
+	r, err := stationmqtt.New(rc, l.cfg.Station, deps, l.log)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/takt-edge/takt/agent/stationmqtt"
 	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/cloudsync/wire"
 )
@@ -43,6 +44,13 @@ type MQTTConfig struct {
 	// DrainTimeout is how long a stopping agent keeps sending queued
 	// messages to a connected broker. Default 2s.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// Sparkplug makes the station a Sparkplug B edge node (group
+	// SparkplugGroup, edge node SparkplugNode, the camera as its device):
+	// NBIRTH/DBIRTH/NDEATH replace the JSON status, DDATA the JSON verdicts.
+	// Default false. Group defaults to "takt", node to the station id.
+	Sparkplug      bool   `yaml:"sparkplug"`
+	SparkplugGroup string `yaml:"sparkplug_group"`
+	SparkplugNode  string `yaml:"sparkplug_node"`
 }
 
 func defaultMQTTConfig() MQTTConfig {
@@ -50,7 +58,7 @@ func defaultMQTTConfig() MQTTConfig {
 		MQTTConfig: cloudsync.DefaultMQTTConfig(),
 		Site:       "site-1", Line: "line-1", Verdicts: true, StatusInterval: 30 * time.Second,
 		AlertBurst: 10, AlertWindow: time.Minute, SyncBacklogAge: time.Hour, OutboxMax: 100000,
-		DrainTimeout: 2 * time.Second,
+		DrainTimeout: 2 * time.Second, SparkplugGroup: "takt",
 	}
 }
 
@@ -102,6 +110,12 @@ func (m MQTTConfig) validate(station string) error {
 	if m.OutboxMax < 100 {
 		errs = append(errs, fmt.Errorf("mqtt.outbox_max: %d, want at least 100", m.OutboxMax))
 	}
+	if m.Sparkplug {
+		sp := m.sparkplug(station, "camera", "state")
+		if err := sp.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("mqtt.sparkplug_group, mqtt.sparkplug_node: %w", err))
+		}
+	}
 	if m.DrainTimeout < 0 {
 		errs = append(errs, fmt.Errorf("mqtt.drain_timeout: %v, want >= 0", m.DrainTimeout))
 	}
@@ -114,4 +128,18 @@ func (m MQTTConfig) validate(station string) error {
 func (c Config) MQTTConn() (cloudsync.MQTTConfig, wire.Topics, error) {
 	topics, err := wire.NewTopics(c.MQTT.Site, c.MQTT.Line, c.Station)
 	return c.MQTT.conn(c.Station), topics, err
+}
+
+// sparkplug is the Sparkplug part of the roles' settings: camera is the one
+// device, stateFile keeps bdSeq.
+func (m MQTTConfig) sparkplug(station, camera, stateFile string) stationmqtt.SparkplugConfig {
+	node := m.SparkplugNode
+	if node == "" {
+		node = station
+	}
+	if camera == "" {
+		camera = "camera"
+	}
+	return stationmqtt.SparkplugConfig{Enabled: m.Sparkplug, Group: m.SparkplugGroup, Node: node,
+		Devices: []string{camera}, StateFile: stateFile}
 }

@@ -238,6 +238,10 @@ type Publication struct {
 type ConnOptions struct {
 	// Will, when set, is registered with every connection.
 	Will *Will
+	// NextWill, when set, is asked for the will before each connection attempt
+	// (it replaces Will), for protocols whose will changes per session, such as
+	// Sparkplug's NDEATH with its birth/death sequence number.
+	NextWill func() *Will
 	// Subscriptions maps topic filters to handlers; the Conn subscribes
 	// with QoS 1 on every connection. A handler runs on its own goroutine
 	// (messages may be handled concurrently); a panic in it is logged and
@@ -443,7 +447,11 @@ func (c *Conn) connect(ctx context.Context) (mqtt.Client, chan struct{}, error) 
 	if c.tls != nil {
 		o.SetTLSConfig(c.tls.Clone())
 	}
-	if w := c.opts.Will; w != nil {
+	w := c.opts.Will
+	if c.opts.NextWill != nil {
+		w = c.opts.NextWill()
+	}
+	if w != nil {
 		o.SetBinaryWill(w.Topic, w.Payload, 1, w.Retained)
 	}
 	cl := mqtt.NewClient(o)

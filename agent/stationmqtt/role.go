@@ -60,6 +60,9 @@ type Config struct {
 	OutboxMax      int           // messages kept for the broker
 	DrainTimeout   time.Duration // how long a stopping station keeps sending
 	PublishTimeout time.Duration
+	// Sparkplug, when enabled, makes the station a Sparkplug B edge node: NBIRTH,
+	// DBIRTH and NDEATH replace status, DDATA replaces verdict.
+	Sparkplug SparkplugConfig
 }
 
 // Deps are what the roles work with besides their configuration.
@@ -88,6 +91,7 @@ type Role struct {
 	deps    Deps
 	log     zerolog.Logger
 	conn    *cloudsync.Conn
+	sp      *sparkplugNode // nil unless mqtt.sparkplug
 	limiter *alertLimiter
 	now     func() time.Time
 
@@ -130,15 +134,31 @@ func New(cfg Config, station string, deps Deps, log zerolog.Logger) (*Role, erro
 		topics.Topic(wire.TopicCmdLabel):   r.onLabel,
 	}
 	r.modelSubscriptions(subs)
-	r.conn, err = cloudsync.NewConn(cfg.Conn, cloudsync.ConnOptions{
+	opts := cloudsync.ConnOptions{
 		Will:          &cloudsync.Will{Topic: topics.Topic(wire.TopicStatus), Payload: will, Retained: true},
 		Subscriptions: subs,
 		OnConnect: func(ctx context.Context) {
-			r.publishStatus(ctx, wire.StateOnline)
+			if r.sp != nil {
+				r.sparkplugBirth(ctx, true)
+			} else {
+				r.publishStatus(ctx, wire.StateOnline)
+			}
 			r.onConnectModel(ctx)
 		},
 		Logger: log,
-	})
+	}
+	if cfg.Sparkplug.Enabled {
+		if err := cfg.Sparkplug.Validate(); err != nil {
+			return nil, fmt.Errorf("mqtt: %w", err)
+		}
+		if r.sp, err = newSparkplugNode(cfg.Sparkplug); err != nil {
+			return nil, err
+		}
+		opts.Will, opts.NextWill = nil, r.sp.nextWill
+		subs[r.sp.topic("NCMD", "")] = r.onNodeCommand
+		subs[r.sp.topic("DCMD", "+")] = r.onDeviceCommand
+	}
+	r.conn, err = cloudsync.NewConn(cfg.Conn, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +200,13 @@ func (r *Role) Run(ctx context.Context) error {
 	r.drain()
 	if r.conn.State().State == cloudsync.ConnConnected {
 		pctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		r.publishStatus(pctx, wire.StateOffline)
+		if r.sp != nil {
+			if err := r.conn.Publish(pctx, r.sp.death()); err != nil {
+				r.log.Warn().Err(err).Msg("sparkplug NDEATH not published; the broker sends the will")
+			}
+		} else {
+			r.publishStatus(pctx, wire.StateOffline)
+		}
 		cancel()
 	}
 	stopConn()
@@ -308,7 +334,14 @@ func (r *Role) enqueueVerdicts(ctx context.Context) int {
 	now := r.now().UTC()
 	for _, v := range vs {
 		vid := fmt.Sprintf("%s-v%d-%d", r.station, v.ID, v.Time.UnixMilli())
-		if r.cfg.Verdicts {
+		if r.sp != nil {
+			// Sparkplug: every verdict is a DDATA through the outbox, whatever mqtt.verdicts says.
+			if m, err := r.sp.ddata(v, vid); err != nil {
+				r.log.Warn().Err(err).Uint64("id", v.ID).Msg("mqtt: verdict DDATA not encodable; skipped")
+			} else {
+				msgs = append(msgs, m)
+			}
+		} else if r.cfg.Verdicts {
 			m := wire.VerdictMsg{Schema: wire.MessageSchema, MsgID: vid, ID: v.ID, Station: v.Station,
 				CameraID: v.CameraID, Serial: v.Serial, Time: v.Time, Verdict: v.Decision, Reason: v.Reason, Score: v.Score,
 				Threshold: v.Threshold, Model: wire.ModelRef{Name: v.Model.Name, Version: v.Model.Version, SHA256: v.Model.SHA256},
@@ -411,6 +444,24 @@ func (r *Role) sendBatch(ctx context.Context) (int, error) {
 	for i, m := range msgs {
 		ps[i] = cloudsync.Publication{Topic: m.Topic, Payload: m.Payload, Retained: m.Retained}
 	}
+	if r.sp != nil {
+		// Sparkplug messages get their seq now, in publishing order, after
+		// the session's births.
+		r.sp.mu.Lock()
+		defer r.sp.mu.Unlock()
+		if !r.sp.born {
+			return 0, errNotBorn
+		}
+		for i := range ps {
+			if isSparkplug(ps[i].Topic) {
+				data, err := r.sp.stamp(ps[i].Payload)
+				if err != nil {
+					return 0, fmt.Errorf("sparkplug outbox message %s: %w", msgs[i].ID, err)
+				}
+				ps[i].Payload = data
+			}
+		}
+	}
 	errs := r.conn.PublishAll(ctx, ps)
 	var acked []uint64
 	var first error
@@ -496,7 +547,11 @@ func (r *Role) ticker(ctx context.Context) {
 			dropAlerted = false
 		}
 		if time.Since(lastStatus) >= r.cfg.StatusInterval && st.State == cloudsync.ConnConnected {
-			r.publishStatus(ctx, wire.StateOnline)
+			if r.sp != nil {
+				r.publishNodeData(ctx)
+			} else {
+				r.publishStatus(ctx, wire.StateOnline)
+			}
 			lastStatus = time.Now()
 		}
 	}
