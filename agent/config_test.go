@@ -113,3 +113,18 @@ func TestLoadConfigMissingFile(t *testing.T) {
 		t.Fatalf("got %v, want an error naming nope.yaml", err)
 	}
 }
+
+func TestLoadConfigSparkplug(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "takt.yml")
+	os.WriteFile(path, []byte("station: st-7\nmodel: {path: m.onnx}\ncamera: {kind: folder, path: ., id: cam-a}\n"+
+		"mqtt: {broker: \"tcp://broker:1883\", sparkplug: true}\n"), 0o644)
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := cfg.MQTT.sparkplug(cfg.Station, cfg.Camera.ID, "bdseq")
+	if !sp.Enabled || sp.Group != "takt" || sp.Node != "st-7" || len(sp.Devices) != 1 || sp.Devices[0] != "cam-a" {
+		t.Errorf("sparkplug settings %+v, want group takt, node st-7, device cam-a", sp)
+	}
+}

@@ -15,6 +15,10 @@
 //     those of verdicts and their alerts are derived from the verdict, so a
 //     message sent twice has the same id.
 //   - cmd/trigger and cmd/label in; a rejected command is answered on error.
+//   - with mqtt.sparkplug, Sparkplug B in place of status and verdict: NBIRTH and
+//     DBIRTH at every connect and on a rebirth NCMD, NDEATH as the will (bdSeq
+//     kept in a file across restarts), one DDATA per verdict through the same
+//     outbox, given its seq only when sent so seq stays continuous (sparkplug.go).
 //
 // paho.mqtt.golang speaks MQTT 3.1.1, which has no response topic or
 // correlation data (MQTT 5): the trigger's correlation_id comes back as a

@@ -14,8 +14,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/agent/stationmqtt/sparkplugpb"
+	"github.com/takt-edge/takt/agent/store"
 	"github.com/takt-edge/takt/cloudsync"
 	"github.com/takt-edge/takt/cloudsync/wire"
 )
@@ -72,12 +72,11 @@ type sparkplugNode struct {
 
 	// mu orders every Sparkplug publication: births and the stamping of
 	// outbox messages with seq happen under it, so seq is continuous on the wire.
-	mu      sync.Mutex
-	seq     uint64 // next seq of this session
-	bdSeq   uint64 // bdSeq of the current (or next) connection
-	lastBd  int    // last bdSeq that reached a broker; -1: none yet
-	born    bool   // NBIRTH of the current connection is out
-	rebirth bool   // a rebirth was asked for
+	mu     sync.Mutex
+	seq    uint64 // next seq of this session
+	bdSeq  uint64 // bdSeq of the current (or next) connection
+	lastBd int    // last bdSeq that reached a broker; -1: none yet
+	born   bool   // NBIRTH of the current connection is out
 
 	pass, fail, noDecision atomic.Uint64
 	lastMu                 sync.Mutex
