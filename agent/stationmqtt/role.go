@@ -347,9 +347,7 @@ func (r *Role) enqueueVerdicts(ctx context.Context) int {
 				Threshold: v.Threshold, Model: wire.ModelRef{Name: v.Model.Name, Version: v.Model.Version, SHA256: v.Model.SHA256},
 				Provider: v.Provider, LatencyMs: v.Latency.TotalMs, CorrelationID: r.takeCorrelation(v.Serial)}
 			m.Class, m.Confidence = v.Class, v.Confidence
-			for _, b := range v.Boxes {
-				m.Boxes = append(m.Boxes, wire.BoxMsg{Class: b.Class, Confidence: b.Confidence, X0: b.X0, Y0: b.Y0, X1: b.X1, Y1: b.Y1})
-			}
+			m.Boxes = append(m.Boxes, v.Boxes...)
 			if m.Station == "" {
 				m.Station = r.station
 			}

@@ -332,7 +332,7 @@ func TestMQTTVerdictCarriesBoxes(t *testing.T) {
 	r.VerdictCommitted()
 	stationtest.WaitUntil(t, 10*time.Second, "the verdict at the subscriber", func() bool { return len(sub.Received().Verdicts) == 1 })
 	for _, m := range sub.Received().Verdicts {
-		if m.Class != "dent" || len(m.Boxes) != 1 || m.Boxes[0] != (wire.BoxMsg{Class: "dent", Confidence: 0.97, X0: 1, Y0: 2, X1: 30, Y1: 40}) {
+		if m.Class != "dent" || len(m.Boxes) != 1 || m.Boxes[0] != (wire.Box{Class: "dent", Confidence: 0.97, X0: 1, Y0: 2, X1: 30, Y1: 40}) {
 			t.Errorf("verdict message: class %q boxes %+v, want dent and the box", m.Class, m.Boxes)
 		}
 	}

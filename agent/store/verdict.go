@@ -6,6 +6,8 @@ import (
 	"math"
 	"regexp"
 	"time"
+
+	"github.com/takt-edge/takt/cloudsync/wire"
 )
 
 // SchemaVersion is the version of the verdict record written by this package;
@@ -78,20 +80,8 @@ type ModelScore struct {
 	Boxes      []Box   `json:"boxes,omitempty"`
 }
 
-// Box is one box a detector found: its class, confidence and rectangle in frame pixels
-// (x0 <= x < x1, y0 <= y < y1).
-type Box struct {
-	Class      string  `json:"class"`
-	Confidence float64 `json:"confidence"`
-	X0         float64 `json:"x0"`
-	Y0         float64 `json:"y0"`
-	X1         float64 `json:"x1"`
-	Y1         float64 `json:"y1"`
-}
-
-// Width and Height are the box's size in frame pixels.
-func (b Box) Width() float64  { return b.X1 - b.X0 }
-func (b Box) Height() float64 { return b.Y1 - b.Y0 }
+// Box is one box a detector found (wire.Box: stored as the verdict messages carry it).
+type Box = wire.Box
 
 // finiteBoxes drops the boxes holding a NaN or infinite number (JSON has none), and a
 // confidence that is not finite.

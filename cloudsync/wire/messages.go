@@ -140,16 +140,17 @@ type VerdictMsg struct {
 	LatencyMs float64   `json:"latency_ms"`
 	// Class and Confidence are a classifier's top class, or a detector's most confident
 	// box; Boxes a detector's boxes in frame pixels. Absent for an anomaly model.
-	Class      string   `json:"class,omitempty"`
-	Confidence float64  `json:"confidence,omitempty"`
-	Boxes      []BoxMsg `json:"boxes,omitempty"`
+	Class      string  `json:"class,omitempty"`
+	Confidence float64 `json:"confidence,omitempty"`
+	Boxes      []Box   `json:"boxes,omitempty"`
 	// CorrelationID is the cmd/trigger's correlation_id when a trigger
 	// command asked for this part (MQTT 3.1.1 has no correlation data).
 	CorrelationID string `json:"correlation_id,omitempty"`
 }
 
-// BoxMsg is one box of a detector: class, confidence and rectangle in frame pixels.
-type BoxMsg struct {
+// Box is one box a detector found: its class, confidence and rectangle in frame pixels
+// (x0 <= x < x1, y0 <= y < y1), as verdicts store it and messages carry it.
+type Box struct {
 	Class      string  `json:"class"`
 	Confidence float64 `json:"confidence"`
 	X0         float64 `json:"x0"`
