@@ -407,3 +407,88 @@ func (n *nodeORT) round(t *testing.T, runs int) (p50ms, score float64) {
 	}
 	return res.P50, res.Score
 }
+
+// TestFiguresSessionOptions compares ONNX Runtime session options on the starter model
+// (`Train` on 10 good synthetic parts), a bare Session.Run each, in interleaved rounds with
+// the order rotating; round 0 warms up and is left out; each line is the median of the
+// rounds' p50s (models/README.md, "Inference figures"). A comparison, no figure: the runtime
+// keeps ONNX Runtime's defaults unless this shows a better choice.
+func TestFiguresSessionOptions(t *testing.T) {
+	comparisonsOn(t)
+	tm, err := Train(context.Background(), TrainSet{Good: goodParts(10, 1, 1)}, TrainOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := tm.Input
+	xs, err := models.PreprocessAll(goodParts(1, 777, 3), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spin := func(on bool) func(*ort.SessionOptions) error {
+		return func(o *ort.SessionOptions) error {
+			return o.AddSessionConfigEntry("session.intra_op.allow_spinning", map[bool]string{true: "1", false: "0"}[on])
+		}
+	}
+	threads := func(n int) func(*ort.SessionOptions) error {
+		return func(o *ort.SessionOptions) error { return o.SetIntraOpNumThreads(n) }
+	}
+	configs := []struct {
+		name string
+		set  []func(*ort.SessionOptions) error
+	}{
+		{"ONNX Runtime's defaults (the runtime's)", nil},
+		{"no spinning", []func(*ort.SessionOptions) error{spin(false)}},
+		{"1 thread", []func(*ort.SessionOptions) error{threads(1)}},
+		{"2 threads", []func(*ort.SessionOptions) error{threads(2)}},
+		{"2 threads, no spinning", []func(*ort.SessionOptions) error{threads(2), spin(false)}},
+		{"1 thread, no memory arena", []func(*ort.SessionOptions) error{threads(1), func(o *ort.SessionOptions) error { return o.SetCpuMemArena(false) }}},
+	}
+	sessions := make([]*ort.AdvancedSession, len(configs))
+	for i, c := range configs {
+		x, err := ort.NewTensor(ort.NewShape(inputDims(in)...), xs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer x.Destroy()
+		score, _ := ort.NewEmptyTensor[float32](ort.NewShape(1))
+		defer score.Destroy()
+		amap, _ := ort.NewEmptyTensor[float32](ort.NewShape(1, 1, int64(in.Height), int64(in.Width)))
+		defer amap.Destroy()
+		so, err := ort.NewSessionOptions()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer so.Destroy()
+		for _, set := range c.set {
+			if err := set(so); err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+		}
+		if sessions[i], err = ort.NewAdvancedSessionWithONNXData(tm.ONNX, []string{"image"}, []string{"score", "anomaly_map"},
+			[]ort.Value{x}, []ort.Value{score, amap}, so); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		defer sessions[i].Destroy()
+	}
+	const rounds, perRound = 15, 30
+	p50s := make([][]float64, len(configs))
+	for round := range rounds {
+		for k := range configs {
+			i := (round + k) % len(configs)
+			var ds []time.Duration
+			for range perRound {
+				t0 := time.Now()
+				if err := sessions[i].Run(); err != nil {
+					t.Fatalf("%s: %v", configs[i].name, err)
+				}
+				ds = append(ds, time.Since(t0))
+			}
+			if round > 0 {
+				p50s[i] = append(p50s[i], ms(median(ds)))
+			}
+		}
+	}
+	for i, c := range configs {
+		t.Logf("| %s | %.2f ms | %.2f-%.2f |", c.name, medianOf(p50s[i]), slices.Min(p50s[i]), slices.Max(p50s[i]))
+	}
+}
