@@ -159,6 +159,10 @@ type Box struct {
 	Y1         float64 `json:"y1"`
 }
 
+// Width and Height are the box's size in frame pixels (the part page draws it).
+func (b Box) Width() float64  { return b.X1 - b.X0 }
+func (b Box) Height() float64 { return b.Y1 - b.Y0 }
+
 // Validate implements Message.
 func (m *VerdictMsg) Validate() error {
 	return check(m.Schema,
