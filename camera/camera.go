@@ -44,8 +44,11 @@ import (
 // unless the consumer gives it back with Camera.Recycle or Set.Recycle.
 type Frame struct {
 	CameraID string
-	Seq      uint64    // 1-based capture sequence per camera, across reconnects
-	Time     time.Time // capture time: when OpenCV handed the frame over
+	Seq      uint64 // 1-based capture sequence per camera, across reconnects
+	// Time is the capture time: when OpenCV handed the frame over; for a network stream
+	// (kind url) its timestamp on the host's clock, so a frame handed over late keeps the
+	// time it was sent at (see streamClock).
+	Time     time.Time
 	Width    int
 	Height   int
 	Channels int    // 1 (gray) or 3 (BGR)

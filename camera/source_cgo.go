@@ -131,6 +131,8 @@ type vcCapture struct {
 	loop  bool
 	index uint64 // frames read in the current pass over a file
 	names []byte // arena for "file#index" origins; written once, never changed
+	// clock dates a network stream's frames by their timestamps; nil for other sources.
+	clock *streamClock
 }
 
 // geometry is the size and pixel type of a gray or BGR frame; the zero value is unknown.
@@ -165,6 +167,9 @@ func (v *vcCapture) grab(p *pool) (Frame, error) {
 	v.index++
 	if v.file != "" {
 		f.Origin = v.origin()
+	}
+	if v.clock != nil && err == nil {
+		f.Time = v.clock.at(f.Time, v.vc.Get(gocv.VideoCapturePosMsec))
 	}
 	if bad, isBad := err.(*badFrame); isBad {
 		bad.origin = f.Origin
@@ -349,7 +354,9 @@ func openURL(cfg Config) (capture, error) {
 		vc.Close()
 		return nil, fmt.Errorf("camera %s: open stream %s: OpenCV's FFmpeg backend could not open it (server down, wrong path, or a codec FFmpeg lacks)", cfg.ID, cfg.URL)
 	}
-	return newVC(vc), nil
+	v := newVC(vc)
+	v.clock = &streamClock{}
+	return v, nil
 }
 
 func openPipeline(cfg Config) (capture, error) {

@@ -242,3 +242,41 @@ func TestMissingDevice(t *testing.T) {
 		t.Fatalf("Open a stream nobody serves: got %v, want a clear error", err)
 	}
 }
+
+// A network stream's frames are dated by their timestamps: frames FFmpeg held while the
+// reader was busy are handed over late but keep the times they were sent at (so a trigger
+// after them is not answered with them), and no frame is dated after its delivery.
+func TestStreamFramesKeepTheirSendTime(t *testing.T) {
+	srv := cameratest.StartRTSP(t, 0)
+	cp, err := openURL(Config{ID: "top", Kind: KindURL, URL: srv.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cp.close()
+	p := newPool(8)
+	read := func() (Frame, time.Time) {
+		t.Helper()
+		f, err := cp.grab(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f, time.Now()
+	}
+	var last time.Time
+	for i := range 20 {
+		f, at := read()
+		if f.Time.After(at) || f.Time.Before(last) {
+			t.Fatalf("frame %d dated %v, delivered %v, after a frame dated %v: want dates in order, none after its delivery", i, f.Time, at, last)
+		}
+		last = f.Time
+	}
+	const pause = 600 * time.Millisecond
+	time.Sleep(pause) // the stream goes on; FFmpeg holds its frames
+	f, at := read()
+	if held := at.Sub(f.Time); held < pause/2 {
+		t.Errorf("the first frame after a %v pause is dated %v before its delivery: want it dated when it was sent, at least %v before", pause, held, pause/2)
+	}
+	if f.Time.Before(last) {
+		t.Errorf("the first frame after the pause is dated before the frame before it")
+	}
+}
