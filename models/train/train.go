@@ -1,6 +1,7 @@
 package train
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -109,6 +110,24 @@ type TrainOptions struct {
 
 // DefaultMinHeadDefects is TrainOptions.MinHeadDefects' default.
 const DefaultMinHeadDefects = 10
+
+// RecommendedBackbone is the rule `takt model train --backbone auto` and takt-cloud's
+// builtin experiments share: the recommended backbone (backbone.FindRecommended) is used
+// where it was measured to help, with at least minHead labeled defects (the filter bank
+// beside it, heads over both), for a method that can take it (auto, patchcore) and no
+// input size asked for (the recommended model's is fixed). applies says the rule asks for
+// it; rec.Dir is empty when none was found. A broken recommended backbone is an error.
+func RecommendedBackbone(method string, minHead, defects, width, height int) (rec backbone.Recommended, applies bool, err error) {
+	if minHead <= 0 || defects < minHead || width != 0 || height != 0 ||
+		(method != MethodAuto && method != MethodPatchCore) {
+		return rec, false, nil
+	}
+	rec, err = backbone.FindRecommended(backbone.RecommendedDirs())
+	if errors.Is(err, backbone.ErrNoRecommended) {
+		return backbone.Recommended{}, true, nil
+	}
+	return rec, err == nil, err
+}
 
 // TexturePatchCoreOptions are the PatchCore settings Train uses by default, chosen on the
 // magnetic-tile images (models/README.md, "Trainer results"): a 64 px wide input, local lighting

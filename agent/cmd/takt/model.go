@@ -120,18 +120,18 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 		Progress: newProgress(stderr).step,
 	}
 	if *backboneFile == backboneAuto {
-		rec, use, err := recommendedBackbone(*method, *minHead, len(set.Defects), *width, *height)
+		rec, applies, err := train.RecommendedBackbone(*method, *minHead, len(set.Defects), *width, *height)
 		if err != nil {
-			return err
+			return fmt.Errorf("model train: %w (--backbone none trains without it)", err)
 		}
 		switch {
-		case use:
+		case applies && rec.Dir != "":
 			if bbOpts, err = rec.Options(); err != nil {
 				return err
 			}
 			userBackbone = true
 			fmt.Fprintf(stdout, "train: backbone %s at %s beside the filter bank (recommended with labeled defects; --backbone none leaves it out)\n", rec.Path(), rec.Layer)
-		case rec.Dir == "" && len(set.Defects) >= *minHead && *minHead > 0:
+		case applies:
 			fmt.Fprintf(stdout, "train: no recommended backbone found in %s (make build fetches it): the filter bank alone\n", strings.Join(backbone.RecommendedDirs(), ", "))
 		}
 	}
@@ -173,26 +173,6 @@ const (
 	backboneAuto = "auto"
 	backboneNone = "none"
 )
-
-// recommendedBackbone is what --backbone auto uses: the recommended backbone (see
-// backbone.FindRecommended) where it was measured to help, that is with at least minHead
-// labeled defects (the filter bank beside it, heads over both), for methods that can take
-// it and no input size asked for (the recommended model's is fixed). use says whether to
-// train with it; rec.Dir is empty when none was found.
-func recommendedBackbone(method string, minHead, defects, width, height int) (rec backbone.Recommended, use bool, err error) {
-	if minHead <= 0 || defects < minHead || width != 0 || height != 0 ||
-		(method != train.MethodAuto && method != train.MethodPatchCore) {
-		return rec, false, nil
-	}
-	rec, err = backbone.FindRecommended(backbone.RecommendedDirs())
-	if errors.Is(err, backbone.ErrNoRecommended) {
-		return backbone.Recommended{}, false, nil
-	}
-	if err != nil {
-		return rec, false, fmt.Errorf("model train: %w (--backbone none trains without it)", err)
-	}
-	return rec, true, nil
-}
 
 // backboneOptions reads the backbone file and parses its normalization flags.
 func backboneOptions(path, layer, mean, std string) (backbone.Options, error) {

@@ -7,7 +7,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -114,20 +113,19 @@ func (b *builtin) Train(ctx context.Context, job TrainInput, log io.Writer) (*Ca
 	opts := train.TrainOptions{Method: b.method, Name: job.Name, Version: job.Version, Threads: job.Threads,
 		Template: b.template.TemplateOptions, PatchCore: b.patch.PatchCoreOptions, MinHeadDefects: b.patch.MinHeadDefects,
 		FalseReject: cmp.Or(b.template.FalseReject, b.patch.FalseReject), ThresholdRule: cmp.Or(b.template.ThresholdRule, b.patch.ThresholdRule)}
-	minHead := cmp.Or(b.patch.MinHeadDefects, train.DefaultMinHeadDefects)
-	if b.method == "patchcore" && b.patch.RecommendedBackbone != "none" && minHead > 0 && len(defects) >= minHead &&
-		b.patch.Width == 0 && b.patch.Height == 0 {
-		rec, err := backbone.FindRecommended(backbone.RecommendedDirs())
+	if b.patch.RecommendedBackbone != "none" {
+		rec, applies, err := train.RecommendedBackbone(b.method, cmp.Or(b.patch.MinHeadDefects, train.DefaultMinHeadDefects),
+			len(defects), b.patch.Width, b.patch.Height)
 		switch {
-		case err == nil:
+		case err != nil:
+			return nil, fmt.Errorf("%w (options backbone: none trains without it)", err)
+		case applies && rec.Dir != "":
 			if opts.Backbone, err = rec.Options(); err != nil {
 				return nil, err
 			}
 			fmt.Fprintf(log, "builtin %s: backbone %s at %s beside the filter bank\n", b.method, rec.Path(), rec.Layer)
-		case errors.Is(err, backbone.ErrNoRecommended):
-			fmt.Fprintf(log, "builtin %s: %v: the filter bank alone\n", b.method, err)
-		default:
-			return nil, fmt.Errorf("%w (options backbone: none trains without it)", err)
+		case applies:
+			fmt.Fprintf(log, "builtin %s: no recommended backbone in %v: the filter bank alone\n", b.method, backbone.RecommendedDirs())
 		}
 	}
 	if opts.ThresholdRule == eval.RuleBestF1 && len(defects) == 0 {
